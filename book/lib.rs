@@ -1,0 +1,1 @@
+//! actormq book (placeholder).

@@ -1,0 +1,15 @@
+//! # actormq-cluster
+//!
+//! Node assembly: configuration (figment layering), roles (name server,
+//! broker, combined), HA wiring, and the binaries `actormq-node`,
+//! `actormq-namesrv`, `actormq-broker` and `actormq`.
+//!
+//! **Place in the layering:** the top of `protocol <- store <- actors <-
+//! cluster`; it may also use `sdk` for the client CLI.
+//!
+//! **Status:** empty on purpose. The node binaries arrive with the issue
+//! "Broker and name server as supervised actors"; the `actormq` CLI with the
+//! client SDK issue. No binary is shipped yet, so none pretends to run.
+#![forbid(unsafe_code)]
+
+pub use actormq_actors as actors;

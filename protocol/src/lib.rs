@@ -1,0 +1,1 @@
+//! actormq wire protocol (placeholder while being written).

@@ -1,0 +1,1 @@
+//! actormq store (placeholder while being written).
