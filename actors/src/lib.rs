@@ -7,11 +7,14 @@
 //! wire types of [`actormq_protocol`] and the storage engine of
 //! [`actormq_store`]; it never depends on `cluster` or `sdk`.
 //!
-//! **Status:** empty on purpose. The supervision runtime, location-transparent
-//! recipients and the broker actors (`Session`, `CommitLogActor`,
-//! `FlushService`, `Dispatcher`, `PullHold`, ...) arrive with the issue
-//! "Broker and name server as supervised actors". Nothing here is stubbed.
+//! **Status:** the supervision runtime ([`runtime`]) is here. Location-
+//! transparent recipients and the broker actors (`Session`,
+//! `CommitLogActor`, `FlushService`, `Dispatcher`, `PullHold`, ...) arrive
+//! with the issue "Broker and name server as supervised actors". Nothing
+//! here is stubbed.
 #![forbid(unsafe_code)]
+
+pub mod runtime;
 
 pub use actormq_protocol as protocol;
 pub use actormq_store as store;

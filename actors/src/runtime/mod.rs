@@ -1,0 +1,12 @@
+//! The actor runtime every broker, name-server and custom actor is built
+//! with: supervision today; location-transparent recipients and the
+//! request-code registry arrive with the broker actors.
+
+pub mod restart;
+pub mod supervisor;
+
+pub use restart::{RestartBudget, RestartDecision, RestartPolicy};
+pub use supervisor::{
+    ChildEscalated, ChildRef, ChildSpec, ChildStatus, Escalation, FactoryError, GetChildStatus,
+    SpawnChild, StopSupervisor, Supervisor,
+};

@@ -1,0 +1,414 @@
+//! One-for-one supervision that also covers panicking children.
+//!
+//! actix's own `Supervisor` restarts an actor that stops itself, but not one
+//! whose handler panicked: the task running the actor's context is dropped
+//! and its mailbox closes. This supervisor therefore watches each child from
+//! *inside* the child's context: it spawns a watch future into the child's
+//! context that owns an [`ExitGuard`]. Whatever ends the context — the actor
+//! stopping itself, a panic in a handler, the arbiter going away — drops
+//! that future, and the guard's `Drop` tells the supervisor. The supervisor
+//! then asks its [`RestartBudget`] and either re-creates the child from its
+//! factory after a backoff, or escalates: it stops every child, logs the
+//! reason and reports the escalation (to a parent, or by stopping the
+//! actix `System` with exit code 1).
+//!
+//! Callers reach a child through a [`ChildRef`], which always points at the
+//! current incarnation.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use slog::{Logger, crit, info, o, warn};
+use tokio::sync::{oneshot, watch};
+
+use super::restart::{RestartBudget, RestartDecision, RestartPolicy};
+
+/// The error a child factory may return when it cannot (re)load its state.
+pub type FactoryError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a supervisor does once a child has spent its restart budget.
+#[derive(Clone)]
+pub enum Escalation {
+    /// Stop the actix `System` with exit code 1 (a node's top supervisor).
+    StopSystem,
+    /// Tell a parent (for instance another supervisor) and stop.
+    Notify(Recipient<ChildEscalated>),
+}
+
+/// Sent to the [`Escalation::Notify`] recipient when a supervisor gives up.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct ChildEscalated {
+    /// Name of the supervisor that gave up.
+    pub supervisor: String,
+    /// Name of the child that kept failing.
+    pub child: String,
+    /// Human-readable reason, also logged.
+    pub reason: String,
+}
+
+/// A stable handle to a supervised child: after a restart it points at the
+/// new incarnation, and [`ChildRef::subscribe`] lets a caller await that.
+pub struct ChildRef<A: Actor> {
+    current: Arc<watch::Sender<Option<Addr<A>>>>,
+}
+
+impl<A: Actor> Clone for ChildRef<A> {
+    fn clone(&self) -> Self {
+        Self {
+            current: Arc::clone(&self.current),
+        }
+    }
+}
+
+impl<A: Actor> ChildRef<A> {
+    fn new() -> Self {
+        Self {
+            current: Arc::new(watch::Sender::new(None)),
+        }
+    }
+
+    fn set(&self, addr: Option<Addr<A>>) {
+        self.current.send_replace(addr);
+    }
+
+    /// The address of the running incarnation, or `None` while the child is
+    /// down (between a failure and its restart, or after escalation).
+    pub fn addr(&self) -> Option<Addr<A>> {
+        self.current.borrow().clone()
+    }
+
+    /// A receiver that sees every change of incarnation (`None` = down).
+    pub fn subscribe(&self) -> watch::Receiver<Option<Addr<A>>> {
+        self.current.subscribe()
+    }
+}
+
+/// How to build one child: a name, a factory that (re)loads its state, and
+/// optionally the arbiter (thread) it runs on.
+pub struct ChildSpec<A: Actor<Context = Context<A>>> {
+    name: String,
+    factory: Arc<dyn Fn() -> Result<A, FactoryError> + Send + Sync>,
+    launcher: Option<Launcher<A>>,
+}
+
+/// Code that sets the watch up inside a child's context.
+type Install<A> = Box<dyn FnOnce(&mut Context<A>) + Send>;
+/// Starts a built actor somewhere other than the supervisor's thread.
+type Launcher<A> = Box<dyn Fn(A, Install<A>) -> Addr<A> + Send + Sync>;
+
+impl<A: Actor<Context = Context<A>>> ChildSpec<A> {
+    /// A child named `name`, built by `factory` at start and at each restart.
+    pub fn new(
+        name: impl Into<String>,
+        factory: impl Fn() -> Result<A, FactoryError> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            factory: Arc::new(factory),
+            launcher: None,
+        }
+    }
+}
+
+impl<A: Actor<Context = Context<A>> + Send> ChildSpec<A> {
+    /// Run the child on `arbiter` (another thread) instead of the
+    /// supervisor's own; the actor moves there, so it must be `Send`.
+    pub fn on_arbiter(mut self, arbiter: ArbiterHandle) -> Self {
+        self.launcher = Some(Box::new(move |actor, install| {
+            A::start_in_arbiter(&arbiter, move |ctx| {
+                install(ctx);
+                actor
+            })
+        }));
+        self
+    }
+}
+
+/// Ask a supervisor to start and watch a child; replies with its handle.
+#[derive(Message)]
+#[rtype(result = "ChildRef<A>")]
+pub struct SpawnChild<A: Actor<Context = Context<A>>>(pub ChildSpec<A>);
+
+/// Ask a supervisor for the state of its children.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Vec<ChildStatus>")]
+pub struct GetChildStatus;
+
+/// One child as its supervisor sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildStatus {
+    /// The child's name.
+    pub name: String,
+    /// Whether an incarnation is running now.
+    pub running: bool,
+    /// Restarts so far (factory failures included).
+    pub restarts: u64,
+}
+
+/// Stop every child and then the supervisor itself (graceful shutdown).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct StopSupervisor;
+
+/// Sent by an [`ExitGuard`] when a child's context ends.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+struct ChildExited {
+    index: usize,
+    generation: u64,
+}
+
+/// Lives inside a child's context; its drop is the child's death notice.
+struct ExitGuard {
+    supervisor: Addr<Supervisor>,
+    index: usize,
+    generation: u64,
+}
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        self.supervisor.do_send(ChildExited {
+            index: self.index,
+            generation: self.generation,
+        });
+    }
+}
+
+/// The type-erased part of a child that the supervisor keeps.
+trait Restartable {
+    /// Start an incarnation; on success returns the sender that stops it.
+    fn start(
+        &self,
+        supervisor: Addr<Supervisor>,
+        index: usize,
+        generation: u64,
+    ) -> Result<oneshot::Sender<()>, FactoryError>;
+    /// Forget the current incarnation's address.
+    fn clear(&self);
+}
+
+struct Typed<A: Actor<Context = Context<A>>> {
+    spec: ChildSpec<A>,
+    handle: ChildRef<A>,
+}
+
+impl<A: Actor<Context = Context<A>>> Restartable for Typed<A> {
+    fn start(
+        &self,
+        supervisor: Addr<Supervisor>,
+        index: usize,
+        generation: u64,
+    ) -> Result<oneshot::Sender<()>, FactoryError> {
+        // User code: a panicking factory is a failed start, not a dead supervisor.
+        let actor = match catch_unwind(AssertUnwindSafe(|| (self.spec.factory)())) {
+            Ok(result) => result?,
+            Err(_) => return Err("child factory panicked".into()),
+        };
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let guard = ExitGuard {
+            supervisor,
+            index,
+            generation,
+        };
+        let install: Install<A> = Box::new(move |ctx: &mut Context<A>| {
+            let watch = async move {
+                let _guard = guard;
+                // Resolves on a stop request or when the supervisor is gone.
+                let _ = stop_rx.await;
+            };
+            ctx.spawn(actix::fut::wrap_future::<_, A>(watch).map(|(), _act, ctx| ctx.stop()));
+        });
+        let addr = match &self.spec.launcher {
+            None => A::create(|ctx| {
+                install(ctx);
+                actor
+            }),
+            Some(launch) => launch(actor, install),
+        };
+        self.handle.set(Some(addr));
+        Ok(stop_tx)
+    }
+
+    fn clear(&self) {
+        self.handle.set(None);
+    }
+}
+
+struct ChildEntry {
+    name: String,
+    child: Box<dyn Restartable>,
+    budget: RestartBudget,
+    generation: u64,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+/// A one-for-one supervisor actor. See the module docs.
+pub struct Supervisor {
+    name: String,
+    logger: Logger,
+    policy: RestartPolicy,
+    escalation: Escalation,
+    children: Vec<ChildEntry>,
+    shutting_down: bool,
+}
+
+impl Supervisor {
+    /// A supervisor named `name`; its log records carry `supervisor = name`.
+    pub fn new(
+        name: impl Into<String>,
+        logger: &Logger,
+        policy: RestartPolicy,
+        escalation: Escalation,
+    ) -> Self {
+        let name = name.into();
+        let logger = logger.new(o!("actor" => "Supervisor", "supervisor" => name.clone()));
+        Self {
+            name,
+            logger,
+            policy,
+            escalation,
+            children: Vec::new(),
+            shutting_down: false,
+        }
+    }
+
+    fn start_child(&mut self, index: usize, ctx: &mut Context<Self>) {
+        let me = ctx.address();
+        let entry = &mut self.children[index];
+        entry.generation += 1;
+        match entry.child.start(me, index, entry.generation) {
+            Ok(stop) => entry.stop = Some(stop),
+            Err(err) => {
+                warn!(self.logger, "child failed to start"; "child" => &entry.name, "error" => %err);
+                self.on_failure(index, ctx);
+            }
+        }
+    }
+
+    fn on_failure(&mut self, index: usize, ctx: &mut Context<Self>) {
+        let entry = &mut self.children[index];
+        entry.stop = None;
+        entry.child.clear();
+        match entry.budget.on_failure(Instant::now()) {
+            RestartDecision::Restart { after } => {
+                warn!(self.logger, "child exited; restarting";
+                    "child" => &entry.name,
+                    "restarts" => entry.budget.total_restarts(),
+                    "backoff_ms" => after.as_millis() as u64);
+                ctx.run_later(after, move |act, ctx| {
+                    if !act.shutting_down {
+                        act.start_child(index, ctx);
+                    }
+                });
+            }
+            RestartDecision::Escalate { failures_in_window } => {
+                let reason = format!(
+                    "child {} failed {failures_in_window} times within {:?} (budget {})",
+                    entry.name, self.policy.window, self.policy.max_restarts
+                );
+                crit!(self.logger, "restart budget spent; escalating"; "child" => &entry.name, "reason" => &reason);
+                let child = entry.name.clone();
+                self.stop_all_children();
+                match &self.escalation {
+                    Escalation::StopSystem => System::current().stop_with_code(1),
+                    Escalation::Notify(parent) => parent.do_send(ChildEscalated {
+                        supervisor: self.name.clone(),
+                        child,
+                        reason,
+                    }),
+                }
+                ctx.stop();
+            }
+        }
+    }
+
+    fn stop_all_children(&mut self) {
+        self.shutting_down = true;
+        for entry in &mut self.children {
+            if let Some(stop) = entry.stop.take() {
+                let _ = stop.send(());
+            }
+            entry.child.clear();
+        }
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Context<Self>) {
+        info!(self.logger, "supervisor started"; "max_restarts" => self.policy.max_restarts);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.stop_all_children();
+        info!(self.logger, "supervisor stopped");
+    }
+}
+
+impl<A: Actor<Context = Context<A>>> Handler<SpawnChild<A>> for Supervisor {
+    type Result = MessageResult<SpawnChild<A>>;
+
+    fn handle(&mut self, msg: SpawnChild<A>, ctx: &mut Context<Self>) -> Self::Result {
+        let handle = ChildRef::new();
+        let name = msg.0.name.clone();
+        info!(self.logger, "starting child"; "child" => &name);
+        self.children.push(ChildEntry {
+            name,
+            child: Box::new(Typed {
+                spec: msg.0,
+                handle: handle.clone(),
+            }),
+            budget: RestartBudget::new(self.policy),
+            generation: 0,
+            stop: None,
+        });
+        let index = self.children.len() - 1;
+        self.start_child(index, ctx);
+        MessageResult(handle)
+    }
+}
+
+impl Handler<ChildExited> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChildExited, ctx: &mut Context<Self>) {
+        let Some(entry) = self.children.get(msg.index) else {
+            return;
+        };
+        if self.shutting_down || entry.generation != msg.generation || entry.stop.is_none() {
+            return; // a stop we asked for, or a stale incarnation
+        }
+        self.on_failure(msg.index, ctx);
+    }
+}
+
+impl Handler<GetChildStatus> for Supervisor {
+    type Result = MessageResult<GetChildStatus>;
+
+    fn handle(&mut self, _msg: GetChildStatus, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            self.children
+                .iter()
+                .map(|c| ChildStatus {
+                    name: c.name.clone(),
+                    running: c.stop.is_some(),
+                    restarts: c.budget.total_restarts(),
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Handler<StopSupervisor> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: StopSupervisor, ctx: &mut Context<Self>) {
+        info!(self.logger, "stopping children");
+        self.stop_all_children();
+        ctx.stop();
+    }
+}

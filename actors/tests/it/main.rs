@@ -1,0 +1,3 @@
+//! Integration tests of actormq-actors (one binary, one module per area).
+
+mod t10_supervisor;

@@ -1,0 +1,318 @@
+//! The supervisor restarts panicked and self-stopped children, keeps their
+//! peers serving, counts and logs restarts, and escalates past its budget.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use actormq_actors::runtime::{
+    ChildEscalated, ChildRef, ChildSpec, Escalation, GetChildStatus, RestartPolicy, SpawnChild,
+    StopSupervisor, Supervisor,
+};
+use slog::{Drain, Logger, o};
+use tokio::sync::mpsc;
+
+/// A slog drain that keeps every record's message and key-values as text.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<String>>>);
+
+impl Drain for Capture {
+    type Ok = ();
+    type Err = slog::Never;
+    fn log(
+        &self,
+        record: &slog::Record<'_>,
+        values: &slog::OwnedKVList,
+    ) -> Result<(), slog::Never> {
+        struct Kv(String);
+        impl slog::Serializer for Kv {
+            fn emit_arguments(
+                &mut self,
+                key: slog::Key,
+                val: &std::fmt::Arguments<'_>,
+            ) -> slog::Result {
+                self.0.push_str(&format!(" {key}={val}"));
+                Ok(())
+            }
+        }
+        let mut kv = Kv(format!("{}", record.msg()));
+        let _ = slog::KV::serialize(&record.kv(), record, &mut kv);
+        let _ = slog::KV::serialize(values, record, &mut kv);
+        self.0.lock().unwrap().push(kv.0);
+        Ok(())
+    }
+}
+
+impl Capture {
+    fn logger(&self) -> Logger {
+        Logger::root(self.clone().fuse(), o!())
+    }
+    fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// Counts what it served; panics on `Crash`, stops itself on `Quit`.
+struct Worker {
+    served: u32,
+}
+
+impl Actor for Worker {
+    type Context = Context<Self>;
+}
+
+#[derive(Message)]
+#[rtype(result = "u32")]
+struct Ping;
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Crash;
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Quit;
+
+impl Handler<Ping> for Worker {
+    type Result = u32;
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> u32 {
+        self.served += 1;
+        self.served
+    }
+}
+
+impl Handler<Crash> for Worker {
+    type Result = ();
+    fn handle(&mut self, _: Crash, _: &mut Context<Self>) {
+        panic!("worker asked to crash (expected in this test)");
+    }
+}
+
+impl Handler<Quit> for Worker {
+    type Result = ();
+    fn handle(&mut self, _: Quit, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+fn fast_policy(max_restarts: u32) -> RestartPolicy {
+    RestartPolicy {
+        max_restarts,
+        window: Duration::from_secs(60),
+        backoff_initial: Duration::from_millis(1),
+        backoff_max: Duration::from_millis(5),
+    }
+}
+
+fn counting_spec(name: &str, starts: &Arc<AtomicU32>) -> ChildSpec<Worker> {
+    let starts = Arc::clone(starts);
+    ChildSpec::new(name, move || {
+        starts.fetch_add(1, Ordering::SeqCst);
+        Ok(Worker { served: 0 })
+    })
+}
+
+/// Awaits the child's next running incarnation (the restart is
+/// asynchronous; the handle publishes each change). Bounded by a timeout.
+async fn next_incarnation(child: &ChildRef<Worker>, old: &Addr<Worker>) -> Addr<Worker> {
+    let mut rx = child.subscribe();
+    let fut = rx.wait_for(|a| matches!(a, Some(new) if new != old));
+    let addr = actix_rt::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .expect("child was not restarted in time")
+        .expect("supervisor gone");
+    addr.clone().expect("matched Some")
+}
+
+#[actix_rt::test]
+async fn panicking_child_is_restarted_and_peers_keep_serving() {
+    let capture = Capture::default();
+    let sup = Supervisor::new(
+        "broker",
+        &capture.logger(),
+        fast_policy(3),
+        Escalation::StopSystem,
+    )
+    .start();
+    let starts = Arc::new(AtomicU32::new(0));
+    let crashy = sup
+        .send(SpawnChild(counting_spec("crashy", &starts)))
+        .await
+        .unwrap();
+    let peer = sup
+        .send(SpawnChild(counting_spec(
+            "peer",
+            &Arc::new(AtomicU32::new(0)),
+        )))
+        .await
+        .unwrap();
+
+    let first = crashy.addr().expect("running");
+    assert_eq!(first.send(Ping).await.unwrap(), 1);
+    assert_eq!(first.send(Ping).await.unwrap(), 2);
+    let peer_addr = peer.addr().unwrap();
+    assert_eq!(peer_addr.send(Ping).await.unwrap(), 1);
+
+    // The panic kills that incarnation: its reply never comes.
+    assert!(first.send(Crash).await.is_err());
+    let second = next_incarnation(&crashy, &first).await;
+    // State was rebuilt by the factory, so the count starts again.
+    assert_eq!(second.send(Ping).await.unwrap(), 1);
+    assert_eq!(starts.load(Ordering::SeqCst), 2);
+    // The peer never noticed.
+    assert_eq!(peer_addr.send(Ping).await.unwrap(), 2);
+
+    let status = sup.send(GetChildStatus).await.unwrap();
+    let crashy_status = status.iter().find(|s| s.name == "crashy").unwrap();
+    assert_eq!(crashy_status.restarts, 1);
+    assert!(crashy_status.running);
+    assert_eq!(
+        status.iter().find(|s| s.name == "peer").unwrap().restarts,
+        0
+    );
+    assert!(
+        capture
+            .lines()
+            .iter()
+            .any(|l| l.contains("restarting") && l.contains("child=crashy")),
+        "restart not logged: {:?}",
+        capture.lines()
+    );
+    sup.send(StopSupervisor).await.unwrap();
+}
+
+#[actix_rt::test]
+async fn self_stopped_child_is_restarted() {
+    let capture = Capture::default();
+    let sup = Supervisor::new(
+        "s",
+        &capture.logger(),
+        fast_policy(3),
+        Escalation::StopSystem,
+    )
+    .start();
+    let starts = Arc::new(AtomicU32::new(0));
+    let child = sup
+        .send(SpawnChild(counting_spec("quitter", &starts)))
+        .await
+        .unwrap();
+    let first = child.addr().unwrap();
+    first.send(Quit).await.unwrap();
+    let second = next_incarnation(&child, &first).await;
+    assert_eq!(second.send(Ping).await.unwrap(), 1);
+    assert_eq!(starts.load(Ordering::SeqCst), 2);
+    sup.send(StopSupervisor).await.unwrap();
+}
+
+#[actix_rt::test]
+async fn child_on_another_arbiter_is_restarted_after_a_panic() {
+    let capture = Capture::default();
+    let sup = Supervisor::new(
+        "s",
+        &capture.logger(),
+        fast_policy(3),
+        Escalation::StopSystem,
+    )
+    .start();
+    let arbiter = Arbiter::new();
+    let starts = Arc::new(AtomicU32::new(0));
+    let spec = counting_spec("remote-thread", &starts).on_arbiter(arbiter.handle());
+    let child = sup.send(SpawnChild(spec)).await.unwrap();
+    let first = child.addr().unwrap();
+    assert_eq!(first.send(Ping).await.unwrap(), 1);
+    assert!(first.send(Crash).await.is_err());
+    let second = next_incarnation(&child, &first).await;
+    assert_eq!(second.send(Ping).await.unwrap(), 1);
+    sup.send(StopSupervisor).await.unwrap();
+    arbiter.stop();
+}
+
+/// Receives the escalation a supervisor sends to its parent.
+struct Parent(mpsc::UnboundedSender<ChildEscalated>);
+impl Actor for Parent {
+    type Context = Context<Self>;
+}
+impl Handler<ChildEscalated> for Parent {
+    type Result = ();
+    fn handle(&mut self, msg: ChildEscalated, _: &mut Context<Self>) {
+        let _ = self.0.send(msg);
+    }
+}
+
+async fn recv_escalation(rx: &mut mpsc::UnboundedReceiver<ChildEscalated>) -> ChildEscalated {
+    actix_rt::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("no escalation in time")
+        .expect("parent gone")
+}
+
+#[actix_rt::test]
+async fn escalates_when_the_budget_is_spent() {
+    let capture = Capture::default();
+    let (tx, mut escalations) = mpsc::unbounded_channel();
+    let parent = Parent(tx).start();
+    let sup = Supervisor::new(
+        "s",
+        &capture.logger(),
+        fast_policy(2),
+        Escalation::Notify(parent.recipient()),
+    )
+    .start();
+    let starts = Arc::new(AtomicU32::new(0));
+    let child = sup
+        .send(SpawnChild(counting_spec("doomed", &starts)))
+        .await
+        .unwrap();
+    let mut addr = child.addr().unwrap();
+    for _ in 0..2 {
+        assert!(addr.send(Crash).await.is_err());
+        addr = next_incarnation(&child, &addr).await;
+    }
+    assert!(addr.send(Crash).await.is_err());
+    let escalated = recv_escalation(&mut escalations).await;
+    assert_eq!(escalated.child, "doomed");
+    assert!(escalated.reason.contains("3 times"), "{}", escalated.reason);
+    assert!(escalations.try_recv().is_err(), "exactly one escalation");
+    assert_eq!(starts.load(Ordering::SeqCst), 3);
+    assert!(
+        child.addr().is_none(),
+        "an escalated child is not restarted"
+    );
+    assert!(capture.lines().iter().any(|l| l.contains("escalating")));
+}
+
+#[actix_rt::test]
+async fn failing_factory_counts_against_the_budget() {
+    let capture = Capture::default();
+    let (tx, mut escalations) = mpsc::unbounded_channel();
+    let parent = Parent(tx).start();
+    let sup = Supervisor::new(
+        "s",
+        &capture.logger(),
+        fast_policy(1),
+        Escalation::Notify(parent.recipient()),
+    )
+    .start();
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = Arc::clone(&calls);
+    let spec = ChildSpec::new("broken", move || -> Result<Worker, _> {
+        c.fetch_add(1, Ordering::SeqCst);
+        Err("state file unreadable".into())
+    });
+    let child = sup.send(SpawnChild(spec)).await.unwrap();
+    let escalated = recv_escalation(&mut escalations).await;
+    assert_eq!(escalated.child, "broken");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "initial start + one restart"
+    );
+    assert!(child.addr().is_none());
+    assert!(
+        capture
+            .lines()
+            .iter()
+            .any(|l| l.contains("state file unreadable"))
+    );
+}
