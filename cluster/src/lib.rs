@@ -7,9 +7,12 @@
 //! **Place in the layering:** the top of `protocol <- store <- actors <-
 //! cluster`; it may also use `sdk` for the client CLI.
 //!
-//! **Status:** empty on purpose. The node binaries arrive with the issue
-//! "Broker and name server as supervised actors"; the `actormq` CLI with the
-//! client SDK issue. No binary is shipped yet, so none pretends to run.
+//! **Status:** the node configuration ([`config`]) is here. The node
+//! binaries arrive with the issue "Broker and name server as supervised
+//! actors"; the `actormq` CLI with the client SDK issue. No binary is
+//! shipped yet, so none pretends to run.
 #![forbid(unsafe_code)]
+
+pub mod config;
 
 pub use actormq_actors as actors;

@@ -1,0 +1,593 @@
+//! Node configuration: every key of `spec/cli.md`, its default, its bounds.
+//!
+//! Layering (lowest to highest): [`NodeConfig::default`] → a TOML file →
+//! the environment (`ACTORMQ_<TABLE>__<KEY>`, e.g.
+//! `ACTORMQ_BROKER__FLUSH=sync`) → command-line flags ([`Overrides`]). The
+//! binaries call [`NodeConfig::load`]; tests pass their own environment, so
+//! this library never reads the process environment by itself.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::Value;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Which actors a node hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Name server and broker in one process; the broker reaches the
+    /// registry by a local actor address.
+    Combined,
+    /// Name server only.
+    Namesrv,
+    /// Broker only; needs at least one name server in `broker.namesrv`.
+    Broker,
+}
+
+/// Flush policy of the commit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlushMode {
+    /// Flush every 500 ms or at 4 dirty pages; acknowledge on append.
+    Async,
+    /// Group commit: acknowledge only once the bytes are on disk.
+    Sync,
+}
+
+/// Replication role of a broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HaRole {
+    /// Master that acknowledges before slaves have the bytes.
+    AsyncMaster,
+    /// Master that acknowledges after a slave has the bytes.
+    SyncMaster,
+    /// Slave replicating from `broker.master`.
+    Slave,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[node]`: role and data directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSection {
+    /// Actors this node hosts. Default `combined`.
+    pub role: Role,
+    /// Root of all persistent data. Default `./actormq-data`.
+    pub data_dir: PathBuf,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        Self {
+            role: Role::Combined,
+            data_dir: PathBuf::from("./actormq-data"),
+        }
+    }
+}
+
+/// `[namesrv]`: the name server's listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NamesrvSection {
+    /// Listen address; port 0 binds an ephemeral port. Default `127.0.0.1:9876`.
+    pub listen: SocketAddr,
+}
+
+impl Default for NamesrvSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9876)),
+        }
+    }
+}
+
+/// `[broker]`: the broker's identity, storage and feature switches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerSection {
+    /// Listen address; port 0 binds an ephemeral port. Default `127.0.0.1:10911`.
+    pub listen: SocketAddr,
+    /// Address registered with name servers instead of the bound one. Default none.
+    pub advertise: Option<SocketAddr>,
+    /// Extra name servers to register with (a combined node always registers
+    /// with its own). Required non-empty for `role = "broker"`. Default empty.
+    /// The environment may give a comma-separated list.
+    #[serde(deserialize_with = "addr_list")]
+    pub namesrv: Vec<SocketAddr>,
+    /// Cluster name. Default `DefaultCluster`.
+    pub cluster: String,
+    /// Broker name (master and slaves share it). Default `broker-a`.
+    pub broker_name: String,
+    /// `0` = master, `> 0` = slave. Default `0`.
+    pub broker_id: u64,
+    /// Commit-log flush policy. Default `async`.
+    pub flush: FlushMode,
+    /// Replication role. Default `async-master`.
+    pub ha_role: HaRole,
+    /// HA listener of a master. Default none (no replication port).
+    pub ha_listen: Option<SocketAddr>,
+    /// HA address of the master a slave replicates from. Default none.
+    pub master: Option<SocketAddr>,
+    /// Create a topic on its first send. Default `true`.
+    pub auto_create_topic: bool,
+    /// Queues of an auto-created topic, 1..=1024. Default `4`.
+    pub default_queues: u32,
+    /// Delay levels, space-separated durations (`s`, `m`, `h`, `d`).
+    /// Default `1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h`.
+    pub message_delay_level: String,
+    /// Redeliveries before a message goes to `%DLQ%<group>`, 0..=64. Default `16`.
+    pub max_reconsume_times: u32,
+    /// Allow SQL92 property filters. Default `true`.
+    pub enable_property_filter: bool,
+    /// Longest a pull that found nothing is held, ms, 0..=60000. Default `15000`.
+    pub long_polling_max_ms: u64,
+    /// Age of an undecided half message before it is checked, ms. Default `6000`.
+    pub transaction_timeout_ms: u64,
+    /// Interval of the transaction checker, ms, >0. Default `60000`.
+    pub transaction_check_interval_ms: u64,
+    /// Checks before a half message is rolled back. Default `15`.
+    pub transaction_check_max: u32,
+    /// Hours commit-log segments are kept, >0. Default `72`.
+    pub file_reserved_hours: u32,
+}
+
+impl Default for BrokerSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 10911)),
+            advertise: None,
+            namesrv: Vec::new(),
+            cluster: "DefaultCluster".into(),
+            broker_name: "broker-a".into(),
+            broker_id: 0,
+            flush: FlushMode::Async,
+            ha_role: HaRole::AsyncMaster,
+            ha_listen: None,
+            master: None,
+            auto_create_topic: true,
+            default_queues: 4,
+            message_delay_level: DEFAULT_DELAY_LEVELS.into(),
+            max_reconsume_times: 16,
+            enable_property_filter: true,
+            long_polling_max_ms: 15_000,
+            transaction_timeout_ms: 6_000,
+            transaction_check_interval_ms: 60_000,
+            transaction_check_max: 15,
+            file_reserved_hours: 72,
+        }
+    }
+}
+
+/// RocketMQ's delay levels.
+pub const DEFAULT_DELAY_LEVELS: &str = "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h";
+
+/// `[log]`: format and level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    /// `text` or `json`. Default `text`.
+    pub format: LogFormat,
+    /// `trace`, `debug`, `info`, `warn`, `error` or `critical`. Default `info`.
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// The whole configuration of a node.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// `[node]`.
+    pub node: NodeSection,
+    /// `[namesrv]`.
+    pub namesrv: NamesrvSection,
+    /// `[broker]`.
+    pub broker: BrokerSection,
+    /// `[log]`.
+    pub log: LogSection,
+}
+
+/// Values given as command-line flags; `None` leaves the lower layers' value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    /// `--role`.
+    pub role: Option<Role>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--namesrv-listen`.
+    pub namesrv_listen: Option<SocketAddr>,
+    /// `--broker-listen`.
+    pub broker_listen: Option<SocketAddr>,
+    /// `--broker-advertise`.
+    pub broker_advertise: Option<SocketAddr>,
+    /// `--namesrv` (comma-separated on the command line).
+    pub namesrv: Option<Vec<SocketAddr>>,
+    /// `--cluster`.
+    pub cluster: Option<String>,
+    /// `--broker-name`.
+    pub broker_name: Option<String>,
+    /// `--broker-id`.
+    pub broker_id: Option<u64>,
+    /// `--flush`.
+    pub flush: Option<FlushMode>,
+    /// `--ha-role`.
+    pub ha_role: Option<HaRole>,
+    /// `--ha-listen`.
+    pub ha_listen: Option<SocketAddr>,
+    /// `--master`.
+    pub master: Option<SocketAddr>,
+    /// `--log-format`.
+    pub log_format: Option<LogFormat>,
+    /// `--log-level`.
+    pub log_level: Option<String>,
+}
+
+impl Overrides {
+    fn apply(self, c: &mut NodeConfig) {
+        fn set<T>(slot: &mut T, v: Option<T>) {
+            if let Some(v) = v {
+                *slot = v;
+            }
+        }
+        set(&mut c.node.role, self.role);
+        set(&mut c.node.data_dir, self.data_dir);
+        set(&mut c.namesrv.listen, self.namesrv_listen);
+        set(&mut c.broker.listen, self.broker_listen);
+        set(&mut c.broker.advertise, self.broker_advertise.map(Some));
+        set(&mut c.broker.namesrv, self.namesrv);
+        set(&mut c.broker.cluster, self.cluster);
+        set(&mut c.broker.broker_name, self.broker_name);
+        set(&mut c.broker.broker_id, self.broker_id);
+        set(&mut c.broker.flush, self.flush);
+        set(&mut c.broker.ha_role, self.ha_role);
+        set(&mut c.broker.ha_listen, self.ha_listen.map(Some));
+        set(&mut c.broker.master, self.master.map(Some));
+        set(&mut c.log.format, self.log_format);
+        set(&mut c.log.level, self.log_level);
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file, the environment or a value could not be parsed.
+    #[error("config: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    /// The configuration file does not exist.
+    #[error("config file {0} not found")]
+    FileNotFound(PathBuf),
+    /// A value is out of its documented bounds or contradicts another.
+    #[error("config: {key}: {reason}")]
+    Invalid {
+        /// The offending key, `table.key`.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl NodeConfig {
+    /// Layers defaults, the TOML `file` (if any), the `ACTORMQ_` variables
+    /// among `env`, and `flags`, then validates.
+    pub fn load<K, V>(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (K, V)>,
+        flags: Overrides,
+    ) -> Result<NodeConfig, ConfigError>
+    where
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut figment = Figment::from(Serialized::defaults(NodeConfig::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::FileNotFound(path.to_path_buf()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        // Only `ACTORMQ_<TABLE>__<KEY>` pairs, given explicitly: the library
+        // never reads the process environment itself. Values are parsed the
+        // way figment's `Env` provider parses them (numbers, booleans, arrays).
+        for (k, v) in env {
+            let Some(rest) = k.as_ref().strip_prefix("ACTORMQ_") else {
+                continue;
+            };
+            if !rest.contains("__") {
+                continue; // e.g. ACTORMQ_CRASH_ROUNDS: not a config key
+            }
+            let key = rest.to_ascii_lowercase().replace("__", ".");
+            let value: Value = v.as_ref().parse().unwrap_or_else(|never| match never {});
+            figment = figment.merge(Serialized::global(&key, value));
+        }
+        let mut config: NodeConfig = figment.extract().map_err(Box::new)?;
+        flags.apply(&mut config);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every documented bound and cross-field rule.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let b = &self.broker;
+        let invalid = |key: &'static str, reason: String| Err(ConfigError::Invalid { key, reason });
+        if self.node.role == Role::Broker && b.namesrv.is_empty() {
+            return invalid(
+                "broker.namesrv",
+                "a broker-only node needs --namesrv ADDR".into(),
+            );
+        }
+        if b.cluster.is_empty() {
+            return invalid("broker.cluster", "must not be empty".into());
+        }
+        if b.broker_name.is_empty() {
+            return invalid("broker.broker_name", "must not be empty".into());
+        }
+        if !(1..=1024).contains(&b.default_queues) {
+            return invalid(
+                "broker.default_queues",
+                format!("{} is not in 1..=1024", b.default_queues),
+            );
+        }
+        if b.max_reconsume_times > 64 {
+            return invalid(
+                "broker.max_reconsume_times",
+                format!("{} > 64", b.max_reconsume_times),
+            );
+        }
+        if b.long_polling_max_ms > 60_000 {
+            return invalid(
+                "broker.long_polling_max_ms",
+                format!("{} > 60000", b.long_polling_max_ms),
+            );
+        }
+        if b.transaction_check_interval_ms == 0 {
+            return invalid("broker.transaction_check_interval_ms", "must be > 0".into());
+        }
+        if b.file_reserved_hours == 0 {
+            return invalid("broker.file_reserved_hours", "must be > 0".into());
+        }
+        if let Err(reason) = parse_delay_levels(&b.message_delay_level) {
+            return invalid("broker.message_delay_level", reason);
+        }
+        if b.ha_role == HaRole::Slave && b.master.is_none() {
+            return invalid("broker.master", "a slave needs --master ADDR".into());
+        }
+        if b.ha_role == HaRole::Slave && b.broker_id == 0 {
+            return invalid("broker.broker_id", "a slave needs a broker id > 0".into());
+        }
+        if !matches!(
+            self.log.level.as_str(),
+            "trace" | "debug" | "info" | "warn" | "error" | "critical"
+        ) {
+            return invalid("log.level", format!("unknown level {:?}", self.log.level));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML (`--print-config`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+/// Parses `message_delay_level` into milliseconds per level (level 1 first).
+pub fn parse_delay_levels(levels: &str) -> Result<Vec<u64>, String> {
+    let out: Vec<u64> = levels
+        .split_whitespace()
+        .map(|item| {
+            let split = item
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(item.len());
+            let (num, unit) = item.split_at(split);
+            let n: u64 = num.parse().map_err(|_| format!("bad delay {item:?}"))?;
+            let scale = match unit {
+                "s" => 1_000,
+                "m" => 60_000,
+                "h" => 3_600_000,
+                "d" => 86_400_000,
+                _ => return Err(format!("bad unit in {item:?} (use s, m, h or d)")),
+            };
+            n.checked_mul(scale)
+                .filter(|ms| *ms > 0)
+                .ok_or_else(|| format!("bad delay {item:?}"))
+        })
+        .collect::<Result<_, _>>()?;
+    if out.is_empty() {
+        return Err("no delay levels".into());
+    }
+    Ok(out)
+}
+
+/// Accepts a list of addresses or one comma-separated string.
+fn addr_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<String>),
+        One(String),
+    }
+    let items = match Either::deserialize(d)? {
+        Either::List(items) => items,
+        Either::One(s) => s.split(',').map(str::to_owned).collect(),
+    };
+    items
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse()
+                .map_err(|_| serde::de::Error::custom(format!("bad address {s:?}")))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NO_ENV: [(&str, &str); 0] = [];
+
+    fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = NodeConfig::load(None, NO_ENV, Overrides::default()).unwrap();
+        assert_eq!(c.node.role, Role::Combined);
+        assert_eq!(c.node.data_dir, PathBuf::from("./actormq-data"));
+        assert_eq!(c.namesrv.listen.to_string(), "127.0.0.1:9876");
+        assert_eq!(c.broker.listen.to_string(), "127.0.0.1:10911");
+        assert_eq!(c.broker.cluster, "DefaultCluster");
+        assert_eq!(c.broker.broker_name, "broker-a");
+        assert_eq!(c.broker.flush, FlushMode::Async);
+        assert_eq!(c.broker.default_queues, 4);
+        assert_eq!(c.broker.max_reconsume_times, 16);
+        assert_eq!(c.broker.long_polling_max_ms, 15_000);
+        assert_eq!(c.broker.transaction_check_max, 15);
+        assert_eq!(c.broker.file_reserved_hours, 72);
+        assert_eq!(
+            parse_delay_levels(&c.broker.message_delay_level)
+                .unwrap()
+                .len(),
+            18
+        );
+        assert_eq!(c.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            &dir,
+            "[broker]\nflush = \"sync\"\ndefault_queues = 8\ncluster = \"FromFile\"\n\
+             [log]\nlevel = \"debug\"\n",
+        );
+        let env = [
+            ("ACTORMQ_BROKER__DEFAULT_QUEUES", "16"),
+            ("ACTORMQ_BROKER__CLUSTER", "FromEnv"),
+            ("ACTORMQ_BROKER__NAMESRV", "127.0.0.1:1,127.0.0.1:2"),
+            ("ACTORMQ_CRASH_ROUNDS", "5"), // not a config key: ignored
+            ("PATH", "/bin"),
+        ];
+        let flags = Overrides {
+            cluster: Some("FromFlag".into()),
+            ..Overrides::default()
+        };
+        let c = NodeConfig::load(Some(&file), env, flags).unwrap();
+        assert_eq!(c.broker.flush, FlushMode::Sync, "file beats default");
+        assert_eq!(c.broker.default_queues, 16, "env beats file");
+        assert_eq!(c.broker.cluster, "FromFlag", "flag beats env");
+        assert_eq!(c.log.level, "debug");
+        let ns: Vec<String> = c.broker.namesrv.iter().map(|a| a.to_string()).collect();
+        assert_eq!(ns, ["127.0.0.1:1", "127.0.0.1:2"]);
+    }
+
+    #[test]
+    fn print_config_round_trips() {
+        let flags = Overrides {
+            role: Some(Role::Broker),
+            namesrv: Some(vec!["127.0.0.1:9876".parse().unwrap()]),
+            broker_advertise: Some("10.0.0.1:10911".parse().unwrap()),
+            ..Overrides::default()
+        };
+        let c = NodeConfig::load(None, NO_ENV, flags).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(&dir, &c.to_toml());
+        let again = NodeConfig::load(Some(&file), NO_ENV, Overrides::default()).unwrap();
+        assert_eq!(c, again);
+        assert!(c.to_toml().contains("[broker]"));
+    }
+
+    #[test]
+    fn bad_input_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases: Vec<(Option<&str>, Vec<(&str, &str)>, &str)> = vec![
+            (Some("[broker]\nflush = \"sometimes\"\n"), vec![], "flush"),
+            (Some("[broker]\nflsuh = \"sync\"\n"), vec![], "flsuh"),
+            (Some("[broker\n"), vec![], "config"),
+            (
+                None,
+                vec![("ACTORMQ_BROKER__DEFAULT_QUEUES", "0")],
+                "broker.default_queues",
+            ),
+            (
+                None,
+                vec![("ACTORMQ_BROKER__DEFAULT_QUEUES", "many")],
+                "default_queues",
+            ),
+            (
+                None,
+                vec![("ACTORMQ_BROKER__NAMESRV", "nowhere")],
+                "nowhere",
+            ),
+            (
+                None,
+                vec![("ACTORMQ_BROKER__MESSAGE_DELAY_LEVEL", "1s 5x")],
+                "message_delay_level",
+            ),
+            (
+                None,
+                vec![("ACTORMQ_NODE__ROLE", "broker")],
+                "broker.namesrv",
+            ),
+            (
+                None,
+                vec![("ACTORMQ_BROKER__HA_ROLE", "slave")],
+                "broker.master",
+            ),
+            (None, vec![("ACTORMQ_LOG__LEVEL", "loud")], "log.level"),
+            (
+                None,
+                vec![("ACTORMQ_BROKER__LONG_POLLING_MAX_MS", "600000")],
+                "long_polling",
+            ),
+        ];
+        for (text, env, needle) in cases {
+            let file = text.map(|t| write(&dir, t));
+            let err = NodeConfig::load(file.as_deref(), env.clone(), Overrides::default())
+                .expect_err(&format!("{text:?} {env:?} must be refused"));
+            let msg = err.to_string();
+            assert!(msg.contains(needle), "{msg:?} should mention {needle:?}");
+        }
+        let missing = dir.path().join("absent.toml");
+        assert!(matches!(
+            NodeConfig::load(Some(&missing), NO_ENV, Overrides::default()),
+            Err(ConfigError::FileNotFound(_))
+        ));
+    }
+
+    #[test]
+    fn delay_levels_parse_to_millis() {
+        assert_eq!(
+            parse_delay_levels("1s 2m 1h 1d").unwrap(),
+            [1_000, 120_000, 3_600_000, 86_400_000]
+        );
+        assert!(parse_delay_levels("").is_err());
+        assert!(parse_delay_levels("0s").is_err());
+        assert!(parse_delay_levels("s").is_err());
+        assert!(parse_delay_levels("99999999999999999999h").is_err());
+    }
+}
