@@ -524,7 +524,9 @@ mod tests {
     #[test]
     fn bad_input_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let cases: Vec<(Option<&str>, Vec<(&str, &str)>, &str)> = vec![
+        // (file text, environment, what the error must mention)
+        type Case<'a> = (Option<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+        let cases: Vec<Case<'_>> = vec![
             (Some("[broker]\nflush = \"sometimes\"\n"), vec![], "flush"),
             (Some("[broker]\nflsuh = \"sync\"\n"), vec![], "flsuh"),
             (Some("[broker\n"), vec![], "config"),
