@@ -7,12 +7,14 @@
 //! **Place in the layering:** the top of `protocol <- store <- actors <-
 //! cluster`; it may also use `sdk` for the client CLI.
 //!
-//! **Status:** the node configuration ([`config`]) is here. The node
+//! **Status:** the node configuration ([`config`]) and the log drain
+//! ([`logging`]) are here. The node
 //! binaries arrive with the issue "Broker and name server as supervised
 //! actors"; the `actormq` CLI with the client SDK issue. No binary is
 //! shipped yet, so none pretends to run.
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod logging;
 
 pub use actormq_actors as actors;
