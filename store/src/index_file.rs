@@ -917,6 +917,26 @@ mod tests {
     }
 
     #[test]
+    fn default_config_files_are_sparse_and_reopen() {
+        let dir = TempDir::new().unwrap();
+        let mut idx = open(&dir, IndexConfig::default());
+        idx.put("order-1", 0, 1_763_700_000_000).unwrap();
+        idx.put("order-2", 512, 1_763_700_000_001).unwrap();
+        idx.put("order-1", 1_024, 1_763_700_000_002).unwrap();
+        idx.flush().unwrap();
+        let files = index_files(dir.path());
+        assert_eq!(files.len(), 1);
+        assert_eq!(fs::metadata(&files[0]).unwrap().len(), 420_000_040);
+        drop(idx);
+        let idx = open(&dir, IndexConfig::default());
+        assert_eq!(
+            idx.query("order-1", 0, u64::MAX, 32).unwrap(),
+            vec![1_024, 0]
+        );
+        assert_eq!(idx.max_commit_log_offset(), Some(1_024));
+    }
+
+    #[test]
     fn time_range_filtering() {
         let dir = TempDir::new().unwrap();
         let mut idx = open(
@@ -1306,32 +1326,31 @@ mod tests {
     }
 
     /// What the index must answer, kept as a plain list.
-    #[derive(Default)]
+    #[derive(Default, Clone)]
     struct Model {
-        /// (hash, offset, stored time) in put order.
-        entries: Vec<(u32, u64, u64)>,
+        /// (key index into `KEYS`, offset, stored time) in put order.
+        entries: Vec<(usize, u64, u64)>,
     }
 
     impl Model {
-        fn put(&mut self, key: &str, off: u64, ts: u64) {
-            if let Some(&(_, last_off, last_ts)) = self.entries.last() {
-                if off < last_off {
-                    return;
-                }
-                self.entries.push((key_hash(key), off, ts.max(last_ts)));
-            } else {
-                self.entries.push((key_hash(key), off, ts));
+        /// Mirrors `IndexService::put`: skip offsets below the last, raise times to the last.
+        fn put(&mut self, key: usize, off: u64, ts: u64) {
+            match self.entries.last() {
+                Some(&(_, last_off, _)) if off < last_off => {}
+                Some(&(_, _, last_ts)) => self.entries.push((key, off, ts.max(last_ts))),
+                None => self.entries.push((key, off, ts)),
             }
         }
 
-        fn query(&self, key: &str, begin: u64, end: u64, max: usize) -> Vec<u64> {
-            let h = key_hash(key);
+        fn query(&self, key: usize, begin: u64, end: u64, max: usize) -> Vec<u64> {
+            let h = key_hash(KEYS[key]);
             let mut out: Vec<u64> = Vec::new();
-            for &(eh, off, t) in self.entries.iter().rev() {
+            for &(k, off, t) in self.entries.iter().rev() {
                 if out.len() >= max {
                     break;
                 }
-                if eh == h && begin <= t && t <= end && out.last() != Some(&off) {
+                let hit = key_hash(KEYS[k]) == h && begin <= t && t <= end;
+                if hit && out.last() != Some(&off) {
                     out.push(off);
                 }
             }
@@ -1351,6 +1370,14 @@ mod tests {
             back: u64,
             len: u64,
             max: usize,
+        },
+        /// Crash recovery: `truncate_after(off - back)`, then re-dispatch from the max offset.
+        Recover {
+            back: u64,
+        },
+        /// Retention: `delete_below(off - back)`.
+        Retain {
+            back: u64,
         },
         /// A range with an edge on the stored time of an earlier entry.
         QueryEdge {
@@ -1381,6 +1408,8 @@ mod tests {
                   prop_oneof![Just(0u64), 0u64..500], 1usize..12)
                 .prop_map(|(key, pick, back, fwd, max)| Op::QueryEdge { key, pick, back, fwd, max }),
             1 => Just(Op::Reopen),
+            1 => (0u64..40).prop_map(|back| Op::Recover { back }),
+            1 => (0u64..40).prop_map(|back| Op::Retain { back }),
         ]
     }
 
@@ -1396,47 +1425,87 @@ mod tests {
             let cfg = IndexConfig { slots, max_entries };
             let dir = TempDir::new().unwrap();
             let mut idx = IndexService::open(dir.path(), cfg).unwrap();
-            let mut model = Model::default();
+            // `log`: every (key, offset, time) ever dispatched, i.e. the commit log.
+            // `phys`: the entries the index files should hold, in order (re-dispatch after
+            // recovery adds duplicates, retention drops a prefix).
+            let (mut log, mut phys) = (Model::default(), Model::default());
+            let mut retained = false;
             let (mut off, mut ts) = (0u64, 1_000u64);
             for op in ops {
-                match op {
+                let q = match op {
                     Op::Put { key, off_step, ts_step } => {
                         off += off_step;
-                        ts = ts.saturating_add_signed(ts_step);
+                        if off_step > 0 {
+                            // One message (offset) has one store time.
+                            ts = ts.saturating_add_signed(ts_step);
+                        }
                         idx.put(KEYS[key], off, ts).unwrap();
-                        model.put(KEYS[key], off, ts);
+                        log.put(key, off, ts);
+                        phys.put(key, off, ts);
+                        None
                     }
                     Op::Query { key, back, len, max } => {
                         let begin = ts.saturating_sub(back);
-                        let end = begin + len;
-                        let got = idx.query(KEYS[key], begin, end, max).unwrap();
-                        prop_assert_eq!(got, model.query(KEYS[key], begin, end, max));
+                        Some((key, begin, begin + len, max))
                     }
                     Op::QueryEdge { key, pick, back, fwd, max } => {
-                        if model.entries.is_empty() {
-                            continue;
+                        phys.entries.get(pick % phys.entries.len().max(1)).map(|e| {
+                            (key, e.2.saturating_sub(back), e.2 + fwd, max)
+                        })
+                    }
+                    Op::Recover { back } => {
+                        let x = off.saturating_sub(back);
+                        let files = idx.file_count();
+                        idx.truncate_after(x).unwrap();
+                        let m = idx.max_commit_log_offset();
+                        prop_assert!(m.is_none_or(|m| m <= x));
+                        prop_assert!(idx.files.iter().all(|f| f.header.end_phy <= x));
+                        let kept: usize = idx.files.iter().map(|f| f.header.count as usize).sum();
+                        prop_assert!(kept < phys.entries.len() || idx.file_count() == files);
+                        phys.entries.truncate(kept);
+                        for &(k, o, t) in &log.entries {
+                            if m.is_none_or(|m| o >= m) {
+                                idx.put(KEYS[k], o, t).unwrap();
+                                phys.put(k, o, t);
+                            }
                         }
-                        let t = model.entries[pick % model.entries.len()].2;
-                        let (begin, end) = (t.saturating_sub(back), t + fwd);
-                        let got = idx.query(KEYS[key], begin, end, max).unwrap();
-                        prop_assert_eq!(got, model.query(KEYS[key], begin, end, max));
+                        None
+                    }
+                    Op::Retain { back } => {
+                        let x = off.saturating_sub(back);
+                        let files = idx.file_count();
+                        let n = idx.delete_below(x).unwrap();
+                        prop_assert_eq!(idx.file_count(), files - n);
+                        prop_assert_eq!(index_files(dir.path()).len(), idx.file_count());
+                        let kept: usize = idx.files.iter().map(|f| f.header.count as usize).sum();
+                        let gone = phys.entries.len() - kept;
+                        prop_assert!(phys.entries[..gone].iter().all(|e| e.1 < x));
+                        phys.entries.drain(..gone);
+                        retained |= n > 0;
+                        None
                     }
                     Op::Reopen => {
                         idx.flush().unwrap();
                         drop(idx);
                         idx = IndexService::open(dir.path(), cfg).unwrap();
+                        None
+                    }
+                };
+                if let Some((key, begin, end, max)) = q {
+                    let got = idx.query(KEYS[key], begin, end, max).unwrap();
+                    prop_assert_eq!(&got, &phys.query(key, begin, end, max));
+                    if !retained {
+                        prop_assert_eq!(&got, &log.query(key, begin, end, max));
                     }
                 }
-                prop_assert_eq!(
-                    idx.max_commit_log_offset(),
-                    model.entries.last().map(|e| e.1)
-                );
+                prop_assert_eq!(idx.max_commit_log_offset(), phys.entries.last().map(|e| e.1));
             }
-            for key in KEYS {
-                prop_assert_eq!(
-                    idx.query(key, 0, u64::MAX, usize::MAX).unwrap(),
-                    model.query(key, 0, u64::MAX, usize::MAX)
-                );
+            for key in 0..KEYS.len() {
+                let got = idx.query(KEYS[key], 0, u64::MAX, usize::MAX).unwrap();
+                prop_assert_eq!(&got, &phys.query(key, 0, u64::MAX, usize::MAX));
+                if !retained {
+                    prop_assert_eq!(&got, &log.query(key, 0, u64::MAX, usize::MAX));
+                }
             }
         }
     }
