@@ -1500,8 +1500,8 @@ mod tests {
                 }
                 prop_assert_eq!(idx.max_commit_log_offset(), phys.entries.last().map(|e| e.1));
             }
-            for key in 0..KEYS.len() {
-                let got = idx.query(KEYS[key], 0, u64::MAX, usize::MAX).unwrap();
+            for (key, name) in KEYS.iter().enumerate() {
+                let got = idx.query(name, 0, u64::MAX, usize::MAX).unwrap();
                 prop_assert_eq!(&got, &phys.query(key, 0, u64::MAX, usize::MAX));
                 if !retained {
                     prop_assert_eq!(&got, &log.query(key, 0, u64::MAX, usize::MAX));
