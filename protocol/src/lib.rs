@@ -1,1 +1,81 @@
-//! actormq wire protocol (placeholder while being written).
+//! actormq wire protocol: frames, headers, request/response codes, typed
+//! request structs, the message model and the batch encoding.
+//!
+//! This crate is the bottom of the layering
+//! (`protocol <- store <- actors <- cluster`, `protocol <- sdk`): everyone
+//! who sends or stores messages speaks these types. It does **no I/O**: it
+//! turns bytes into typed values and back, through a tokio-util
+//! [`FrameCodec`] that a session plugs into its own socket.
+//!
+//! # Frame layout
+//!
+//! All integers are big-endian. A frame on the wire:
+//!
+//! ```text
+//! offset        size  field
+//! 0             4     frame length F = 4 + H + B (every byte after this field)
+//! 4             4     header length H
+//! 8             H     header: common header map, then typed-fields map (MessagePack)
+//! 8 + H         B     body: raw bytes (a message body or a batch), B = F - 4 - H
+//! ```
+//!
+//! - `F >= 4`, else [`Error::FrameTooShort`]; `F <= cap` (default 16 MiB,
+//!   [`DEFAULT_MAX_FRAME_LEN`]), else [`Error::FrameTooLarge`];
+//!   `H <= F - 4`, else [`Error::HeaderTooLong`]. A whole frame takes
+//!   `4 + F` bytes.
+//! - The header is two MessagePack maps back to back (see [`header`]): the
+//!   common [`Header`] (`code`, `id`, `flags`, `ver`, `remark`) and the
+//!   typed fields of the code ([`request`]). The codec decodes the first and
+//!   keeps the second as bytes ([`Frame::fields`]) for
+//!   [`Frame::decode_fields`].
+//! - The body is never MessagePack: a single message's body as is, or a
+//!   batch ([`batch`]). Decoding slices it out of the read buffer without
+//!   copying.
+//!
+//! A worked example, byte by byte, is in the book chapter "Wire protocol"
+//! and checked by the test `worked_example_frame` in `tests/it`.
+//!
+//! # Where things are
+//!
+//! | file | what |
+//! |---|---|
+//! | [`frame`] | [`Frame`] and typed conversions |
+//! | [`codec`] | [`FrameCodec`] (tokio-util `Decoder`/`Encoder`) |
+//! | [`header`] | [`Header`], [`Flags`], [`Version`], the versioning rule |
+//! | [`code`] | [`RequestCode`], [`ResponseCode`] |
+//! | [`request`] | typed fields of every code, the [`Request`] trait |
+//! | [`message`] | [`Message`], [`StoredMessage`], [`Delay`], [`MessageQueue`] |
+//! | [`message_id`] | [`MessageId`] hex encoding |
+//! | [`unique_key`] | [`UniqueKeyGenerator`] |
+//! | [`tag_hash`](mod@tag_hash) | [`tag_hash()`](fn@tag_hash) (Java `String.hashCode`) |
+//! | [`batch`] | the batch body encoding |
+//! | [`validate`] | topic / size / batch rules |
+//! | [`error`] | [`Error`] and its response codes |
+
+#![forbid(unsafe_code)]
+
+pub mod batch;
+pub mod code;
+pub mod codec;
+pub mod error;
+pub mod frame;
+pub mod header;
+pub mod message;
+pub mod message_id;
+mod mpack;
+pub mod request;
+pub mod tag_hash;
+pub mod unique_key;
+pub mod validate;
+
+pub use code::{RequestCode, ResponseCode};
+pub use codec::{DEFAULT_MAX_FRAME_LEN, FrameCodec};
+pub use error::{Error, Result};
+pub use frame::{Frame, to_frame};
+pub use header::{Flags, Header, PROTOCOL_VERSION, Version};
+pub use message::{Delay, Message, MessageQueue, StoredMessage};
+pub use message_id::MessageId;
+pub use request::Request;
+pub use tag_hash::tag_hash;
+pub use unique_key::UniqueKeyGenerator;
+pub use validate::{DEFAULT_MAX_MESSAGE_SIZE, validate_batch, validate_message, validate_topic};

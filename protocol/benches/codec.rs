@@ -1,0 +1,61 @@
+//! Codec benchmarks: (a) send-request frame encode + decode, (b) decode and
+//! encode of a 32-message batch with 128-byte bodies.
+//!
+//! Run: `cargo bench -p actormq-protocol --bench codec -- --warm-up-time 1 --measurement-time 3`
+
+// `criterion_group!` generates an undocumented `pub fn`.
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+
+use actormq_protocol::batch::{decode_messages, encode_messages, messages_to_bytes};
+use actormq_protocol::request::SendMessageRequest;
+use actormq_protocol::{Frame, FrameCodec, Message};
+use bytes::{Bytes, BytesMut};
+use criterion::{Criterion, criterion_group, criterion_main};
+use tokio_util::codec::{Decoder, Encoder};
+
+fn sample_message(i: usize) -> Message {
+    let mut m = Message::new("bench_topic", Bytes::from(vec![i as u8; 128]));
+    m.tags = Some("TagA".into());
+    m.keys = Some(format!("order-{i}"));
+    m.properties.insert(
+        "UNIQ_KEY".into(),
+        format!("0192A7C3D2E1000012340000{i:02X}"),
+    );
+    m
+}
+
+fn send_header(c: &mut Criterion) {
+    let msg = sample_message(1);
+    let req = SendMessageRequest::new("bench_group", 3, 1_700_000_000_000, &msg);
+    let mut codec = FrameCodec::new();
+    let mut buf = BytesMut::with_capacity(4096);
+    c.bench_function("send_header_encode_decode", |b| {
+        b.iter(|| {
+            let frame = Frame::request(42, black_box(&req), Bytes::new()).unwrap();
+            codec.encode(&frame, &mut buf).unwrap();
+            let got = codec.decode(&mut buf).unwrap().unwrap();
+            let fields: SendMessageRequest = got.decode_request().unwrap();
+            black_box(fields);
+        })
+    });
+}
+
+fn batch(c: &mut Criterion) {
+    let msgs: Vec<Message> = (0..32).map(sample_message).collect();
+    let bytes = messages_to_bytes(&msgs);
+    c.bench_function("batch32_decode", |b| {
+        b.iter(|| black_box(decode_messages(black_box(&bytes)).unwrap()))
+    });
+    c.bench_function("batch32_encode", |b| {
+        b.iter(|| {
+            let mut dst = BytesMut::new();
+            encode_messages(black_box(&msgs), &mut dst);
+            black_box(dst)
+        })
+    });
+}
+
+criterion_group!(benches, send_header, batch);
+criterion_main!(benches);

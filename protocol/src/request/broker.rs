@@ -1,0 +1,53 @@
+//! Broker ↔ name server: `REGISTER_BROKER` (103), `UNREGISTER_BROKER` (104).
+
+use serde::{Deserialize, Serialize};
+
+use super::topic::TopicConfig;
+
+/// A broker registers (every 30 s) with every name server, with its topics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterBrokerRequest {
+    /// Cluster name.
+    pub cluster_name: String,
+    /// Broker name (shared by master and slaves).
+    pub broker_name: String,
+    /// `host:port` clients connect to.
+    pub broker_addr: String,
+    /// 0 = master, > 0 = slave.
+    pub broker_id: u64,
+    /// `host:port` of the HA (replication) service.
+    pub ha_server_addr: String,
+    /// The broker's topics.
+    #[serde(default)]
+    pub topic_configs: Vec<TopicConfig>,
+    /// Version of the topic table, to skip unchanged re-registrations.
+    #[serde(default)]
+    pub data_version: u64,
+    /// Drop the broker if not heard from for this long (default 120 s).
+    #[serde(default)]
+    pub heartbeat_timeout_ms: u64,
+}
+
+/// Reply to [`RegisterBrokerRequest`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterBrokerResponse {
+    /// For a slave: its master's HA address, if the master is registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha_server_addr: Option<String>,
+    /// For a slave: its master's address, if registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_addr: Option<String>,
+}
+
+/// A broker leaves a name server (clean stop).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnregisterBrokerRequest {
+    /// Cluster name.
+    pub cluster_name: String,
+    /// Broker name.
+    pub broker_name: String,
+    /// Broker address.
+    pub broker_addr: String,
+    /// Broker id.
+    pub broker_id: u64,
+}

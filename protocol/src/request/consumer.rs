@@ -1,0 +1,77 @@
+//! Consumer groups: `GET_CONSUMER_LIST_BY_GROUP` (38),
+//! `NOTIFY_CONSUMER_IDS_CHANGED` (40), `LOCK_BATCH_MQ` (41),
+//! `UNLOCK_BATCH_MQ` (42), `CONSUMER_SEND_MSG_BACK` (36).
+
+use serde::{Deserialize, Serialize};
+
+use crate::message::MessageQueue;
+
+/// Client ids of the live members of a group.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetConsumerListByGroupRequest {
+    /// Consumer group.
+    pub consumer_group: String,
+}
+
+/// Reply to [`GetConsumerListByGroupRequest`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetConsumerListByGroupResponse {
+    /// Client ids, sorted.
+    pub consumer_ids: Vec<String>,
+}
+
+/// Broker → consumer (oneway): the group's membership changed; rebalance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifyConsumerIdsChangedRequest {
+    /// Consumer group.
+    pub consumer_group: String,
+}
+
+/// Lock queues for orderly consumption (expiry 60 s, renewed every 20 s).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockBatchMqRequest {
+    /// Consumer group.
+    pub consumer_group: String,
+    /// Client id of the locker.
+    pub client_id: String,
+    /// Queues to lock.
+    pub mq_set: Vec<MessageQueue>,
+}
+
+/// Reply to [`LockBatchMqRequest`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockBatchMqResponse {
+    /// The queues now locked by this client.
+    pub lock_ok_mq_set: Vec<MessageQueue>,
+}
+
+/// Release queue locks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnlockBatchMqRequest {
+    /// Consumer group.
+    pub consumer_group: String,
+    /// Client id of the locker.
+    pub client_id: String,
+    /// Queues to unlock.
+    pub mq_set: Vec<MessageQueue>,
+}
+
+/// A consumer returns a message it failed to consume: the broker stores it
+/// in `%RETRY%<group>` with delay level `delay_level` (0 = broker picks
+/// `3 + reconsume times`), or in `%DLQ%<group>` after `max_reconsume_times`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerSendMsgBackRequest {
+    /// Consumer group.
+    pub consumer_group: String,
+    /// Commit log offset of the failed message.
+    pub commit_log_offset: u64,
+    /// Delay level for the retry (0 = default).
+    #[serde(default)]
+    pub delay_level: u8,
+    /// Message id of the failed message.
+    pub origin_msg_id: String,
+    /// Topic it was consumed from.
+    pub origin_topic: String,
+    /// Retries before the dead-letter queue (RocketMQ default 16).
+    pub max_reconsume_times: u32,
+}

@@ -1,0 +1,129 @@
+//! Rules a message must pass before it is sent or stored (RocketMQ's
+//! `Validators` / `TopicValidator`).
+
+use crate::error::{Error, Result};
+use crate::message::{Delay, Message};
+
+/// Longest topic name, in chars (RocketMQ: 127).
+pub const MAX_TOPIC_LEN: usize = 127;
+
+/// Default max message size: 4 MiB of body + properties.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
+
+/// A topic is non-empty, at most 127 chars, of `[%|a-zA-Z0-9_-]` only
+/// (`%` and `|` appear in system topics such as `%RETRY%group`).
+pub fn validate_topic(topic: &str) -> Result<()> {
+    let bad = |reason| {
+        Err(Error::InvalidTopic {
+            topic: topic.chars().take(MAX_TOPIC_LEN + 1).collect(),
+            reason,
+        })
+    };
+    if topic.is_empty() {
+        return bad("empty");
+    }
+    if topic.len() > MAX_TOPIC_LEN {
+        return bad("longer than 127 chars");
+    }
+    if !topic
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'%' | b'|' | b'_' | b'-'))
+    {
+        return bad("only [%|a-zA-Z0-9_-] allowed");
+    }
+    Ok(())
+}
+
+/// Topic rules, and body + properties within `max_size`.
+pub fn validate_message(msg: &Message, max_size: usize) -> Result<()> {
+    validate_topic(&msg.topic)?;
+    let size = msg.size();
+    if size > max_size {
+        return Err(Error::MessageTooLarge {
+            size,
+            max: max_size,
+        });
+    }
+    Ok(())
+}
+
+/// A batch: non-empty, one topic, no delay, each message valid, and the
+/// total size within `max_size`.
+pub fn validate_batch(msgs: &[Message], max_size: usize) -> Result<()> {
+    let Some(first) = msgs.first() else {
+        return Err(Error::InvalidMessage("empty batch"));
+    };
+    let mut total = 0usize;
+    for m in msgs {
+        if m.topic != first.topic {
+            return Err(Error::InvalidMessage(
+                "a batch holds messages of one topic only",
+            ));
+        }
+        if m.delay != Delay::None {
+            return Err(Error::InvalidMessage(
+                "a batch cannot carry delayed messages",
+            ));
+        }
+        validate_message(m, max_size)?;
+        total = total.saturating_add(m.size());
+    }
+    if total > max_size {
+        return Err(Error::MessageTooLarge {
+            size: total,
+            max: max_size,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics() {
+        for ok in [
+            "a",
+            "Orders_2024-x",
+            "%RETRY%group",
+            "a|b",
+            &"x".repeat(127),
+        ] {
+            assert!(validate_topic(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a b", "a/b", "tópico", "a.b", &"x".repeat(128)] {
+            assert!(
+                matches!(validate_topic(bad), Err(Error::InvalidTopic { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        let mut m = Message::new("t", vec![0u8; 10]);
+        assert!(validate_message(&m, 10).is_ok());
+        m.properties.insert("k".into(), "v".into());
+        assert_eq!(
+            validate_message(&m, 10),
+            Err(Error::MessageTooLarge { size: 12, max: 10 })
+        );
+    }
+
+    #[test]
+    fn batches() {
+        let a = Message::new("a", &b"1"[..]);
+        let b = Message::new("b", &b"1"[..]);
+        assert!(validate_batch(&[a.clone(), a.clone()], 10).is_ok());
+        assert!(validate_batch(&[], 10).is_err());
+        assert!(validate_batch(&[a.clone(), b], 10).is_err());
+        let mut d = a.clone();
+        d.delay = Delay::Level(2);
+        assert!(validate_batch(&[a.clone(), d], 10).is_err());
+        assert!(matches!(
+            validate_batch(&[a.clone(), a.clone(), a], 2),
+            Err(Error::MessageTooLarge { size: 3, max: 2 })
+        ));
+    }
+}
