@@ -1,0 +1,216 @@
+//! Background pre-allocation of commit log segments.
+//!
+//! When segment N becomes active the writer requests segment N+1; a
+//! dedicated thread creates the file, sizes it, reserves its blocks
+//! (`posix_fallocate`), maps it with `MAP_POPULATE` and `madvise(WILLNEED)`
+//! (or touches every page), so the append path only takes a ready segment.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use crate::config::Prefault;
+use crate::error::{Error, Result};
+use crate::mapped_file::MappedFile;
+use crate::region::{MmapRegion, Region};
+
+/// A commit log segment backed by a memory-mapped file.
+pub type Segment = MappedFile<MmapRegion>;
+
+/// File name of a segment starting at `start`.
+pub fn segment_name(start: u64) -> String {
+    format!("{start:020}")
+}
+
+/// Parses a 20-digit segment/queue file name.
+pub fn parse_name(name: &str) -> Option<u64> {
+    (name.len() == 20 && name.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| name.parse().ok())
+        .flatten()
+}
+
+fn fallocate(file: &File, len: u64) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let Ok(len) = libc::off_t::try_from(len) else {
+        return Err(Error::Config("segment too large".into()));
+    };
+    // SAFETY: plain syscall on a valid, open file descriptor.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+    match rc {
+        0 => Ok(()),
+        libc::EOPNOTSUPP | libc::EINVAL => Ok(()),
+        code => Err(Error::from_io(std::io::Error::from_raw_os_error(code))),
+    }
+}
+
+/// Creates, sizes and maps a new (zeroed) segment file.
+pub fn create_segment(dir: &Path, start: u64, size: u64, prefault: Prefault) -> Result<Segment> {
+    let path = dir.join(segment_name(start));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(Error::from_io)?;
+    let res = (|| {
+        file.set_len(size).map_err(Error::from_io)?;
+        if prefault != Prefault::None {
+            fallocate(&file, size)?;
+        }
+        let len = usize::try_from(size).map_err(|_| Error::Config("segment too large".into()))?;
+        let region = MmapRegion::map(&file, len, prefault != Prefault::None)?;
+        if prefault != Prefault::None {
+            let _ = region.advise(memmap2::Advice::WillNeed);
+        }
+        if prefault == Prefault::Touch {
+            let page = 4096;
+            let mut at = 0;
+            while at < len {
+                // SAFETY: the segment is not shared yet; we are its only user.
+                unsafe { region.write(at, &[0]) };
+                at += page;
+            }
+        }
+        Ok(MappedFile::new(region, start, Some(path.clone()), 0))
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&path);
+    }
+    res
+}
+
+/// Maps an existing segment file (recovery). `wrote` bytes are valid.
+pub fn open_segment(path: PathBuf, start: u64, size: u64, wrote: usize) -> Result<Segment> {
+    let file = OpenOptions::new().read(true).write(true).open(&path)?;
+    let len = usize::try_from(size).map_err(|_| Error::Config("segment too large".into()))?;
+    let region = MmapRegion::map(&file, len, false)?;
+    Ok(MappedFile::new(region, start, Some(path), wrote))
+}
+
+type Ready = (u64, Result<Segment>);
+
+/// The allocator thread and its channels.
+pub struct Allocator {
+    dir: PathBuf,
+    size: u64,
+    prefault: Prefault,
+    tx: Option<mpsc::Sender<u64>>,
+    rx: mpsc::Receiver<Ready>,
+    pending: VecDeque<u64>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Allocator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Allocator")
+            .field("pending", &self.pending)
+            .finish()
+    }
+}
+
+impl Allocator {
+    /// Starts the allocator thread for segments of `size` bytes in `dir`.
+    pub fn start(dir: PathBuf, size: u64, prefault: Prefault) -> Result<Allocator> {
+        let (tx, req_rx) = mpsc::channel::<u64>();
+        let (ready_tx, rx) = mpsc::channel::<Ready>();
+        let d = dir.clone();
+        let handle = std::thread::Builder::new()
+            .name("actormq-store-alloc".into())
+            .spawn(move || {
+                for start in req_rx {
+                    let r = create_segment(&d, start, size, prefault);
+                    if ready_tx.send((start, r)).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(Allocator {
+            dir,
+            size,
+            prefault,
+            tx: Some(tx),
+            rx,
+            pending: VecDeque::new(),
+            handle: Some(handle),
+        })
+    }
+
+    /// Asks for the segment starting at `start` to be prepared in the background.
+    pub fn request(&mut self, start: u64) {
+        if self.pending.contains(&start) {
+            return;
+        }
+        if let Some(tx) = &self.tx {
+            if tx.send(start).is_ok() {
+                self.pending.push_back(start);
+            }
+        }
+    }
+
+    /// Takes the segment starting at `start`: the prepared one if it was
+    /// requested (waiting only if it is not ready yet), else created inline.
+    pub fn take(&mut self, start: u64) -> Result<Segment> {
+        while let Some(front) = self.pending.front().copied() {
+            let Ok((got, res)) = self.rx.recv() else {
+                self.pending.clear();
+                break;
+            };
+            self.pending.pop_front();
+            debug_assert_eq!(got, front);
+            if got == start {
+                return res;
+            }
+            if let Ok(seg) = res {
+                seg.mark_removed();
+            }
+        }
+        create_segment(&self.dir, start, self.size, self.prefault)
+    }
+}
+
+impl Drop for Allocator {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        // Unused prepared segments: delete their (empty) files.
+        while let Ok((_, res)) = self.rx.try_recv() {
+            if let Ok(seg) = res {
+                seg.mark_removed();
+            }
+        }
+    }
+}
+
+#[cfg(all(test, not(actormq_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(segment_name(4096), "00000000000000004096");
+        assert_eq!(parse_name("00000000000000004096"), Some(4096));
+        assert_eq!(parse_name("0000000000000000409x"), None);
+        assert_eq!(parse_name("4096"), None);
+    }
+
+    #[test]
+    fn allocates_in_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Allocator::start(dir.path().to_path_buf(), 8192, Prefault::Populate).unwrap();
+        a.request(8192);
+        let s = a.take(8192).unwrap();
+        assert_eq!(s.start(), 8192);
+        assert_eq!(s.capacity(), 8192);
+        let s0 = a.take(0).unwrap();
+        assert_eq!(s0.start(), 0);
+        a.request(16384);
+        drop(a);
+        assert!(!dir.path().join(segment_name(16384)).exists());
+        assert!(dir.path().join(segment_name(8192)).exists());
+    }
+}

@@ -1,0 +1,264 @@
+//! Byte regions backing segments: memory-mapped files in production, heap
+//! memory in tests and loom models.
+//!
+//! A region is raw shared memory: the type system does not stop two threads
+//! touching the same bytes, so reads and writes are `unsafe` and the callers
+//! (`MappedFile`) uphold the publication protocol described in `SAFETY.md`.
+
+use std::io;
+
+/// Shared, fixed-size byte memory.
+pub trait Region: Send + Sync + 'static {
+    /// Size in bytes.
+    fn capacity(&self) -> usize;
+
+    /// Copies `src` to `[offset, offset + src.len())`.
+    ///
+    /// # Safety
+    /// No other thread may read or write that range concurrently (the range is
+    /// beyond every published position, and only the single writer writes).
+    /// Panics if the range is out of bounds.
+    unsafe fn write(&self, offset: usize, src: &[u8]);
+
+    /// Copies `[offset, offset + dst.len())` into `dst`.
+    ///
+    /// # Safety
+    /// The range must have been published (its writes happen-before this read)
+    /// and must not be written concurrently. Panics if out of bounds.
+    unsafe fn read(&self, offset: usize, dst: &mut [u8]);
+
+    /// Borrows `[offset, offset + len)` directly, if the region is plain memory.
+    /// Returns `None` for regions that cannot lend slices (the loom heap region).
+    ///
+    /// # Safety
+    /// As [`Region::read`], for the whole lifetime of the returned slice.
+    unsafe fn slice(&self, offset: usize, len: usize) -> Option<&[u8]>;
+
+    /// Mutably borrows `[offset, offset + len)`, if the region is plain memory.
+    ///
+    /// # Safety
+    /// As [`Region::write`], for the whole lifetime of the returned slice.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice_mut(&self, offset: usize, len: usize) -> Option<&mut [u8]>;
+
+    /// Makes `[offset, offset + len)` durable (msync for files, no-op on heap).
+    fn flush(&self, offset: usize, len: usize) -> io::Result<()>;
+}
+
+fn check(cap: usize, offset: usize, len: usize) {
+    assert!(
+        offset <= cap && len <= cap - offset,
+        "region access out of bounds"
+    );
+}
+
+/// A writable shared memory mapping of a whole file.
+#[derive(Debug)]
+pub struct MmapRegion {
+    map: memmap2::MmapRaw,
+    len: usize,
+}
+
+impl MmapRegion {
+    /// Maps `file` (already sized to `len`), optionally with `MAP_POPULATE`.
+    pub fn map(file: &std::fs::File, len: usize, populate: bool) -> io::Result<MmapRegion> {
+        let mut opts = memmap2::MmapOptions::new();
+        opts.len(len);
+        if populate {
+            opts.populate();
+        }
+        let map = opts.map_raw(file)?;
+        Ok(MmapRegion { map, len })
+    }
+
+    /// `madvise` the whole mapping.
+    pub fn advise(&self, advice: memmap2::Advice) -> io::Result<()> {
+        self.map.advise(advice)
+    }
+}
+
+impl Region for MmapRegion {
+    fn capacity(&self) -> usize {
+        self.len
+    }
+
+    unsafe fn write(&self, offset: usize, src: &[u8]) {
+        check(self.len, offset, src.len());
+        // SAFETY: in bounds (checked); the caller guarantees exclusive access
+        // to the range; `src` cannot overlap the mapping's unpublished range
+        // because callers never pass mapped memory as a source.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                src.as_ptr(),
+                self.map.as_mut_ptr().add(offset),
+                src.len(),
+            )
+        }
+    }
+
+    unsafe fn read(&self, offset: usize, dst: &mut [u8]) {
+        check(self.len, offset, dst.len());
+        // SAFETY: in bounds; the caller guarantees the range is published and
+        // not written concurrently.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.map.as_ptr().add(offset),
+                dst.as_mut_ptr(),
+                dst.len(),
+            )
+        }
+    }
+
+    unsafe fn slice(&self, offset: usize, len: usize) -> Option<&[u8]> {
+        check(self.len, offset, len);
+        // SAFETY: in bounds; the mapping lives as long as `self`; the caller
+        // guarantees nobody writes the range while the slice lives.
+        Some(unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(offset), len) })
+    }
+
+    unsafe fn slice_mut(&self, offset: usize, len: usize) -> Option<&mut [u8]> {
+        check(self.len, offset, len);
+        // SAFETY: in bounds; the caller guarantees exclusive access to the
+        // range while the slice lives.
+        Some(unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(offset), len) })
+    }
+
+    fn flush(&self, offset: usize, len: usize) -> io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        check(self.len, offset, len);
+        self.map.flush_range(offset, len)
+    }
+}
+
+/// Heap memory region (tests and loom models). Under loom every byte is a
+/// separate `loom::cell::UnsafeCell`, so loom reports any unsynchronised
+/// reader/writer overlap as a data race.
+#[derive(Debug)]
+pub struct HeapRegion {
+    cells: Box<[crate::sync::UnsafeCell<u8>]>,
+}
+
+// SAFETY: all access goes through the unsafe `Region` methods whose callers
+// guarantee the absence of data races (publication protocol).
+unsafe impl Sync for HeapRegion {}
+// SAFETY: the cells own plain bytes.
+unsafe impl Send for HeapRegion {}
+
+impl HeapRegion {
+    /// A zeroed region of `len` bytes.
+    pub fn new(len: usize) -> HeapRegion {
+        HeapRegion {
+            cells: (0..len)
+                .map(|_| crate::sync::UnsafeCell::new(0u8))
+                .collect(),
+        }
+    }
+}
+
+impl Region for HeapRegion {
+    fn capacity(&self) -> usize {
+        self.cells.len()
+    }
+
+    unsafe fn write(&self, offset: usize, src: &[u8]) {
+        check(self.cells.len(), offset, src.len());
+        for (i, b) in src.iter().enumerate() {
+            // SAFETY: caller guarantees exclusive access to this byte.
+            self.cells[offset + i].with_mut(|p| unsafe { *p = *b });
+        }
+    }
+
+    unsafe fn read(&self, offset: usize, dst: &mut [u8]) {
+        check(self.cells.len(), offset, dst.len());
+        for (i, d) in dst.iter_mut().enumerate() {
+            // SAFETY: caller guarantees the byte is published and not written concurrently.
+            *d = self.cells[offset + i].with(|p| unsafe { *p });
+        }
+    }
+
+    #[cfg(not(actormq_loom))]
+    unsafe fn slice(&self, offset: usize, len: usize) -> Option<&[u8]> {
+        check(self.cells.len(), offset, len);
+        // SAFETY: `UnsafeCell<u8>` is `repr(transparent)` over `u8` (both the
+        // std cell and our wrapper), so the cells are contiguous bytes; the
+        // caller guarantees no concurrent writes while the slice lives.
+        Some(unsafe {
+            std::slice::from_raw_parts(self.cells.as_ptr().add(offset).cast::<u8>(), len)
+        })
+    }
+
+    #[cfg(actormq_loom)]
+    unsafe fn slice(&self, _offset: usize, _len: usize) -> Option<&[u8]> {
+        None
+    }
+
+    #[cfg(not(actormq_loom))]
+    unsafe fn slice_mut(&self, offset: usize, len: usize) -> Option<&mut [u8]> {
+        check(self.cells.len(), offset, len);
+        // SAFETY: as `slice`; the cells permit mutation through a shared
+        // reference and the caller guarantees exclusivity.
+        Some(unsafe {
+            std::slice::from_raw_parts_mut(
+                self.cells.as_ptr().add(offset).cast::<u8>().cast_mut(),
+                len,
+            )
+        })
+    }
+
+    #[cfg(actormq_loom)]
+    unsafe fn slice_mut(&self, _offset: usize, _len: usize) -> Option<&mut [u8]> {
+        None
+    }
+
+    fn flush(&self, _offset: usize, _len: usize) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(all(test, not(actormq_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heap_roundtrip() {
+        let r = HeapRegion::new(16);
+        // SAFETY: single-threaded test.
+        unsafe {
+            r.write(4, b"abcd");
+            let mut b = [0u8; 4];
+            r.read(4, &mut b);
+            assert_eq!(&b, b"abcd");
+            assert_eq!(r.slice(3, 6).unwrap(), b"\0abcd\0");
+        }
+    }
+
+    #[test]
+    fn mmap_roundtrip() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("f"))
+            .unwrap();
+        f.set_len(8192).unwrap();
+        let r = MmapRegion::map(&f, 8192, true).unwrap();
+        // SAFETY: single-threaded test.
+        unsafe {
+            r.write(5000, b"xyz");
+            assert_eq!(r.slice(5000, 3).unwrap(), b"xyz");
+        }
+        r.flush(0, 8192).unwrap();
+    }
+
+    #[test]
+    #[should_panic]
+    fn out_of_bounds_panics() {
+        let r = HeapRegion::new(4);
+        // SAFETY: single-threaded test; the call panics before touching memory.
+        unsafe { r.write(2, b"abc") };
+    }
+}
