@@ -92,14 +92,29 @@
 //!
 //! # Durability and recovery
 //!
-//! Writes go to a shared memory map. [`IndexService::flush`] syncs, for each file written since
-//! the last flush, the slot table and entries first and the header second, so a header on disk
-//! after a successful flush never describes entries that are not. After a crash, anything past
-//! the last flush is untrusted: recovery calls [`IndexService::truncate_after`] with an offset
-//! known to be indexed and flushed, which deletes every file whose `end_phy` is above it, then
-//! re-dispatches from [`IndexService::max_commit_log_offset`] (or earlier; older puts are
-//! ignored). [`IndexService::open`] validates every header against the file length and against
-//! the neighbouring files and fails with [`IndexError::Corrupt`] naming the file otherwise.
+//! Writes go to a shared memory map; the kernel may write any dirty page back at any time.
+//! [`IndexService::flush`] syncs each file written since the last flush, the slot table and
+//! entries first and the header second, so when it returns every file on disk is whole and
+//! consistent. Callers should flush the index before recording a checkpoint that covers it.
+//! After a crash, anything written after the last flush is untrusted (a header or slot may have
+//! reached the disk before the entry it points to, which can hide a whole chain). Recovery
+//! calls [`IndexService::truncate_after`]`(x)` where every put at an offset `<= x` happened
+//! before the last completed flush: for example `x` = the offset of the last message all of
+//! whose keys were put before that flush (what [`IndexService::max_commit_log_offset`] returned
+//! right after a flush done between messages), recorded in the checkpoint. Every file modified
+//! after that flush then has `end_phy > x` and is deleted whole (as RocketMQ does), except
+//! one whose header page on disk is still the flushed one (its `index_count` and `end_phy` as
+//! flushed) while some of its slot pages are newer: `truncate_after` finds slots of the newest
+//! remaining files that point past `index_count` and rebuilds their slot table from entries
+//! `1..=index_count` (those were flushed and are never rewritten), so what remains is exactly
+//! what was flushed. Then re-dispatch from `max_commit_log_offset()` (or
+//! earlier: older puts are ignored, and re-putting the message at exactly that offset yields
+//! duplicate entries that `query` collapses). Entries are not checksummed: callers treat
+//! returned offsets as hints, reading the record and checking it is whole and carries the key
+//! (hash collisions need that check anyway); the lookup never follows a link that is out of
+//! bounds or not strictly backwards. [`IndexService::open`] validates every header against the
+//! file length and against the neighbouring files (times and offsets must not go backwards) and
+//! fails with [`IndexError::Corrupt`] naming the file otherwise.
 //!
 //! The service is not internally synchronized: one owner (the dispatcher) calls `put`,
 //! `flush`, `truncate_after` and `delete_below`; `query` takes `&self`.
@@ -529,6 +544,32 @@ impl IndexFile {
         }
     }
 
+    /// Rebuilds the slot table from entries `1..=index_count` if any slot points past
+    /// `index_count` (a slot page written back after the last flush while the header was not).
+    /// Slots at or below `index_count` are correct already: after a flush, slots only change to
+    /// numbers above the flushed count. Returns whether anything changed.
+    fn repair_slots(&mut self) -> bool {
+        let count = self.header.count;
+        let slots = self.header.slots as usize;
+        let table = HEADER_SIZE..HEADER_SIZE + SLOT_SIZE * slots;
+        let ahead = self.map[table.clone()]
+            .chunks_exact(SLOT_SIZE)
+            .any(|c| get_u32(c, 0) > count);
+        if !ahead {
+            return false;
+        }
+        let mut heads = vec![0u32; slots];
+        for n in 1..=count {
+            let hash = self.read_entry(n).hash;
+            heads[(hash % self.header.slots) as usize] = n;
+        }
+        for (c, head) in self.map[table].chunks_exact_mut(SLOT_SIZE).zip(heads) {
+            put_u32(c, 0, head);
+        }
+        self.dirty = true;
+        true
+    }
+
     /// Syncs slots and entries, then the header.
     fn flush(&mut self) -> Result<(), IndexError> {
         if self.dirty {
@@ -711,11 +752,24 @@ impl IndexService {
         self.newest_header().map(|h| h.end_phy)
     }
 
-    /// Crash recovery: deletes every file whose `end_phy` is above `commit_log_offset`
-    /// (whole files, as RocketMQ does). The dispatcher then re-puts from
+    /// Crash recovery: deletes every file whose `end_phy` is above `commit_log_offset` (whole
+    /// files, as RocketMQ does). Pass an offset such that every put at or below it happened
+    /// before the last completed [`flush`](Self::flush) (see the module doc). Slot tables of
+    /// the remaining newest files that point past their entry count (written back after that
+    /// flush) are rebuilt and flushed. The dispatcher then re-puts from
     /// [`max_commit_log_offset`](Self::max_commit_log_offset).
     pub fn truncate_after(&mut self, commit_log_offset: u64) -> Result<(), IndexError> {
         self.remove_where(|f, _| !f.is_empty() && f.header.end_phy > commit_log_offset)?;
+        // Only the newest non-empty file and empty ones after it can have been written after
+        // the last flush and still be here (see the module doc); fix slots that run ahead.
+        let from = self.files.iter().rposition(|f| !f.is_empty()).unwrap_or(0);
+        let mut repaired = false;
+        for f in &mut self.files[from..] {
+            repaired |= f.repair_slots();
+        }
+        if repaired {
+            self.flush()?;
+        }
         Ok(())
     }
 
@@ -1506,6 +1560,96 @@ mod tests {
                 if !retained {
                     prop_assert_eq!(&got, &log.query(key, 0, u64::MAX, usize::MAX));
                 }
+            }
+        }
+
+        /// Crash after a flush: every byte written since is independently either on disk or
+        /// not (headers are written whole); recovery (`truncate_after` + re-dispatch) must give
+        /// the model's answers.
+        #[test]
+        fn crash_recovery_matches_model(
+            pre in proptest::collection::vec((0..KEYS.len(), 0u64..3, 0u64..300), 1..60),
+            post in proptest::collection::vec((0..KEYS.len(), 0u64..3, 0u64..300), 1..60),
+            after in proptest::collection::vec((0..KEYS.len(), 0u64..3, 0u64..300), 0..20),
+            slots in 1u32..6,
+            max_entries in 1u32..12,
+            seed in any::<u64>(),
+        ) {
+            let cfg = IndexConfig { slots, max_entries };
+            let dir = TempDir::new().unwrap();
+            let mut idx = IndexService::open(dir.path(), cfg).unwrap();
+            let mut log = Model::default();
+            let (mut off, mut ts) = (0u64, 1_000u64);
+            let mut put = |idx: &mut IndexService, log: &mut Model, (k, step, dt): (usize, u64, u64)| {
+                off += step;
+                if step > 0 {
+                    ts += dt;
+                }
+                idx.put(KEYS[k], off, ts).unwrap();
+                log.put(k, off, ts);
+            };
+            for &p in &pre {
+                put(&mut idx, &mut log, p);
+            }
+            idx.flush().unwrap();
+            let x = idx.max_commit_log_offset().unwrap();
+            let snapshot: std::collections::HashMap<PathBuf, Vec<u8>> = index_files(dir.path())
+                .into_iter()
+                .map(|p| {
+                    let b = fs::read(&p).unwrap();
+                    (p, b)
+                })
+                .collect();
+            // The next message starts after the flush.
+            let mut post = post;
+            post[0].1 = post[0].1.max(1);
+            for &p in &post {
+                put(&mut idx, &mut log, p);
+            }
+            drop(idx);
+            let mut rng = seed | 1;
+            let mut coin = move || {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng & 1 == 1
+            };
+            for path in index_files(dir.path()) {
+                let now = fs::read(&path).unwrap();
+                let then = snapshot.get(&path).cloned().unwrap_or_else(|| {
+                    // Created after the flush: on disk since creation with its first header.
+                    let mut b = vec![0u8; now.len()];
+                    b[H_SLOTS..H_SLOTS + 4].copy_from_slice(&now[H_SLOTS..H_SLOTS + 4]);
+                    b
+                });
+                let mut torn = if coin() { now[..HEADER_SIZE].to_vec() } else { then[..HEADER_SIZE].to_vec() };
+                for (a, b) in now[HEADER_SIZE..].chunks(4).zip(then[HEADER_SIZE..].chunks(4)) {
+                    torn.extend_from_slice(if coin() { a } else { b });
+                }
+                fs::write(&path, torn).unwrap();
+            }
+            let mut idx = IndexService::open(dir.path(), cfg).unwrap();
+            idx.truncate_after(x).unwrap();
+            let m = idx.max_commit_log_offset();
+            prop_assert!(m.is_none_or(|m| m <= x));
+            for &(k, o, t) in &log.entries.clone() {
+                if m.is_none_or(|m| o >= m) {
+                    idx.put(KEYS[k], o, t).unwrap();
+                }
+            }
+            for &p in &after {
+                put(&mut idx, &mut log, p);
+            }
+            for (key, name) in KEYS.iter().enumerate() {
+                prop_assert_eq!(
+                    idx.query(name, 0, u64::MAX, usize::MAX).unwrap(),
+                    log.query(key, 0, u64::MAX, usize::MAX)
+                );
+                let mid = log.entries[log.entries.len() / 2].2;
+                prop_assert_eq!(
+                    idx.query(name, mid, mid + 500, 5).unwrap(),
+                    log.query(key, mid, mid + 500, 5)
+                );
             }
         }
     }
