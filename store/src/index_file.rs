@@ -365,6 +365,7 @@ impl IndexFile {
         };
         header.encode(&mut map[..HEADER_SIZE]);
         map.flush_range(0, HEADER_SIZE)?;
+        file.sync_all()?;
         drop(file);
         fs::rename(&tmp, &path)?;
         sync_dir(dir)?;
