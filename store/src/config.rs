@@ -181,11 +181,15 @@ mod tests {
         let mut c = StoreConfig::small("/tmp/x", 8192);
         c.max_message_size = 9000;
         assert!(c.validate().is_err());
-        let mut c = StoreConfig::default();
-        c.segment_size = 100;
+        let c = StoreConfig {
+            segment_size: 100,
+            ..Default::default()
+        };
         assert!(c.validate().is_err());
-        let mut c = StoreConfig::default();
-        c.disk_warn_ratio = 0.9;
+        let c = StoreConfig {
+            disk_warn_ratio: 0.9,
+            ..Default::default()
+        };
         assert!(c.validate().is_err());
     }
 }

@@ -17,4 +17,44 @@ pub struct DispatchProgress {
 pub(crate) struct Dispatcher {
     /// Next commit log offset to dispatch.
     pub(crate) reput: u64,
+    /// The key index, if enabled.
+    pub(crate) index: Option<crate::index_file::IndexService>,
+    /// Scratch buffer for `topic#key` index keys.
+    pub(crate) key_buf: String,
+}
+
+impl Dispatcher {
+    /// Indexes the record's keys (`KEYS`, space-separated, and `UNIQ_KEY`)
+    /// as `topic#key`.
+    pub(crate) fn index_record(
+        &mut self,
+        topic: &str,
+        properties: &[u8],
+        offset: u64,
+        store_ms: u64,
+    ) -> crate::error::Result<()> {
+        let Some(index) = self.index.as_mut() else {
+            return Ok(());
+        };
+        if properties.is_empty() {
+            return Ok(());
+        }
+        for (k, v) in crate::record::properties_iter(properties) {
+            let keys: &mut dyn Iterator<Item = &str> = match k {
+                crate::record::PROPERTY_KEYS => &mut v.split(' '),
+                crate::record::PROPERTY_UNIQ_KEY => &mut std::iter::once(v),
+                _ => continue,
+            };
+            for key in keys.filter(|k| !k.is_empty()) {
+                self.key_buf.clear();
+                self.key_buf.push_str(topic);
+                self.key_buf.push('#');
+                self.key_buf.push_str(key);
+                index
+                    .put(&self.key_buf, offset, store_ms)
+                    .map_err(|e| crate::error::Error::Index(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
 }

@@ -43,6 +43,7 @@ pub mod consume_queue;
 pub mod dispatch;
 pub mod error;
 pub mod flush;
+pub mod index_file;
 pub mod mapped_file;
 pub mod record;
 pub mod recovery;
@@ -60,6 +61,7 @@ pub use consume_queue::Unit;
 pub use dispatch::DispatchProgress;
 pub use error::{Error, Result};
 pub use flush::{FlushOutcome, FlushTicket};
+pub use index_file::{IndexConfig, IndexError, IndexService};
 pub use record::{AppendMessage, encode_properties, tag_hash};
 pub use retention::{RetentionMode, RetentionPolicy};
 pub use store::{

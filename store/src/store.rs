@@ -12,6 +12,7 @@ use crate::consume_queue::{ConsumeQueue, Loaded, Unit};
 use crate::dispatch::{DispatchProgress, Dispatcher};
 use crate::error::{Error, Result};
 use crate::flush::{FlushOutcome, FlushPolicy, FlushTicket, GroupCommit, Waiter};
+use crate::index_file::{IndexConfig, IndexError, IndexService};
 use crate::record::{self, AppendMessage, Scan};
 use crate::recovery;
 use crate::retention::{RetentionMode, RetentionPolicy, SegmentInfo};
@@ -180,6 +181,10 @@ impl std::fmt::Debug for Store {
 }
 
 const ABORT: &str = "abort";
+
+fn index_err(e: IndexError) -> Error {
+    Error::Index(e.to_string())
+}
 const CHECKPOINT: &str = "checkpoint";
 
 fn load_queues(cq_root: &Path, upf: u64, rebuilt: &mut usize) -> Result<QueueMap> {
@@ -253,11 +258,30 @@ impl Store {
             }
         }
         let min = log.min_offset();
-        let start = match cp {
+        let mut start = match cp {
             Some(c) if rebuilt == 0 => c.cq_dispatched.min(end),
             _ => min,
         }
         .max(min);
+        let index = if cfg.index_enabled {
+            let icfg = IndexConfig {
+                slots: cfg.index_slots,
+                max_entries: cfg.index_max_entries,
+            };
+            let mut idx = IndexService::open(&root.join("index"), icfg).map_err(index_err)?;
+            if idx.max_commit_log_offset().is_some_and(|m| m >= end) {
+                // Entries past the recovered end: drop those files and
+                // re-dispatch from what the index still covers.
+                idx.truncate_after(end.saturating_sub(1))
+                    .map_err(index_err)?;
+                start = start
+                    .min(idx.max_commit_log_offset().unwrap_or(min))
+                    .max(min);
+            }
+            Some(idx)
+        } else {
+            None
+        };
 
         let inner = Arc::new(Inner {
             clock,
@@ -271,7 +295,11 @@ impl Store {
             )),
             queues: RwLock::new(queues),
             cq_root,
-            dispatcher: Mutex::new(Dispatcher { reput: start }),
+            dispatcher: Mutex::new(Dispatcher {
+                reput: start,
+                index,
+                key_buf: String::new(),
+            }),
             dispatched: AtomicU64::new(start),
             gc: GroupCommit::default(),
             cp_path,
@@ -675,6 +703,50 @@ impl Store {
         r
     }
 
+    /// Messages of `topic` whose keys (`KEYS` or `UNIQ_KEY`) include `key`,
+    /// stored within `[begin_ms, end_ms]`, newest first, at most `max`.
+    /// Only dispatched messages are indexed.
+    pub fn query_by_key(
+        &self,
+        topic: &str,
+        key: &str,
+        begin_ms: u64,
+        end_ms: u64,
+        max: usize,
+    ) -> Result<Vec<MessageView>> {
+        let offsets = {
+            let d = sync::lock(&self.inner.dispatcher);
+            let Some(i) = d.index.as_ref() else {
+                return Ok(Vec::new());
+            };
+            // Ask for more than `max`: hash collisions are filtered below.
+            i.query(
+                &format!("{topic}#{key}"),
+                begin_ms,
+                end_ms,
+                max.saturating_mul(2).max(max),
+            )
+            .map_err(index_err)?
+        };
+        let mut out = Vec::new();
+        for off in offsets {
+            if out.len() >= max {
+                break;
+            }
+            let Some(m) = self.inner.log.read(off) else {
+                continue;
+            };
+            let matches = m.topic() == topic
+                && (m.property(record::PROPERTY_UNIQ_KEY) == Some(key)
+                    || m.property(record::PROPERTY_KEYS)
+                        .is_some_and(|ks| ks.split(' ').any(|k| k == key)));
+            if matches {
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+
     /// Retention pass at `now_ms` with the given disk usage ratio (see
     /// [`crate::retention::disk_usage_ratio`]).
     pub fn clean_expired(&self, now_ms: u64, disk_usage_ratio: f64) -> Result<CleanReport> {
@@ -705,7 +777,11 @@ impl Store {
         drop(removed);
         let min = log.min_offset();
         let mut cq_files_deleted = 0;
+        let mut index_files_deleted = 0;
         if segments_deleted > 0 {
+            if let Some(i) = sync::lock(&self.inner.dispatcher).index.as_mut() {
+                index_files_deleted = i.delete_below(min).map_err(index_err)?;
+            }
             for qs in sync::read(&self.inner.queues).values() {
                 for q in qs.values() {
                     cq_files_deleted += q.delete_below(min);
@@ -716,7 +792,7 @@ impl Store {
             mode,
             segments_deleted,
             cq_files_deleted,
-            index_files_deleted: 0,
+            index_files_deleted,
             min_offset: min,
         })
     }
@@ -819,6 +895,8 @@ impl Inner {
                             tag_hash: h.tag_hash,
                         },
                     )?;
+                    let off = d.reput;
+                    d.index_record(topic, &buf[h.properties_range()], off, h.store_timestamp_ms)?;
                     d.reput += h.total_size as u64;
                     n += 1;
                 }
@@ -843,7 +921,13 @@ impl Inner {
 
     fn checkpoint(&self) -> Result<()> {
         let _g = sync::lock(&self.cp_lock);
-        let dispatched = self.dispatched.load(Ordering::Acquire);
+        let dispatched = {
+            let mut d = sync::lock(&self.dispatcher);
+            if let Some(i) = d.index.as_mut() {
+                i.flush().map_err(index_err)?;
+            }
+            d.reput
+        };
         let queues: Vec<Arc<ConsumeQueue>> = sync::read(&self.queues)
             .values()
             .flat_map(|m| m.values().cloned())
