@@ -96,7 +96,14 @@
 //! [`IndexService::flush`] syncs each file written since the last flush, the slot table and
 //! entries first and the header second, so when it returns every file on disk is whole and
 //! consistent. Callers should flush the index before recording a checkpoint that covers it.
-//! After a crash, anything written after the last flush is untrusted (a header or slot may have
+//! If only the process dies (`kill -9`), every write reached the page cache and survives,
+//! except that a `put` may stop between its steps: an entry past `index_count` is ignored, a
+//! header updated up to `end_phy` but not `index_count` only lets that message be put again,
+//! and a slot already pointing at the uncounted entry is repaired by [`IndexService::open`]
+//! (it rebuilds the newest file's slot table from its entries when a slot points past
+//! `index_count`). No `truncate_after` is needed for that case.
+//!
+//! After a machine crash, anything written after the last flush is untrusted (a header or slot may have
 //! reached the disk before the entry it points to, which can hide a whole chain). Recovery
 //! calls [`IndexService::truncate_after`]`(x)` where every put at an offset `<= x` happened
 //! before the last completed flush: for example `x` = the offset of the last message all of
@@ -609,6 +616,10 @@ impl IndexService {
     /// Opens the index in `dir`, creating the directory if needed, loading and validating every
     /// file named by 20 digits (a malformed one gives [`IndexError::Corrupt`] naming it) and
     /// deleting leftover `<20 digits>.tmp` files. `cfg` sizes files created from now on.
+    ///
+    /// The newest files' slot tables are checked (`4 * slots` bytes read) and rebuilt if a
+    /// slot points past the entry count, which happens when the process died inside a `put`
+    /// between setting the slot and the header.
     pub fn open(dir: &Path, cfg: IndexConfig) -> Result<IndexService, IndexError> {
         cfg.validate()?;
         fs::create_dir_all(dir)?;
@@ -657,12 +668,27 @@ impl IndexService {
             files.push(f);
         }
         let last_name = files.last().map_or(0, |f| f.name);
-        Ok(IndexService {
+        let mut service = IndexService {
             dir: dir.to_path_buf(),
             cfg,
             files,
             last_name,
-        })
+        };
+        service.repair_tail()?;
+        Ok(service)
+    }
+
+    /// Rebuilds the slot tables of the newest non-empty file and the empty files after it if
+    /// they point past the entry count, and flushes what changed. Only those files can have
+    /// been written to since their last flush.
+    fn repair_tail(&mut self) -> Result<(), IndexError> {
+        let from = self.files.iter().rposition(|f| !f.is_empty()).unwrap_or(0);
+        for f in &mut self.files[from..] {
+            if f.repair_slots() {
+                f.flush()?;
+            }
+        }
+        Ok(())
     }
 
     /// Header of the newest non-empty file.
@@ -761,17 +787,9 @@ impl IndexService {
     /// [`max_commit_log_offset`](Self::max_commit_log_offset).
     pub fn truncate_after(&mut self, commit_log_offset: u64) -> Result<(), IndexError> {
         self.remove_where(|f, _| !f.is_empty() && f.header.end_phy > commit_log_offset)?;
-        // Only the newest non-empty file and empty ones after it can have been written after
-        // the last flush and still be here (see the module doc); fix slots that run ahead.
-        let from = self.files.iter().rposition(|f| !f.is_empty()).unwrap_or(0);
-        let mut repaired = false;
-        for f in &mut self.files[from..] {
-            repaired |= f.repair_slots();
-        }
-        if repaired {
-            self.flush()?;
-        }
-        Ok(())
+        // The newest remaining file may have been written after the last flush (see the
+        // module doc); fix slots that run ahead of its header.
+        self.repair_tail()
     }
 
     /// Retention: deletes every file except the newest whose `end_phy` is below
@@ -1327,6 +1345,34 @@ mod tests {
         assert!(!tmp.exists());
         assert!(dir.path().join("README").exists());
         assert_eq!(idx.query("k", 0, u64::MAX, 100).unwrap().len(), 40);
+    }
+
+    #[test]
+    fn open_repairs_slot_set_before_header() {
+        // The process died inside put: entry 4 and its slot written, header not.
+        let dir = TempDir::new().unwrap();
+        let cfg = IndexConfig {
+            slots: 2,
+            max_entries: 16,
+        };
+        let mut idx = open(&dir, cfg);
+        for i in 0..3u64 {
+            idx.put("k", i, 100 + i).unwrap();
+        }
+        let path = index_files(dir.path())[0].clone();
+        let f = &mut idx.files[0];
+        let pos = f.entry_pos(4);
+        let slot = f.slot_pos(key_hash("k"));
+        put_u32(&mut f.map[pos..], E_HASH, key_hash("k"));
+        put_u64(&mut f.map[pos..], E_PHY, 3);
+        put_u32(&mut f.map[pos..], E_PREV, 3);
+        put_u32(&mut f.map, slot, 4);
+        drop(idx);
+        let mut idx = open(&dir, cfg);
+        assert_eq!(get_u32(&fs::read(&path).unwrap(), slot), 3);
+        assert_eq!(idx.query("k", 0, u64::MAX, 10).unwrap(), vec![2, 1, 0]);
+        idx.put("k", 3, 103).unwrap();
+        assert_eq!(idx.query("k", 0, u64::MAX, 10).unwrap(), vec![3, 2, 1, 0]);
     }
 
     #[test]
