@@ -43,6 +43,19 @@ fn send_header(c: &mut Criterion) {
 }
 
 fn batch(c: &mut Criterion) {
+    // Topic + tag + body: the shape of most batched sends.
+    let plain: Vec<Message> = (0..32)
+        .map(|i| {
+            let mut m = Message::new("bench_topic", Bytes::from(vec![i as u8; 128]));
+            m.tags = Some("TagA".into());
+            m
+        })
+        .collect();
+    let plain_bytes = messages_to_bytes(&plain);
+    c.bench_function("batch32_decode_topic_tag", |b| {
+        b.iter(|| black_box(decode_messages(black_box(&plain_bytes)).unwrap()))
+    });
+    // Plus keys and a UNIQ_KEY property: six allocations per message.
     let msgs: Vec<Message> = (0..32).map(sample_message).collect();
     let bytes = messages_to_bytes(&msgs);
     c.bench_function("batch32_decode", |b| {

@@ -277,36 +277,36 @@ fn read_meta(bytes: &[u8]) -> Result<Meta> {
     let mut m = Meta::default();
     let n = r.map_len("meta")?;
     for _ in 0..n {
-        let key = r.str("meta key")?;
+        let key = r.str_bytes("meta key")?;
         if r.nil() {
             continue; // nil = absent
         }
         match key {
-            "topic" => m.topic = Some(r.str(key)?.to_owned()),
-            "tags" => m.tags = Some(r.str(key)?.to_owned()),
-            "keys" => m.keys = Some(r.str(key)?.to_owned()),
-            "props" => {
-                let count = r.map_len(key)?;
+            b"topic" => m.topic = Some(r.str("topic")?.to_owned()),
+            b"tags" => m.tags = Some(r.str("tags")?.to_owned()),
+            b"keys" => m.keys = Some(r.str("keys")?.to_owned()),
+            b"props" => {
+                let count = r.map_len("props")?;
                 for _ in 0..count {
                     let k = r.str("property key")?.to_owned();
                     let v = r.str("property value")?.to_owned();
                     m.props.insert(k, v);
                 }
             }
-            "delay_level" => m.delay_level = Some(r.uint_as(key)?),
-            "deliver_at_ms" => m.deliver_at_ms = Some(r.uint(key)?),
-            "flags" => m.flags = r.uint_as(key)?,
-            "queue_id" => m.queue_id = Some(r.uint_as(key)?),
-            "queue_offset" => m.queue_offset = Some(r.uint(key)?),
-            "commit_log_offset" => m.commit_log_offset = Some(r.uint(key)?),
-            "store_size" => m.store_size = Some(r.uint_as(key)?),
-            "born_ms" => m.born_ms = Some(r.uint(key)?),
-            "store_ms" => m.store_ms = Some(r.uint(key)?),
-            "body_crc" => m.body_crc = Some(r.uint_as(key)?),
-            "born_host" => m.born_host = Some(read_host(&mut r, key)?),
-            "store_host" => m.store_host = Some(read_host(&mut r, key)?),
-            "reconsume_times" => m.reconsume_times = r.uint_as(key)?,
-            "prepared_tx_offset" => m.prepared_tx_offset = r.uint(key)?,
+            b"delay_level" => m.delay_level = Some(r.uint_as("delay_level")?),
+            b"deliver_at_ms" => m.deliver_at_ms = Some(r.uint("deliver_at_ms")?),
+            b"flags" => m.flags = r.uint_as("flags")?,
+            b"queue_id" => m.queue_id = Some(r.uint_as("queue_id")?),
+            b"queue_offset" => m.queue_offset = Some(r.uint("queue_offset")?),
+            b"commit_log_offset" => m.commit_log_offset = Some(r.uint("commit_log_offset")?),
+            b"store_size" => m.store_size = Some(r.uint_as("store_size")?),
+            b"born_ms" => m.born_ms = Some(r.uint("born_ms")?),
+            b"store_ms" => m.store_ms = Some(r.uint("store_ms")?),
+            b"body_crc" => m.body_crc = Some(r.uint_as("body_crc")?),
+            b"born_host" => m.born_host = Some(read_host(&mut r, "born_host")?),
+            b"store_host" => m.store_host = Some(read_host(&mut r, "store_host")?),
+            b"reconsume_times" => m.reconsume_times = r.uint_as("reconsume_times")?,
+            b"prepared_tx_offset" => m.prepared_tx_offset = r.uint("prepared_tx_offset")?,
             _ => r.skip()?,
         }
     }

@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 use crate::code::{RequestCode, ResponseCode};
 use crate::error::{Error, Result};
 use crate::header::{Flags, Header};
+use crate::mpack::Reader;
 use crate::request::Request;
 
 /// MessagePack of an empty map: the typed fields of a code that has none.
@@ -49,7 +50,10 @@ pub fn to_frame<R: Request>(request_id: u64, req: &R, body: Bytes) -> Result<Fra
 }
 
 fn encode_fields<T: Serialize + ?Sized>(fields: &T) -> Result<Bytes> {
-    Ok(Bytes::from(rmp_serde::to_vec_named(fields)?))
+    // Sized for typical fields so the Vec does not regrow while encoding.
+    let mut out = Vec::with_capacity(128);
+    rmp_serde::encode::write_named(&mut out, fields)?;
+    Ok(Bytes::from(out))
 }
 
 impl Frame {
@@ -144,14 +148,16 @@ impl Frame {
         } else {
             &self.fields
         };
-        let mut cursor = std::io::Cursor::new(bytes);
-        let value = T::deserialize(&mut rmp_serde::Deserializer::new(&mut cursor))?;
-        if cursor.position() != bytes.len() as u64 {
+        // Find where the map ends (a cheap scan), so trailing bytes are
+        // caught and serde decodes from a borrowed slice.
+        let mut scan = Reader::new(bytes);
+        scan.skip()?;
+        if !scan.is_empty() {
             return Err(Error::BadMsgPack(
                 "trailing bytes after typed fields".into(),
             ));
         }
-        Ok(value)
+        Ok(rmp_serde::from_slice(bytes)?)
     }
 
     /// Decodes the typed fields of a request of type `R`, after checking the
@@ -181,10 +187,7 @@ impl Frame {
         let start = dst.len();
         dst.reserve(8 + 48 + self.fields.len());
         dst.put_u64(0); // frame length + header length, patched below
-        if let Err(e) = self.header.encode_into(&mut (&mut *dst).writer()) {
-            dst.truncate(start);
-            return Err(e);
-        }
+        self.header.encode_into(dst);
         dst.extend_from_slice(if self.fields.is_empty() {
             EMPTY_FIELDS
         } else {

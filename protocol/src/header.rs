@@ -23,9 +23,11 @@
 //! [`VERSION_NOT_SUPPORTED`](crate::ResponseCode::VersionNotSupported) and
 //! closes the connection; it accepts any minor version of a known major.
 
+use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::mpack::{self, Reader};
 
 /// Major and minor protocol version (`ver` on the wire: `major << 16 | minor`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -86,28 +88,25 @@ impl Flags {
 }
 
 /// The common header map, first MessagePack value of the header bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Keys: `code` (uint, required), `id` (uint, required), `flags` (uint,
+/// absent = 0), `ver` (uint, required), `remark` (str, absent = none).
+/// Encoded and decoded by hand (it is on every frame), with the same map
+/// rules as the typed fields: unknown keys skipped, nil = absent.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
     /// A [`RequestCode`](crate::RequestCode) on requests, a
     /// [`ResponseCode`](crate::ResponseCode) on replies (see `flags`).
     pub code: u32,
     /// Opaque id chosen by the requester; a reply carries its request's id.
     /// Many requests may be in flight on one connection.
-    #[serde(rename = "id")]
     pub request_id: u64,
     /// [`Flags::RESPONSE`], [`Flags::ONEWAY`]. Absent means none.
-    #[serde(default, skip_serializing_if = "is_zero_flags")]
     pub flags: Flags,
     /// Protocol version of the sender.
-    #[serde(rename = "ver")]
     pub version: Version,
     /// Human-readable detail on replies (usually on errors).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remark: Option<String>,
-}
-
-fn is_zero_flags(f: &Flags) -> bool {
-    f.0 == 0
 }
 
 impl Header {
@@ -143,18 +142,52 @@ impl Header {
     /// Decodes the common map at the start of `bytes`; returns it and the
     /// number of bytes it took (the typed-fields map starts there).
     pub fn decode_prefix(bytes: &[u8]) -> Result<(Header, usize)> {
-        let mut cursor = std::io::Cursor::new(bytes);
-        let mut de = rmp_serde::Deserializer::new(&mut cursor);
-        let header = Header::deserialize(&mut de)?;
-        let used = usize::try_from(cursor.position())
-            .map_err(|_| Error::BadMsgPack("header position overflow".into()))?;
-        Ok((header, used))
+        let mut r = Reader::new(bytes);
+        let (mut code, mut id, mut ver) = (None, None, None);
+        let (mut flags, mut remark) = (0u32, None);
+        for _ in 0..r.map_len("header")? {
+            let key = r.str("header key")?;
+            if r.nil() {
+                continue;
+            }
+            match key {
+                "code" => code = Some(r.uint_as::<u32>(key)?),
+                "id" => id = Some(r.uint(key)?),
+                "flags" => flags = r.uint_as(key)?,
+                "ver" => ver = Some(r.uint_as::<u32>(key)?),
+                "remark" => remark = Some(r.str(key)?.to_owned()),
+                _ => r.skip()?,
+            }
+        }
+        let missing = |f: &str| Error::MissingField(f.to_string());
+        let header = Header {
+            code: code.ok_or_else(|| missing("code"))?,
+            request_id: id.ok_or_else(|| missing("id"))?,
+            flags: Flags(flags),
+            version: Version::from(ver.ok_or_else(|| missing("ver"))?),
+            remark,
+        };
+        Ok((header, bytes.len() - r.remaining()))
     }
 
-    /// Appends the MessagePack map of this header to `out`.
-    pub fn encode_into(&self, out: &mut impl std::io::Write) -> Result<()> {
-        rmp_serde::encode::write_named(out, self)?;
-        Ok(())
+    /// Appends the MessagePack map of this header to `dst`.
+    pub fn encode_into(&self, dst: &mut BytesMut) {
+        let n = 3 + usize::from(self.flags.0 != 0) + usize::from(self.remark.is_some());
+        mpack::put_map_len(dst, n);
+        mpack::put_str(dst, "code");
+        mpack::put_uint(dst, u64::from(self.code));
+        mpack::put_str(dst, "id");
+        mpack::put_uint(dst, self.request_id);
+        if self.flags.0 != 0 {
+            mpack::put_str(dst, "flags");
+            mpack::put_uint(dst, u64::from(self.flags.0));
+        }
+        mpack::put_str(dst, "ver");
+        mpack::put_uint(dst, u64::from(u32::from(self.version)));
+        if let Some(remark) = &self.remark {
+            mpack::put_str(dst, "remark");
+            mpack::put_str(dst, remark);
+        }
     }
 }
 
@@ -180,10 +213,10 @@ mod tests {
 
     #[test]
     fn header_prefix_reports_length_and_ignores_unknown_keys() {
-        let mut buf = Vec::new();
-        Header::response(17, 5).encode_into(&mut buf).unwrap();
+        let mut buf = BytesMut::new();
+        Header::response(17, 5).encode_into(&mut buf);
         let n = buf.len();
-        buf.push(0x80); // an empty typed-fields map follows
+        buf.extend_from_slice(&[0x80]); // an empty typed-fields map follows
         let (h, used) = Header::decode_prefix(&buf).unwrap();
         assert_eq!(used, n);
         assert!(h.is_response() && !h.is_oneway());

@@ -79,6 +79,16 @@ pub(crate) struct Reader<'a> {
     buf: &'a [u8],
 }
 
+/// A marker of the wrong type: `WrongType`, except the reserved marker
+/// 0xc1, which is not MessagePack at all.
+fn unexpected(m: u8, what: &str, expected: &str) -> Error {
+    if m == 0xc1 {
+        Error::BadMsgPack(format!("{what}: reserved marker 0xc1"))
+    } else {
+        Error::WrongType(format!("{what}: expected {expected}, got marker {m:#04x}"))
+    }
+}
+
 fn truncated() -> Error {
     Error::BadMsgPack("truncated value".into())
 }
@@ -88,10 +98,16 @@ impl<'a> Reader<'a> {
         Reader { buf }
     }
 
+    /// Bytes not read yet.
+    pub(crate) fn remaining(&self) -> usize {
+        self.buf.len()
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
 
+    #[inline]
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if n > self.buf.len() {
             return Err(truncated());
@@ -101,6 +117,7 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
+    #[inline]
     fn u8(&mut self) -> Result<u8> {
         let (&b, tail) = self.buf.split_first().ok_or_else(truncated)?;
         self.buf = tail;
@@ -129,33 +146,34 @@ impl<'a> Reader<'a> {
             m @ 0x80..=0x8f => Ok(usize::from(m & 0x0f)),
             0xde => Ok(self.be(2)? as usize),
             0xdf => usize::try_from(self.be(4)?).map_err(|_| truncated()),
-            m => Err(Error::WrongType(format!(
-                "{what}: expected a map, got marker {m:#04x}"
-            ))),
+            m => Err(unexpected(m, what, "a map")),
         }
     }
 
-    pub(crate) fn str(&mut self, what: &str) -> Result<&'a str> {
-        let n = match self.u8()? {
-            m @ 0xa0..=0xbf => usize::from(m & 0x1f),
-            m @ 0xd9..=0xdb => self.len_of(m, 0xd9)?,
-            m => {
-                return Err(Error::WrongType(format!(
-                    "{what}: expected a string, got marker {m:#04x}"
-                )));
-            }
+    /// The raw bytes of a string value (no UTF-8 check): for map keys,
+    /// which are only compared against known names.
+    #[inline]
+    pub(crate) fn str_bytes(&mut self, what: &str) -> Result<&'a [u8]> {
+        let m = self.u8()?;
+        let n = if m & 0xe0 == 0xa0 {
+            usize::from(m & 0x1f)
+        } else if (0xd9..=0xdb).contains(&m) {
+            self.len_of(m, 0xd9)?
+        } else {
+            return Err(unexpected(m, what, "a string"));
         };
-        std::str::from_utf8(self.take(n)?).map_err(|_| Error::InvalidUtf8)
+        self.take(n)
+    }
+
+    #[inline]
+    pub(crate) fn str(&mut self, what: &str) -> Result<&'a str> {
+        std::str::from_utf8(self.str_bytes(what)?).map_err(|_| Error::InvalidUtf8)
     }
 
     pub(crate) fn bin(&mut self, what: &str) -> Result<&'a [u8]> {
         let n = match self.u8()? {
             m @ 0xc4..=0xc6 => self.len_of(m, 0xc4)?,
-            m => {
-                return Err(Error::WrongType(format!(
-                    "{what}: expected bin, got marker {m:#04x}"
-                )));
-            }
+            m => return Err(unexpected(m, what, "bin")),
         };
         self.take(n)
     }
@@ -167,9 +185,7 @@ impl<'a> Reader<'a> {
             0xcd => self.be(2),
             0xce => self.be(4),
             0xcf => self.be(8),
-            m => Err(Error::WrongType(format!(
-                "{what}: expected an unsigned integer, got marker {m:#04x}"
-            ))),
+            m => Err(unexpected(m, what, "an unsigned integer")),
         }
     }
 

@@ -1,1 +1,405 @@
+//! Round trips: every request and response struct through a real frame and
+//! the codec; batches; message ids; the worked example of the book.
 
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use actormq_protocol::batch::{decode_messages, decode_stored, messages_to_bytes, stored_to_bytes};
+use actormq_protocol::request::*;
+use actormq_protocol::{Delay, Frame, FrameCodec, Message, MessageId, MessageQueue, StoredMessage};
+use bytes::{Bytes, BytesMut};
+use proptest::prelude::*;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::Rng;
+
+/// Builds a random value from a seeded PRNG.
+trait Sample {
+    fn sample(r: &mut Rng) -> Self;
+}
+
+impl Sample for u8 {
+    fn sample(r: &mut Rng) -> Self {
+        r.next_u64() as u8
+    }
+}
+impl Sample for u32 {
+    fn sample(r: &mut Rng) -> Self {
+        match r.below(4) {
+            0 => 0,
+            1 => u32::MAX,
+            _ => r.next_u64() as u32 >> r.below(32),
+        }
+    }
+}
+impl Sample for u64 {
+    fn sample(r: &mut Rng) -> Self {
+        match r.below(4) {
+            0 => 0,
+            1 => u64::MAX,
+            _ => r.next_u64() >> r.below(64),
+        }
+    }
+}
+impl Sample for i64 {
+    fn sample(r: &mut Rng) -> Self {
+        r.next_u64() as i64 >> r.below(64)
+    }
+}
+impl Sample for bool {
+    fn sample(r: &mut Rng) -> Self {
+        r.below(2) == 0
+    }
+}
+impl Sample for String {
+    fn sample(r: &mut Rng) -> Self {
+        const PARTS: &[&str] = &[
+            "a", "Z", "0", "_", "-", "%", "|", " ", "é", "😀", "topic", "\0",
+        ];
+        let n = r.below(12);
+        (0..n)
+            .map(|_| PARTS[r.below(PARTS.len() as u64) as usize])
+            .collect()
+    }
+}
+impl<T: Sample> Sample for Option<T> {
+    fn sample(r: &mut Rng) -> Self {
+        (r.below(2) == 0).then(|| T::sample(r))
+    }
+}
+impl<T: Sample> Sample for Vec<T> {
+    fn sample(r: &mut Rng) -> Self {
+        (0..r.below(4)).map(|_| T::sample(r)).collect()
+    }
+}
+impl<K: Sample + Ord, V: Sample> Sample for BTreeMap<K, V> {
+    fn sample(r: &mut Rng) -> Self {
+        (0..r.below(4))
+            .map(|_| (K::sample(r), V::sample(r)))
+            .collect()
+    }
+}
+impl Sample for Perm {
+    fn sample(r: &mut Rng) -> Self {
+        Perm(u8::sample(r))
+    }
+}
+impl Sample for SocketAddr {
+    fn sample(r: &mut Rng) -> Self {
+        let ip = if r.below(2) == 0 {
+            IpAddr::V4(Ipv4Addr::from(r.next_u64() as u32))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(
+                u128::from(r.next_u64()) << 64 | u128::from(r.next_u64()),
+            ))
+        };
+        SocketAddr::new(ip, r.next_u64() as u16)
+    }
+}
+impl Sample for Delay {
+    fn sample(r: &mut Rng) -> Self {
+        match r.below(3) {
+            0 => Delay::None,
+            // Level 0 means "none" on the wire, so it does not round-trip.
+            1 => Delay::Level(1 + (r.next_u64() % 255) as u8),
+            _ => Delay::DeliverAtMs(u64::sample(r)),
+        }
+    }
+}
+impl Sample for Bytes {
+    fn sample(r: &mut Rng) -> Self {
+        let n = r.below(200) as usize;
+        (0..n)
+            .map(|_| r.next_u64() as u8)
+            .collect::<Vec<u8>>()
+            .into()
+    }
+}
+
+macro_rules! sample_enum {
+    ($($t:ident { $($v:ident),* })*) => {$(
+        impl Sample for $t {
+            fn sample(r: &mut Rng) -> Self {
+                let all = [$($t::$v),*];
+                all[r.below(all.len() as u64) as usize]
+            }
+        }
+    )*};
+}
+sample_enum! {
+    ConsumeType { ConsumePassively, ConsumeActively, ConsumePop }
+    MessageModel { Clustering, Broadcasting }
+    ConsumeFromWhere { LastOffset, FirstOffset, Timestamp }
+    TransactionDecision { Commit, Rollback, Unknown }
+}
+
+/// Struct literals list every field, so a new field fails to compile here
+/// until the round trip covers it.
+macro_rules! sample_struct {
+    ($($t:ident { $($f:ident),* $(,)? })*) => {$(
+        impl Sample for $t {
+            fn sample(r: &mut Rng) -> Self {
+                let _ = &r; // unused by field-less structs
+                $t { $($f: Sample::sample(r)),* }
+            }
+        }
+    )*};
+}
+sample_struct! {
+    Empty {}
+    Message { topic, tags, keys, body, properties, delay, flags }
+    StoredMessage {
+        message, queue_id, queue_offset, commit_log_offset, store_size, born_timestamp_ms,
+        store_timestamp_ms, born_host, store_host, body_crc, reconsume_times,
+        prepared_transaction_offset,
+    }
+    MessageQueue { topic, broker_name, queue_id }
+    SendMessageRequest {
+        producer_group, topic, queue_id, born_timestamp_ms, tags, keys, properties, delay_level,
+        deliver_at_ms, flags, reconsume_times, producer_id, sequence,
+    }
+    SendMessageResponse { msg_id, queue_id, queue_offset, transaction_id }
+    SendBatchMessageRequest {
+        producer_group, topic, queue_id, born_timestamp_ms, producer_id, first_sequence,
+    }
+    SendBatchMessageResponse { msg_ids, queue_id, queue_offset }
+    PullMessageRequest {
+        consumer_group, topic, queue_id, queue_offset, max_msg_nums, commit_offset,
+        suspend_timeout_ms, subscription, expression_type,
+    }
+    PullMessageResponse { next_begin_offset, min_offset, max_offset, suggest_which_broker_id }
+    QueryMessageRequest { topic, key, max_num, begin_timestamp_ms, end_timestamp_ms }
+    QueryMessageResponse { index_last_update_timestamp_ms, index_last_update_phy_offset }
+    ViewMessageByIdRequest { commit_log_offset }
+    QueryConsumerOffsetRequest { consumer_group, topic, queue_id }
+    UpdateConsumerOffsetRequest { consumer_group, topic, queue_id, commit_offset }
+    GetMaxOffsetRequest { topic, queue_id }
+    GetMinOffsetRequest { topic, queue_id }
+    SearchOffsetByTimestampRequest { topic, queue_id, timestamp_ms }
+    OffsetResponse { offset }
+    ResetOffsetRequest { consumer_group, topic, timestamp_ms, force }
+    QueueOffset { queue, offset }
+    ResetOffsetResponse { offsets }
+    GetConsumerListByGroupRequest { consumer_group }
+    GetConsumerListByGroupResponse { consumer_ids }
+    NotifyConsumerIdsChangedRequest { consumer_group }
+    LockBatchMqRequest { consumer_group, client_id, mq_set }
+    LockBatchMqResponse { lock_ok_mq_set }
+    UnlockBatchMqRequest { consumer_group, client_id, mq_set }
+    ConsumerSendMsgBackRequest {
+        consumer_group, commit_log_offset, delay_level, origin_msg_id, origin_topic,
+        max_reconsume_times,
+    }
+    SubscriptionData { topic, sub_string, expression_type, tags_set, code_set, sub_version }
+    ProducerData { group_name }
+    ConsumerData {
+        group_name, consume_type, message_model, consume_from_where, subscription_data_set,
+    }
+    HeartbeatRequest { client_id, producer_data_set, consumer_data_set }
+    EndTransactionRequest {
+        producer_group, tran_state_table_offset, commit_log_offset, decision,
+        from_transaction_check, msg_id, transaction_id,
+    }
+    CheckTransactionStateRequest {
+        producer_group, tran_state_table_offset, commit_log_offset, msg_id, transaction_id,
+    }
+    PopMessageRequest {
+        consumer_group, topic, queue_id, max_msg_nums, invisible_time_ms, poll_time_ms,
+        born_time_ms, expression, expression_type, order,
+    }
+    PopMessageResponse { pop_time_ms, invisible_time_ms, revive_queue_id, rest_num }
+    AckMessageRequest { consumer_group, topic, queue_id, offset, extra_info }
+    ChangeInvisibleTimeRequest {
+        consumer_group, topic, queue_id, offset, extra_info, invisible_time_ms,
+    }
+    ChangeInvisibleTimeResponse { pop_time_ms, invisible_time_ms, revive_queue_id, extra_info }
+    TopicConfig { topic_name, read_queue_nums, write_queue_nums, perm, topic_sys_flag, order }
+    CreateTopicRequest { config }
+    DeleteTopicInBrokerRequest { topic }
+    DeleteTopicInNamesrvRequest { topic, cluster_name }
+    GetAllTopicListFromNamesrvRequest {}
+    TopicList { topics }
+    GetAllTopicConfigRequest {}
+    AllTopicConfig { topic_config_table, data_version }
+    GetRouteInfoByTopicRequest { topic }
+    QueueData { broker_name, read_queue_nums, write_queue_nums, perm, topic_sys_flag }
+    BrokerData { cluster, broker_name, broker_addrs }
+    TopicRouteData { queue_datas, broker_datas, order_topic_conf }
+    GetBrokerClusterInfoRequest {}
+    ClusterInfo { broker_addr_table, cluster_addr_table }
+    RegisterBrokerRequest {
+        cluster_name, broker_name, broker_addr, broker_id, ha_server_addr, topic_configs,
+        data_version, heartbeat_timeout_ms,
+    }
+    RegisterBrokerResponse { ha_server_addr, master_addr }
+    UnregisterBrokerRequest { cluster_name, broker_name, broker_addr, broker_id }
+}
+
+/// Encodes `frame` with the codec and decodes it back.
+fn through_codec(frame: &Frame) -> Frame {
+    let mut codec = FrameCodec::new();
+    let mut buf = BytesMut::new();
+    codec.encode(frame, &mut buf).unwrap();
+    let got = codec.decode(&mut buf).unwrap().expect("a whole frame");
+    assert!(buf.is_empty(), "codec left bytes behind");
+    got
+}
+
+fn check_request<R: Request + Sample + PartialEq + std::fmt::Debug>(r: &mut Rng) {
+    let req = R::sample(r);
+    let id = r.next_u64();
+    let body = Bytes::sample(r);
+    let got = through_codec(&Frame::request(id, &req, body.clone()).unwrap());
+    assert_eq!(got.request_code().unwrap(), R::CODE);
+    assert_eq!(got.header.request_id, id);
+    assert!(!got.is_response());
+    assert_eq!(got.body, body);
+    assert_eq!(got.decode_request::<R>().unwrap(), req);
+}
+
+fn check_response<T: Serialize + DeserializeOwned + Sample + PartialEq + std::fmt::Debug>(
+    r: &mut Rng,
+) {
+    let resp = T::sample(r);
+    let id = r.next_u64();
+    let got = through_codec(&Frame::success(id, &resp, Bytes::new()).unwrap());
+    assert!(got.is_response());
+    assert_eq!(got.header.request_id, id);
+    assert_eq!(got.decode_fields::<T>().unwrap(), resp);
+}
+
+macro_rules! roundtrip {
+    ($($name:ident: $req:ty;)*) => {
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+            $(
+                #[test]
+                fn $name(seed: u64) {
+                    let mut r = Rng(seed);
+                    check_request::<$req>(&mut r);
+                    check_response::<<$req as Request>::Response>(&mut r);
+                }
+            )*
+        }
+    };
+}
+
+roundtrip! {
+    send_message: SendMessageRequest;
+    send_batch_message: SendBatchMessageRequest;
+    pull_message: PullMessageRequest;
+    query_message: QueryMessageRequest;
+    view_message_by_id: ViewMessageByIdRequest;
+    query_consumer_offset: QueryConsumerOffsetRequest;
+    update_consumer_offset: UpdateConsumerOffsetRequest;
+    get_max_offset: GetMaxOffsetRequest;
+    get_min_offset: GetMinOffsetRequest;
+    search_offset_by_timestamp: SearchOffsetByTimestampRequest;
+    reset_offset: ResetOffsetRequest;
+    get_consumer_list_by_group: GetConsumerListByGroupRequest;
+    notify_consumer_ids_changed: NotifyConsumerIdsChangedRequest;
+    lock_batch_mq: LockBatchMqRequest;
+    unlock_batch_mq: UnlockBatchMqRequest;
+    consumer_send_msg_back: ConsumerSendMsgBackRequest;
+    heartbeat: HeartbeatRequest;
+    end_transaction: EndTransactionRequest;
+    check_transaction_state: CheckTransactionStateRequest;
+    pop_message: PopMessageRequest;
+    ack_message: AckMessageRequest;
+    change_invisible_time: ChangeInvisibleTimeRequest;
+    create_topic: CreateTopicRequest;
+    delete_topic_in_broker: DeleteTopicInBrokerRequest;
+    delete_topic_in_namesrv: DeleteTopicInNamesrvRequest;
+    get_all_topic_list: GetAllTopicListFromNamesrvRequest;
+    get_all_topic_config: GetAllTopicConfigRequest;
+    get_route_info_by_topic: GetRouteInfoByTopicRequest;
+    get_broker_cluster_info: GetBrokerClusterInfoRequest;
+    register_broker: RegisterBrokerRequest;
+    unregister_broker: UnregisterBrokerRequest;
+}
+
+fn assert_bodies_borrowed(input: &Bytes, bodies: impl Iterator<Item = Bytes>) {
+    let range = input.as_ptr_range();
+    for b in bodies.filter(|b| !b.is_empty()) {
+        let r = b.as_ptr_range();
+        assert!(
+            range.start <= r.start && r.end <= range.end,
+            "a body was copied"
+        );
+    }
+}
+
+proptest! {
+    #[test]
+    fn batch_of_messages(seed: u64) {
+        let mut r = Rng(seed);
+        let msgs: Vec<Message> = (0..r.below(40)).map(|_| Message::sample(&mut r)).collect();
+        let bytes = messages_to_bytes(&msgs);
+        let got = decode_messages(&bytes).unwrap();
+        prop_assert_eq!(&got, &msgs);
+        assert_bodies_borrowed(&bytes, got.into_iter().map(|m| m.body));
+    }
+
+    #[test]
+    fn batch_of_stored_messages(seed: u64) {
+        let mut r = Rng(seed);
+        let msgs: Vec<StoredMessage> =
+            (0..r.below(40)).map(|_| StoredMessage::sample(&mut r)).collect();
+        let bytes = stored_to_bytes(&msgs);
+        let got = decode_stored(&bytes).unwrap();
+        prop_assert_eq!(&got, &msgs);
+        assert_bodies_borrowed(&bytes, got.into_iter().map(|m| m.message.body));
+        // A stored batch also reads as plain messages.
+        let plain = decode_messages(&bytes).unwrap();
+        prop_assert_eq!(plain, msgs.into_iter().map(|s| s.message).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn message_id(seed: u64) {
+        let mut r = Rng(seed);
+        let id = MessageId { store_host: SocketAddr::sample(&mut r), commit_log_offset: u64::sample(&mut r) };
+        let s = id.encode();
+        prop_assert_eq!(s.len(), if id.store_host.is_ipv4() { 32 } else { 56 });
+        prop_assert!(s.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)));
+        prop_assert_eq!(MessageId::decode(&s).unwrap(), id);
+        prop_assert_eq!(MessageId::decode(&s.to_lowercase()).unwrap(), id);
+    }
+
+    #[test]
+    fn send_request_carries_the_message(seed: u64) {
+        let mut r = Rng(seed);
+        let msg = Message::sample(&mut r);
+        let req = SendMessageRequest::new("g", 1, 2, &msg);
+        let got = through_codec(&Frame::request(1, &req, msg.body.clone()).unwrap());
+        let back = got.decode_request::<SendMessageRequest>().unwrap().into_message(got.body).unwrap();
+        prop_assert_eq!(back, msg);
+    }
+}
+
+/// The frame shown byte by byte in the book chapter "Wire protocol".
+#[test]
+fn worked_example_frame() {
+    let req = GetMaxOffsetRequest {
+        topic: "t".into(),
+        queue_id: 1,
+    };
+    let frame = Frame::request(1, &req, Bytes::from_static(b"hi")).unwrap();
+    let mut buf = BytesMut::new();
+    FrameCodec::new().encode(&frame, &mut buf).unwrap();
+    let hex: Vec<String> = buf.iter().map(|b| format!("{b:02x}")).collect();
+    println!("{}", hex.join(" "));
+    let expected = concat!(
+        "00 00 00 2d ",                   // frame length 45
+        "00 00 00 27 ",                   // header length 39
+        "83 a4 63 6f 64 65 1e ",          // {"code": 30,
+        "a2 69 64 01 ",                   //  "id": 1,
+        "a3 76 65 72 ce 00 01 00 00 ",    //  "ver": 0x00010000}
+        "82 a5 74 6f 70 69 63 a1 74 ",    // {"topic": "t",
+        "a8 71 75 65 75 65 5f 69 64 01 ", //  "queue_id": 1}
+        "68 69",                          // body "hi"
+    );
+    assert_eq!(hex.join(" "), expected);
+    assert_eq!(FrameCodec::new().decode(&mut buf).unwrap().unwrap(), frame);
+}
