@@ -361,6 +361,7 @@ impl Writer {
                 }
             }
         }
+        let rolled = !self.fresh.is_empty();
         let mut fresh = std::mem::take(&mut self.fresh).into_iter();
         // Phase 2: write.
         let sizes = std::mem::take(&mut self.sizes);
@@ -382,7 +383,6 @@ impl Writer {
                     };
                     let seg = Arc::new(seg);
                     self.log.push_segment(seg.clone());
-                    self.alloc.request(seg.end());
                     self.active = Some(seg.clone());
                     seg
                 }
@@ -399,6 +399,13 @@ impl Writer {
             self.pos += size as u64;
         }
         self.sizes = sizes;
+        if rolled {
+            // Only now: every segment this batch needed was taken above, so
+            // the background allocator never races an inline creation.
+            if let Some(a) = &self.active {
+                self.alloc.request(a.end());
+            }
+        }
         if let Some(a) = &self.active {
             a.publish((self.pos - a.start()) as usize);
             a.set_last_store_ms(store_ms);

@@ -42,6 +42,15 @@ pub(crate) fn list_segments(dir: &Path, seg_size: u64) -> Result<Vec<(u64, PathB
         }
     }
     v.sort();
+    // A trailing file of the wrong size is a pre-allocation interrupted by a
+    // crash (data is only ever written after sizing): remove it.
+    while let Some((_, p)) = v.last() {
+        if std::fs::metadata(p)?.len() == seg_size {
+            break;
+        }
+        std::fs::remove_file(p)?;
+        v.pop();
+    }
     for (i, (start, path)) in v.iter().enumerate() {
         if start % seg_size != 0 {
             return Err(Error::corruption(

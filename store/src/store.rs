@@ -252,12 +252,14 @@ impl Store {
 
         let mut rebuilt = 0;
         let queues = load_queues(&cq_root, cfg.cq_units_per_file, &mut rebuilt)?;
+        let min = log.min_offset();
         for qs in queues.values() {
             for q in qs.values() {
                 q.truncate_from(end)?;
+                // Units whose records retention already removed.
+                q.delete_below(min);
             }
         }
-        let min = log.min_offset();
         let mut start = match cp {
             Some(c) if rebuilt == 0 => c.cq_dispatched.min(end),
             _ => min,
