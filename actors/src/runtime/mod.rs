@@ -2,9 +2,11 @@
 //! with: supervision today; location-transparent recipients and the
 //! request-code registry arrive with the broker actors.
 
+pub mod call;
 pub mod restart;
 pub mod supervisor;
 
+pub use call::{Call, Reply, Rpc, ServiceError, USER_CODES};
 pub use restart::{RestartBudget, RestartDecision, RestartPolicy};
 pub use supervisor::{
     ChildEscalated, ChildRef, ChildSpec, ChildStatus, Escalation, FactoryError, GetChildStatus,
