@@ -32,8 +32,20 @@
 //!   batch ([`batch`]). Decoding slices it out of the read buffer without
 //!   copying.
 //!
-//! A worked example, byte by byte, is in the book chapter "Wire protocol"
-//! and checked by the test `worked_example_frame` in `tests/it`.
+//! A worked example: `GET_MAX_OFFSET` for topic `t`, queue 1, request id 1,
+//! body `hi` (checked by the test `worked_example_frame` in `tests/it`; the
+//! book chapter "Wire protocol" walks through it):
+//!
+//! ```text
+//! 00 00 00 2d                     frame length 45 = 4 + 39 + 2
+//! 00 00 00 27                     header length 39
+//! 83 a4 "code" 1e                 {"code": 30,
+//!    a2 "id" 01                    "id": 1,
+//!    a3 "ver" ce 00 01 00 00       "ver": 1.0}
+//! 82 a5 "topic" a1 "t"            {"topic": "t",
+//!    a8 "queue_id" 01              "queue_id": 1}
+//! 68 69                           body "hi"
+//! ```
 //!
 //! # Where things are
 //!
@@ -67,6 +79,11 @@ pub mod request;
 pub mod tag_hash;
 pub mod unique_key;
 pub mod validate;
+
+/// Re-exported so users (and the book's doc-tests) need no direct `bytes`
+/// or `tokio-util` dependency to build frames and drive the codec.
+pub use bytes::{Bytes, BytesMut};
+pub use tokio_util::codec::{Decoder, Encoder};
 
 pub use code::{RequestCode, ResponseCode};
 pub use codec::{DEFAULT_MAX_FRAME_LEN, FrameCodec};

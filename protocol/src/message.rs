@@ -58,7 +58,7 @@ impl Delay {
 pub struct Message {
     /// Topic name (see [`crate::validate::validate_topic`]).
     pub topic: String,
-    /// One tag, used for broker-side filtering by [`crate::tag_hash`].
+    /// One tag, used for broker-side filtering by [`tag_hash`](fn@crate::tag_hash).
     pub tags: Option<String>,
     /// Space-separated business keys, indexed for query by key.
     pub keys: Option<String>,

@@ -49,7 +49,7 @@ pub struct SubscriptionData {
     /// Tags of a tag expression.
     #[serde(default)]
     pub tags_set: Vec<String>,
-    /// Their [`crate::tag_hash`]es.
+    /// Their [`tag_hash`](fn@crate::tag_hash)es.
     #[serde(default)]
     pub code_set: Vec<i64>,
     /// Version (ms) of the subscription, newer wins.
