@@ -7,3 +7,4 @@ mod t30_crash;
 mod t40_corruption;
 mod t50_retention;
 mod t60_index_flush;
+mod t90_recovery_perf;
