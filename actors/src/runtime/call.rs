@@ -14,6 +14,8 @@
 //! code: every actor reports failures as a `ServiceError`, and the session
 //! writes `code` and `remark` into the reply header.
 
+use std::net::SocketAddr;
+
 use actix::Message;
 use actormq_protocol::ResponseCode;
 use actormq_protocol::request::Request;
@@ -45,6 +47,15 @@ where
 /// Built-in codes never enter this range.
 pub const USER_CODES: std::ops::Range<u32> = 1_000_000..2_000_000;
 
+/// Where a call came from when it arrived over the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// The session's connection id (unique within the process).
+    pub conn_id: u64,
+    /// The peer's address.
+    pub peer: SocketAddr,
+}
+
 /// A typed request with its raw body (message bytes, a batch, or empty).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Call<R> {
@@ -52,20 +63,34 @@ pub struct Call<R> {
     pub req: R,
     /// The raw body that travels beside the fields (never re-encoded).
     pub body: Bytes,
+    /// The connection it arrived on; `None` for an in-process sender.
+    pub origin: Option<Origin>,
 }
 
 impl<R> Call<R> {
     /// A call without body.
     pub fn new(req: R) -> Self {
-        Self {
-            req,
-            body: Bytes::new(),
-        }
+        Self::with_body(req, Bytes::new())
     }
 
     /// A call carrying `body` (a message body or an encoded batch).
     pub fn with_body(req: R, body: Bytes) -> Self {
-        Self { req, body }
+        Self {
+            req,
+            body,
+            origin: None,
+        }
+    }
+
+    /// The same call, marked as arrived on `origin`.
+    pub fn with_origin(mut self, origin: Origin) -> Self {
+        self.origin = Some(origin);
+        self
+    }
+
+    /// The connection id it arrived on, if any.
+    pub fn conn_id(&self) -> Option<u64> {
+        self.origin.map(|o| o.conn_id)
     }
 }
 

@@ -6,7 +6,7 @@ pub mod call;
 pub mod restart;
 pub mod supervisor;
 
-pub use call::{Call, Reply, Rpc, ServiceError, USER_CODES};
+pub use call::{Call, Origin, Reply, Rpc, ServiceError, USER_CODES};
 pub use restart::{RestartBudget, RestartDecision, RestartPolicy};
 pub use supervisor::{
     ChildEscalated, ChildRef, ChildSpec, ChildStatus, Escalation, FactoryError, GetChildStatus,

@@ -1,3 +1,4 @@
 //! Integration tests of actormq-actors (one binary, one module per area).
 
 mod t10_supervisor;
+mod t15_registry;
