@@ -1,5 +1,6 @@
-//! Codec benchmarks: (a) send-request frame encode + decode, (b) decode and
-//! encode of a 32-message batch with 128-byte bodies.
+//! Codec benchmarks: (a) send-request frame encode + decode, (b) decode
+//! (owned and borrowed) and encode of a 32-message batch with 128-byte
+//! bodies.
 //!
 //! Run: `cargo bench -p actormq-protocol --bench codec -- --warm-up-time 1 --measurement-time 3`
 
@@ -8,7 +9,7 @@
 
 use std::hint::black_box;
 
-use actormq_protocol::batch::{decode_messages, encode_messages, messages_to_bytes};
+use actormq_protocol::batch::{decode_messages, encode_messages, iter_messages, messages_to_bytes};
 use actormq_protocol::request::SendMessageRequest;
 use actormq_protocol::{Frame, FrameCodec, Message};
 use bytes::{Bytes, BytesMut};
@@ -60,6 +61,13 @@ fn batch(c: &mut Criterion) {
     let bytes = messages_to_bytes(&msgs);
     c.bench_function("batch32_decode", |b| {
         b.iter(|| black_box(decode_messages(black_box(&bytes)).unwrap()))
+    });
+    c.bench_function("batch32_iter_refs", |b| {
+        b.iter(|| {
+            for m in iter_messages(black_box(&bytes)) {
+                black_box(m.unwrap());
+            }
+        })
     });
     c.bench_function("batch32_encode", |b| {
         b.iter(|| {

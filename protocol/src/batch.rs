@@ -28,7 +28,6 @@
 //! Decoding from a [`Bytes`] does not copy bodies: each body is a
 //! [`Bytes::slice`] of the input. Encoding reserves the whole output once.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -193,51 +192,177 @@ pub fn stored_to_bytes(msgs: &[StoredMessage]) -> Bytes {
     b.freeze()
 }
 
-/// Walks the entries of a batch body: yields (meta bytes, body slice).
-fn entries(body: &Bytes, mut f: impl FnMut(usize, &[u8], Bytes) -> Result<()>) -> Result<()> {
-    let mut pos = 0usize;
-    let mut index = 0usize;
-    let bad = |index, reason: &str| Error::BadBatchEntry {
-        index,
-        reason: reason.to_string(),
-    };
-    while pos < body.len() {
-        let read_u32 = |at: usize| -> Option<u32> {
-            let b = body.get(at..at.checked_add(4)?)?;
-            Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-        };
-        let entry_len = read_u32(pos).ok_or_else(|| bad(index, "truncated entry length"))?;
+/// The entries of a batch body, as borrowed views ([`MessageRef`]).
+///
+/// The zero-allocation way to read a batch: strings borrow from the input,
+/// bodies are [`Bytes::slice`]s of it. Yields `Err` once for a malformed
+/// entry, then stops.
+#[derive(Debug, Clone)]
+pub struct BatchIter<'a> {
+    body: &'a Bytes,
+    pos: usize,
+    index: usize,
+    failed: bool,
+}
+
+/// Iterates over the messages of a batch body without copying.
+pub fn iter_messages(body: &Bytes) -> BatchIter<'_> {
+    BatchIter {
+        body,
+        pos: 0,
+        index: 0,
+        failed: false,
+    }
+}
+
+impl<'a> BatchIter<'a> {
+    fn bad(&self, reason: &str) -> Error {
+        Error::BadBatchEntry {
+            index: self.index,
+            reason: reason.to_string(),
+        }
+    }
+
+    fn read_u32(&self, at: usize) -> Option<u32> {
+        let b = self.body.get(at..at.checked_add(4)?)?;
+        Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// Cuts the next entry: (meta bytes, body slice).
+    fn next_entry(&mut self) -> Result<(&'a [u8], Bytes)> {
+        let pos = self.pos;
+        let entry_len = self
+            .read_u32(pos)
+            .ok_or_else(|| self.bad("truncated entry length"))?;
         if entry_len < 4 {
-            return Err(bad(index, "entry length < 4"));
+            return Err(self.bad("entry length < 4"));
         }
         let end = pos
             .checked_add(4)
             .and_then(|p| p.checked_add(entry_len as usize))
-            .filter(|&e| e <= body.len())
-            .ok_or_else(|| bad(index, "entry runs past the end of the batch"))?;
-        let meta_len = read_u32(pos + 4).ok_or_else(|| bad(index, "truncated meta length"))?;
+            .filter(|&e| e <= self.body.len())
+            .ok_or_else(|| self.bad("entry runs past the end of the batch"))?;
+        let meta_len = self
+            .read_u32(pos + 4)
+            .ok_or_else(|| self.bad("truncated meta length"))?;
         if meta_len > entry_len - 4 {
-            return Err(bad(index, "meta length exceeds entry"));
+            return Err(self.bad("meta length exceeds entry"));
         }
-        let meta_start = pos + 8;
-        let body_start = meta_start + meta_len as usize;
+        let body_start = pos + 8 + meta_len as usize;
+        let body: &'a Bytes = self.body;
         let meta = body
-            .get(meta_start..body_start)
-            .ok_or_else(|| bad(index, "meta"))?;
-        f(index, meta, body.slice(body_start..end))?;
-        pos = end;
-        index += 1;
+            .get(pos + 8..body_start)
+            .ok_or_else(|| self.bad("meta"))?;
+        self.pos = end;
+        self.index += 1;
+        Ok((meta, body.slice(body_start..end)))
     }
-    Ok(())
+
+    fn next_meta(&mut self) -> Option<Result<(MetaRef<'a>, Bytes)>> {
+        if self.failed || self.pos >= self.body.len() {
+            return None;
+        }
+        let item = self
+            .next_entry()
+            .and_then(|(meta, b)| Ok((read_meta(meta)?, b)));
+        self.failed = item.is_err();
+        Some(item)
+    }
 }
 
-/// The decoded meta map of one entry.
+impl<'a> Iterator for BatchIter<'a> {
+    type Item = Result<MessageRef<'a>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_meta()
+            .map(|r| r.and_then(|(m, body)| m.message(body)))
+    }
+}
+
+/// A message of a batch, borrowed from the batch buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRef<'a> {
+    /// Topic.
+    pub topic: &'a str,
+    /// Tag, if any.
+    pub tags: Option<&'a str>,
+    /// Space-separated keys, if any.
+    pub keys: Option<&'a str>,
+    /// Properties, decoded on demand.
+    pub properties: PropertiesRef<'a>,
+    /// Delivery delay.
+    pub delay: Delay,
+    /// System flags.
+    pub flags: u32,
+    /// Body: a slice of the batch buffer.
+    pub body: Bytes,
+}
+
+impl MessageRef<'_> {
+    /// An owned [`Message`] (allocates the strings; the body is shared).
+    pub fn to_message(&self) -> Message {
+        Message {
+            topic: self.topic.to_owned(),
+            tags: self.tags.map(str::to_owned),
+            keys: self.keys.map(str::to_owned),
+            body: self.body.clone(),
+            properties: self
+                .properties
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            delay: self.delay,
+            flags: self.flags,
+        }
+    }
+
+    /// Body plus property keys and values, as [`Message::size`].
+    pub fn size(&self) -> usize {
+        self.properties.iter().fold(self.body.len(), |acc, (k, v)| {
+            acc.saturating_add(k.len() + v.len())
+        })
+    }
+}
+
+/// The `props` map of a batch entry, still encoded (already checked to be
+/// a map of UTF-8 strings).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PropertiesRef<'a> {
+    raw: &'a [u8],
+    len: usize,
+}
+
+impl<'a> PropertiesRef<'a> {
+    /// Number of properties.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The (key, value) pairs in wire order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + use<'a> {
+        let mut r = Reader::new(self.raw);
+        // Checked when the entry was decoded, so no error can occur here.
+        (0..self.len).map_while(move |_| Some((r.str("key").ok()?, r.str("value").ok()?)))
+    }
+
+    /// The value of `key`, if present.
+    pub fn get(&self, key: &str) -> Option<&'a str> {
+        self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+}
+
+/// The decoded meta map of one entry, strings borrowed.
 #[derive(Default)]
-struct Meta {
-    topic: Option<String>,
-    tags: Option<String>,
-    keys: Option<String>,
-    props: BTreeMap<String, String>,
+struct MetaRef<'a> {
+    topic: Option<&'a str>,
+    tags: Option<&'a str>,
+    keys: Option<&'a str>,
+    props: PropertiesRef<'a>,
     delay_level: Option<u8>,
     deliver_at_ms: Option<u64>,
     flags: u32,
@@ -272,9 +397,9 @@ fn read_host(r: &mut Reader<'_>, what: &str) -> Result<SocketAddr> {
     ))
 }
 
-fn read_meta(bytes: &[u8]) -> Result<Meta> {
+fn read_meta(bytes: &[u8]) -> Result<MetaRef<'_>> {
     let mut r = Reader::new(bytes);
-    let mut m = Meta::default();
+    let mut m = MetaRef::default();
     let n = r.map_len("meta")?;
     for _ in 0..n {
         let key = r.str_bytes("meta key")?;
@@ -282,16 +407,21 @@ fn read_meta(bytes: &[u8]) -> Result<Meta> {
             continue; // nil = absent
         }
         match key {
-            b"topic" => m.topic = Some(r.str("topic")?.to_owned()),
-            b"tags" => m.tags = Some(r.str("tags")?.to_owned()),
-            b"keys" => m.keys = Some(r.str("keys")?.to_owned()),
+            b"topic" => m.topic = Some(r.str("topic")?),
+            b"tags" => m.tags = Some(r.str("tags")?),
+            b"keys" => m.keys = Some(r.str("keys")?),
             b"props" => {
-                let count = r.map_len("props")?;
-                for _ in 0..count {
-                    let k = r.str("property key")?.to_owned();
-                    let v = r.str("property value")?.to_owned();
-                    m.props.insert(k, v);
+                let len = r.map_len("props")?;
+                let start = bytes.len() - r.remaining();
+                for _ in 0..len {
+                    r.str("property key")?;
+                    r.str("property value")?;
                 }
+                let end = bytes.len() - r.remaining();
+                m.props = PropertiesRef {
+                    raw: bytes.get(start..end).unwrap_or_default(),
+                    len,
+                };
             }
             b"delay_level" => m.delay_level = Some(r.uint_as("delay_level")?),
             b"deliver_at_ms" => m.deliver_at_ms = Some(r.uint("deliver_at_ms")?),
@@ -320,16 +450,16 @@ fn required<T>(v: Option<T>, name: &str) -> Result<T> {
     v.ok_or_else(|| Error::MissingField(name.to_string()))
 }
 
-impl Meta {
-    fn message(&mut self, body: Bytes) -> Result<Message> {
-        Ok(Message {
-            topic: required(self.topic.take(), "topic")?,
-            tags: self.tags.take(),
-            keys: self.keys.take(),
-            body,
-            properties: std::mem::take(&mut self.props),
+impl<'a> MetaRef<'a> {
+    fn message(&self, body: Bytes) -> Result<MessageRef<'a>> {
+        Ok(MessageRef {
+            topic: required(self.topic, "topic")?,
+            tags: self.tags,
+            keys: self.keys,
+            properties: self.props,
             delay: Delay::from_parts(self.delay_level, self.deliver_at_ms)?,
             flags: self.flags,
+            body,
         })
     }
 }
@@ -341,25 +471,24 @@ fn estimate_count(body: &Bytes) -> usize {
     (body.len() / (first as usize).saturating_add(4)).clamp(1, 4096)
 }
 
-/// Decodes a batch body into messages; bodies are slices of `body`.
+/// Decodes a batch body into owned messages; bodies are slices of `body`.
 /// Stored entries decode too (their stored fields are ignored).
 pub fn decode_messages(body: &Bytes) -> Result<Vec<Message>> {
     let mut out = Vec::with_capacity(estimate_count(body));
-    entries(body, |_, meta, b| {
-        out.push(read_meta(meta)?.message(b)?);
-        Ok(())
-    })?;
+    for m in iter_messages(body) {
+        out.push(m?.to_message());
+    }
     Ok(out)
 }
 
 /// Decodes a batch body of stored messages; bodies are slices of `body`.
 pub fn decode_stored(body: &Bytes) -> Result<Vec<StoredMessage>> {
     let mut out = Vec::with_capacity(estimate_count(body));
-    entries(body, |_, meta, b| {
-        let mut m = read_meta(meta)?;
-        let message = m.message(b)?;
+    let mut it = iter_messages(body);
+    while let Some(item) = it.next_meta() {
+        let (m, b) = item?;
         out.push(StoredMessage {
-            message,
+            message: m.message(b)?.to_message(),
             queue_id: required(m.queue_id, "queue_id")?,
             queue_offset: required(m.queue_offset, "queue_offset")?,
             commit_log_offset: required(m.commit_log_offset, "commit_log_offset")?,
@@ -372,8 +501,7 @@ pub fn decode_stored(body: &Bytes) -> Result<Vec<StoredMessage>> {
             reconsume_times: m.reconsume_times,
             prepared_transaction_offset: m.prepared_tx_offset,
         });
-        Ok(())
-    })?;
+    }
     Ok(out)
 }
 
@@ -426,6 +554,34 @@ mod tests {
             decode_messages(&messages_to_bytes(std::slice::from_ref(&m))).unwrap(),
             [m]
         );
+    }
+
+    #[test]
+    fn borrowed_view_matches_owned() {
+        let msgs: Vec<Message> = (0..4).map(msg).collect();
+        let bytes = messages_to_bytes(&msgs);
+        let refs: Vec<MessageRef<'_>> = iter_messages(&bytes).collect::<Result<_>>().unwrap();
+        assert_eq!(refs.len(), 4);
+        assert_eq!(refs[2].properties.get("k"), Some("v2"));
+        assert_eq!(refs[2].size(), msgs[2].size());
+        let owned: Vec<Message> = refs.iter().map(MessageRef::to_message).collect();
+        assert_eq!(owned, msgs);
+        // Strings borrow from the batch buffer.
+        assert!(bytes.as_ptr_range().contains(&refs[0].topic.as_ptr()));
+    }
+
+    #[test]
+    fn iterator_stops_after_an_error() {
+        let mut v = messages_to_bytes(&[msg(1)]).to_vec();
+        v.extend_from_slice(&[0, 0]);
+        let bytes = Bytes::from(v);
+        let items: Vec<_> = iter_messages(&bytes).collect();
+        assert_eq!(items.len(), 2);
+        assert!(items[0].is_ok());
+        assert!(matches!(
+            items[1],
+            Err(Error::BadBatchEntry { index: 1, .. })
+        ));
     }
 
     #[test]

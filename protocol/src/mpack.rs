@@ -107,7 +107,7 @@ impl<'a> Reader<'a> {
         self.buf.is_empty()
     }
 
-    #[inline]
+    #[inline(always)]
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if n > self.buf.len() {
             return Err(truncated());
@@ -117,7 +117,7 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    #[inline]
+    #[inline(always)]
     fn u8(&mut self) -> Result<u8> {
         let (&b, tail) = self.buf.split_first().ok_or_else(truncated)?;
         self.buf = tail;
@@ -141,6 +141,7 @@ impl<'a> Reader<'a> {
         usize::try_from(n).map_err(|_| truncated())
     }
 
+    #[inline(always)]
     pub(crate) fn map_len(&mut self, what: &str) -> Result<usize> {
         match self.u8()? {
             m @ 0x80..=0x8f => Ok(usize::from(m & 0x0f)),
@@ -152,7 +153,7 @@ impl<'a> Reader<'a> {
 
     /// The raw bytes of a string value (no UTF-8 check): for map keys,
     /// which are only compared against known names.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn str_bytes(&mut self, what: &str) -> Result<&'a [u8]> {
         let m = self.u8()?;
         let n = if m & 0xe0 == 0xa0 {
@@ -165,7 +166,7 @@ impl<'a> Reader<'a> {
         self.take(n)
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn str(&mut self, what: &str) -> Result<&'a str> {
         std::str::from_utf8(self.str_bytes(what)?).map_err(|_| Error::InvalidUtf8)
     }
@@ -178,6 +179,7 @@ impl<'a> Reader<'a> {
         self.take(n)
     }
 
+    #[inline(always)]
     pub(crate) fn uint(&mut self, what: &str) -> Result<u64> {
         match self.u8()? {
             m @ 0x00..=0x7f => Ok(u64::from(m)),
@@ -195,6 +197,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Whether the next value is nil (consumed if so).
+    #[inline(always)]
     pub(crate) fn nil(&mut self) -> bool {
         if self.buf.first() == Some(&0xc0) {
             self.buf = &self.buf[1..];
