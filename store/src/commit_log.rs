@@ -57,41 +57,77 @@ pub(crate) fn segment_bytes(seg: &Arc<Segment>, pos: usize, len: usize) -> Optio
 }
 
 /// A stored message: a zero-copy view of its record in the mapped segment.
-/// Holding it keeps the segment mapped.
+/// Holding it keeps the segment mapped. Construction validates the record's
+/// framing (magic, sizes); fields are decoded on access.
 #[derive(Clone)]
 pub struct MessageView {
     record: Bytes,
-    header: RecordHeader,
+    topic_end: u32,
+    props_end: u32,
 }
 
 impl std::fmt::Debug for MessageView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MessageView")
-            .field("header", &self.header)
+            .field("header", &self.header())
             .finish()
     }
 }
 
 impl MessageView {
     pub(crate) fn new(record: Bytes) -> Option<MessageView> {
-        let header = record::parse_header(&record)?;
-        (header.total_size as usize == record.len()).then_some(MessageView { record, header })
+        let b = &record[..];
+        if b.len() < record::HEADER_LEN
+            || record::get_u32(b, 4) != record::MSG_MAGIC
+            || record::get_u32(b, 0) as usize != b.len()
+        {
+            return None;
+        }
+        let topic_end = record::HEADER_LEN as u64 + u16::from_le_bytes([b[110], b[111]]) as u64;
+        let props_end = topic_end + record::get_u32(b, 112) as u64;
+        let end = props_end + record::get_u32(b, 116) as u64;
+        if end != b.len() as u64 {
+            return None;
+        }
+        Some(MessageView {
+            topic_end: topic_end as u32,
+            props_end: props_end as u32,
+            record,
+        })
     }
     /// The whole encoded record (for zero-copy network writes).
     pub fn record(&self) -> &Bytes {
         &self.record
     }
     /// The decoded fixed header.
-    pub fn header(&self) -> &RecordHeader {
-        &self.header
+    pub fn header(&self) -> RecordHeader {
+        // Framing was validated in `new`, so this cannot fail.
+        record::parse_header(&self.record).unwrap_or(RecordHeader {
+            total_size: 0,
+            crc: 0,
+            queue_id: 0,
+            queue_offset: 0,
+            physical_offset: 0,
+            flags: 0,
+            reconsume_times: 0,
+            prepared_tx_offset: 0,
+            born_timestamp_ms: 0,
+            store_timestamp_ms: 0,
+            born_host: None,
+            store_host: None,
+            tag_hash: 0,
+            topic_len: 0,
+            properties_len: 0,
+            body_len: 0,
+        })
     }
     /// Topic.
     pub fn topic(&self) -> &str {
-        std::str::from_utf8(&self.record[self.header.topic_range()]).unwrap_or("")
+        std::str::from_utf8(&self.record[record::HEADER_LEN..self.topic_end as usize]).unwrap_or("")
     }
     /// Encoded properties.
     pub fn properties(&self) -> &[u8] {
-        &self.record[self.header.properties_range()]
+        &self.record[self.topic_end as usize..self.props_end as usize]
     }
     /// One property.
     pub fn property(&self, key: &str) -> Option<&str> {
@@ -99,31 +135,39 @@ impl MessageView {
     }
     /// Body (zero-copy slice of the record).
     pub fn body(&self) -> Bytes {
-        self.record.slice(self.header.body_range())
+        self.record.slice(self.props_end as usize..)
+    }
+    /// Body as a borrowed slice.
+    pub fn body_slice(&self) -> &[u8] {
+        &self.record[self.props_end as usize..]
     }
     /// Queue id.
     pub fn queue_id(&self) -> u32 {
-        self.header.queue_id
+        record::get_u32(&self.record, 12)
     }
     /// Queue offset.
     pub fn queue_offset(&self) -> u64 {
-        self.header.queue_offset
+        record::get_u64(&self.record, 16)
     }
     /// Commit log offset.
     pub fn commit_log_offset(&self) -> u64 {
-        self.header.physical_offset
+        record::get_u64(&self.record, 24)
     }
     /// Store timestamp (ms).
     pub fn store_timestamp_ms(&self) -> u64 {
-        self.header.store_timestamp_ms
+        record::get_u64(&self.record, 56)
+    }
+    /// Tag hash.
+    pub fn tag_hash(&self) -> i64 {
+        record::get_u64(&self.record, 102) as i64
     }
     /// Record size.
     pub fn size(&self) -> u32 {
-        self.header.total_size
+        self.record.len() as u32
     }
     /// Recomputes and checks the CRC.
     pub fn verify_crc(&self) -> bool {
-        crc32fast::hash(&self.record[12..]) == self.header.crc
+        crc32fast::hash(&self.record[12..]) == record::get_u32(&self.record, 8)
     }
 }
 
@@ -225,10 +269,7 @@ pub(crate) fn read_in(seg: &Arc<Segment>, offset: u64) -> Option<MessageView> {
         return None;
     }
     let bytes = segment_bytes(seg, pos, h.total_size as usize)?;
-    Some(MessageView {
-        record: bytes,
-        header: h,
-    })
+    MessageView::new(bytes)
 }
 
 /// Next queue offset per topic and queue.

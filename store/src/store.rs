@@ -639,6 +639,7 @@ impl Store {
             max_count
         };
         let mut units = Vec::with_capacity(scan_limit.min(1024));
+        r.messages.reserve(max_count.min(1024));
         let mut next = offset;
         let mut bytes = 0usize;
         let mut removed = false;

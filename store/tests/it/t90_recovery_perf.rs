@@ -8,13 +8,20 @@ use actormq_store::{AppendMessage, Store, StoreConfig};
 #[test]
 #[ignore = "writes 1 GiB; a measurement, run explicitly"]
 fn recovery_of_1gib_after_crash() {
-    let base = std::env::var_os("ACTORMQ_BENCH_DIR").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let base = std::env::var_os("ACTORMQ_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
     let dir = tempfile::tempdir_in(base).unwrap();
     let mut cfg = StoreConfig::new(dir.path());
     cfg.index_enabled = false;
     let body = [9u8; 128];
     let msgs: Vec<AppendMessage<'_>> = (0..32)
-        .map(|i| AppendMessage { topic: "perf", queue_id: i % 8, body: &body, ..Default::default() })
+        .map(|i| AppendMessage {
+            topic: "perf",
+            queue_id: i % 8,
+            body: &body,
+            ..Default::default()
+        })
         .collect();
     let store = Store::open(cfg.clone()).unwrap();
     let t = Instant::now();
@@ -43,6 +50,10 @@ fn recovery_of_1gib_after_crash() {
     // Typical crash: checkpoint present (scan from the start of its segment).
     let t = Instant::now();
     let store = Store::open(cfg).unwrap();
-    println!("crash recovery with checkpoint: {:?}, {:?}", t.elapsed(), store.recovery_report());
+    println!(
+        "crash recovery with checkpoint: {:?}, {:?}",
+        t.elapsed(),
+        store.recovery_report()
+    );
     store.close().unwrap();
 }
