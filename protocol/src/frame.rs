@@ -17,13 +17,13 @@
 //! ```
 
 use bytes::{BufMut, Bytes, BytesMut};
+use serde::Deserialize;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::code::{RequestCode, ResponseCode};
 use crate::error::{Error, Result};
 use crate::header::{Flags, Header};
-use crate::mpack::Reader;
 use crate::request::Request;
 
 /// MessagePack of an empty map: the typed fields of a code that has none.
@@ -53,7 +53,9 @@ fn encode_fields<T: Serialize + ?Sized>(fields: &T) -> Result<Bytes> {
     // Sized for typical fields so the Vec does not regrow while encoding.
     let mut out = Vec::with_capacity(128);
     rmp_serde::encode::write_named(&mut out, fields)?;
-    Ok(Bytes::from(out))
+    // An exact-size boxed slice becomes a `Bytes` without a second
+    // allocation for the shared header.
+    Ok(Bytes::from(out.into_boxed_slice()))
 }
 
 impl Frame {
@@ -148,16 +150,19 @@ impl Frame {
         } else {
             &self.fields
         };
-        // Find where the map ends (a cheap scan), so trailing bytes are
-        // caught and serde decodes from a borrowed slice.
-        let mut scan = Reader::new(bytes);
-        scan.skip()?;
-        if !scan.is_empty() {
-            return Err(Error::BadMsgPack(
+        let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+        let value = T::deserialize(&mut de)?;
+        // Trailing bytes: reading one more value must hit the end of input.
+        match serde::de::IgnoredAny::deserialize(&mut de) {
+            Err(rmp_serde::decode::Error::InvalidMarkerRead(e))
+                if e.kind() == std::io::ErrorKind::UnexpectedEof =>
+            {
+                Ok(value)
+            }
+            _ => Err(Error::BadMsgPack(
                 "trailing bytes after typed fields".into(),
-            ));
+            )),
         }
-        Ok(rmp_serde::from_slice(bytes)?)
     }
 
     /// Decodes the typed fields of a request of type `R`, after checking the
