@@ -146,7 +146,45 @@ pub struct RecoveryReport {
     pub rebuilt_queues: usize,
 }
 
-type QueueMap = HashMap<String, HashMap<u32, Arc<ConsumeQueue>>>;
+/// A small, fast, non-cryptographic hasher (FxHash) for the queue map:
+/// topic names and queue ids are not attacker-chosen in a hot loop, and the
+/// lookup sits on the read path.
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(i as u64);
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.add(i as u64);
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+}
+
+impl FxHasher {
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+type Fx = std::hash::BuildHasherDefault<FxHasher>;
+type QueueMap = HashMap<String, HashMap<u32, Arc<ConsumeQueue>, Fx>, Fx>;
 
 struct Inner {
     cfg: StoreConfig,
@@ -188,7 +226,7 @@ fn index_err(e: IndexError) -> Error {
 const CHECKPOINT: &str = "checkpoint";
 
 fn load_queues(cq_root: &Path, upf: u64, rebuilt: &mut usize) -> Result<QueueMap> {
-    let mut map = QueueMap::new();
+    let mut map = QueueMap::default();
     for t in std::fs::read_dir(cq_root)? {
         let t = t?;
         if !t.file_type()?.is_dir() {
