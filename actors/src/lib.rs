@@ -14,6 +14,7 @@
 //! here is stubbed.
 #![forbid(unsafe_code)]
 
+pub mod broker;
 pub mod namesrv;
 pub mod runtime;
 

@@ -2,3 +2,4 @@
 
 mod t10_supervisor;
 mod t15_registry;
+mod t16_broker_meta;

@@ -1,0 +1,381 @@
+//! `GroupManager`: producer and consumer groups as seen through client
+//! heartbeats. A client not heard from for 120 s is dropped (scan every
+//! 10 s), and at once when its connection closes. When the membership of a
+//! consumer group changes, subscribers get [`ConsumerGroupChanged`] (the
+//! session layer turns it into `NOTIFY_CONSUMER_IDS_CHANGED` for the
+//! group's clients, which then rebalance).
+//!
+//! The decision logic is [`GroupTable`], a plain struct.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use actix::prelude::*;
+use actormq_protocol::ResponseCode;
+use actormq_protocol::request::{
+    ConsumerData, Empty, GetConsumerListByGroupRequest, GetConsumerListByGroupResponse,
+    HeartbeatRequest,
+};
+use actormq_protocol::unique_key::system_time_ms;
+use slog::{Logger, info, o};
+
+use crate::runtime::{Call, Reply, ServiceError};
+
+/// Default idle time after which a client is dropped (120 s).
+pub const DEFAULT_CLIENT_TIMEOUT_MS: u64 = 120_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Member {
+    last_seen_ms: u64,
+    conn_id: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct ConsumerGroup {
+    members: BTreeMap<String, Member>,
+    /// The latest consumer data (subscriptions, model) by client id.
+    data: BTreeMap<String, ConsumerData>,
+}
+
+/// Groups and their members. See the module docs.
+#[derive(Debug, Clone, Default)]
+pub struct GroupTable {
+    consumers: BTreeMap<String, ConsumerGroup>,
+    producers: BTreeMap<String, BTreeMap<String, Member>>,
+}
+
+impl GroupTable {
+    /// Applies a heartbeat from `client_id` at `now_ms` over `conn_id`.
+    /// Returns the consumer groups whose membership changed.
+    pub fn heartbeat(
+        &mut self,
+        hb: &HeartbeatRequest,
+        now_ms: u64,
+        conn_id: Option<u64>,
+    ) -> Vec<String> {
+        let member = Member {
+            last_seen_ms: now_ms,
+            conn_id,
+        };
+        for p in &hb.producer_data_set {
+            self.producers
+                .entry(p.group_name.clone())
+                .or_default()
+                .insert(hb.client_id.clone(), member.clone());
+        }
+        let mut changed = Vec::new();
+        for c in &hb.consumer_data_set {
+            let group = self.consumers.entry(c.group_name.clone()).or_default();
+            if group
+                .members
+                .insert(hb.client_id.clone(), member.clone())
+                .is_none()
+            {
+                changed.push(c.group_name.clone());
+            }
+            group.data.insert(hb.client_id.clone(), c.clone());
+        }
+        changed
+    }
+
+    /// Drops every client idle for longer than `timeout_ms`.
+    pub fn scan_idle(&mut self, now_ms: u64, timeout_ms: u64) -> Vec<String> {
+        self.remove_where(|m| now_ms.saturating_sub(m.last_seen_ms) > timeout_ms)
+    }
+
+    /// Drops every client whose heartbeats came over `conn_id`.
+    pub fn connection_closed(&mut self, conn_id: u64) -> Vec<String> {
+        self.remove_where(|m| m.conn_id == Some(conn_id))
+    }
+
+    /// A client leaves a consumer group (clean shutdown).
+    pub fn unregister_consumer(&mut self, group: &str, client_id: &str) -> bool {
+        let Some(g) = self.consumers.get_mut(group) else {
+            return false;
+        };
+        g.data.remove(client_id);
+        let removed = g.members.remove(client_id).is_some();
+        if g.members.is_empty() {
+            self.consumers.remove(group);
+        }
+        removed
+    }
+
+    fn remove_where(&mut self, gone: impl Fn(&Member) -> bool) -> Vec<String> {
+        for members in self.producers.values_mut() {
+            members.retain(|_, m| !gone(m));
+        }
+        self.producers.retain(|_, m| !m.is_empty());
+        let mut changed = Vec::new();
+        for (name, group) in &mut self.consumers {
+            let before = group.members.len();
+            group.members.retain(|_, m| !gone(m));
+            let members = &group.members;
+            group.data.retain(|id, _| members.contains_key(id));
+            if group.members.len() != before {
+                changed.push(name.clone());
+            }
+        }
+        self.consumers.retain(|_, g| !g.members.is_empty());
+        changed
+    }
+
+    /// Client ids of `group`, sorted (every member must see the same order
+    /// for the allocation strategies to agree).
+    pub fn consumer_ids(&self, group: &str) -> Vec<String> {
+        self.consumers
+            .get(group)
+            .map(|g| g.members.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The connections of `group`'s members (to notify them).
+    pub fn consumer_connections(&self, group: &str) -> BTreeSet<u64> {
+        self.consumers
+            .get(group)
+            .map(|g| g.members.values().filter_map(|m| m.conn_id).collect())
+            .unwrap_or_default()
+    }
+
+    /// The latest consumer data a member of `group` reported.
+    pub fn consumer_data(&self, group: &str) -> Vec<ConsumerData> {
+        self.consumers
+            .get(group)
+            .map(|g| g.data.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Names of every consumer group with members.
+    pub fn consumer_groups(&self) -> Vec<String> {
+        self.consumers.keys().cloned().collect()
+    }
+
+    /// Client ids of producer group `group`.
+    pub fn producer_ids(&self, group: &str) -> Vec<String> {
+        self.producers
+            .get(group)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Announced after a consumer group's membership changed.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct ConsumerGroupChanged {
+    /// The group.
+    pub group: String,
+    /// Its members now, sorted.
+    pub consumer_ids: Vec<String>,
+    /// Connections of its members (to send `NOTIFY_CONSUMER_IDS_CHANGED`).
+    pub connections: BTreeSet<u64>,
+}
+
+/// Subscribe to [`ConsumerGroupChanged`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SubscribeGroups(pub Recipient<ConsumerGroupChanged>);
+
+/// A client connection closed: its members leave at once.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct ClientConnectionClosed {
+    /// The session's connection id.
+    pub conn_id: u64,
+}
+
+/// Settings of the group manager.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupManagerConfig {
+    /// Idle time after which a client is dropped. Default 120 s.
+    pub client_timeout: Duration,
+    /// Scan interval. Default 10 s.
+    pub scan_interval: Duration,
+}
+
+impl Default for GroupManagerConfig {
+    fn default() -> Self {
+        Self {
+            client_timeout: Duration::from_millis(DEFAULT_CLIENT_TIMEOUT_MS),
+            scan_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The group manager actor. See the module docs.
+pub struct GroupManager {
+    table: GroupTable,
+    config: GroupManagerConfig,
+    subscribers: Vec<Recipient<ConsumerGroupChanged>>,
+    logger: Logger,
+    now_ms: fn() -> u64,
+}
+
+impl GroupManager {
+    /// An empty manager (membership is rebuilt from heartbeats after a restart).
+    pub fn new(config: GroupManagerConfig, logger: &Logger) -> Self {
+        Self::with_clock(config, logger, system_time_ms)
+    }
+
+    /// Like [`GroupManager::new`] with an injected clock (tests).
+    pub fn with_clock(config: GroupManagerConfig, logger: &Logger, now_ms: fn() -> u64) -> Self {
+        Self {
+            table: GroupTable::default(),
+            config,
+            subscribers: Vec::new(),
+            logger: logger.new(o!("actor" => "GroupManager")),
+            now_ms,
+        }
+    }
+
+    fn announce(&mut self, groups: Vec<String>) {
+        if groups.is_empty() {
+            return;
+        }
+        self.subscribers.retain(|s| s.connected());
+        for group in groups {
+            let consumer_ids = self.table.consumer_ids(&group);
+            info!(self.logger, "consumer group changed"; "group" => &group, "members" => consumer_ids.len());
+            let connections = self.table.consumer_connections(&group);
+            for s in &self.subscribers {
+                s.do_send(ConsumerGroupChanged {
+                    group: group.clone(),
+                    consumer_ids: consumer_ids.clone(),
+                    connections: connections.clone(),
+                });
+            }
+        }
+    }
+}
+
+impl Actor for GroupManager {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.config.scan_interval, |act, _| {
+            let timeout = u64::try_from(act.config.client_timeout.as_millis()).unwrap_or(u64::MAX);
+            let changed = act.table.scan_idle((act.now_ms)(), timeout);
+            act.announce(changed);
+        });
+    }
+}
+
+impl Handler<SubscribeGroups> for GroupManager {
+    type Result = ();
+    fn handle(&mut self, msg: SubscribeGroups, _: &mut Context<Self>) {
+        self.subscribers.push(msg.0);
+    }
+}
+
+impl Handler<ClientConnectionClosed> for GroupManager {
+    type Result = ();
+    fn handle(&mut self, msg: ClientConnectionClosed, _: &mut Context<Self>) {
+        let changed = self.table.connection_closed(msg.conn_id);
+        self.announce(changed);
+    }
+}
+
+impl Handler<Call<HeartbeatRequest>> for GroupManager {
+    type Result = Result<Reply<Empty>, ServiceError>;
+    fn handle(&mut self, msg: Call<HeartbeatRequest>, _: &mut Context<Self>) -> Self::Result {
+        if msg.req.client_id.is_empty() {
+            return Err(ServiceError::new(
+                ResponseCode::InvalidParameter,
+                "client_id is required",
+            ));
+        }
+        let changed = self
+            .table
+            .heartbeat(&msg.req, (self.now_ms)(), msg.conn_id());
+        self.announce(changed);
+        Ok(Reply::ok(Empty {}))
+    }
+}
+
+impl Handler<Call<GetConsumerListByGroupRequest>> for GroupManager {
+    type Result = Result<Reply<GetConsumerListByGroupResponse>, ServiceError>;
+    fn handle(
+        &mut self,
+        msg: Call<GetConsumerListByGroupRequest>,
+        _: &mut Context<Self>,
+    ) -> Self::Result {
+        let consumer_ids = self.table.consumer_ids(&msg.req.consumer_group);
+        if consumer_ids.is_empty() {
+            return Err(ServiceError::new(
+                ResponseCode::SystemError,
+                format!("no consumer of group {} is online", msg.req.consumer_group),
+            ));
+        }
+        Ok(Reply::ok(GetConsumerListByGroupResponse { consumer_ids }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actormq_protocol::request::ProducerData;
+
+    use super::*;
+
+    fn hb(client: &str, groups: &[&str]) -> HeartbeatRequest {
+        HeartbeatRequest {
+            client_id: client.into(),
+            producer_data_set: vec![ProducerData {
+                group_name: "pg".into(),
+            }],
+            consumer_data_set: groups
+                .iter()
+                .map(|g| ConsumerData {
+                    group_name: (*g).into(),
+                    ..ConsumerData::default()
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn joins_are_changes_refreshes_are_not() {
+        let mut t = GroupTable::default();
+        assert_eq!(t.heartbeat(&hb("c2", &["g"]), 0, Some(2)), vec!["g"]);
+        assert_eq!(
+            t.heartbeat(&hb("c1", &["g", "h"]), 0, Some(1)),
+            vec!["g", "h"]
+        );
+        assert!(t.heartbeat(&hb("c1", &["g", "h"]), 10, Some(1)).is_empty());
+        assert_eq!(t.consumer_ids("g"), vec!["c1", "c2"], "sorted");
+        assert_eq!(
+            t.consumer_connections("g").into_iter().collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert_eq!(t.producer_ids("pg"), vec!["c1", "c2"]);
+        assert_eq!(t.consumer_groups(), vec!["g", "h"]);
+    }
+
+    #[test]
+    fn idle_and_disconnected_clients_leave() {
+        let mut t = GroupTable::default();
+        t.heartbeat(&hb("c1", &["g"]), 0, Some(1));
+        t.heartbeat(&hb("c2", &["g"]), 50_000, Some(2));
+        assert!(
+            t.scan_idle(DEFAULT_CLIENT_TIMEOUT_MS, DEFAULT_CLIENT_TIMEOUT_MS)
+                .is_empty()
+        );
+        assert_eq!(
+            t.scan_idle(DEFAULT_CLIENT_TIMEOUT_MS + 1, DEFAULT_CLIENT_TIMEOUT_MS),
+            vec!["g"]
+        );
+        assert_eq!(t.consumer_ids("g"), vec!["c2"]);
+        assert_eq!(t.connection_closed(2), vec!["g"]);
+        assert!(t.consumer_ids("g").is_empty());
+        assert!(t.consumer_groups().is_empty());
+        assert!(t.producer_ids("pg").is_empty());
+    }
+
+    #[test]
+    fn unregister() {
+        let mut t = GroupTable::default();
+        t.heartbeat(&hb("c1", &["g"]), 0, None);
+        assert!(t.unregister_consumer("g", "c1"));
+        assert!(!t.unregister_consumer("g", "c1"));
+        assert!(t.consumer_data("g").is_empty());
+    }
+}

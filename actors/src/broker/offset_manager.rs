@@ -1,0 +1,267 @@
+//! `OffsetManager`: consumer-group offsets per topic and queue (clustering
+//! mode keeps them on the broker). Commits land in memory at once and are
+//! persisted to `<data>/config/consumer_offsets.msgpack` every 5 s (when
+//! something changed) and when the actor stops; the supervisor's factory
+//! reloads the file on restart.
+//!
+//! The table is [`OffsetTable`], a plain struct.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actormq_protocol::ResponseCode;
+use actormq_protocol::request::{
+    Empty, OffsetResponse, QueryConsumerOffsetRequest, UpdateConsumerOffsetRequest,
+};
+use serde::{Deserialize, Serialize};
+use slog::{Logger, error, o};
+
+use super::persist;
+use crate::runtime::{Call, Reply, ServiceError};
+
+/// Committed offsets: `group → topic → queue id → next offset to consume`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetTable {
+    groups: BTreeMap<String, BTreeMap<String, BTreeMap<u32, u64>>>,
+}
+
+impl OffsetTable {
+    /// Records `offset` for (group, topic, queue). Returns whether it changed.
+    pub fn commit(&mut self, group: &str, topic: &str, queue_id: u32, offset: u64) -> bool {
+        let slot = self
+            .groups
+            .entry(group.to_owned())
+            .or_default()
+            .entry(topic.to_owned())
+            .or_default()
+            .entry(queue_id)
+            .or_insert(u64::MAX);
+        let changed = *slot != offset;
+        *slot = offset;
+        changed
+    }
+
+    /// The committed offset of (group, topic, queue), if any.
+    pub fn get(&self, group: &str, topic: &str, queue_id: u32) -> Option<u64> {
+        self.groups.get(group)?.get(topic)?.get(&queue_id).copied()
+    }
+
+    /// Every committed queue of `group` on `topic`.
+    pub fn queues(&self, group: &str, topic: &str) -> BTreeMap<u32, u64> {
+        self.groups
+            .get(group)
+            .and_then(|t| t.get(topic))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Forgets `topic` for every group (topic deleted).
+    pub fn remove_topic(&mut self, topic: &str) {
+        for topics in self.groups.values_mut() {
+            topics.remove(topic);
+        }
+    }
+}
+
+fn check_names(group: &str, topic: &str) -> Result<(), ServiceError> {
+    if group.is_empty() {
+        return Err(ServiceError::new(
+            ResponseCode::InvalidParameter,
+            "consumer_group is required",
+        ));
+    }
+    actormq_protocol::validate_topic(topic)?;
+    Ok(())
+}
+
+/// Settings of the offset manager.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetManagerConfig {
+    /// State file (`<data>/config/consumer_offsets.msgpack`).
+    pub path: PathBuf,
+    /// How often dirty offsets are persisted. Default 5 s.
+    pub persist_interval: Duration,
+}
+
+/// The offset manager actor. See the module docs.
+pub struct OffsetManager {
+    table: OffsetTable,
+    dirty: bool,
+    config: OffsetManagerConfig,
+    logger: Logger,
+}
+
+impl OffsetManager {
+    /// Loads committed offsets from disk.
+    pub fn load(
+        config: OffsetManagerConfig,
+        logger: &Logger,
+    ) -> Result<Self, persist::PersistError> {
+        let table = persist::load(&config.path)?.unwrap_or_default();
+        Ok(Self {
+            table,
+            dirty: false,
+            config,
+            logger: logger.new(o!("actor" => "OffsetManager")),
+        })
+    }
+
+    fn persist_async(&mut self, ctx: &mut Context<Self>) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        let (path, table, logger) = (
+            self.config.path.clone(),
+            self.table.clone(),
+            self.logger.clone(),
+        );
+        let write = actix_rt::task::spawn_blocking(move || persist::store(&path, &table));
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(write).map(move |res, act, _ctx| {
+                if !matches!(res, Ok(Ok(()))) {
+                    error!(logger, "cannot persist consumer offsets; will retry");
+                    act.dirty = true;
+                }
+            }),
+        );
+    }
+}
+
+impl Actor for OffsetManager {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.config.persist_interval, |act, ctx| {
+            act.persist_async(ctx)
+        });
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        // Last chance on a clean stop: write synchronously.
+        if self.dirty {
+            if let Err(e) = persist::store(&self.config.path, &self.table) {
+                error!(self.logger, "cannot persist consumer offsets at stop"; "error" => %e);
+            }
+        }
+    }
+}
+
+/// Persist now if anything changed (graceful shutdown, tests); replies once written.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<(), ServiceError>")]
+pub struct PersistOffsets;
+
+impl Handler<PersistOffsets> for OffsetManager {
+    type Result = ResponseActFuture<Self, Result<(), ServiceError>>;
+    fn handle(&mut self, _: PersistOffsets, _: &mut Context<Self>) -> Self::Result {
+        let (path, table) = (self.config.path.clone(), self.table.clone());
+        self.dirty = false;
+        let write = actix_rt::task::spawn_blocking(move || persist::store(&path, &table));
+        Box::pin(
+            actix::fut::wrap_future::<_, Self>(write).map(|res, act, _| match res {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => {
+                    act.dirty = true;
+                    Err(ServiceError::system(e.to_string()))
+                }
+                Err(e) => {
+                    act.dirty = true;
+                    Err(ServiceError::system(e.to_string()))
+                }
+            }),
+        )
+    }
+}
+
+/// The committed offsets of a group on a topic (admin: group progress).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "BTreeMap<u32, u64>")]
+pub struct GetGroupOffsets {
+    /// Consumer group.
+    pub group: String,
+    /// Topic.
+    pub topic: String,
+}
+
+impl Handler<GetGroupOffsets> for OffsetManager {
+    type Result = MessageResult<GetGroupOffsets>;
+    fn handle(&mut self, msg: GetGroupOffsets, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.table.queues(&msg.group, &msg.topic))
+    }
+}
+
+impl Handler<Call<QueryConsumerOffsetRequest>> for OffsetManager {
+    type Result = Result<Reply<OffsetResponse>, ServiceError>;
+    fn handle(
+        &mut self,
+        msg: Call<QueryConsumerOffsetRequest>,
+        _: &mut Context<Self>,
+    ) -> Self::Result {
+        let r = &msg.req;
+        check_names(&r.consumer_group, &r.topic)?;
+        match self.table.get(&r.consumer_group, &r.topic, r.queue_id) {
+            Some(offset) => Ok(Reply::ok(OffsetResponse { offset })),
+            None => Err(ServiceError::new(
+                ResponseCode::QueryNotFound,
+                format!(
+                    "no offset committed by {} for {}:{}",
+                    r.consumer_group, r.topic, r.queue_id
+                ),
+            )),
+        }
+    }
+}
+
+impl Handler<Call<UpdateConsumerOffsetRequest>> for OffsetManager {
+    type Result = Result<Reply<Empty>, ServiceError>;
+    fn handle(
+        &mut self,
+        msg: Call<UpdateConsumerOffsetRequest>,
+        _: &mut Context<Self>,
+    ) -> Self::Result {
+        let r = &msg.req;
+        check_names(&r.consumer_group, &r.topic)?;
+        if self
+            .table
+            .commit(&r.consumer_group, &r.topic, r.queue_id, r.commit_offset)
+        {
+            self.dirty = true;
+        }
+        Ok(Reply::ok(Empty {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_and_read_back() {
+        let mut t = OffsetTable::default();
+        assert_eq!(t.get("g", "t", 0), None);
+        assert!(t.commit("g", "t", 0, 10));
+        assert!(!t.commit("g", "t", 0, 10));
+        assert!(t.commit("g", "t", 0, 5), "offsets may move back (reset)");
+        assert!(t.commit("g", "t", 3, 7));
+        assert_eq!(t.get("g", "t", 0), Some(5));
+        assert_eq!(
+            t.queues("g", "t").into_iter().collect::<Vec<_>>(),
+            vec![(0, 5), (3, 7)]
+        );
+        t.remove_topic("t");
+        assert_eq!(t.get("g", "t", 0), None);
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert_eq!(
+            check_names("", "t").unwrap_err().code,
+            ResponseCode::InvalidParameter
+        );
+        assert!(check_names("g", "bad topic").is_err());
+        assert!(check_names("g", "t").is_ok());
+    }
+}
