@@ -160,6 +160,17 @@ mod tests {
     }
 
     #[test]
+    fn incomplete_input_reserves_the_rest() {
+        let mut codec = FrameCodec::new();
+        let mut src = BytesMut::new();
+        assert_eq!(codec.decode(&mut src), Ok(None));
+        src.extend_from_slice(&[0, 0, 0x10, 0]); // frame length 4096
+        assert_eq!(codec.decode(&mut src), Ok(None));
+        assert!(src.capacity() >= 4 + 4096);
+        assert_eq!(src.len(), 4, "nothing consumed");
+    }
+
+    #[test]
     fn body_is_zero_copy() {
         let mut codec = FrameCodec::new();
         let mut src = BytesMut::new();
