@@ -28,6 +28,7 @@
 //! Decoding from a [`Bytes`] does not copy bodies: each body is a
 //! [`Bytes::slice`] of the input. Encoding reserves the whole output once.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -310,11 +311,7 @@ impl MessageRef<'_> {
             tags: self.tags.map(str::to_owned),
             keys: self.keys.map(str::to_owned),
             body: self.body.clone(),
-            properties: self
-                .properties
-                .iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
+            properties: self.properties.to_map(),
             delay: self.delay,
             flags: self.flags,
         }
@@ -352,6 +349,16 @@ impl<'a> PropertiesRef<'a> {
         let mut r = Reader::new(self.raw);
         // Checked when the entry was decoded, so no error can occur here.
         (0..self.len).map_while(move |_| Some((r.str("key").ok()?, r.str("value").ok()?)))
+    }
+
+    /// An owned map (a later duplicate key wins).
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        // Inserting one by one: `collect` would first buffer and sort.
+        let mut map = BTreeMap::new();
+        for (k, v) in self.iter() {
+            map.insert(k.to_owned(), v.to_owned());
+        }
+        map
     }
 
     /// The value of `key`, if present.
