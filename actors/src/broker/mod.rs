@@ -5,6 +5,7 @@
 pub mod group_manager;
 pub mod offset_manager;
 pub mod persist;
+pub mod registrar;
 pub mod topic_manager;
 
 pub use group_manager::{GroupManager, GroupManagerConfig, GroupTable};

@@ -3,3 +3,4 @@
 mod t10_supervisor;
 mod t15_registry;
 mod t16_broker_meta;
+mod t17_registrar;
