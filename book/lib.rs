@@ -17,6 +17,14 @@ pub mod introduction {}
 #[doc = include_str!("src/architecture.md")]
 pub mod architecture {}
 
+/// Chapter "Wire protocol".
+#[doc = include_str!("src/wire-protocol.md")]
+pub mod wire_protocol {}
+
+/// Chapter "Storage".
+#[doc = include_str!("src/storage.md")]
+pub mod storage {}
+
 #[cfg(test)]
 mod tests {
     /// Every `(file.md)` link in SUMMARY.md must be included by this file.
