@@ -1,6 +1,7 @@
 //! Rules a message must pass before it is sent or stored (RocketMQ's
 //! `Validators` / `TopicValidator`).
 
+use crate::batch::MessageRef;
 use crate::error::{Error, Result};
 use crate::message::{Delay, Message};
 
@@ -34,9 +35,44 @@ pub fn validate_topic(topic: &str) -> Result<()> {
     Ok(())
 }
 
+/// What validation looks at, so owned [`Message`]s and borrowed
+/// [`MessageRef`]s (a batch read without allocating) pass the same rules.
+pub trait MessageView {
+    /// Topic name.
+    fn topic(&self) -> &str;
+    /// Body plus property keys and values, in bytes.
+    fn size(&self) -> usize;
+    /// Delivery delay.
+    fn delay(&self) -> Delay;
+}
+
+impl MessageView for Message {
+    fn topic(&self) -> &str {
+        &self.topic
+    }
+    fn size(&self) -> usize {
+        Message::size(self)
+    }
+    fn delay(&self) -> Delay {
+        self.delay
+    }
+}
+
+impl MessageView for MessageRef<'_> {
+    fn topic(&self) -> &str {
+        self.topic
+    }
+    fn size(&self) -> usize {
+        MessageRef::size(self)
+    }
+    fn delay(&self) -> Delay {
+        self.delay
+    }
+}
+
 /// Topic rules, and body + properties within `max_size`.
-pub fn validate_message(msg: &Message, max_size: usize) -> Result<()> {
-    validate_topic(&msg.topic)?;
+pub fn validate_message<M: MessageView + ?Sized>(msg: &M, max_size: usize) -> Result<()> {
+    validate_topic(msg.topic())?;
     let size = msg.size();
     if size > max_size {
         return Err(Error::MessageTooLarge {
@@ -49,18 +85,18 @@ pub fn validate_message(msg: &Message, max_size: usize) -> Result<()> {
 
 /// A batch: non-empty, one topic, no delay, each message valid, and the
 /// total size within `max_size`.
-pub fn validate_batch(msgs: &[Message], max_size: usize) -> Result<()> {
+pub fn validate_batch<M: MessageView>(msgs: &[M], max_size: usize) -> Result<()> {
     let Some(first) = msgs.first() else {
         return Err(Error::InvalidMessage("empty batch"));
     };
     let mut total = 0usize;
     for m in msgs {
-        if m.topic != first.topic {
+        if m.topic() != first.topic() {
             return Err(Error::InvalidMessage(
                 "a batch holds messages of one topic only",
             ));
         }
-        if m.delay != Delay::None {
+        if m.delay() != Delay::None {
             return Err(Error::InvalidMessage(
                 "a batch cannot carry delayed messages",
             ));
@@ -112,11 +148,23 @@ mod tests {
     }
 
     #[test]
+    fn borrowed_batches_pass_the_same_rules() {
+        let mut d = Message::new("a", &b"1"[..]);
+        d.delay = Delay::Level(2);
+        let bytes = crate::batch::messages_to_bytes(&[Message::new("a", &b"1"[..]), d]);
+        let refs: Vec<MessageRef<'_>> = crate::batch::iter_messages(&bytes)
+            .collect::<Result<_>>()
+            .unwrap();
+        assert!(validate_batch(&refs[..1], 10).is_ok());
+        assert!(validate_batch(&refs, 10).is_err());
+    }
+
+    #[test]
     fn batches() {
         let a = Message::new("a", &b"1"[..]);
         let b = Message::new("b", &b"1"[..]);
         assert!(validate_batch(&[a.clone(), a.clone()], 10).is_ok());
-        assert!(validate_batch(&[], 10).is_err());
+        assert!(validate_batch::<Message>(&[], 10).is_err());
         assert!(validate_batch(&[a.clone(), b], 10).is_err());
         let mut d = a.clone();
         d.delay = Delay::Level(2);
