@@ -60,7 +60,7 @@
 //! | [`message_id`] | [`MessageId`] hex encoding |
 //! | [`unique_key`] | [`UniqueKeyGenerator`] |
 //! | [`tag_hash`](mod@tag_hash) | [`tag_hash()`](fn@tag_hash) (Java `String.hashCode`) |
-//! | [`batch`] | the batch body encoding |
+//! | [`batch`] | the batch body encoding; [`batch::MessageRef`] borrowed view |
 //! | [`validate`] | topic / size / batch rules |
 //! | [`error`] | [`Error`] and its response codes |
 
@@ -95,4 +95,6 @@ pub use message_id::MessageId;
 pub use request::Request;
 pub use tag_hash::tag_hash;
 pub use unique_key::UniqueKeyGenerator;
-pub use validate::{DEFAULT_MAX_MESSAGE_SIZE, validate_batch, validate_message, validate_topic};
+pub use validate::{
+    DEFAULT_MAX_MESSAGE_SIZE, MessageView, validate_batch, validate_message, validate_topic,
+};

@@ -14,7 +14,10 @@
 //! back (the counter then runs on, carrying into the ms bits if it must).
 //! Within one generator, lexicographic order of keys is generation order.
 //! Different processes get different node ids (default: the process id).
+//! Two generators with the same node id can repeat each other's keys, so a
+//! process should share one: [`UniqueKeyGenerator::global`].
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -52,6 +55,13 @@ impl UniqueKeyGenerator {
     /// A generator whose node id is this process's id.
     pub fn for_process() -> UniqueKeyGenerator {
         UniqueKeyGenerator::new(std::process::id())
+    }
+
+    /// The process-wide generator (node id = process id), created on first
+    /// use. Keys from it never repeat within the process.
+    pub fn global() -> &'static UniqueKeyGenerator {
+        static GLOBAL: OnceLock<UniqueKeyGenerator> = OnceLock::new();
+        GLOBAL.get_or_init(UniqueKeyGenerator::for_process)
     }
 
     /// A generator on a custom clock (ms since the epoch); for tests.
@@ -136,6 +146,18 @@ mod tests {
         let g = UniqueKeyGenerator::with_clock(1, clock);
         let keys: Vec<String> = (0..1000).map(|_| g.next_key()).collect();
         assert!(keys.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn global_is_one_generator() {
+        let a = UniqueKeyGenerator::global().next_key();
+        let b = UniqueKeyGenerator::global().next_key();
+        assert!(a < b);
+        assert!(std::ptr::eq(
+            UniqueKeyGenerator::global(),
+            UniqueKeyGenerator::global()
+        ));
+        assert_eq!(UniqueKeyGenerator::global().node_id(), std::process::id());
     }
 
     #[test]
