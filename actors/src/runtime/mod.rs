@@ -3,10 +3,16 @@
 //! request-code registry arrive with the broker actors.
 
 pub mod call;
+pub mod net;
 pub mod restart;
 pub mod supervisor;
 
 pub use call::{Call, Origin, Reply, Rpc, ServiceError, USER_CODES};
+pub use net::{
+    CloseConnection, ConnectionClosed, GetLinkState, GetSessionStats, LinkState, Listener,
+    ListenerOptions, Oneway, RemoteClient, RemoteOptions, Router, SessionLimits, SessionStats,
+    StopListener, SubscribeClosed,
+};
 pub use restart::{RestartBudget, RestartDecision, RestartPolicy};
 pub use supervisor::{
     ChildEscalated, ChildRef, ChildSpec, ChildStatus, Escalation, FactoryError, GetChildStatus,

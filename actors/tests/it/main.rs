@@ -4,3 +4,5 @@ mod t10_supervisor;
 mod t15_registry;
 mod t16_broker_meta;
 mod t17_registrar;
+mod t20_net;
+mod t30_backpressure;

@@ -1,0 +1,248 @@
+//! [`Listener`]: accepts TCP connections and starts a [`Session`] for each.
+//!
+//! Sessions run on the arbiters given in [`ListenerOptions::arbiters`],
+//! round robin (one per core is the design's layout), or on the listener's
+//! own arbiter when none are given. A session moved to another arbiter gets
+//! its socket re-registered with that arbiter's runtime, so all its I/O
+//! stays on its thread. Every session shares the listener's [`Router`].
+//!
+//! Stopping the listener ([`StopListener`]) stops accepting, closes the
+//! listening socket and every session it started.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
+
+use actix::prelude::*;
+use futures_util::Stream;
+use slog::{Logger, info, o, warn};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::router::Router;
+use super::session::{
+    CloseSession, ConnectionClosed, Session, SessionEnded, SessionGauge, SessionLimits,
+    SessionSetup, SessionStats, Subscribers,
+};
+
+/// Connection ids are unique within the process.
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Optional settings of [`Listener::bind_with`].
+#[derive(Debug, Clone, Default)]
+pub struct ListenerOptions {
+    /// Arbiters the sessions run on, round robin; empty = the listener's
+    /// own arbiter.
+    pub arbiters: Vec<ArbiterHandle>,
+    /// Told of every closed connection from the start (more can subscribe
+    /// later with [`SubscribeClosed`]).
+    pub subscribers: Vec<Recipient<ConnectionClosed>>,
+}
+
+/// Adds a subscriber to [`ConnectionClosed`] events.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SubscribeClosed(pub Recipient<ConnectionClosed>);
+
+/// Asks for a snapshot of every live session's gauges.
+#[derive(Debug, Clone, Copy, Default, Message)]
+#[rtype(result = "Vec<SessionStats>")]
+pub struct GetSessionStats;
+
+/// Stops accepting, closes the listening socket and all sessions.
+#[derive(Debug, Clone, Copy, Default, Message)]
+#[rtype(result = "()")]
+pub struct StopListener;
+
+/// Closes the connection with this id (e.g. to drop a peer); answers
+/// whether such a connection was open.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "bool")]
+pub struct CloseConnection(pub u64);
+
+struct SessionEntry {
+    addr: Addr<Session>,
+    peer: SocketAddr,
+    gauge: Arc<SessionGauge>,
+}
+
+/// The accepting actor of one listening socket. See the module docs.
+pub struct Listener {
+    local: SocketAddr,
+    router: Router,
+    limits: SessionLimits,
+    logger: Logger,
+    arbiters: Vec<ArbiterHandle>,
+    next_arbiter: usize,
+    sessions: HashMap<u64, SessionEntry>,
+    subscribers: Subscribers,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("local", &self.local)
+            .field("sessions", &self.sessions.len())
+            .finish()
+    }
+}
+
+impl Listener {
+    /// Binds `addr` (port 0 picks a free port) and starts accepting on the
+    /// current arbiter; sessions run there too. Returns the listener and
+    /// the address actually bound. Must be called inside a running actix
+    /// `System`.
+    pub fn bind(
+        addr: impl ToSocketAddrs,
+        router: Router,
+        limits: SessionLimits,
+        logger: &Logger,
+    ) -> io::Result<(Addr<Listener>, SocketAddr)> {
+        Listener::bind_with(addr, router, limits, ListenerOptions::default(), logger)
+    }
+
+    /// [`Listener::bind`] with session arbiters and initial subscribers.
+    pub fn bind_with(
+        addr: impl ToSocketAddrs,
+        router: Router,
+        limits: SessionLimits,
+        options: ListenerOptions,
+        logger: &Logger,
+    ) -> io::Result<(Addr<Listener>, SocketAddr)> {
+        let std_listener = std::net::TcpListener::bind(addr)?;
+        std_listener.set_nonblocking(true)?;
+        let socket = TcpListener::from_std(std_listener)?;
+        let local = socket.local_addr()?;
+        let logger = logger.new(o!("actor" => "Listener", "addr" => local.to_string()));
+        let addr = Listener::create(move |ctx| {
+            ctx.add_stream(Accept(socket));
+            info!(logger, "listening"; "arbiters" => options.arbiters.len());
+            Listener {
+                local,
+                router,
+                limits,
+                logger,
+                arbiters: options.arbiters,
+                next_arbiter: 0,
+                sessions: HashMap::new(),
+                subscribers: Arc::new(Mutex::new(options.subscribers)),
+            }
+        });
+        Ok((addr, local))
+    }
+
+    fn accept(&mut self, stream: TcpStream, peer: SocketAddr, ctx: &mut Context<Self>) {
+        let conn_id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
+        let gauge = Arc::new(SessionGauge::default());
+        let setup = SessionSetup {
+            conn_id,
+            peer,
+            router: self.router.clone(),
+            limits: self.limits,
+            logger: self.logger.clone(),
+            gauge: gauge.clone(),
+            subscribers: self.subscribers.clone(),
+            listener: Some(ctx.address().recipient()),
+        };
+        let addr = if self.arbiters.is_empty() {
+            Session::start(stream, setup)
+        } else {
+            let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
+            self.next_arbiter = self.next_arbiter.wrapping_add(1);
+            match stream.into_std() {
+                Ok(std_stream) => Session::start_on(arbiter, std_stream, setup),
+                Err(err) => {
+                    warn!(self.logger, "cannot hand connection over"; "peer" => %peer, "error" => %err);
+                    return;
+                }
+            }
+        };
+        self.sessions
+            .insert(conn_id, SessionEntry { addr, peer, gauge });
+    }
+}
+
+impl Actor for Listener {
+    type Context = Context<Self>;
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        for entry in self.sessions.values() {
+            entry.addr.do_send(CloseSession);
+        }
+        info!(self.logger, "stopped listening");
+    }
+}
+
+/// The listening socket as a stream of accepted connections.
+struct Accept(TcpListener);
+
+impl Stream for Accept {
+    type Item = io::Result<(TcpStream, SocketAddr)>;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_accept(cx).map(Some)
+    }
+}
+
+impl StreamHandler<io::Result<(TcpStream, SocketAddr)>> for Listener {
+    fn handle(&mut self, item: io::Result<(TcpStream, SocketAddr)>, ctx: &mut Context<Self>) {
+        match item {
+            Ok((stream, peer)) => self.accept(stream, peer, ctx),
+            // Out of descriptors and the like: the next accept may work.
+            Err(err) => warn!(self.logger, "accept failed"; "error" => %err),
+        }
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {}
+}
+
+impl Handler<SessionEnded> for Listener {
+    type Result = ();
+    fn handle(&mut self, msg: SessionEnded, _: &mut Context<Self>) {
+        self.sessions.remove(&msg.conn_id);
+    }
+}
+
+impl Handler<SubscribeClosed> for Listener {
+    type Result = ();
+    fn handle(&mut self, msg: SubscribeClosed, _: &mut Context<Self>) {
+        if let Ok(mut subscribers) = self.subscribers.lock() {
+            subscribers.push(msg.0);
+        }
+    }
+}
+
+impl Handler<GetSessionStats> for Listener {
+    type Result = MessageResult<GetSessionStats>;
+    fn handle(&mut self, _: GetSessionStats, _: &mut Context<Self>) -> Self::Result {
+        let mut stats: Vec<SessionStats> = self
+            .sessions
+            .iter()
+            .map(|(id, e)| e.gauge.snapshot(*id, e.peer))
+            .collect();
+        stats.sort_by_key(|s| s.conn_id);
+        MessageResult(stats)
+    }
+}
+
+impl Handler<CloseConnection> for Listener {
+    type Result = bool;
+    fn handle(&mut self, msg: CloseConnection, _: &mut Context<Self>) -> bool {
+        match self.sessions.get(&msg.0) {
+            Some(entry) => {
+                entry.addr.do_send(CloseSession);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Handler<StopListener> for Listener {
+    type Result = ();
+    fn handle(&mut self, _: StopListener, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

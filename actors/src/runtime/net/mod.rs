@@ -1,0 +1,26 @@
+//! The network half of the actor runtime: serving actors over TCP and
+//! reaching remote actors as if they were local.
+//!
+//! - [`Router`] maps request codes to recipients; a [`Listener`] accepts
+//!   connections and runs one [`Session`] actor per connection, which
+//!   decodes frames, routes them and writes replies (pipelined, with an
+//!   in-flight cap and a write-buffer cap per connection).
+//! - [`RemoteClient`] is the proxy side: one actor per remote address whose
+//!   `Recipient<Call<R>>` behaves like the serving actor's own.
+//! - [`reply`] holds the single rule mapping answers to reply frames and
+//!   back, used by both sides.
+
+pub mod listener;
+mod outbox;
+pub mod remote;
+pub mod reply;
+pub mod router;
+pub mod session;
+
+pub use listener::{
+    CloseConnection, GetSessionStats, Listener, ListenerOptions, StopListener, SubscribeClosed,
+};
+pub use remote::{GetLinkState, LinkState, Oneway, RemoteClient, RemoteOptions};
+pub use reply::{STORED_STATUSES, decode_reply, reply_frame};
+pub use router::{ReplyFuture, Router};
+pub use session::{CloseSession, ConnectionClosed, Session, SessionLimits, SessionStats};

@@ -1,0 +1,559 @@
+//! [`Session`]: one actor per accepted TCP connection.
+//!
+//! The session owns the socket through one actor future (its driver) that
+//! does all I/O on the session's arbiter:
+//!
+//! - **Read**: frames are cut by [`FrameCodec`] from a `FramedRead` that is
+//!   polled *only while* fewer than [`SessionLimits::max_in_flight`]
+//!   requests are being served and fewer than
+//!   [`SessionLimits::max_write_buffer`] reply bytes wait to be written.
+//!   Otherwise the socket is not read, the kernel buffers fill and the peer's
+//!   writes block: that is the backpressure.
+//! - **Serve**: each request goes through the shared [`Router`] (one `send`
+//!   to the serving actor); the reply futures sit in a `FuturesUnordered`,
+//!   so requests are pipelined and replies leave in completion order,
+//!   matched by request id. Oneway requests get no reply.
+//! - **Write**: replies ready in one poll are encoded into one
+//!   [`Outbox`](super::outbox) and leave with one vectored write.
+//!
+//! Memory per session is therefore bounded by the read buffer (at most one
+//! frame, capped by [`SessionLimits::max_frame_len`]) plus the outbox, which
+//! can exceed `max_write_buffer` by at most `max_in_flight` replies (those
+//! already being served when the cap was reached).
+//!
+//! A peer that keeps the outbox over its cap for longer than
+//! [`SessionLimits::write_stall_timeout`] (it stopped reading) is cut off.
+//! Malformed input (a bad length, bad header MessagePack, an unsupported
+//! protocol version, a truncated frame at EOF) gets an error reply (request
+//! id 0 when the id is unknown), then the session stops reading, writes what
+//! is buffered and closes this connection only. When the peer closes its
+//! writing side, requests already read are still answered, then the
+//! session closes. Every close is logged and announced as
+//! [`ConnectionClosed`] to the listener's subscribers.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use actix::prelude::*;
+use actormq_protocol::{
+    DEFAULT_MAX_FRAME_LEN, Error as ProtocolError, Frame, FrameCodec, ResponseCode,
+};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use slog::{Logger, debug, info, o, warn};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::time::Sleep;
+use tokio_util::codec::FramedRead;
+
+use super::outbox::Outbox;
+use super::router::{ReplyFuture, Router};
+use crate::runtime::call::Origin;
+
+/// Frames read per poll before the driver yields to other actors.
+const READ_BUDGET: usize = 128;
+/// How long a closing session keeps reading (and discarding) after its
+/// last write, so the peer receives the final error reply instead of a
+/// reset.
+const LINGER: Duration = Duration::from_millis(500);
+
+/// Per-connection limits that keep a slow or hostile peer from growing
+/// server memory without bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Requests served at once per connection; at the cap the session stops
+    /// reading. Default 1024.
+    pub max_in_flight: usize,
+    /// Reply bytes buffered but not yet written; over the cap the session
+    /// stops reading. Default 16 MiB.
+    pub max_write_buffer: usize,
+    /// How long the write buffer may stay over its cap (the peer stopped
+    /// reading) before the connection is cut. Default 30 s.
+    pub write_stall_timeout: Duration,
+    /// Cap on a frame's length, both directions. Default 16 MiB.
+    pub max_frame_len: u32,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            max_in_flight: 1024,
+            max_write_buffer: 16 * 1024 * 1024,
+            write_stall_timeout: Duration::from_secs(30),
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+        }
+    }
+}
+
+/// Announced to every subscriber when a connection closes, whatever the
+/// reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct ConnectionClosed {
+    /// The connection's id (as in [`Origin::conn_id`]).
+    pub conn_id: u64,
+    /// The peer's address.
+    pub peer: SocketAddr,
+}
+
+/// Asks a session to close its connection now (unwritten replies are
+/// dropped).
+#[derive(Debug, Clone, Copy, Default, Message)]
+#[rtype(result = "()")]
+pub struct CloseSession;
+
+/// A snapshot of one session's gauges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionStats {
+    /// The connection's id.
+    pub conn_id: u64,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// Requests being served.
+    pub in_flight: usize,
+    /// Reply bytes buffered, not yet written.
+    pub buffered_bytes: usize,
+    /// The most reply bytes ever buffered at once.
+    pub max_buffered_bytes: usize,
+    /// Whether the session is reading (false while backpressure holds).
+    pub reading: bool,
+    /// Request frames read so far.
+    pub frames_read: u64,
+}
+
+/// Gauges a session updates and its listener reads without a message.
+#[derive(Debug, Default)]
+pub(crate) struct SessionGauge {
+    in_flight: AtomicUsize,
+    buffered: AtomicUsize,
+    max_buffered: AtomicUsize,
+    reading: AtomicBool,
+    frames_read: AtomicU64,
+}
+
+impl SessionGauge {
+    pub(crate) fn snapshot(&self, conn_id: u64, peer: SocketAddr) -> SessionStats {
+        SessionStats {
+            conn_id,
+            peer,
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            buffered_bytes: self.buffered.load(Ordering::Relaxed),
+            max_buffered_bytes: self.max_buffered.load(Ordering::Relaxed),
+            reading: self.reading.load(Ordering::Relaxed),
+            frames_read: self.frames_read.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Who hears about closed connections (shared by a listener and its
+/// sessions).
+pub(crate) type Subscribers = Arc<Mutex<Vec<Recipient<ConnectionClosed>>>>;
+
+/// Told to the listener when a session ends, so it forgets the session.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct SessionEnded {
+    pub(crate) conn_id: u64,
+}
+
+/// One TCP connection: reads requests, routes them, writes replies. See
+/// the module docs.
+pub struct Session {
+    origin: Origin,
+    logger: Logger,
+    gauge: Arc<SessionGauge>,
+    subscribers: Subscribers,
+    listener: Option<Recipient<SessionEnded>>,
+    close_requested: bool,
+    /// Why the driver started draining, for the final log line.
+    pending_reason: Option<CloseReason>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
+/// Everything a session needs besides its socket.
+pub(crate) struct SessionSetup {
+    pub(crate) conn_id: u64,
+    pub(crate) peer: SocketAddr,
+    pub(crate) router: Router,
+    pub(crate) limits: SessionLimits,
+    pub(crate) logger: Logger,
+    pub(crate) gauge: Arc<SessionGauge>,
+    pub(crate) subscribers: Subscribers,
+    pub(crate) listener: Option<Recipient<SessionEnded>>,
+}
+
+impl Session {
+    /// Starts a session for `stream` on the current arbiter. The stream
+    /// must belong to this arbiter's runtime.
+    pub(crate) fn start(stream: TcpStream, setup: SessionSetup) -> Addr<Session> {
+        Session::create(move |ctx| Session::init(stream, setup, ctx))
+    }
+
+    /// Starts a session on `arbiter`; the socket is re-registered with that
+    /// arbiter's runtime.
+    pub(crate) fn start_on(
+        arbiter: &ArbiterHandle,
+        stream: std::net::TcpStream,
+        setup: SessionSetup,
+    ) -> Addr<Session> {
+        Session::start_in_arbiter(arbiter, move |ctx| {
+            let logger = setup.logger.clone();
+            match TcpStream::from_std(stream) {
+                Ok(stream) => Session::init(stream, setup, ctx),
+                Err(err) => {
+                    warn!(logger, "cannot register connection"; "error" => %err);
+                    ctx.stop();
+                    Session::idle(setup)
+                }
+            }
+        })
+    }
+
+    fn idle(setup: SessionSetup) -> Session {
+        let logger = setup.logger.new(
+            o!("actor" => "Session", "peer" => setup.peer.to_string(), "conn" => setup.conn_id),
+        );
+        Session {
+            origin: Origin {
+                conn_id: setup.conn_id,
+                peer: setup.peer,
+            },
+            logger,
+            gauge: setup.gauge,
+            subscribers: setup.subscribers,
+            listener: setup.listener,
+            close_requested: false,
+            pending_reason: None,
+        }
+    }
+
+    fn init(stream: TcpStream, setup: SessionSetup, ctx: &mut Context<Session>) -> Session {
+        let (router, limits) = (setup.router.clone(), setup.limits);
+        let session = Session::idle(setup);
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        let driver = Driver {
+            reader: FramedRead::new(read, FrameCodec::with_max_frame_len(limits.max_frame_len)),
+            writer: write,
+            out: Outbox::new(limits.max_frame_len),
+            pending: FuturesUnordered::new(),
+            router,
+            limits,
+            phase: Phase::Open,
+            stall: None,
+            deadline: None,
+            frames_read: 0,
+            max_buffered: 0,
+        };
+        debug!(session.logger, "connection accepted");
+        ctx.spawn(driver.map(|reason, act: &mut Session, ctx| {
+            act.log_close(&reason);
+            ctx.stop();
+        }));
+        session
+    }
+
+    fn log_close(&self, reason: &CloseReason) {
+        match reason {
+            CloseReason::PeerClosed | CloseReason::Requested => {
+                debug!(self.logger, "connection closed"; "reason" => %reason)
+            }
+            CloseReason::Malformed(_) | CloseReason::Stalled(_) => {
+                warn!(self.logger, "connection cut"; "reason" => %reason)
+            }
+            CloseReason::Io(_) => info!(self.logger, "connection lost"; "reason" => %reason),
+        }
+    }
+}
+
+impl Actor for Session {
+    type Context = Context<Self>;
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        let event = ConnectionClosed {
+            conn_id: self.origin.conn_id,
+            peer: self.origin.peer,
+        };
+        let subscribers = self
+            .subscribers
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default();
+        for subscriber in subscribers {
+            subscriber.do_send(event);
+        }
+        if let Some(listener) = &self.listener {
+            listener.do_send(SessionEnded {
+                conn_id: self.origin.conn_id,
+            });
+        }
+        self.gauge.reading.store(false, Ordering::Relaxed);
+        self.gauge.in_flight.store(0, Ordering::Relaxed);
+        self.gauge.buffered.store(0, Ordering::Relaxed);
+    }
+}
+
+impl Handler<CloseSession> for Session {
+    type Result = ();
+    fn handle(&mut self, _: CloseSession, _: &mut Context<Self>) {
+        // The driver runs right after the mailbox in this same poll and
+        // sees the flag.
+        self.close_requested = true;
+    }
+}
+
+/// Why a connection closed.
+#[derive(Debug)]
+enum CloseReason {
+    PeerClosed,
+    Requested,
+    Malformed(ProtocolError),
+    Stalled(Duration),
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::PeerClosed => f.write_str("closed by peer"),
+            CloseReason::Requested => f.write_str("close requested"),
+            CloseReason::Malformed(e) => write!(f, "malformed input: {e}"),
+            CloseReason::Stalled(d) => {
+                write!(
+                    f,
+                    "peer stopped reading: write buffer over its cap for {d:?}"
+                )
+            }
+            CloseReason::Io(e) => write!(f, "I/O error: {e}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading and serving.
+    Open,
+    /// No more reading: answer what was read, flush, then close.
+    Draining,
+    /// Everything written and the write side shut down: discard input
+    /// until EOF or the linger deadline, so the last reply is not lost to a
+    /// reset.
+    Lingering,
+}
+
+/// The session's I/O, polled as an actor future.
+struct Driver {
+    reader: FramedRead<OwnedReadHalf, FrameCodec>,
+    writer: OwnedWriteHalf,
+    out: Outbox,
+    pending: FuturesUnordered<ReplyFuture>,
+    router: Router,
+    limits: SessionLimits,
+    phase: Phase,
+    /// Armed while the outbox is over its cap.
+    stall: Option<Pin<Box<Sleep>>>,
+    /// Armed while draining after an error, and while lingering.
+    deadline: Option<Pin<Box<Sleep>>>,
+    frames_read: u64,
+    max_buffered: usize,
+}
+
+impl Driver {
+    fn can_read(&self) -> bool {
+        self.phase == Phase::Open
+            && self.pending.len() < self.limits.max_in_flight
+            && self.out.len() < self.limits.max_write_buffer
+    }
+
+    fn push_reply(&mut self, reply: Frame) {
+        if let Err(err) = self.out.push(&reply) {
+            // Over the frame cap: tell the peer instead.
+            let id = reply.header.request_id;
+            let fallback = Frame::error(
+                id,
+                ResponseCode::SystemError,
+                format!("reply not sent: {err}"),
+            );
+            let _ = self.out.push(&fallback);
+        }
+    }
+
+    /// Moves finished replies into the outbox; false when none was ready.
+    fn collect_replies(&mut self, cx: &mut TaskContext<'_>) -> bool {
+        let mut any = false;
+        while let Poll::Ready(Some(reply)) = self.pending.poll_next_unpin(cx) {
+            any = true;
+            if let Some(reply) = reply {
+                self.push_reply(reply);
+            }
+        }
+        any
+    }
+
+    /// Starts draining after malformed input: error reply, stop reading.
+    fn malformed(&mut self, err: ProtocolError) -> CloseReason {
+        let id = err.request_id().unwrap_or(0);
+        self.push_reply(Frame::from_error(id, &err));
+        self.phase = Phase::Draining;
+        self.deadline = Some(Box::pin(tokio::time::sleep(
+            self.limits.write_stall_timeout,
+        )));
+        CloseReason::Malformed(err)
+    }
+
+    fn publish(&mut self, gauge: &SessionGauge) {
+        let buffered = self.out.len();
+        self.max_buffered = self.max_buffered.max(buffered);
+        gauge.in_flight.store(self.pending.len(), Ordering::Relaxed);
+        gauge.buffered.store(buffered, Ordering::Relaxed);
+        gauge
+            .max_buffered
+            .store(self.max_buffered, Ordering::Relaxed);
+        gauge.reading.store(self.can_read(), Ordering::Relaxed);
+        gauge.frames_read.store(self.frames_read, Ordering::Relaxed);
+    }
+
+    fn poll_io(
+        &mut self,
+        origin: Origin,
+        cx: &mut TaskContext<'_>,
+        reason: &mut Option<CloseReason>,
+    ) -> Poll<CloseReason> {
+        let mut budget = READ_BUDGET;
+        loop {
+            self.collect_replies(cx);
+            // Read while allowed.
+            let mut read_any = false;
+            while self.can_read() && budget > 0 {
+                match self.reader.poll_next_unpin(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        budget -= 1;
+                        read_any = true;
+                        self.frames_read += 1;
+                        if frame.is_response() {
+                            // Nothing is asked of clients yet: ignore.
+                            continue;
+                        }
+                        self.pending.push(self.router.dispatch(frame, Some(origin)));
+                    }
+                    Poll::Ready(Some(Err(err))) => {
+                        *reason = Some(self.malformed(err));
+                    }
+                    Poll::Ready(None) => {
+                        self.phase = Phase::Draining;
+                        reason.get_or_insert(CloseReason::PeerClosed);
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            if read_any {
+                // Newly dispatched requests may already be answerable.
+                self.collect_replies(cx);
+            }
+            // One vectored write for everything ready now.
+            let over_before = self.out.len() >= self.limits.max_write_buffer;
+            if let Poll::Ready(Err(err)) = self.out.poll_flush(&mut self.writer, cx) {
+                return Poll::Ready(CloseReason::Io(err));
+            }
+            let over = self.out.len() >= self.limits.max_write_buffer;
+            if over_before && !over && budget > 0 && self.can_read() {
+                continue; // room again: read on
+            }
+            if budget == 0 && self.can_read() {
+                // Yield to other actors; come back at once.
+                cx.waker().wake_by_ref();
+            }
+            return Poll::Pending;
+        }
+    }
+}
+
+impl ActorFuture<Session> for Driver {
+    type Output = CloseReason;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut Session,
+        _: &mut Context<Session>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<CloseReason> {
+        let this = self.get_mut();
+        if act.close_requested {
+            return Poll::Ready(CloseReason::Requested);
+        }
+        let mut reason = None;
+        let result = match this.phase {
+            Phase::Open | Phase::Draining => this.poll_io(act.origin, cx, &mut reason),
+            Phase::Lingering => Poll::Pending,
+        };
+        if let Poll::Ready(reason) = result {
+            this.publish(&act.gauge);
+            return Poll::Ready(reason);
+        }
+        if let Some(r) = reason {
+            // Remember why we started draining, for the final log line.
+            act.pending_reason = Some(r);
+        }
+        this.publish(&act.gauge);
+
+        // Cut a peer that keeps the write buffer over its cap.
+        if this.out.len() >= this.limits.max_write_buffer {
+            let stall = this.stall.get_or_insert_with(|| {
+                Box::pin(tokio::time::sleep(this.limits.write_stall_timeout))
+            });
+            if stall.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(CloseReason::Stalled(this.limits.write_stall_timeout));
+            }
+        } else {
+            this.stall = None;
+        }
+
+        if this.phase == Phase::Draining && this.pending.is_empty() && this.out.is_empty() {
+            // All answered and written: shut our side down, then linger.
+            match Pin::new(&mut this.writer).poll_shutdown(cx) {
+                Poll::Ready(_) => {
+                    this.phase = Phase::Lingering;
+                    this.deadline = Some(Box::pin(tokio::time::sleep(LINGER)));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if this.phase == Phase::Lingering {
+            let mut scratch = [0u8; 4096];
+            loop {
+                let mut buf = ReadBuf::new(&mut scratch);
+                match Pin::new(this.reader.get_mut()).poll_read(cx, &mut buf) {
+                    Poll::Ready(Ok(())) if !buf.filled().is_empty() => continue,
+                    Poll::Ready(_) => return Poll::Ready(act.take_reason()),
+                    Poll::Pending => break,
+                }
+            }
+        }
+        if let Some(deadline) = this.deadline.as_mut() {
+            if deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(act.take_reason());
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Session {
+    fn take_reason(&mut self) -> CloseReason {
+        self.pending_reason
+            .take()
+            .unwrap_or(CloseReason::PeerClosed)
+    }
+}
