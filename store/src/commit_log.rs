@@ -397,7 +397,8 @@ impl Writer {
                     for s in self.fresh.drain(..) {
                         s.mark_removed();
                     }
-                    self.alloc.request(start);
+                    // No background retry: the next append creates the
+                    // segment inline (and sees the error again if it persists).
                     return Err(e);
                 }
             }

@@ -55,6 +55,19 @@ pub(crate) mod sync;
 #[cfg(all(test, actormq_loom))]
 mod loom_tests;
 
+#[cfg(all(test, not(actormq_loom)))]
+mod tests {
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn public_types_are_send_and_sync() {
+        assert_send_sync::<crate::Store>();
+        assert_send_sync::<crate::MessageView>();
+        assert_send_sync::<crate::FlushTicket>();
+        assert_send_sync::<crate::GetResult>();
+    }
+}
+
 pub use commit_log::{Appended, MessageView};
 pub use config::{FlushMode, Prefault, StoreConfig};
 pub use consume_queue::Unit;

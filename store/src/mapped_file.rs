@@ -25,6 +25,12 @@ pub struct MappedFile<R: Region> {
     flushed: AtomicUsize,
     removed: AtomicBool,
     last_store_ms: AtomicU64,
+    inode: Option<u64>,
+}
+
+fn inode_of(p: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).ok().map(|m| m.ino())
 }
 
 impl<R: Region> MappedFile<R> {
@@ -32,7 +38,9 @@ impl<R: Region> MappedFile<R> {
     /// `wrote` bytes are already valid (recovered), and considered flushed.
     pub fn new(region: R, start: u64, path: Option<PathBuf>, wrote: usize) -> Self {
         let wrote = wrote.min(region.capacity());
+        let inode = path.as_deref().and_then(inode_of);
         MappedFile {
+            inode,
             region,
             start,
             path,
@@ -183,7 +191,11 @@ impl<R: Region> Drop for MappedFile<R> {
         // (mapping) is dropped right after this body.
         if self.removed.load(Ordering::Acquire) {
             if let Some(p) = &self.path {
-                let _ = std::fs::remove_file(p);
+                // Only if the path still names our file (a new file may have
+                // been created at the same path since we were removed).
+                if inode_of(p) == self.inode {
+                    let _ = std::fs::remove_file(p);
+                }
             }
         }
     }

@@ -788,6 +788,12 @@ impl Store {
         Ok(out)
     }
 
+    /// Used fraction of the file system holding the store (for
+    /// [`Store::clean_expired`]).
+    pub fn disk_usage_ratio(&self) -> Result<f64> {
+        Ok(crate::retention::disk_usage_ratio(&self.inner.cfg.root)?)
+    }
+
     /// Retention pass at `now_ms` with the given disk usage ratio (see
     /// [`crate::retention::disk_usage_ratio`]).
     pub fn clean_expired(&self, now_ms: u64, disk_usage_ratio: f64) -> Result<CleanReport> {

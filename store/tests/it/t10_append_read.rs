@@ -240,3 +240,51 @@ fn concurrent_readers_see_only_whole_records() {
     store.dispatch_all().unwrap();
     check_queues_match_log(&store);
 }
+
+#[test]
+fn failed_segment_creation_fails_the_append_and_reads_keep_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(cfg(dir.path(), 8192)).unwrap();
+    // Block the third segment's file name with a directory.
+    let blocker = dir.path().join("commitlog").join(format!("{:020}", 16384));
+    std::fs::create_dir(&blocker).unwrap();
+    let b = vec![1u8; 1000];
+    let mut acked = Vec::new();
+    let err = loop {
+        match store.append(&msg("t", 0, &b)) {
+            Ok(r) => acked.push(r),
+            Err(e) => break e,
+        }
+        assert!(acked.len() < 100, "append never failed");
+    };
+    assert!(
+        matches!(
+            err,
+            actormq_store::Error::Io(_) | actormq_store::Error::DiskFull
+        ),
+        "{err:?}"
+    );
+    let end = store.commit_log_max_offset();
+    assert_eq!(
+        end,
+        acked
+            .last()
+            .map(|r| r.commit_log_offset + r.size as u64)
+            .unwrap()
+    );
+    // Reads keep working; nothing acknowledged is lost.
+    store.dispatch_all().unwrap();
+    assert_eq!(store.max_offset("t", 0), acked.len() as u64);
+    assert!(store.read_at(acked[0].commit_log_offset).is_some());
+    // Still failing while the cause persists, then recovers.
+    assert!(store.append(&msg("t", 0, &b)).is_err());
+    std::fs::remove_dir(&blocker).unwrap();
+    let r = store.append(&msg("t", 0, &b)).unwrap();
+    assert_eq!(r.queue_offset, acked.len() as u64);
+    assert_eq!(r.commit_log_offset, 16384);
+    store.close().unwrap();
+    let store = Store::open(cfg(dir.path(), 8192)).unwrap();
+    assert_eq!(store.max_offset("t", 0), acked.len() as u64 + 1);
+    check_queues_match_log(&store);
+    store.close().unwrap();
+}
