@@ -403,3 +403,40 @@ fn worked_example_frame() {
     assert_eq!(hex.join(" "), expected);
     assert_eq!(FrameCodec::new().decode(&mut buf).unwrap().unwrap(), frame);
 }
+
+/// Forward and backward compatibility of typed fields: an old peer's map
+/// (fewer fields) and a newer peer's map (an unknown field) both decode.
+#[test]
+fn typed_fields_tolerate_older_and_newer_peers() {
+    #[derive(Serialize)]
+    struct OldOrNewSend {
+        producer_group: &'static str,
+        topic: &'static str,
+        queue_id: u32,
+        born_timestamp_ms: u64,
+        field_from_the_future: Vec<u32>,
+    }
+    let peer = OldOrNewSend {
+        producer_group: "g",
+        topic: "orders",
+        queue_id: 3,
+        born_timestamp_ms: 9,
+        field_from_the_future: vec![1, 2],
+    };
+    let frame = Frame {
+        header: actormq_protocol::Header::request(10, 1),
+        fields: Bytes::from(rmp_serde::to_vec_named(&peer).unwrap()),
+        body: Bytes::new(),
+    };
+    let got: SendMessageRequest = through_codec(&frame).decode_request().unwrap();
+    assert_eq!(
+        got,
+        SendMessageRequest {
+            producer_group: "g".into(),
+            topic: "orders".into(),
+            queue_id: 3,
+            born_timestamp_ms: 9,
+            ..Default::default()
+        }
+    );
+}
