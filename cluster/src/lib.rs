@@ -16,5 +16,7 @@
 
 pub mod config;
 pub mod logging;
+pub mod node;
+pub mod node_main;
 
 pub use actormq_actors as actors;

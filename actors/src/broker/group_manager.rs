@@ -19,6 +19,7 @@ use actormq_protocol::request::{
 use actormq_protocol::unique_key::system_time_ms;
 use slog::{Logger, info, o};
 
+use crate::runtime::net::ConnectionClosed;
 use crate::runtime::{Call, Reply, ServiceError};
 
 /// Default idle time after which a client is dropped (120 s).
@@ -176,14 +177,6 @@ pub struct ConsumerGroupChanged {
 #[rtype(result = "()")]
 pub struct SubscribeGroups(pub Recipient<ConsumerGroupChanged>);
 
-/// A client connection closed: its members leave at once.
-#[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "()")]
-pub struct ClientConnectionClosed {
-    /// The session's connection id.
-    pub conn_id: u64,
-}
-
 /// Settings of the group manager.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GroupManagerConfig {
@@ -267,9 +260,10 @@ impl Handler<SubscribeGroups> for GroupManager {
     }
 }
 
-impl Handler<ClientConnectionClosed> for GroupManager {
+/// A client connection closed: its members leave at once.
+impl Handler<ConnectionClosed> for GroupManager {
     type Result = ();
-    fn handle(&mut self, msg: ClientConnectionClosed, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: ConnectionClosed, _: &mut Context<Self>) {
         let changed = self.table.connection_closed(msg.conn_id);
         self.announce(changed);
     }

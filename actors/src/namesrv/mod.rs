@@ -5,5 +5,5 @@
 pub mod registry;
 pub mod route_table;
 
-pub use registry::{BrokerConnectionClosed, Registry, RegistryConfig, ScanInactiveBrokers};
+pub use registry::{Registry, RegistryConfig, ScanInactiveBrokers};
 pub use route_table::RouteTable;

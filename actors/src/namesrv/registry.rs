@@ -18,6 +18,7 @@ use actormq_protocol::unique_key::system_time_ms;
 use slog::{Logger, info, o, warn};
 
 use super::route_table::{Dropped, RouteTable};
+use crate::runtime::net::ConnectionClosed;
 use crate::runtime::{Call, Reply, ServiceError};
 
 /// Tunables of the registry.
@@ -93,17 +94,10 @@ impl Handler<ScanInactiveBrokers> for Registry {
     }
 }
 
-/// The connection `conn_id` closed: brokers registered on it leave at once.
-#[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "()")]
-pub struct BrokerConnectionClosed {
-    /// The session's connection id.
-    pub conn_id: u64,
-}
-
-impl Handler<BrokerConnectionClosed> for Registry {
+/// A connection closed: brokers registered over it leave at once.
+impl Handler<ConnectionClosed> for Registry {
     type Result = ();
-    fn handle(&mut self, msg: BrokerConnectionClosed, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: ConnectionClosed, _: &mut Context<Self>) {
         let dropped = self.table.connection_closed(msg.conn_id);
         self.log_dropped(&dropped);
     }

@@ -4,6 +4,7 @@
 
 pub mod call;
 pub mod net;
+pub mod relay;
 pub mod restart;
 pub mod supervisor;
 
@@ -13,6 +14,7 @@ pub use net::{
     ListenerOptions, Oneway, RemoteClient, RemoteOptions, Router, SessionLimits, SessionStats,
     StopListener, SubscribeClosed,
 };
+pub use relay::{CallRelay, Relay, route_child};
 pub use restart::{RestartBudget, RestartDecision, RestartPolicy};
 pub use supervisor::{
     ChildEscalated, ChildRef, ChildSpec, ChildStatus, Escalation, FactoryError, GetChildStatus,

@@ -4,9 +4,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix::prelude::*;
-use actormq_actors::namesrv::{
-    BrokerConnectionClosed, Registry, RegistryConfig, ScanInactiveBrokers,
-};
+use actormq_actors::namesrv::{Registry, RegistryConfig, ScanInactiveBrokers};
+use actormq_actors::runtime::net::ConnectionClosed;
 use actormq_actors::runtime::{Call, Origin};
 use actormq_protocol::ResponseCode;
 use actormq_protocol::request::{
@@ -78,7 +77,10 @@ async fn registry_serves_routes_and_drops_silent_or_disconnected_brokers() {
 
     // The connection broker b registered on closes: b leaves at once.
     registry
-        .send(BrokerConnectionClosed { conn_id: 42 })
+        .send(ConnectionClosed {
+            conn_id: 42,
+            peer: "127.0.0.1:50000".parse().unwrap(),
+        })
         .await
         .unwrap();
     let info = registry

@@ -1,0 +1,10 @@
+//! `actormq-broker`: runs an actormq broker. See `spec/cli.md` and the book's
+//! "Running a node" chapter.
+
+use std::process::ExitCode;
+
+use actormq_cluster::config::Role;
+
+fn main() -> ExitCode {
+    actormq_cluster::node_main::main_with_role(Some(Role::Broker))
+}

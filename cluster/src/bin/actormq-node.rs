@@ -1,0 +1,8 @@
+//! `actormq-node`: runs an actormq node (name server, broker, or both). See `spec/cli.md` and the book's
+//! "Running a node" chapter.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    actormq_cluster::node_main::main_with_role(None)
+}
