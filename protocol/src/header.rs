@@ -9,7 +9,8 @@
 //!    undecoded in [`Frame::fields`](crate::Frame::fields) until the
 //!    receiver, having looked at the code, asks for it.
 //!
-//! Both are maps keyed by field name (`rmp_serde` struct-map encoding), so
+//! Both are maps keyed by field name (typed fields through `rmp_serde`'s
+//! struct-map encoding, the common header by hand in the same format), so
 //! fields can be added later: a decoder ignores keys it does not know and
 //! new optional fields carry `#[serde(default)]`.
 //!
