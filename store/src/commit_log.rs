@@ -249,10 +249,18 @@ impl CommitLog {
         let target = self.max_offset();
         let from = self.flushed_offset();
         if target > from {
-            for seg in self.segments() {
-                if seg.end() > from && seg.start() < target {
-                    seg.flush()?;
-                }
+            let dirty: Vec<Arc<Segment>> = {
+                let segs = sync::read(&self.segments);
+                let first = segs.first().map(|s| s.start()).unwrap_or(0);
+                let i = (from.saturating_sub(first) / self.seg_size) as usize;
+                segs.iter()
+                    .skip(i)
+                    .filter(|s| s.end() > from && s.start() < target)
+                    .cloned()
+                    .collect()
+            };
+            for seg in dirty {
+                seg.flush()?;
             }
             self.flushed.fetch_max(target, Ordering::AcqRel);
         }

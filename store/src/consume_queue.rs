@@ -358,7 +358,10 @@ impl ConsumeQueue {
     /// Flushes dirty files.
     pub(crate) fn flush(&self) -> Result<()> {
         let files = sync::read(&self.files).clone();
-        for f in files.iter().rev().take(2) {
+        for f in files.iter().rev() {
+            if f.flushed() == f.capacity() {
+                break; // full and flushed: older files are too
+            }
             f.flush()?;
         }
         Ok(())
