@@ -669,3 +669,56 @@ async fn origin_and_connection_closed_name_the_same_connection() {
     assert_eq!(closed.conn_id, cb);
     assert!(!listener.send(CloseConnection(cb)).await.unwrap());
 }
+
+/// Throughput of pipelined calls through RemoteClient → Listener → Counter
+/// (not a pass/fail check; run with
+/// `cargo test --release -p actormq-actors --test it -- --ignored --nocapture net_throughput`).
+#[actix_rt::test]
+#[ignore]
+async fn net_throughput() {
+    use futures_util::stream::FuturesUnordered;
+    let options = actormq_actors::runtime::ListenerOptions {
+        arbiters: vec![Arbiter::new().handle()],
+        subscribers: vec![],
+    };
+    let counter = Counter::default().start();
+    let (_listener, addr) = Listener::bind_with(
+        "127.0.0.1:0",
+        router_for(&counter),
+        SessionLimits::default(),
+        options,
+        &logger(),
+    )
+    .unwrap();
+    for (body_len, total, window) in [
+        (0usize, 200_000u64, 1usize),
+        (0, 200_000, 64),
+        (0, 200_000, 1000),
+        (1024, 200_000, 1000),
+        (64 * 1024, 20_000, 64),
+    ] {
+        let client = RemoteClient::new(addr, &logger()).start();
+        let rec: Recipient<Call<Echo>> = client.recipient();
+        let body = Bytes::from(vec![1u8; body_len]);
+        let total = if window == 1 { total / 10 } else { total };
+        let start = Instant::now();
+        let mut inflight = FuturesUnordered::new();
+        let mut sent = 0u64;
+        let mut done = 0u64;
+        while done < total {
+            while sent < total && inflight.len() < window {
+                inflight.push(rec.send(Call::with_body(echo(sent, "t"), body.clone())));
+                sent += 1;
+            }
+            inflight.next().await.unwrap().unwrap().unwrap();
+            done += 1;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        eprintln!(
+            "body {body_len:>6} B, window {window:>4}: {total} calls in {secs:.2} s = {:.0} calls/s, {:.1} µs/call, {:.1} MB/s each way",
+            total as f64 / secs,
+            secs * 1e6 / total as f64,
+            (total as f64 * body_len as f64) / secs / 1e6
+        );
+    }
+}
