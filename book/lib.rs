@@ -25,6 +25,10 @@ pub mod wire_protocol {}
 #[doc = include_str!("src/storage.md")]
 pub mod storage {}
 
+/// Chapter "Actors and supervision".
+#[doc = include_str!("src/actors-and-supervision.md")]
+pub mod actors_and_supervision {}
+
 #[cfg(test)]
 mod tests {
     /// Every `(file.md)` link in SUMMARY.md must be included by this file.
