@@ -150,9 +150,15 @@ impl NodeArgs {
 }
 
 /// Runs a node binary; `fixed_role` is set by `actormq-namesrv` and
-/// `actormq-broker`.
-pub fn main_with_role(fixed_role: Option<Role>) -> ExitCode {
-    let args = NodeArgs::parse();
+/// `actormq-broker`. `about` is the first line of its `--help`.
+pub fn main_with_role(fixed_role: Option<Role>, about: &'static str) -> ExitCode {
+    let matches = <NodeArgs as clap::CommandFactory>::command()
+        .about(about)
+        .get_matches();
+    let args = match <NodeArgs as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(args) => args,
+        Err(e) => e.exit(),
+    };
     if fixed_role.is_some() && args.role.is_some() {
         eprintln!("error: --role is fixed by this binary; use actormq-node to choose");
         return ExitCode::from(2);
@@ -188,6 +194,13 @@ pub fn main_with_role(fixed_role: Option<Role>) -> ExitCode {
         let _ = out.flush();
     }
     info!(log, "ready"; "namesrv" => ?node.namesrv_addr, "broker" => ?node.broker_addr);
+    if config.broker.ha_listen.is_some() || config.broker.master.is_some() {
+        slog::warn!(
+            log,
+            "master/slave replication is not available in this version; \
+            --ha-role, --ha-listen and --master are accepted but inactive"
+        );
+    }
     let shutdown_log = log.clone();
     system.block_on(async move {
         actix_rt::spawn(async move {

@@ -6,5 +6,8 @@ use std::process::ExitCode;
 use actormq_cluster::config::Role;
 
 fn main() -> ExitCode {
-    actormq_cluster::node_main::main_with_role(Some(Role::Broker))
+    actormq_cluster::node_main::main_with_role(
+        Some(Role::Broker),
+        "Runs an actormq broker; it registers with the name servers given by --namesrv.",
+    )
 }

@@ -6,5 +6,8 @@ use std::process::ExitCode;
 use actormq_cluster::config::Role;
 
 fn main() -> ExitCode {
-    actormq_cluster::node_main::main_with_role(Some(Role::Namesrv))
+    actormq_cluster::node_main::main_with_role(
+        Some(Role::Namesrv),
+        "Runs an actormq name server (the route registry brokers register with).",
+    )
 }

@@ -4,5 +4,8 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    actormq_cluster::node_main::main_with_role(None)
+    actormq_cluster::node_main::main_with_role(
+        None,
+        "Runs an actormq node: name server, broker, or both (combined).",
+    )
 }
