@@ -233,6 +233,44 @@ async fn pipelining_1000_calls_on_one_connection() {
     let stats = server.listener.send(GetSessionStats).await.unwrap();
     assert_eq!(stats.len(), 1, "all calls on one connection: {stats:?}");
     assert_eq!(stats[0].frames_read, 1000);
+    // Replies that became ready together left in one write.
+    assert!(stats[0].writes < 1000, "{:?}", stats[0]);
+    eprintln!("1000 pipelined replies in {} writes", stats[0].writes);
+}
+
+#[actix_rt::test]
+async fn route_fn_serves_a_code_with_a_closure() {
+    let mut router = Router::new();
+    router.route_fn::<Nobody, _, _>(|call: Call<Nobody>| async move {
+        let conn_id = call.origin.map(|o| o.conn_id);
+        Ok(Reply::with_body(
+            EchoReply {
+                n: 42,
+                text: "fn".into(),
+                count: 0,
+                conn_id,
+            },
+            call.body,
+        ))
+    });
+    assert!(router.contains(Nobody::CODE));
+    let (_listener, addr) =
+        Listener::bind("127.0.0.1:0", router, SessionLimits::default(), &logger()).unwrap();
+    let client = fast_client(addr);
+    let r = client
+        .send(Call::with_body(Nobody {}, Bytes::from_static(b"x")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((r.fields.n, r.body.as_ref()), (42, &b"x"[..]));
+    assert!(r.fields.conn_id.is_some());
+    // Echo is not routed on this listener.
+    let err = client
+        .send(Call::new(echo(1, "x")))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code, ResponseCode::RequestCodeNotSupported);
 }
 
 /// A raw protocol client for malformed-input tests.
@@ -714,6 +752,14 @@ async fn net_throughput() {
             done += 1;
         }
         let secs = start.elapsed().as_secs_f64();
+        let stats = _listener.send(GetSessionStats).await.unwrap();
+        let last = stats.iter().max_by_key(|s| s.conn_id).unwrap();
+        eprintln!(
+            "  server: {} requests, {} writes ({:.1} replies per write)",
+            last.frames_read,
+            last.writes,
+            last.frames_read as f64 / last.writes.max(1) as f64
+        );
         eprintln!(
             "body {body_len:>6} B, window {window:>4}: {total} calls in {secs:.2} s = {:.0} calls/s, {:.1} µs/call, {:.1} MB/s each way",
             total as f64 / secs,

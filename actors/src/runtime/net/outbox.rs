@@ -33,6 +33,8 @@ pub(crate) struct Outbox {
     /// Total unwritten bytes (`chunks` + `tail`).
     len: usize,
     max_frame_len: u32,
+    /// Write calls that wrote something, so far.
+    writes: u64,
 }
 
 impl Outbox {
@@ -42,12 +44,18 @@ impl Outbox {
             tail: BytesMut::with_capacity(16 * 1024),
             len: 0,
             max_frame_len,
+            writes: 0,
         }
     }
 
     /// Unwritten bytes.
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// Write calls that wrote something, so far.
+    pub(crate) fn writes(&self) -> u64 {
+        self.writes
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -102,6 +110,7 @@ impl Outbox {
                     Poll::Pending => return Poll::Pending,
                 }
             };
+            self.writes += 1;
             self.consume(n);
         }
         Poll::Ready(Ok(()))

@@ -124,6 +124,9 @@ pub struct SessionStats {
     pub reading: bool,
     /// Request frames read so far.
     pub frames_read: u64,
+    /// Socket writes so far (replies ready together leave in one write, so
+    /// this is usually well below the number of replies).
+    pub writes: u64,
 }
 
 /// Gauges a session updates and its listener reads without a message.
@@ -134,6 +137,7 @@ pub(crate) struct SessionGauge {
     max_buffered: AtomicUsize,
     reading: AtomicBool,
     frames_read: AtomicU64,
+    writes: AtomicU64,
 }
 
 impl SessionGauge {
@@ -146,6 +150,7 @@ impl SessionGauge {
             max_buffered_bytes: self.max_buffered.load(Ordering::Relaxed),
             reading: self.reading.load(Ordering::Relaxed),
             frames_read: self.frames_read.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
         }
     }
 }
@@ -423,6 +428,7 @@ impl Driver {
             .store(self.max_buffered, Ordering::Relaxed);
         gauge.reading.store(self.can_read(), Ordering::Relaxed);
         gauge.frames_read.store(self.frames_read, Ordering::Relaxed);
+        gauge.writes.store(self.out.writes(), Ordering::Relaxed);
     }
 
     fn poll_io(
