@@ -420,6 +420,11 @@ impl Store {
         w.append(msgs, now, out)
     }
 
+    /// The queue offset the next message appended to (topic, queue) will get.
+    pub fn next_queue_offset(&self, topic: &str, queue_id: u32) -> u64 {
+        sync::lock(&self.inner.writer).table.get(topic, queue_id)
+    }
+
     /// Appends one message.
     pub fn append(&self, msg: &AppendMessage<'_>) -> Result<Appended> {
         let r = self.append_batch(std::slice::from_ref(msg))?;

@@ -75,6 +75,13 @@ fn rolls_segments_and_survives_reopen() {
     store.close().unwrap();
     let store = Store::open(cfg(dir.path(), 8192)).unwrap();
     assert!(store.recovery_report().clean);
+    assert_eq!(
+        store.recovery_report().scanned_records,
+        0,
+        "clean open trusts the checkpoint"
+    );
+    assert_eq!(store.recovery_report().redispatched, 0);
+    assert_eq!(store.next_queue_offset("t", 0), 67);
     check(&store);
     // Appends continue with the right offsets.
     let r = store.append(&msg("t", 0, b"next")).unwrap();
