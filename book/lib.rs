@@ -13,6 +13,10 @@
 #[doc = include_str!("src/introduction.md")]
 pub mod introduction {}
 
+/// Chapter "Running a node".
+#[doc = include_str!("src/running-a-node.md")]
+pub mod running_a_node {}
+
 /// Chapter "Architecture".
 #[doc = include_str!("src/architecture.md")]
 pub mod architecture {}
