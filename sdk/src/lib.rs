@@ -4,11 +4,28 @@
 //! public API for writing custom actors, re-exported from `actors` so that a
 //! user depends on one crate.
 //!
-//! **Place in the layering:** `protocol <- sdk`; the SDK never uses `store`
-//! or `cluster`.
+//! **Place in the layering:** `protocol <- sdk`, plus the custom-actor
+//! runtime of `actors`; the SDK never uses `store` or `cluster` directly.
 //!
-//! **Status:** for now it re-exports the wire protocol only. The producer and
-//! consumers arrive with the issue "Client SDK and the `actormq` CLI".
+//! **Status:** the custom-actor API ([`actors`], [`prelude`]) and the wire
+//! protocol ([`protocol`]) are here. The producer and consumers arrive with
+//! the issue "Client SDK and the `actormq` CLI".
 #![forbid(unsafe_code)]
 
 pub use actormq_protocol as protocol;
+
+/// The custom-actor API: supervision, typed calls that may cross nodes,
+/// request-code routing, remote proxies, and broker events.
+pub mod actors {
+    pub use actormq_actors::runtime::*;
+}
+
+/// What a custom actor usually needs, in one `use`.
+pub mod prelude {
+    pub use actix::prelude::*;
+    pub use actormq_actors::runtime::net::{RemoteClient, Router};
+    pub use actormq_actors::runtime::{
+        Call, CallRelay, ChildRef, ChildSpec, Relay, Reply, Rpc, ServiceError, SpawnChild,
+        Supervisor, USER_CODES, route_child,
+    };
+}
