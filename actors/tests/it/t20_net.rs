@@ -350,6 +350,60 @@ async fn unknown_code_is_answered_and_connection_keeps_working() {
     assert!(ok.is_ok());
 }
 
+#[actix_rt::test]
+async fn half_closed_peer_gets_every_reply_then_eof() {
+    let server = serve(SessionLimits::default());
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let mut wire = BytesMut::new();
+    for id in 1..=50u64 {
+        let mut req = echo(id, "h");
+        req.delay_ms = 50 - id; // replies complete out of order
+        FrameCodec::new()
+            .encode(&request(id, &req), &mut wire)
+            .unwrap();
+    }
+    stream.write_all(&wire).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let frames = replies_until_close(&mut stream).await;
+    let mut ids: Vec<u64> = frames.iter().map(|f| f.header.request_id).collect();
+    assert_ne!(
+        ids,
+        (1..=50).collect::<Vec<_>>(),
+        "expected out-of-order replies"
+    );
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=50).collect::<Vec<_>>());
+    assert!(
+        frames
+            .iter()
+            .all(|f| f.response_code() == Ok(ResponseCode::Success))
+    );
+}
+
+#[actix_rt::test]
+async fn connections_past_the_limit_are_refused() {
+    let counter = Counter::default().start();
+    let options = actormq_actors::runtime::ListenerOptions {
+        max_connections: Some(1),
+        ..Default::default()
+    };
+    let (listener, addr) = Listener::bind_with(
+        "127.0.0.1:0",
+        router_for(&counter),
+        SessionLimits::default(),
+        options,
+        &logger(),
+    )
+    .unwrap();
+    let first = fast_client(addr);
+    assert!(first.send(Call::new(echo(1, "a"))).await.unwrap().is_ok());
+    let mut second = TcpStream::connect(addr).await.unwrap();
+    let frames = replies_until_close(&mut second).await;
+    assert!(frames.is_empty());
+    assert!(first.send(Call::new(echo(2, "a"))).await.unwrap().is_ok());
+    assert_eq!(listener.send(GetSessionStats).await.unwrap().len(), 1);
+}
+
 /// Keeps calling through its own connection until stopped; counts
 /// successes and failures.
 fn background_caller(
@@ -665,6 +719,7 @@ async fn origin_and_connection_closed_name_the_same_connection() {
     let options = actormq_actors::runtime::ListenerOptions {
         arbiters: vec![Arbiter::new().handle(), Arbiter::new().handle()],
         subscribers: vec![collector.recipient()],
+        max_connections: None,
     };
     let (listener, addr) = Listener::bind_with(
         "127.0.0.1:0",
@@ -718,6 +773,7 @@ async fn net_throughput() {
     let options = actormq_actors::runtime::ListenerOptions {
         arbiters: vec![Arbiter::new().handle()],
         subscribers: vec![],
+        max_connections: None,
     };
     let counter = Counter::default().start();
     let (_listener, addr) = Listener::bind_with(

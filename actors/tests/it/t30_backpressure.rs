@@ -30,6 +30,7 @@ async fn a_peer_that_never_reads_is_throttled_then_cut() {
     let options = ListenerOptions {
         arbiters: vec![Arbiter::new().handle()],
         subscribers: vec![],
+        max_connections: None,
     };
     let (listener, addr) = Listener::bind_with(
         "127.0.0.1:0",

@@ -40,6 +40,9 @@ pub struct ListenerOptions {
     /// Told of every closed connection from the start (more can subscribe
     /// later with [`SubscribeClosed`]).
     pub subscribers: Vec<Recipient<ConnectionClosed>>,
+    /// Most connections open at once; a connection accepted past it is
+    /// closed at once (and logged). `None` = no limit.
+    pub max_connections: Option<usize>,
 }
 
 /// Adds a subscriber to [`ConnectionClosed`] events.
@@ -77,6 +80,7 @@ pub struct Listener {
     logger: Logger,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
+    max_connections: Option<usize>,
     sessions: HashMap<u64, SessionEntry>,
     subscribers: Subscribers,
 }
@@ -127,6 +131,7 @@ impl Listener {
                 logger,
                 arbiters: options.arbiters,
                 next_arbiter: 0,
+                max_connections: options.max_connections,
                 sessions: HashMap::new(),
                 subscribers: Arc::new(Mutex::new(options.subscribers)),
             }
@@ -135,6 +140,12 @@ impl Listener {
     }
 
     fn accept(&mut self, stream: TcpStream, peer: SocketAddr, ctx: &mut Context<Self>) {
+        if let Some(max) = self.max_connections
+            && self.sessions.len() >= max
+        {
+            warn!(self.logger, "connection refused: too many connections"; "peer" => %peer, "max" => max);
+            return; // dropping the stream closes it
+        }
         let conn_id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
         let gauge = Arc::new(SessionGauge::default());
         let setup = SessionSetup {

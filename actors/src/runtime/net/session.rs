@@ -538,10 +538,10 @@ impl ActorFuture<Session> for Driver {
         }
         if this.phase == Phase::Lingering {
             let mut scratch = [0u8; 4096];
-            loop {
+            for _ in 0..READ_BUDGET {
                 let mut buf = ReadBuf::new(&mut scratch);
                 match Pin::new(this.reader.get_mut()).poll_read(cx, &mut buf) {
-                    Poll::Ready(Ok(())) if !buf.filled().is_empty() => continue,
+                    Poll::Ready(Ok(())) if !buf.filled().is_empty() => {}
                     Poll::Ready(_) => return Poll::Ready(act.take_reason()),
                     Poll::Pending => break,
                 }
