@@ -2,12 +2,28 @@
 //! a plain struct beside it (tested without a runtime) and is a thin actor
 //! shell around it.
 
+pub mod broker_store;
+pub mod commit_log;
+pub mod dispatcher;
+pub mod error_map;
+pub mod flush_service;
 pub mod group_manager;
 pub mod offset_manager;
 pub mod persist;
+pub mod pull_hold;
+pub mod query_service;
 pub mod registrar;
+pub mod retention_cleaner;
+pub mod stored_codec;
 pub mod topic_manager;
 
+pub use broker_store::BrokerStore;
+pub use commit_log::{CommitLogActor, CommitLogConfig};
+pub use dispatcher::{Dispatcher, DispatcherConfig, MessagesStored, SubscribeStored};
+pub use flush_service::{FlushService, FlushServiceConfig};
 pub use group_manager::{GroupManager, GroupManagerConfig, GroupTable};
 pub use offset_manager::{OffsetManager, OffsetManagerConfig, OffsetTable};
+pub use pull_hold::{PullHold, PullHoldConfig};
+pub use query_service::QueryService;
+pub use retention_cleaner::{RetentionCleaner, RetentionConfig};
 pub use topic_manager::{TopicManager, TopicManagerConfig, TopicTable, TopicView};

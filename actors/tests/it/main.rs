@@ -6,3 +6,4 @@ mod t16_broker_meta;
 mod t17_registrar;
 mod t20_net;
 mod t30_backpressure;
+mod t40_send_pull;

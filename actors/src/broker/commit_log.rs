@@ -1,0 +1,693 @@
+//! `CommitLogActor`: the broker's single writer.
+//!
+//! Serves `SEND_MESSAGE` ([`SendMessageRequest`], body = the message body)
+//! and `SEND_BATCH_MESSAGE` ([`SendBatchMessageRequest`], body = a batch,
+//! [`actormq_protocol::batch`]). A handler only validates, resolves the
+//! topic and buffers the request with its arrival time; the real work
+//! happens in one **drain** per mailbox pass:
+//!
+//! - the first buffered request schedules a drain with `ctx.notify`. actix
+//!   runs notified messages (context items) only after the mailbox has
+//!   been polled empty, so every request that is already waiting joins the
+//!   same drain, and all of them go to the store in **one**
+//!   [`Store::append_into`](actormq_store::Store::append_into) call (split
+//!   only past [`CommitLogConfig::max_batch_messages`] /
+//!   [`CommitLogConfig::max_batch_bytes`]);
+//! - **flow control**: a request that waited in the broker more than
+//!   [`CommitLogConfig::max_wait`] (default 200 ms) before its append is
+//!   refused with `SYSTEM_BUSY` (the producer does not retry it);
+//! - **flush**: in `FlushMode::Async` every request is answered right after
+//!   the append; in `FlushMode::Sync` one group-commit callback
+//!   ([`Store::on_flushed`](actormq_store::Store::on_flushed)) per append
+//!   answers the whole batch once the flush thread has the bytes on disk,
+//!   or with `FLUSH_DISK_TIMEOUT` (message stored) after the store's sync
+//!   flush timeout (5 s). The actor itself never fsyncs;
+//! - after each append it nudges the [`super::Dispatcher`]
+//!   ([`LogAppended`]) so consume queues follow at once.
+//!
+//! The append is a memcpy into the mapped segment: run this actor on its
+//! own arbiter (`CommitLogActor::start_in_arbiter`). Topic configs come
+//! from the shared [`TopicView`] snapshot; only a miss asks the
+//! [`super::TopicManager`] ([`ResolveTopic`], which may auto-create).
+//!
+//! The bookkeeping (arrival order, expiry, batch cuts) is [`SendBuffer`], a
+//! plain struct tested without a runtime.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actormq_protocol::request::{
+    SendBatchMessageRequest, SendBatchMessageResponse, SendMessageRequest, SendMessageResponse,
+};
+use actormq_protocol::{Message, MessageId, ResponseCode, validate_batch, validate_message};
+use actormq_store::{AppendMessage, Appended, FlushMode, FlushOutcome};
+use bytes::Bytes;
+use slog::{Logger, error, o, warn};
+use tokio::sync::oneshot;
+
+use super::broker_store::BrokerStore;
+use super::dispatcher::LogAppended;
+use super::stored_codec::{encode_properties, tag_hash_of};
+use super::topic_manager::{ResolveTopic, TopicView, check_writable};
+use crate::runtime::{Call, Reply, ServiceError};
+
+/// Settings of the [`CommitLogActor`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitLogConfig {
+    /// This broker's address, stamped into every record and message id.
+    /// Default: `127.0.0.1:10911`.
+    pub store_host: SocketAddr,
+    /// Longest a send may wait in the broker before its append; older ones
+    /// are refused with `SYSTEM_BUSY`. Default: 200 ms.
+    pub max_wait: Duration,
+    /// Max body + properties of one message (and of a whole batch).
+    /// Default: 4 MiB.
+    pub max_message_size: usize,
+    /// Most messages in one store append. Default: 4096.
+    pub max_batch_messages: usize,
+    /// Most body bytes in one store append (at least one request is always
+    /// taken). Default: 16 MiB.
+    pub max_batch_bytes: usize,
+    /// Mailbox capacity for `send` (requests parked beyond it wait in their
+    /// senders). Deep enough that a drain takes everything the sessions
+    /// have in flight; flow control bounds the wait. Default: 8192.
+    pub mailbox_capacity: usize,
+}
+
+impl Default for CommitLogConfig {
+    fn default() -> Self {
+        Self {
+            store_host: SocketAddr::from(([127, 0, 0, 1], 10911)),
+            max_wait: Duration::from_millis(200),
+            max_message_size: actormq_protocol::validate::DEFAULT_MAX_MESSAGE_SIZE,
+            max_batch_messages: 4096,
+            max_batch_bytes: 16 << 20,
+            mailbox_capacity: 8192,
+        }
+    }
+}
+
+/// Requests waiting for the next append, in arrival order. Plain data.
+#[derive(Debug)]
+pub struct SendBuffer<T> {
+    queue: VecDeque<Entry<T>>,
+}
+
+#[derive(Debug)]
+struct Entry<T> {
+    arrival: Instant,
+    msgs: usize,
+    bytes: usize,
+    item: T,
+}
+
+impl<T> Default for SendBuffer<T> {
+    fn default() -> Self {
+        Self {
+            queue: VecDeque::new(),
+        }
+    }
+}
+
+impl<T> SendBuffer<T> {
+    /// Buffers `item` (`msgs` messages, `bytes` bytes) that arrived at
+    /// `arrival`. Returns whether the buffer was empty before (the caller
+    /// schedules a drain then).
+    pub fn push(&mut self, arrival: Instant, msgs: usize, bytes: usize, item: T) -> bool {
+        let was_empty = self.queue.is_empty();
+        self.queue.push_back(Entry {
+            arrival,
+            msgs,
+            bytes,
+            item,
+        });
+        was_empty
+    }
+
+    /// Number of buffered requests.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether nothing is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Removes the requests that waited more than `max_wait` at `now`
+    /// (flow control), keeping the order of the rest.
+    pub fn take_expired(&mut self, now: Instant, max_wait: Duration) -> Vec<T> {
+        let mut expired = Vec::new();
+        if !self
+            .queue
+            .iter()
+            .any(|e| now.saturating_duration_since(e.arrival) > max_wait)
+        {
+            return expired;
+        }
+        let mut kept = VecDeque::with_capacity(self.queue.len());
+        for e in self.queue.drain(..) {
+            if now.saturating_duration_since(e.arrival) > max_wait {
+                expired.push(e.item);
+            } else {
+                kept.push_back(e);
+            }
+        }
+        self.queue = kept;
+        expired
+    }
+
+    /// Takes the oldest requests up to `max_msgs` messages and `max_bytes`
+    /// bytes, always at least one request.
+    pub fn take_batch(&mut self, max_msgs: usize, max_bytes: usize) -> Vec<T> {
+        let (mut msgs, mut bytes, mut n) = (0usize, 0usize, 0usize);
+        for e in &self.queue {
+            if n > 0 && (msgs + e.msgs > max_msgs || bytes + e.bytes > max_bytes) {
+                break;
+            }
+            msgs += e.msgs;
+            bytes += e.bytes;
+            n += 1;
+        }
+        self.queue.drain(..n).map(|e| e.item).collect()
+    }
+}
+
+/// The response code of a stored send, given how its flush ended.
+pub fn flush_code(outcome: FlushOutcome) -> ResponseCode {
+    match outcome {
+        FlushOutcome::Flushed => ResponseCode::Success,
+        // Stored, but not known to be on disk: RocketMQ's FLUSH_DISK_TIMEOUT.
+        FlushOutcome::Timeout | FlushOutcome::Failed | FlushOutcome::Closed => {
+            ResponseCode::FlushDiskTimeout
+        }
+    }
+}
+
+/// Counters of the [`CommitLogActor`] ([`GetCommitLogStats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitLogStats {
+    /// Send requests received (single and batch).
+    pub requests: u64,
+    /// Messages appended.
+    pub messages: u64,
+    /// Store append calls (one per drain unless the limits split it).
+    pub appends: u64,
+    /// Most requests in one append.
+    pub largest_append_requests: u64,
+    /// Requests refused with `SYSTEM_BUSY` (waited over `max_wait`).
+    pub refused_busy: u64,
+    /// Requests failed by the store (disk full, ...).
+    pub store_errors: u64,
+    /// Sync-flush replies sent with `FLUSH_DISK_TIMEOUT`.
+    pub flush_timeouts: u64,
+}
+
+/// Ask the [`CommitLogActor`] for its counters.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "CommitLogStats")]
+pub struct GetCommitLogStats;
+
+/// Internal: append everything buffered.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Drain;
+
+type Tx<T> = oneshot::Sender<Result<Reply<T>, ServiceError>>;
+
+enum Responder {
+    Single(Tx<SendMessageResponse>),
+    Batch(Tx<SendBatchMessageResponse>),
+}
+
+impl Responder {
+    fn fail(self, err: ServiceError) {
+        // A dropped receiver means the caller gave up: nothing to do.
+        match self {
+            Responder::Single(tx) => drop(tx.send(Err(err))),
+            Responder::Batch(tx) => drop(tx.send(Err(err))),
+        }
+    }
+
+    fn succeed(
+        self,
+        store_host: SocketAddr,
+        appended: &[Appended],
+        queue_id: u32,
+        code: ResponseCode,
+    ) {
+        let id = |a: &Appended| {
+            MessageId {
+                store_host,
+                commit_log_offset: a.commit_log_offset,
+            }
+            .encode()
+        };
+        let first_offset = appended.first().map_or(0, |a| a.queue_offset);
+        match self {
+            Responder::Single(tx) => {
+                let fields = SendMessageResponse {
+                    msg_id: appended.first().map(id).unwrap_or_default(),
+                    queue_id,
+                    queue_offset: first_offset,
+                    transaction_id: None,
+                };
+                drop(tx.send(Ok(Reply::ok(fields).with_code(code))));
+            }
+            Responder::Batch(tx) => {
+                let fields = SendBatchMessageResponse {
+                    msg_ids: appended.iter().map(id).collect(),
+                    queue_id,
+                    queue_offset: first_offset,
+                };
+                drop(tx.send(Ok(Reply::ok(fields).with_code(code))));
+            }
+        }
+    }
+}
+
+/// One message ready for the store (properties already encoded).
+struct Prepared {
+    body: Bytes,
+    properties: Vec<u8>,
+    tag_hash: i64,
+    flags: u32,
+}
+
+/// A validated send waiting for its append.
+struct Pending {
+    topic: String,
+    queue_id: u32,
+    born_timestamp_ms: u64,
+    born_host: Option<SocketAddr>,
+    reconsume_times: u32,
+    msgs: Vec<Prepared>,
+    responder: Responder,
+}
+
+impl Pending {
+    fn bytes(&self) -> usize {
+        self.msgs
+            .iter()
+            .map(|m| m.body.len() + m.properties.len())
+            .sum()
+    }
+}
+
+/// The single writer of the commit log. See the module docs.
+pub struct CommitLogActor {
+    store: BrokerStore,
+    topics: TopicView,
+    topic_manager: Recipient<ResolveTopic>,
+    dispatcher: Option<Recipient<LogAppended>>,
+    config: CommitLogConfig,
+    sync_flush: bool,
+    max_record: usize,
+    buffer: SendBuffer<Pending>,
+    drain_scheduled: bool,
+    appended: Vec<Appended>,
+    stats: CommitLogStats,
+    flush_timeouts: Arc<AtomicU64>,
+    logger: Logger,
+}
+
+impl CommitLogActor {
+    /// A writer over `store`; topic configs from `topics`, misses resolved
+    /// (and auto-created) by `topic_manager`.
+    pub fn new(
+        store: BrokerStore,
+        topics: TopicView,
+        topic_manager: Recipient<ResolveTopic>,
+        config: CommitLogConfig,
+        logger: &Logger,
+    ) -> Self {
+        let sync_flush = store.config().flush_mode == FlushMode::Sync;
+        let max_record = store.config().max_message_size;
+        Self {
+            store,
+            topics,
+            topic_manager,
+            dispatcher: None,
+            config,
+            sync_flush,
+            max_record,
+            buffer: SendBuffer::default(),
+            drain_scheduled: false,
+            appended: Vec::new(),
+            stats: CommitLogStats::default(),
+            flush_timeouts: Arc::new(AtomicU64::new(0)),
+            logger: logger.new(o!("actor" => "CommitLogActor")),
+        }
+    }
+
+    /// Nudges `dispatcher` after every append (builder style).
+    pub fn with_dispatcher(mut self, dispatcher: Recipient<LogAppended>) -> Self {
+        self.dispatcher = Some(dispatcher);
+        self
+    }
+
+    /// Checks one message and encodes it for the store.
+    fn prepare(&self, msg: &Message) -> Result<Prepared, ServiceError> {
+        let properties = encode_properties(msg)?;
+        let record =
+            actormq_store::record::HEADER_LEN + msg.topic.len() + properties.len() + msg.body.len();
+        if record > self.max_record {
+            return Err(ServiceError::new(
+                ResponseCode::MessageIllegal,
+                format!(
+                    "message too large: record of {record} bytes > max {}",
+                    self.max_record
+                ),
+            ));
+        }
+        Ok(Prepared {
+            body: msg.body.clone(),
+            properties,
+            tag_hash: tag_hash_of(msg.tags.as_deref()),
+            flags: msg.flags,
+        })
+    }
+
+    fn prepare_single(
+        &self,
+        call: Call<SendMessageRequest>,
+        tx: Tx<SendMessageResponse>,
+    ) -> Result<Pending, ServiceError> {
+        let born_host = call.origin.map(|o| o.peer);
+        let (queue_id, born_timestamp_ms, reconsume_times) = (
+            call.req.queue_id,
+            call.req.born_timestamp_ms,
+            call.req.reconsume_times,
+        );
+        let msg = call.req.into_message(call.body)?;
+        validate_message(&msg, self.config.max_message_size)?;
+        let prepared = self.prepare(&msg)?;
+        Ok(Pending {
+            topic: msg.topic,
+            queue_id,
+            born_timestamp_ms,
+            born_host,
+            reconsume_times,
+            msgs: vec![prepared],
+            responder: Responder::Single(tx),
+        })
+    }
+
+    fn prepare_batch(
+        &self,
+        call: Call<SendBatchMessageRequest>,
+        tx: Tx<SendBatchMessageResponse>,
+    ) -> Result<Pending, ServiceError> {
+        actormq_protocol::validate_topic(&call.req.topic)?;
+        let msgs = actormq_protocol::batch::decode_messages(&call.body)?;
+        validate_batch(&msgs, self.config.max_message_size)?;
+        if msgs[0].topic != call.req.topic {
+            return Err(ServiceError::new(
+                ResponseCode::MessageIllegal,
+                "batch messages must be of the request's topic",
+            ));
+        }
+        let prepared = msgs
+            .iter()
+            .map(|m| self.prepare(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Pending {
+            topic: call.req.topic,
+            queue_id: call.req.queue_id,
+            born_timestamp_ms: call.req.born_timestamp_ms,
+            born_host: call.origin.map(|o| o.peer),
+            reconsume_times: 0,
+            msgs: prepared,
+            responder: Responder::Batch(tx),
+        })
+    }
+
+    /// Resolves the topic (snapshot first, the topic manager on a miss)
+    /// and buffers the request.
+    fn admit(&mut self, p: Pending, arrival: Instant, ctx: &mut Context<Self>) {
+        self.stats.requests += 1;
+        let snapshot = self.topics.snapshot();
+        if let Some(cfg) = snapshot.get(&p.topic) {
+            match check_writable(cfg, p.queue_id) {
+                Ok(()) => self.enqueue(p, arrival, ctx),
+                Err(e) => p.responder.fail(e),
+            }
+            return;
+        }
+        let ask = self.topic_manager.send(ResolveTopic {
+            topic: p.topic.clone(),
+        });
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(ask).map(move |res, act, ctx| {
+                let cfg = match res {
+                    Ok(Ok(cfg)) => cfg,
+                    Ok(Err(e)) => return p.responder.fail(e),
+                    Err(e) => return p.responder.fail(e.into()),
+                };
+                match check_writable(&cfg, p.queue_id) {
+                    Ok(()) => act.enqueue(p, arrival, ctx),
+                    Err(e) => p.responder.fail(e),
+                }
+            }),
+        );
+    }
+
+    fn enqueue(&mut self, p: Pending, arrival: Instant, ctx: &mut Context<Self>) {
+        let (msgs, bytes) = (p.msgs.len(), p.bytes());
+        self.buffer.push(arrival, msgs, bytes, p);
+        if !self.drain_scheduled {
+            self.drain_scheduled = true;
+            // Runs after the mailbox is polled empty: one drain per pass.
+            ctx.notify(Drain);
+        }
+    }
+
+    fn drain(&mut self) {
+        self.drain_scheduled = false;
+        for p in self
+            .buffer
+            .take_expired(Instant::now(), self.config.max_wait)
+        {
+            self.stats.refused_busy += 1;
+            p.responder.fail(ServiceError::busy(format!(
+                "[TIMEOUT_CLEAN_QUEUE] broker busy: the send waited more than {} ms",
+                self.config.max_wait.as_millis()
+            )));
+        }
+        let mut appended_any = false;
+        while !self.buffer.is_empty() {
+            let batch = self
+                .buffer
+                .take_batch(self.config.max_batch_messages, self.config.max_batch_bytes);
+            appended_any |= self.append(batch);
+        }
+        if appended_any {
+            if let Some(d) = &self.dispatcher {
+                d.do_send(LogAppended);
+            }
+        }
+    }
+
+    /// One store append for `batch`; returns whether anything was stored.
+    fn append(&mut self, batch: Vec<Pending>) -> bool {
+        let store_host = Some(self.config.store_host);
+        let msgs: Vec<AppendMessage<'_>> = batch
+            .iter()
+            .flat_map(|p| {
+                p.msgs.iter().map(move |m| AppendMessage {
+                    topic: &p.topic,
+                    queue_id: p.queue_id,
+                    body: &m.body,
+                    properties: &m.properties,
+                    tag_hash: m.tag_hash,
+                    flags: m.flags,
+                    born_timestamp_ms: p.born_timestamp_ms,
+                    born_host: p.born_host,
+                    store_host,
+                    reconsume_times: p.reconsume_times,
+                    prepared_tx_offset: 0,
+                })
+            })
+            .collect();
+        self.appended.clear();
+        let res = self.store.append_into(&msgs, &mut self.appended);
+        let count = msgs.len();
+        drop(msgs);
+        let end = match res {
+            Ok(end) => end,
+            Err(e) => {
+                error!(self.logger, "append failed"; "error" => %e, "requests" => batch.len());
+                let err = ServiceError::from(e);
+                self.stats.store_errors += batch.len() as u64;
+                for p in batch {
+                    p.responder.fail(err.clone());
+                }
+                return false;
+            }
+        };
+        self.stats.appends += 1;
+        self.stats.messages += count as u64;
+        self.stats.largest_append_requests =
+            self.stats.largest_append_requests.max(batch.len() as u64);
+        let store_host = self.config.store_host;
+        let mut done = Vec::with_capacity(batch.len());
+        let mut at = 0;
+        for p in batch {
+            let n = p.msgs.len();
+            let slots: Vec<Appended> = self.appended[at..at + n].to_vec();
+            at += n;
+            done.push((p.responder, p.queue_id, slots));
+        }
+        if self.sync_flush {
+            let timeouts = Arc::clone(&self.flush_timeouts);
+            let logger = self.logger.clone();
+            self.store.on_flushed(
+                end,
+                Box::new(move |outcome| {
+                    let code = flush_code(outcome);
+                    if code != ResponseCode::Success {
+                        timeouts.fetch_add(done.len() as u64, Ordering::Relaxed);
+                        warn!(logger, "sync flush did not complete"; "outcome" => ?outcome, "end_offset" => end);
+                    }
+                    for (r, q, slots) in done {
+                        r.succeed(store_host, &slots, q, code);
+                    }
+                }),
+            );
+        } else {
+            for (r, q, slots) in done {
+                r.succeed(store_host, &slots, q, ResponseCode::Success);
+            }
+        }
+        true
+    }
+}
+
+impl Actor for CommitLogActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Sends from every session land here: a deep mailbox is what lets
+        // big batches form (flow control bounds the wait).
+        ctx.set_mailbox_capacity(self.config.mailbox_capacity);
+    }
+}
+
+fn closed() -> ServiceError {
+    ServiceError::new(
+        ResponseCode::ServiceNotAvailable,
+        "commit log writer stopped before answering",
+    )
+}
+
+impl Handler<Call<SendMessageRequest>> for CommitLogActor {
+    type Result = ResponseFuture<Result<Reply<SendMessageResponse>, ServiceError>>;
+
+    fn handle(&mut self, call: Call<SendMessageRequest>, ctx: &mut Context<Self>) -> Self::Result {
+        let arrival = Instant::now();
+        let (tx, rx) = oneshot::channel();
+        match self.prepare_single(call, tx) {
+            Ok(p) => self.admit(p, arrival, ctx),
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        }
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(closed())) })
+    }
+}
+
+impl Handler<Call<SendBatchMessageRequest>> for CommitLogActor {
+    type Result = ResponseFuture<Result<Reply<SendBatchMessageResponse>, ServiceError>>;
+
+    fn handle(
+        &mut self,
+        call: Call<SendBatchMessageRequest>,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        let arrival = Instant::now();
+        let (tx, rx) = oneshot::channel();
+        match self.prepare_batch(call, tx) {
+            Ok(p) => self.admit(p, arrival, ctx),
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        }
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(closed())) })
+    }
+}
+
+impl Handler<Drain> for CommitLogActor {
+    type Result = ();
+    fn handle(&mut self, _: Drain, _: &mut Context<Self>) {
+        self.drain();
+    }
+}
+
+impl Handler<GetCommitLogStats> for CommitLogActor {
+    type Result = MessageResult<GetCommitLogStats>;
+    fn handle(&mut self, _: GetCommitLogStats, _: &mut Context<Self>) -> Self::Result {
+        let mut s = self.stats;
+        s.flush_timeouts = self.flush_timeouts.load(Ordering::Relaxed);
+        MessageResult(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffer_reports_first_push_and_cuts_batches() {
+        let mut b = SendBuffer::default();
+        let t = Instant::now();
+        assert!(b.push(t, 1, 10, 'a'));
+        assert!(!b.push(t, 3, 10, 'b'));
+        assert!(!b.push(t, 1, 10, 'c'));
+        assert_eq!(b.take_batch(4, 1000), vec!['a', 'b']);
+        assert_eq!(b.take_batch(4, 1000), vec!['c']);
+        assert!(b.is_empty());
+        // At least one request even past the limits.
+        b.push(t, 10, 10_000, 'd');
+        assert_eq!(b.take_batch(1, 1), vec!['d']);
+        b.push(t, 1, 600, 'e');
+        b.push(t, 1, 600, 'f');
+        assert_eq!(b.take_batch(100, 1000), vec!['e']);
+        assert_eq!(b.len(), 1);
+    }
+
+    #[test]
+    fn buffer_expires_by_arrival() {
+        let mut b = SendBuffer::default();
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_millis(150);
+        b.push(t0, 1, 1, 1);
+        b.push(t1, 1, 1, 2);
+        b.push(t0, 1, 1, 3);
+        let now = t0 + Duration::from_millis(250);
+        assert_eq!(b.take_expired(now, Duration::from_millis(200)), vec![1, 3]);
+        assert_eq!(b.take_batch(10, 10), vec![2]);
+        // Exactly max_wait is still fine; zero tolerance refuses any wait.
+        b.push(t0, 1, 1, 4);
+        assert!(
+            b.take_expired(t0 + Duration::from_millis(200), Duration::from_millis(200))
+                .is_empty()
+        );
+        assert_eq!(
+            b.take_expired(t0 + Duration::from_nanos(1), Duration::ZERO),
+            vec![4]
+        );
+    }
+
+    #[test]
+    fn flush_codes() {
+        assert_eq!(flush_code(FlushOutcome::Flushed), ResponseCode::Success);
+        assert_eq!(
+            flush_code(FlushOutcome::Timeout),
+            ResponseCode::FlushDiskTimeout
+        );
+        assert_eq!(
+            flush_code(FlushOutcome::Failed),
+            ResponseCode::FlushDiskTimeout
+        );
+    }
+}

@@ -1,0 +1,123 @@
+//! `QueryService`: the read-only queries of the data path.
+//!
+//! Serves `GET_MAX_OFFSET`, `GET_MIN_OFFSET`,
+//! `SEARCH_OFFSET_BY_TIMESTAMP` (all answered with [`OffsetResponse`]),
+//! `VIEW_MESSAGE_BY_ID` (the record at a commit log offset, as a
+//! one-message stored batch body) and `QUERY_MESSAGE` (messages of a topic
+//! by key within a store-time range, from the key index, as a stored batch
+//! body; `QUERY_NOT_FOUND` when none). Every read is lock-free or takes
+//! only the store's short index lock, so the actor does no blocking work.
+
+use actix::prelude::*;
+use actormq_protocol::ResponseCode;
+use actormq_protocol::request::{
+    Empty, GetMaxOffsetRequest, GetMinOffsetRequest, OffsetResponse, QueryMessageRequest,
+    QueryMessageResponse, SearchOffsetByTimestampRequest, ViewMessageByIdRequest,
+};
+
+use super::broker_store::BrokerStore;
+use super::stored_codec::encode_views;
+use crate::runtime::{Call, Reply, ServiceError};
+
+/// Most messages one `QUERY_MESSAGE` returns, whatever it asks. RocketMQ: 32.
+pub const MAX_QUERY_MESSAGES: usize = 32;
+
+/// The query actor. See the module docs.
+#[derive(Debug)]
+pub struct QueryService {
+    store: BrokerStore,
+}
+
+impl QueryService {
+    /// Queries over `store`.
+    pub fn new(store: BrokerStore) -> Self {
+        Self { store }
+    }
+}
+
+impl Actor for QueryService {
+    type Context = Context<Self>;
+}
+
+type OffsetReply = Result<Reply<OffsetResponse>, ServiceError>;
+
+fn offset(offset: u64) -> OffsetReply {
+    Ok(Reply::ok(OffsetResponse { offset }))
+}
+
+impl Handler<Call<GetMaxOffsetRequest>> for QueryService {
+    type Result = OffsetReply;
+    fn handle(&mut self, call: Call<GetMaxOffsetRequest>, _: &mut Context<Self>) -> OffsetReply {
+        offset(self.store.max_offset(&call.req.topic, call.req.queue_id))
+    }
+}
+
+impl Handler<Call<GetMinOffsetRequest>> for QueryService {
+    type Result = OffsetReply;
+    fn handle(&mut self, call: Call<GetMinOffsetRequest>, _: &mut Context<Self>) -> OffsetReply {
+        offset(self.store.min_offset(&call.req.topic, call.req.queue_id))
+    }
+}
+
+impl Handler<Call<SearchOffsetByTimestampRequest>> for QueryService {
+    type Result = OffsetReply;
+    fn handle(
+        &mut self,
+        call: Call<SearchOffsetByTimestampRequest>,
+        _: &mut Context<Self>,
+    ) -> OffsetReply {
+        let r = call.req;
+        offset(
+            self.store
+                .offset_by_time(&r.topic, r.queue_id, r.timestamp_ms),
+        )
+    }
+}
+
+impl Handler<Call<ViewMessageByIdRequest>> for QueryService {
+    type Result = Result<Reply<Empty>, ServiceError>;
+    fn handle(
+        &mut self,
+        call: Call<ViewMessageByIdRequest>,
+        _: &mut Context<Self>,
+    ) -> Self::Result {
+        let off = call.req.commit_log_offset;
+        match self.store.read_at(off) {
+            Some(m) => Ok(Reply::with_body(Empty {}, encode_views(&[m]))),
+            None => Err(ServiceError::new(
+                ResponseCode::QueryNotFound,
+                format!("no message at commit log offset {off}"),
+            )),
+        }
+    }
+}
+
+impl Handler<Call<QueryMessageRequest>> for QueryService {
+    type Result = Result<Reply<QueryMessageResponse>, ServiceError>;
+    fn handle(&mut self, call: Call<QueryMessageRequest>, _: &mut Context<Self>) -> Self::Result {
+        let r = call.req;
+        let max = (r.max_num as usize).clamp(1, MAX_QUERY_MESSAGES);
+        let found = self.store.query_by_key(
+            &r.topic,
+            &r.key,
+            r.begin_timestamp_ms,
+            r.end_timestamp_ms,
+            max,
+        )?;
+        if found.is_empty() {
+            return Err(ServiceError::new(
+                ResponseCode::QueryNotFound,
+                format!("no message of topic {} with key {}", r.topic, r.key),
+            ));
+        }
+        let fields = QueryMessageResponse {
+            index_last_update_timestamp_ms: found
+                .iter()
+                .map(|m| m.store_timestamp_ms())
+                .max()
+                .unwrap_or(0),
+            index_last_update_phy_offset: self.store.dispatched_offset(),
+        };
+        Ok(Reply::with_body(fields, encode_views(&found)))
+    }
+}

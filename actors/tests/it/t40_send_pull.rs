@@ -1,0 +1,731 @@
+//! The data path as actors over a real store in a temp dir: send (single
+//! and batch, async and sync flush), pull back, offsets, queries, errors,
+//! restart. `Node` is the fixture the other `t4*` modules share.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+use actormq_actors::broker::commit_log::GetCommitLogStats;
+use actormq_actors::broker::dispatcher::{GetDispatchStats, MessagesStored, SubscribeStored};
+use actormq_actors::broker::flush_service::{FlushAndCheckpoint, GetFlushLag, Shutdown};
+use actormq_actors::broker::{
+    BrokerStore, CommitLogActor, CommitLogConfig, Dispatcher, DispatcherConfig, FlushService,
+    FlushServiceConfig, PullHold, PullHoldConfig, QueryService, TopicManager, TopicManagerConfig,
+    TopicView,
+};
+use actormq_actors::runtime::{Call, Reply, ServiceError};
+use actormq_protocol::request::{
+    CreateTopicRequest, GetMaxOffsetRequest, GetMinOffsetRequest, Perm, PullMessageRequest,
+    PullMessageResponse, QueryMessageRequest, SearchOffsetByTimestampRequest,
+    SendBatchMessageRequest, SendBatchMessageResponse, SendMessageRequest, SendMessageResponse,
+    TopicConfig, ViewMessageByIdRequest,
+};
+use actormq_protocol::{Delay, Message, MessageId, ResponseCode, StoredMessage, batch};
+use actormq_store::{FlushMode, StoreConfig};
+use bytes::Bytes;
+use slog::{Logger, o};
+use tokio::sync::mpsc;
+
+pub fn log() -> Logger {
+    Logger::root(slog::Discard, o!())
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// How to build a [`Node`].
+#[derive(Clone)]
+pub struct Opts {
+    pub flush: FlushMode,
+    pub auto_create: bool,
+    pub writer: CommitLogConfig,
+    pub pull: PullHoldConfig,
+    pub segment_size: u64,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Self {
+            flush: FlushMode::Async,
+            auto_create: true,
+            writer: CommitLogConfig::default(),
+            pull: PullHoldConfig::default(),
+            segment_size: 1 << 20,
+        }
+    }
+}
+
+/// The data-path actors of one broker. The commit log writer, the
+/// dispatcher and the readers run on their own arbiter, as in a node.
+pub struct Node {
+    pub store: BrokerStore,
+    pub topics: Addr<TopicManager>,
+    pub writer: Addr<CommitLogActor>,
+    pub dispatcher: Addr<Dispatcher>,
+    pub pull: Addr<PullHold>,
+    pub query: Addr<QueryService>,
+    pub flush: Addr<FlushService>,
+    arbiters: Vec<Arbiter>,
+}
+
+impl Node {
+    pub async fn start(dir: &Path, opts: Opts) -> Node {
+        let mut cfg = StoreConfig::small(dir.join("store"), opts.segment_size);
+        cfg.flush_mode = opts.flush;
+        let store = BrokerStore::open(cfg).unwrap();
+        let view = TopicView::default();
+        let tm_cfg = TopicManagerConfig {
+            path: dir.join("config/topics.msgpack"),
+            auto_create: opts.auto_create,
+            default_queues: 4,
+        };
+        let (writer_arb, read_arb) = (Arbiter::new(), Arbiter::new());
+        let v = view.clone();
+        let topics = TopicManager::start_in_arbiter(&read_arb.handle(), move |_| {
+            TopicManager::load(tm_cfg, v, &log()).unwrap()
+        });
+        let s = store.clone();
+        let dispatcher = Dispatcher::start_in_arbiter(&read_arb.handle(), move |_| {
+            Dispatcher::new(s, DispatcherConfig::default(), &log())
+        });
+        let (s, v, d, t) = (
+            store.clone(),
+            view.clone(),
+            dispatcher.clone().recipient(),
+            topics.clone().recipient(),
+        );
+        let wcfg = opts.writer.clone();
+        let writer = CommitLogActor::start_in_arbiter(&writer_arb.handle(), move |_| {
+            CommitLogActor::new(s, v, t, wcfg, &log()).with_dispatcher(d)
+        });
+        let (s, v, pcfg) = (store.clone(), view.clone(), opts.pull.clone());
+        let pull = PullHold::start_in_arbiter(&read_arb.handle(), move |_| {
+            PullHold::new(s, v, pcfg, &log())
+        });
+        dispatcher
+            .send(SubscribeStored(pull.clone().recipient()))
+            .await
+            .unwrap();
+        let s = store.clone();
+        let query =
+            QueryService::start_in_arbiter(&read_arb.handle(), move |_| QueryService::new(s));
+        let s = store.clone();
+        let flush = FlushService::start_in_arbiter(&read_arb.handle(), move |_| {
+            FlushService::new(s, FlushServiceConfig::default(), &log())
+        });
+        Node {
+            store,
+            topics,
+            writer,
+            dispatcher,
+            pull,
+            query,
+            flush,
+            arbiters: vec![writer_arb, read_arb],
+        }
+    }
+
+    /// Graceful stop: final flush + checkpoint, stop every actor, close the store.
+    pub async fn stop(self) {
+        self.flush.send(Shutdown).await.unwrap().unwrap();
+        let Node {
+            store, arbiters, ..
+        } = self;
+        for a in &arbiters {
+            a.stop();
+        }
+        actix_rt::task::spawn_blocking(move || {
+            for a in arbiters {
+                a.join().unwrap();
+            }
+        })
+        .await
+        .unwrap();
+        store
+            .close(Duration::from_secs(5))
+            .await
+            .map_err(|s| format!("store still shared by {} handles", s.handles()))
+            .unwrap()
+            .unwrap();
+    }
+
+    pub async fn create_topic(&self, topic: &str, queues: u32) {
+        let config = TopicConfig {
+            topic_name: topic.into(),
+            read_queue_nums: queues,
+            write_queue_nums: queues,
+            perm: Perm::READ_WRITE,
+            ..TopicConfig::default()
+        };
+        self.topics
+            .send(Call::new(CreateTopicRequest { config }))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    pub async fn send(
+        &self,
+        queue_id: u32,
+        msg: &Message,
+    ) -> Result<Reply<SendMessageResponse>, ServiceError> {
+        let req = SendMessageRequest::new("pg", queue_id, now_ms(), msg);
+        self.writer
+            .send(Call::with_body(req, msg.body.clone()))
+            .await
+            .unwrap()
+    }
+
+    pub async fn send_batch(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        msgs: &[Message],
+    ) -> Result<Reply<SendBatchMessageResponse>, ServiceError> {
+        let req = SendBatchMessageRequest {
+            producer_group: "pg".into(),
+            topic: topic.into(),
+            queue_id,
+            born_timestamp_ms: now_ms(),
+            producer_id: None,
+            first_sequence: None,
+        };
+        self.writer
+            .send(Call::with_body(req, batch::messages_to_bytes(msgs)))
+            .await
+            .unwrap()
+    }
+
+    pub async fn pull(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+        suspend_ms: u64,
+        subscription: Option<&str>,
+    ) -> Result<Reply<PullMessageResponse>, ServiceError> {
+        self.pull
+            .send(Call::new(pull_req(
+                topic,
+                queue_id,
+                offset,
+                suspend_ms,
+                subscription,
+            )))
+            .await
+            .unwrap()
+    }
+
+    /// Pulls from `offset` until `n` messages arrived (long polling; 5 s each).
+    pub async fn pull_n(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+        n: usize,
+    ) -> Vec<StoredMessage> {
+        let mut out = Vec::new();
+        let mut next = offset;
+        while out.len() < n {
+            let r = self.pull(topic, queue_id, next, 5000, None).await.unwrap();
+            assert_eq!(
+                r.code,
+                ResponseCode::Success,
+                "pull at {next}: {:?}",
+                r.fields
+            );
+            let got = batch::decode_stored(&r.body).unwrap();
+            assert!(!got.is_empty());
+            next = r.fields.next_begin_offset;
+            out.extend(got);
+        }
+        out
+    }
+
+    /// Waits until the dispatcher made `topic`/`queue` reach `max`.
+    pub async fn wait_dispatched(&self, topic: &str, queue_id: u32, max: u64) {
+        for _ in 0..500 {
+            if self.store.max_offset(topic, queue_id) >= max {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("queue {topic}/{queue_id} never reached {max}");
+    }
+}
+
+pub fn pull_req(
+    topic: &str,
+    queue_id: u32,
+    offset: u64,
+    suspend_ms: u64,
+    subscription: Option<&str>,
+) -> PullMessageRequest {
+    PullMessageRequest {
+        consumer_group: "cg".into(),
+        topic: topic.into(),
+        queue_id,
+        queue_offset: offset,
+        max_msg_nums: 32,
+        commit_offset: None,
+        suspend_timeout_ms: suspend_ms,
+        subscription: subscription.map(str::to_owned),
+        expression_type: None,
+    }
+}
+
+pub fn message(topic: &str, i: usize) -> Message {
+    let mut m = Message::new(
+        topic,
+        Bytes::from(format!("body-{i}-{}", "x".repeat(i % 50))),
+    );
+    m.tags = Some(if i % 2 == 0 { "even" } else { "odd" }.into());
+    m.keys = Some(format!("k{i} order-{}", i / 10));
+    let mut props = BTreeMap::new();
+    props.insert("n".to_owned(), i.to_string());
+    props.insert("UNIQ_KEY".to_owned(), format!("U{i:08}"));
+    m.properties = props;
+    m
+}
+
+async fn round_trip(flush: FlushMode) {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(
+        dir.path(),
+        Opts {
+            flush,
+            ..Opts::default()
+        },
+    )
+    .await;
+    let topic = "orders";
+    let mut sent = Vec::new();
+    // Singles (the first auto-creates the topic).
+    for i in 0..20 {
+        let m = message(topic, i);
+        let r = node.send(1, &m).await.unwrap();
+        assert_eq!(r.code, ResponseCode::Success);
+        assert_eq!(r.fields.queue_id, 1);
+        assert_eq!(r.fields.queue_offset, i as u64);
+        let id = MessageId::decode(&r.fields.msg_id).unwrap();
+        assert_eq!(id.store_host, CommitLogConfig::default().store_host);
+        sent.push(m);
+    }
+    // Batches.
+    for b in 0..5 {
+        let msgs: Vec<Message> = (0..10).map(|j| message(topic, 20 + b * 10 + j)).collect();
+        let r = node.send_batch(topic, 1, &msgs).await.unwrap();
+        assert_eq!(r.code, ResponseCode::Success);
+        assert_eq!(r.fields.queue_offset, 20 + b as u64 * 10);
+        assert_eq!(r.fields.msg_ids.len(), 10);
+        sent.extend(msgs);
+    }
+    // A delayed message keeps its delay.
+    let mut delayed = message(topic, 70);
+    delayed.delay = Delay::Level(3);
+    node.send(1, &delayed).await.unwrap();
+    sent.push(delayed);
+
+    let got = node.pull_n(topic, 1, 0, sent.len()).await;
+    assert_eq!(got.len(), sent.len());
+    for (i, (s, g)) in sent.iter().zip(&got).enumerate() {
+        assert_eq!(&g.message, s, "message {i}");
+        assert_eq!(g.queue_offset, i as u64);
+        assert_eq!(g.queue_id, 1);
+        assert_eq!(g.body_crc, crc32fast::hash(&s.body));
+        assert!(g.store_timestamp_ms > 0);
+        assert_eq!(g.store_host, CommitLogConfig::default().store_host);
+    }
+    if flush == FlushMode::Sync {
+        let lag = node.flush.send(GetFlushLag).await.unwrap();
+        assert!(lag.flushed >= got.last().unwrap().commit_log_offset);
+    }
+    let stats = node.writer.send(GetCommitLogStats).await.unwrap();
+    assert_eq!(stats.messages, sent.len() as u64);
+    assert_eq!(stats.flush_timeouts, 0);
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn send_and_pull_back_async_flush() {
+    round_trip(FlushMode::Async).await;
+}
+
+#[actix_rt::test]
+async fn send_and_pull_back_sync_flush() {
+    round_trip(FlushMode::Sync).await;
+}
+
+#[actix_rt::test]
+async fn unknown_topic_without_auto_create() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(
+        dir.path(),
+        Opts {
+            auto_create: false,
+            ..Opts::default()
+        },
+    )
+    .await;
+    let e = node.send(0, &message("nope", 0)).await.unwrap_err();
+    assert_eq!(e.code, ResponseCode::TopicNotExist);
+    let msgs = vec![message("nope", 0)];
+    let e = node.send_batch("nope", 0, &msgs).await.unwrap_err();
+    assert_eq!(e.code, ResponseCode::TopicNotExist);
+    let e = node.pull("nope", 0, 0, 0, None).await.unwrap_err();
+    assert_eq!(e.code, ResponseCode::TopicNotExist);
+    // Once created, the same send goes through; a queue beyond the topic's is refused.
+    node.create_topic("nope", 2).await;
+    node.send(1, &message("nope", 0)).await.unwrap();
+    let e = node.send(2, &message("nope", 0)).await.unwrap_err();
+    assert_eq!(e.code, ResponseCode::InvalidParameter);
+    let e = node.pull("nope", 5, 0, 0, None).await.unwrap_err();
+    assert_eq!(e.code, ResponseCode::InvalidParameter);
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn illegal_messages_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(
+        dir.path(),
+        Opts {
+            writer: CommitLogConfig {
+                max_message_size: 64 * 1024,
+                ..CommitLogConfig::default()
+            },
+            ..Opts::default()
+        },
+    )
+    .await;
+    // Over the broker's message size.
+    let big = Message::new("t", Bytes::from(vec![7u8; 64 * 1024 + 1]));
+    assert_eq!(
+        node.send(0, &big).await.unwrap_err().code,
+        ResponseCode::MessageIllegal
+    );
+    // A batch whose total is over it.
+    let parts: Vec<Message> = (0..3)
+        .map(|_| Message::new("t", Bytes::from(vec![1u8; 30 * 1024])))
+        .collect();
+    assert_eq!(
+        node.send_batch("t", 0, &parts).await.unwrap_err().code,
+        ResponseCode::MessageIllegal
+    );
+    // A batch mixing topics, a malformed batch body, a bad topic name.
+    let mixed = vec![message("t", 0), message("u", 1)];
+    assert_eq!(
+        node.send_batch("t", 0, &mixed).await.unwrap_err().code,
+        ResponseCode::MessageIllegal
+    );
+    let req = SendBatchMessageRequest {
+        topic: "t".into(),
+        ..SendBatchMessageRequest::default()
+    };
+    let e = node
+        .writer
+        .send(Call::with_body(
+            req,
+            Bytes::from_static(b"\0\0\0\x09garbage"),
+        ))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.code, ResponseCode::InvalidParameter);
+    assert_eq!(
+        node.send(0, &message("bad topic!", 0))
+            .await
+            .unwrap_err()
+            .code,
+        ResponseCode::InvalidParameter
+    );
+    // A property with a separator byte cannot be stored.
+    let mut m = message("t", 0);
+    m.properties.insert("a\u{2}b".into(), "v".into());
+    assert_eq!(
+        node.send(0, &m).await.unwrap_err().code,
+        ResponseCode::MessageIllegal
+    );
+    // Nothing of that reached the store; a good message still does.
+    assert_eq!(
+        node.send(0, &message("t", 0))
+            .await
+            .unwrap()
+            .fields
+            .queue_offset,
+        0
+    );
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn record_over_the_store_limit_is_illegal() {
+    let dir = tempfile::tempdir().unwrap();
+    // 64 KiB segments: records over ~64 KiB cannot be stored, although the
+    // broker's message limit (4 MiB) allows them.
+    let node = Node::start(
+        dir.path(),
+        Opts {
+            segment_size: 64 * 1024,
+            ..Opts::default()
+        },
+    )
+    .await;
+    let big = Message::new("t", Bytes::from(vec![7u8; 70 * 1024]));
+    assert_eq!(
+        node.send(0, &big).await.unwrap_err().code,
+        ResponseCode::MessageIllegal
+    );
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn offsets_and_offset_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), Opts::default()).await;
+    let topic = "offs";
+    node.create_topic(topic, 2).await;
+    // Empty queue: offset 0 is "not found", any other offset "moved".
+    let r = node.pull(topic, 0, 0, 0, None).await.unwrap();
+    assert_eq!(r.code, ResponseCode::PullNotFound);
+    let r = node.pull(topic, 0, 5, 0, None).await.unwrap();
+    assert_eq!(r.code, ResponseCode::PullOffsetMoved);
+    assert_eq!(r.fields.next_begin_offset, 0);
+
+    let t_before = now_ms();
+    for i in 0..10 {
+        node.send(0, &message(topic, i)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let t_mid = now_ms();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for i in 10..15 {
+        node.send(0, &message(topic, i)).await.unwrap();
+    }
+    node.wait_dispatched(topic, 0, 15).await;
+
+    let max = node
+        .query
+        .send(Call::new(GetMaxOffsetRequest {
+            topic: topic.into(),
+            queue_id: 0,
+        }))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(max.fields.offset, 15);
+    let min = node
+        .query
+        .send(Call::new(GetMinOffsetRequest {
+            topic: topic.into(),
+            queue_id: 0,
+        }))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(min.fields.offset, 0);
+    let search = |ts| {
+        node.query.send(Call::new(SearchOffsetByTimestampRequest {
+            topic: topic.into(),
+            queue_id: 0,
+            timestamp_ms: ts,
+        }))
+    };
+    assert_eq!(search(t_before).await.unwrap().unwrap().fields.offset, 0);
+    assert_eq!(search(t_mid).await.unwrap().unwrap().fields.offset, 10);
+    assert_eq!(
+        search(now_ms() + 60_000)
+            .await
+            .unwrap()
+            .unwrap()
+            .fields
+            .offset,
+        15
+    );
+
+    // At the max: not found (caught up); past it: moved; inside: found.
+    let r = node.pull(topic, 0, 15, 0, None).await.unwrap();
+    assert_eq!(r.code, ResponseCode::PullNotFound);
+    assert_eq!((r.fields.next_begin_offset, r.fields.max_offset), (15, 15));
+    let r = node.pull(topic, 0, 100, 0, None).await.unwrap();
+    assert_eq!(r.code, ResponseCode::PullOffsetMoved);
+    let r = node.pull(topic, 0, 12, 0, None).await.unwrap();
+    assert_eq!(r.code, ResponseCode::Success);
+    assert_eq!(r.fields.next_begin_offset, 15);
+    assert_eq!(batch::decode_stored(&r.body).unwrap().len(), 3);
+    // The other queue is untouched.
+    let r = node.pull(topic, 1, 0, 0, None).await.unwrap();
+    assert_eq!(r.code, ResponseCode::PullNotFound);
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn tag_filtering() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), Opts::default()).await;
+    let topic = "tags";
+    for i in 0..30 {
+        node.send(2, &message(topic, i)).await.unwrap();
+    }
+    node.wait_dispatched(topic, 2, 30).await;
+    let r = node.pull(topic, 2, 0, 0, Some("odd")).await.unwrap();
+    assert_eq!(r.code, ResponseCode::Success);
+    let got = batch::decode_stored(&r.body).unwrap();
+    assert_eq!(got.len(), 15);
+    assert!(got.iter().all(|m| m.message.tags.as_deref() == Some("odd")));
+    assert!(got.iter().all(|m| m.queue_offset % 2 == 1));
+    assert_eq!(r.fields.next_begin_offset, 30);
+    let r = node
+        .pull(topic, 2, 0, 0, Some("even || odd"))
+        .await
+        .unwrap();
+    assert_eq!(batch::decode_stored(&r.body).unwrap().len(), 30);
+    let r = node.pull(topic, 2, 0, 0, Some("*")).await.unwrap();
+    assert_eq!(batch::decode_stored(&r.body).unwrap().len(), 30);
+    // Nothing matches: retry immediately from past the scanned range.
+    let r = node.pull(topic, 2, 0, 0, Some("none")).await.unwrap();
+    assert_eq!(r.code, ResponseCode::PullRetryImmediately);
+    assert_eq!(r.fields.next_begin_offset, 30);
+    let mut req = pull_req(topic, 2, 0, 0, Some("a > 1"));
+    req.expression_type = Some("SQL92".into());
+    let e = node.pull.send(Call::new(req)).await.unwrap().unwrap_err();
+    assert_eq!(e.code, ResponseCode::SubscriptionParseFailed);
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn view_by_id_and_query_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), Opts::default()).await;
+    let topic = "q";
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        ids.push(
+            node.send(0, &message(topic, i))
+                .await
+                .unwrap()
+                .fields
+                .msg_id,
+        );
+    }
+    node.wait_dispatched(topic, 0, 25).await;
+    let id = MessageId::decode(&ids[7]).unwrap();
+    let r = node
+        .query
+        .send(Call::new(ViewMessageByIdRequest::from(id)))
+        .await
+        .unwrap()
+        .unwrap();
+    let got = batch::decode_stored(&r.body).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].message, message(topic, 7));
+    assert_eq!(got[0].msg_id(), id);
+    let e = node
+        .query
+        .send(Call::new(ViewMessageByIdRequest {
+            commit_log_offset: u64::MAX / 2,
+        }))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.code, ResponseCode::QueryNotFound);
+
+    let query = |key: &str| {
+        node.query.send(Call::new(QueryMessageRequest {
+            topic: topic.into(),
+            key: key.into(),
+            max_num: 32,
+            begin_timestamp_ms: 0,
+            end_timestamp_ms: u64::MAX,
+        }))
+    };
+    let r = query("order-1").await.unwrap().unwrap();
+    let mut got: Vec<u64> = batch::decode_stored(&r.body)
+        .unwrap()
+        .iter()
+        .map(|m| m.queue_offset)
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, (10..20).collect::<Vec<u64>>());
+    let r = query("U00000003").await.unwrap().unwrap();
+    assert_eq!(batch::decode_stored(&r.body).unwrap()[0].queue_offset, 3);
+    assert_eq!(
+        query("missing").await.unwrap().unwrap_err().code,
+        ResponseCode::QueryNotFound
+    );
+    node.stop().await;
+}
+
+struct Audit(mpsc::UnboundedSender<MessagesStored>);
+impl Actor for Audit {
+    type Context = Context<Self>;
+}
+impl Handler<MessagesStored> for Audit {
+    type Result = ();
+    fn handle(&mut self, msg: MessagesStored, _: &mut Context<Self>) {
+        let _ = self.0.send(msg);
+    }
+}
+
+#[actix_rt::test]
+async fn custom_actor_sees_messages_stored_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), Opts::default()).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    node.dispatcher
+        .send(SubscribeStored(Audit(tx).start().recipient()))
+        .await
+        .unwrap();
+    let msgs: Vec<Message> = (0..7).map(|i| message("audit", i)).collect();
+    node.send_batch("audit", 3, &msgs).await.unwrap();
+    node.send(1, &message("audit", 9)).await.unwrap();
+    let mut seen: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+    while seen.values().map(|v| v.0).sum::<u64>() < 8 {
+        let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ev.topic, "audit");
+        let e = seen.entry(ev.queue_id).or_default();
+        e.0 += ev.count;
+        e.1 = e.1.max(ev.max_offset);
+        assert!(ev.last_store_timestamp_ms > 0);
+    }
+    assert_eq!(seen.get(&3), Some(&(7, 7)));
+    assert_eq!(seen.get(&1), Some(&(1, 1)));
+    let stats = node.dispatcher.send(GetDispatchStats).await.unwrap();
+    assert_eq!(stats.records, 8);
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn restart_reads_everything_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = "durable";
+    let sent: Vec<Message> = (0..300).map(|i| message(topic, i)).collect();
+    {
+        let node = Node::start(dir.path(), Opts::default()).await;
+        for chunk in sent.chunks(50) {
+            node.send_batch(topic, 0, chunk).await.unwrap();
+        }
+        node.wait_dispatched(topic, 0, 300).await;
+        let lag = node.flush.send(FlushAndCheckpoint).await.unwrap().unwrap();
+        assert_eq!(lag.flushed, lag.written);
+        node.stop().await;
+    }
+    let node = Node::start(dir.path(), Opts::default()).await;
+    assert!(node.store.recovery_report().clean);
+    let got = node.pull_n(topic, 0, 0, 300).await;
+    let bodies: Vec<&Message> = got.iter().map(|g| &g.message).collect();
+    assert_eq!(bodies, sent.iter().collect::<Vec<_>>());
+    // Appends continue after the recovered offsets.
+    let r = node.send(0, &message(topic, 300)).await.unwrap();
+    assert_eq!(r.fields.queue_offset, 300);
+    node.stop().await;
+}
