@@ -7,3 +7,5 @@ mod t17_registrar;
 mod t20_net;
 mod t30_backpressure;
 mod t40_send_pull;
+mod t41_long_poll;
+mod t42_batching;
