@@ -28,7 +28,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::{Context as TaskContext, Poll, Waker};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -138,9 +138,6 @@ pub struct RemoteClient {
     retry_scheduled: bool,
     /// Whether the deadline check is scheduled (only while calls pend).
     expiry_scheduled: bool,
-    /// The driver's waker, to flush after a call was queued from outside
-    /// the context's poll (never needed today; kept for safety).
-    waker: Option<Waker>,
 }
 
 impl std::fmt::Debug for RemoteClient {
@@ -174,7 +171,6 @@ impl RemoteClient {
             retry_at: None,
             retry_scheduled: false,
             expiry_scheduled: false,
-            waker: None,
         }
     }
 
@@ -218,10 +214,9 @@ impl RemoteClient {
             body: call.body,
         };
         self.out.push(&frame).map_err(ServiceError::from)?;
+        // No wake-up needed: handlers run inside the context's poll, which
+        // polls the connection driver right after the mailbox.
         self.ensure_link(ctx);
-        if let Some(waker) = &self.waker {
-            waker.wake_by_ref();
-        }
         Ok(id)
     }
 
@@ -311,7 +306,6 @@ impl RemoteClient {
         }
         info!(self.logger, "disconnected"; "reason" => why, "pending" => self.pending.len());
         self.link = Link::Down;
-        self.waker = None;
         self.generation += 1;
         self.fail_all(why);
     }
@@ -440,10 +434,6 @@ impl ActorFuture<RemoteClient> for ClientDriver {
         if !ctx.connected() && act.pending.is_empty() && act.out.is_empty() {
             // Nobody holds an address any more: close, and the actor stops.
             return Poll::Ready("no users left".into());
-        }
-        match &act.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => act.waker = Some(cx.waker().clone()),
         }
         let mut budget = READ_BUDGET;
         while budget > 0 {

@@ -3,7 +3,7 @@
 //!
 //! A route turns a decoded request [`Frame`] into a [`Call<R>`], sends it to
 //! the actor that serves `R::CODE`, and turns the answer into a reply frame
-//! ([`reply_frame`](super::reply::reply_frame)). Per request that is one
+//! ([`reply_frame`]). Per request that is one
 //! decode of the typed fields, one `send` to the serving actor and one boxed
 //! reply future; the body is handed over as the same `Bytes`.
 

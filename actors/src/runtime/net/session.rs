@@ -14,7 +14,7 @@
 //!   so requests are pipelined and replies leave in completion order,
 //!   matched by request id. Oneway requests get no reply.
 //! - **Write**: replies ready in one poll are encoded into one
-//!   [`Outbox`](super::outbox) and leave with one vectored write.
+//!   outbox (`net/outbox.rs`) and leave with one vectored write.
 //!
 //! Memory per session is therefore bounded by the read buffer (at most one
 //! frame, capped by [`SessionLimits::max_frame_len`]) plus the outbox, which
