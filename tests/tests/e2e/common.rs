@@ -1,0 +1,175 @@
+//! Helpers shared by the e2e modules.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actormq_protocol::request::{
+    ClusterInfo, CreateTopicRequest, GetBrokerClusterInfoRequest, GetRouteInfoByTopicRequest, Perm,
+    TopicConfig, TopicRouteData,
+};
+use actormq_protocol::{Bytes, ResponseCode};
+use actormq_tests::client::{Client, within};
+use actormq_tests::eventually;
+use actormq_tests::node::NodeProcess;
+
+/// Bound on the convergence of registrations and routes.
+pub const CONVERGE: Duration = Duration::from_secs(15);
+
+/// Bound on a whole test body.
+pub const TEST_LIMIT: Duration = Duration::from_secs(120);
+
+/// Runs a test body under [`TEST_LIMIT`].
+pub async fn bounded<F: std::future::Future<Output = ()>>(body: F) {
+    within(TEST_LIMIT, body)
+        .await
+        .expect("test body exceeded its time bound");
+}
+
+pub const NO_ARGS: &[&str] = &[];
+
+pub fn combined(args: &[&str]) -> NodeProcess {
+    NodeProcess::combined(args).expect("start a combined node")
+}
+
+pub async fn connect(addr: SocketAddr) -> Client {
+    Client::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"))
+}
+
+pub fn topic_config(name: &str, queues: u32) -> TopicConfig {
+    TopicConfig {
+        topic_name: name.into(),
+        read_queue_nums: queues,
+        write_queue_nums: queues,
+        perm: Perm::READ_WRITE,
+        topic_sys_flag: 0,
+        order: false,
+    }
+}
+
+pub async fn create_topic(broker: SocketAddr, name: &str, queues: u32) {
+    let mut c = connect(broker).await;
+    c.call(
+        &CreateTopicRequest {
+            config: topic_config(name, queues),
+        },
+        Bytes::new(),
+    )
+    .await
+    .expect("create topic call")
+    .ok()
+    .unwrap_or_else(|e| panic!("create topic {name}: {e}"));
+}
+
+/// One route lookup on a fresh connection: `Ok(None)` for
+/// `TOPIC_NOT_EXIST`.
+pub async fn route(namesrv: SocketAddr, topic: &str) -> Result<Option<TopicRouteData>, String> {
+    let mut c = Client::connect(namesrv).await.map_err(|e| e.to_string())?;
+    let reply = c
+        .call(
+            &GetRouteInfoByTopicRequest {
+                topic: topic.into(),
+            },
+            Bytes::new(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    match reply.code {
+        ResponseCode::TopicNotExist => Ok(None),
+        _ => reply.ok().map(Some).map_err(|e| e.to_string()),
+    }
+}
+
+/// Waits until `namesrv` routes `topic` to `broker_name` at `broker` with
+/// `queues` queues.
+pub async fn wait_route(
+    namesrv: SocketAddr,
+    topic: &str,
+    broker_name: &str,
+    broker: SocketAddr,
+    queues: u32,
+) -> TopicRouteData {
+    eventually(CONVERGE, || async move {
+        let r = route(namesrv, topic)
+            .await?
+            .ok_or_else(|| format!("no route for {topic}"))?;
+        let q = r
+            .queue_datas
+            .iter()
+            .find(|q| q.broker_name == broker_name)
+            .ok_or_else(|| format!("no queues on {broker_name}: {r:?}"))?;
+        if q.read_queue_nums != queues || q.write_queue_nums != queues {
+            return Err(format!("queue counts {q:?}"));
+        }
+        let b = r
+            .broker_datas
+            .iter()
+            .find(|b| b.broker_name == broker_name)
+            .ok_or_else(|| format!("no broker data: {r:?}"))?;
+        if b.master_addr() != Some(broker.to_string().as_str()) {
+            return Err(format!("master addr {:?} != {broker}", b.master_addr()));
+        }
+        Ok(r)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("route of {topic} on {namesrv}: {e}"))
+}
+
+/// Waits until `topic` has no route on `namesrv`.
+pub async fn wait_no_route(namesrv: SocketAddr, topic: &str) {
+    eventually(CONVERGE, || async move {
+        match route(namesrv, topic).await? {
+            None => Ok(()),
+            Some(r) => Err(format!("still routed: {r:?}")),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{topic} on {namesrv}: {e}"));
+}
+
+pub async fn cluster_info(namesrv: SocketAddr) -> Result<ClusterInfo, String> {
+    let mut c = Client::connect(namesrv).await.map_err(|e| e.to_string())?;
+    c.call(&GetBrokerClusterInfoRequest {}, Bytes::new())
+        .await
+        .map_err(|e| e.to_string())?
+        .ok()
+        .map_err(|e| e.to_string())
+}
+
+/// Whether `info` lists `broker_name` in `cluster` with master `addr`.
+pub fn lists_broker(
+    info: &ClusterInfo,
+    cluster: &str,
+    broker_name: &str,
+    addr: SocketAddr,
+) -> bool {
+    let in_cluster = info
+        .cluster_addr_table
+        .get(cluster)
+        .is_some_and(|names| names.iter().any(|n| n == broker_name));
+    let at_addr = info
+        .broker_addr_table
+        .get(broker_name)
+        .and_then(|b| b.master_addr())
+        == Some(addr.to_string().as_str());
+    in_cluster && at_addr
+}
+
+pub async fn wait_broker_listed(
+    namesrv: SocketAddr,
+    cluster: &str,
+    broker_name: &str,
+    addr: SocketAddr,
+) {
+    eventually(CONVERGE, || async move {
+        let info = cluster_info(namesrv).await?;
+        if lists_broker(&info, cluster, broker_name, addr) {
+            Ok(())
+        } else {
+            Err(format!("not listed: {info:?}"))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{broker_name} at {addr} on {namesrv}: {e}"));
+}

@@ -1,0 +1,22 @@
+//! End-to-end tests: nodes as child processes on `127.0.0.1:0` with temp
+//! data dirs, driven over TCP by the protocol-level client of
+//! `actormq-tests`.
+//!
+//! | module | needs |
+//! |---|---|
+//! | `t10_combined` | a combined node (name server + topics/offsets/groups) |
+//! | `t20_split` | `actormq-namesrv` + `actormq-broker` processes |
+//! | `t30_bad_peers` | any node |
+//! | `t40_send_pull` | the broker data path (send, pull, long polling) |
+//! | `t50_crash` | the broker data path with `--flush sync` |
+//!
+//! Run: `cargo test -p actormq-tests --test e2e` (one module:
+//! `… --test e2e t30_`). Every test bounds its own time and kills its
+//! children on the way out, pass or fail.
+
+mod common;
+mod t10_combined;
+mod t20_split;
+mod t30_bad_peers;
+mod t40_send_pull;
+mod t50_crash;

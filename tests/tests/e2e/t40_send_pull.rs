@@ -1,0 +1,1 @@
+//! Send and pull through the broker data path (written next).

@@ -1,0 +1,1 @@
+//! SIGKILL under sync flush (written next).
