@@ -221,9 +221,7 @@ impl Handler<FlushAndCheckpoint> for FlushService {
 
 impl Handler<Shutdown> for FlushService {
     type Result = ResponseActFuture<Self, Result<FlushLag, ServiceError>>;
-    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
-        // `wait`: nothing else runs on this actor until the final flush is done.
-        ctx.wait(actix::fut::ready(()));
+    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
         Box::pin(self.flush_and_checkpoint().map(|res, act, ctx| {
             if let Ok(lag) = &res {
                 info!(act.logger, "flushed for shutdown"; "flushed" => lag.flushed, "written" => lag.written);

@@ -4,6 +4,7 @@
 
 pub mod broker_store;
 pub mod commit_log;
+pub mod data_path;
 pub mod dispatcher;
 pub mod error_map;
 pub mod flush_service;
@@ -19,6 +20,7 @@ pub mod topic_manager;
 
 pub use broker_store::BrokerStore;
 pub use commit_log::{CommitLogActor, CommitLogConfig};
+pub use data_path::{DataPath, DataPathConfig, DataPathLinks};
 pub use dispatcher::{Dispatcher, DispatcherConfig, MessagesStored, SubscribeStored};
 pub use flush_service::{FlushService, FlushServiceConfig};
 pub use group_manager::{GroupManager, GroupManagerConfig, GroupTable};

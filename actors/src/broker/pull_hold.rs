@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actormq_protocol::ResponseCode;
-use actormq_protocol::request::{PullMessageRequest, PullMessageResponse};
+use actormq_protocol::request::{
+    PullMessageRequest, PullMessageResponse, UpdateConsumerOffsetRequest,
+};
 use actormq_store::GetStatus;
 use bytes::Bytes;
 use slog::{Logger, debug, o};
@@ -300,6 +302,7 @@ pub struct PullHold {
     config: PullHoldConfig,
     table: HoldTable<Held>,
     stats: PullStats,
+    offsets: Option<Recipient<Call<UpdateConsumerOffsetRequest>>>,
     logger: Logger,
 }
 
@@ -321,7 +324,30 @@ impl PullHold {
             config,
             table: HoldTable::new(cap),
             stats: PullStats::default(),
+            offsets: None,
             logger: logger.new(o!("actor" => "PullHold")),
+        }
+    }
+
+    /// Forwards the `commit_offset` a pull carries to `offsets` (the
+    /// [`super::OffsetManager`]), as RocketMQ commits the consumer's
+    /// progress piggybacked on its pulls (builder style).
+    pub fn with_offset_manager(
+        mut self,
+        offsets: Recipient<Call<UpdateConsumerOffsetRequest>>,
+    ) -> Self {
+        self.offsets = Some(offsets);
+        self
+    }
+
+    fn commit_offset(&self, req: &PullMessageRequest) {
+        if let (Some(offset), Some(to)) = (req.commit_offset, &self.offsets) {
+            to.do_send(Call::new(UpdateConsumerOffsetRequest {
+                consumer_group: req.consumer_group.clone(),
+                topic: req.topic.clone(),
+                queue_id: req.queue_id,
+                commit_offset: offset,
+            }));
         }
     }
 
@@ -443,6 +469,7 @@ impl Handler<Call<PullMessageRequest>> for PullHold {
         if let Err(e) = self.check_topic(&req) {
             return ready(Err(e));
         }
+        self.commit_offset(&req);
         let filter =
             match parse_tag_filter(req.subscription.as_deref(), req.expression_type.as_deref()) {
                 Ok(f) => f,

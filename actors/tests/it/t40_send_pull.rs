@@ -11,11 +11,11 @@ use actormq_actors::broker::commit_log::GetCommitLogStats;
 use actormq_actors::broker::dispatcher::{GetDispatchStats, MessagesStored, SubscribeStored};
 use actormq_actors::broker::flush_service::{FlushAndCheckpoint, GetFlushLag, Shutdown};
 use actormq_actors::broker::{
-    BrokerStore, CommitLogActor, CommitLogConfig, Dispatcher, DispatcherConfig, FlushService,
-    FlushServiceConfig, PullHold, PullHoldConfig, QueryService, TopicManager, TopicManagerConfig,
-    TopicView,
+    BrokerStore, CommitLogActor, CommitLogConfig, DataPath, DataPathConfig, DataPathLinks,
+    Dispatcher, FlushService, PullHold, PullHoldConfig, QueryService, RetentionCleaner,
+    TopicManager, TopicManagerConfig, TopicView,
 };
-use actormq_actors::runtime::{Call, Reply, ServiceError};
+use actormq_actors::runtime::{Call, Reply, Router, ServiceError};
 use actormq_protocol::request::{
     CreateTopicRequest, GetMaxOffsetRequest, GetMinOffsetRequest, Perm, PullMessageRequest,
     PullMessageResponse, QueryMessageRequest, SearchOffsetByTimestampRequest,
@@ -47,6 +47,7 @@ pub struct Opts {
     pub writer: CommitLogConfig,
     pub pull: PullHoldConfig,
     pub segment_size: u64,
+    pub store: Option<fn(&mut StoreConfig)>,
 }
 
 impl Default for Opts {
@@ -57,6 +58,7 @@ impl Default for Opts {
             writer: CommitLogConfig::default(),
             pull: PullHoldConfig::default(),
             segment_size: 1 << 20,
+            store: None,
         }
     }
 }
@@ -71,6 +73,8 @@ pub struct Node {
     pub pull: Addr<PullHold>,
     pub query: Addr<QueryService>,
     pub flush: Addr<FlushService>,
+    pub retention: Addr<RetentionCleaner>,
+    pub router: Router,
     arbiters: Vec<Arbiter>,
 }
 
@@ -78,6 +82,9 @@ impl Node {
     pub async fn start(dir: &Path, opts: Opts) -> Node {
         let mut cfg = StoreConfig::small(dir.join("store"), opts.segment_size);
         cfg.flush_mode = opts.flush;
+        if let Some(tweak) = opts.store {
+            tweak(&mut cfg);
+        }
         let store = BrokerStore::open(cfg).unwrap();
         let view = TopicView::default();
         let tm_cfg = TopicManagerConfig {
@@ -90,43 +97,36 @@ impl Node {
         let topics = TopicManager::start_in_arbiter(&read_arb.handle(), move |_| {
             TopicManager::load(tm_cfg, v, &log()).unwrap()
         });
-        let s = store.clone();
-        let dispatcher = Dispatcher::start_in_arbiter(&read_arb.handle(), move |_| {
-            Dispatcher::new(s, DispatcherConfig::default(), &log())
-        });
-        let (s, v, d, t) = (
-            store.clone(),
-            view.clone(),
-            dispatcher.clone().recipient(),
-            topics.clone().recipient(),
-        );
-        let wcfg = opts.writer.clone();
-        let writer = CommitLogActor::start_in_arbiter(&writer_arb.handle(), move |_| {
-            CommitLogActor::new(s, v, t, wcfg, &log()).with_dispatcher(d)
-        });
-        let (s, v, pcfg) = (store.clone(), view.clone(), opts.pull.clone());
-        let pull = PullHold::start_in_arbiter(&read_arb.handle(), move |_| {
-            PullHold::new(s, v, pcfg, &log())
-        });
-        dispatcher
-            .send(SubscribeStored(pull.clone().recipient()))
-            .await
-            .unwrap();
-        let s = store.clone();
-        let query =
-            QueryService::start_in_arbiter(&read_arb.handle(), move |_| QueryService::new(s));
-        let s = store.clone();
-        let flush = FlushService::start_in_arbiter(&read_arb.handle(), move |_| {
-            FlushService::new(s, FlushServiceConfig::default(), &log())
-        });
-        Node {
+        let links = DataPathLinks {
+            topics: view,
+            topic_manager: topics.clone().recipient(),
+            offsets: None,
+        };
+        let config = DataPathConfig {
+            writer: opts.writer,
+            pull: opts.pull,
+            ..DataPathConfig::default()
+        };
+        let dp = DataPath::start(
             store,
+            links,
+            config,
+            &writer_arb.handle(),
+            &read_arb.handle(),
+            &log(),
+        );
+        let mut router = Router::new();
+        dp.route(&mut router);
+        Node {
+            store: dp.store,
             topics,
-            writer,
-            dispatcher,
-            pull,
-            query,
-            flush,
+            writer: dp.writer,
+            dispatcher: dp.dispatcher,
+            pull: dp.pull,
+            query: dp.query,
+            flush: dp.flush,
+            retention: dp.retention,
+            router,
             arbiters: vec![writer_arb, read_arb],
         }
     }
@@ -727,5 +727,72 @@ async fn restart_reads_everything_back() {
     // Appends continue after the recovered offsets.
     let r = node.send(0, &message(topic, 300)).await.unwrap();
     assert_eq!(r.fields.queue_offset, 300);
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn the_data_path_serves_its_request_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), Opts::default()).await;
+    let mut codes = node.router.codes();
+    codes.sort_unstable();
+    // SEND_MESSAGE, PULL_MESSAGE, QUERY_MESSAGE, SEARCH_OFFSET_BY_TIMESTAMP,
+    // GET_MAX_OFFSET, GET_MIN_OFFSET, VIEW_MESSAGE_BY_ID, SEND_BATCH_MESSAGE.
+    use actormq_protocol::RequestCode as C;
+    let mut want: Vec<u32> = [
+        C::SendMessage,
+        C::SendBatchMessage,
+        C::PullMessage,
+        C::QueryMessage,
+        C::SearchOffsetByTimestamp,
+        C::GetMaxOffset,
+        C::GetMinOffset,
+        C::ViewMessageById,
+    ]
+    .iter()
+    .map(|c| c.as_u32())
+    .collect();
+    want.sort_unstable();
+    assert_eq!(codes, want);
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn retention_removes_expired_segments_and_pulls_move_on() {
+    use actormq_actors::broker::retention_cleaner::CleanNow;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(
+        dir.path(),
+        Opts {
+            segment_size: 64 * 1024,
+            // Keep nothing, and clean at any hour (any disk use is "high").
+            store: Some(|c| {
+                c.file_reserved_hours = 0;
+                c.disk_warn_ratio = 0.0;
+                c.disk_force_ratio = 1.0;
+            }),
+            ..Opts::default()
+        },
+    )
+    .await;
+    let topic = "old";
+    node.create_topic(topic, 1).await;
+    let body = Bytes::from(vec![9u8; 4000]);
+    for _ in 0..60 {
+        node.send(0, &Message::new(topic, body.clone()))
+            .await
+            .unwrap();
+    }
+    node.wait_dispatched(topic, 0, 60).await;
+    let report = node.retention.send(CleanNow).await.unwrap().unwrap();
+    assert!(report.segments_deleted >= 2, "{report:?}");
+    let min = node.store.min_offset(topic, 0);
+    assert!(min > 0);
+    // A pull below the kept range is told where to go.
+    let r = node.pull(topic, 0, 0, 0, None).await.unwrap();
+    assert_eq!(r.code, ResponseCode::PullOffsetMoved);
+    assert_eq!(r.fields.next_begin_offset, min);
+    let got = node.pull_n(topic, 0, min, (60 - min) as usize).await;
+    assert_eq!(got.last().unwrap().queue_offset, 59);
     node.stop().await;
 }
