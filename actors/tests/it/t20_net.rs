@@ -404,6 +404,50 @@ async fn connections_past_the_limit_are_refused() {
     assert_eq!(listener.send(GetSessionStats).await.unwrap().len(), 1);
 }
 
+#[actix_rt::test]
+async fn server_pushes_a_oneway_request_to_a_client_by_connection_id() {
+    use actormq_actors::runtime::net::PushTo;
+    let server = serve(SessionLimits::default());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut inbound = Router::new();
+    inbound.route_fn::<Echo, _, _>(move |call: Call<Echo>| {
+        let _ = tx.send((call.req.n, call.body));
+        async { Err(ServiceError::system("oneway: never sent")) }
+    });
+    let client = RemoteClient::new(server.addr, &logger())
+        .with_router(inbound)
+        .start();
+    let conn_id = client
+        .send(Call::new(echo(1, "who am i")))
+        .await
+        .unwrap()
+        .unwrap()
+        .fields
+        .conn_id
+        .unwrap();
+    let push = PushTo {
+        conn_id,
+        call: Call::with_body(echo(77, "pushed"), Bytes::from_static(b"p")),
+    };
+    server.listener.send(push).await.unwrap().unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap();
+    assert_eq!(got, Some((77, Bytes::from_static(b"p"))));
+    // The connection still serves calls, and a closed id is refused.
+    assert!(client.send(Call::new(echo(2, "x"))).await.unwrap().is_ok());
+    let err = server
+        .listener
+        .send(PushTo {
+            conn_id: u64::MAX,
+            call: Call::new(echo(1, "x")),
+        })
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code, ResponseCode::ServiceNotAvailable);
+}
+
 /// Keeps calling through its own connection until stopped; counts
 /// successes and failures.
 fn background_caller(

@@ -22,9 +22,12 @@ use futures_util::Stream;
 use slog::{Logger, info, o, warn};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::runtime::call::{Call, Rpc, ServiceError};
+use actormq_protocol::ResponseCode;
+
 use super::router::Router;
 use super::session::{
-    CloseSession, ConnectionClosed, Session, SessionEnded, SessionGauge, SessionLimits,
+    CloseSession, ConnectionClosed, Push, Session, SessionEnded, SessionGauge, SessionLimits,
     SessionSetup, SessionStats, Subscribers,
 };
 
@@ -65,6 +68,21 @@ pub struct StopListener;
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "bool")]
 pub struct CloseConnection(pub u64);
+
+/// Sends a oneway request to the peer of connection `conn_id` (see
+/// [`Push`]). Fails with `SERVICE_NOT_AVAILABLE` when that connection is
+/// closed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushTo<R> {
+    /// The connection (as in [`Origin::conn_id`](crate::runtime::Origin)).
+    pub conn_id: u64,
+    /// The request.
+    pub call: Call<R>,
+}
+
+impl<R: Rpc> Message for PushTo<R> {
+    type Result = Result<(), ServiceError>;
+}
 
 struct SessionEntry {
     addr: Addr<Session>,
@@ -248,6 +266,22 @@ impl Handler<CloseConnection> for Listener {
             }
             None => false,
         }
+    }
+}
+
+impl<R: Rpc> Handler<PushTo<R>> for Listener {
+    type Result = ResponseFuture<Result<(), ServiceError>>;
+
+    fn handle(&mut self, msg: PushTo<R>, _: &mut Context<Self>) -> Self::Result {
+        let Some(entry) = self.sessions.get(&msg.conn_id) else {
+            let err = ServiceError::new(
+                ResponseCode::ServiceNotAvailable,
+                format!("connection {} is closed", msg.conn_id),
+            );
+            return Box::pin(std::future::ready(Err(err)));
+        };
+        let sent = entry.addr.send(Push(msg.call));
+        Box::pin(async move { sent.await.map_err(ServiceError::from)? })
     }
 }
 

@@ -7,6 +7,10 @@
 //!   in-flight cap and a write-buffer cap per connection).
 //! - [`RemoteClient`] is the proxy side: one actor per remote address whose
 //!   `Recipient<Call<R>>` behaves like the serving actor's own.
+//! - Server push: [`PushTo`] (through the listener, by connection id) or
+//!   [`Push`] (to a session) sends a oneway request to a connected peer; a
+//!   `RemoteClient` built [`with_router`](RemoteClient::with_router) serves
+//!   such requests.
 //! - [`reply`] holds the single rule mapping answers to reply frames and
 //!   back, used by both sides.
 
@@ -18,9 +22,10 @@ pub mod router;
 pub mod session;
 
 pub use listener::{
-    CloseConnection, GetSessionStats, Listener, ListenerOptions, StopListener, SubscribeClosed,
+    CloseConnection, GetSessionStats, Listener, ListenerOptions, PushTo, StopListener,
+    SubscribeClosed,
 };
-pub use remote::{GetLinkState, LinkState, Oneway, RemoteClient, RemoteOptions};
+pub use remote::{GetLinkState, LinkState, MAX_INBOUND, Oneway, RemoteClient, RemoteOptions};
 pub use reply::{STORED_STATUSES, decode_reply, reply_frame};
 pub use router::{ReplyFuture, Router};
-pub use session::{CloseSession, ConnectionClosed, Session, SessionLimits, SessionStats};
+pub use session::{CloseSession, ConnectionClosed, Push, Session, SessionLimits, SessionStats};

@@ -35,6 +35,7 @@ use actix::prelude::*;
 use actormq_protocol::{DEFAULT_MAX_FRAME_LEN, Flags, Frame, FrameCodec, Header, ResponseCode};
 use bytes::Bytes;
 use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use slog::{Logger, debug, info, o};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -44,10 +45,13 @@ use tokio_util::codec::FramedRead;
 
 use super::outbox::Outbox;
 use super::reply::decode_reply;
+use super::router::{ReplyFuture, Router};
 use crate::runtime::call::{Call, Reply, Rpc, ServiceError};
 
 /// Replies read per poll before the driver yields.
 const READ_BUDGET: usize = 256;
+/// Requests from the remote served at once, at most.
+pub const MAX_INBOUND: usize = 1024;
 
 /// Settings of a [`RemoteClient`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +142,10 @@ pub struct RemoteClient {
     retry_scheduled: bool,
     /// Whether the deadline check is scheduled (only while calls pend).
     expiry_scheduled: bool,
+    /// Serves requests the remote sends on this connection (server push).
+    inbound: Option<Router>,
+    /// Inbound requests being served.
+    serving: FuturesUnordered<ReplyFuture>,
 }
 
 impl std::fmt::Debug for RemoteClient {
@@ -171,7 +179,20 @@ impl RemoteClient {
             retry_at: None,
             retry_scheduled: false,
             expiry_scheduled: false,
+            inbound: None,
+            serving: FuturesUnordered::new(),
         }
+    }
+
+    /// Serves requests the remote sends over this client's connection
+    /// (server push, e.g. `NOTIFY_CONSUMER_IDS_CHANGED`) with `router`;
+    /// replies go back unless the request is oneway. Without a router such
+    /// requests are dropped. At most [`MAX_INBOUND`] are served at once;
+    /// past that they are refused (`SYSTEM_BUSY`) or, if oneway, dropped.
+    #[must_use]
+    pub fn with_router(mut self, router: Router) -> RemoteClient {
+        self.inbound = Some(router);
+        self
     }
 
     /// Starts a proxy for `remote` with default options on the current
@@ -355,6 +376,28 @@ impl RemoteClient {
     }
 }
 
+impl RemoteClient {
+    fn serve_inbound(&mut self, frame: Frame) {
+        let Some(router) = &self.inbound else {
+            debug!(self.logger, "request from remote dropped: no router"; "code" => frame.header.code);
+            return;
+        };
+        if self.serving.len() >= MAX_INBOUND {
+            info!(self.logger, "request from remote refused: too many in flight"; "code" => frame.header.code);
+            if !frame.is_oneway() {
+                let busy = Frame::error(
+                    frame.header.request_id,
+                    ResponseCode::SystemBusy,
+                    "too many requests in flight",
+                );
+                let _ = self.out.push(&busy);
+            }
+            return;
+        }
+        self.serving.push(router.dispatch(frame, None));
+    }
+}
+
 impl Actor for RemoteClient {
     type Context = Context<Self>;
 
@@ -441,7 +484,8 @@ impl ActorFuture<RemoteClient> for ClientDriver {
                 Poll::Ready(Some(Ok(frame))) => {
                     budget -= 1;
                     if !frame.is_response() {
-                        continue; // servers ask nothing of this client yet
+                        act.serve_inbound(frame);
+                        continue;
                     }
                     if let Some(call) = act.pending.remove(&frame.header.request_id) {
                         let _ = call.tx.send(Ok(frame));
@@ -458,6 +502,11 @@ impl ActorFuture<RemoteClient> for ClientDriver {
         }
         if budget == 0 {
             cx.waker().wake_by_ref();
+        }
+        while let Poll::Ready(Some(reply)) = act.serving.poll_next_unpin(cx) {
+            if let Some(reply) = reply {
+                let _ = act.out.push(&reply);
+            }
         }
         match act.out.poll_flush(&mut this.writer, cx) {
             Poll::Ready(Err(err)) => Poll::Ready(err.to_string()),

@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actormq_protocol::{
-    DEFAULT_MAX_FRAME_LEN, Error as ProtocolError, Frame, FrameCodec, ResponseCode,
+    DEFAULT_MAX_FRAME_LEN, Error as ProtocolError, Flags, Frame, FrameCodec, Header, ResponseCode,
 };
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -53,7 +53,7 @@ use tokio_util::codec::FramedRead;
 
 use super::outbox::Outbox;
 use super::router::{ReplyFuture, Router};
-use crate::runtime::call::Origin;
+use crate::runtime::call::{Call, Origin, Rpc, ServiceError};
 
 /// Frames read per poll before the driver yields to other actors.
 const READ_BUDGET: usize = 128;
@@ -106,6 +106,18 @@ pub struct ConnectionClosed {
 #[derive(Debug, Clone, Copy, Default, Message)]
 #[rtype(result = "()")]
 pub struct CloseSession;
+
+/// Sends a oneway request to the peer of a session (server push, e.g.
+/// `NOTIFY_CONSUMER_IDS_CHANGED` or `CHECK_TRANSACTION_STATE`). Fails with
+/// `SYSTEM_BUSY` when the session's write buffer is over its cap, and with
+/// `SYSTEM_ERROR` when the request cannot be encoded. Usually sent through
+/// the listener by connection id ([`PushTo`](super::PushTo)).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Push<R>(pub Call<R>);
+
+impl<R: Rpc> Message for Push<R> {
+    type Result = Result<(), ServiceError>;
+}
 
 /// A snapshot of one session's gauges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,9 +184,15 @@ pub struct Session {
     origin: Origin,
     logger: Logger,
     gauge: Arc<SessionGauge>,
+    limits: SessionLimits,
     subscribers: Subscribers,
     listener: Option<Recipient<SessionEnded>>,
     close_requested: bool,
+    /// Oneway requests to send to the peer, moved into the outbox by the
+    /// driver right after the mailbox is processed.
+    pushes: Vec<Frame>,
+    /// Ids of pushed requests.
+    next_push_id: u64,
     /// Why the driver started draining, for the final log line.
     pending_reason: Option<CloseReason>,
 }
@@ -237,9 +255,12 @@ impl Session {
             },
             logger,
             gauge: setup.gauge,
+            limits: setup.limits,
             subscribers: setup.subscribers,
             listener: setup.listener,
             close_requested: false,
+            pushes: Vec::new(),
+            next_push_id: 1,
             pending_reason: None,
         }
     }
@@ -316,6 +337,40 @@ impl Handler<CloseSession> for Session {
         // The driver runs right after the mailbox in this same poll and
         // sees the flag.
         self.close_requested = true;
+    }
+}
+
+impl<R: Rpc> Handler<Push<R>> for Session {
+    type Result = Result<(), ServiceError>;
+
+    fn handle(&mut self, msg: Push<R>, _: &mut Context<Self>) -> Self::Result {
+        if self.gauge.buffered.load(Ordering::Relaxed) >= self.limits.max_write_buffer {
+            return Err(ServiceError::busy(format!(
+                "connection {} is not reading",
+                self.origin.conn_id
+            )));
+        }
+        let id = self.next_push_id;
+        self.next_push_id += 1;
+        let mut header = Header::request(R::CODE, id);
+        header.flags = header.flags.with(Flags::ONEWAY);
+        let fields = rmp_serde::to_vec_named(&msg.0.req)
+            .map_err(|e| ServiceError::system(format!("cannot encode request: {e}")))?;
+        let frame = Frame {
+            header,
+            fields: fields.into(),
+            body: msg.0.body,
+        };
+        let len = frame.encoded_len().map_err(ServiceError::from)?;
+        if len - 4 > self.limits.max_frame_len as usize {
+            return Err(ServiceError::new(
+                ResponseCode::MessageIllegal,
+                format!("request of {len} bytes is over the frame cap"),
+            ));
+        }
+        // The driver runs right after the mailbox in this same poll.
+        self.pushes.push(frame);
+        Ok(())
     }
 }
 
@@ -498,6 +553,16 @@ impl ActorFuture<Session> for Driver {
         let this = self.get_mut();
         if act.close_requested {
             return Poll::Ready(CloseReason::Requested);
+        }
+        if !act.pushes.is_empty() {
+            if this.phase == Phase::Open {
+                for frame in act.pushes.drain(..) {
+                    // Size checked by the handler.
+                    let _ = this.out.push(&frame);
+                }
+            } else {
+                act.pushes.clear(); // closing: nothing new goes out
+            }
         }
         let mut reason = None;
         let result = match this.phase {
