@@ -12,7 +12,9 @@
 //!   same drain, and all of them go to the store in **one**
 //!   [`Store::append_into`](actormq_store::Store::append_into) call (split
 //!   only past [`CommitLogConfig::max_batch_messages`] /
-//!   [`CommitLogConfig::max_batch_bytes`]);
+//!   [`CommitLogConfig::max_batch_bytes`]). Once `max_batch_messages` are
+//!   buffered the handler appends at once instead of waiting for the end
+//!   of the pass, so a mailbox that never runs dry cannot starve the drain;
 //! - **flow control**: a request that waited in the broker more than
 //!   [`CommitLogConfig::max_wait`] (default 200 ms) before its append is
 //!   refused with `SYSTEM_BUSY` (the producer does not retry it);
@@ -95,6 +97,7 @@ impl Default for CommitLogConfig {
 #[derive(Debug)]
 pub struct SendBuffer<T> {
     queue: VecDeque<Entry<T>>,
+    messages: usize,
 }
 
 #[derive(Debug)]
@@ -109,6 +112,7 @@ impl<T> Default for SendBuffer<T> {
     fn default() -> Self {
         Self {
             queue: VecDeque::new(),
+            messages: 0,
         }
     }
 }
@@ -119,6 +123,7 @@ impl<T> SendBuffer<T> {
     /// schedules a drain then).
     pub fn push(&mut self, arrival: Instant, msgs: usize, bytes: usize, item: T) -> bool {
         let was_empty = self.queue.is_empty();
+        self.messages += msgs;
         self.queue.push_back(Entry {
             arrival,
             msgs,
@@ -131,6 +136,11 @@ impl<T> SendBuffer<T> {
     /// Number of buffered requests.
     pub fn len(&self) -> usize {
         self.queue.len()
+    }
+
+    /// Number of buffered messages (a batch request counts each).
+    pub fn messages(&self) -> usize {
+        self.messages
     }
 
     /// Whether nothing is buffered.
@@ -152,6 +162,7 @@ impl<T> SendBuffer<T> {
         let mut kept = VecDeque::with_capacity(self.queue.len());
         for e in self.queue.drain(..) {
             if now.saturating_duration_since(e.arrival) > max_wait {
+                self.messages -= e.msgs;
                 expired.push(e.item);
             } else {
                 kept.push_back(e);
@@ -173,6 +184,7 @@ impl<T> SendBuffer<T> {
             bytes += e.bytes;
             n += 1;
         }
+        self.messages -= msgs;
         self.queue.drain(..n).map(|e| e.item).collect()
     }
 }
@@ -459,7 +471,12 @@ impl CommitLogActor {
     fn enqueue(&mut self, p: Pending, arrival: Instant, ctx: &mut Context<Self>) {
         let (msgs, bytes) = (p.msgs.len(), p.bytes());
         self.buffer.push(arrival, msgs, bytes, p);
-        if !self.drain_scheduled {
+        if self.buffer.messages() >= self.config.max_batch_messages {
+            // A full batch is waiting: append now rather than at the end of
+            // the pass, so a mailbox that never runs dry cannot starve the
+            // drain (bounded latency and memory).
+            self.drain();
+        } else if !self.drain_scheduled {
             self.drain_scheduled = true;
             // Runs after the mailbox is polled empty: one drain per pass.
             ctx.notify(Drain);
@@ -467,7 +484,6 @@ impl CommitLogActor {
     }
 
     fn drain(&mut self) {
-        self.drain_scheduled = false;
         for p in self
             .buffer
             .take_expired(Instant::now(), self.config.max_wait)
@@ -619,6 +635,7 @@ impl Handler<Call<SendBatchMessageRequest>> for CommitLogActor {
 impl Handler<Drain> for CommitLogActor {
     type Result = ();
     fn handle(&mut self, _: Drain, _: &mut Context<Self>) {
+        self.drain_scheduled = false;
         self.drain();
     }
 }
@@ -643,7 +660,9 @@ mod tests {
         assert!(b.push(t, 1, 10, 'a'));
         assert!(!b.push(t, 3, 10, 'b'));
         assert!(!b.push(t, 1, 10, 'c'));
+        assert_eq!(b.messages(), 5);
         assert_eq!(b.take_batch(4, 1000), vec!['a', 'b']);
+        assert_eq!(b.messages(), 1);
         assert_eq!(b.take_batch(4, 1000), vec!['c']);
         assert!(b.is_empty());
         // At least one request even past the limits.
@@ -665,6 +684,7 @@ mod tests {
         b.push(t0, 1, 1, 3);
         let now = t0 + Duration::from_millis(250);
         assert_eq!(b.take_expired(now, Duration::from_millis(200)), vec![1, 3]);
+        assert_eq!(b.messages(), 1);
         assert_eq!(b.take_batch(10, 10), vec![2]);
         // Exactly max_wait is still fine; zero tolerance refuses any wait.
         b.push(t0, 1, 1, 4);

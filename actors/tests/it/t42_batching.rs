@@ -72,6 +72,30 @@ async fn concurrent_sends_share_appends_sync_flush() {
 }
 
 #[actix_rt::test]
+async fn a_full_batch_is_appended_without_waiting_for_the_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(
+        dir.path(),
+        Opts {
+            writer: CommitLogConfig {
+                max_batch_messages: 10,
+                ..CommitLogConfig::default()
+            },
+            ..Opts::default()
+        },
+    )
+    .await;
+    node.create_topic("b", 1).await;
+    let offsets = concurrent_sends(&node, "b", 500).await;
+    let unique: HashSet<u64> = offsets.iter().copied().collect();
+    assert_eq!(unique.len(), 500);
+    let s = node.writer.send(GetCommitLogStats).await.unwrap();
+    assert!(s.largest_append_requests <= 10, "{s:?}");
+    assert!(s.appends >= 50, "{s:?}");
+    node.stop().await;
+}
+
+#[actix_rt::test]
 async fn sends_that_waited_too_long_are_refused_busy() {
     let dir = tempfile::tempdir().unwrap();
     // max_wait 0: any time between arrival and append is too long, which
