@@ -328,6 +328,8 @@ impl RemoteClient {
         info!(self.logger, "disconnected"; "reason" => why, "pending" => self.pending.len());
         self.link = Link::Down;
         self.generation += 1;
+        // Replies to the remote's requests have nowhere to go now.
+        self.serving = FuturesUnordered::new();
         self.fail_all(why);
     }
 
