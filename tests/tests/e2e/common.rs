@@ -173,3 +173,93 @@ pub async fn wait_broker_listed(
     .await
     .unwrap_or_else(|e| panic!("{broker_name} at {addr} on {namesrv}: {e}"));
 }
+
+// ---- data path helpers (t40, t50) ----
+
+use actormq_protocol::StoredMessage;
+use actormq_protocol::batch;
+use actormq_protocol::request::{
+    GetMaxOffsetRequest, PullMessageRequest, PullMessageResponse, SendMessageRequest,
+};
+
+/// A SEND_MESSAGE request for `body` to `topic`/`queue`, with a tag, keys
+/// and a property so the round trip checks more than the body.
+pub fn send_request(topic: &str, queue: u32, tag: &str, key: &str) -> SendMessageRequest {
+    let mut props = std::collections::BTreeMap::new();
+    props.insert("e2e-prop".to_string(), format!("v-{key}"));
+    SendMessageRequest {
+        producer_group: "e2e-producer".into(),
+        topic: topic.into(),
+        queue_id: queue,
+        born_timestamp_ms: actormq_tests::now_ms(),
+        tags: Some(tag.into()),
+        keys: Some(key.into()),
+        properties: props,
+        ..SendMessageRequest::default()
+    }
+}
+
+pub async fn max_offset(c: &mut Client, topic: &str, queue: u32) -> u64 {
+    c.call(
+        &GetMaxOffsetRequest {
+            topic: topic.into(),
+            queue_id: queue,
+        },
+        Bytes::new(),
+    )
+    .await
+    .expect("GET_MAX_OFFSET")
+    .ok()
+    .expect("GET_MAX_OFFSET succeeds")
+    .offset
+}
+
+pub fn pull_request(
+    topic: &str,
+    queue: u32,
+    offset: u64,
+    max: u32,
+    suspend_ms: u64,
+) -> PullMessageRequest {
+    PullMessageRequest {
+        consumer_group: "e2e-consumer".into(),
+        topic: topic.into(),
+        queue_id: queue,
+        queue_offset: offset,
+        max_msg_nums: max,
+        suspend_timeout_ms: suspend_ms,
+        ..PullMessageRequest::default()
+    }
+}
+
+/// Pulls every message of `topic`/`queue` from offset 0 up to the queue's
+/// max offset (no long polling), checking the offsets are consecutive.
+pub async fn pull_all(c: &mut Client, topic: &str, queue: u32) -> Vec<StoredMessage> {
+    let max = max_offset(c, topic, queue).await;
+    let mut out: Vec<StoredMessage> = Vec::new();
+    let mut next = 0u64;
+    while next < max {
+        let reply = c
+            .call(&pull_request(topic, queue, next, 32, 0), Bytes::new())
+            .await
+            .expect("PULL_MESSAGE");
+        let code = reply.code;
+        let (fields, body): (PullMessageResponse, Bytes) = reply
+            .expect_code(ResponseCode::Success)
+            .unwrap_or_else(|e| panic!("pull {topic}/{queue}@{next} (max {max}): {e}"));
+        let msgs = batch::decode_stored(&body).expect("pulled batch decodes");
+        assert!(!msgs.is_empty(), "SUCCESS without messages ({code})");
+        for m in msgs {
+            assert_eq!(m.queue_id, queue);
+            assert_eq!(
+                m.queue_offset, next,
+                "offsets consecutive in {topic}/{queue}"
+            );
+            assert_eq!(m.message.topic, topic);
+            next += 1;
+            out.push(m);
+        }
+        assert_eq!(fields.next_begin_offset, next, "next_begin_offset");
+    }
+    out
+}

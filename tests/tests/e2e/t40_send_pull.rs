@@ -1,1 +1,278 @@
-//! Send and pull through the broker data path (written next).
+//! Send and pull through a node's data path (SEND_MESSAGE,
+//! SEND_BATCH_MESSAGE, PULL_MESSAGE, long polling), across a SIGTERM
+//! restart. **Needs the broker data path wired into the node.**
+
+use std::time::{Duration, Instant};
+
+use actormq_protocol::request::{
+    PullMessageResponse, QueryConsumerOffsetRequest, SendBatchMessageRequest,
+    SendBatchMessageResponse, SendMessageResponse, UpdateConsumerOffsetRequest,
+};
+use actormq_protocol::{Bytes, Message, ResponseCode, StoredMessage, batch};
+
+use crate::common::*;
+
+const TOPIC: &str = "t40-data";
+
+fn body_of(i: usize) -> Bytes {
+    // Varied sizes, binary content, one empty-ish and one large.
+    let len = match i % 5 {
+        0 => 1,
+        1 => 128,
+        2 => 1000,
+        3 => 7,
+        _ => 64 * 1024,
+    };
+    (0..len)
+        .map(|j| (i * 31 + j * 7) as u8)
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// What was sent: queue, queue offset, message id, and the message.
+#[derive(Debug, Clone)]
+struct Sent {
+    queue: u32,
+    offset: u64,
+    msg_id: String,
+    tag: String,
+    key: String,
+    body: Bytes,
+}
+
+fn check_pulled(sent: &[Sent], pulled: &[StoredMessage]) {
+    assert_eq!(pulled.len(), sent.len(), "message count");
+    for (s, p) in sent.iter().zip(pulled) {
+        assert_eq!((p.queue_id, p.queue_offset), (s.queue, s.offset));
+        assert_eq!(p.message.body, s.body, "body of {}/{}", s.queue, s.offset);
+        assert_eq!(p.message.tags.as_deref(), Some(s.tag.as_str()));
+        assert_eq!(p.message.keys.as_deref(), Some(s.key.as_str()));
+        assert_eq!(
+            p.message.properties.get("e2e-prop").map(String::as_str),
+            Some(format!("v-{}", s.key).as_str()),
+            "user property kept"
+        );
+        assert_eq!(p.body_crc, crc(&s.body), "body crc");
+        assert_eq!(
+            p.msg_id().encode(),
+            s.msg_id,
+            "msg id of {}/{}",
+            s.queue,
+            s.offset
+        );
+    }
+}
+
+fn crc(b: &[u8]) -> u32 {
+    // CRC32 (IEEE), bitwise: the stored `body_crc` must match.
+    let mut c = !0u32;
+    for &x in b {
+        c ^= u32::from(x);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xEDB8_8320
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+async fn send_singles(c: &mut actormq_tests::client::Client, queue: u32, n: usize) -> Vec<Sent> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let (tag, key) = (format!("tag{}", i % 3), format!("k{queue}-{i}"));
+        let body = body_of(i);
+        let reply = c
+            .call(&send_request(TOPIC, queue, &tag, &key), body.clone())
+            .await
+            .expect("SEND_MESSAGE");
+        let r: SendMessageResponse = reply.ok().unwrap_or_else(|e| panic!("send {i}: {e}"));
+        assert_eq!(r.queue_id, queue);
+        assert_eq!(r.queue_offset, i as u64, "offsets consecutive from 0");
+        out.push(Sent {
+            queue,
+            offset: r.queue_offset,
+            msg_id: r.msg_id,
+            tag,
+            key,
+            body,
+        });
+    }
+    out
+}
+
+async fn send_batches(
+    c: &mut actormq_tests::client::Client,
+    queue: u32,
+    batches: usize,
+    per: usize,
+) -> Vec<Sent> {
+    let mut out = Vec::new();
+    for b in 0..batches {
+        let msgs: Vec<Message> = (0..per)
+            .map(|j| {
+                let i = b * per + j;
+                let mut m = Message::new(TOPIC, body_of(i));
+                m.tags = Some(format!("tag{}", i % 3));
+                m.keys = Some(format!("k{queue}-{i}"));
+                m.properties
+                    .insert("e2e-prop".into(), format!("v-k{queue}-{i}"));
+                m
+            })
+            .collect();
+        let req = SendBatchMessageRequest {
+            producer_group: "e2e-producer".into(),
+            topic: TOPIC.into(),
+            queue_id: queue,
+            born_timestamp_ms: actormq_tests::now_ms(),
+            ..SendBatchMessageRequest::default()
+        };
+        let reply = c
+            .call(&req, batch::messages_to_bytes(&msgs))
+            .await
+            .expect("SEND_BATCH_MESSAGE");
+        let r: SendBatchMessageResponse = reply.ok().unwrap_or_else(|e| panic!("batch {b}: {e}"));
+        assert_eq!(r.queue_id, queue);
+        assert_eq!(r.queue_offset, (b * per) as u64);
+        assert_eq!(r.msg_ids.len(), per);
+        for (j, (m, id)) in msgs.into_iter().zip(r.msg_ids).enumerate() {
+            out.push(Sent {
+                queue,
+                offset: r.queue_offset + j as u64,
+                msg_id: id,
+                tag: m.tags.unwrap(),
+                key: m.keys.unwrap(),
+                body: m.body,
+            });
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn t40_send_pull_long_poll_and_restart() {
+    bounded(async {
+        let mut node = combined(NO_ARGS);
+        create_topic(node.broker(), TOPIC, 4).await;
+        let mut c = connect(node.broker()).await;
+
+        // Single sends to queue 0, batches to queue 1.
+        let singles = send_singles(&mut c, 0, 25).await;
+        let batched = send_batches(&mut c, 1, 4, 16).await;
+        assert_eq!(max_offset(&mut c, TOPIC, 0).await, 25);
+        assert_eq!(max_offset(&mut c, TOPIC, 1).await, 64);
+        check_pulled(&singles, &pull_all(&mut c, TOPIC, 0).await);
+        check_pulled(&batched, &pull_all(&mut c, TOPIC, 1).await);
+
+        // An empty queue answers PULL_NOT_FOUND at once without long polling...
+        let t = Instant::now();
+        let r = c
+            .call(&pull_request(TOPIC, 2, 0, 32, 0), Bytes::new())
+            .await
+            .unwrap();
+        assert_eq!(r.code, ResponseCode::PullNotFound);
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        // ...and after the suspend time with it.
+        let t = Instant::now();
+        let r = c
+            .call(&pull_request(TOPIC, 2, 0, 32, 600), Bytes::new())
+            .await
+            .unwrap();
+        assert_eq!(r.code, ResponseCode::PullNotFound);
+        let held = t.elapsed();
+        assert!(
+            held >= Duration::from_millis(500) && held < Duration::from_secs(5),
+            "held {held:?} for a 600 ms suspend"
+        );
+
+        // Long polling: a held pull answers as soon as a send lands.
+        let mut puller = connect(node.broker()).await;
+        let held = pull_request(TOPIC, 3, 0, 32, 10_000);
+        let pull = puller.call(&held, Bytes::new());
+        let send = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let sent_at = Instant::now();
+            let r = c
+                .call(
+                    &send_request(TOPIC, 3, "lp", "lp-key"),
+                    Bytes::from_static(b"wake up"),
+                )
+                .await
+                .expect("send during long poll");
+            r.ok().expect("send during long poll succeeds");
+            sent_at
+        };
+        let (pulled, sent_at) = tokio::join!(pull, send);
+        let woke = sent_at.elapsed();
+        let (fields, body): (PullMessageResponse, Bytes) = pulled
+            .expect("held pull")
+            .expect_code(ResponseCode::Success)
+            .expect("held pull answered with the message");
+        let msgs = batch::decode_stored(&body).unwrap();
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(msgs[0].message.body, Bytes::from_static(b"wake up"));
+        assert_eq!(fields.next_begin_offset, 1);
+        assert!(
+            woke < Duration::from_secs(2),
+            "held pull answered {woke:?} after the send"
+        );
+
+        // Consumer offsets, then a graceful restart.
+        for (q, off) in [(0u32, 20u64), (1, 64)] {
+            c.call(
+                &UpdateConsumerOffsetRequest {
+                    consumer_group: "t40-group".into(),
+                    topic: TOPIC.into(),
+                    queue_id: q,
+                    commit_offset: off,
+                },
+                Bytes::new(),
+            )
+            .await
+            .unwrap()
+            .ok()
+            .expect("commit offset");
+        }
+        drop((c, puller));
+        node.terminate().expect("SIGTERM exits 0");
+        node.restart().expect("restart");
+
+        let mut c = connect(node.broker()).await;
+        assert_eq!(max_offset(&mut c, TOPIC, 0).await, 25);
+        assert_eq!(max_offset(&mut c, TOPIC, 1).await, 64);
+        assert_eq!(max_offset(&mut c, TOPIC, 3).await, 1);
+        check_pulled(&singles, &pull_all(&mut c, TOPIC, 0).await);
+        check_pulled(&batched, &pull_all(&mut c, TOPIC, 1).await);
+        for (q, off) in [(0u32, 20u64), (1, 64)] {
+            let r = c
+                .call(
+                    &QueryConsumerOffsetRequest {
+                        consumer_group: "t40-group".into(),
+                        topic: TOPIC.into(),
+                        queue_id: q,
+                    },
+                    Bytes::new(),
+                )
+                .await
+                .unwrap()
+                .ok()
+                .expect("offset after restart");
+            assert_eq!(r.offset, off, "queue {q}");
+        }
+        // Sends continue after the restart where the queue left off.
+        let r = c
+            .call(
+                &send_request(TOPIC, 0, "after", "after"),
+                Bytes::from_static(b"after restart"),
+            )
+            .await
+            .unwrap()
+            .ok()
+            .expect("send after restart");
+        assert_eq!(r.queue_offset, 25);
+        node.terminate().expect("SIGTERM exits 0");
+    })
+    .await;
+}
