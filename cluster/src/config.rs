@@ -142,6 +142,9 @@ pub struct BrokerSection {
     pub transaction_check_max: u32,
     /// Hours commit-log segments are kept, >0. Default `72`.
     pub file_reserved_hours: u32,
+    /// Size of one commit-log segment file in bytes, 64 KiB..=16 GiB.
+    /// Default `1073741824` (1 GiB). Small values suit tests.
+    pub commit_log_segment_size: u64,
 }
 
 impl Default for BrokerSection {
@@ -167,6 +170,7 @@ impl Default for BrokerSection {
             transaction_check_interval_ms: 60_000,
             transaction_check_max: 15,
             file_reserved_hours: 72,
+            commit_log_segment_size: 1 << 30,
         }
     }
 }
@@ -365,6 +369,15 @@ impl NodeConfig {
         }
         if b.file_reserved_hours == 0 {
             return invalid("broker.file_reserved_hours", "must be > 0".into());
+        }
+        if !(64 << 10..=16 << 30).contains(&b.commit_log_segment_size) {
+            return invalid(
+                "broker.commit_log_segment_size",
+                format!(
+                    "{} is not in 65536..=17179869184",
+                    b.commit_log_segment_size
+                ),
+            );
         }
         if let Err(reason) = parse_delay_levels(&b.message_delay_level) {
             return invalid("broker.message_delay_level", reason);

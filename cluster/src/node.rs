@@ -20,9 +20,18 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use actix::prelude::*;
+use actormq_actors::broker::broker_store::BrokerStore;
+use actormq_actors::broker::commit_log::{CommitLogActor, CommitLogConfig};
+use actormq_actors::broker::dispatcher::{
+    Dispatcher, DispatcherConfig, MessagesStored, SubscribeStored,
+};
+use actormq_actors::broker::flush_service::{FlushService, FlushServiceConfig, Shutdown};
+use actormq_actors::broker::pull_hold::{PullHold, PullHoldConfig};
+use actormq_actors::broker::query_service::QueryService;
 use actormq_actors::broker::registrar::{
     BrokerIdentity, NamesrvLink, Registrar, RegistrarConfig, UnregisterAll,
 };
+use actormq_actors::broker::retention_cleaner::{RetentionCleaner, RetentionConfig};
 use actormq_actors::broker::topic_manager::SubscribeTopics;
 use actormq_actors::broker::{
     GroupManager, GroupManagerConfig, OffsetManager, OffsetManagerConfig, TopicManager,
@@ -39,13 +48,17 @@ use actormq_actors::runtime::{
 use actormq_protocol::request::{
     CreateTopicRequest, DeleteTopicInBrokerRequest, DeleteTopicInNamesrvRequest,
     GetAllTopicConfigRequest, GetAllTopicListFromNamesrvRequest, GetBrokerClusterInfoRequest,
-    GetConsumerListByGroupRequest, GetRouteInfoByTopicRequest, HeartbeatRequest,
-    QueryConsumerOffsetRequest, RegisterBrokerRequest, UnregisterBrokerRequest,
-    UpdateConsumerOffsetRequest,
+    GetConsumerListByGroupRequest, GetMaxOffsetRequest, GetMinOffsetRequest,
+    GetRouteInfoByTopicRequest, HeartbeatRequest, PullMessageRequest, QueryConsumerOffsetRequest,
+    QueryMessageRequest, RegisterBrokerRequest, SearchOffsetByTimestampRequest,
+    SendBatchMessageRequest, SendMessageRequest, UnregisterBrokerRequest,
+    UpdateConsumerOffsetRequest, ViewMessageByIdRequest,
 };
 use slog::{Logger, info, o, warn};
 
-use crate::config::{NodeConfig, Role};
+use actormq_store::StoreConfig;
+
+use crate::config::{FlushMode, NodeConfig, Role};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +83,9 @@ pub enum NodeError {
     /// A supervised service could not start.
     #[error("cannot start {0}")]
     Start(String),
+    /// The store could not be opened (recovery failed, corruption, ...).
+    #[error("store: {0}")]
+    Store(#[from] actormq_store::Error),
 }
 
 /// A running node; dropping it does not stop it, [`Node::shutdown`] does.
@@ -81,6 +97,10 @@ pub struct Node {
     supervisor: Addr<Supervisor>,
     listeners: Vec<Addr<Listener>>,
     registrar: Option<ChildRef<Registrar>>,
+    flush: Option<ChildRef<FlushService>>,
+    stored: Option<Addr<StoredFanout>>,
+    store: Option<BrokerStore>,
+    writer_arbiter: Option<Arbiter>,
     logger: Logger,
 }
 
@@ -102,6 +122,10 @@ impl Node {
             supervisor,
             listeners: Vec::new(),
             registrar: None,
+            flush: None,
+            stored: None,
+            store: None,
+            writer_arbiter: None,
             logger,
         };
         let role = config.node.role;
@@ -192,6 +216,8 @@ impl Node {
             .await?;
 
         let mut router = Router::new();
+        self.start_data_path(config, &view, &topics, &offsets, &mut router)
+            .await?;
         route_child::<CreateTopicRequest, _>(&mut router, &topics);
         route_child::<DeleteTopicInBrokerRequest, _>(&mut router, &topics);
         route_child::<GetAllTopicConfigRequest, _>(&mut router, &topics);
@@ -248,6 +274,138 @@ impl Node {
         Ok(())
     }
 
+    /// The commit-log writer (on its own arbiter), dispatcher, long-poll
+    /// holder, queries, flush and retention, all supervised, over one store.
+    async fn start_data_path(
+        &mut self,
+        config: &NodeConfig,
+        view: &TopicView,
+        topics: &ChildRef<TopicManager>,
+        offsets: &ChildRef<OffsetManager>,
+        router: &mut Router,
+    ) -> Result<(), NodeError> {
+        let b = &config.broker;
+        let mut store_cfg = StoreConfig::new(&config.node.data_dir);
+        store_cfg.segment_size = b.commit_log_segment_size;
+        store_cfg.file_reserved_hours = u64::from(b.file_reserved_hours);
+        store_cfg.flush_mode = match b.flush {
+            FlushMode::Async => actormq_store::FlushMode::Async,
+            FlushMode::Sync => actormq_store::FlushMode::Sync,
+        };
+        let started = std::time::Instant::now();
+        let store = actix_rt::task::spawn_blocking(move || BrokerStore::open(store_cfg))
+            .await
+            .map_err(|e| NodeError::Start(format!("store: {e}")))??;
+        let report = store.recovery_report();
+        info!(self.logger, "store open"; "ms" => started.elapsed().as_millis() as u64,
+            "report" => ?report);
+
+        let (s, log) = (store.clone(), self.logger.clone());
+        let dispatcher = self
+            .spawn(ChildSpec::new("dispatcher", move || {
+                Ok(Dispatcher::new(
+                    s.clone(),
+                    DispatcherConfig::default(),
+                    &log,
+                ))
+            }))
+            .await?;
+        let (s, v, log) = (store.clone(), view.clone(), self.logger.clone());
+        let long_polling_max = Duration::from_millis(b.long_polling_max_ms);
+        let offsets_relay = CallRelay::new(offsets.clone()).start();
+        let pull = self
+            .spawn(ChildSpec::new("pull-hold", move || {
+                let cfg = PullHoldConfig {
+                    long_polling_enabled: long_polling_max > Duration::ZERO,
+                    long_polling_max,
+                    ..PullHoldConfig::default()
+                };
+                Ok(PullHold::new(s.clone(), v.clone(), cfg, &log)
+                    .with_offset_manager(offsets_relay.clone().recipient()))
+            }))
+            .await?;
+        // Stored events reach the long-poll holder (and plugins) through a
+        // fan-out that is re-subscribed to every dispatcher incarnation.
+        let fanout = StoredFanout {
+            subscribers: vec![Relay::new(pull.clone()).start().recipient()],
+        }
+        .start();
+        follow_dispatcher(&dispatcher, fanout.clone());
+        self.stored = Some(fanout);
+
+        let s = store.clone();
+        let query = self
+            .spawn(ChildSpec::new("query", move || {
+                Ok(QueryService::new(s.clone()))
+            }))
+            .await?;
+        let (s, log) = (store.clone(), self.logger.clone());
+        let flush = self
+            .spawn(ChildSpec::new("flush", move || {
+                Ok(FlushService::new(
+                    s.clone(),
+                    FlushServiceConfig::default(),
+                    &log,
+                ))
+            }))
+            .await?;
+        let (s, log) = (store.clone(), self.logger.clone());
+        self.spawn(ChildSpec::new("retention", move || {
+            Ok(RetentionCleaner::new(
+                s.clone(),
+                RetentionConfig::default(),
+                &log,
+            ))
+        }))
+        .await?;
+
+        let writer_arbiter = Arbiter::new();
+        let store_host = b.advertise.unwrap_or(b.listen);
+        let (s, v, log) = (store.clone(), view.clone(), self.logger.clone());
+        let resolver = CallRelay::new(topics.clone()).start();
+        let appended = Relay::new(dispatcher.clone()).start();
+        let writer = self
+            .spawn(
+                ChildSpec::new("commit-log", move || {
+                    let cfg = CommitLogConfig {
+                        store_host,
+                        ..CommitLogConfig::default()
+                    };
+                    Ok(CommitLogActor::new(
+                        s.clone(),
+                        v.clone(),
+                        resolver.clone().recipient(),
+                        cfg,
+                        &log,
+                    )
+                    .with_dispatcher(appended.clone().recipient()))
+                })
+                .on_arbiter(writer_arbiter.handle()),
+            )
+            .await?;
+
+        route_child::<SendMessageRequest, _>(router, &writer);
+        route_child::<SendBatchMessageRequest, _>(router, &writer);
+        route_child::<PullMessageRequest, _>(router, &pull);
+        route_child::<GetMaxOffsetRequest, _>(router, &query);
+        route_child::<GetMinOffsetRequest, _>(router, &query);
+        route_child::<SearchOffsetByTimestampRequest, _>(router, &query);
+        route_child::<ViewMessageByIdRequest, _>(router, &query);
+        route_child::<QueryMessageRequest, _>(router, &query);
+        self.flush = Some(flush);
+        self.store = Some(store);
+        self.writer_arbiter = Some(writer_arbiter);
+        Ok(())
+    }
+
+    /// Subscribes `recipient` to "message stored" events of this broker
+    /// (custom actors: audits, mirrors, metrics).
+    pub fn subscribe_stored(&self, recipient: Recipient<MessagesStored>) {
+        if let Some(fanout) = &self.stored {
+            fanout.do_send(AddStoredSubscriber(recipient));
+        }
+    }
+
     fn listen(
         &self,
         addr: SocketAddr,
@@ -297,7 +455,26 @@ impl Node {
                 warn!(self.logger, "unregister timed out");
             }
         }
+        if let Some(flush) = self.flush.as_ref().and_then(ChildRef::addr) {
+            match flush.send(Shutdown).timeout(Duration::from_secs(30)).await {
+                Ok(Ok(lag)) => info!(self.logger, "final flush done"; "lag" => ?lag),
+                other => warn!(self.logger, "final flush failed"; "result" => ?other),
+            }
+        }
         let _ = self.supervisor.send(StopSupervisor).await;
+        if let Some(store) = self.store {
+            match store.close(Duration::from_secs(10)).await {
+                Ok(Ok(())) => info!(self.logger, "store closed cleanly"),
+                Ok(Err(e)) => warn!(self.logger, "store close failed"; "error" => %e),
+                Err(_) => warn!(
+                    self.logger,
+                    "store still in use at exit; next start recovers"
+                ),
+            }
+        }
+        if let Some(arbiter) = self.writer_arbiter {
+            arbiter.stop();
+        }
         info!(self.logger, "stopped");
     }
 }
@@ -309,4 +486,51 @@ fn local_link(registry: &ChildRef<Registry>) -> NamesrvLink {
         register: relay.clone().recipient(),
         unregister: relay.recipient(),
     }
+}
+
+/// Forwards "message stored" events to every subscriber; a stable address
+/// across dispatcher restarts.
+struct StoredFanout {
+    subscribers: Vec<Recipient<MessagesStored>>,
+}
+
+impl Actor for StoredFanout {
+    type Context = Context<Self>;
+}
+
+impl Handler<MessagesStored> for StoredFanout {
+    type Result = ();
+    fn handle(&mut self, msg: MessagesStored, _: &mut Context<Self>) {
+        self.subscribers.retain(|s| s.connected());
+        for s in &self.subscribers {
+            s.do_send(msg.clone());
+        }
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct AddStoredSubscriber(Recipient<MessagesStored>);
+
+impl Handler<AddStoredSubscriber> for StoredFanout {
+    type Result = ();
+    fn handle(&mut self, msg: AddStoredSubscriber, _: &mut Context<Self>) {
+        self.subscribers.push(msg.0);
+    }
+}
+
+/// Subscribes `fanout` to the current dispatcher and to each new incarnation.
+fn follow_dispatcher(dispatcher: &ChildRef<Dispatcher>, fanout: Addr<StoredFanout>) {
+    let mut incarnations = dispatcher.subscribe();
+    if let Some(d) = incarnations.borrow_and_update().clone() {
+        d.do_send(SubscribeStored(fanout.clone().recipient()));
+    }
+    actix_rt::spawn(async move {
+        while incarnations.changed().await.is_ok() {
+            let current = incarnations.borrow_and_update().clone();
+            if let Some(d) = current {
+                d.do_send(SubscribeStored(fanout.clone().recipient()));
+            }
+        }
+    });
 }

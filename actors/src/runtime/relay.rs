@@ -66,10 +66,10 @@ where
     });
 }
 
-/// Like [`Relay`], for requests with replies: a `Recipient<Call<R>>` that
-/// stays valid across restarts of the child (e.g. a combined node's
-/// registrar holding the in-process registry). While the child is down,
-/// calls fail with `SYSTEM_BUSY`.
+/// Like [`Relay`], for requests with replies: a recipient (e.g. a
+/// `Recipient<Call<R>>`) that stays valid across restarts of the child.
+/// It forwards any message whose reply is `Result<T, ServiceError>`;
+/// while the child is down, requests fail with `SYSTEM_BUSY`.
 pub struct CallRelay<A: Actor> {
     child: ChildRef<A>,
 }
@@ -85,19 +85,20 @@ impl<A: Actor> Actor for CallRelay<A> {
     type Context = Context<Self>;
 }
 
-impl<A, R> Handler<Call<R>> for CallRelay<A>
+impl<A, M, T> Handler<M> for CallRelay<A>
 where
-    R: Rpc,
-    A: Actor + Handler<Call<R>>,
-    A::Context: ToEnvelope<A, Call<R>>,
+    A: Actor + Handler<M>,
+    A::Context: ToEnvelope<A, M>,
+    M: Message<Result = Result<T, ServiceError>> + Send + 'static,
+    T: Send + 'static,
 {
-    type Result = ResponseFuture<<Call<R> as Message>::Result>;
+    type Result = ResponseFuture<Result<T, ServiceError>>;
 
-    fn handle(&mut self, call: Call<R>, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: M, _: &mut Context<Self>) -> Self::Result {
         let addr = self.child.addr();
         Box::pin(async move {
             match addr {
-                Some(addr) => addr.send(call).await?,
+                Some(addr) => addr.send(msg).await?,
                 None => Err(ServiceError::busy("service restarting")),
             }
         })

@@ -91,13 +91,11 @@ impl<A: Actor> ChildRef<A> {
 pub struct ChildSpec<A: Actor<Context = Context<A>>> {
     name: String,
     factory: Arc<dyn Fn() -> Result<A, FactoryError> + Send + Sync>,
-    launcher: Option<Launcher<A>>,
+    arbiter: Option<ArbiterHandle>,
 }
 
 /// Code that sets the watch up inside a child's context.
 type Install<A> = Box<dyn FnOnce(&mut Context<A>) + Send>;
-/// Starts a built actor somewhere other than the supervisor's thread.
-type Launcher<A> = Box<dyn Fn(A, Install<A>) -> Addr<A> + Send + Sync>;
 
 impl<A: Actor<Context = Context<A>>> ChildSpec<A> {
     /// A child named `name`, built by `factory` at start and at each restart.
@@ -108,21 +106,17 @@ impl<A: Actor<Context = Context<A>>> ChildSpec<A> {
         Self {
             name: name.into(),
             factory: Arc::new(factory),
-            launcher: None,
+            arbiter: None,
         }
     }
 }
 
-impl<A: Actor<Context = Context<A>> + Send> ChildSpec<A> {
+impl<A: Actor<Context = Context<A>>> ChildSpec<A> {
     /// Run the child on `arbiter` (another thread) instead of the
-    /// supervisor's own; the actor moves there, so it must be `Send`.
+    /// supervisor's own. The factory then runs on that thread too, so the
+    /// actor never crosses threads and need not be `Send`.
     pub fn on_arbiter(mut self, arbiter: ArbiterHandle) -> Self {
-        self.launcher = Some(Box::new(move |actor, install| {
-            A::start_in_arbiter(&arbiter, move |ctx| {
-                install(ctx);
-                actor
-            })
-        }));
+        self.arbiter = Some(arbiter);
         self
     }
 }
@@ -202,14 +196,9 @@ impl<A: Actor<Context = Context<A>>> Restartable for Typed<A> {
         index: usize,
         generation: u64,
     ) -> Result<oneshot::Sender<()>, FactoryError> {
-        // User code: a panicking factory is a failed start, not a dead supervisor.
-        let actor = match catch_unwind(AssertUnwindSafe(|| (self.spec.factory)())) {
-            Ok(result) => result?,
-            Err(_) => return Err("child factory panicked".into()),
-        };
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let guard = ExitGuard {
-            supervisor,
+            supervisor: supervisor.clone(),
             index,
             generation,
         };
@@ -221,20 +210,70 @@ impl<A: Actor<Context = Context<A>>> Restartable for Typed<A> {
             };
             ctx.spawn(actix::fut::wrap_future::<_, A>(watch).map(|(), _act, ctx| ctx.stop()));
         });
-        let addr = match &self.spec.launcher {
-            None => A::create(|ctx| {
-                install(ctx);
-                actor
-            }),
-            Some(launch) => launch(actor, install),
-        };
-        self.handle.set(Some(addr));
+        let factory = Arc::clone(&self.spec.factory);
+        match &self.spec.arbiter {
+            None => {
+                let actor = build(&*factory)?;
+                let addr = A::create(|ctx| {
+                    install(ctx);
+                    actor
+                });
+                self.handle.set(Some(addr));
+            }
+            Some(arbiter) => {
+                // Build and start on the target thread. If the factory fails
+                // there, `install` (and with it the exit guard) is dropped
+                // unused, which reports the failed start like a death.
+                let handle = self.handle.clone();
+                let spawned = arbiter.spawn(async move {
+                    match build(&*factory) {
+                        Ok(actor) => {
+                            let addr = A::create(|ctx| {
+                                install(ctx);
+                                actor
+                            });
+                            handle.set(Some(addr));
+                        }
+                        Err(error) => {
+                            supervisor.do_send(ChildStartFailed {
+                                index,
+                                error: error.to_string(),
+                            });
+                            drop(install);
+                        }
+                    }
+                });
+                if !spawned {
+                    return Err("child arbiter is not running".into());
+                }
+            }
+        }
         Ok(stop_tx)
     }
 
     fn clear(&self) {
         self.handle.set(None);
     }
+}
+
+/// Runs user code: a panicking factory is a failed start, not a dead
+/// supervisor.
+fn build<A>(
+    factory: &(dyn Fn() -> Result<A, FactoryError> + Send + Sync),
+) -> Result<A, FactoryError> {
+    match catch_unwind(AssertUnwindSafe(factory)) {
+        Ok(result) => result,
+        Err(_) => Err("child factory panicked".into()),
+    }
+}
+
+/// Sent from another arbiter when a child's factory failed there (logged;
+/// the dropped exit guard reports the failure itself).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+struct ChildStartFailed {
+    index: usize,
+    error: String,
 }
 
 struct ChildEntry {
@@ -349,8 +388,13 @@ impl Actor for Supervisor {
     }
 }
 
+/// How long [`SpawnChild`] waits for a child on another arbiter to come up.
+const FIRST_START_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl<A: Actor<Context = Context<A>>> Handler<SpawnChild<A>> for Supervisor {
-    type Result = MessageResult<SpawnChild<A>>;
+    /// Replies once the first incarnation runs (a child on another arbiter
+    /// starts asynchronously), or after its start failed and 5 s passed.
+    type Result = ResponseFuture<ChildRef<A>>;
 
     fn handle(&mut self, msg: SpawnChild<A>, ctx: &mut Context<Self>) -> Self::Result {
         let handle = ChildRef::new();
@@ -368,7 +412,12 @@ impl<A: Actor<Context = Context<A>>> Handler<SpawnChild<A>> for Supervisor {
         });
         let index = self.children.len() - 1;
         self.start_child(index, ctx);
-        MessageResult(handle)
+        let mut running = handle.subscribe();
+        Box::pin(async move {
+            let up = running.wait_for(Option::is_some);
+            let _ = actix_rt::time::timeout(FIRST_START_WAIT, up).await;
+            handle
+        })
     }
 }
 
@@ -383,6 +432,16 @@ impl Handler<ChildExited> for Supervisor {
             return; // a stop we asked for, or a stale incarnation
         }
         self.on_failure(msg.index, ctx);
+    }
+}
+
+impl Handler<ChildStartFailed> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChildStartFailed, _ctx: &mut Context<Self>) {
+        if let Some(entry) = self.children.get(msg.index) {
+            warn!(self.logger, "child failed to start"; "child" => &entry.name, "error" => &msg.error);
+        }
     }
 }
 

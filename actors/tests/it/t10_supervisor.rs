@@ -316,3 +316,111 @@ async fn failing_factory_counts_against_the_budget() {
             .any(|l| l.contains("state file unreadable"))
     );
 }
+
+/// Holds an `Rc`, so it is not `Send`: it must be built on its arbiter.
+struct Local {
+    served: std::rc::Rc<std::cell::Cell<u32>>,
+}
+
+impl Actor for Local {
+    type Context = Context<Self>;
+}
+
+impl Handler<Ping> for Local {
+    type Result = u32;
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> u32 {
+        self.served.set(self.served.get() + 1);
+        self.served.get()
+    }
+}
+
+impl Handler<Crash> for Local {
+    type Result = ();
+    fn handle(&mut self, _: Crash, _: &mut Context<Self>) {
+        panic!("local worker asked to crash (expected in this test)");
+    }
+}
+
+#[actix_rt::test]
+async fn non_send_child_runs_and_restarts_on_another_arbiter() {
+    let capture = Capture::default();
+    let sup = Supervisor::new(
+        "s",
+        &capture.logger(),
+        fast_policy(3),
+        Escalation::StopSystem,
+    )
+    .start();
+    let arbiter = Arbiter::new();
+    let main_thread = std::thread::current().id();
+    let spec = ChildSpec::new("local", move || {
+        assert_ne!(
+            std::thread::current().id(),
+            main_thread,
+            "built on the child's arbiter"
+        );
+        Ok(Local {
+            served: Default::default(),
+        })
+    })
+    .on_arbiter(arbiter.handle());
+    let child = sup.send(SpawnChild(spec)).await.unwrap();
+    let mut rx = child.subscribe();
+    let first = actix_rt::time::timeout(Duration::from_secs(10), rx.wait_for(Option::is_some))
+        .await
+        .unwrap()
+        .unwrap()
+        .clone()
+        .unwrap();
+    assert_eq!(first.send(Ping).await.unwrap(), 1);
+    assert!(first.send(Crash).await.is_err());
+    let second = actix_rt::time::timeout(
+        Duration::from_secs(10),
+        rx.wait_for(|a| matches!(a, Some(new) if *new != first)),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .clone()
+    .unwrap();
+    assert_eq!(second.send(Ping).await.unwrap(), 1);
+    sup.send(StopSupervisor).await.unwrap();
+    arbiter.stop();
+}
+
+#[actix_rt::test]
+async fn factory_failing_on_another_arbiter_counts_and_escalates() {
+    let capture = Capture::default();
+    let (tx, mut escalations) = mpsc::unbounded_channel();
+    let parent = Parent(tx).start();
+    let sup = Supervisor::new(
+        "s",
+        &capture.logger(),
+        fast_policy(1),
+        Escalation::Notify(parent.recipient()),
+    )
+    .start();
+    let arbiter = Arbiter::new();
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = Arc::clone(&calls);
+    let spec = ChildSpec::new("broken-remote", move || -> Result<Local, _> {
+        c.fetch_add(1, Ordering::SeqCst);
+        Err("segment file unreadable".into())
+    })
+    .on_arbiter(arbiter.handle());
+    sup.send(SpawnChild(spec)).await.unwrap();
+    let escalated = recv_escalation(&mut escalations).await;
+    assert_eq!(escalated.child, "broken-remote");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "initial start + one restart"
+    );
+    assert!(
+        capture
+            .lines()
+            .iter()
+            .any(|l| l.contains("segment file unreadable"))
+    );
+    arbiter.stop();
+}
