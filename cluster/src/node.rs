@@ -26,6 +26,7 @@ use actormq_actors::broker::dispatcher::{
     Dispatcher, DispatcherConfig, MessagesStored, SubscribeStored,
 };
 use actormq_actors::broker::flush_service::{FlushService, FlushServiceConfig, Shutdown};
+use actormq_actors::broker::group_manager::{ConsumerGroupChanged, SubscribeGroups};
 use actormq_actors::broker::pull_hold::{PullHold, PullHoldConfig};
 use actormq_actors::broker::query_service::QueryService;
 use actormq_actors::broker::registrar::{
@@ -39,11 +40,12 @@ use actormq_actors::broker::{
 };
 use actormq_actors::namesrv::{Registry, RegistryConfig};
 use actormq_actors::runtime::net::{
-    ConnectionClosed, Listener, ListenerOptions, RemoteClient, Router, SessionLimits, StopListener,
+    ConnectionClosed, Listener, ListenerOptions, PushTo, RemoteClient, Router, SessionLimits,
+    StopListener,
 };
 use actormq_actors::runtime::{
-    CallRelay, ChildRef, ChildSpec, Escalation, Relay, RestartPolicy, SpawnChild, StopSupervisor,
-    Supervisor, route_child,
+    Call, CallRelay, ChildRef, ChildSpec, Escalation, Relay, RestartPolicy, SpawnChild,
+    StopSupervisor, Supervisor, route_child,
 };
 use actormq_protocol::request::{
     CreateTopicRequest, DeleteTopicInBrokerRequest, DeleteTopicInNamesrvRequest,
@@ -56,6 +58,7 @@ use actormq_protocol::request::{
 };
 use slog::{Logger, info, o, warn};
 
+use actormq_protocol::request::NotifyConsumerIdsChangedRequest;
 use actormq_store::StoreConfig;
 
 use crate::config::{FlushMode, NodeConfig, Role};
@@ -227,7 +230,7 @@ impl Node {
         route_child::<GetConsumerListByGroupRequest, _>(&mut router, &groups);
         let closed: Recipient<ConnectionClosed> = Relay::new(groups.clone()).start().recipient();
         let (listener, bound) = self.listen(b.listen, router, vec![closed])?;
-        self.listeners.push(listener);
+        self.listeners.push(listener.clone());
         self.broker_addr = Some(bound);
 
         // Registration: the local registry without a socket, others remote.
@@ -266,9 +269,16 @@ impl Node {
             }))
             .await?;
         let relay = Relay::new(registrar.clone()).start();
-        if let Some(tm) = topics.addr() {
-            tm.do_send(SubscribeTopics(relay.recipient()));
+        follow(&topics, move |tm| {
+            tm.do_send(SubscribeTopics(relay.clone().recipient()))
+        });
+        let notifier = GroupNotifier {
+            listener: listener.clone(),
         }
+        .start();
+        follow(&groups, move |gm| {
+            gm.do_send(SubscribeGroups(notifier.clone().recipient()))
+        });
         self.registrar = Some(registrar);
         info!(self.logger, "broker started"; "addr" => %bound, "data_dir" => %data_dir.display());
         Ok(())
@@ -330,7 +340,10 @@ impl Node {
             subscribers: vec![Relay::new(pull.clone()).start().recipient()],
         }
         .start();
-        follow_dispatcher(&dispatcher, fanout.clone());
+        let f = fanout.clone();
+        follow(&dispatcher, move |d| {
+            d.do_send(SubscribeStored(f.clone().recipient()))
+        });
         self.stored = Some(fanout);
 
         let s = store.clone();
@@ -519,18 +532,48 @@ impl Handler<AddStoredSubscriber> for StoredFanout {
     }
 }
 
-/// Subscribes `fanout` to the current dispatcher and to each new incarnation.
-fn follow_dispatcher(dispatcher: &ChildRef<Dispatcher>, fanout: Addr<StoredFanout>) {
-    let mut incarnations = dispatcher.subscribe();
-    if let Some(d) = incarnations.borrow_and_update().clone() {
-        d.do_send(SubscribeStored(fanout.clone().recipient()));
+/// Runs `on_start` for the current incarnation of `child` and for every
+/// new one (re-subscribing stable relays after a restart).
+fn follow<A, F>(child: &ChildRef<A>, on_start: F)
+where
+    A: Actor,
+    F: Fn(&Addr<A>) + 'static,
+{
+    let mut incarnations = child.subscribe();
+    if let Some(addr) = incarnations.borrow_and_update().clone() {
+        on_start(&addr);
     }
     actix_rt::spawn(async move {
         while incarnations.changed().await.is_ok() {
             let current = incarnations.borrow_and_update().clone();
-            if let Some(d) = current {
-                d.do_send(SubscribeStored(fanout.clone().recipient()));
+            if let Some(addr) = current {
+                on_start(&addr);
             }
         }
     });
+}
+
+/// Turns consumer-group changes into `NOTIFY_CONSUMER_IDS_CHANGED` pushes
+/// to every member's connection, so clients rebalance at once.
+struct GroupNotifier {
+    listener: Addr<Listener>,
+}
+
+impl Actor for GroupNotifier {
+    type Context = Context<Self>;
+}
+
+impl Handler<ConsumerGroupChanged> for GroupNotifier {
+    type Result = ();
+    fn handle(&mut self, msg: ConsumerGroupChanged, _: &mut Context<Self>) {
+        for conn_id in msg.connections {
+            let req = NotifyConsumerIdsChangedRequest {
+                consumer_group: msg.group.clone(),
+            };
+            self.listener.do_send(PushTo {
+                conn_id,
+                call: Call::new(req),
+            });
+        }
+    }
 }
