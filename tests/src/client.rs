@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use actormq_protocol::request::Request;
 use actormq_protocol::{Bytes, BytesMut, Encoder, Frame, FrameCodec, ResponseCode};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -280,10 +280,35 @@ impl Client {
             next_id,
             ..
         } = self;
+        let first_id = *next_id;
+        // Matches one reply; replies to ids from before this burst (an
+        // earlier call that timed out) are skipped, a second reply to one
+        // of ours is an error.
+        let mut accept = |frame: Option<std::result::Result<Frame, actormq_protocol::Error>>,
+                          waiting: &mut HashMap<u64, (usize, Instant)>|
+         -> Result<()> {
+            let frame = match frame {
+                Some(Ok(f)) => f,
+                Some(Err(e)) => return Err(e.into()),
+                None => return Err(ClientError::Closed),
+            };
+            if !frame.is_response() {
+                return Ok(());
+            }
+            let id = frame.header.request_id;
+            match waiting.remove(&id) {
+                Some((index, at)) => on_reply(index, at, frame),
+                None if id < first_id => {}
+                None => {
+                    return Err(ClientError::Protocol(actormq_protocol::Error::BadMsgPack(
+                        format!("unexpected or duplicate reply to request id {id}"),
+                    )));
+                }
+            }
+            Ok(())
+        };
         loop {
-            // Fill the window, then write everything encoded in one go
-            // while still reading replies (the peer may block on its writes
-            // until we read).
+            // Fill the window and encode it into one buffer.
             while !exhausted && waiting.len() < inflight {
                 match requests.next() {
                     Some((index, mut frame)) => {
@@ -303,8 +328,9 @@ impl Client {
             let mut out = wbuf.split();
             let mut written = out.is_empty();
             let mut write = pin!(writer.write_all_buf(&mut out));
-            // Read at least one reply; keep reading while the write is
-            // pending so neither side can deadlock on full buffers.
+            // Write it while reading replies (the peer may block on its
+            // writes until we read); once written and at least one reply
+            // came, take every reply already buffered and refill.
             loop {
                 tokio::select! {
                     res = &mut write, if !written => {
@@ -312,22 +338,11 @@ impl Client {
                         written = true;
                     }
                     frame = reader.next() => {
-                        let frame = match frame {
-                            Some(Ok(f)) => f,
-                            Some(Err(e)) => return Err(e.into()),
-                            None => return Err(ClientError::Closed),
-                        };
-                        if !frame.is_response() {
-                            continue;
-                        }
-                        let Some((index, at)) = waiting.remove(&frame.header.request_id) else {
-                            return Err(ClientError::Protocol(actormq_protocol::Error::BadMsgPack(format!(
-                                "reply to unknown request id {}",
-                                frame.header.request_id
-                            ))));
-                        };
-                        on_reply(index, at, frame);
+                        accept(frame, &mut waiting)?;
                         if written {
+                            while let Some(frame) = reader.next().now_or_never() {
+                                accept(frame, &mut waiting)?;
+                            }
                             break;
                         }
                     }
@@ -436,4 +451,62 @@ pub fn encode(frame: &Frame) -> Result<BytesMut> {
     let mut buf = BytesMut::new();
     FrameCodec::with_max_frame_len(u32::MAX).encode(frame, &mut buf)?;
     Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actormq_protocol::request::{Empty, GetMaxOffsetRequest, OffsetResponse};
+
+    /// A server that answers requests in reverse order of arrival, in
+    /// groups, echoing the body; code 30 gets an offset reply.
+    async fn reversing_server() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            let (r, mut w) = s.into_split();
+            let mut framed = FramedRead::new(r, FrameCodec::new());
+            let mut codec = FrameCodec::new();
+            while let Some(Ok(first)) = framed.next().await {
+                let mut out = BytesMut::new();
+                let mut group = vec![first];
+                while let Some(Some(Ok(f))) = framed.next().now_or_never() {
+                    group.push(f);
+                }
+                for f in group.into_iter().rev() {
+                    let id = f.header.request_id;
+                    let reply = if f.header.code == 30 {
+                        Frame::success(id, &OffsetResponse { offset: 99 }, f.body)
+                    } else {
+                        Frame::success(id, &Empty {}, f.body)
+                    };
+                    codec.encode(reply.unwrap(), &mut out).unwrap();
+                }
+                w.write_all(&out).await.unwrap();
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn pipelined_replies_are_matched_by_id() {
+        let addr = reversing_server().await;
+        let mut c = Client::connect(addr).await.unwrap();
+        let req = GetMaxOffsetRequest {
+            topic: "t".into(),
+            queue_id: 0,
+        };
+        let frames: Vec<Frame> = (0..2000u32)
+            .map(|i| Frame::request(0, &req, Bytes::from(i.to_be_bytes().to_vec())).unwrap())
+            .collect();
+        let replies = c.send_many_collect(frames, 64).await.unwrap();
+        assert_eq!(replies.len(), 2000);
+        for (i, r) in replies.iter().enumerate() {
+            assert_eq!(r.body.as_ref(), (i as u32).to_be_bytes());
+        }
+        // A typed call on the same connection afterwards.
+        let r = c.call(&req, Bytes::new()).await.unwrap();
+        assert_eq!(r.ok().unwrap().offset, 99);
+    }
 }
