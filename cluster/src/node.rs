@@ -27,6 +27,7 @@ use actormq_actors::broker::dispatcher::{
 };
 use actormq_actors::broker::flush_service::{FlushService, FlushServiceConfig, Shutdown};
 use actormq_actors::broker::group_manager::{ConsumerGroupChanged, SubscribeGroups};
+use actormq_actors::broker::plugin::{BrokerContext, BrokerPlugin};
 use actormq_actors::broker::pull_hold::{PullHold, PullHoldConfig};
 use actormq_actors::broker::query_service::QueryService;
 use actormq_actors::broker::registrar::{
@@ -111,6 +112,16 @@ impl Node {
     /// Starts the actors of `config.node.role` inside the current actix
     /// `System` and binds their listeners.
     pub async fn start(config: &NodeConfig, logger: &Logger) -> Result<Node, NodeError> {
+        Node::start_with(config, logger, Vec::new()).await
+    }
+
+    /// Like [`Node::start`], installing `plugins` into the broker (they are
+    /// ignored by a name-server-only node).
+    pub async fn start_with(
+        config: &NodeConfig,
+        logger: &Logger,
+        plugins: Vec<Box<dyn BrokerPlugin>>,
+    ) -> Result<Node, NodeError> {
         let logger = logger.new(o!("role" => format!("{:?}", config.node.role).to_lowercase()));
         let supervisor = Supervisor::new(
             "node",
@@ -138,7 +149,8 @@ impl Node {
             None
         };
         if matches!(role, Role::Broker | Role::Combined) {
-            node.start_broker(config, registry.as_ref()).await?;
+            node.start_broker(config, registry.as_ref(), plugins)
+                .await?;
         }
         Ok(node)
     }
@@ -181,6 +193,7 @@ impl Node {
         &mut self,
         config: &NodeConfig,
         local_registry: Option<&ChildRef<Registry>>,
+        plugins: Vec<Box<dyn BrokerPlugin>>,
     ) -> Result<(), NodeError> {
         let b = &config.broker;
         let data_dir = config.node.data_dir.clone();
@@ -228,6 +241,19 @@ impl Node {
         route_child::<UpdateConsumerOffsetRequest, _>(&mut router, &offsets);
         route_child::<HeartbeatRequest, _>(&mut router, &groups);
         route_child::<GetConsumerListByGroupRequest, _>(&mut router, &groups);
+        if let Some(fanout) = &self.stored {
+            let mut ctx = BrokerContext::new(
+                self.supervisor.clone(),
+                router,
+                fanout.clone().recipient(),
+                &self.logger,
+            );
+            for plugin in plugins {
+                info!(self.logger, "installing plugin"; "plugin" => plugin.name());
+                plugin.install(&mut ctx);
+            }
+            router = ctx.into_router();
+        }
         let closed: Recipient<ConnectionClosed> = Relay::new(groups.clone()).start().recipient();
         let (listener, bound) = self.listen(b.listen, router, vec![closed])?;
         self.listeners.push(listener.clone());
@@ -297,6 +323,11 @@ impl Node {
         let b = &config.broker;
         let mut store_cfg = StoreConfig::new(&config.node.data_dir);
         store_cfg.segment_size = b.commit_log_segment_size;
+        // A record must fit a segment: with small segments, large messages
+        // are refused (MESSAGE_ILLEGAL) rather than the node.
+        let fits =
+            usize::try_from(b.commit_log_segment_size.saturating_sub(8)).unwrap_or(usize::MAX);
+        store_cfg.max_message_size = store_cfg.max_message_size.min(fits);
         store_cfg.file_reserved_hours = u64::from(b.file_reserved_hours);
         store_cfg.flush_mode = match b.flush {
             FlushMode::Async => actormq_store::FlushMode::Async,
@@ -411,14 +442,6 @@ impl Node {
         Ok(())
     }
 
-    /// Subscribes `recipient` to "message stored" events of this broker
-    /// (custom actors: audits, mirrors, metrics).
-    pub fn subscribe_stored(&self, recipient: Recipient<MessagesStored>) {
-        if let Some(fanout) = &self.stored {
-            fanout.do_send(AddStoredSubscriber(recipient));
-        }
-    }
-
     fn listen(
         &self,
         addr: SocketAddr,
@@ -521,13 +544,9 @@ impl Handler<MessagesStored> for StoredFanout {
     }
 }
 
-#[derive(Message)]
-#[rtype(result = "()")]
-struct AddStoredSubscriber(Recipient<MessagesStored>);
-
-impl Handler<AddStoredSubscriber> for StoredFanout {
+impl Handler<SubscribeStored> for StoredFanout {
     type Result = ();
-    fn handle(&mut self, msg: AddStoredSubscriber, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: SubscribeStored, _: &mut Context<Self>) {
         self.subscribers.push(msg.0);
     }
 }

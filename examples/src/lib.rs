@@ -4,6 +4,9 @@
 //! `main` under `examples/`, and a test that runs it, so examples cannot rot.
 //! The book includes their code by `{{#include}}` anchors.
 //!
-//! **Place in the layering:** a user of `sdk` (and of `protocol` directly
-//! for the wire-level examples).
+//! **Place in the layering:** a user of `sdk`, with `cluster` to start an
+//! in-process node.
 #![forbid(unsafe_code)]
+
+pub mod custom_actor;
+pub mod node;

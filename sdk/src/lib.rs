@@ -20,6 +20,13 @@ pub mod actors {
     pub use actormq_actors::runtime::*;
 }
 
+/// Plugging custom actors into a broker: [`broker::BrokerPlugin`] and the
+/// "message stored" event.
+pub mod broker {
+    pub use actormq_actors::broker::dispatcher::MessagesStored;
+    pub use actormq_actors::broker::plugin::{BrokerContext, BrokerPlugin};
+}
+
 /// What a custom actor usually needs, in one `use`.
 pub mod prelude {
     pub use actix::prelude::*;

@@ -11,6 +11,7 @@ pub mod flush_service;
 pub mod group_manager;
 pub mod offset_manager;
 pub mod persist;
+pub mod plugin;
 pub mod pull_hold;
 pub mod query_service;
 pub mod registrar;

@@ -18,5 +18,5 @@ pub use relay::{CallRelay, Relay, route_child};
 pub use restart::{RestartBudget, RestartDecision, RestartPolicy};
 pub use supervisor::{
     ChildEscalated, ChildRef, ChildSpec, ChildStatus, Escalation, FactoryError, GetChildStatus,
-    SpawnChild, StopSupervisor, Supervisor,
+    SpawnChild, SpawnChildInto, StopSupervisor, Supervisor, spawn_child,
 };

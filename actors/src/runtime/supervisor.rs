@@ -64,7 +64,8 @@ impl<A: Actor> Clone for ChildRef<A> {
 }
 
 impl<A: Actor> ChildRef<A> {
-    fn new() -> Self {
+    /// A handle to no child yet (see [`SpawnChildInto`]).
+    pub fn empty() -> Self {
         Self {
             current: Arc::new(watch::Sender::new(None)),
         }
@@ -125,6 +126,32 @@ impl<A: Actor<Context = Context<A>>> ChildSpec<A> {
 #[derive(Message)]
 #[rtype(result = "ChildRef<A>")]
 pub struct SpawnChild<A: Actor<Context = Context<A>>>(pub ChildSpec<A>);
+
+/// Like [`SpawnChild`], without waiting: the supervisor fills `handle`
+/// once the child runs. Use [`spawn_child`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SpawnChildInto<A: Actor<Context = Context<A>>> {
+    /// The child.
+    pub spec: ChildSpec<A>,
+    /// The handle the supervisor fills (from [`ChildRef::empty`]).
+    pub handle: ChildRef<A>,
+}
+
+/// Starts `spec` under `supervisor` and returns its handle at once; the
+/// handle points at the child as soon as it runs (usable from sync code,
+/// e.g. a plugin's `install`).
+pub fn spawn_child<A: Actor<Context = Context<A>>>(
+    supervisor: &Addr<Supervisor>,
+    spec: ChildSpec<A>,
+) -> ChildRef<A> {
+    let handle = ChildRef::empty();
+    supervisor.do_send(SpawnChildInto {
+        spec,
+        handle: handle.clone(),
+    });
+    handle
+}
 
 /// Ask a supervisor for the state of its children.
 #[derive(Debug, Clone, Copy, Message)]
@@ -314,6 +341,25 @@ impl Supervisor {
         }
     }
 
+    fn add_child<A: Actor<Context = Context<A>>>(
+        &mut self,
+        spec: ChildSpec<A>,
+        handle: ChildRef<A>,
+        ctx: &mut Context<Self>,
+    ) {
+        let name = spec.name.clone();
+        info!(self.logger, "starting child"; "child" => &name);
+        self.children.push(ChildEntry {
+            name,
+            child: Box::new(Typed { spec, handle }),
+            budget: RestartBudget::new(self.policy),
+            generation: 0,
+            stop: None,
+        });
+        let index = self.children.len() - 1;
+        self.start_child(index, ctx);
+    }
+
     fn start_child(&mut self, index: usize, ctx: &mut Context<Self>) {
         let me = ctx.address();
         let entry = &mut self.children[index];
@@ -397,27 +443,22 @@ impl<A: Actor<Context = Context<A>>> Handler<SpawnChild<A>> for Supervisor {
     type Result = ResponseFuture<ChildRef<A>>;
 
     fn handle(&mut self, msg: SpawnChild<A>, ctx: &mut Context<Self>) -> Self::Result {
-        let handle = ChildRef::new();
-        let name = msg.0.name.clone();
-        info!(self.logger, "starting child"; "child" => &name);
-        self.children.push(ChildEntry {
-            name,
-            child: Box::new(Typed {
-                spec: msg.0,
-                handle: handle.clone(),
-            }),
-            budget: RestartBudget::new(self.policy),
-            generation: 0,
-            stop: None,
-        });
-        let index = self.children.len() - 1;
-        self.start_child(index, ctx);
+        let handle = ChildRef::empty();
+        self.add_child(msg.0, handle.clone(), ctx);
         let mut running = handle.subscribe();
         Box::pin(async move {
             let up = running.wait_for(Option::is_some);
             let _ = actix_rt::time::timeout(FIRST_START_WAIT, up).await;
             handle
         })
+    }
+}
+
+impl<A: Actor<Context = Context<A>>> Handler<SpawnChildInto<A>> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SpawnChildInto<A>, ctx: &mut Context<Self>) {
+        self.add_child(msg.spec, msg.handle, ctx);
     }
 }
 

@@ -1,0 +1,32 @@
+//! An in-process combined node for the examples: temp data dir, ports
+//! picked by the OS, small commit-log segments.
+
+use actormq_cluster::config::{NodeConfig, Overrides};
+use actormq_cluster::node::{Node, NodeError};
+use actormq_sdk::broker::BrokerPlugin;
+
+/// A running in-process node and the temp dir holding its data.
+pub struct ExampleNode {
+    /// The node (its `broker_addr` and `namesrv_addr` are bound).
+    pub node: Node,
+    _data: tempfile::TempDir,
+}
+
+/// Starts a combined node with `plugins` inside the current actix `System`.
+pub async fn start(plugins: Vec<Box<dyn BrokerPlugin>>) -> Result<ExampleNode, NodeError> {
+    let data = tempfile::tempdir().map_err(|source| NodeError::DataDir {
+        dir: std::env::temp_dir(),
+        source,
+    })?;
+    let flags = Overrides {
+        data_dir: Some(data.path().to_path_buf()),
+        namesrv_listen: Some(([127, 0, 0, 1], 0).into()),
+        broker_listen: Some(([127, 0, 0, 1], 0).into()),
+        ..Overrides::default()
+    };
+    let env = [("ACTORMQ_BROKER__COMMIT_LOG_SEGMENT_SIZE", "8388608")];
+    let config = NodeConfig::load(None, env, flags).expect("example config is valid");
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    let node = Node::start_with(&config, &log, plugins).await?;
+    Ok(ExampleNode { node, _data: data })
+}
