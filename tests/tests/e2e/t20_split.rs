@@ -114,3 +114,24 @@ async fn t20_two_namesrvs_one_killed() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn t20_restarted_broker_reregisters_its_new_address() {
+    bounded(async {
+        let ns = namesrv();
+        let mut br = broker(&ns.namesrv().to_string(), "t20-b4");
+        let first = br.broker();
+        wait_broker_listed(ns.namesrv(), "t20-cluster", "t20-b4", first).await;
+        create_topic(first, "t20-kept", 3).await;
+        wait_route(ns.namesrv(), "t20-kept", "t20-b4", first, 3).await;
+
+        br.terminate().expect("broker SIGTERM exits 0");
+        br.restart().expect("broker restart");
+        let second = br.broker();
+        // Fresh ephemeral port; the persisted topic is registered again,
+        // now at the new address.
+        wait_broker_listed(ns.namesrv(), "t20-cluster", "t20-b4", second).await;
+        wait_route(ns.namesrv(), "t20-kept", "t20-b4", second, 3).await;
+    })
+    .await;
+}

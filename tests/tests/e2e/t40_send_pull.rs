@@ -276,3 +276,186 @@ async fn t40_send_pull_long_poll_and_restart() {
     })
     .await;
 }
+
+async fn pull_filtered(
+    c: &mut actormq_tests::client::Client,
+    topic: &str,
+    queue: u32,
+    subscription: &str,
+) -> Vec<StoredMessage> {
+    let max = max_offset(c, topic, queue).await;
+    let mut out = Vec::new();
+    let mut next = 0u64;
+    let mut rounds = 0;
+    while next < max {
+        rounds += 1;
+        assert!(
+            rounds < 1000,
+            "filtered pull does not advance ({next} of {max})"
+        );
+        let mut req = pull_request(topic, queue, next, 4, 0);
+        req.subscription = Some(subscription.into());
+        req.expression_type = Some("TAG".into());
+        let reply = c.call(&req, Bytes::new()).await.expect("PULL_MESSAGE");
+        let code = reply.code;
+        let fields: PullMessageResponse = reply
+            .fields
+            .unwrap_or_else(|| panic!("pull reply {code} without fields: {:?}", reply.remark));
+        match code {
+            ResponseCode::Success => {
+                out.extend(batch::decode_stored(&reply.body).expect("batch decodes"))
+            }
+            ResponseCode::PullRetryImmediately | ResponseCode::PullNotFound => {}
+            other => panic!("filtered pull at {next}: {other} {:?}", reply.remark),
+        }
+        assert!(fields.next_begin_offset > next || code == ResponseCode::PullNotFound);
+        next = fields.next_begin_offset;
+    }
+    out
+}
+
+#[tokio::test]
+async fn t40_auto_create_tag_filter_offsets_and_refusals() {
+    bounded(async {
+        let node = combined(NO_ARGS);
+        let topic = "t40-auto";
+        let mut c = connect(node.broker()).await;
+
+        // Auto-create on first send (default queues: 4), announced to the
+        // name server.
+        let tags = ["A", "B", "C"];
+        let send = async |c: &mut actormq_tests::client::Client, i: usize| {
+            let r = c
+                .call(
+                    &send_request(topic, 0, tags[i % 3], &format!("k{i}")),
+                    Bytes::from(format!("m{i}")),
+                )
+                .await
+                .expect("SEND_MESSAGE");
+            let r: SendMessageResponse = r.ok().unwrap_or_else(|e| panic!("send {i}: {e}"));
+            assert_eq!(r.queue_offset, i as u64);
+        };
+        for i in 0..15 {
+            send(&mut c, i).await;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let middle = actormq_tests::now_ms();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        for i in 15..30 {
+            send(&mut c, i).await;
+        }
+        wait_route(node.namesrv(), topic, "broker-a", node.broker(), 4).await;
+
+        // Tag filtering: only A and C, in order, bodies intact.
+        let got = pull_filtered(&mut c, topic, 0, "A || C").await;
+        let want: Vec<usize> = (0..30).filter(|i| i % 3 != 1).collect();
+        assert_eq!(
+            got.iter()
+                .map(|m| m.queue_offset as usize)
+                .collect::<Vec<_>>(),
+            want
+        );
+        for m in &got {
+            assert_eq!(m.message.body, Bytes::from(format!("m{}", m.queue_offset)));
+            assert_ne!(m.message.tags.as_deref(), Some("B"));
+        }
+        assert_eq!(pull_filtered(&mut c, topic, 0, "*").await.len(), 30);
+
+        // Min / max / search by timestamp.
+        use actormq_protocol::request::{GetMinOffsetRequest, SearchOffsetByTimestampRequest};
+        let min = c
+            .call(
+                &GetMinOffsetRequest {
+                    topic: topic.into(),
+                    queue_id: 0,
+                },
+                Bytes::new(),
+            )
+            .await
+            .unwrap()
+            .ok()
+            .expect("GET_MIN_OFFSET");
+        assert_eq!(min.offset, 0);
+        assert_eq!(max_offset(&mut c, topic, 0).await, 30);
+        for (ts, want) in [
+            (0, 0),
+            (middle, 15),
+            (actormq_tests::now_ms() + 3_600_000, 30),
+        ] {
+            let r = c
+                .call(
+                    &SearchOffsetByTimestampRequest {
+                        topic: topic.into(),
+                        queue_id: 0,
+                        timestamp_ms: ts,
+                    },
+                    Bytes::new(),
+                )
+                .await
+                .unwrap()
+                .ok()
+                .expect("SEARCH_OFFSET_BY_TIMESTAMP");
+            assert_eq!(r.offset, want, "search offset at {ts} (middle {middle})");
+        }
+
+        // A pull can commit the group's offset on the way.
+        let mut req = pull_request(topic, 0, 10, 1, 0);
+        req.consumer_group = "t40-piggy".into();
+        req.commit_offset = Some(7);
+        c.call(&req, Bytes::new())
+            .await
+            .unwrap()
+            .expect_code(ResponseCode::Success)
+            .expect("pull with commit offset");
+        actormq_tests::eventually(Duration::from_secs(5), || async {
+            let mut q = actormq_tests::client::Client::connect(node.broker())
+                .await
+                .map_err(|e| e.to_string())?;
+            let r = q
+                .call(
+                    &QueryConsumerOffsetRequest {
+                        consumer_group: "t40-piggy".into(),
+                        topic: topic.into(),
+                        queue_id: 0,
+                    },
+                    Bytes::new(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            match r.fields {
+                Some(f) if r.code == ResponseCode::Success && f.offset == 7 => Ok(()),
+                _ => Err(format!("{} {:?}", r.code, r.fields)),
+            }
+        })
+        .await
+        .expect("piggybacked commit offset");
+
+        // Refusals leave the connection usable: an oversized message, a
+        // malformed batch body.
+        let big = Bytes::from(vec![7u8; actormq_protocol::DEFAULT_MAX_MESSAGE_SIZE + 1]);
+        let r = c
+            .call(&send_request(topic, 1, "big", "big"), big)
+            .await
+            .expect("reply to an oversized message");
+        assert_eq!(r.code, ResponseCode::MessageIllegal, "{:?}", r.remark);
+        let bad = SendBatchMessageRequest {
+            producer_group: "e2e-producer".into(),
+            topic: topic.into(),
+            queue_id: 1,
+            born_timestamp_ms: actormq_tests::now_ms(),
+            ..SendBatchMessageRequest::default()
+        };
+        let r = c
+            .call(&bad, Bytes::from_static(&[0, 0, 0, 200, 0, 0, 0, 1, 0xc1]))
+            .await
+            .expect("reply to a malformed batch");
+        assert!(!r.is_success(), "malformed batch accepted");
+        assert_eq!(
+            max_offset(&mut c, topic, 1).await,
+            0,
+            "nothing stored by refusals"
+        );
+        send(&mut c, 30).await;
+    })
+    .await;
+}
