@@ -33,6 +33,12 @@ pub mod storage {}
 #[doc = include_str!("src/actors-and-supervision.md")]
 pub mod actors_and_supervision {}
 
+/// Chapter "Writing your own actor" (its code is `examples/src/custom_actor.rs`,
+/// compiled and tested by the examples crate; the `{{#include}}` blocks are
+/// marked `ignore` here).
+#[doc = include_str!("src/writing-your-own-actor.md")]
+pub mod writing_your_own_actor {}
+
 #[cfg(test)]
 mod tests {
     /// Every `(file.md)` link in SUMMARY.md must be included by this file.
