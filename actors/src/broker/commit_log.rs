@@ -17,7 +17,9 @@
 //!   of the pass, so a mailbox that never runs dry cannot starve the drain;
 //! - **flow control**: a request that waited in the broker more than
 //!   [`CommitLogConfig::max_wait`] (default 200 ms) before its append is
-//!   refused with `SYSTEM_BUSY` (the producer does not retry it);
+//!   refused with `SYSTEM_BUSY` (the producer does not retry it). The wait
+//!   runs from the handler (arrival) to the drain; a topic auto-creation
+//!   (persisted by the topic manager before it answers) does not count;
 //! - **flush**: in `FlushMode::Async` every request is answered right after
 //!   the append; in `FlushMode::Sync` one group-commit callback
 //!   ([`Store::on_flushed`](actormq_store::Store::on_flushed)) per append
@@ -35,12 +37,15 @@
 //! The bookkeeping (arrival order, expiry, batch cuts) is [`SendBuffer`], a
 //! plain struct tested without a runtime.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use actix::dev::{MessageResponse, OneshotSender};
 use actix::prelude::*;
 use actormq_protocol::request::{
     SendBatchMessageRequest, SendBatchMessageResponse, SendMessageRequest, SendMessageResponse,
@@ -49,7 +54,6 @@ use actormq_protocol::{Message, MessageId, ResponseCode, validate_batch, validat
 use actormq_store::{AppendMessage, Appended, FlushMode, FlushOutcome};
 use bytes::Bytes;
 use slog::{Logger, error, o, warn};
-use tokio::sync::oneshot;
 
 use super::broker_store::BrokerStore;
 use super::dispatcher::LogAppended;
@@ -229,19 +233,97 @@ pub struct GetCommitLogStats;
 #[rtype(result = "()")]
 struct Drain;
 
-type Tx<T> = oneshot::Sender<Result<Reply<T>, ServiceError>>;
+type Tx<T> = OneshotSender<Result<Reply<T>, ServiceError>>;
 
+/// Where the caller's reply channel lands once actix hands it over (right
+/// after the handler returns, before any drain runs).
+type Slot<T> = Rc<RefCell<Option<Tx<T>>>>;
+
+/// The reply of a send handler. The request's reply channel is kept in
+/// the buffered request and answered by the drain (or, in sync flush mode,
+/// by the flush thread), so no task or boxed future is spawned per request
+/// on the writer's thread.
+pub struct SendReply<T>(SendReplyInner<T>);
+
+enum SendReplyInner<T> {
+    Now(Result<Reply<T>, ServiceError>),
+    Later(Slot<T>),
+}
+
+impl<T> SendReply<T> {
+    fn now(r: Result<Reply<T>, ServiceError>) -> Self {
+        Self(SendReplyInner::Now(r))
+    }
+}
+
+impl<A, M, T> MessageResponse<A, M> for SendReply<T>
+where
+    A: Actor,
+    M: actix::Message<Result = Result<Reply<T>, ServiceError>>,
+{
+    fn handle(self, _: &mut A::Context, tx: Option<OneshotSender<M::Result>>) {
+        match self.0 {
+            SendReplyInner::Now(r) => {
+                if let Some(tx) = tx {
+                    // A dropped receiver means the caller gave up.
+                    drop(tx.send(r));
+                }
+            }
+            SendReplyInner::Later(slot) => *slot.borrow_mut() = tx,
+        }
+    }
+}
+
+/// The reply channel of a buffered request (not yet handed over by actix
+/// while its handler runs).
 enum Responder {
-    Single(Tx<SendMessageResponse>),
-    Batch(Tx<SendBatchMessageResponse>),
+    Single(Slot<SendMessageResponse>),
+    Batch(Slot<SendBatchMessageResponse>),
 }
 
 impl Responder {
+    fn single() -> (Self, SendReply<SendMessageResponse>) {
+        let slot = Slot::default();
+        (
+            Responder::Single(Rc::clone(&slot)),
+            SendReply(SendReplyInner::Later(slot)),
+        )
+    }
+
+    fn batch() -> (Self, SendReply<SendBatchMessageResponse>) {
+        let slot = Slot::default();
+        (
+            Responder::Batch(Rc::clone(&slot)),
+            SendReply(SendReplyInner::Later(slot)),
+        )
+    }
+
+    /// The channel itself (`Send`, for the flush thread).
+    fn take(self) -> Answer {
+        match self {
+            Responder::Single(s) => Answer::Single(s.borrow_mut().take()),
+            Responder::Batch(s) => Answer::Batch(s.borrow_mut().take()),
+        }
+    }
+
+    fn fail(self, err: ServiceError) {
+        self.take().fail(err);
+    }
+}
+
+/// A reply channel taken out of its slot (`None`: `do_send`, no reply).
+enum Answer {
+    Single(Option<Tx<SendMessageResponse>>),
+    Batch(Option<Tx<SendBatchMessageResponse>>),
+}
+
+impl Answer {
     fn fail(self, err: ServiceError) {
         // A dropped receiver means the caller gave up: nothing to do.
         match self {
-            Responder::Single(tx) => drop(tx.send(Err(err))),
-            Responder::Batch(tx) => drop(tx.send(Err(err))),
+            Answer::Single(Some(tx)) => drop(tx.send(Err(err))),
+            Answer::Batch(Some(tx)) => drop(tx.send(Err(err))),
+            _ => {}
         }
     }
 
@@ -261,7 +343,7 @@ impl Responder {
         };
         let first_offset = appended.first().map_or(0, |a| a.queue_offset);
         match self {
-            Responder::Single(tx) => {
+            Answer::Single(Some(tx)) => {
                 let fields = SendMessageResponse {
                     msg_id: appended.first().map(id).unwrap_or_default(),
                     queue_id,
@@ -270,7 +352,7 @@ impl Responder {
                 };
                 drop(tx.send(Ok(Reply::ok(fields).with_code(code))));
             }
-            Responder::Batch(tx) => {
+            Answer::Batch(Some(tx)) => {
                 let fields = SendBatchMessageResponse {
                     msg_ids: appended.iter().map(id).collect(),
                     queue_id,
@@ -278,6 +360,7 @@ impl Responder {
                 };
                 drop(tx.send(Ok(Reply::ok(fields).with_code(code))));
             }
+            _ => {}
         }
     }
 }
@@ -387,7 +470,7 @@ impl CommitLogActor {
     fn prepare_single(
         &self,
         call: Call<SendMessageRequest>,
-        tx: Tx<SendMessageResponse>,
+        responder: Responder,
     ) -> Result<Pending, ServiceError> {
         let born_host = call.origin.map(|o| o.peer);
         let (queue_id, born_timestamp_ms, reconsume_times) = (
@@ -405,14 +488,14 @@ impl CommitLogActor {
             born_host,
             reconsume_times,
             msgs: vec![prepared],
-            responder: Responder::Single(tx),
+            responder,
         })
     }
 
     fn prepare_batch(
         &self,
         call: Call<SendBatchMessageRequest>,
-        tx: Tx<SendBatchMessageResponse>,
+        responder: Responder,
     ) -> Result<Pending, ServiceError> {
         actormq_protocol::validate_topic(&call.req.topic)?;
         let msgs = actormq_protocol::batch::decode_messages(&call.body)?;
@@ -434,21 +517,26 @@ impl CommitLogActor {
             born_host: call.origin.map(|o| o.peer),
             reconsume_times: 0,
             msgs: prepared,
-            responder: Responder::Batch(tx),
+            responder,
         })
     }
 
     /// Resolves the topic (snapshot first, the topic manager on a miss)
-    /// and buffers the request.
-    fn admit(&mut self, p: Pending, arrival: Instant, ctx: &mut Context<Self>) {
+    /// and buffers the request. An error found at once is returned (the
+    /// caller answers it: the reply slot is not filled yet while the
+    /// handler runs).
+    fn admit(
+        &mut self,
+        p: Pending,
+        arrival: Instant,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), ServiceError> {
         self.stats.requests += 1;
         let snapshot = self.topics.snapshot();
         if let Some(cfg) = snapshot.get(&p.topic) {
-            match check_writable(cfg, p.queue_id) {
-                Ok(()) => self.enqueue(p, arrival, ctx),
-                Err(e) => p.responder.fail(e),
-            }
-            return;
+            check_writable(cfg, p.queue_id)?;
+            self.enqueue(p, arrival, ctx);
+            return Ok(());
         }
         let ask = self.topic_manager.send(ResolveTopic {
             topic: p.topic.clone(),
@@ -461,22 +549,27 @@ impl CommitLogActor {
                     Err(e) => return p.responder.fail(e.into()),
                 };
                 match check_writable(&cfg, p.queue_id) {
-                    Ok(()) => act.enqueue(p, arrival, ctx),
+                    // Flow control measures the wait for the writer, not
+                    // the topic creation (persisted before it answers).
+                    Ok(()) => act.enqueue(p, Instant::now(), ctx),
                     Err(e) => p.responder.fail(e),
                 }
             }),
         );
+        Ok(())
     }
 
     fn enqueue(&mut self, p: Pending, arrival: Instant, ctx: &mut Context<Self>) {
         let (msgs, bytes) = (p.msgs.len(), p.bytes());
-        self.buffer.push(arrival, msgs, bytes, p);
-        if self.buffer.messages() >= self.config.max_batch_messages {
-            // A full batch is waiting: append now rather than at the end of
-            // the pass, so a mailbox that never runs dry cannot starve the
-            // drain (bounded latency and memory).
+        if self.buffer.messages() + msgs > self.config.max_batch_messages {
+            // A full batch is waiting: append it now rather than at the end
+            // of the pass, so a mailbox that never runs dry cannot starve
+            // the drain (bounded latency and memory). Only requests whose
+            // handlers returned are drained (their reply slots are filled).
             self.drain();
-        } else if !self.drain_scheduled {
+        }
+        self.buffer.push(arrival, msgs, bytes, p);
+        if !self.drain_scheduled {
             self.drain_scheduled = true;
             // Runs after the mailbox is polled empty: one drain per pass.
             ctx.notify(Drain);
@@ -556,7 +649,7 @@ impl CommitLogActor {
             let n = p.msgs.len();
             let slots: Vec<Appended> = self.appended[at..at + n].to_vec();
             at += n;
-            done.push((p.responder, p.queue_id, slots));
+            done.push((p.responder.take(), p.queue_id, slots));
         }
         if self.sync_flush {
             let timeouts = Arc::clone(&self.flush_timeouts);
@@ -593,29 +686,24 @@ impl Actor for CommitLogActor {
     }
 }
 
-fn closed() -> ServiceError {
-    ServiceError::new(
-        ResponseCode::ServiceNotAvailable,
-        "commit log writer stopped before answering",
-    )
-}
-
 impl Handler<Call<SendMessageRequest>> for CommitLogActor {
-    type Result = ResponseFuture<Result<Reply<SendMessageResponse>, ServiceError>>;
+    type Result = SendReply<SendMessageResponse>;
 
     fn handle(&mut self, call: Call<SendMessageRequest>, ctx: &mut Context<Self>) -> Self::Result {
         let arrival = Instant::now();
-        let (tx, rx) = oneshot::channel();
-        match self.prepare_single(call, tx) {
-            Ok(p) => self.admit(p, arrival, ctx),
-            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        let (responder, reply) = Responder::single();
+        match self
+            .prepare_single(call, responder)
+            .and_then(|p| self.admit(p, arrival, ctx))
+        {
+            Ok(()) => reply,
+            Err(e) => SendReply::now(Err(e)),
         }
-        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(closed())) })
     }
 }
 
 impl Handler<Call<SendBatchMessageRequest>> for CommitLogActor {
-    type Result = ResponseFuture<Result<Reply<SendBatchMessageResponse>, ServiceError>>;
+    type Result = SendReply<SendBatchMessageResponse>;
 
     fn handle(
         &mut self,
@@ -623,12 +711,14 @@ impl Handler<Call<SendBatchMessageRequest>> for CommitLogActor {
         ctx: &mut Context<Self>,
     ) -> Self::Result {
         let arrival = Instant::now();
-        let (tx, rx) = oneshot::channel();
-        match self.prepare_batch(call, tx) {
-            Ok(p) => self.admit(p, arrival, ctx),
-            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        let (responder, reply) = Responder::batch();
+        match self
+            .prepare_batch(call, responder)
+            .and_then(|p| self.admit(p, arrival, ctx))
+        {
+            Ok(()) => reply,
+            Err(e) => SendReply::now(Err(e)),
         }
-        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(closed())) })
     }
 }
 
