@@ -47,6 +47,7 @@ use std::time::{Duration, Instant};
 
 use actix::dev::{MessageResponse, OneshotSender};
 use actix::prelude::*;
+use actormq_protocol::batch::MessageRef;
 use actormq_protocol::request::{
     SendBatchMessageRequest, SendBatchMessageResponse, SendMessageRequest, SendMessageResponse,
 };
@@ -57,7 +58,7 @@ use slog::{Logger, error, o, warn};
 
 use super::broker_store::BrokerStore;
 use super::dispatcher::LogAppended;
-use super::stored_codec::{encode_properties, tag_hash_of};
+use super::stored_codec::{encode_properties, encode_property_parts, tag_hash_of};
 use super::topic_manager::{ResolveTopic, TopicView, check_writable};
 use crate::runtime::{Call, Reply, ServiceError};
 
@@ -448,8 +449,32 @@ impl CommitLogActor {
     /// Checks one message and encodes it for the store.
     fn prepare(&self, msg: &Message) -> Result<Prepared, ServiceError> {
         let properties = encode_properties(msg)?;
+        self.prepared(
+            &msg.topic,
+            properties,
+            msg.body.clone(),
+            msg.tags.as_deref(),
+            msg.flags,
+        )
+    }
+
+    /// As [`Self::prepare`] for a borrowed batch entry (no owned message).
+    fn prepare_ref(&self, msg: &MessageRef<'_>) -> Result<Prepared, ServiceError> {
+        let properties =
+            encode_property_parts(msg.tags, msg.keys, msg.delay, msg.properties.iter())?;
+        self.prepared(msg.topic, properties, msg.body.clone(), msg.tags, msg.flags)
+    }
+
+    fn prepared(
+        &self,
+        topic: &str,
+        properties: Vec<u8>,
+        body: Bytes,
+        tags: Option<&str>,
+        flags: u32,
+    ) -> Result<Prepared, ServiceError> {
         let record =
-            actormq_store::record::HEADER_LEN + msg.topic.len() + properties.len() + msg.body.len();
+            actormq_store::record::HEADER_LEN + topic.len() + properties.len() + body.len();
         if record > self.max_record {
             return Err(ServiceError::new(
                 ResponseCode::MessageIllegal,
@@ -460,10 +485,10 @@ impl CommitLogActor {
             ));
         }
         Ok(Prepared {
-            body: msg.body.clone(),
+            body,
             properties,
-            tag_hash: tag_hash_of(msg.tags.as_deref()),
-            flags: msg.flags,
+            tag_hash: tag_hash_of(tags),
+            flags,
         })
     }
 
@@ -498,7 +523,9 @@ impl CommitLogActor {
         responder: Responder,
     ) -> Result<Pending, ServiceError> {
         actormq_protocol::validate_topic(&call.req.topic)?;
-        let msgs = actormq_protocol::batch::decode_messages(&call.body)?;
+        // Borrowed view of the batch: no owned message per entry.
+        let msgs = actormq_protocol::batch::iter_messages(&call.body)
+            .collect::<Result<Vec<MessageRef<'_>>, _>>()?;
         validate_batch(&msgs, self.config.max_message_size)?;
         if msgs[0].topic != call.req.topic {
             return Err(ServiceError::new(
@@ -508,7 +535,7 @@ impl CommitLogActor {
         }
         let prepared = msgs
             .iter()
-            .map(|m| self.prepare(m))
+            .map(|m| self.prepare_ref(m))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Pending {
             topic: call.req.topic,

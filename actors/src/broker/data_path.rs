@@ -109,8 +109,9 @@ impl DataPath {
                 None => p,
             }
         });
-        // Processed before the dispatcher's first round (which it schedules
-        // behind its mailbox), so no event is missed.
+        // Subscribed before any send can reach the writer (the caller
+        // registers the routes after `start`), so no event is missed; the
+        // store dispatched everything older while it opened.
         dispatcher.do_send(SubscribeStored(pull.clone().recipient()));
         let s = store.clone();
         let query = QueryService::start_in_arbiter(arbiter, move |_| QueryService::new(s));

@@ -42,27 +42,37 @@ pub const UNKNOWN_HOST: SocketAddr =
 /// properties. Fails with `MESSAGE_ILLEGAL` when a key or value holds a
 /// separator byte (`\x01`, `\x02`).
 pub fn encode_properties(msg: &Message) -> Result<Vec<u8>, ServiceError> {
-    let level;
-    let at;
-    let mut typed: [Option<(&str, &str)>; 3] = [None; 3];
-    typed[0] = msg.tags.as_deref().map(|t| (PROPERTY_TAGS, t));
-    typed[1] = msg.keys.as_deref().map(|k| (PROPERTY_KEYS, k));
-    match msg.delay {
-        Delay::None => {}
-        Delay::Level(l) => {
-            level = l.to_string();
-            typed[2] = Some((PROPERTY_DELAY, level.as_str()));
-        }
-        Delay::DeliverAtMs(t) => {
-            at = t.to_string();
-            typed[2] = Some((PROPERTY_DELIVER_AT_MS, at.as_str()));
-        }
-    }
-    let user = msg
-        .properties
-        .iter()
-        .filter(|(k, _)| !RESERVED.contains(&k.as_str()))
-        .map(|(k, v)| (k.as_str(), v.as_str()));
+    encode_property_parts(
+        msg.tags.as_deref(),
+        msg.keys.as_deref(),
+        msg.delay,
+        msg.properties.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    )
+}
+
+/// As [`encode_properties`], from the parts of a message (e.g. a borrowed
+/// batch entry, [`actormq_protocol::batch::MessageRef`], without building
+/// an owned [`Message`]).
+pub fn encode_property_parts<'a>(
+    tags: Option<&'a str>,
+    keys: Option<&'a str>,
+    delay: Delay,
+    user: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<Vec<u8>, ServiceError> {
+    let delay_value = match delay {
+        Delay::None => None,
+        Delay::Level(l) => Some((PROPERTY_DELAY, l.to_string())),
+        Delay::DeliverAtMs(t) => Some((PROPERTY_DELIVER_AT_MS, t.to_string())),
+    };
+    let typed: [Option<(&str, &str)>; 3] = [
+        tags.map(|t| (PROPERTY_TAGS, t)),
+        keys.map(|k| (PROPERTY_KEYS, k)),
+        delay_value.as_ref().map(|(k, v)| (*k, v.as_str())),
+    ];
+    // Shorten the user pairs' lifetime to the local one of `typed`.
+    let user = user
+        .filter(|(k, _)| !RESERVED.contains(k))
+        .map(|(k, v)| -> (&str, &str) { (k, v) });
     actormq_store::encode_properties(typed.into_iter().flatten().chain(user))
         .map_err(|e| ServiceError::new(ResponseCode::MessageIllegal, e.to_string()))
 }
