@@ -72,6 +72,46 @@ async fn concurrent_sends_share_appends_sync_flush() {
 }
 
 #[actix_rt::test]
+async fn senders_on_several_threads_get_contiguous_queue_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), Opts::default()).await;
+    node.create_topic("mt", 2).await;
+    // Four "session" threads, 250 pipelined sends each, over two queues.
+    let arbiters: Vec<actix::Arbiter> = (0..4).map(|_| actix::Arbiter::new()).collect();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for (a, arb) in arbiters.iter().enumerate() {
+        let (writer, tx) = (node.writer.clone(), tx.clone());
+        arb.spawn(async move {
+            let sends = (0..250).map(|i| {
+                let m = message("mt", a * 1000 + i);
+                let req = SendMessageRequest::new("pg", (i % 2) as u32, now_ms(), &m);
+                writer.send(Call::with_body(req, m.body.clone()))
+            });
+            for r in join_all(sends).await {
+                let r = r.unwrap().unwrap();
+                let _ = tx.send((r.fields.queue_id, r.fields.queue_offset));
+            }
+        });
+    }
+    drop(tx);
+    let mut per_queue = [Vec::new(), Vec::new()];
+    while let Some((q, off)) = rx.recv().await {
+        per_queue[q as usize].push(off);
+    }
+    for offs in &mut per_queue {
+        offs.sort_unstable();
+        assert_eq!(*offs, (0..500).collect::<Vec<u64>>());
+    }
+    let s = node.writer.send(GetCommitLogStats).await.unwrap();
+    assert_eq!(s.messages, 1000);
+    println!("4 threads x 250 sends -> {} appends", s.appends);
+    for a in arbiters {
+        a.stop();
+    }
+    node.stop().await;
+}
+
+#[actix_rt::test]
 async fn a_full_batch_is_appended_without_waiting_for_the_pass() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(
