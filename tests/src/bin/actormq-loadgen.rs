@@ -94,8 +94,8 @@ enum Mode {
 enum Work {
     /// `requests` sends, starting at queue `first_queue`.
     Produce { requests: u64, first_queue: u32 },
-    /// Pulls at these (queue, offset)s.
-    Pull(Vec<(u32, u64)>),
+    /// Pulls at these (queue, offset, max messages).
+    Pull(Vec<(u32, u64, u32)>),
 }
 
 /// What one connection measured.
@@ -214,17 +214,17 @@ async fn setup(args: &Args) -> Result<Vec<Work>, String> {
                     .offset;
                 let mut off = min;
                 while off < max && budget > 0 {
-                    plan.push((q, off));
                     let n = step.min(max - off).min(budget);
+                    plan.push((q, off, n as u32));
                     budget -= n;
-                    off += step;
+                    off += n;
                 }
             }
             if plan.is_empty() {
                 return Err(format!("nothing to pull in {}", args.topic));
             }
             // Interleave queues, then deal out to connections.
-            plan.sort_by_key(|&(q, off)| (off, q));
+            plan.sort_by_key(|&(q, off, _)| (off, q));
             let mut works = vec![Vec::new(); conns];
             for (i, p) in plan.into_iter().enumerate() {
                 works[i % conns].push(p);
@@ -265,13 +265,13 @@ fn frames_of(args: &Args, work: Work) -> Result<Box<dyn Iterator<Item = Frame> +
         Work::Pull(plan) => {
             let frames: Vec<Frame> = plan
                 .iter()
-                .map(|&(q, off)| {
+                .map(|&(q, off, n)| {
                     let req = PullMessageRequest {
                         consumer_group: "loadgen".into(),
                         topic: args.topic.clone(),
                         queue_id: q,
                         queue_offset: off,
-                        max_msg_nums: args.pull_batch,
+                        max_msg_nums: n,
                         ..PullMessageRequest::default()
                     };
                     Frame::request(0, &req, Bytes::new()).map_err(|e| e.to_string())
