@@ -717,7 +717,8 @@ impl Handler<Call<SendMessageRequest>> for CommitLogActor {
     type Result = SendReply<SendMessageResponse>;
 
     fn handle(&mut self, call: Call<SendMessageRequest>, ctx: &mut Context<Self>) -> Self::Result {
-        let arrival = Instant::now();
+        // Measured from the session's decode, so mailbox time counts.
+        let arrival = call.received_at.unwrap_or_else(Instant::now);
         let (responder, reply) = Responder::single();
         match self
             .prepare_single(call, responder)
@@ -737,7 +738,8 @@ impl Handler<Call<SendBatchMessageRequest>> for CommitLogActor {
         call: Call<SendBatchMessageRequest>,
         ctx: &mut Context<Self>,
     ) -> Self::Result {
-        let arrival = Instant::now();
+        // Measured from the session's decode, so mailbox time counts.
+        let arrival = call.received_at.unwrap_or_else(Instant::now);
         let (responder, reply) = Responder::batch();
         match self
             .prepare_batch(call, responder)

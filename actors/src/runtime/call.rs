@@ -15,6 +15,7 @@
 //! writes `code` and `remark` into the reply header.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use actix::Message;
 use actormq_protocol::ResponseCode;
@@ -65,6 +66,10 @@ pub struct Call<R> {
     pub body: Bytes,
     /// The connection it arrived on; `None` for an in-process sender.
     pub origin: Option<Origin>,
+    /// When its frame was decoded by the session (`None` in process).
+    /// Flow control measures a request's wait in the broker from here, so
+    /// time spent in mailboxes counts.
+    pub received_at: Option<Instant>,
 }
 
 impl<R> Call<R> {
@@ -79,6 +84,7 @@ impl<R> Call<R> {
             req,
             body,
             origin: None,
+            received_at: None,
         }
     }
 

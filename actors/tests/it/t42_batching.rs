@@ -163,6 +163,25 @@ async fn sends_that_waited_too_long_are_refused_busy() {
     node.stop().await;
 }
 
+/// The 200 ms budget counts from the session's decode (`received_at`), so
+/// time a request spent in mailboxes before the writer saw it counts too.
+#[actix_rt::test]
+async fn wait_before_the_writer_counts_against_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), Opts::default()).await;
+    node.create_topic("late", 1).await;
+    let msg = message("late", 0);
+    let req = SendMessageRequest::new("pg", 0, now_ms(), &msg);
+    let mut call = Call::with_body(req.clone(), msg.body.clone());
+    call.received_at = Some(Instant::now() - Duration::from_millis(300));
+    let e = node.writer.send(call).await.unwrap().unwrap_err();
+    assert_eq!(e.code, ResponseCode::SystemBusy);
+    let mut fresh = Call::with_body(req, msg.body.clone());
+    fresh.received_at = Some(Instant::now());
+    assert!(node.writer.send(fresh).await.unwrap().is_ok());
+    node.stop().await;
+}
+
 /// Micro benchmark (run: `cargo test -p actormq-actors --release --test it
 /// t42 -- --ignored --nocapture`): `conc` pipelined senders, 128-byte
 /// bodies, async flush, one queue per sender.

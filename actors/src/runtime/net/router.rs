@@ -48,6 +48,7 @@ impl<R: Rpc> Route for RecipientRoute<R> {
             req,
             body: frame.body,
             origin,
+            received_at: Some(std::time::Instant::now()),
         });
         Box::pin(async move {
             let answer = answer.await;
@@ -78,6 +79,7 @@ impl<R: Rpc> Route for FnRoute<R> {
             req,
             body: frame.body,
             origin,
+            received_at: Some(std::time::Instant::now()),
         });
         Box::pin(async move {
             let answer = answer.await;
