@@ -135,3 +135,21 @@ async fn t20_restarted_broker_reregisters_its_new_address() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn t20_combined_node_also_registers_with_extra_namesrvs() {
+    bounded(async {
+        let extra = namesrv();
+        let node = NodeProcess::combined(&["--namesrv", &extra.namesrv().to_string()])
+            .expect("start combined node");
+        // Its own name server and the extra one both know the broker.
+        for ns in [node.namesrv(), extra.namesrv()] {
+            wait_broker_listed(ns, "DefaultCluster", "broker-a", node.broker()).await;
+        }
+        create_topic(node.broker(), "t20-both", 2).await;
+        for ns in [node.namesrv(), extra.namesrv()] {
+            wait_route(ns, "t20-both", "broker-a", node.broker(), 2).await;
+        }
+    })
+    .await;
+}

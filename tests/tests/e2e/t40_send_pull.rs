@@ -459,3 +459,35 @@ async fn t40_auto_create_tag_filter_offsets_and_refusals() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn t40_sigterm_with_a_held_pull_exits_promptly() {
+    bounded(async {
+        let mut node = combined(NO_ARGS);
+        create_topic(node.broker(), "t40-held", 1).await;
+        let mut puller = connect(node.broker()).await;
+        let held = pull_request("t40-held", 0, 0, 32, 15_000);
+        let pull = puller.call(&held, Bytes::new());
+        let stop = async {
+            // Let the pull reach the broker and be held.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let t = Instant::now();
+            // Blocking is fine: the reply waits in the socket buffer.
+            let status = node.terminate_status();
+            (t.elapsed(), status)
+        };
+        let (reply, (took, status)) = tokio::join!(pull, stop);
+        let status = status.expect("node exits after SIGTERM");
+        assert!(status.success(), "exit status {status}");
+        // The held pull is answered (nothing found) or its connection
+        // closes; either way the node does not sit out the 15 s.
+        if let Ok(r) = &reply {
+            assert_ne!(r.code, ResponseCode::Success, "{:?}", r.remark);
+        }
+        assert!(
+            took < Duration::from_secs(10),
+            "SIGTERM took {took:?} with a held pull"
+        );
+    })
+    .await;
+}
