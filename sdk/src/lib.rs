@@ -36,3 +36,11 @@ pub mod prelude {
         Supervisor, USER_CODES, route_child,
     };
 }
+
+pub mod connections;
+pub mod error;
+pub mod route;
+
+pub use connections::Connections;
+pub use error::ClientError;
+pub use route::{RouteCache, TopicRoute};

@@ -1,0 +1,129 @@
+//! [`Connections`]: one [`RemoteClient`] per server address, shared and
+//! reused by every part of a client (producer, consumers, route cache).
+//!
+//! A `RemoteClient` pipelines any number of calls on one TCP connection
+//! and reconnects by itself after the connection drops, so a client never
+//! needs a second connection to the same server. `Connections` is cheap to
+//! clone (all clones share the table) and must be used inside an actix
+//! `System`: a client actor is started on the current arbiter on first use.
+//!
+//! ```rust,ignore
+//! let conns = Connections::new(&log);
+//! let reply = conns
+//!     .call("127.0.0.1:10911", GetMaxOffsetRequest { topic: "t".into(), queue_id: 0 }, Bytes::new(), timeout)
+//!     .await?;
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::Addr;
+use actormq_actors::runtime::net::{Oneway, RemoteClient};
+use actormq_actors::runtime::{Call, Reply, Rpc};
+use bytes::Bytes;
+use slog::Logger;
+
+use crate::error::ClientError;
+
+/// The shared table of per-address clients. See the module docs.
+#[derive(Clone)]
+pub struct Connections {
+    inner: Arc<Mutex<HashMap<SocketAddr, Addr<RemoteClient>>>>,
+    logger: Logger,
+}
+
+impl std::fmt::Debug for Connections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.inner.lock().map(|m| m.len()).unwrap_or_default();
+        f.debug_struct("Connections").field("clients", &n).finish()
+    }
+}
+
+/// Parses `host:port` (an IP address and a port).
+pub fn parse_addr(addr: &str) -> Result<SocketAddr, ClientError> {
+    addr.trim()
+        .parse()
+        .map_err(|e| ClientError::Invalid(format!("bad address {addr:?}: {e}")))
+}
+
+impl Connections {
+    /// An empty table; clients log through `logger`.
+    pub fn new(logger: &Logger) -> Connections {
+        Connections {
+            inner: Arc::new(Mutex::new(HashMap::new())),
+            logger: logger.clone(),
+        }
+    }
+
+    /// The client for `addr`, started on first use (or again if the old
+    /// one stopped).
+    pub fn client(&self, addr: SocketAddr) -> Addr<RemoteClient> {
+        let mut table = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = table.get(&addr)
+            && c.connected()
+        {
+            return c.clone();
+        }
+        let c = RemoteClient::connect(addr, &self.logger);
+        table.insert(addr, c.clone());
+        c
+    }
+
+    /// Calls `req` (with `body`) on the server at `addr`, failing with
+    /// [`ClientError::Timeout`] after `timeout`.
+    pub async fn call<R: Rpc>(
+        &self,
+        addr: &str,
+        req: R,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Reply<R::Response>, ClientError> {
+        let sock = parse_addr(addr)?;
+        let client = self.client(sock);
+        let fut = client.send(Call::with_body(req, body));
+        match tokio::time::timeout(timeout, fut).await {
+            Err(_) => Err(ClientError::Timeout(format!(
+                "no reply from {addr} within {timeout:?}"
+            ))),
+            Ok(Err(mailbox)) => Err(ClientError::Broker {
+                code: actormq_protocol::ResponseCode::SystemError,
+                remark: format!("client for {addr} unavailable: {mailbox}"),
+            }),
+            Ok(Ok(reply)) => reply.map_err(ClientError::from),
+        }
+    }
+
+    /// Sends `req` to `addr` without waiting for a reply (oneway frame);
+    /// resolves once it is queued for writing.
+    pub async fn oneway<R: Rpc>(&self, addr: &str, req: R, body: Bytes) -> Result<(), ClientError> {
+        let sock = parse_addr(addr)?;
+        let client = self.client(sock);
+        match client.send(Oneway(Call::with_body(req, body))).await {
+            Err(mailbox) => Err(ClientError::Broker {
+                code: actormq_protocol::ResponseCode::SystemError,
+                remark: format!("client for {addr} unavailable: {mailbox}"),
+            }),
+            Ok(r) => r.map_err(ClientError::from),
+        }
+    }
+
+    /// Forgets every client (their connections close once no call is
+    /// pending and no other handle is left).
+    pub fn close_all(&self) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse() {
+        assert!(parse_addr("127.0.0.1:9876").is_ok());
+        assert!(parse_addr(" 127.0.0.1:1 ").is_ok());
+        assert!(matches!(parse_addr("nohost"), Err(ClientError::Invalid(_))));
+    }
+}
