@@ -169,6 +169,7 @@ fn locate_bins() -> std::io::Result<PathBuf> {
 pub struct NodeProcess {
     bin: Bin,
     args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
     child: Option<Child>,
     /// Holds the data dir and the log file; removed on drop.
     tmp: tempfile::TempDir,
@@ -184,12 +185,33 @@ impl NodeProcess {
     /// `127.0.0.1:0` listen addresses unless `args` set them, and waits for
     /// the ready line.
     pub fn start<S: Into<OsString> + Clone>(bin: Bin, args: &[S]) -> std::io::Result<NodeProcess> {
+        NodeProcess::start_with_env(bin, args, &[] as &[(&str, &str)])
+    }
+
+    /// Like [`NodeProcess::start`], with environment variables for the
+    /// child (e.g. `ACTORMQ_BROKER__COMMIT_LOG_SEGMENT_SIZE`), kept for
+    /// restarts. The child never inherits `ACTORMQ_*` from the test
+    /// process.
+    pub fn start_with_env<S, K, V>(
+        bin: Bin,
+        args: &[S],
+        env: &[(K, V)],
+    ) -> std::io::Result<NodeProcess>
+    where
+        S: Into<OsString> + Clone,
+        K: Into<OsString> + Clone,
+        V: Into<OsString> + Clone,
+    {
         let tmp = tempfile::Builder::new().prefix("actormq-e2e-").tempdir()?;
         let data_dir = tmp.path().join("data");
         let stderr_path = tmp.path().join("stderr.log");
         let mut node = NodeProcess {
             bin,
             args: args.iter().cloned().map(Into::into).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.clone().into(), v.clone().into()))
+                .collect(),
             child: None,
             tmp,
             data_dir,
@@ -232,10 +254,11 @@ impl NodeProcess {
             let mut l = &log;
             let _ = writeln!(
                 l,
-                "==== actormq-tests: start #{} of {} {:?}",
+                "==== actormq-tests: start #{} of {} {:?} env {:?}",
                 self.starts,
                 exe.display(),
-                args
+                args,
+                self.env
             );
         }
         let mut cmd = Command::new(&exe);
@@ -247,6 +270,7 @@ impl NodeProcess {
             }
         }
         let mut child = cmd
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

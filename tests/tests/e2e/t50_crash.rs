@@ -51,8 +51,26 @@ fn request(topic: &str, r: u64, per: u64) -> Frame {
 
 /// Sends until `acked_before_kill` messages are acknowledged, SIGKILLs
 /// the node with sends in flight, restarts it and checks.
-async fn crash_and_recover(flush: &str, topic: &str, per: u64, acked_before_kill: usize) {
-    let mut node = combined(&["--flush", flush]);
+///
+/// `segment_size` (bytes) shrinks the commit-log segments so the run rolls
+/// over many of them.
+async fn crash_and_recover(
+    flush: &str,
+    topic: &str,
+    per: u64,
+    acked_before_kill: usize,
+    segment_size: Option<u64>,
+) {
+    let env: Vec<(&str, String)> = segment_size
+        .map(|s| ("ACTORMQ_BROKER__COMMIT_LOG_SEGMENT_SIZE", s.to_string()))
+        .into_iter()
+        .collect();
+    let mut node = actormq_tests::node::NodeProcess::start_with_env(
+        actormq_tests::node::Bin::Node,
+        &["--flush", flush],
+        &env,
+    )
+    .expect("start a combined node");
     create_topic(node.broker(), topic, QUEUES).await;
 
     // (message index, queue, queue offset) of every acknowledged message;
@@ -206,20 +224,41 @@ async fn crash_and_recover(flush: &str, topic: &str, per: u64, acked_before_kill
 
 #[tokio::test]
 async fn t50_sigkill_under_sync_flush_keeps_every_acked_send() {
-    bounded(crash_and_recover("sync", "t50-sync", 1, 400)).await;
+    bounded(crash_and_recover("sync", "t50-sync", 1, 400, None)).await;
 }
 
 #[tokio::test]
 async fn t50_sigkill_under_sync_flush_keeps_every_acked_batch() {
-    bounded(crash_and_recover("sync", "t50-sync-batch", 16, 400)).await;
+    bounded(crash_and_recover("sync", "t50-sync-batch", 16, 400, None)).await;
 }
 
 #[tokio::test]
 async fn t50_sigkill_under_async_flush_keeps_every_acked_send() {
-    bounded(crash_and_recover("async", "t50-async", 1, 400)).await;
+    bounded(crash_and_recover("async", "t50-async", 1, 400, None)).await;
 }
 
 #[tokio::test]
 async fn t50_sigkill_after_many_async_batches_recovers_them_all() {
-    bounded(crash_and_recover("async", "t50-async-many", 32, 60_000)).await;
+    // ~60k messages of ~200 bytes over 1 MiB segments: a dozen rolls
+    // before the kill.
+    bounded(crash_and_recover(
+        "async",
+        "t50-async-many",
+        32,
+        60_000,
+        Some(1 << 20),
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn t50_sigkill_under_sync_flush_across_segment_rolls() {
+    bounded(crash_and_recover(
+        "sync",
+        "t50-sync-rolls",
+        16,
+        20_000,
+        Some(256 << 10),
+    ))
+    .await;
 }
