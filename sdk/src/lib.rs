@@ -39,8 +39,10 @@ pub mod prelude {
 
 pub mod connections;
 pub mod error;
+pub mod producer;
 pub mod route;
 
 pub use connections::Connections;
 pub use error::ClientError;
+pub use producer::{Producer, ProducerBuilder, ProducerConfig, SendResult, SendStatus};
 pub use route::{RouteCache, TopicRoute};

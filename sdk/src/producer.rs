@@ -1,0 +1,1067 @@
+//! [`Producer`]: sends messages of a producer group (sync, async, oneway,
+//! batch, ordered by key).
+//!
+//! - **Queue choice**: round robin over the route's writable queues,
+//!   skipping brokers that failed within the last
+//!   [`ProducerConfig::fault_isolation_ms`] ([`LatencyFaultTolerance`]);
+//!   or [`Producer::send_with_selector`]: queue = hash(key) % writable
+//!   queues, for ordered messages ([`select_by_key`]).
+//! - **Retries** ([`RetryPolicy`]): sync sends try 2 more times, each to
+//!   another broker if the route has one; async sends retry 2 times on the
+//!   same queue; oneway sends never retry. Flow-control refusals
+//!   (`SYSTEM_BUSY`) and invalid messages are not retried. All tries of one
+//!   send share the send timeout (3 s by default).
+//! - **Checks**: topic rules and the max message size (4 MiB) before
+//!   anything is sent; the unique key (`UNIQ_KEY`) is stamped on every
+//!   message that has none.
+//! - **Auto-created topics**: when no name server knows the topic, the
+//!   message goes to a master broker of the cluster (which creates the
+//!   topic with its default queue count); the real route is fetched again
+//!   on later sends.
+//! - **Heartbeats**: the group is announced to every broker it sends to,
+//!   every 30 s.
+//!
+//! ```rust,ignore
+//! let producer = ProducerBuilder::new("orders-producer")
+//!     .namesrv(["127.0.0.1:9876"])
+//!     .logger(&log)
+//!     .build()
+//!     .await?;
+//! let res = producer.send(Message::new("orders", "hello")).await?;
+//! println!("{} stored at {}:{}", res.msg_id, res.queue_id, res.queue_offset);
+//! producer.shutdown().await;
+//! ```
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actormq_protocol::request::{
+    ClusterInfo, GetBrokerClusterInfoRequest, HeartbeatRequest, ProducerData,
+    SendBatchMessageRequest, SendMessageRequest,
+};
+use actormq_protocol::unique_key::system_time_ms;
+use actormq_protocol::{
+    Bytes, Message, MessageQueue, ResponseCode, UniqueKeyGenerator, batch, tag_hash,
+    validate_batch, validate_message,
+};
+use serde::{Deserialize, Serialize};
+use slog::{Logger, debug, o};
+
+use crate::connections::Connections;
+use crate::error::ClientError;
+use crate::route::{RouteCache, RouteRefresher, StopRefresher, TopicRoute, is_unreachable};
+
+/// Property key of the unique key stamped on every message.
+pub use actormq_protocol::message::PROPERTY_UNIQUE_KEY;
+
+/// Producer settings; every field has a default, so a config file (TOML,
+/// environment, through figment) may set only some.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProducerConfig {
+    /// Producer group. Default `DEFAULT_PRODUCER`.
+    pub group: String,
+    /// Name server addresses. Default `["127.0.0.1:9876"]`.
+    pub namesrv: Vec<String>,
+    /// Budget of one send, all tries included, ms. Default 3000.
+    pub send_timeout_ms: u64,
+    /// Extra tries of a sync send (to another broker when possible).
+    /// Default 2.
+    pub retries: u32,
+    /// Extra tries of an async send (same queue). Default 2.
+    pub async_retries: u32,
+    /// Max body + properties size, bytes. Default 4 MiB.
+    pub max_message_size: usize,
+    /// How long a broker that failed is avoided, ms. Default 30000.
+    pub fault_isolation_ms: u64,
+    /// Heartbeat period, ms. Default 30000.
+    pub heartbeat_interval_ms: u64,
+    /// Route refresh period, ms. Default 30000.
+    pub route_refresh_interval_ms: u64,
+    /// Queues assumed for a topic a broker will auto-create. Default 4.
+    pub default_topic_queues: u32,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            group: "DEFAULT_PRODUCER".into(),
+            namesrv: vec!["127.0.0.1:9876".into()],
+            send_timeout_ms: 3000,
+            retries: 2,
+            async_retries: 2,
+            max_message_size: actormq_protocol::DEFAULT_MAX_MESSAGE_SIZE,
+            fault_isolation_ms: 30_000,
+            heartbeat_interval_ms: 30_000,
+            route_refresh_interval_ms: 30_000,
+            default_topic_queues: 4,
+        }
+    }
+}
+
+impl ProducerConfig {
+    /// Extracts a config from `figment` (missing keys take defaults).
+    pub fn from_figment(figment: &figment::Figment) -> Result<ProducerConfig, ClientError> {
+        figment
+            .extract()
+            .map_err(|e| ClientError::Invalid(format!("producer config: {e}")))
+    }
+}
+
+/// How a stored message was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SendStatus {
+    /// Stored (and flushed / replicated as configured).
+    #[serde(rename = "SEND_OK")]
+    SendOk,
+    /// Stored, but the sync flush did not finish in time.
+    #[serde(rename = "FLUSH_DISK_TIMEOUT")]
+    FlushDiskTimeout,
+    /// Stored, but the sync replication did not finish in time.
+    #[serde(rename = "FLUSH_SLAVE_TIMEOUT")]
+    FlushSlaveTimeout,
+    /// Stored, but no slave is available for sync replication.
+    #[serde(rename = "SLAVE_NOT_AVAILABLE")]
+    SlaveNotAvailable,
+}
+
+impl SendStatus {
+    /// The status of a reply's response code.
+    pub fn from_code(code: ResponseCode) -> SendStatus {
+        match code {
+            ResponseCode::FlushDiskTimeout => SendStatus::FlushDiskTimeout,
+            ResponseCode::FlushSlaveTimeout => SendStatus::FlushSlaveTimeout,
+            ResponseCode::SlaveNotAvailable => SendStatus::SlaveNotAvailable,
+            _ => SendStatus::SendOk,
+        }
+    }
+
+    /// RocketMQ's name (`SEND_OK`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SendStatus::SendOk => "SEND_OK",
+            SendStatus::FlushDiskTimeout => "FLUSH_DISK_TIMEOUT",
+            SendStatus::FlushSlaveTimeout => "FLUSH_SLAVE_TIMEOUT",
+            SendStatus::SlaveNotAvailable => "SLAVE_NOT_AVAILABLE",
+        }
+    }
+}
+
+impl std::fmt::Display for SendStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The result of a stored send.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendResult {
+    /// How it was stored.
+    pub status: SendStatus,
+    /// The message id (a batch: the ids joined by `,`).
+    pub msg_id: String,
+    /// Topic.
+    pub topic: String,
+    /// Queue it was stored in.
+    pub queue_id: u32,
+    /// Its queue offset (a batch: the first message's).
+    pub queue_offset: u64,
+    /// Broker name.
+    pub broker: String,
+}
+
+/// Avoids brokers that failed recently: a failed broker is skipped by the
+/// round robin for `isolation` (unless every broker is isolated).
+#[derive(Debug, Clone)]
+pub struct LatencyFaultTolerance {
+    isolation: Duration,
+    failed_until: HashMap<String, Instant>,
+}
+
+impl LatencyFaultTolerance {
+    /// Isolates failed brokers for `isolation`.
+    pub fn new(isolation: Duration) -> LatencyFaultTolerance {
+        LatencyFaultTolerance {
+            isolation,
+            failed_until: HashMap::new(),
+        }
+    }
+
+    /// `broker` failed at `now`.
+    pub fn mark_failed(&mut self, broker: &str, now: Instant) {
+        self.failed_until
+            .insert(broker.to_owned(), now + self.isolation);
+    }
+
+    /// `broker` answered: available again.
+    pub fn mark_ok(&mut self, broker: &str) {
+        self.failed_until.remove(broker);
+    }
+
+    /// Whether `broker` may be chosen at `now`.
+    pub fn is_available(&self, broker: &str, now: Instant) -> bool {
+        self.failed_until
+            .get(broker)
+            .is_none_or(|until| now >= *until)
+    }
+}
+
+/// Picks the queue for the `counter`-th send: round robin over `queues`,
+/// skipping brokers `fault` isolates and the broker `avoid` (the one the
+/// previous try failed on). Falls back to a queue of another broker, then to
+/// plain round robin. `None` only if `queues` is empty.
+pub fn select_queue<'a>(
+    queues: &'a [MessageQueue],
+    counter: usize,
+    fault: &LatencyFaultTolerance,
+    avoid: Option<&str>,
+    now: Instant,
+) -> Option<&'a MessageQueue> {
+    let n = queues.len();
+    if n == 0 {
+        return None;
+    }
+    let ring = || (0..n).map(move |i| &queues[(counter + i) % n]);
+    ring()
+        .find(|q| Some(q.broker_name.as_str()) != avoid && fault.is_available(&q.broker_name, now))
+        .or_else(|| ring().find(|q| Some(q.broker_name.as_str()) != avoid))
+        .or_else(|| ring().next())
+}
+
+/// The queue for ordering key `key`: `|java_hash(key)| % queues` (RocketMQ's
+/// `SelectMessageQueueByHash`). `None` only if `queues` is empty.
+pub fn select_by_key<'a>(queues: &'a [MessageQueue], key: &str) -> Option<&'a MessageQueue> {
+    if queues.is_empty() {
+        return None;
+    }
+    let h = tag_hash(key).unsigned_abs();
+    let idx = usize::try_from(h % queues.len() as u64).unwrap_or(0);
+    queues.get(idx)
+}
+
+/// Which failures a send retries, and how often.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Extra tries after the first.
+    pub retries: u32,
+}
+
+impl RetryPolicy {
+    /// Tries in all (first + retries).
+    pub fn attempts(self) -> u32 {
+        self.retries.saturating_add(1)
+    }
+
+    /// Whether a send that failed with `err` on try `attempt` (0-based) is
+    /// tried again: not after the last try, not for flow control, invalid
+    /// or too-large messages, or a shut-down client.
+    pub fn should_retry(self, err: &ClientError, attempt: u32) -> bool {
+        if attempt + 1 >= self.attempts() {
+            return false;
+        }
+        match err {
+            ClientError::Broker { code, .. } => !matches!(
+                code,
+                ResponseCode::SystemBusy | ResponseCode::MessageIllegal
+            ),
+            ClientError::Timeout(_) | ClientError::NoRoute { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// Builds a [`Producer`].
+#[derive(Debug, Clone)]
+pub struct ProducerBuilder {
+    config: ProducerConfig,
+    logger: Option<Logger>,
+}
+
+impl ProducerBuilder {
+    /// A builder for producer group `group` with default settings.
+    pub fn new(group: impl Into<String>) -> ProducerBuilder {
+        ProducerBuilder {
+            config: ProducerConfig {
+                group: group.into(),
+                ..ProducerConfig::default()
+            },
+            logger: None,
+        }
+    }
+
+    /// A builder from a whole config.
+    pub fn from_config(config: ProducerConfig) -> ProducerBuilder {
+        ProducerBuilder {
+            config,
+            logger: None,
+        }
+    }
+
+    /// Name server addresses (`host:port`).
+    #[must_use]
+    pub fn namesrv<I, S>(mut self, addrs: I) -> ProducerBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.namesrv = addrs.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Budget of one send, all tries included (default 3 s).
+    #[must_use]
+    pub fn send_timeout(mut self, timeout: Duration) -> ProducerBuilder {
+        self.config.send_timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// Extra tries of sync and async sends (default 2).
+    #[must_use]
+    pub fn retries(mut self, retries: u32) -> ProducerBuilder {
+        self.config.retries = retries;
+        self.config.async_retries = retries;
+        self
+    }
+
+    /// Route refresh period (default 30 s).
+    #[must_use]
+    pub fn route_refresh(mut self, every: Duration) -> ProducerBuilder {
+        self.config.route_refresh_interval_ms =
+            u64::try_from(every.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// The logger (default: discard).
+    #[must_use]
+    pub fn logger(mut self, logger: &Logger) -> ProducerBuilder {
+        self.logger = Some(logger.clone());
+        self
+    }
+
+    /// Starts the producer (its route refresher and heartbeat run on the
+    /// current arbiter). Must run inside an actix `System`.
+    pub async fn build(self) -> Result<Producer, ClientError> {
+        Producer::start(self.config, self.logger).await
+    }
+}
+
+struct Inner {
+    config: ProducerConfig,
+    client_id: String,
+    routes: RouteCache,
+    conns: Connections,
+    fault: Mutex<LatencyFaultTolerance>,
+    counter: AtomicUsize,
+    fallback: Mutex<HashMap<String, (Arc<TopicRoute>, Instant)>>,
+    brokers: Mutex<HashMap<String, String>>,
+    closed: AtomicBool,
+    refresher: Addr<RouteRefresher>,
+    heartbeat: Mutex<Option<Addr<HeartbeatService>>>,
+    logger: Logger,
+}
+
+/// A producer of one group. Cheap to clone (clones share everything).
+/// See the module docs.
+#[derive(Clone)]
+pub struct Producer {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("group", &self.inner.config.group)
+            .field("client_id", &self.inner.client_id)
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+impl Producer {
+    async fn start(
+        config: ProducerConfig,
+        logger: Option<Logger>,
+    ) -> Result<Producer, ClientError> {
+        if config.group.is_empty() {
+            return Err(ClientError::Invalid("empty producer group".into()));
+        }
+        let logger = logger
+            .unwrap_or_else(|| Logger::root(slog::Discard, o!()))
+            .new(o!("producer_group" => config.group.clone()));
+        let conns = Connections::new(&logger);
+        let routes = RouteCache::new(
+            config.namesrv.clone(),
+            conns.clone(),
+            ms(config.send_timeout_ms),
+            &logger,
+        )?;
+        let refresher = routes.start_refresh(ms(config.route_refresh_interval_ms.max(1)));
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
+        let client_id = format!(
+            "producer@{}#{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let inner = Arc::new(Inner {
+            fault: Mutex::new(LatencyFaultTolerance::new(ms(config.fault_isolation_ms))),
+            counter: AtomicUsize::new(0),
+            fallback: Mutex::new(HashMap::new()),
+            brokers: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+            refresher,
+            heartbeat: Mutex::new(None),
+            client_id,
+            routes,
+            conns,
+            config,
+            logger,
+        });
+        let hb = HeartbeatService {
+            producer: Arc::downgrade(&inner),
+            interval: ms(inner.config.heartbeat_interval_ms.max(1)),
+        }
+        .start();
+        *lock(&inner.heartbeat) = Some(hb);
+        Ok(Producer { inner })
+    }
+
+    /// The producer's config.
+    pub fn config(&self) -> &ProducerConfig {
+        &self.inner.config
+    }
+
+    /// The client id announced in heartbeats.
+    pub fn client_id(&self) -> &str {
+        &self.inner.client_id
+    }
+
+    /// The route cache (shared with whoever else uses this producer's
+    /// connections).
+    pub fn routes(&self) -> &RouteCache {
+        &self.inner.routes
+    }
+
+    /// Sends `msg` and waits until it is stored, retrying as the module
+    /// docs say.
+    pub async fn send(&self, msg: Message) -> Result<SendResult, ClientError> {
+        let policy = RetryPolicy {
+            retries: self.inner.config.retries,
+        };
+        self.send_with_policy(msg, policy, Mode::OtherBroker).await
+    }
+
+    /// Like [`Producer::send`], but returns a `'static` future (spawn it,
+    /// or collect many and await them together); retries go to the same
+    /// queue.
+    pub fn send_async(
+        &self,
+        msg: Message,
+    ) -> impl Future<Output = Result<SendResult, ClientError>> + 'static {
+        let this = self.clone();
+        async move {
+            let policy = RetryPolicy {
+                retries: this.inner.config.async_retries,
+            };
+            this.send_with_policy(msg, policy, Mode::SameQueue).await
+        }
+    }
+
+    /// Sends `msg` without waiting for the broker: returns once the request
+    /// is queued on the connection. Never retried.
+    pub async fn send_oneway(&self, mut msg: Message) -> Result<(), ClientError> {
+        self.prepare(&mut msg)?;
+        let route = self.route_for(&msg.topic).await?;
+        let (mq, addr) = self.pick(&route, None)?;
+        let req = SendMessageRequest::new(
+            &self.inner.config.group,
+            mq.queue_id,
+            system_time_ms(),
+            &msg,
+        );
+        self.inner.conns.oneway(&addr, req, msg.body).await
+    }
+
+    /// Sends `msg` to the queue `hash(key) % writable queues`, so messages
+    /// with one key keep their order. Retries stay on that queue.
+    pub async fn send_with_selector(
+        &self,
+        msg: Message,
+        key: &str,
+    ) -> Result<SendResult, ClientError> {
+        let policy = RetryPolicy {
+            retries: self.inner.config.retries,
+        };
+        self.send_with_policy(msg, policy, Mode::Key(key.to_owned()))
+            .await
+    }
+
+    /// Sends `msgs` (one topic, no delay) as one batch to one queue;
+    /// retried like [`Producer::send`]. The result's `msg_id` holds the ids
+    /// joined by `,` and `queue_offset` the first message's offset.
+    pub async fn send_batch(&self, mut msgs: Vec<Message>) -> Result<SendResult, ClientError> {
+        self.check_open()?;
+        let Some(first) = msgs.first() else {
+            return Err(ClientError::Invalid("empty batch".into()));
+        };
+        let topic = first.topic.clone();
+        for m in &mut msgs {
+            stamp(m);
+        }
+        validate_batch(&msgs, self.inner.config.max_message_size)?;
+        let body = batch::messages_to_bytes(&msgs);
+        let total = body.len();
+        if total > self.inner.config.max_message_size {
+            return Err(ClientError::MessageTooLarge {
+                size: total,
+                max: self.inner.config.max_message_size,
+            });
+        }
+        let policy = RetryPolicy {
+            retries: self.inner.config.retries,
+        };
+        let deadline = Instant::now() + ms(self.inner.config.send_timeout_ms);
+        let mut avoid: Option<String> = None;
+        let mut attempt = 0;
+        loop {
+            let route = self.route_for(&topic).await?;
+            let (mq, addr) = self.pick(&route, avoid.as_deref())?;
+            let req = SendBatchMessageRequest {
+                producer_group: self.inner.config.group.clone(),
+                topic: topic.clone(),
+                queue_id: mq.queue_id,
+                born_timestamp_ms: system_time_ms(),
+                producer_id: None,
+                first_sequence: None,
+            };
+            let left = remaining(deadline)?;
+            let res = self.inner.conns.call(&addr, req, body.clone(), left).await;
+            match res {
+                Ok(reply) => {
+                    lock(&self.inner.fault).mark_ok(&mq.broker_name);
+                    return Ok(SendResult {
+                        status: SendStatus::from_code(reply.code),
+                        msg_id: reply.fields.msg_ids.join(","),
+                        topic,
+                        queue_id: reply.fields.queue_id,
+                        queue_offset: reply.fields.queue_offset,
+                        broker: mq.broker_name,
+                    });
+                }
+                Err(e) => {
+                    self.on_failure(&topic, &mq, &e).await;
+                    if !policy.should_retry(&e, attempt) {
+                        return Err(e);
+                    }
+                    avoid = Some(mq.broker_name);
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// Stops the heartbeat and route refresh and forgets the connections.
+    /// Later sends fail with [`ClientError::Shutdown`].
+    pub async fn shutdown(&self) {
+        if self.inner.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if let Some(hb) = lock(&self.inner.heartbeat).take() {
+            hb.do_send(StopHeartbeat);
+        }
+        self.inner.refresher.do_send(StopRefresher);
+        self.inner.conns.close_all();
+        debug!(self.inner.logger, "producer shut down");
+    }
+
+    fn check_open(&self) -> Result<(), ClientError> {
+        if self.inner.closed.load(Ordering::Relaxed) {
+            Err(ClientError::Shutdown)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Validates `msg` and stamps its unique key.
+    fn prepare(&self, msg: &mut Message) -> Result<(), ClientError> {
+        self.check_open()?;
+        stamp(msg);
+        validate_message(msg, self.inner.config.max_message_size)?;
+        Ok(())
+    }
+
+    async fn send_with_policy(
+        &self,
+        mut msg: Message,
+        policy: RetryPolicy,
+        mode: Mode,
+    ) -> Result<SendResult, ClientError> {
+        self.prepare(&mut msg)?;
+        let deadline = Instant::now() + ms(self.inner.config.send_timeout_ms);
+        let mut avoid: Option<String> = None;
+        let mut fixed: Option<MessageQueue> = None;
+        let mut attempt = 0;
+        loop {
+            let route = self.route_for(&msg.topic).await?;
+            let (mq, addr) =
+                match (&mode, &fixed) {
+                    (Mode::OtherBroker, _) => self.pick(&route, avoid.as_deref())?,
+                    (Mode::SameQueue, Some(q)) | (Mode::Key(_), Some(q)) => {
+                        let addr = route.master_addr(&q.broker_name).ok_or_else(|| {
+                            ClientError::NoRoute {
+                                topic: msg.topic.clone(),
+                            }
+                        })?;
+                        (q.clone(), addr.to_owned())
+                    }
+                    (Mode::SameQueue, None) => self.pick(&route, None)?,
+                    (Mode::Key(key), None) => {
+                        let q = select_by_key(&route.write_queues, key).ok_or_else(|| {
+                            ClientError::NoRoute {
+                                topic: msg.topic.clone(),
+                            }
+                        })?;
+                        let addr = route.master_addr(&q.broker_name).ok_or_else(|| {
+                            ClientError::NoRoute {
+                                topic: msg.topic.clone(),
+                            }
+                        })?;
+                        (q.clone(), addr.to_owned())
+                    }
+                };
+            if !matches!(mode, Mode::OtherBroker) {
+                fixed = Some(mq.clone());
+            }
+            let req = SendMessageRequest::new(
+                &self.inner.config.group,
+                mq.queue_id,
+                system_time_ms(),
+                &msg,
+            );
+            let left = remaining(deadline)?;
+            self.note_broker(&mq.broker_name, &addr);
+            match self
+                .inner
+                .conns
+                .call(&addr, req, msg.body.clone(), left)
+                .await
+            {
+                Ok(reply) => {
+                    lock(&self.inner.fault).mark_ok(&mq.broker_name);
+                    return Ok(SendResult {
+                        status: SendStatus::from_code(reply.code),
+                        msg_id: reply.fields.msg_id,
+                        topic: msg.topic,
+                        queue_id: reply.fields.queue_id,
+                        queue_offset: reply.fields.queue_offset,
+                        broker: mq.broker_name,
+                    });
+                }
+                Err(e) => {
+                    debug!(self.inner.logger, "send failed"; "topic" => &msg.topic,
+                        "broker" => &mq.broker_name, "attempt" => attempt, "error" => %e);
+                    self.on_failure(&msg.topic, &mq, &e).await;
+                    if !policy.should_retry(&e, attempt) {
+                        return Err(e);
+                    }
+                    avoid = Some(mq.broker_name);
+                    attempt += 1;
+                    // A broker that did not answer may be restarting: give it
+                    // a moment (within the send timeout) before the next try.
+                    if is_unreachable(&e) {
+                        let pause = ms(100 * u64::from(attempt)).min(remaining(deadline)?);
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a failed try: isolate the broker and, if it did not answer,
+    /// fetch the route again (its address may have changed).
+    async fn on_failure(&self, topic: &str, mq: &MessageQueue, e: &ClientError) {
+        lock(&self.inner.fault).mark_failed(&mq.broker_name, Instant::now());
+        if is_unreachable(e) || e.code() == Some(ResponseCode::TopicNotExist) {
+            let _ = self.inner.routes.refresh(topic).await;
+        }
+    }
+
+    fn note_broker(&self, name: &str, addr: &str) {
+        let mut b = lock(&self.inner.brokers);
+        if b.get(name).map(String::as_str) != Some(addr) {
+            b.insert(name.to_owned(), addr.to_owned());
+        }
+    }
+
+    /// A queue and its broker's address by round robin.
+    fn pick(
+        &self,
+        route: &TopicRoute,
+        avoid: Option<&str>,
+    ) -> Result<(MessageQueue, String), ClientError> {
+        let counter = self.inner.counter.fetch_add(1, Ordering::Relaxed);
+        let fault = lock(&self.inner.fault);
+        let mq = select_queue(&route.write_queues, counter, &fault, avoid, Instant::now())
+            .ok_or_else(|| ClientError::NoRoute {
+                topic: route.topic.clone(),
+            })?;
+        let addr = route
+            .master_addr(&mq.broker_name)
+            .ok_or_else(|| ClientError::NoRoute {
+                topic: route.topic.clone(),
+            })?;
+        Ok((mq.clone(), addr.to_owned()))
+    }
+
+    /// The route of `topic`; for a topic no name server knows, a route to
+    /// every master broker of the cluster (which auto-create it).
+    async fn route_for(&self, topic: &str) -> Result<Arc<TopicRoute>, ClientError> {
+        self.check_open()?;
+        if let Some(r) = self.inner.routes.cached(topic)
+            && !r.write_queues.is_empty()
+        {
+            return Ok(r);
+        }
+        // Known as missing: retry the name server at most every second.
+        let fallback = lock(&self.inner.fallback).get(topic).cloned();
+        if let Some((route, at)) = &fallback
+            && at.elapsed() < Duration::from_secs(1)
+        {
+            return Ok(route.clone());
+        }
+        match self.inner.routes.refresh(topic).await {
+            Ok(r) if !r.write_queues.is_empty() => {
+                lock(&self.inner.fallback).remove(topic);
+                return Ok(r);
+            }
+            Ok(_) | Err(ClientError::NoRoute { .. }) => {}
+            Err(e) => return fallback.map(|(r, _)| r).ok_or(e),
+        }
+        let info = self
+            .inner
+            .routes
+            .namesrv_call(GetBrokerClusterInfoRequest {})
+            .await?
+            .fields;
+        let route = Arc::new(auto_create_route(
+            topic,
+            &info,
+            self.inner.config.default_topic_queues,
+        ));
+        if route.write_queues.is_empty() {
+            return Err(ClientError::NoRoute {
+                topic: topic.to_owned(),
+            });
+        }
+        lock(&self.inner.fallback).insert(topic.to_owned(), (route.clone(), Instant::now()));
+        Ok(route)
+    }
+
+    /// Brokers to heartbeat: every master of a cached route and every
+    /// broker sent to.
+    fn heartbeat_targets(&self) -> Vec<String> {
+        let mut addrs: Vec<String> = lock(&self.inner.brokers).values().cloned().collect();
+        for topic in self.inner.routes.cached_topics() {
+            if let Some(r) = self.inner.routes.cached(&topic) {
+                for name in r.broker_names() {
+                    if let Some(a) = r.master_addr(name) {
+                        addrs.push(a.to_owned());
+                    }
+                }
+            }
+        }
+        addrs.sort();
+        addrs.dedup();
+        addrs
+    }
+
+    /// Sends one heartbeat of the group to every known broker.
+    pub async fn heartbeat(&self) {
+        let req = HeartbeatRequest {
+            client_id: self.inner.client_id.clone(),
+            producer_data_set: vec![ProducerData {
+                group_name: self.inner.config.group.clone(),
+            }],
+            consumer_data_set: vec![],
+        };
+        for addr in self.heartbeat_targets() {
+            let res = self
+                .inner
+                .conns
+                .call(
+                    &addr,
+                    req.clone(),
+                    Bytes::new(),
+                    ms(self.inner.config.send_timeout_ms),
+                )
+                .await;
+            if let Err(e) = res {
+                debug!(self.inner.logger, "heartbeat failed"; "broker" => &addr, "error" => %e);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Mode {
+    OtherBroker,
+    SameQueue,
+    Key(String),
+}
+
+fn remaining(deadline: Instant) -> Result<Duration, ClientError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        Err(ClientError::Timeout("send timeout".into()))
+    } else {
+        Ok(left)
+    }
+}
+
+/// Stamps the unique key on `msg` unless it has one.
+pub fn stamp(msg: &mut Message) {
+    if msg.unique_key().is_none() {
+        msg.properties.insert(
+            PROPERTY_UNIQUE_KEY.to_owned(),
+            UniqueKeyGenerator::global().next_key(),
+        );
+    }
+}
+
+/// The route used for a topic no name server knows: `queues` writable
+/// queues on every master broker in `info` (the broker creates the topic on
+/// the first send).
+pub fn auto_create_route(topic: &str, info: &ClusterInfo, queues: u32) -> TopicRoute {
+    use actormq_protocol::request::{Perm, QueueData, TopicRouteData};
+    let brokers: Vec<_> = info
+        .broker_addr_table
+        .values()
+        .filter(|b| b.master_addr().is_some())
+        .cloned()
+        .collect();
+    let data = TopicRouteData {
+        queue_datas: brokers
+            .iter()
+            .map(|b| QueueData {
+                broker_name: b.broker_name.clone(),
+                read_queue_nums: queues,
+                write_queue_nums: queues,
+                perm: Perm::READ_WRITE,
+                topic_sys_flag: 0,
+            })
+            .collect(),
+        broker_datas: brokers,
+        order_topic_conf: None,
+    };
+    TopicRoute::new(topic, data)
+}
+
+/// The actor that heartbeats a producer's group to its brokers.
+#[derive(Debug)]
+pub struct HeartbeatService {
+    producer: Weak<Inner>,
+    interval: Duration,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("client_id", &self.client_id)
+            .finish()
+    }
+}
+
+/// Stops a [`HeartbeatService`].
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct StopHeartbeat;
+
+impl Actor for HeartbeatService {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.interval, |act, ctx| match act.producer.upgrade() {
+            Some(inner) => {
+                let p = Producer { inner };
+                ctx.spawn(async move { p.heartbeat().await }.into_actor(act));
+            }
+            None => ctx.stop(),
+        });
+    }
+}
+
+impl Handler<StopHeartbeat> for HeartbeatService {
+    type Result = ();
+
+    fn handle(&mut self, _: StopHeartbeat, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use actormq_protocol::request::BrokerData;
+
+    use super::*;
+
+    fn queues(spec: &[(&str, u32)]) -> Vec<MessageQueue> {
+        spec.iter()
+            .flat_map(|(b, n)| {
+                (0..*n).map(move |q| MessageQueue {
+                    topic: "t".into(),
+                    broker_name: (*b).into(),
+                    queue_id: q,
+                })
+            })
+            .collect()
+    }
+
+    fn name(q: Option<&MessageQueue>) -> (&str, u32) {
+        let q = q.expect("a queue");
+        (q.broker_name.as_str(), q.queue_id)
+    }
+
+    #[test]
+    fn round_robin_walks_every_queue() {
+        let qs = queues(&[("a", 2), ("b", 2)]);
+        let f = LatencyFaultTolerance::new(Duration::from_secs(30));
+        let now = Instant::now();
+        let picked: Vec<_> = (0..5)
+            .map(|c| name(select_queue(&qs, c, &f, None, now)))
+            .collect();
+        assert_eq!(picked, [("a", 0), ("a", 1), ("b", 0), ("b", 1), ("a", 0)]);
+        assert!(select_queue(&[], 0, &f, None, now).is_none());
+    }
+
+    #[test]
+    fn failed_broker_is_skipped_until_isolation_ends() {
+        let qs = queues(&[("a", 2), ("b", 2)]);
+        let mut f = LatencyFaultTolerance::new(Duration::from_secs(30));
+        let now = Instant::now();
+        f.mark_failed("a", now);
+        assert!(!f.is_available("a", now));
+        assert_eq!(name(select_queue(&qs, 0, &f, None, now)), ("b", 0));
+        assert_eq!(name(select_queue(&qs, 1, &f, None, now)), ("b", 0));
+        let later = now + Duration::from_secs(31);
+        assert!(f.is_available("a", later));
+        assert_eq!(name(select_queue(&qs, 0, &f, None, later)), ("a", 0));
+        f.mark_ok("a");
+        assert!(f.is_available("a", now));
+    }
+
+    #[test]
+    fn retry_avoids_the_failed_broker_and_falls_back_when_alone() {
+        let qs = queues(&[("a", 1), ("b", 1)]);
+        let mut f = LatencyFaultTolerance::new(Duration::from_secs(30));
+        let now = Instant::now();
+        assert_eq!(name(select_queue(&qs, 0, &f, Some("a"), now)), ("b", 0));
+        // Every broker isolated: still another broker than the last failed.
+        f.mark_failed("a", now);
+        f.mark_failed("b", now);
+        assert_eq!(name(select_queue(&qs, 0, &f, Some("a"), now)), ("b", 0));
+        // One broker only: it is used again.
+        let one = queues(&[("a", 2)]);
+        assert_eq!(name(select_queue(&one, 1, &f, Some("a"), now)), ("a", 1));
+    }
+
+    #[test]
+    fn key_selection_is_stable_java_hash_modulo() {
+        let qs = queues(&[("a", 4), ("b", 4)]);
+        let a = select_by_key(&qs, "order-42");
+        assert_eq!(a, select_by_key(&qs, "order-42"));
+        // Java: "abc".hashCode() = 96354; 96354 % 8 = 2.
+        assert_eq!(name(select_by_key(&qs, "abc")), ("a", 2));
+        // Negative hashes use the absolute value.
+        let neg = tag_hash("polygenelubricants");
+        assert!(neg < 0);
+        let idx = (neg.unsigned_abs() % 8) as usize;
+        assert_eq!(select_by_key(&qs, "polygenelubricants"), qs.get(idx));
+        assert!(select_by_key(&[], "k").is_none());
+    }
+
+    #[test]
+    fn retry_policy() {
+        let p = RetryPolicy { retries: 2 };
+        assert_eq!(p.attempts(), 3);
+        let lost = ClientError::Broker {
+            code: ResponseCode::SystemError,
+            remark: "connection lost".into(),
+        };
+        assert!(p.should_retry(&lost, 0));
+        assert!(p.should_retry(&lost, 1));
+        assert!(!p.should_retry(&lost, 2));
+        assert!(p.should_retry(&ClientError::Timeout("t".into()), 0));
+        let busy = ClientError::Broker {
+            code: ResponseCode::SystemBusy,
+            remark: "flow control".into(),
+        };
+        assert!(!p.should_retry(&busy, 0));
+        assert!(!p.should_retry(&ClientError::MessageTooLarge { size: 9, max: 1 }, 0));
+        assert!(!RetryPolicy { retries: 0 }.should_retry(&lost, 0));
+    }
+
+    #[test]
+    fn stamp_adds_a_unique_key_once() {
+        let mut m = Message::new("t", "x");
+        stamp(&mut m);
+        let k = m.unique_key().expect("stamped").to_owned();
+        stamp(&mut m);
+        assert_eq!(m.unique_key(), Some(k.as_str()));
+        let mut other = Message::new("t", "y");
+        stamp(&mut other);
+        assert_ne!(other.unique_key(), Some(k.as_str()));
+    }
+
+    #[test]
+    fn status_names() {
+        assert_eq!(
+            SendStatus::from_code(ResponseCode::Success).as_str(),
+            "SEND_OK"
+        );
+        assert_eq!(
+            SendStatus::from_code(ResponseCode::FlushDiskTimeout).to_string(),
+            "FLUSH_DISK_TIMEOUT"
+        );
+    }
+
+    #[test]
+    fn auto_create_route_covers_every_master() {
+        let b = |n: &str, id: u64| BrokerData {
+            cluster: "c".into(),
+            broker_name: n.into(),
+            broker_addrs: BTreeMap::from([(id, "127.0.0.1:1".to_owned())]),
+        };
+        let info = ClusterInfo {
+            broker_addr_table: BTreeMap::from([("a".into(), b("a", 0)), ("s".into(), b("s", 1))]),
+            cluster_addr_table: BTreeMap::new(),
+        };
+        let r = auto_create_route("new", &info, 4);
+        assert_eq!(r.write_queues.len(), 4);
+        assert!(r.write_queues.iter().all(|q| q.broker_name == "a"));
+    }
+
+    #[test]
+    fn config_defaults_and_figment() {
+        use figment::providers::{Format, Toml};
+        let c = ProducerConfig::from_figment(&figment::Figment::from(Toml::string(
+            "group = \"g\"\nsend_timeout_ms = 500\n",
+        )))
+        .unwrap();
+        assert_eq!(c.group, "g");
+        assert_eq!(c.send_timeout_ms, 500);
+        assert_eq!(c.retries, 2);
+        assert_eq!(c.max_message_size, 4 * 1024 * 1024);
+    }
+}
