@@ -14,6 +14,9 @@
 
 pub use actormq_protocol as protocol;
 
+pub mod consumer;
+pub mod rebalance;
+
 /// The custom-actor API: supervision, typed calls that may cross nodes,
 /// request-code routing, remote proxies, and broker events.
 pub mod actors {

@@ -1,0 +1,48 @@
+//! Consumers: [`PullConsumer`] (explicit queues and offsets) and
+//! [`PushConsumer`] (a consumer group; the SDK pulls, rebalances and
+//! commits under the hood and calls a listener).
+//!
+//! Both must be created inside a running actix `System` (their broker
+//! connections are [`RemoteClient`](actormq_actors::runtime::net::RemoteClient)
+//! actors on the current arbiter).
+
+use actormq_actors::runtime::ServiceError;
+
+mod client;
+pub mod offset_store;
+pub mod process_queue;
+mod pull;
+mod push;
+mod tags;
+
+pub use pull::{PullConsumer, PullResult, PullStatus};
+pub use push::{
+    ConsumeFrom, ConsumeResult, Listener, MessageModelConfig, PushConsumer, PushConsumerBuilder,
+    PushConsumerConfig,
+};
+pub use tags::TagFilter;
+
+/// What can go wrong in a consumer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConsumerError {
+    /// A broker or name server answered with an error (or could not be
+    /// reached).
+    #[error("service: {0}")]
+    Service(#[from] ServiceError),
+    /// Bad configuration (addresses, expression, missing listener...).
+    #[error("config: {0}")]
+    Config(String),
+    /// No route to a topic or broker.
+    #[error("no route: {0}")]
+    NoRoute(String),
+    /// A feature that does not exist yet.
+    #[error("not available yet: {0}")]
+    NotAvailable(String),
+    /// Local offset file I/O (broadcasting).
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The consumer was shut down.
+    #[error("consumer is shut down")]
+    Shutdown,
+}

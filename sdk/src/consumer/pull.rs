@@ -1,0 +1,335 @@
+//! [`PullConsumer`]: explicit queues and offsets.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actormq_protocol::request::{
+    GetMaxOffsetRequest, GetMinOffsetRequest, PullMessageRequest, QueryConsumerOffsetRequest,
+    SearchOffsetByTimestampRequest, UpdateConsumerOffsetRequest,
+};
+use actormq_protocol::{MessageQueue, ResponseCode, StoredMessage, batch};
+use slog::Logger;
+
+use super::client::{ClusterClient, parse_addrs};
+use super::{ConsumerError, TagFilter};
+
+/// What a pull found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullStatus {
+    /// Messages (possibly all dropped by the client-side tag recheck).
+    Found,
+    /// Nothing new at the offset (caught up).
+    NoNewMsg,
+    /// Only messages the filter rejects; continue at `next_begin_offset`.
+    NoMatchedMsg,
+    /// The offset is outside the queue; continue at `next_begin_offset`.
+    OffsetIllegal,
+}
+
+/// The answer to [`PullConsumer::pull`].
+#[derive(Debug, Clone)]
+pub struct PullResult {
+    /// What was found.
+    pub status: PullStatus,
+    /// Where to pull next.
+    pub next_begin_offset: u64,
+    /// Min offset of the queue (0 when the broker did not say).
+    pub min_offset: u64,
+    /// Max offset of the queue (0 when the broker did not say).
+    pub max_offset: u64,
+    /// The messages, in queue order.
+    pub messages: Vec<StoredMessage>,
+}
+
+/// Pulls `mq` from `offset` through `client`; shared by both consumers.
+///
+/// The reply of a non-`SUCCESS` pull reaches the client without its fields
+/// (the remote proxy turns it into an error), so: `PULL_RETRY_IMMEDIATELY`
+/// (only filtered-out messages) is followed by one unfiltered pull whose
+/// messages the client filters; `PULL_OFFSET_MOVED` by a min/max query.
+pub(crate) async fn pull_queue(
+    client: &ClusterClient,
+    group: &str,
+    mq: &MessageQueue,
+    offset: u64,
+    max: u32,
+    filter: &TagFilter,
+    suspend: Duration,
+) -> Result<PullResult, ConsumerError> {
+    let addr = client.broker_addr(&mq.topic, &mq.broker_name).await?;
+    let mut req = PullMessageRequest {
+        consumer_group: group.to_string(),
+        topic: mq.topic.clone(),
+        queue_id: mq.queue_id,
+        queue_offset: offset,
+        max_msg_nums: max.max(1),
+        commit_offset: None,
+        suspend_timeout_ms: suspend.as_millis() as u64,
+        subscription: (!filter.is_all()).then(|| filter.expression().to_string()),
+        expression_type: (!filter.is_all()).then(|| "TAG".to_string()),
+    };
+    let mut reply = client.call(addr, req.clone()).await;
+    if let Err(e) = &reply
+        && e.code == ResponseCode::PullRetryImmediately
+    {
+        req.subscription = None;
+        req.expression_type = None;
+        req.suspend_timeout_ms = 0;
+        reply = client.call(addr, req).await;
+    }
+    match reply {
+        Ok(r) => {
+            let msgs = batch::decode_stored(&r.body)
+                .map_err(actormq_actors::runtime::ServiceError::from)?;
+            let total = msgs.len();
+            let messages: Vec<StoredMessage> = msgs
+                .into_iter()
+                .filter(|m| filter.matches(m.message.tags.as_deref()))
+                .collect();
+            let status = if messages.is_empty() && total > 0 {
+                PullStatus::NoMatchedMsg
+            } else {
+                PullStatus::Found
+            };
+            Ok(PullResult {
+                status,
+                next_begin_offset: r.fields.next_begin_offset,
+                min_offset: r.fields.min_offset,
+                max_offset: r.fields.max_offset,
+                messages,
+            })
+        }
+        Err(e) if e.code == ResponseCode::PullNotFound => Ok(PullResult {
+            status: PullStatus::NoNewMsg,
+            next_begin_offset: offset,
+            min_offset: 0,
+            max_offset: 0,
+            messages: Vec::new(),
+        }),
+        Err(e) if e.code == ResponseCode::PullOffsetMoved => {
+            let (min, max) = min_max(client, addr, mq).await?;
+            Ok(PullResult {
+                status: PullStatus::OffsetIllegal,
+                next_begin_offset: offset.clamp(min, max),
+                min_offset: min,
+                max_offset: max,
+                messages: Vec::new(),
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn min_max(
+    client: &ClusterClient,
+    addr: SocketAddr,
+    mq: &MessageQueue,
+) -> Result<(u64, u64), ConsumerError> {
+    let min = client
+        .call(
+            addr,
+            GetMinOffsetRequest {
+                topic: mq.topic.clone(),
+                queue_id: mq.queue_id,
+            },
+        )
+        .await?
+        .fields
+        .offset;
+    let max = client
+        .call(
+            addr,
+            GetMaxOffsetRequest {
+                topic: mq.topic.clone(),
+                queue_id: mq.queue_id,
+            },
+        )
+        .await?
+        .fields
+        .offset;
+    Ok((min, max.max(min)))
+}
+
+/// Offset queries shared by both consumers.
+pub(crate) async fn query_offset(
+    client: &ClusterClient,
+    group: &str,
+    mq: &MessageQueue,
+) -> Result<Option<u64>, ConsumerError> {
+    let addr = client.broker_addr(&mq.topic, &mq.broker_name).await?;
+    let req = QueryConsumerOffsetRequest {
+        consumer_group: group.to_string(),
+        topic: mq.topic.clone(),
+        queue_id: mq.queue_id,
+    };
+    match client.call(addr, req).await {
+        Ok(r) => Ok(Some(r.fields.offset)),
+        Err(e) if e.code == ResponseCode::QueryNotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(crate) async fn commit_offset(
+    client: &ClusterClient,
+    group: &str,
+    mq: &MessageQueue,
+    offset: u64,
+) -> Result<(), ConsumerError> {
+    let addr = client.broker_addr(&mq.topic, &mq.broker_name).await?;
+    let req = UpdateConsumerOffsetRequest {
+        consumer_group: group.to_string(),
+        topic: mq.topic.clone(),
+        queue_id: mq.queue_id,
+        commit_offset: offset,
+    };
+    client.call(addr, req).await?;
+    Ok(())
+}
+
+/// Which end of a queue, or a time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Position {
+    Min,
+    Max,
+    Time(u64),
+}
+
+pub(crate) async fn offset_at(
+    client: &ClusterClient,
+    mq: &MessageQueue,
+    pos: Position,
+) -> Result<u64, ConsumerError> {
+    let addr = client.broker_addr(&mq.topic, &mq.broker_name).await?;
+    let (topic, queue_id) = (mq.topic.clone(), mq.queue_id);
+    let r = match pos {
+        Position::Min => {
+            client
+                .call(addr, GetMinOffsetRequest { topic, queue_id })
+                .await?
+        }
+        Position::Max => {
+            client
+                .call(addr, GetMaxOffsetRequest { topic, queue_id })
+                .await?
+        }
+        Position::Time(timestamp_ms) => {
+            client
+                .call(
+                    addr,
+                    SearchOffsetByTimestampRequest {
+                        topic,
+                        queue_id,
+                        timestamp_ms,
+                    },
+                )
+                .await?
+        }
+    };
+    Ok(r.fields.offset)
+}
+
+/// A consumer that pulls explicit queues at explicit offsets; the caller
+/// keeps track of offsets and may commit them for its group.
+///
+/// ```rust,ignore
+/// let consumer = PullConsumer::new("my-group", &["127.0.0.1:9876".into()], logger)?;
+/// for mq in consumer.fetch_queues("orders").await? {
+///     let r = consumer.pull(&mq, 0, 32).await?;
+///     consumer.commit(&mq, r.next_begin_offset).await?;
+/// }
+/// ```
+#[derive(Clone)]
+pub struct PullConsumer {
+    group: String,
+    client: ClusterClient,
+}
+
+impl std::fmt::Debug for PullConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PullConsumer")
+            .field("group", &self.group)
+            .finish()
+    }
+}
+
+impl PullConsumer {
+    /// A pull consumer of `group` using the name servers `namesrv`
+    /// (`host:port`, or comma-separated lists). Call inside an actix
+    /// `System`.
+    pub fn new(
+        group: &str,
+        namesrv: &[String],
+        logger: Logger,
+    ) -> Result<PullConsumer, ConsumerError> {
+        let addrs = parse_addrs(namesrv)?;
+        Ok(PullConsumer {
+            group: group.to_string(),
+            client: ClusterClient::new(addrs, logger, None, Duration::from_secs(20)),
+        })
+    }
+
+    /// The readable queues of `topic`, sorted.
+    pub async fn fetch_queues(&self, topic: &str) -> Result<Vec<MessageQueue>, ConsumerError> {
+        self.client.queues(topic).await
+    }
+
+    /// Up to `max` messages of `mq` from `offset`, answered at once.
+    pub async fn pull(
+        &self,
+        mq: &MessageQueue,
+        offset: u64,
+        max: u32,
+    ) -> Result<PullResult, ConsumerError> {
+        self.pull_with(mq, offset, max, "*", Duration::ZERO).await
+    }
+
+    /// [`pull`](Self::pull) with a tag expression and a long-polling hold
+    /// (the broker answers as soon as a message arrives, at most after
+    /// `suspend`, capped at 15 s by the broker).
+    pub async fn pull_with(
+        &self,
+        mq: &MessageQueue,
+        offset: u64,
+        max: u32,
+        tag_expr: &str,
+        suspend: Duration,
+    ) -> Result<PullResult, ConsumerError> {
+        let filter = TagFilter::parse(tag_expr);
+        pull_queue(&self.client, &self.group, mq, offset, max, &filter, suspend).await
+    }
+
+    /// Commits `offset` (the next offset to consume) of `mq` for the group.
+    pub async fn commit(&self, mq: &MessageQueue, offset: u64) -> Result<(), ConsumerError> {
+        commit_offset(&self.client, &self.group, mq, offset).await
+    }
+
+    /// The group's committed offset of `mq`, if it ever committed.
+    pub async fn committed(&self, mq: &MessageQueue) -> Result<Option<u64>, ConsumerError> {
+        query_offset(&self.client, &self.group, mq).await
+    }
+
+    /// The first kept offset of `mq`.
+    pub async fn min_offset(&self, mq: &MessageQueue) -> Result<u64, ConsumerError> {
+        offset_at(&self.client, mq, Position::Min).await
+    }
+
+    /// One past the last offset of `mq`.
+    pub async fn max_offset(&self, mq: &MessageQueue) -> Result<u64, ConsumerError> {
+        offset_at(&self.client, mq, Position::Max).await
+    }
+
+    /// The offset of the first message of `mq` stored at or after
+    /// `timestamp_ms`.
+    pub async fn search_offset(
+        &self,
+        mq: &MessageQueue,
+        timestamp_ms: u64,
+    ) -> Result<u64, ConsumerError> {
+        offset_at(&self.client, mq, Position::Time(timestamp_ms)).await
+    }
+
+    /// The group this consumer commits for.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+}

@@ -1,0 +1,855 @@
+//! [`PushConsumer`]: a consumer group member that pulls its share of the
+//! queues (long polling), hands messages to a listener on a worker pool,
+//! rebalances on membership changes and commits offsets.
+//!
+//! How it runs (all on the current arbiter, never blocking it):
+//! - a **rebalance** task: at start, on every `NOTIFY_CONSUMER_IDS_CHANGED`
+//!   pushed by a broker, and every 20 s: read the group's members from a
+//!   broker, apply the [`AllocateStrategy`], stop the pull loops of queues
+//!   no longer ours (committing their offset) and start the new ones (at
+//!   the committed offset, or the configured start position for a new
+//!   group);
+//! - a **heartbeat** task: every 30 s (and at start) to every broker of the
+//!   subscribed topics;
+//! - a **commit** task: every 5 s, changed offsets go to the broker
+//!   (clustering) or to a local file (broadcasting);
+//! - one **pull loop** per queue: long-polling pulls with the tag
+//!   subscription (the broker filters by tag hash; the client rechecks the
+//!   tag string), paused while the queue's [`ProcessQueue`] holds 1000
+//!   messages or 100 MiB (or spans 2000 offsets);
+//! - the **listener** runs in `spawn_blocking`, at most `workers` at once.
+//!
+//! **"Later" results** are redelivered in process after `later_delay_ms`
+//! (with `reconsume_times` incremented), and the committed offset never
+//! passes such a message. Sending it back to a `%RETRY%` topic arrives
+//! with the retry feature; until then a message that keeps failing holds
+//! back its queue's committed offset, and a consumer stopped meanwhile
+//! leaves it to be delivered again from that offset.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_rt::task::JoinHandle;
+use actormq_protocol::request::{
+    ConsumeFromWhere, ConsumeType, ConsumerData, GetConsumerListByGroupRequest, HeartbeatRequest,
+    MessageModel,
+};
+use actormq_protocol::{MessageQueue, StoredMessage};
+use serde::{Deserialize, Serialize};
+use slog::{Logger, debug, info, o, warn};
+use tokio::sync::{Notify, Semaphore};
+
+use super::client::{ClusterClient, NotifyFn, parse_addrs};
+use super::offset_store::{LocalOffsetFile, OffsetTable};
+use super::process_queue::{FlowLimits, ProcessQueue};
+use super::pull::{Position, PullStatus, commit_offset, offset_at, pull_queue, query_offset};
+use super::{ConsumerError, TagFilter};
+use crate::rebalance::{
+    AllocateAveragely, AllocateAveragelyByCircle, AllocateConsistentHash, AllocateStrategy,
+};
+
+/// What the listener made of a batch of messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumeResult {
+    /// Consumed; the offset may move past them.
+    Success,
+    /// Not now: redeliver later (in process for now; see the module docs).
+    Later,
+}
+
+/// The listener of a [`PushConsumer`]: called off the actor loop (in
+/// `spawn_blocking`), up to `workers` calls at once, order not kept.
+pub type Listener = Arc<dyn Fn(&[StoredMessage]) -> ConsumeResult + Send + Sync>;
+
+/// Clustering (share the queues) or broadcasting (every instance gets
+/// every message).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageModelConfig {
+    /// Queues shared out among the group; offsets on the broker.
+    #[default]
+    Clustering,
+    /// Every instance gets every message; offsets in a local file.
+    Broadcasting,
+}
+
+/// Where a new group (no committed offset) starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsumeFrom {
+    /// After the last message (default).
+    #[default]
+    Last,
+    /// At the first kept message.
+    First,
+    /// At the first message stored at or after this time (ms since epoch).
+    Timestamp(u64),
+}
+
+/// Settings of a [`PushConsumer`]; load with figment
+/// ([`PushConsumerConfig::from_figment`]) or set through the builder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PushConsumerConfig {
+    /// Consumer group.
+    pub group: String,
+    /// Name servers (`host:port`, comma-separated lists allowed).
+    pub namesrv: Vec<String>,
+    /// Topic → tag expression (`*`, `A || B`).
+    pub subscriptions: BTreeMap<String, String>,
+    /// Clustering (default) or broadcasting.
+    pub message_model: MessageModelConfig,
+    /// Start position of a new group.
+    pub consume_from: ConsumeFrom,
+    /// `average` (default), `average_by_circle` or `consistent_hash`.
+    pub allocate_strategy: String,
+    /// Listener calls at once. Default 4.
+    pub workers: usize,
+    /// Messages per pull. Default 32.
+    pub pull_batch_size: u32,
+    /// Messages per listener call. Default 1.
+    pub consume_batch_size: usize,
+    /// Long-polling hold asked of the broker. Default 15 000.
+    pub pull_suspend_ms: u64,
+    /// Rebalance period. Default 20 000.
+    pub rebalance_interval_ms: u64,
+    /// Heartbeat period. Default 30 000.
+    pub heartbeat_interval_ms: u64,
+    /// Offset commit period. Default 5 000.
+    pub commit_interval_ms: u64,
+    /// Delay before redelivering a "later" batch. Default 1 000.
+    pub later_delay_ms: u64,
+    /// Flow control: cached messages per queue. Default 1000.
+    pub cache_max_messages: usize,
+    /// Flow control: cached bytes per queue. Default 100 MiB.
+    pub cache_max_bytes: usize,
+    /// Flow control: offset span per queue. Default 2000.
+    pub cache_max_span: u64,
+    /// Where broadcasting offsets are kept. Default `./actormq-offsets`.
+    pub offset_dir: PathBuf,
+    /// Instance name, part of the client id (default: the process id and
+    /// a counter, unique within the process).
+    pub instance_name: Option<String>,
+}
+
+impl Default for PushConsumerConfig {
+    fn default() -> Self {
+        PushConsumerConfig {
+            group: String::new(),
+            namesrv: vec!["127.0.0.1:9876".into()],
+            subscriptions: BTreeMap::new(),
+            message_model: MessageModelConfig::Clustering,
+            consume_from: ConsumeFrom::Last,
+            allocate_strategy: "average".into(),
+            workers: 4,
+            pull_batch_size: 32,
+            consume_batch_size: 1,
+            pull_suspend_ms: 15_000,
+            rebalance_interval_ms: 20_000,
+            heartbeat_interval_ms: 30_000,
+            commit_interval_ms: 5_000,
+            later_delay_ms: 1_000,
+            cache_max_messages: 1000,
+            cache_max_bytes: 100 * 1024 * 1024,
+            cache_max_span: 2000,
+            offset_dir: PathBuf::from("actormq-offsets"),
+            instance_name: None,
+        }
+    }
+}
+
+impl PushConsumerConfig {
+    /// Extracts the config from `figment` (missing keys take defaults).
+    pub fn from_figment(figment: &figment::Figment) -> Result<Self, Box<figment::Error>> {
+        figment.extract().map_err(Box::new)
+    }
+
+    fn strategy(&self) -> Result<Arc<dyn AllocateStrategy>, ConsumerError> {
+        Ok(match self.allocate_strategy.as_str() {
+            "" | "average" | "avg" => Arc::new(AllocateAveragely),
+            "average_by_circle" | "circle" => Arc::new(AllocateAveragelyByCircle),
+            "consistent_hash" => Arc::new(AllocateConsistentHash::default()),
+            other => {
+                return Err(ConsumerError::Config(format!(
+                    "unknown allocate strategy {other:?}"
+                )));
+            }
+        })
+    }
+}
+
+/// Builds a [`PushConsumer`].
+///
+/// ```rust,ignore
+/// let consumer = PushConsumerBuilder::new("my-group")
+///     .namesrv("127.0.0.1:9876")
+///     .subscribe("orders", "created || paid")
+///     .listener(|msgs| { println!("{}", msgs.len()); ConsumeResult::Success })
+///     .start()
+///     .await?;
+/// consumer.shutdown().await;
+/// ```
+pub struct PushConsumerBuilder {
+    config: PushConsumerConfig,
+    namesrv_set: bool,
+    strategy: Option<Arc<dyn AllocateStrategy>>,
+    listener: Option<Listener>,
+    logger: Option<Logger>,
+}
+
+impl std::fmt::Debug for PushConsumerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushConsumerBuilder")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl PushConsumerBuilder {
+    /// A builder for a consumer of `group` with default settings.
+    pub fn new(group: &str) -> PushConsumerBuilder {
+        PushConsumerBuilder::from_config(PushConsumerConfig {
+            group: group.to_string(),
+            ..PushConsumerConfig::default()
+        })
+    }
+
+    /// A builder starting from `config` (e.g. loaded with figment).
+    pub fn from_config(config: PushConsumerConfig) -> PushConsumerBuilder {
+        PushConsumerBuilder {
+            config,
+            namesrv_set: false,
+            strategy: None,
+            listener: None,
+            logger: None,
+        }
+    }
+
+    /// Adds a name server (`host:port` or a comma-separated list); the
+    /// first call replaces the default `127.0.0.1:9876`.
+    pub fn namesrv(mut self, addr: &str) -> Self {
+        if !self.namesrv_set {
+            self.config.namesrv.clear();
+            self.namesrv_set = true;
+        }
+        self.config.namesrv.push(addr.to_string());
+        self
+    }
+
+    /// Subscribes to `topic` with a tag expression (`*`, `A || B`).
+    pub fn subscribe(mut self, topic: &str, tag_expr: &str) -> Self {
+        self.config
+            .subscriptions
+            .insert(topic.to_string(), tag_expr.to_string());
+        self
+    }
+
+    /// Broadcasting instead of clustering.
+    pub fn broadcasting(mut self) -> Self {
+        self.config.message_model = MessageModelConfig::Broadcasting;
+        self
+    }
+
+    /// Start position of a new group.
+    pub fn consume_from(mut self, from: ConsumeFrom) -> Self {
+        self.config.consume_from = from;
+        self
+    }
+
+    /// Listener calls at once.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.config.workers = n.max(1);
+        self
+    }
+
+    /// Where broadcasting offsets are kept.
+    pub fn offset_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.offset_dir = dir.into();
+        self
+    }
+
+    /// The instance name (part of the client id).
+    pub fn instance_name(mut self, name: &str) -> Self {
+        self.config.instance_name = Some(name.to_string());
+        self
+    }
+
+    /// Changes any other setting.
+    pub fn configure(mut self, f: impl FnOnce(&mut PushConsumerConfig)) -> Self {
+        f(&mut self.config);
+        self
+    }
+
+    /// A user queue allocation strategy (clustering).
+    pub fn strategy(mut self, s: impl AllocateStrategy + 'static) -> Self {
+        self.strategy = Some(Arc::new(s));
+        self
+    }
+
+    /// The listener (required).
+    pub fn listener<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&[StoredMessage]) -> ConsumeResult + Send + Sync + 'static,
+    {
+        self.listener = Some(Arc::new(f));
+        self
+    }
+
+    /// The logger (default: discard).
+    pub fn logger(mut self, logger: Logger) -> Self {
+        self.logger = Some(logger);
+        self
+    }
+
+    /// Starts the consumer: heartbeat, first rebalance, pull loops. Call
+    /// inside an actix `System`.
+    pub async fn start(self) -> Result<PushConsumer, ConsumerError> {
+        let cfg = self.config;
+        if cfg.group.is_empty() {
+            return Err(ConsumerError::Config("empty consumer group".into()));
+        }
+        if cfg.subscriptions.is_empty() {
+            return Err(ConsumerError::Config("no subscription".into()));
+        }
+        let listener = self
+            .listener
+            .ok_or_else(|| ConsumerError::Config("no listener".into()))?;
+        let strategy = match self.strategy {
+            Some(s) => s,
+            None => cfg.strategy()?,
+        };
+        let addrs = parse_addrs(&cfg.namesrv)?;
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let instance = cfg.instance_name.clone().unwrap_or_else(|| {
+            format!(
+                "{}-{}",
+                std::process::id(),
+                SEQ.fetch_add(1, Ordering::Relaxed)
+            )
+        });
+        let client_id = format!("127.0.0.1@{instance}");
+        let logger = self
+            .logger
+            .unwrap_or_else(|| Logger::root(slog::Discard, o!()))
+            .new(o!("group" => cfg.group.clone(), "client" => client_id.clone()));
+        let wake = Arc::new(Notify::new());
+        let notify: NotifyFn = {
+            let (wake, group) = (wake.clone(), cfg.group.clone());
+            Arc::new(move |g: &str| {
+                if g == group {
+                    wake.notify_one();
+                }
+            })
+        };
+        let client = ClusterClient::new(
+            addrs,
+            logger.clone(),
+            Some(notify),
+            Duration::from_millis(cfg.pull_suspend_ms + 5_000),
+        );
+        let filters = cfg
+            .subscriptions
+            .iter()
+            .map(|(t, e)| (t.clone(), TagFilter::parse(e)))
+            .collect();
+        let local = (cfg.message_model == MessageModelConfig::Broadcasting)
+            .then(|| LocalOffsetFile::new(&cfg.offset_dir, &cfg.group));
+        let core = Arc::new(Core {
+            workers: Arc::new(Semaphore::new(cfg.workers.max(1))),
+            cfg,
+            client_id,
+            client,
+            strategy,
+            listener,
+            filters,
+            queues: Mutex::new(HashMap::new()),
+            offsets: Mutex::new(OffsetTable::default()),
+            local,
+            wake,
+            stopped: AtomicBool::new(false),
+            logger,
+        });
+        // Routes first (so the brokers are known), then heartbeat, then the
+        // first rebalance, before returning.
+        for topic in core.cfg.subscriptions.keys() {
+            core.client.route(topic).await?;
+        }
+        core.heartbeat().await;
+        core.rebalance().await;
+        let tasks = vec![
+            actix_rt::spawn(core.clone().rebalance_loop()),
+            actix_rt::spawn(core.clone().heartbeat_loop()),
+            actix_rt::spawn(core.clone().commit_loop()),
+        ];
+        info!(core.logger, "push consumer started"; "queues" => core.assigned().len());
+        Ok(PushConsumer {
+            core,
+            tasks: Mutex::new(tasks),
+        })
+    }
+}
+
+/// A running push consumer; see the module docs. Stop it with
+/// [`shutdown`](Self::shutdown) (dropping it without shutdown stops
+/// nothing: its tasks keep running until the `System` stops).
+pub struct PushConsumer {
+    core: Arc<Core>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for PushConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushConsumer")
+            .field("client_id", &self.core.client_id)
+            .finish()
+    }
+}
+
+impl PushConsumer {
+    /// This instance's client id (as the broker lists it).
+    pub fn client_id(&self) -> &str {
+        &self.core.client_id
+    }
+
+    /// The queues this instance consumes now, sorted.
+    pub fn assigned_queues(&self) -> Vec<MessageQueue> {
+        self.core.assigned()
+    }
+
+    /// Asks for a rebalance now (as a membership notification does).
+    pub fn rebalance_now(&self) {
+        self.core.wake.notify_one();
+    }
+
+    /// Commits the consumed offsets now.
+    pub async fn commit_now(&self) {
+        self.core.persist().await;
+    }
+
+    /// Stops pulling, lets running listener calls finish (up to 5 s),
+    /// commits offsets and stops heartbeating (the broker drops the client
+    /// when its connections close).
+    pub async fn shutdown(self) {
+        let core = self.core;
+        core.stopped.store(true, Ordering::SeqCst);
+        for t in self.tasks.lock().expect("tasks lock").drain(..) {
+            t.abort();
+        }
+        let slots: Vec<Arc<QueueSlot>> = core
+            .queues
+            .lock()
+            .expect("queues lock")
+            .values()
+            .cloned()
+            .collect();
+        for s in &slots {
+            s.abort_pull();
+        }
+        let n = core.cfg.workers.max(1) as u32;
+        let _idle =
+            tokio::time::timeout(Duration::from_secs(5), core.workers.acquire_many(n)).await;
+        core.persist().await;
+        core.client.close();
+        info!(core.logger, "push consumer stopped");
+    }
+}
+
+struct QueueSlot {
+    mq: MessageQueue,
+    pq: Mutex<ProcessQueue>,
+    dropped: AtomicBool,
+    pull: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl QueueSlot {
+    fn abort_pull(&self) {
+        if let Some(h) = self.pull.lock().expect("slot lock").take() {
+            h.abort();
+        }
+    }
+}
+
+struct Core {
+    cfg: PushConsumerConfig,
+    client_id: String,
+    client: ClusterClient,
+    strategy: Arc<dyn AllocateStrategy>,
+    listener: Listener,
+    filters: BTreeMap<String, TagFilter>,
+    queues: Mutex<HashMap<MessageQueue, Arc<QueueSlot>>>,
+    offsets: Mutex<OffsetTable>,
+    local: Option<LocalOffsetFile>,
+    workers: Arc<Semaphore>,
+    wake: Arc<Notify>,
+    stopped: AtomicBool,
+    logger: Logger,
+}
+
+impl Core {
+    fn broadcasting(&self) -> bool {
+        self.cfg.message_model == MessageModelConfig::Broadcasting
+    }
+
+    fn assigned(&self) -> Vec<MessageQueue> {
+        let mut v: Vec<MessageQueue> = self
+            .queues
+            .lock()
+            .expect("queues lock")
+            .keys()
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn limits(&self) -> FlowLimits {
+        FlowLimits {
+            max_messages: self.cfg.cache_max_messages,
+            max_bytes: self.cfg.cache_max_bytes,
+            max_span: self.cfg.cache_max_span,
+        }
+    }
+
+    async fn heartbeat(&self) {
+        let data = ConsumerData {
+            group_name: self.cfg.group.clone(),
+            consume_type: ConsumeType::ConsumePassively,
+            message_model: if self.broadcasting() {
+                MessageModel::Broadcasting
+            } else {
+                MessageModel::Clustering
+            },
+            consume_from_where: match self.cfg.consume_from {
+                ConsumeFrom::Last => ConsumeFromWhere::LastOffset,
+                ConsumeFrom::First => ConsumeFromWhere::FirstOffset,
+                ConsumeFrom::Timestamp(_) => ConsumeFromWhere::Timestamp,
+            },
+            subscription_data_set: self
+                .filters
+                .iter()
+                .map(|(t, f)| f.subscription(t))
+                .collect(),
+        };
+        let req = HeartbeatRequest {
+            client_id: self.client_id.clone(),
+            producer_data_set: Vec::new(),
+            consumer_data_set: vec![data],
+        };
+        for broker in self.client.all_brokers() {
+            if let Err(e) = self.client.call(broker, req.clone()).await {
+                warn!(self.logger, "heartbeat failed"; "broker" => %broker, "error" => %e);
+            }
+        }
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>) {
+        let period = Duration::from_millis(self.cfg.heartbeat_interval_ms.max(100));
+        loop {
+            tokio::time::sleep(period).await;
+            for topic in self.cfg.subscriptions.keys() {
+                let _ = self.client.route(topic).await;
+            }
+            self.heartbeat().await;
+        }
+    }
+
+    async fn rebalance_loop(self: Arc<Self>) {
+        let period = Duration::from_millis(self.cfg.rebalance_interval_ms.max(100));
+        loop {
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(period) => {}
+            }
+            if self.stopped.load(Ordering::SeqCst) {
+                return;
+            }
+            self.rebalance().await;
+        }
+    }
+
+    async fn commit_loop(self: Arc<Self>) {
+        let period = Duration::from_millis(self.cfg.commit_interval_ms.max(100));
+        loop {
+            tokio::time::sleep(period).await;
+            self.persist().await;
+        }
+    }
+
+    async fn rebalance(self: &Arc<Self>) {
+        for topic in self.cfg.subscriptions.keys() {
+            let all = match self.client.queues(topic).await {
+                Ok(q) => q,
+                Err(e) => {
+                    warn!(self.logger, "rebalance: no route"; "topic" => topic, "error" => %e);
+                    continue;
+                }
+            };
+            let mine = if self.broadcasting() {
+                all
+            } else {
+                match self.members(topic, &all).await {
+                    Some(ids) => {
+                        self.strategy
+                            .allocate(&self.cfg.group, &self.client_id, &all, &ids)
+                    }
+                    None => continue,
+                }
+            };
+            self.apply(topic, mine).await;
+        }
+    }
+
+    async fn members(&self, topic: &str, all: &[MessageQueue]) -> Option<Vec<String>> {
+        let mut brokers = Vec::new();
+        for mq in all {
+            if let Ok(a) = self.client.broker_addr(topic, &mq.broker_name).await
+                && !brokers.contains(&a)
+            {
+                brokers.push(a);
+            }
+        }
+        for broker in brokers {
+            let req = GetConsumerListByGroupRequest {
+                consumer_group: self.cfg.group.clone(),
+            };
+            match self.client.call(broker, req).await {
+                Ok(r) => {
+                    let mut ids = r.fields.consumer_ids;
+                    ids.sort();
+                    return Some(ids);
+                }
+                Err(e) => {
+                    warn!(self.logger, "rebalance: no member list"; "broker" => %broker, "error" => %e);
+                }
+            }
+        }
+        None
+    }
+
+    async fn apply(self: &Arc<Self>, topic: &str, mine: Vec<MessageQueue>) {
+        let removed: Vec<Arc<QueueSlot>> = {
+            let queues = self.queues.lock().expect("queues lock");
+            queues
+                .values()
+                .filter(|s| s.mq.topic == topic && !mine.contains(&s.mq))
+                .cloned()
+                .collect()
+        };
+        for slot in removed {
+            slot.dropped.store(true, Ordering::SeqCst);
+            slot.abort_pull();
+            self.queues.lock().expect("queues lock").remove(&slot.mq);
+            let offset = self.offsets.lock().expect("offsets lock").remove(&slot.mq);
+            if let Some(offset) = offset {
+                self.persist_one(&slot.mq, offset).await;
+            }
+            info!(self.logger, "queue released"; "queue" => slot.mq.queue_id, "broker" => &slot.mq.broker_name);
+        }
+        for mq in mine {
+            if self.queues.lock().expect("queues lock").contains_key(&mq) {
+                continue;
+            }
+            let start = match self.start_offset(&mq).await {
+                Ok(o) => o,
+                Err(e) => {
+                    warn!(self.logger, "no start offset"; "queue" => mq.queue_id, "error" => %e);
+                    continue;
+                }
+            };
+            if self.stopped.load(Ordering::SeqCst) {
+                return;
+            }
+            let slot = Arc::new(QueueSlot {
+                mq: mq.clone(),
+                pq: Mutex::new(ProcessQueue::new(start)),
+                dropped: AtomicBool::new(false),
+                pull: Mutex::new(None),
+            });
+            let handle = actix_rt::spawn(self.clone().pull_loop(slot.clone(), start));
+            *slot.pull.lock().expect("slot lock") = Some(handle);
+            self.queues
+                .lock()
+                .expect("queues lock")
+                .insert(mq.clone(), slot);
+            info!(self.logger, "queue taken"; "queue" => mq.queue_id, "broker" => &mq.broker_name, "offset" => start);
+        }
+    }
+
+    /// The committed offset, or the start position of a new group (which is
+    /// then committed, so a restart continues from it).
+    async fn start_offset(&self, mq: &MessageQueue) -> Result<u64, ConsumerError> {
+        let stored = match &self.local {
+            Some(f) => {
+                let f = f.clone();
+                actix_rt::task::spawn_blocking(move || f.read())
+                    .await
+                    .map_err(|e| ConsumerError::Config(e.to_string()))??
+                    .get(mq)
+                    .copied()
+            }
+            None => query_offset(&self.client, &self.cfg.group, mq).await?,
+        };
+        let mut offsets = self.offsets.lock().expect("offsets lock");
+        if let Some(o) = stored {
+            offsets.load(mq, o);
+            return Ok(o);
+        }
+        drop(offsets);
+        let pos = match self.cfg.consume_from {
+            ConsumeFrom::Last => Position::Max,
+            ConsumeFrom::First => Position::Min,
+            ConsumeFrom::Timestamp(ts) => Position::Time(ts),
+        };
+        let o = offset_at(&self.client, mq, pos).await?;
+        self.offsets.lock().expect("offsets lock").update(mq, o);
+        Ok(o)
+    }
+
+    async fn pull_loop(self: Arc<Self>, slot: Arc<QueueSlot>, mut offset: u64) {
+        let Some(filter) = self.filters.get(&slot.mq.topic).cloned() else {
+            return;
+        };
+        let limits = self.limits();
+        let suspend = Duration::from_millis(self.cfg.pull_suspend_ms);
+        loop {
+            if slot.dropped.load(Ordering::SeqCst) || self.stopped.load(Ordering::SeqCst) {
+                return;
+            }
+            if slot.pq.lock().expect("pq lock").should_pause(&limits) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            let began = Instant::now();
+            let result = pull_queue(
+                &self.client,
+                &self.cfg.group,
+                &slot.mq,
+                offset,
+                self.cfg.pull_batch_size,
+                &filter,
+                suspend,
+            )
+            .await;
+            if slot.dropped.load(Ordering::SeqCst) {
+                return;
+            }
+            match result {
+                Ok(r) => match r.status {
+                    PullStatus::Found | PullStatus::NoMatchedMsg | PullStatus::OffsetIllegal => {
+                        let items = r
+                            .messages
+                            .iter()
+                            .map(|m| (m.queue_offset, m.message.body.len()))
+                            .collect::<Vec<_>>();
+                        let commit = {
+                            let mut pq = slot.pq.lock().expect("pq lock");
+                            pq.put(items, r.next_begin_offset);
+                            pq.commit_offset()
+                        };
+                        self.offsets
+                            .lock()
+                            .expect("offsets lock")
+                            .update(&slot.mq, commit);
+                        offset = r.next_begin_offset;
+                        for chunk in r.messages.chunks(self.cfg.consume_batch_size.max(1)) {
+                            actix_rt::spawn(self.clone().consume(slot.clone(), chunk.to_vec()));
+                        }
+                    }
+                    PullStatus::NoNewMsg => {
+                        if began.elapsed() < Duration::from_millis(50) {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
+                },
+                Err(e) => {
+                    debug!(self.logger, "pull failed"; "queue" => slot.mq.queue_id, "error" => %e);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    async fn consume(self: Arc<Self>, slot: Arc<QueueSlot>, mut msgs: Vec<StoredMessage>) {
+        loop {
+            if slot.dropped.load(Ordering::SeqCst) || self.stopped.load(Ordering::SeqCst) {
+                return;
+            }
+            let Ok(permit) = self.workers.clone().acquire_owned().await else {
+                return;
+            };
+            if self.stopped.load(Ordering::SeqCst) {
+                return;
+            }
+            let listener = self.listener.clone();
+            let batch = msgs.clone();
+            let result = actix_rt::task::spawn_blocking(move || listener(&batch)).await;
+            drop(permit);
+            let result = result.unwrap_or_else(|_| {
+                warn!(self.logger, "listener panicked; redelivering later");
+                ConsumeResult::Later
+            });
+            match result {
+                ConsumeResult::Success => {
+                    if slot.dropped.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let commit = slot
+                        .pq
+                        .lock()
+                        .expect("pq lock")
+                        .remove(msgs.iter().map(|m| m.queue_offset));
+                    self.offsets
+                        .lock()
+                        .expect("offsets lock")
+                        .update(&slot.mq, commit);
+                    return;
+                }
+                ConsumeResult::Later => {
+                    for m in &mut msgs {
+                        m.reconsume_times += 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(self.cfg.later_delay_ms)).await;
+                }
+            }
+        }
+    }
+
+    async fn persist_one(&self, mq: &MessageQueue, offset: u64) {
+        self.write_offsets(vec![(mq.clone(), offset)]).await;
+    }
+
+    async fn persist(&self) {
+        let dirty = self.offsets.lock().expect("offsets lock").take_dirty();
+        if !dirty.is_empty() {
+            self.write_offsets(dirty).await;
+        }
+    }
+
+    async fn write_offsets(&self, offsets: Vec<(MessageQueue, u64)>) {
+        match &self.local {
+            Some(f) => {
+                let f = f.clone();
+                let saved = offsets.clone();
+                let res = actix_rt::task::spawn_blocking(move || f.write(&saved)).await;
+                if !matches!(res, Ok(Ok(()))) {
+                    warn!(self.logger, "local offsets not written");
+                    let mut t = self.offsets.lock().expect("offsets lock");
+                    for (mq, _) in &offsets {
+                        t.mark_dirty(mq);
+                    }
+                }
+            }
+            None => {
+                for (mq, o) in offsets {
+                    if let Err(e) = commit_offset(&self.client, &self.cfg.group, &mq, o).await {
+                        warn!(self.logger, "offset commit failed"; "queue" => mq.queue_id, "error" => %e);
+                        self.offsets.lock().expect("offsets lock").mark_dirty(&mq);
+                    }
+                }
+            }
+        }
+    }
+}
