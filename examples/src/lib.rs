@@ -8,5 +8,6 @@
 //! in-process node.
 #![forbid(unsafe_code)]
 
+pub mod consumer;
 pub mod custom_actor;
 pub mod node;

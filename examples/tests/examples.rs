@@ -8,3 +8,20 @@ async fn custom_actor_counts_stored_messages_per_topic() {
     let got: Vec<(&str, u64)> = counts.iter().map(|(t, n)| (t.as_str(), *n)).collect();
     assert_eq!(got, [("orders", 3), ("payments", 2)]);
 }
+
+#[actix_rt::test]
+async fn consumer_pulls_every_queue_and_push_filters_by_tag() {
+    let report = actormq_examples::consumer::run()
+        .await
+        .expect("scenario runs");
+    let pulled: usize = report.pulled.values().map(Vec::len).sum();
+    assert_eq!(pulled, 24, "{report:?}");
+    assert_eq!(report.pulled.len(), 4);
+    assert_eq!(report.pushed.len(), 16, "{report:?}");
+    assert!(
+        report
+            .pushed
+            .iter()
+            .all(|b| b.starts_with("paid-") || b.starts_with("shipped-"))
+    );
+}

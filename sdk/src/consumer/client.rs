@@ -1,9 +1,12 @@
-//! The consumers' view of the cluster: topic routes from the name servers
-//! and one [`RemoteClient`] per broker, with the calls consumers make.
+//! The consumers' view of the cluster: topic routes through the SDK's
+//! [`RouteCache`] (name-server failover, cached routes) and one
+//! [`RemoteClient`] per broker for consumer traffic.
 //!
-//! Consumer connections to brokers use a call timeout above the long
-//! polling hold (15 s), and serve `NOTIFY_CONSUMER_IDS_CHANGED` pushed by
-//! the broker on the connection the heartbeat went over.
+//! Consumer connections to brokers differ from the shared
+//! [`Connections`](crate::Connections) in two ways: their call timeout is
+//! above the long-polling hold (15 s), and they serve
+//! `NOTIFY_CONSUMER_IDS_CHANGED`, which the broker pushes on the connection
+//! the heartbeat went over.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,72 +17,61 @@ use actix::prelude::*;
 use actormq_actors::runtime::net::{RemoteClient, RemoteOptions, Router};
 use actormq_actors::runtime::{Call, Reply, Rpc, ServiceError};
 use actormq_protocol::MessageQueue;
-use actormq_protocol::request::{
-    Empty, GetRouteInfoByTopicRequest, NotifyConsumerIdsChangedRequest, TopicRouteData,
-};
+use actormq_protocol::request::{Empty, NotifyConsumerIdsChangedRequest};
 use slog::Logger;
 
 use super::ConsumerError;
+use crate::connections::Connections;
+use crate::route::{RouteCache, TopicRoute};
 
 /// Callback for a broker's "group membership changed" push (the group).
 pub(crate) type NotifyFn = Arc<dyn Fn(&str) + Send + Sync>;
 
+/// Splits `host:port[,host:port...]` lists.
+pub(crate) fn split_addrs(list: &[String]) -> Vec<String> {
+    list.iter()
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 /// Routes and broker connections shared by one consumer.
 #[derive(Clone)]
 pub(crate) struct ClusterClient {
-    namesrv: Arc<Vec<SocketAddr>>,
-    inner: Arc<Mutex<Inner>>,
+    routes: RouteCache,
+    conns: Arc<Mutex<HashMap<SocketAddr, Addr<RemoteClient>>>>,
     logger: Logger,
     notify: Option<NotifyFn>,
     call_timeout: Duration,
 }
 
-#[derive(Default)]
-struct Inner {
-    conns: HashMap<SocketAddr, Addr<RemoteClient>>,
-    routes: HashMap<String, TopicRouteData>,
-    next_namesrv: usize,
-}
-
-/// Parses `host:port[,host:port...]`.
-pub(crate) fn parse_addrs(list: &[String]) -> Result<Vec<SocketAddr>, ConsumerError> {
-    let mut out = Vec::new();
-    for item in list.iter().flat_map(|s| s.split(',')) {
-        let item = item.trim();
-        if item.is_empty() {
-            continue;
-        }
-        let addr = std::net::ToSocketAddrs::to_socket_addrs(item)
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or_else(|| ConsumerError::Config(format!("bad address {item:?}")))?;
-        out.push(addr);
-    }
-    if out.is_empty() {
-        return Err(ConsumerError::Config("no name server address".into()));
-    }
-    Ok(out)
-}
-
 impl ClusterClient {
     pub(crate) fn new(
-        namesrv: Vec<SocketAddr>,
+        namesrv: &[String],
         logger: Logger,
         notify: Option<NotifyFn>,
         call_timeout: Duration,
-    ) -> ClusterClient {
-        ClusterClient {
-            namesrv: Arc::new(namesrv),
-            inner: Arc::new(Mutex::new(Inner::default())),
+    ) -> Result<ClusterClient, ConsumerError> {
+        let routes = RouteCache::new(
+            split_addrs(namesrv),
+            Connections::new(&logger),
+            Duration::from_secs(3),
+            &logger,
+        )?;
+        Ok(ClusterClient {
+            routes,
+            conns: Arc::new(Mutex::new(HashMap::new())),
             logger,
             notify,
             call_timeout,
-        }
+        })
     }
 
     fn conn(&self, addr: SocketAddr) -> Addr<RemoteClient> {
-        let mut inner = self.inner.lock().expect("client lock");
-        if let Some(c) = inner.conns.get(&addr)
+        let mut conns = self.conns.lock().expect("client lock");
+        if let Some(c) = conns.get(&addr)
             && c.connected()
         {
             return c.clone();
@@ -97,12 +89,12 @@ impl ClusterClient {
             });
             client = client.with_router(router);
         }
-        let addr_ = client.start();
-        inner.conns.insert(addr, addr_.clone());
-        addr_
+        let started = client.start();
+        conns.insert(addr, started.clone());
+        started
     }
 
-    /// One call to `addr`.
+    /// One call to the broker at `addr`.
     pub(crate) async fn call<R: Rpc>(
         &self,
         addr: SocketAddr,
@@ -112,95 +104,51 @@ impl ClusterClient {
         conn.send(Call::new(req)).await?
     }
 
-    /// The route of `topic`, from the first name server that answers (the
-    /// cached one when none does).
-    pub(crate) async fn route(&self, topic: &str) -> Result<TopicRouteData, ConsumerError> {
-        let n = self.namesrv.len();
-        let start = self.inner.lock().expect("client lock").next_namesrv;
-        let mut last_err = None;
-        for i in 0..n {
-            let addr = self.namesrv[(start + i) % n];
-            match self
-                .call(
-                    addr,
-                    GetRouteInfoByTopicRequest {
-                        topic: topic.to_string(),
-                    },
-                )
-                .await
-            {
-                Ok(reply) => {
-                    let mut inner = self.inner.lock().expect("client lock");
-                    inner.next_namesrv = (start + i) % n;
-                    inner.routes.insert(topic.to_string(), reply.fields.clone());
-                    return Ok(reply.fields);
-                }
-                Err(e) => last_err = Some(e),
-            }
-        }
-        if let Some(r) = self.inner.lock().expect("client lock").routes.get(topic) {
-            return Ok(r.clone());
-        }
-        Err(last_err.map_or_else(
-            || ConsumerError::Config("no name server".into()),
-            ConsumerError::Service,
-        ))
+    /// The route of `topic`, refreshed from the name servers (the cached
+    /// one while none answers).
+    pub(crate) async fn refresh(&self, topic: &str) -> Result<Arc<TopicRoute>, ConsumerError> {
+        Ok(self.routes.refresh(topic).await?)
     }
 
-    /// The readable queues of `topic`, sorted.
+    /// The readable queues of `topic`, sorted (route refreshed first).
     pub(crate) async fn queues(&self, topic: &str) -> Result<Vec<MessageQueue>, ConsumerError> {
-        let route = self.route(topic).await?;
-        let mut v: Vec<MessageQueue> = route
-            .queue_datas
-            .iter()
-            .filter(|q| q.perm.is_readable())
-            .flat_map(|q| {
-                (0..q.read_queue_nums).map(move |id| MessageQueue {
-                    topic: topic.to_string(),
-                    broker_name: q.broker_name.clone(),
-                    queue_id: id,
-                })
-            })
-            .collect();
-        v.sort();
-        Ok(v)
+        Ok(self.refresh(topic).await?.read_queues.clone())
     }
 
-    /// The master address of `broker_name` (from cached routes, refreshed
-    /// from the name server for `topic` when unknown).
+    /// The master address of `broker_name` in the route of `topic`.
     pub(crate) async fn broker_addr(
         &self,
         topic: &str,
         broker_name: &str,
     ) -> Result<SocketAddr, ConsumerError> {
-        if let Some(a) = self.cached_broker_addr(broker_name) {
-            return Ok(a);
-        }
-        self.route(topic).await?;
-        self.cached_broker_addr(broker_name)
-            .ok_or_else(|| ConsumerError::NoRoute(format!("{topic} on {broker_name}")))
-    }
-
-    fn cached_broker_addr(&self, broker_name: &str) -> Option<SocketAddr> {
-        let inner = self.inner.lock().expect("client lock");
-        inner
-            .routes
-            .values()
-            .flat_map(|r| r.broker_datas.iter())
-            .find(|b| b.broker_name == broker_name)
-            .and_then(|b| b.master_addr())
-            .and_then(|a| a.parse().ok())
+        let route = self.routes.route(topic).await?;
+        let addr = match route.master_addr(broker_name) {
+            Some(a) => a.to_string(),
+            None => {
+                let fresh = self.refresh(topic).await?;
+                fresh
+                    .master_addr(broker_name)
+                    .ok_or_else(|| ConsumerError::NoRoute(format!("{topic} on {broker_name}")))?
+                    .to_string()
+            }
+        };
+        addr.parse()
+            .map_err(|_| ConsumerError::Config(format!("bad broker address {addr:?}")))
     }
 
     /// Master addresses of every broker of the cached routes.
     pub(crate) fn all_brokers(&self) -> Vec<SocketAddr> {
-        let inner = self.inner.lock().expect("client lock");
-        let mut v: Vec<SocketAddr> = inner
+        let mut v: Vec<SocketAddr> = self
             .routes
-            .values()
-            .flat_map(|r| r.broker_datas.iter())
-            .filter_map(|b| b.master_addr())
-            .filter_map(|a| a.parse().ok())
+            .cached_topics()
+            .iter()
+            .filter_map(|t| self.routes.cached(t))
+            .flat_map(|r| {
+                r.broker_names()
+                    .into_iter()
+                    .filter_map(|b| r.master_addr(b).and_then(|a| a.parse().ok()))
+                    .collect::<Vec<SocketAddr>>()
+            })
             .collect();
         v.sort();
         v.dedup();
@@ -209,7 +157,7 @@ impl ClusterClient {
 
     /// Drops every connection (they close once no call is pending).
     pub(crate) fn close(&self) {
-        let mut inner = self.inner.lock().expect("client lock");
-        inner.conns.clear();
+        self.conns.lock().expect("client lock").clear();
+        self.routes.connections().close_all();
     }
 }

@@ -39,6 +39,9 @@ pub enum ConsumerError {
     /// A feature that does not exist yet.
     #[error("not available yet: {0}")]
     NotAvailable(String),
+    /// A client-level failure (routes, name servers).
+    #[error("{0}")]
+    Client(#[from] crate::error::ClientError),
     /// Local offset file I/O (broadcasting).
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),

@@ -10,7 +10,7 @@ use actormq_protocol::request::{
 use actormq_protocol::{MessageQueue, ResponseCode, StoredMessage, batch};
 use slog::Logger;
 
-use super::client::{ClusterClient, parse_addrs};
+use super::client::ClusterClient;
 use super::{ConsumerError, TagFilter};
 
 /// What a pull found.
@@ -261,10 +261,9 @@ impl PullConsumer {
         namesrv: &[String],
         logger: Logger,
     ) -> Result<PullConsumer, ConsumerError> {
-        let addrs = parse_addrs(namesrv)?;
         Ok(PullConsumer {
             group: group.to_string(),
-            client: ClusterClient::new(addrs, logger, None, Duration::from_secs(20)),
+            client: ClusterClient::new(namesrv, logger, None, Duration::from_secs(20))?,
         })
     }
 

@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use slog::{Logger, debug, info, o, warn};
 use tokio::sync::{Notify, Semaphore};
 
-use super::client::{ClusterClient, NotifyFn, parse_addrs};
+use super::client::{ClusterClient, NotifyFn};
 use super::offset_store::{LocalOffsetFile, OffsetTable};
 use super::process_queue::{FlowLimits, ProcessQueue};
 use super::pull::{Position, PullStatus, commit_offset, offset_at, pull_queue, query_offset};
@@ -321,7 +321,6 @@ impl PushConsumerBuilder {
             Some(s) => s,
             None => cfg.strategy()?,
         };
-        let addrs = parse_addrs(&cfg.namesrv)?;
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let instance = cfg.instance_name.clone().unwrap_or_else(|| {
             format!(
@@ -345,11 +344,11 @@ impl PushConsumerBuilder {
             })
         };
         let client = ClusterClient::new(
-            addrs,
+            &cfg.namesrv,
             logger.clone(),
             Some(notify),
             Duration::from_millis(cfg.pull_suspend_ms + 5_000),
-        );
+        )?;
         let filters = cfg
             .subscriptions
             .iter()
@@ -375,7 +374,7 @@ impl PushConsumerBuilder {
         // Routes first (so the brokers are known), then heartbeat, then the
         // first rebalance, before returning.
         for topic in core.cfg.subscriptions.keys() {
-            core.client.route(topic).await?;
+            core.client.refresh(topic).await?;
         }
         core.heartbeat().await;
         core.rebalance().await;
@@ -550,7 +549,7 @@ impl Core {
         loop {
             tokio::time::sleep(period).await;
             for topic in self.cfg.subscriptions.keys() {
-                let _ = self.client.route(topic).await;
+                let _ = self.client.refresh(topic).await;
             }
             self.heartbeat().await;
         }
