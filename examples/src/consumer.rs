@@ -59,7 +59,7 @@ pub async fn run() -> Result<ConsumerReport, Box<dyn std::error::Error>> {
 
     let mut report = ConsumerReport::default();
     // ANCHOR: pull
-    let consumer = PullConsumer::new("audit", &[namesrv.clone()], log.clone())?;
+    let consumer = PullConsumer::new("audit", &namesrv, log.clone())?;
     for mq in consumer.fetch_queues("orders").await? {
         let mut offset = consumer.committed(&mq).await?.unwrap_or(0);
         loop {

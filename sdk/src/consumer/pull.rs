@@ -232,7 +232,7 @@ pub(crate) async fn offset_at(
 /// keeps track of offsets and may commit them for its group.
 ///
 /// ```rust,ignore
-/// let consumer = PullConsumer::new("my-group", &["127.0.0.1:9876".into()], logger)?;
+/// let consumer = PullConsumer::new("my-group", "127.0.0.1:9876", logger)?;
 /// for mq in consumer.fetch_queues("orders").await? {
 ///     let r = consumer.pull(&mq, 0, 32).await?;
 ///     consumer.commit(&mq, r.next_begin_offset).await?;
@@ -254,16 +254,16 @@ impl std::fmt::Debug for PullConsumer {
 
 impl PullConsumer {
     /// A pull consumer of `group` using the name servers `namesrv`
-    /// (`host:port`, or comma-separated lists). Call inside an actix
-    /// `System`.
-    pub fn new(
-        group: &str,
-        namesrv: &[String],
-        logger: Logger,
-    ) -> Result<PullConsumer, ConsumerError> {
+    /// (`host:port[,host:port...]`). Call inside an actix `System`.
+    pub fn new(group: &str, namesrv: &str, logger: Logger) -> Result<PullConsumer, ConsumerError> {
         Ok(PullConsumer {
             group: group.to_string(),
-            client: ClusterClient::new(namesrv, logger, None, Duration::from_secs(20))?,
+            client: ClusterClient::new(
+                &[namesrv.to_string()],
+                logger,
+                None,
+                Duration::from_secs(20),
+            )?,
         })
     }
 
