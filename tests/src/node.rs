@@ -14,6 +14,8 @@
 //! serialises concurrent test binaries). If that build fails (say another
 //! crate is mid-edit) and binaries exist, they are used with a warning.
 //! `ACTORMQ_BIN_DIR=DIR` skips the build and takes the binaries from `DIR`.
+//! `ACTORMQ_TESTS_LOG_LEVEL=debug` passes `--log-level debug` to every
+//! node (unless a test sets its own).
 //!
 //! # Logs
 //!
@@ -235,6 +237,12 @@ impl NodeProcess {
         if !has_flag(&args, "--data-dir") {
             args.push("--data-dir".into());
             args.push(self.data_dir.clone().into());
+        }
+        if let Some(level) = std::env::var_os("ACTORMQ_TESTS_LOG_LEVEL")
+            && !has_flag(&args, "--log-level")
+        {
+            args.push("--log-level".into());
+            args.push(level);
         }
         if self.bin.listens_namesrv(&args) && !has_flag(&args, "--namesrv-listen") {
             args.push("--namesrv-listen".into());
