@@ -14,6 +14,7 @@
 //! shipped yet, so none pretends to run.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod node;

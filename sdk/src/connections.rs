@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::Addr;
-use actormq_actors::runtime::net::{Oneway, RemoteClient};
+use actormq_actors::runtime::net::{GetLinkState, Oneway, RemoteClient};
 use actormq_actors::runtime::{Call, Reply, Rpc};
 use bytes::Bytes;
 use slog::Logger;
@@ -106,6 +106,32 @@ impl Connections {
                 remark: format!("client for {addr} unavailable: {mailbox}"),
             }),
             Ok(r) => r.map_err(ClientError::from),
+        }
+    }
+
+    /// Waits (at most `timeout`) until every client has written the
+    /// requests it holds to its socket, e.g. oneway sends before exit.
+    pub async fn drain(&self, timeout: Duration) {
+        let clients: Vec<Addr<RemoteClient>> = self
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let deadline = tokio::time::Instant::now() + timeout;
+        for c in clients {
+            loop {
+                let state = match tokio::time::timeout_at(deadline, c.send(GetLinkState)).await {
+                    Ok(Ok(state)) => state,
+                    _ => break,
+                };
+                let idle = state.buffered_bytes == 0 || (!state.connected && !state.connecting);
+                if idle || tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
         }
     }
 

@@ -415,7 +415,13 @@ impl Producer {
         );
         let inner = Arc::new(Inner {
             fault: Mutex::new(LatencyFaultTolerance::new(ms(config.fault_isolation_ms))),
-            counter: AtomicUsize::new(0),
+            // Start the round robin somewhere else in every producer, so
+            // many short-lived producers spread over the queues.
+            counter: AtomicUsize::new(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos() as usize / 1000),
+            ),
             fallback: Mutex::new(HashMap::new()),
             brokers: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
@@ -570,12 +576,17 @@ impl Producer {
         }
     }
 
-    /// Stops the heartbeat and route refresh and forgets the connections.
-    /// Later sends fail with [`ClientError::Shutdown`].
+    /// Stops the heartbeat and route refresh, lets queued requests (oneway
+    /// sends) reach the socket (within the send timeout) and forgets the
+    /// connections. Later sends fail with [`ClientError::Shutdown`].
     pub async fn shutdown(&self) {
         if self.inner.closed.swap(true, Ordering::SeqCst) {
             return;
         }
+        self.inner
+            .conns
+            .drain(ms(self.inner.config.send_timeout_ms))
+            .await;
         if let Some(hb) = lock(&self.inner.heartbeat).take() {
             hb.do_send(StopHeartbeat);
         }

@@ -1,0 +1,8 @@
+//! `actormq`: the client command (produce, consume, admin, bench). See
+//! `spec/cli.md` and the book's "Producers" chapter.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    actormq_cluster::cli::main_with_args(std::env::args_os())
+}

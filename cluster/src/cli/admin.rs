@@ -1,0 +1,506 @@
+//! `actormq admin`: clusters and topics (through the name servers and the
+//! brokers); group progress and the message / offset / DLQ commands are
+//! stubs until their features land.
+
+use std::time::{Duration, Instant};
+
+use actormq_sdk::ClientError;
+use actormq_sdk::protocol::request::{
+    ClusterInfo, CreateTopicRequest, DeleteTopicInBrokerRequest, DeleteTopicInNamesrvRequest,
+    GetAllTopicListFromNamesrvRequest, GetBrokerClusterInfoRequest, GetMaxOffsetRequest,
+    GetMinOffsetRequest, GetRouteInfoByTopicRequest, Perm, TopicConfig, TopicRouteData,
+};
+use actormq_sdk::protocol::{Bytes, ResponseCode};
+use actormq_sdk::route::RouteCache;
+use clap::{ArgGroup, Args, Subcommand};
+use serde_json::json;
+use slog::Logger;
+
+use super::{CliError, CommonArgs, GroupProgressArgs, emit, not_available, run_group_progress};
+
+/// `actormq admin`.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// What to administer.
+    #[command(subcommand)]
+    pub what: AdminCommand,
+}
+
+/// Admin areas.
+#[derive(Debug, Clone, Subcommand)]
+pub enum AdminCommand {
+    /// Brokers and clusters.
+    Cluster {
+        /// The action.
+        #[command(subcommand)]
+        action: ClusterCommand,
+    },
+    /// Topics: create, list, route, status, delete.
+    Topic {
+        /// The action.
+        #[command(subcommand)]
+        action: TopicCommand,
+    },
+    /// Consumer groups.
+    Group {
+        /// The action.
+        #[command(subcommand)]
+        action: GroupCommand,
+    },
+    /// Look up messages by id or key.
+    Msg {
+        /// The action.
+        #[command(subcommand)]
+        action: MsgCommand,
+    },
+    /// Consumer offsets.
+    Offset {
+        /// The action.
+        #[command(subcommand)]
+        action: OffsetCommand,
+    },
+    /// Dead-letter queues.
+    Dlq {
+        /// The action.
+        #[command(subcommand)]
+        action: DlqCommand,
+    },
+}
+
+/// `admin cluster …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ClusterCommand {
+    /// Every broker the name servers know: one line per broker address.
+    List,
+}
+
+/// `-t TOPIC`.
+#[derive(Debug, Clone, Args)]
+pub struct TopicArg {
+    /// Topic.
+    #[arg(short, long)]
+    pub topic: String,
+}
+
+/// `admin topic create`.
+#[derive(Debug, Clone, Args)]
+#[command(group(ArgGroup::new("target").args(["broker", "cluster"])))]
+pub struct CreateTopicArgs {
+    /// Topic.
+    #[arg(short, long)]
+    pub topic: String,
+    /// Read and write queues per broker.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub queues: u32,
+    /// Create on this broker (its master) only.
+    #[arg(long, value_name = "NAME")]
+    pub broker: Option<String>,
+    /// Create on every master broker of this cluster [default: every master
+    /// broker the name servers know].
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// An ordered topic.
+    #[arg(long)]
+    pub order: bool,
+}
+
+/// `admin topic …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum TopicCommand {
+    /// Create (or update) a topic on master brokers; they re-register it with
+    /// the name servers.
+    Create(CreateTopicArgs),
+    /// Every topic the name servers know: one line per topic.
+    List,
+    /// The topic's route: one line per broker.
+    Route(TopicArg),
+    /// Per queue: min and max offset.
+    Status(TopicArg),
+    /// Delete a topic from its brokers and from every name server.
+    Delete(TopicArg),
+}
+
+/// `admin group …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum GroupCommand {
+    /// Per queue: broker offset, consumer offset, lag; then the total lag.
+    Progress(GroupProgressArgs),
+}
+
+/// `admin msg …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum MsgCommand {
+    /// A message by id.
+    Get {
+        /// Message id.
+        #[arg(long, value_name = "MSG_ID")]
+        id: String,
+    },
+    /// Messages of a topic by key.
+    Query {
+        /// Topic.
+        #[arg(short, long)]
+        topic: String,
+        /// Key.
+        #[arg(long)]
+        key: String,
+        /// From (ms since the epoch).
+        #[arg(long, value_name = "TS")]
+        begin_ms: Option<u64>,
+        /// To (ms since the epoch).
+        #[arg(long, value_name = "TS")]
+        end_ms: Option<u64>,
+    },
+}
+
+/// `admin offset …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum OffsetCommand {
+    /// Reset a group's offsets on a topic to a time.
+    Reset {
+        /// Consumer group.
+        #[arg(short, long)]
+        group: String,
+        /// Topic.
+        #[arg(short, long)]
+        topic: String,
+        /// The time (ms since the epoch).
+        #[arg(long, value_name = "TS")]
+        timestamp_ms: u64,
+    },
+}
+
+/// `admin dlq …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum DlqCommand {
+    /// Send dead letters of a group back to their topics.
+    Resend {
+        /// Consumer group.
+        #[arg(short, long)]
+        group: String,
+        /// At most N messages.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
+}
+
+/// `actormq admin …`.
+pub async fn run(common: &CommonArgs, args: &AdminArgs, log: &Logger) -> Result<(), CliError> {
+    match &args.what {
+        AdminCommand::Cluster {
+            action: ClusterCommand::List,
+        } => cluster_list(common, log).await,
+        AdminCommand::Topic { action } => {
+            let routes = common.route_cache(log)?;
+            match action {
+                TopicCommand::Create(a) => topic_create(common, &routes, a).await,
+                TopicCommand::List => topic_list(common, &routes).await,
+                TopicCommand::Route(a) => topic_route(common, &routes, &a.topic).await,
+                TopicCommand::Status(a) => topic_status(common, &routes, &a.topic).await,
+                TopicCommand::Delete(a) => topic_delete(common, &routes, &a.topic).await,
+            }
+        }
+        AdminCommand::Group {
+            action: GroupCommand::Progress(a),
+        } => run_group_progress(common, a).await,
+        AdminCommand::Msg {
+            action: MsgCommand::Get { .. },
+        } => Err(not_available(
+            "admin msg get (arrives with message query by id)",
+        )),
+        AdminCommand::Msg {
+            action: MsgCommand::Query { .. },
+        } => Err(not_available(
+            "admin msg query (arrives with message query by key)",
+        )),
+        AdminCommand::Offset { .. } => Err(not_available(
+            "admin offset reset (arrives with offset reset)",
+        )),
+        AdminCommand::Dlq { .. } => Err(not_available(
+            "admin dlq resend (arrives with retries and dead letters)",
+        )),
+    }
+}
+
+async fn cluster_info(routes: &RouteCache) -> Result<ClusterInfo, CliError> {
+    Ok(routes
+        .namesrv_call(GetBrokerClusterInfoRequest {})
+        .await?
+        .fields)
+}
+
+/// The route of `topic`, or "topic T does not exist".
+async fn route_data(routes: &RouteCache, topic: &str) -> Result<TopicRouteData, CliError> {
+    match routes
+        .namesrv_call(GetRouteInfoByTopicRequest {
+            topic: topic.to_owned(),
+        })
+        .await
+    {
+        Ok(r) => Ok(r.fields),
+        Err(ClientError::Broker {
+            code: ResponseCode::TopicNotExist,
+            ..
+        }) => Err(CliError(format!("topic {topic} does not exist"))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn cluster_list(common: &CommonArgs, log: &Logger) -> Result<(), CliError> {
+    let routes = common.route_cache(log)?;
+    let info = cluster_info(&routes).await?;
+    let cluster_of = |broker: &str| {
+        info.cluster_addr_table
+            .iter()
+            .find(|(_, names)| names.iter().any(|n| n == broker))
+            .map(|(c, _)| c.clone())
+    };
+    for (name, data) in &info.broker_addr_table {
+        let cluster = cluster_of(name).unwrap_or_else(|| data.cluster.clone());
+        for (id, addr) in &data.broker_addrs {
+            let role = if *id == 0 { "master" } else { "slave" };
+            emit(
+                common.json,
+                &json!({"cluster": cluster, "broker": name, "broker_id": id, "addr": addr, "role": role}),
+                || format!("{cluster}\t{name}\t{id}\t{addr}\t{role}"),
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn topic_create(
+    common: &CommonArgs,
+    routes: &RouteCache,
+    a: &CreateTopicArgs,
+) -> Result<(), CliError> {
+    actormq_sdk::protocol::validate_topic(&a.topic).map_err(|e| CliError(e.to_string()))?;
+    let info = cluster_info(routes).await?;
+    let mut targets: Vec<(String, String)> = Vec::new();
+    for (name, data) in &info.broker_addr_table {
+        let wanted = match (&a.broker, &a.cluster) {
+            (Some(b), _) => b == name,
+            (None, Some(c)) => info
+                .cluster_addr_table
+                .get(c)
+                .is_some_and(|names| names.contains(name)),
+            (None, None) => true,
+        };
+        if let (true, Some(addr)) = (wanted, data.master_addr()) {
+            targets.push((name.clone(), addr.to_owned()));
+        }
+    }
+    if targets.is_empty() {
+        return Err(CliError(match (&a.broker, &a.cluster) {
+            (Some(b), _) => format!("no master broker named {b}"),
+            (None, Some(c)) => format!("no master broker in cluster {c}"),
+            (None, None) => "no master broker registered".to_owned(),
+        }));
+    }
+    for (name, addr) in &targets {
+        let req = CreateTopicRequest {
+            config: TopicConfig {
+                topic_name: a.topic.clone(),
+                read_queue_nums: a.queues,
+                write_queue_nums: a.queues,
+                perm: Perm::READ_WRITE,
+                topic_sys_flag: 0,
+                order: a.order,
+            },
+        };
+        routes
+            .connections()
+            .call(addr, req, Bytes::new(), common.timeout())
+            .await
+            .map_err(|e| CliError(format!("create on {name} ({addr}): {e}")))?;
+        emit(
+            common.json,
+            &json!({"topic": a.topic, "broker": name, "addr": addr, "queues": a.queues, "order": a.order, "created": true}),
+            || {
+                format!(
+                    "created {} on {name} ({addr}) with {} queues",
+                    a.topic, a.queues
+                )
+            },
+        );
+    }
+    // The brokers re-register the topic; wait (within the timeout) until the
+    // name servers route it, so a following `topic route` sees it.
+    let until = Instant::now() + common.timeout();
+    while Instant::now() < until {
+        if let Ok(r) = route_data(routes, &a.topic).await
+            && targets
+                .iter()
+                .all(|(n, _)| r.queue_datas.iter().any(|q| &q.broker_name == n))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+async fn topic_list(common: &CommonArgs, routes: &RouteCache) -> Result<(), CliError> {
+    let list = routes
+        .namesrv_call(GetAllTopicListFromNamesrvRequest {})
+        .await?
+        .fields;
+    let mut topics = list.topics;
+    topics.sort();
+    for t in topics {
+        emit(common.json, &json!({"topic": t}), || t.clone());
+    }
+    Ok(())
+}
+
+async fn topic_route(
+    common: &CommonArgs,
+    routes: &RouteCache,
+    topic: &str,
+) -> Result<(), CliError> {
+    let data = route_data(routes, topic).await?;
+    for q in &data.queue_datas {
+        let broker = data
+            .broker_datas
+            .iter()
+            .find(|b| b.broker_name == q.broker_name);
+        let master = broker.and_then(|b| b.master_addr()).unwrap_or_default();
+        let addrs: serde_json::Map<String, serde_json::Value> = broker
+            .map(|b| {
+                b.broker_addrs
+                    .iter()
+                    .map(|(id, a)| (id.to_string(), json!(a)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let cluster = broker.map(|b| b.cluster.clone()).unwrap_or_default();
+        emit(
+            common.json,
+            &json!({
+                "topic": topic,
+                "cluster": cluster,
+                "broker": q.broker_name,
+                "master": master,
+                "addrs": addrs,
+                "read_queues": q.read_queue_nums,
+                "write_queues": q.write_queue_nums,
+                "perm": q.perm.0,
+                "order": data.order_topic_conf.is_some(),
+            }),
+            || {
+                format!(
+                    "{topic}\t{}\t{master}\tread={} write={} perm={}",
+                    q.broker_name, q.read_queue_nums, q.write_queue_nums, q.perm.0
+                )
+            },
+        );
+    }
+    Ok(())
+}
+
+async fn topic_status(
+    common: &CommonArgs,
+    routes: &RouteCache,
+    topic: &str,
+) -> Result<(), CliError> {
+    let data = route_data(routes, topic).await?;
+    let route = actormq_sdk::TopicRoute::new(topic, data);
+    for mq in &route.read_queues {
+        let Some(addr) = route.any_addr(&mq.broker_name) else {
+            continue;
+        };
+        let conns = routes.connections();
+        let max = conns
+            .call(
+                addr,
+                GetMaxOffsetRequest {
+                    topic: topic.to_owned(),
+                    queue_id: mq.queue_id,
+                },
+                Bytes::new(),
+                common.timeout(),
+            )
+            .await?
+            .fields
+            .offset;
+        let min = conns
+            .call(
+                addr,
+                GetMinOffsetRequest {
+                    topic: topic.to_owned(),
+                    queue_id: mq.queue_id,
+                },
+                Bytes::new(),
+                common.timeout(),
+            )
+            .await?
+            .fields
+            .offset;
+        emit(
+            common.json,
+            &json!({"topic": topic, "broker": mq.broker_name, "queue_id": mq.queue_id, "min_offset": min, "max_offset": max}),
+            || {
+                format!(
+                    "{topic}\t{}\t{}\tmin={min} max={max}",
+                    mq.broker_name, mq.queue_id
+                )
+            },
+        );
+    }
+    Ok(())
+}
+
+async fn topic_delete(
+    common: &CommonArgs,
+    routes: &RouteCache,
+    topic: &str,
+) -> Result<(), CliError> {
+    let data = route_data(routes, topic).await?;
+    let mut brokers = Vec::new();
+    for b in &data.broker_datas {
+        for addr in b.broker_addrs.values() {
+            routes
+                .connections()
+                .call(
+                    addr,
+                    DeleteTopicInBrokerRequest {
+                        topic: topic.to_owned(),
+                    },
+                    Bytes::new(),
+                    common.timeout(),
+                )
+                .await
+                .map_err(|e| CliError(format!("delete on {} ({addr}): {e}", b.broker_name)))?;
+        }
+        brokers.push(b.broker_name.clone());
+    }
+    let mut namesrvs = Vec::new();
+    for ns in routes.namesrvs() {
+        let res = routes
+            .connections()
+            .call(
+                &ns,
+                DeleteTopicInNamesrvRequest {
+                    topic: topic.to_owned(),
+                    cluster_name: None,
+                },
+                Bytes::new(),
+                common.timeout(),
+            )
+            .await;
+        match res {
+            Ok(_) => namesrvs.push(ns),
+            Err(ClientError::Broker {
+                code: ResponseCode::TopicNotExist,
+                ..
+            }) => namesrvs.push(ns),
+            Err(e) => return Err(CliError(format!("delete on name server {ns}: {e}"))),
+        }
+    }
+    emit(
+        common.json,
+        &json!({"topic": topic, "deleted": true, "brokers": brokers, "namesrvs": namesrvs}),
+        || format!("deleted {topic} from brokers {brokers:?} and name servers {namesrvs:?}"),
+    );
+    Ok(())
+}

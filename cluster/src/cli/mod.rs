@@ -1,0 +1,378 @@
+//! The `actormq` client command (`spec/cli.md`, "Client CLI"): clap
+//! definitions of every command, the common flags, output helpers and the
+//! exit-code rule (0 on success; otherwise one line on stderr and a
+//! non-zero code).
+//!
+//! | command | file |
+//! |---|---|
+//! | `produce` | [`produce`] |
+//! | `admin cluster …`, `admin topic …` | [`admin`] |
+//! | `consume`, `admin group progress` | stubs here until the consumers land |
+//! | `bench …`, `admin msg …`, `admin offset reset`, `admin dlq resend` | stubs: "not available yet" |
+
+pub mod admin;
+pub mod produce;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use actormq_sdk::ClientError;
+use actormq_sdk::connections::Connections;
+use actormq_sdk::route::RouteCache;
+use clap::{Args, Parser, Subcommand};
+use slog::Logger;
+
+/// Exit code of a failed command.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code of a command line that does not parse.
+pub const EXIT_USAGE: u8 = 2;
+
+/// `actormq`: the actormq client command.
+#[derive(Debug, Parser)]
+#[command(
+    name = "actormq",
+    version,
+    about = "The actormq client: produce, consume, administer and benchmark.",
+    long_about = "The actormq client: produce, consume, administer and benchmark.\n\n\
+        With --json every result is one JSON object per line on stdout; errors go to \
+        stderr as one line and the exit code is non-zero."
+)]
+pub struct Cli {
+    /// Common flags.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Name servers (comma-separated host:port).
+    #[arg(
+        short = 'n',
+        long,
+        global = true,
+        value_name = "ADDR[,ADDR...]",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:9876"
+    )]
+    pub namesrv: Vec<String>,
+    /// Print each result as one JSON object per line.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Timeout of each request (a send: all its tries), in ms [default: 3000].
+    #[arg(long, global = true, value_name = "MS")]
+    pub timeout_ms: Option<u64>,
+}
+
+impl CommonArgs {
+    /// The request timeout.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.unwrap_or(3000).max(1))
+    }
+
+    /// A route cache (and its connections) over the name servers.
+    pub fn route_cache(&self, log: &Logger) -> Result<RouteCache, CliError> {
+        let conns = Connections::new(log);
+        Ok(RouteCache::new(
+            self.namesrv.clone(),
+            conns,
+            self.timeout(),
+            log,
+        )?)
+    }
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send messages to a topic.
+    Produce(produce::ProduceArgs),
+    /// Consume messages of a topic as a push consumer of a group.
+    Consume(ConsumeArgs),
+    /// Administer clusters, topics, groups and messages.
+    Admin(admin::AdminArgs),
+    /// Benchmark producing, consuming and end-to-end latency.
+    Bench(BenchArgs),
+}
+
+/// A failed command: one line for stderr.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CliError(pub String);
+
+impl From<ClientError> for CliError {
+    fn from(e: ClientError) -> Self {
+        CliError(match e {
+            ClientError::AllNamesrvsDown => "cannot reach any name server".to_owned(),
+            other => other.to_string(),
+        })
+    }
+}
+
+/// The error of a command whose feature is not built yet.
+pub fn not_available(what: &str) -> CliError {
+    CliError(format!("not available yet: {what}"))
+}
+
+/// Prints a result: its JSON with `--json`, else its text.
+pub fn emit<T: serde::Serialize + ?Sized>(json: bool, value: &T, text: impl FnOnce() -> String) {
+    use std::io::Write;
+    let line = if json {
+        serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    } else {
+        text()
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+// ---------------------------------------------------------------- consume
+
+/// Flags of `actormq consume` (the command arrives with the consumers).
+#[derive(Debug, Clone, Args)]
+pub struct ConsumeArgs {
+    /// Topic.
+    #[arg(short, long)]
+    pub topic: String,
+    /// Consumer group.
+    #[arg(short, long)]
+    pub group: String,
+    /// Tag expression, e.g. "A || B" (default "*").
+    #[arg(long, value_name = "EXPR", conflicts_with = "sql")]
+    pub tag_expr: Option<String>,
+    /// SQL92 property filter.
+    #[arg(long, value_name = "EXPR")]
+    pub sql: Option<String>,
+    /// Where a new group starts: last, first, or a timestamp in ms.
+    #[arg(long, value_name = "last|first|TIMESTAMP_MS")]
+    pub from: Option<String>,
+    /// Exit after N messages.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Exit after MS ms with nothing new [default: 5000].
+    #[arg(long, value_name = "MS")]
+    pub idle_exit_ms: Option<u64>,
+    /// Broadcasting instead of clustering.
+    #[arg(long)]
+    pub broadcast: bool,
+    /// Orderly consumption.
+    #[arg(long)]
+    pub orderly: bool,
+    /// Make every K-th delivery fail.
+    #[arg(long, value_name = "K")]
+    pub fail_every: Option<u64>,
+}
+
+/// `actormq consume`.
+pub async fn run_consume(_common: &CommonArgs, _args: &ConsumeArgs) -> Result<(), CliError> {
+    Err(not_available("consume (arrives with the push consumer)"))
+}
+
+/// Flags of `actormq admin group progress`.
+#[derive(Debug, Clone, Args)]
+pub struct GroupProgressArgs {
+    /// Consumer group.
+    #[arg(short, long)]
+    pub group: String,
+    /// Only this topic.
+    #[arg(short, long)]
+    pub topic: Option<String>,
+}
+
+/// `actormq admin group progress`.
+pub async fn run_group_progress(
+    _common: &CommonArgs,
+    _args: &GroupProgressArgs,
+) -> Result<(), CliError> {
+    Err(not_available(
+        "admin group progress (arrives with the push consumer)",
+    ))
+}
+
+// ------------------------------------------------------------------ bench
+
+/// `actormq bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// What to benchmark.
+    #[command(subcommand)]
+    pub what: BenchCommand,
+}
+
+/// The benchmarks.
+#[derive(Debug, Clone, Subcommand)]
+pub enum BenchCommand {
+    /// Produce as fast as possible; latency per send.
+    Produce(BenchProduceArgs),
+    /// Consume as fast as possible.
+    Consume(BenchConsumeArgs),
+    /// Produce and consume; latency store-to-delivery.
+    E2e(BenchProduceArgs),
+}
+
+/// Flags of `bench produce` and `bench e2e`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchProduceArgs {
+    /// Topic.
+    #[arg(short, long)]
+    pub topic: String,
+    /// Messages to send.
+    #[arg(long, value_name = "N")]
+    pub messages: Option<u64>,
+    /// Body size in bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub size: Option<usize>,
+    /// Sends in flight.
+    #[arg(long, value_name = "C")]
+    pub concurrency: Option<usize>,
+    /// Messages per batch.
+    #[arg(long, value_name = "K")]
+    pub batch: Option<usize>,
+    /// Send mode.
+    #[arg(long, value_enum)]
+    pub mode: Option<produce::Mode>,
+}
+
+/// Flags of `bench consume`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchConsumeArgs {
+    /// Topic.
+    #[arg(short, long)]
+    pub topic: String,
+    /// Consumer group.
+    #[arg(short, long)]
+    pub group: String,
+    /// Messages to consume.
+    #[arg(long, value_name = "N")]
+    pub messages: Option<u64>,
+}
+
+/// `actormq bench …`.
+pub async fn run_bench(_common: &CommonArgs, args: &BenchArgs) -> Result<(), CliError> {
+    let what = match args.what {
+        BenchCommand::Produce(_) => "bench produce",
+        BenchCommand::Consume(_) => "bench consume",
+        BenchCommand::E2e(_) => "bench e2e",
+    };
+    Err(not_available(what))
+}
+
+// ------------------------------------------------------------------- main
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let log = Logger::root(slog::Discard, slog::o!());
+    match &cli.command {
+        Command::Produce(args) => produce::run(&cli.common, args, &log).await,
+        Command::Consume(args) => run_consume(&cli.common, args).await,
+        Command::Admin(args) => admin::run(&cli.common, args, &log).await,
+        Command::Bench(args) => run_bench(&cli.common, args).await,
+    }
+}
+
+/// The `main` of `actormq`: parses `args`, runs the command in an actix
+/// `System`, and maps the outcome to an exit code.
+pub fn main_with_args<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    ExitCode::from(EXIT_USAGE)
+                } else {
+                    ExitCode::SUCCESS
+                };
+            }
+            let rendered = e.render().to_string();
+            let line = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("bad command line");
+            eprintln!("actormq: {}", line.trim_start_matches("error: "));
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let outcome = actix_rt::System::new().block_on(run(cli));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("actormq: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn command_line_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn common_flags_parse_anywhere() {
+        let cli = Cli::try_parse_from([
+            "actormq",
+            "produce",
+            "-t",
+            "T",
+            "--json",
+            "-n",
+            "127.0.0.1:1,127.0.0.1:2",
+        ])
+        .unwrap();
+        assert!(cli.common.json);
+        assert_eq!(cli.common.namesrv, ["127.0.0.1:1", "127.0.0.1:2"]);
+        let cli = Cli::try_parse_from(["actormq", "--timeout-ms", "5", "admin", "topic", "list"])
+            .unwrap();
+        assert_eq!(cli.common.timeout(), Duration::from_millis(5));
+        assert_eq!(
+            Cli::try_parse_from(["actormq", "admin", "cluster", "list"])
+                .unwrap()
+                .common
+                .namesrv,
+            ["127.0.0.1:9876"]
+        );
+    }
+
+    #[test]
+    fn every_spec_command_parses() {
+        for line in [
+            "consume -t T -g G --tag-expr A --from first --count 3 --idle-exit-ms 10 --broadcast --orderly --fail-every 2",
+            "admin topic create -t T --queues 4 --cluster C --order",
+            "admin topic route -t T",
+            "admin topic status -t T",
+            "admin topic delete -t T",
+            "admin group progress -g G -t T",
+            "admin msg get --id X",
+            "admin msg query -t T --key K --begin-ms 1 --end-ms 2",
+            "admin offset reset -g G -t T --timestamp-ms 1",
+            "admin dlq resend -g G --count 1",
+            "bench produce -t T --messages 1 --size 1 --concurrency 1 --batch 1 --mode async",
+            "bench consume -t T -g G --messages 1",
+            "bench e2e -t T --messages 1 --size 1 --concurrency 1",
+        ] {
+            let args = std::iter::once("actormq").chain(line.split(' '));
+            Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{line}: {e}"));
+        }
+    }
+}
