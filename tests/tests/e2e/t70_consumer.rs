@@ -1,0 +1,296 @@
+//! Push consumers of the SDK against a child-process combined node: queue
+//! sharing and rebalance, broadcasting, tag filters, restart from the
+//! committed offset. Messages are produced with the protocol-level client.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actormq_protocol::Bytes;
+use actormq_protocol::request::SendMessageRequest;
+use actormq_sdk::consumer::{ConsumeFrom, ConsumeResult, PushConsumer, PushConsumerBuilder};
+
+use crate::common::{NO_ARGS, bounded, combined, connect, create_topic};
+
+/// Bodies (and queue ids) delivered to one consumer, in delivery order.
+type Seen = Arc<Mutex<Vec<(String, u32)>>>;
+
+/// Sends `n` messages numbered from `first` round robin over `queues`,
+/// tagged by `tag_of(i)`; returns their bodies.
+async fn send(
+    broker: SocketAddr,
+    topic: &str,
+    queues: u32,
+    first: usize,
+    n: usize,
+    tag_of: impl Fn(usize) -> String,
+) -> Vec<String> {
+    let mut c = connect(broker).await;
+    let mut bodies = Vec::new();
+    for i in first..first + n {
+        let body = format!("{topic}-{i}");
+        let req = SendMessageRequest {
+            producer_group: "t70-producer".into(),
+            topic: topic.into(),
+            queue_id: (i as u32) % queues,
+            tags: Some(tag_of(i)),
+            ..SendMessageRequest::default()
+        };
+        c.call(&req, Bytes::from(body.clone()))
+            .await
+            .expect("send call")
+            .ok()
+            .unwrap_or_else(|e| panic!("send {i}: {e}"));
+        bodies.push(body);
+    }
+    bodies
+}
+
+fn collector(
+    seen: &Seen,
+    delay: Duration,
+) -> impl Fn(&[actormq_protocol::StoredMessage]) -> ConsumeResult + Send + Sync + 'static {
+    let seen = seen.clone();
+    move |msgs| {
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        let mut s = seen.lock().expect("seen");
+        for m in msgs {
+            s.push((
+                String::from_utf8_lossy(&m.message.body).into_owned(),
+                m.queue_id,
+            ));
+        }
+        ConsumeResult::Success
+    }
+}
+
+async fn consumer(
+    namesrv: SocketAddr,
+    group: &str,
+    topic: &str,
+    expr: &str,
+    seen: &Seen,
+    tweak: impl FnOnce(PushConsumerBuilder) -> PushConsumerBuilder,
+) -> PushConsumer {
+    let b = PushConsumerBuilder::new(group)
+        .namesrv(&namesrv.to_string())
+        .subscribe(topic, expr)
+        .consume_from(ConsumeFrom::First)
+        .listener(collector(seen, Duration::ZERO));
+    tweak(b).start().await.expect("start push consumer")
+}
+
+fn bodies(seen: &Seen) -> Vec<String> {
+    seen.lock()
+        .expect("seen")
+        .iter()
+        .map(|(b, _)| b.clone())
+        .collect()
+}
+
+/// Waits until `cond` holds, or panics with `what` after `limit`.
+async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[actix_rt::test]
+async fn t70_group_splits_queues_exactly_once_and_rebalances_on_join() {
+    bounded(async {
+        let node = combined(NO_ARGS);
+        let (ns, broker) = (node.namesrv(), node.broker());
+        let topic = "t70-split";
+        create_topic(broker, topic, 8).await;
+        let (sa, sb, sc): (Seen, Seen, Seen) = Default::default();
+        let a = consumer(ns, "t70-g1", topic, "*", &sa, |b| b).await;
+        let b = consumer(ns, "t70-g1", topic, "*", &sb, |b| b).await;
+        // The membership change reaches both; each ends with 4 queues.
+        wait_for(WAIT, "a 4/4 split", || {
+            a.assigned_queues().len() == 4 && b.assigned_queues().len() == 4
+        })
+        .await;
+        let qa: BTreeSet<_> = a.assigned_queues().into_iter().collect();
+        let qb: BTreeSet<_> = b.assigned_queues().into_iter().collect();
+        assert!(qa.is_disjoint(&qb), "{qa:?} {qb:?}");
+
+        let sent = send(broker, topic, 8, 0, 200, |_| "x".into()).await;
+        wait_for(WAIT, "200 deliveries", || {
+            bodies(&sa).len() + bodies(&sb).len() >= 200
+        })
+        .await;
+        actix_rt::time::sleep(Duration::from_millis(500)).await;
+        let mut all = bodies(&sa);
+        all.extend(bodies(&sb));
+        all.sort();
+        let mut want = sent.clone();
+        want.sort();
+        assert_eq!(all, want, "every message exactly once in a quiet run");
+        for (seen, mine) in [(&sa, &qa), (&sb, &qb)] {
+            assert!(
+                seen.lock()
+                    .unwrap()
+                    .iter()
+                    .all(|(_, q)| mine.iter().any(|m| m.queue_id == *q)),
+                "a consumer only gets its own queues"
+            );
+        }
+
+        // A third joins while messages keep coming: rebalanced, nothing lost.
+        let c = consumer(ns, "t70-g1", topic, "*", &sc, |b| b).await;
+        let more = send(broker, topic, 8, 200, 200, |_| "x".into()).await;
+        wait_for(WAIT, "a 3/3/2 split", || {
+            let mut n = [
+                a.assigned_queues().len(),
+                b.assigned_queues().len(),
+                c.assigned_queues().len(),
+            ];
+            n.sort();
+            n == [2, 3, 3]
+        })
+        .await;
+        let more2 = send(broker, topic, 8, 400, 100, |_| "x".into()).await;
+        let want: BTreeSet<String> = sent.iter().chain(&more).chain(&more2).cloned().collect();
+        wait_for(WAIT, "all 500 delivered at least once", || {
+            let got: BTreeSet<String> = bodies(&sa)
+                .into_iter()
+                .chain(bodies(&sb))
+                .chain(bodies(&sc))
+                .collect();
+            want.is_subset(&got)
+        })
+        .await;
+        assert!(!bodies(&sc).is_empty(), "the newcomer consumes");
+        for x in [a, b, c] {
+            x.shutdown().await;
+        }
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn t70_broadcasting_delivers_everything_to_every_instance() {
+    bounded(async {
+        let node = combined(NO_ARGS);
+        let (ns, broker) = (node.namesrv(), node.broker());
+        let topic = "t70-bcast";
+        create_topic(broker, topic, 4).await;
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let (sa, sb): (Seen, Seen) = Default::default();
+        let a = consumer(ns, "t70-bc", topic, "*", &sa, |b| {
+            b.broadcasting().offset_dir(dirs[0].path())
+        })
+        .await;
+        let b = consumer(ns, "t70-bc", topic, "*", &sb, |b| {
+            b.broadcasting().offset_dir(dirs[1].path())
+        })
+        .await;
+        assert_eq!(a.assigned_queues().len(), 4);
+        assert_eq!(b.assigned_queues().len(), 4);
+        let mut sent = send(broker, topic, 4, 0, 60, |_| "x".into()).await;
+        sent.sort();
+        for s in [&sa, &sb] {
+            wait_for(WAIT, "60 deliveries each", || bodies(s).len() >= 60).await;
+        }
+        actix_rt::time::sleep(Duration::from_millis(300)).await;
+        for s in [&sa, &sb] {
+            let mut got = bodies(s);
+            got.sort();
+            assert_eq!(got, sent);
+        }
+        a.shutdown().await;
+        b.shutdown().await;
+        // Offsets were kept locally, one file per group.
+        let file = std::fs::read_to_string(dirs[0].path().join("t70-bc.offsets")).unwrap();
+        assert_eq!(file.lines().count(), 4, "{file}");
+        assert!(file.lines().all(|l| l.ends_with("\t15")), "{file}");
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn t70_tag_filter_delivers_only_matching_messages() {
+    bounded(async {
+        let node = combined(NO_ARGS);
+        let (ns, broker) = (node.namesrv(), node.broker());
+        let topic = "t70-tags";
+        create_topic(broker, topic, 2).await;
+        let seen: Seen = Default::default();
+        let tags = ["A", "B", "C"];
+        let sent = send(broker, topic, 2, 0, 60, |i| tags[i % 3].to_string()).await;
+        let c = consumer(ns, "t70-tags", topic, "A || B", &seen, |b| b).await;
+        // Later messages arrive through long polling.
+        let sent2 = send(broker, topic, 2, 60, 30, |i| tags[i % 3].to_string()).await;
+        let want: BTreeSet<String> = sent
+            .iter()
+            .chain(&sent2)
+            .enumerate()
+            .filter(|(i, _)| i % 3 != 2)
+            .map(|(_, b)| b.clone())
+            .collect();
+        wait_for(WAIT, "60 matching", || bodies(&seen).len() >= want.len()).await;
+        actix_rt::time::sleep(Duration::from_millis(500)).await;
+        let got: Vec<String> = bodies(&seen);
+        assert_eq!(got.len(), want.len(), "no duplicates, no C");
+        assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), want);
+        c.shutdown().await;
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn t70_restarted_consumer_continues_from_committed_offset() {
+    bounded(async {
+        let node = combined(NO_ARGS);
+        let (ns, broker) = (node.namesrv(), node.broker());
+        let topic = "t70-restart";
+        create_topic(broker, topic, 4).await;
+        let sent = send(broker, topic, 4, 0, 300, |_| "x".into()).await;
+        let (s1, s2): (Seen, Seen) = Default::default();
+        let slow = {
+            let s1 = s1.clone();
+            move |b: PushConsumerBuilder| {
+                b.workers(1)
+                    .listener(collector(&s1, Duration::from_millis(5)))
+            }
+        };
+        let first = consumer(ns, "t70-rs", topic, "*", &s1, slow).await;
+        wait_for(WAIT, "50 deliveries", || bodies(&s1).len() >= 50).await;
+        first.shutdown().await;
+        let n1 = bodies(&s1).len();
+        assert!(n1 < 300, "stopped mid-stream ({n1})");
+
+        let second = consumer(ns, "t70-rs", topic, "*", &s2, |b| b).await;
+        wait_for(WAIT, "the rest", || bodies(&s2).len() >= 300 - n1).await;
+        actix_rt::time::sleep(Duration::from_millis(500)).await;
+        let a: BTreeSet<String> = bodies(&s1).into_iter().collect();
+        let b: BTreeSet<String> = bodies(&s2).into_iter().collect();
+        assert_eq!(
+            a.len() + b.len(),
+            300,
+            "no redelivery after a clean shutdown"
+        );
+        assert!(a.is_disjoint(&b));
+        let all: BTreeSet<String> = a.union(&b).cloned().collect();
+        assert_eq!(all, sent.into_iter().collect::<BTreeSet<_>>());
+        // Offsets by queue, as committed: each queue fully consumed.
+        let by_queue: BTreeMap<u32, usize> =
+            s2.lock()
+                .unwrap()
+                .iter()
+                .fold(BTreeMap::new(), |mut m, (_, q)| {
+                    *m.entry(*q).or_default() += 1;
+                    m
+                });
+        assert!(by_queue.len() <= 4);
+        second.shutdown().await;
+    })
+    .await;
+}
