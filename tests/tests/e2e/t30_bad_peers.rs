@@ -193,8 +193,6 @@ async fn bad_peers_against(addr: SocketAddr, is_broker: bool) {
     .await;
     assert!(frames.len() <= 1, "{frames:?}");
     // A header map without the required `code`.
-    let mut no_code = BytesMut::new();
-    Header::request(21, 5).encode_into(&mut no_code);
     let no_code = {
         // {"id": 5, "ver": 65536} written by hand.
         let mut v = vec![
