@@ -11,3 +11,4 @@
 pub mod consumer;
 pub mod custom_actor;
 pub mod node;
+pub mod producer;

@@ -25,3 +25,25 @@ async fn consumer_pulls_every_queue_and_push_filters_by_tag() {
             .all(|b| b.starts_with("paid-") || b.starts_with("shipped-"))
     );
 }
+
+#[actix_rt::test]
+async fn producer_sends_sync_async_oneway_batch_and_ordered() {
+    use actormq_sdk::SendStatus;
+    let report = actormq_examples::producer::run()
+        .await
+        .expect("scenario runs");
+    assert_eq!(report.sync.len(), 3);
+    assert_eq!(report.async_.len(), 3);
+    assert!(
+        report
+            .sync
+            .iter()
+            .chain(&report.async_)
+            .all(|r| r.status == SendStatus::SendOk && r.topic == "orders")
+    );
+    assert_eq!(report.oneway, 2);
+    let batch = report.batch.expect("batch result");
+    assert_eq!(batch.msg_id.split(',').count(), 10);
+    assert_eq!(report.ordered_queues.len(), 3);
+    assert!(report.ordered_queues.windows(2).all(|w| w[0] == w[1]));
+}
