@@ -39,6 +39,12 @@ pub mod actors_and_supervision {}
 #[doc = include_str!("src/writing-your-own-actor.md")]
 pub mod writing_your_own_actor {}
 
+/// Chapter "Producers" (its code is `examples/src/producer.rs`, compiled
+/// and tested by the examples crate; the `{{#include}}` blocks are marked
+/// `ignore` here).
+#[doc = include_str!("src/producers.md")]
+pub mod producers {}
+
 #[cfg(test)]
 mod tests {
     /// Every `(file.md)` link in SUMMARY.md must be included by this file.
