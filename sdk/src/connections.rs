@@ -41,11 +41,20 @@ impl std::fmt::Debug for Connections {
     }
 }
 
-/// Parses `host:port` (an IP address and a port).
+/// Parses `host:port`: an IP address, or a host name resolved once
+/// (`localhost:9876`).
 pub fn parse_addr(addr: &str) -> Result<SocketAddr, ClientError> {
-    addr.trim()
-        .parse()
-        .map_err(|e| ClientError::Invalid(format!("bad address {addr:?}: {e}")))
+    let addr = addr.trim();
+    if let Ok(sock) = addr.parse() {
+        return Ok(sock);
+    }
+    use std::net::ToSocketAddrs;
+    let mut resolved = addr
+        .to_socket_addrs()
+        .map_err(|e| ClientError::Invalid(format!("bad address {addr:?}: {e}")))?;
+    resolved
+        .next()
+        .ok_or_else(|| ClientError::Invalid(format!("bad address {addr:?}: resolves to nothing")))
 }
 
 impl Connections {
@@ -151,5 +160,6 @@ mod tests {
         assert!(parse_addr("127.0.0.1:9876").is_ok());
         assert!(parse_addr(" 127.0.0.1:1 ").is_ok());
         assert!(matches!(parse_addr("nohost"), Err(ClientError::Invalid(_))));
+        assert!(parse_addr("localhost:9876").is_ok());
     }
 }

@@ -7,9 +7,9 @@
 //! **Place in the layering:** `protocol <- sdk`, plus the custom-actor
 //! runtime of `actors`; the SDK never uses `store` or `cluster` directly.
 //!
-//! **Status:** the custom-actor API ([`actors`], [`prelude`]) and the wire
-//! protocol ([`protocol`]) are here. The producer and consumers arrive with
-//! the issue "Client SDK and the `actormq` CLI".
+//! **Status:** the custom-actor API ([`actors`], [`prelude`]), the wire
+//! protocol ([`protocol`]), routing ([`route`], [`connections`]) and the
+//! [`producer`] are here; see [`consumer`] for the consumers.
 #![forbid(unsafe_code)]
 
 pub use actormq_protocol as protocol;
