@@ -1,6 +1,6 @@
 //! `actormq admin`: clusters and topics (through the name servers and the
-//! brokers); group progress and the message / offset / DLQ commands are
-//! stubs until their features land.
+//! brokers); group progress is in [`super::consume`]; the message / offset
+//! / DLQ commands are stubs until their features land.
 
 use std::time::{Duration, Instant};
 
@@ -202,7 +202,7 @@ pub async fn run(common: &CommonArgs, args: &AdminArgs, log: &Logger) -> Result<
         }
         AdminCommand::Group {
             action: GroupCommand::Progress(a),
-        } => run_group_progress(common, a).await,
+        } => run_group_progress(common, a, log).await,
         AdminCommand::Msg {
             action: MsgCommand::Get { .. },
         } => Err(not_available(

@@ -7,10 +7,11 @@
 //! |---|---|
 //! | `produce` | [`produce`] |
 //! | `admin cluster …`, `admin topic …` | [`admin`] |
-//! | `consume`, `admin group progress` | stubs here until the consumers land |
+//! | `consume`, `admin group progress` | [`consume`] |
 //! | `bench …`, `admin msg …`, `admin offset reset`, `admin dlq resend` | stubs: "not available yet" |
 
 pub mod admin;
+pub mod consume;
 pub mod produce;
 
 use std::process::ExitCode;
@@ -132,66 +133,7 @@ pub fn emit<T: serde::Serialize + ?Sized>(json: bool, value: &T, text: impl FnOn
 
 // ---------------------------------------------------------------- consume
 
-/// Flags of `actormq consume` (the command arrives with the consumers).
-#[derive(Debug, Clone, Args)]
-pub struct ConsumeArgs {
-    /// Topic.
-    #[arg(short, long)]
-    pub topic: String,
-    /// Consumer group.
-    #[arg(short, long)]
-    pub group: String,
-    /// Tag expression, e.g. "A || B" (default "*").
-    #[arg(long, value_name = "EXPR", conflicts_with = "sql")]
-    pub tag_expr: Option<String>,
-    /// SQL92 property filter.
-    #[arg(long, value_name = "EXPR")]
-    pub sql: Option<String>,
-    /// Where a new group starts: last, first, or a timestamp in ms.
-    #[arg(long, value_name = "last|first|TIMESTAMP_MS")]
-    pub from: Option<String>,
-    /// Exit after N messages.
-    #[arg(long, value_name = "N")]
-    pub count: Option<u64>,
-    /// Exit after MS ms with nothing new [default: 5000].
-    #[arg(long, value_name = "MS")]
-    pub idle_exit_ms: Option<u64>,
-    /// Broadcasting instead of clustering.
-    #[arg(long)]
-    pub broadcast: bool,
-    /// Orderly consumption.
-    #[arg(long)]
-    pub orderly: bool,
-    /// Make every K-th delivery fail.
-    #[arg(long, value_name = "K")]
-    pub fail_every: Option<u64>,
-}
-
-/// `actormq consume`.
-pub async fn run_consume(_common: &CommonArgs, _args: &ConsumeArgs) -> Result<(), CliError> {
-    Err(not_available("consume (arrives with the push consumer)"))
-}
-
-/// Flags of `actormq admin group progress`.
-#[derive(Debug, Clone, Args)]
-pub struct GroupProgressArgs {
-    /// Consumer group.
-    #[arg(short, long)]
-    pub group: String,
-    /// Only this topic.
-    #[arg(short, long)]
-    pub topic: Option<String>,
-}
-
-/// `actormq admin group progress`.
-pub async fn run_group_progress(
-    _common: &CommonArgs,
-    _args: &GroupProgressArgs,
-) -> Result<(), CliError> {
-    Err(not_available(
-        "admin group progress (arrives with the push consumer)",
-    ))
-}
+pub use consume::{ConsumeArgs, GroupProgressArgs, run_consume, run_group_progress};
 
 // ------------------------------------------------------------------ bench
 
@@ -268,7 +210,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     let log = Logger::root(slog::Discard, slog::o!());
     match &cli.command {
         Command::Produce(args) => produce::run(&cli.common, args, &log).await,
-        Command::Consume(args) => run_consume(&cli.common, args).await,
+        Command::Consume(args) => run_consume(&cli.common, args, &log).await,
         Command::Admin(args) => admin::run(&cli.common, args, &log).await,
         Command::Bench(args) => run_bench(&cli.common, args).await,
     }

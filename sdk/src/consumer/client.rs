@@ -3,10 +3,18 @@
 //! [`RemoteClient`] per broker for consumer traffic.
 //!
 //! Consumer connections to brokers differ from the shared
-//! [`Connections`](crate::Connections) in two ways: their call timeout is
-//! above the long-polling hold (15 s), and they serve
-//! `NOTIFY_CONSUMER_IDS_CHANGED`, which the broker pushes on the connection
-//! the heartbeat went over.
+//! [`Connections`](crate::Connections), and there are two per broker:
+//! - the **control** connection carries heartbeats, member lists and
+//!   offsets, and serves `NOTIFY_CONSUMER_IDS_CHANGED`, which the broker
+//!   pushes on the connection the heartbeat went over;
+//! - the **pull** connection carries long-polling pulls, with a call
+//!   timeout above the broker's hold (15 s).
+//!
+//! Keeping held pulls off the control connection matters at shutdown: a
+//! broker session ends (and drops the client from its groups, notifying
+//! the others) only once its in-flight requests are answered, so a held
+//! pull on the heartbeat connection would keep a stopped consumer listed
+//! for up to 15 s, holding its queues.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -42,6 +50,7 @@ pub(crate) fn split_addrs(list: &[String]) -> Vec<String> {
 pub(crate) struct ClusterClient {
     routes: RouteCache,
     conns: Arc<Mutex<HashMap<SocketAddr, Addr<RemoteClient>>>>,
+    pulls: Arc<Mutex<HashMap<SocketAddr, Addr<RemoteClient>>>>,
     logger: Logger,
     notify: Option<NotifyFn>,
     call_timeout: Duration,
@@ -63,25 +72,31 @@ impl ClusterClient {
         Ok(ClusterClient {
             routes,
             conns: Arc::new(Mutex::new(HashMap::new())),
+            pulls: Arc::new(Mutex::new(HashMap::new())),
             logger,
             notify,
             call_timeout,
         })
     }
 
-    fn conn(&self, addr: SocketAddr) -> Addr<RemoteClient> {
-        let mut conns = self.conns.lock().expect("client lock");
+    fn conn(&self, addr: SocketAddr, pull: bool) -> Addr<RemoteClient> {
+        let table = if pull { &self.pulls } else { &self.conns };
+        let mut conns = table.lock().expect("client lock");
         if let Some(c) = conns.get(&addr)
             && c.connected()
         {
             return c.clone();
         }
         let opts = RemoteOptions {
-            call_timeout: self.call_timeout,
+            call_timeout: if pull {
+                self.call_timeout
+            } else {
+                Duration::from_secs(5)
+            },
             ..RemoteOptions::default()
         };
         let mut client = RemoteClient::with_options(addr, opts, &self.logger);
-        if let Some(notify) = self.notify.clone() {
+        if !pull && let Some(notify) = self.notify.clone() {
             let mut router = Router::new();
             router.route_fn::<NotifyConsumerIdsChangedRequest, _, _>(move |call| {
                 notify(&call.req.consumer_group);
@@ -100,7 +115,17 @@ impl ClusterClient {
         addr: SocketAddr,
         req: R,
     ) -> Result<Reply<R::Response>, ServiceError> {
-        let conn = self.conn(addr);
+        let conn = self.conn(addr, false);
+        conn.send(Call::new(req)).await?
+    }
+
+    /// A pull (possibly held by the broker) on the pull connection.
+    pub(crate) async fn call_pull<R: Rpc>(
+        &self,
+        addr: SocketAddr,
+        req: R,
+    ) -> Result<Reply<R::Response>, ServiceError> {
+        let conn = self.conn(addr, true);
         conn.send(Call::new(req)).await?
     }
 
@@ -158,6 +183,7 @@ impl ClusterClient {
     /// Drops every connection (they close once no call is pending).
     pub(crate) fn close(&self) {
         self.conns.lock().expect("client lock").clear();
+        self.pulls.lock().expect("client lock").clear();
         self.routes.connections().close_all();
     }
 }

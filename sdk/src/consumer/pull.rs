@@ -68,7 +68,7 @@ pub(crate) async fn pull_queue(
         subscription: (!filter.is_all()).then(|| filter.expression().to_string()),
         expression_type: (!filter.is_all()).then(|| "TAG".to_string()),
     };
-    let mut reply = client.call(addr, req.clone()).await;
+    let mut reply = client.call_pull(addr, req.clone()).await;
     if let Err(e) = &reply
         && e.code == ResponseCode::PullRetryImmediately
     {

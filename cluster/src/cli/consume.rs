@@ -1,0 +1,303 @@
+//! `actormq consume` and `actormq admin group progress` (spec/cli.md).
+//!
+//! `consume` subscribes as a push consumer of the group, prints one line
+//! per delivered message, and exits after `--count` successful deliveries
+//! or `--idle-exit-ms` with nothing new, committing offsets first.
+//! `--fail-every K` makes every K-th delivery fail ("later": redelivered in
+//! process after a short delay, see the SDK's push consumer docs); failed
+//! deliveries are printed with `"failed":true`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use actormq_sdk::consumer::{
+    ConsumeFrom, ConsumeResult, ConsumerError, PullConsumer, PushConsumerBuilder,
+};
+use actormq_sdk::protocol::StoredMessage;
+use actormq_sdk::protocol::request::GetAllTopicListFromNamesrvRequest;
+use serde_json::json;
+use slog::Logger;
+
+use super::{CliError, CommonArgs};
+
+/// Flags of `actormq consume`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConsumeArgs {
+    /// Topic to consume.
+    #[arg(short, long)]
+    pub topic: String,
+    /// Consumer group.
+    #[arg(short, long)]
+    pub group: String,
+    /// Tag expression: `*` or `A || B`.
+    #[arg(long, value_name = "EXPR", default_value = "*", conflicts_with = "sql")]
+    pub tag_expr: String,
+    /// SQL92 filter over user properties.
+    #[arg(long, value_name = "EXPR")]
+    pub sql: Option<String>,
+    /// Start position of a new group: last, first, or a timestamp (ms).
+    #[arg(long, value_name = "last|first|TIMESTAMP_MS", default_value = "last")]
+    pub from: String,
+    /// Exit after this many messages.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Exit after this long with nothing new.
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    pub idle_exit_ms: u64,
+    /// Broadcasting instead of clustering.
+    #[arg(long)]
+    pub broadcast: bool,
+    /// Orderly consumption (one at a time per queue).
+    #[arg(long)]
+    pub orderly: bool,
+    /// Make every K-th delivery fail.
+    #[arg(long, value_name = "K")]
+    pub fail_every: Option<u64>,
+}
+
+/// Flags of `actormq admin group progress`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GroupProgressArgs {
+    /// Consumer group.
+    #[arg(short, long)]
+    pub group: String,
+    /// Only this topic (default: every topic the group committed on).
+    #[arg(short, long)]
+    pub topic: Option<String>,
+}
+
+fn parse_from(s: &str) -> Result<ConsumeFrom, String> {
+    match s {
+        "last" => Ok(ConsumeFrom::Last),
+        "first" => Ok(ConsumeFrom::First),
+        ts => ts
+            .parse::<u64>()
+            .map(ConsumeFrom::Timestamp)
+            .map_err(|_| format!("--from: expected last, first or a timestamp in ms, got {ts:?}")),
+    }
+}
+
+/// The JSON line of a delivered message (spec/cli.md).
+pub fn message_json(m: &StoredMessage, failed: bool) -> serde_json::Value {
+    let msg = &m.message;
+    // The store id, as `produce` prints it (the unique key is in `props`).
+    let msg_id = m.msg_id().to_string();
+    let props: BTreeMap<&str, &str> = msg
+        .properties
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut v = json!({
+        "msg_id": msg_id,
+        "topic": msg.topic,
+        "tags": msg.tags.as_deref().unwrap_or(""),
+        "keys": msg.keys.as_deref().unwrap_or(""),
+        "props": props,
+        "queue_id": m.queue_id,
+        "queue_offset": m.queue_offset,
+        "body": String::from_utf8_lossy(&msg.body),
+        "body_len": msg.body.len(),
+        "reconsume_times": m.reconsume_times,
+        "born_ts": m.born_timestamp_ms,
+        "store_ts": m.store_timestamp_ms,
+    });
+    if failed {
+        v["failed"] = json!(true);
+    }
+    v
+}
+
+fn print_message(m: &StoredMessage, failed: bool, as_json: bool) {
+    if as_json {
+        println!("{}", message_json(m, failed));
+    } else {
+        println!(
+            "{}queue={} offset={} tags={} keys={} reconsume={} body={}",
+            if failed { "FAILED " } else { "" },
+            m.queue_id,
+            m.queue_offset,
+            m.message.tags.as_deref().unwrap_or(""),
+            m.message.keys.as_deref().unwrap_or(""),
+            m.reconsume_times,
+            String::from_utf8_lossy(&m.message.body)
+        );
+    }
+}
+
+/// `actormq consume`. Must run inside an actix `System`.
+pub async fn run_consume(
+    common: &CommonArgs,
+    args: &ConsumeArgs,
+    logger: &Logger,
+) -> Result<(), CliError> {
+    let namesrv = common.namesrv.join(",");
+    let as_json = common.json;
+    if args.sql.is_some() {
+        return Err(super::not_available("consume --sql (SQL92 filters)"));
+    }
+    if args.orderly {
+        return Err(super::not_available(
+            "consume --orderly (orderly consumption)",
+        ));
+    }
+    let from = parse_from(&args.from).map_err(CliError)?;
+    let limit = args.count.unwrap_or(u64::MAX);
+    if limit == 0 {
+        return Ok(());
+    }
+    let fail_every = args.fail_every.filter(|k| *k > 0);
+    let accepted = Arc::new(AtomicU64::new(0));
+    let deliveries = Arc::new(AtomicU64::new(0));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(StoredMessage, bool)>();
+    let listener = {
+        let accepted = accepted.clone();
+        move |msgs: &[StoredMessage]| {
+            // One message per call (consume batch size 1).
+            for m in msgs {
+                let n = deliveries.fetch_add(1, Ordering::SeqCst) + 1;
+                if fail_every.is_some_and(|k| n % k == 0) {
+                    let _ = tx.send((m.clone(), true));
+                    return ConsumeResult::Later;
+                }
+                let took = accepted
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |a| {
+                        (a < limit).then_some(a + 1)
+                    })
+                    .is_ok();
+                if !took {
+                    // Past --count: leave it for the next consumer.
+                    return ConsumeResult::Later;
+                }
+                let _ = tx.send((m.clone(), false));
+            }
+            ConsumeResult::Success
+        }
+    };
+    let mut builder = PushConsumerBuilder::new(&args.group)
+        .namesrv(&namesrv)
+        .subscribe(&args.topic, &args.tag_expr)
+        .consume_from(from)
+        .logger(logger.clone())
+        .configure(|c| c.later_delay_ms = 500)
+        .listener(listener);
+    if args.broadcast {
+        builder = builder.broadcasting();
+    }
+    let consumer = builder.start().await.map_err(consumer_error)?;
+    let idle = Duration::from_millis(args.idle_exit_ms);
+    let mut printed = 0u64;
+    while let Ok(Some((m, failed))) = tokio::time::timeout(idle, rx.recv()).await {
+        print_message(&m, failed, as_json);
+        if !failed {
+            printed += 1;
+            if printed >= limit {
+                break;
+            }
+        }
+    }
+    consumer.shutdown().await;
+    Ok(())
+}
+
+fn consumer_error(e: ConsumerError) -> CliError {
+    match e {
+        ConsumerError::Client(c) => CliError::from(c),
+        other => CliError(other.to_string()),
+    }
+}
+
+/// `actormq admin group progress`. Must run inside an actix `System`.
+pub async fn run_group_progress(
+    common: &CommonArgs,
+    args: &GroupProgressArgs,
+    logger: &Logger,
+) -> Result<(), CliError> {
+    let as_json = common.json;
+    let consumer = PullConsumer::new(&args.group, &common.namesrv.join(","), logger.clone())
+        .map_err(consumer_error)?;
+    let topics = match &args.topic {
+        Some(t) => vec![t.clone()],
+        None => {
+            common
+                .route_cache(logger)?
+                .namesrv_call(GetAllTopicListFromNamesrvRequest {})
+                .await?
+                .fields
+                .topics
+        }
+    };
+    let mut total_lag = 0u64;
+    let mut rows = 0usize;
+    for topic in &topics {
+        let queues = match consumer.fetch_queues(topic).await {
+            Ok(q) => q,
+            Err(e) if args.topic.is_some() => return Err(consumer_error(e)),
+            Err(_) => continue,
+        };
+        let mut lines = Vec::new();
+        let mut any_committed = false;
+        for mq in &queues {
+            let broker_offset = consumer.max_offset(mq).await.map_err(consumer_error)?;
+            let committed = consumer.committed(mq).await.map_err(consumer_error)?;
+            any_committed |= committed.is_some();
+            let consumer_offset = committed.unwrap_or(0);
+            let lag = broker_offset.saturating_sub(consumer_offset);
+            lines.push((mq.clone(), broker_offset, consumer_offset, lag));
+        }
+        if !any_committed && args.topic.is_none() {
+            continue;
+        }
+        for (mq, broker_offset, consumer_offset, lag) in lines {
+            total_lag += lag;
+            rows += 1;
+            if as_json {
+                println!(
+                    "{}",
+                    json!({
+                        "topic": mq.topic,
+                        "broker": mq.broker_name,
+                        "queue_id": mq.queue_id,
+                        "broker_offset": broker_offset,
+                        "consumer_offset": consumer_offset,
+                        "lag": lag,
+                    })
+                );
+            } else {
+                println!(
+                    "{:<24} {:<16} queue={:<3} broker_offset={:<10} consumer_offset={:<10} lag={}",
+                    mq.topic, mq.broker_name, mq.queue_id, broker_offset, consumer_offset, lag
+                );
+            }
+        }
+    }
+    if rows == 0 && args.topic.is_none() {
+        return Err(CliError(format!(
+            "group {} has no committed offsets",
+            args.group
+        )));
+    }
+    if as_json {
+        println!("{}", json!({ "total_lag": total_lag }));
+    } else {
+        println!("total_lag={total_lag}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_parses() {
+        assert_eq!(parse_from("last"), Ok(ConsumeFrom::Last));
+        assert_eq!(parse_from("first"), Ok(ConsumeFrom::First));
+        assert_eq!(
+            parse_from("1700000000000"),
+            Ok(ConsumeFrom::Timestamp(1_700_000_000_000))
+        );
+        assert!(parse_from("yesterday").is_err());
+    }
+}
