@@ -300,4 +300,49 @@ mod tests {
         );
         assert!(parse_from("yesterday").is_err());
     }
+
+    #[test]
+    fn json_line_has_the_documented_fields() {
+        let mut msg = actormq_sdk::protocol::Message::new("T", &b"hi \xff"[..]);
+        msg.tags = Some("A".into());
+        msg.keys = Some("k1 k2".into());
+        msg.properties.insert("color".into(), "red".into());
+        let m = StoredMessage {
+            message: msg,
+            queue_id: 2,
+            queue_offset: 12,
+            commit_log_offset: 0,
+            store_size: 0,
+            born_timestamp_ms: 5,
+            store_timestamp_ms: 6,
+            born_host: "127.0.0.1:1".parse().unwrap(),
+            store_host: "127.0.0.1:2".parse().unwrap(),
+            body_crc: 0,
+            reconsume_times: 1,
+            prepared_transaction_offset: 0,
+        };
+        let v = message_json(&m, false);
+        for field in [
+            "msg_id",
+            "topic",
+            "tags",
+            "keys",
+            "props",
+            "queue_id",
+            "queue_offset",
+            "body",
+            "body_len",
+            "reconsume_times",
+            "born_ts",
+            "store_ts",
+        ] {
+            assert!(v.get(field).is_some(), "{field} in {v}");
+        }
+        assert_eq!(v["props"]["color"], "red");
+        assert_eq!(v["body"], "hi \u{fffd}");
+        assert_eq!(v["body_len"], 4);
+        assert_eq!(v["queue_offset"], 12);
+        assert!(v.get("failed").is_none());
+        assert_eq!(message_json(&m, true)["failed"], true);
+    }
 }

@@ -128,11 +128,23 @@ pub struct PushConsumerConfig {
     pub cache_max_bytes: usize,
     /// Flow control: offset span per queue. Default 2000.
     pub cache_max_span: u64,
-    /// Where broadcasting offsets are kept. Default `./actormq-offsets`.
+    /// Where broadcasting offsets are kept: `<offset_dir>/<group>.offsets`,
+    /// or `<offset_dir>/<instance_name>/<group>.offsets` when an instance
+    /// name is set (two broadcasting instances of a group on one host need
+    /// different instance names or directories). Default
+    /// `$HOME/.actormq_offsets` (`./actormq-offsets` without `HOME`).
     pub offset_dir: PathBuf,
     /// Instance name, part of the client id (default: the process id and
     /// a counter, unique within the process).
     pub instance_name: Option<String>,
+}
+
+/// `$HOME/.actormq_offsets`, or `./actormq-offsets` without `HOME`.
+fn default_offset_dir() -> PathBuf {
+    match std::env::var_os("HOME") {
+        Some(home) if !home.is_empty() => PathBuf::from(home).join(".actormq_offsets"),
+        _ => PathBuf::from("actormq-offsets"),
+    }
 }
 
 impl Default for PushConsumerConfig {
@@ -155,7 +167,7 @@ impl Default for PushConsumerConfig {
             cache_max_messages: 1000,
             cache_max_bytes: 100 * 1024 * 1024,
             cache_max_span: 2000,
-            offset_dir: PathBuf::from("actormq-offsets"),
+            offset_dir: default_offset_dir(),
             instance_name: None,
         }
     }
@@ -354,8 +366,23 @@ impl PushConsumerBuilder {
             .iter()
             .map(|(t, e)| (t.clone(), TagFilter::parse(e)))
             .collect();
-        let local = (cfg.message_model == MessageModelConfig::Broadcasting)
-            .then(|| LocalOffsetFile::new(&cfg.offset_dir, &cfg.group));
+        let local = (cfg.message_model == MessageModelConfig::Broadcasting).then(|| {
+            let dir = match &cfg.instance_name {
+                Some(name) => cfg.offset_dir.join(
+                    name.chars()
+                        .map(|c| {
+                            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                                c
+                            } else {
+                                '_'
+                            }
+                        })
+                        .collect::<String>(),
+                ),
+                None => cfg.offset_dir.clone(),
+            };
+            LocalOffsetFile::new(&dir, &cfg.group)
+        });
         let core = Arc::new(Core {
             workers: Arc::new(Semaphore::new(cfg.workers.max(1))),
             cfg,
@@ -850,5 +877,62 @@ impl Core {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use figment::Figment;
+    use figment::providers::{Format, Toml};
+
+    use super::*;
+
+    #[test]
+    fn config_loads_with_figment_and_defaults() {
+        let toml = r#"
+            group = "billing"
+            namesrv = ["127.0.0.1:9876"]
+            message_model = "broadcasting"
+            consume_from = { timestamp = 1700000000000 }
+            workers = 8
+            allocate_strategy = "consistent_hash"
+            [subscriptions]
+            orders = "paid || shipped"
+        "#;
+        let cfg = PushConsumerConfig::from_figment(&Figment::from(Toml::string(toml))).unwrap();
+        assert_eq!(cfg.group, "billing");
+        assert_eq!(cfg.message_model, MessageModelConfig::Broadcasting);
+        assert_eq!(cfg.consume_from, ConsumeFrom::Timestamp(1_700_000_000_000));
+        assert_eq!(cfg.workers, 8);
+        assert_eq!(cfg.subscriptions["orders"], "paid || shipped");
+        assert_eq!(cfg.pull_suspend_ms, 15_000);
+        assert_eq!(cfg.commit_interval_ms, 5_000);
+        assert_eq!(cfg.cache_max_messages, 1000);
+        assert_eq!(cfg.strategy().unwrap().name(), "CONSISTENT_HASH");
+        let last: PushConsumerConfig = PushConsumerConfig::from_figment(&Figment::from(
+            Toml::string("consume_from = \"first\""),
+        ))
+        .unwrap();
+        assert_eq!(last.consume_from, ConsumeFrom::First);
+        let bad = PushConsumerConfig {
+            allocate_strategy: "nope".into(),
+            ..PushConsumerConfig::default()
+        };
+        assert!(bad.strategy().is_err());
+    }
+
+    #[test]
+    fn builder_sets_config() {
+        let b = PushConsumerBuilder::new("g")
+            .namesrv("10.0.0.1:9876")
+            .namesrv("10.0.0.2:9876")
+            .subscribe("t", "A || B")
+            .broadcasting()
+            .workers(0)
+            .consume_from(ConsumeFrom::First);
+        assert_eq!(b.config.namesrv, ["10.0.0.1:9876", "10.0.0.2:9876"]);
+        assert_eq!(b.config.workers, 1);
+        assert_eq!(b.config.message_model, MessageModelConfig::Broadcasting);
+        assert_eq!(b.config.subscriptions["t"], "A || B");
     }
 }
