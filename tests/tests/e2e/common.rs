@@ -232,13 +232,52 @@ pub fn pull_request(
     }
 }
 
+/// Waits (bounded) until the max offset of `topic`/`queue` is at least
+/// `at_least`, and returns it. Sends are acknowledged once appended to the
+/// commit log; the consume queue that GET_MAX_OFFSET and pulls read is
+/// built asynchronously, so it may trail an acknowledged send briefly.
+pub async fn wait_max_offset(c: &mut Client, topic: &str, queue: u32, at_least: u64) -> u64 {
+    let deadline = std::time::Instant::now() + CONVERGE;
+    loop {
+        let max = max_offset(c, topic, queue).await;
+        if max >= at_least {
+            return max;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "max offset of {topic}/{queue} stuck at {max} < {at_least}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Pulls every message of `topic`/`queue` from offset 0 up to the queue's
 /// max offset (no long polling), checking the offsets are consecutive.
+/// Having reached the max it asks again, so a consume queue that trailed
+/// the last acknowledged sends is read to its end; use
+/// [`pull_all_at_least`] when the count is known.
 pub async fn pull_all(c: &mut Client, topic: &str, queue: u32) -> Vec<StoredMessage> {
-    let max = max_offset(c, topic, queue).await;
+    pull_all_at_least(c, topic, queue, 0).await
+}
+
+/// [`pull_all`] after waiting for the max offset to reach `at_least`.
+pub async fn pull_all_at_least(
+    c: &mut Client,
+    topic: &str,
+    queue: u32,
+    at_least: u64,
+) -> Vec<StoredMessage> {
+    let mut max = wait_max_offset(c, topic, queue, at_least).await;
     let mut out: Vec<StoredMessage> = Vec::new();
     let mut next = 0u64;
-    while next < max {
+    loop {
+        if next >= max {
+            let again = max_offset(c, topic, queue).await;
+            if again <= next {
+                return out;
+            }
+            max = again;
+        }
         let reply = c
             .call(&pull_request(topic, queue, next, 32, 0), Bytes::new())
             .await
@@ -261,5 +300,4 @@ pub async fn pull_all(c: &mut Client, topic: &str, queue: u32) -> Vec<StoredMess
         }
         assert_eq!(fields.next_begin_offset, next, "next_begin_offset");
     }
-    out
 }

@@ -161,10 +161,10 @@ async fn t40_send_pull_long_poll_and_restart() {
         // Single sends to queue 0, batches to queue 1.
         let singles = send_singles(&mut c, 0, 25).await;
         let batched = send_batches(&mut c, 1, 4, 16).await;
-        assert_eq!(max_offset(&mut c, TOPIC, 0).await, 25);
-        assert_eq!(max_offset(&mut c, TOPIC, 1).await, 64);
-        check_pulled(&singles, &pull_all(&mut c, TOPIC, 0).await);
-        check_pulled(&batched, &pull_all(&mut c, TOPIC, 1).await);
+        assert_eq!(wait_max_offset(&mut c, TOPIC, 0, 25).await, 25);
+        assert_eq!(wait_max_offset(&mut c, TOPIC, 1, 64).await, 64);
+        check_pulled(&singles, &pull_all_at_least(&mut c, TOPIC, 0, 25).await);
+        check_pulled(&batched, &pull_all_at_least(&mut c, TOPIC, 1, 64).await);
 
         // An empty queue answers PULL_NOT_FOUND at once without long polling...
         let t = Instant::now();
@@ -240,11 +240,11 @@ async fn t40_send_pull_long_poll_and_restart() {
         node.restart().expect("restart");
 
         let mut c = connect(node.broker()).await;
-        assert_eq!(max_offset(&mut c, TOPIC, 0).await, 25);
-        assert_eq!(max_offset(&mut c, TOPIC, 1).await, 64);
-        assert_eq!(max_offset(&mut c, TOPIC, 3).await, 1);
-        check_pulled(&singles, &pull_all(&mut c, TOPIC, 0).await);
-        check_pulled(&batched, &pull_all(&mut c, TOPIC, 1).await);
+        assert_eq!(wait_max_offset(&mut c, TOPIC, 0, 25).await, 25);
+        assert_eq!(wait_max_offset(&mut c, TOPIC, 1, 64).await, 64);
+        assert_eq!(wait_max_offset(&mut c, TOPIC, 3, 1).await, 1);
+        check_pulled(&singles, &pull_all_at_least(&mut c, TOPIC, 0, 25).await);
+        check_pulled(&batched, &pull_all_at_least(&mut c, TOPIC, 1, 64).await);
         for (q, off) in [(0u32, 20u64), (1, 64)] {
             let r = c
                 .call(
@@ -282,8 +282,9 @@ async fn pull_filtered(
     topic: &str,
     queue: u32,
     subscription: &str,
+    count: u64,
 ) -> Vec<StoredMessage> {
-    let max = max_offset(c, topic, queue).await;
+    let max = wait_max_offset(c, topic, queue, count).await;
     let mut out = Vec::new();
     let mut next = 0u64;
     let mut rounds = 0;
@@ -347,7 +348,7 @@ async fn t40_auto_create_tag_filter_offsets_and_refusals() {
         wait_route(node.namesrv(), topic, "broker-a", node.broker(), 4).await;
 
         // Tag filtering: only A and C, in order, bodies intact.
-        let got = pull_filtered(&mut c, topic, 0, "A || C").await;
+        let got = pull_filtered(&mut c, topic, 0, "A || C", 30).await;
         let want: Vec<usize> = (0..30).filter(|i| i % 3 != 1).collect();
         assert_eq!(
             got.iter()
@@ -359,7 +360,7 @@ async fn t40_auto_create_tag_filter_offsets_and_refusals() {
             assert_eq!(m.message.body, Bytes::from(format!("m{}", m.queue_offset)));
             assert_ne!(m.message.tags.as_deref(), Some("B"));
         }
-        assert_eq!(pull_filtered(&mut c, topic, 0, "*").await.len(), 30);
+        assert_eq!(pull_filtered(&mut c, topic, 0, "*", 30).await.len(), 30);
 
         // Min / max / search by timestamp.
         use actormq_protocol::request::{GetMinOffsetRequest, SearchOffsetByTimestampRequest};
@@ -376,7 +377,7 @@ async fn t40_auto_create_tag_filter_offsets_and_refusals() {
             .ok()
             .expect("GET_MIN_OFFSET");
         assert_eq!(min.offset, 0);
-        assert_eq!(max_offset(&mut c, topic, 0).await, 30);
+        assert_eq!(wait_max_offset(&mut c, topic, 0, 30).await, 30);
         for (ts, want) in [
             (0, 0),
             (middle, 15),

@@ -157,8 +157,15 @@ async fn crash_and_recover(
     let mut stored: HashMap<(u32, u64), Bytes> = HashMap::new();
     let mut max = HashMap::new();
     for q in 0..QUEUES {
-        // pull_all checks the offsets are dense from 0.
-        let msgs = pull_all(&mut c, topic, q).await;
+        // Every acknowledged offset must come back: wait for the consume
+        // queue to reach the highest (pull_all checks offsets are dense).
+        let at_least = acked
+            .iter()
+            .filter(|a| a.1 == q)
+            .map(|a| a.2 + 1)
+            .max()
+            .unwrap_or(0);
+        let msgs = pull_all_at_least(&mut c, topic, q, at_least).await;
         max.insert(q, msgs.len() as u64);
         for m in msgs {
             assert!(
