@@ -45,6 +45,12 @@ pub mod writing_your_own_actor {}
 #[doc = include_str!("src/producers.md")]
 pub mod producers {}
 
+/// Chapter "Consumers and rebalance" (its code is `examples/src/consumer.rs`,
+/// compiled and tested by the examples crate; the `{{#include}}` blocks and
+/// the strategy sketch are marked `ignore` here).
+#[doc = include_str!("src/consumers.md")]
+pub mod consumers {}
+
 #[cfg(test)]
 mod tests {
     /// Every `(file.md)` link in SUMMARY.md must be included by this file.
