@@ -707,10 +707,48 @@ impl Producer {
         }
     }
 
+    /// Remembers the broker a send goes to; a broker (or address) seen for
+    /// the first time gets a heartbeat at once, not only at the next tick.
     fn note_broker(&self, name: &str, addr: &str) {
-        let mut b = lock(&self.inner.brokers);
-        if b.get(name).map(String::as_str) != Some(addr) {
-            b.insert(name.to_owned(), addr.to_owned());
+        let new = {
+            let mut b = lock(&self.inner.brokers);
+            if b.get(name).map(String::as_str) == Some(addr) {
+                false
+            } else {
+                b.insert(name.to_owned(), addr.to_owned());
+                true
+            }
+        };
+        if new {
+            let this = self.clone();
+            let addr = addr.to_owned();
+            actix_rt::spawn(async move { this.heartbeat_to(&addr).await });
+        }
+    }
+
+    fn heartbeat_request(&self) -> HeartbeatRequest {
+        HeartbeatRequest {
+            client_id: self.inner.client_id.clone(),
+            producer_data_set: vec![ProducerData {
+                group_name: self.inner.config.group.clone(),
+            }],
+            consumer_data_set: vec![],
+        }
+    }
+
+    async fn heartbeat_to(&self, addr: &str) {
+        let res = self
+            .inner
+            .conns
+            .call(
+                addr,
+                self.heartbeat_request(),
+                Bytes::new(),
+                ms(self.inner.config.send_timeout_ms),
+            )
+            .await;
+        if let Err(e) = res {
+            debug!(self.inner.logger, "heartbeat failed"; "broker" => addr, "error" => %e);
         }
     }
 
@@ -731,7 +769,10 @@ impl Producer {
             .ok_or_else(|| ClientError::NoRoute {
                 topic: route.topic.clone(),
             })?;
-        Ok((mq.clone(), addr.to_owned()))
+        let picked = (mq.clone(), addr.to_owned());
+        drop(fault);
+        self.note_broker(&picked.0.broker_name, &picked.1);
+        Ok(picked)
     }
 
     /// The route of `topic`; for a topic no name server knows, a route to
@@ -798,27 +839,8 @@ impl Producer {
 
     /// Sends one heartbeat of the group to every known broker.
     pub async fn heartbeat(&self) {
-        let req = HeartbeatRequest {
-            client_id: self.inner.client_id.clone(),
-            producer_data_set: vec![ProducerData {
-                group_name: self.inner.config.group.clone(),
-            }],
-            consumer_data_set: vec![],
-        };
         for addr in self.heartbeat_targets() {
-            let res = self
-                .inner
-                .conns
-                .call(
-                    &addr,
-                    req.clone(),
-                    Bytes::new(),
-                    ms(self.inner.config.send_timeout_ms),
-                )
-                .await;
-            if let Err(e) = res {
-                debug!(self.inner.logger, "heartbeat failed"; "broker" => &addr, "error" => %e);
-            }
+            self.heartbeat_to(&addr).await;
         }
     }
 }

@@ -206,8 +206,21 @@ pub async fn run_bench(_common: &CommonArgs, args: &BenchArgs) -> Result<(), Cli
 // ------------------------------------------------------------------- main
 
 /// Runs a parsed command line.
+///
+/// Client logs go to stderr when `ACTORMQ_LOG` names a level (`debug`,
+/// `info`, ...); by default there are none.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
-    let log = Logger::root(slog::Discard, slog::o!());
+    let (log, _guard) = match std::env::var("ACTORMQ_LOG") {
+        Ok(level) if crate::logging::parse_level(&level).is_some() => {
+            let section = crate::config::LogSection {
+                level,
+                ..crate::config::LogSection::default()
+            };
+            let (log, guard) = crate::logging::root_logger(&section, std::io::stderr());
+            (log, Some(guard))
+        }
+        _ => (Logger::root(slog::Discard, slog::o!()), None),
+    };
     match &cli.command {
         Command::Produce(args) => produce::run(&cli.common, args, &log).await,
         Command::Consume(args) => run_consume(&cli.common, args, &log).await,
