@@ -38,6 +38,7 @@ pub mod prelude {
         Call, CallRelay, ChildRef, ChildSpec, Relay, Reply, Rpc, ServiceError, SpawnChild,
         Supervisor, USER_CODES, route_child,
     };
+    pub use crate::{ClientError, Producer, ProducerBuilder, SendResult, SendStatus};
 }
 
 pub mod connections;
