@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
-use actormq_actors::runtime::net::{RemoteClient, RemoteOptions, Router};
+use actormq_actors::runtime::net::{GetLinkState, RemoteClient, RemoteOptions, Router};
 use actormq_actors::runtime::{Call, Reply, Rpc, ServiceError};
 use actormq_protocol::MessageQueue;
 use actormq_protocol::request::{Empty, NotifyConsumerIdsChangedRequest};
@@ -180,10 +180,31 @@ impl ClusterClient {
         v
     }
 
-    /// Drops every connection (they close once no call is pending).
+    /// Closes every broker connection of this consumer (a connection with
+    /// a pull still held by the broker closes when that pull is answered).
     pub(crate) fn close(&self) {
-        self.conns.lock().expect("client lock").clear();
-        self.pulls.lock().expect("client lock").clear();
+        let mut all: Vec<Addr<RemoteClient>> = Vec::new();
+        all.extend(
+            self.conns
+                .lock()
+                .expect("client lock")
+                .drain()
+                .map(|(_, a)| a),
+        );
+        all.extend(
+            self.pulls
+                .lock()
+                .expect("client lock")
+                .drain()
+                .map(|(_, a)| a),
+        );
+        for client in all {
+            // A client notices it has no users left when it next runs:
+            // wake it with a message sent after the last address is gone.
+            let wake = client.clone().recipient::<GetLinkState>();
+            drop(client);
+            wake.do_send(GetLinkState);
+        }
         self.routes.connections().close_all();
     }
 }

@@ -168,7 +168,21 @@ async fn t70_group_splits_queues_exactly_once_and_rebalances_on_join() {
         })
         .await;
         assert!(!bodies(&sc).is_empty(), "the newcomer consumes");
-        for x in [a, b, c] {
+
+        // One leaves (clean shutdown): the others take its queues at once
+        // (the broker's notification, not the 20 s periodic rebalance).
+        c.shutdown().await;
+        wait_for(Duration::from_secs(5), "back to a 4/4 split", || {
+            a.assigned_queues().len() == 4 && b.assigned_queues().len() == 4
+        })
+        .await;
+        let last = send(broker, topic, 8, 500, 80, |_| "x".into()).await;
+        wait_for(WAIT, "the last 80 delivered", || {
+            let got: BTreeSet<String> = bodies(&sa).into_iter().chain(bodies(&sb)).collect();
+            last.iter().all(|m| got.contains(m))
+        })
+        .await;
+        for x in [a, b] {
             x.shutdown().await;
         }
     })
