@@ -32,13 +32,13 @@ pub mod broker {
 
 /// What a custom actor usually needs, in one `use`.
 pub mod prelude {
+    pub use crate::{ClientError, Producer, ProducerBuilder, SendResult, SendStatus};
     pub use actix::prelude::*;
     pub use actormq_actors::runtime::net::{RemoteClient, Router};
     pub use actormq_actors::runtime::{
         Call, CallRelay, ChildRef, ChildSpec, Relay, Reply, Rpc, ServiceError, SpawnChild,
         Supervisor, USER_CODES, route_child,
     };
-    pub use crate::{ClientError, Producer, ProducerBuilder, SendResult, SendStatus};
 }
 
 pub mod connections;
