@@ -308,3 +308,184 @@ async fn t70_restarted_consumer_continues_from_committed_offset() {
     })
     .await;
 }
+
+// ------------------------------------------------------------------- CLI
+
+fn actormq(namesrv: SocketAddr, args: &[&str]) -> std::process::Output {
+    let exe = actormq_tests::node::bin_dir()
+        .expect("binaries built")
+        .join("actormq");
+    std::process::Command::new(&exe)
+        .arg("-n")
+        .arg(namesrv.to_string())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", exe.display()))
+}
+
+fn json_lines(out: &std::process::Output) -> Vec<serde_json::Value> {
+    assert!(
+        out.status.success(),
+        "exit {:?}, stderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect()
+}
+
+#[actix_rt::test]
+async fn t70_cli_consume_and_group_progress() {
+    bounded(async {
+        let node = combined(NO_ARGS);
+        let (ns, broker) = (node.namesrv(), node.broker());
+        let topic = "t70-cli";
+        create_topic(broker, topic, 2).await;
+        let mut c = connect(broker).await;
+        for i in 0..6u32 {
+            let req = SendMessageRequest {
+                producer_group: "t70-producer".into(),
+                topic: topic.into(),
+                queue_id: i % 2,
+                tags: Some(if i % 2 == 0 { "A" } else { "B" }.into()),
+                keys: Some(format!("k{i}")),
+                properties: [("n".to_string(), i.to_string())].into(),
+                ..SendMessageRequest::default()
+            };
+            c.call(&req, Bytes::from(format!("body-{i}")))
+                .await
+                .expect("send")
+                .ok()
+                .expect("stored");
+        }
+        let fields = [
+            "msg_id",
+            "topic",
+            "tags",
+            "keys",
+            "props",
+            "queue_id",
+            "queue_offset",
+            "body",
+            "body_len",
+            "reconsume_times",
+            "born_ts",
+            "store_ts",
+        ];
+
+        // --count: exactly N lines, then exit 0 (offsets committed).
+        let out = actormq(
+            ns,
+            &[
+                "consume", "-t", topic, "-g", "cli-g", "--from", "first", "--count", "2", "--json",
+            ],
+        );
+        let lines = json_lines(&out);
+        assert_eq!(lines.len(), 2);
+        for l in &lines {
+            for f in fields {
+                assert!(l.get(f).is_some(), "{f} missing in {l}");
+            }
+            assert_eq!(l["topic"], topic);
+            assert_eq!(l["body_len"], 6);
+            let n: u32 = l["props"]["n"].as_str().unwrap().parse().unwrap();
+            assert_eq!(l["body"], format!("body-{n}"));
+            assert_eq!(l["keys"], format!("k{n}"));
+        }
+        // The rest, then the idle exit; nothing is delivered twice.
+        let rest = json_lines(&actormq(
+            ns,
+            &[
+                "consume",
+                "-t",
+                topic,
+                "-g",
+                "cli-g",
+                "--idle-exit-ms",
+                "800",
+                "--json",
+            ],
+        ));
+        let mut bodies: Vec<String> = lines
+            .iter()
+            .chain(&rest)
+            .map(|l| l["body"].as_str().unwrap().to_string())
+            .collect();
+        bodies.sort();
+        assert_eq!(
+            bodies,
+            (0..6).map(|i| format!("body-{i}")).collect::<Vec<_>>()
+        );
+
+        // Progress: both queues caught up.
+        let progress = json_lines(&actormq(
+            ns,
+            &[
+                "admin", "group", "progress", "-g", "cli-g", "-t", topic, "--json",
+            ],
+        ));
+        assert_eq!(progress.len(), 3, "{progress:?}");
+        for q in &progress[..2] {
+            for f in [
+                "topic",
+                "broker",
+                "queue_id",
+                "broker_offset",
+                "consumer_offset",
+                "lag",
+            ] {
+                assert!(q.get(f).is_some(), "{f} missing in {q}");
+            }
+            assert_eq!(q["broker_offset"], 3);
+            assert_eq!(q["lag"], 0);
+        }
+        assert_eq!(progress[2]["total_lag"], 0);
+
+        // Tag filter and --fail-every: failed deliveries are printed and
+        // delivered again.
+        let tagged = json_lines(&actormq(
+            ns,
+            &[
+                "consume",
+                "-t",
+                topic,
+                "-g",
+                "cli-tags",
+                "--from",
+                "first",
+                "--tag-expr",
+                "A",
+                "--fail-every",
+                "2",
+                "--count",
+                "3",
+                "--json",
+            ],
+        ));
+        assert!(tagged.iter().all(|l| l["tags"] == "A"), "{tagged:?}");
+        let ok: Vec<_> = tagged
+            .iter()
+            .filter(|l| l.get("failed").is_none())
+            .collect();
+        let failed: Vec<_> = tagged.iter().filter(|l| l["failed"] == true).collect();
+        assert_eq!(ok.len(), 3);
+        assert!(!failed.is_empty());
+        assert!(ok.iter().any(|l| l["reconsume_times"].as_u64() > Some(0)));
+
+        // Not yet available, and unknown topics: one line, non-zero exit.
+        for args in [
+            &["consume", "-t", topic, "-g", "x", "--sql", "a > 1"][..],
+            &["consume", "-t", topic, "-g", "x", "--orderly"][..],
+            &["consume", "-t", "t70-no-such-topic", "-g", "x"][..],
+        ] {
+            let out = actormq(ns, args);
+            assert!(!out.status.success(), "{args:?} should fail");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        }
+    })
+    .await;
+}
