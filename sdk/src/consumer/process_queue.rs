@@ -58,6 +58,18 @@ impl ProcessQueue {
         self.pulled_up_to = self.pulled_up_to.max(next_offset);
     }
 
+    /// The queue's offset was corrected by the broker (it was outside the
+    /// queue): continue at `offset`. Messages still cached keep their
+    /// place; with none cached, the commit offset moves to `offset` even
+    /// if that is lower.
+    pub fn correct(&mut self, offset: u64) {
+        if self.cached.is_empty() {
+            self.pulled_up_to = offset;
+        } else {
+            self.pulled_up_to = self.pulled_up_to.max(offset);
+        }
+    }
+
     /// Records consumed messages; returns the offset now safe to commit.
     pub fn remove(&mut self, offsets: impl IntoIterator<Item = u64>) -> u64 {
         for offset in offsets {
@@ -147,6 +159,16 @@ mod tests {
         pq.remove([4]);
         assert!(!pq.should_pause(&limits));
         assert!(!pq.should_pause(&FlowLimits::default()));
+    }
+
+    #[test]
+    fn correction_may_move_back_when_idle() {
+        let mut pq = ProcessQueue::new(50);
+        pq.correct(10);
+        assert_eq!(pq.commit_offset(), 10);
+        pq.put([(10, 1)], 11);
+        pq.correct(5);
+        assert_eq!(pq.commit_offset(), 10);
     }
 
     #[test]

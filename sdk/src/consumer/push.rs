@@ -772,7 +772,11 @@ impl Core {
                             .collect::<Vec<_>>();
                         let commit = {
                             let mut pq = slot.pq.lock().expect("pq lock");
-                            pq.put(items, r.next_begin_offset);
+                            if r.status == PullStatus::OffsetIllegal {
+                                pq.correct(r.next_begin_offset);
+                            } else {
+                                pq.put(items, r.next_begin_offset);
+                            }
                             pq.commit_offset()
                         };
                         self.offsets
