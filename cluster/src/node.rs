@@ -196,6 +196,17 @@ impl Node {
         plugins: Vec<Box<dyn BrokerPlugin>>,
     ) -> Result<(), NodeError> {
         let b = &config.broker;
+        // Bind first: the port `:0` picks is stamped into every stored
+        // message (its id) and registered with the name servers.
+        let socket = std::net::TcpListener::bind(b.listen).map_err(|source| NodeError::Bind {
+            addr: b.listen,
+            source,
+        })?;
+        let bound = socket.local_addr().map_err(|source| NodeError::Bind {
+            addr: b.listen,
+            source,
+        })?;
+        let advertised = b.advertise.unwrap_or(bound);
         let data_dir = config.node.data_dir.clone();
         std::fs::create_dir_all(data_dir.join("config")).map_err(|source| NodeError::DataDir {
             dir: data_dir.clone(),
@@ -232,7 +243,7 @@ impl Node {
             .await?;
 
         let mut router = Router::new();
-        self.start_data_path(config, &view, &topics, &offsets, &mut router)
+        self.start_data_path(config, advertised, &view, &topics, &offsets, &mut router)
             .await?;
         route_child::<CreateTopicRequest, _>(&mut router, &topics);
         route_child::<DeleteTopicInBrokerRequest, _>(&mut router, &topics);
@@ -255,7 +266,21 @@ impl Node {
             router = ctx.into_router();
         }
         let closed: Recipient<ConnectionClosed> = Relay::new(groups.clone()).start().recipient();
-        let (listener, bound) = self.listen(b.listen, router, vec![closed])?;
+        let options = ListenerOptions {
+            subscribers: vec![closed],
+            ..ListenerOptions::default()
+        };
+        let (listener, bound) = Listener::serve(
+            socket,
+            router,
+            SessionLimits::default(),
+            options,
+            &self.logger,
+        )
+        .map_err(|source| NodeError::Bind {
+            addr: bound,
+            source,
+        })?;
         self.listeners.push(listener.clone());
         self.broker_addr = Some(bound);
 
@@ -279,7 +304,7 @@ impl Node {
             cluster: b.cluster.clone(),
             broker_name: b.broker_name.clone(),
             broker_id: b.broker_id,
-            broker_addr: b.advertise.unwrap_or(bound).to_string(),
+            broker_addr: advertised.to_string(),
             ha_server_addr: b.ha_listen.map(|a| a.to_string()).unwrap_or_default(),
         };
         let (log, v) = (self.logger.clone(), view.clone());
@@ -315,6 +340,7 @@ impl Node {
     async fn start_data_path(
         &mut self,
         config: &NodeConfig,
+        store_host: SocketAddr,
         view: &TopicView,
         topics: &ChildRef<TopicManager>,
         offsets: &ChildRef<OffsetManager>,
@@ -404,7 +430,6 @@ impl Node {
         .await?;
 
         let writer_arbiter = Arbiter::new();
-        let store_host = b.advertise.unwrap_or(b.listen);
         let (s, v, log) = (store.clone(), view.clone(), self.logger.clone());
         let resolver = CallRelay::new(topics.clone()).start();
         let appended = Relay::new(dispatcher.clone()).start();

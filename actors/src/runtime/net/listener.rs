@@ -135,6 +135,18 @@ impl Listener {
         logger: &Logger,
     ) -> io::Result<(Addr<Listener>, SocketAddr)> {
         let std_listener = std::net::TcpListener::bind(addr)?;
+        Listener::serve(std_listener, router, limits, options, logger)
+    }
+
+    /// Serves an already bound socket (bind first to learn the port that
+    /// `:0` picked, e.g. to stamp it into stored messages, then serve).
+    pub fn serve(
+        std_listener: std::net::TcpListener,
+        router: Router,
+        limits: SessionLimits,
+        options: ListenerOptions,
+        logger: &Logger,
+    ) -> io::Result<(Addr<Listener>, SocketAddr)> {
         std_listener.set_nonblocking(true)?;
         let socket = TcpListener::from_std(std_listener)?;
         let local = socket.local_addr()?;
