@@ -3,15 +3,16 @@
 //! rebalances on membership changes and commits offsets.
 //!
 //! How it runs (all on the current arbiter, never blocking it):
-//! - a **rebalance** task: at start, on every `NOTIFY_CONSUMER_IDS_CHANGED`
+//! - the **service actor** (`ConsumerService`) drives the timers below;
+//! - **rebalance**: at start, on every `NOTIFY_CONSUMER_IDS_CHANGED`
 //!   pushed by a broker, and every 20 s: read the group's members from a
 //!   broker, apply the [`AllocateStrategy`], stop the pull loops of queues
 //!   no longer ours (committing their offset) and start the new ones (at
 //!   the committed offset, or the configured start position for a new
 //!   group);
-//! - a **heartbeat** task: every 30 s (and at start) to every broker of the
+//! - **heartbeat**: every 30 s (and at start) to every broker of the
 //!   subscribed topics;
-//! - a **commit** task: every 5 s, changed offsets go to the broker
+//! - **commit**: every 5 s, changed offsets go to the broker
 //!   (clustering) or to a local file (broadcasting);
 //! - one **pull loop** per queue: long-polling pulls with the tag
 //!   subscription (the broker filters by tag hash; the client rechecks the
@@ -32,6 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use actix::prelude::*;
 use actix_rt::task::JoinHandle;
 use actormq_protocol::request::{
     ConsumeFromWhere, ConsumeType, ConsumerData, GetConsumerListByGroupRequest, HeartbeatRequest,
@@ -405,25 +407,100 @@ impl PushConsumerBuilder {
         }
         core.heartbeat().await;
         core.rebalance().await;
-        let tasks = vec![
-            actix_rt::spawn(core.clone().rebalance_loop()),
-            actix_rt::spawn(core.clone().heartbeat_loop()),
-            actix_rt::spawn(core.clone().commit_loop()),
-        ];
+        let service = ConsumerService { core: core.clone() }.start();
         info!(core.logger, "push consumer started"; "queues" => core.assigned().len());
-        Ok(PushConsumer {
-            core,
-            tasks: Mutex::new(tasks),
-        })
+        Ok(PushConsumer { core, service })
     }
 }
 
 /// A running push consumer; see the module docs. Stop it with
 /// [`shutdown`](Self::shutdown) (dropping it without shutdown stops
-/// nothing: its tasks keep running until the `System` stops).
+/// nothing: its service actor and pull loops keep running until the
+/// `System` stops).
 pub struct PushConsumer {
     core: Arc<Core>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    service: Addr<ConsumerService>,
+}
+
+/// Rebalance now (a membership notification, or the user).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+struct RebalanceNow;
+
+/// Stop the service actor (shutdown).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+struct StopService;
+
+/// The consumer's service actor: the rebalance timer (20 s) and the
+/// membership notifications, the heartbeat timer (30 s) and the commit
+/// timer (5 s). Rebalances run one at a time (`ctx.wait`); the work itself
+/// is async I/O on the [`Core`], so the actor never blocks.
+struct ConsumerService {
+    core: Arc<Core>,
+}
+
+impl ConsumerService {
+    fn rebalance(&mut self, ctx: &mut Context<Self>) {
+        if self.core.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        let core = self.core.clone();
+        ctx.wait(async move { core.rebalance().await }.into_actor(self));
+    }
+}
+
+impl Actor for ConsumerService {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let cfg = &self.core.cfg;
+        let every = |ms: u64| Duration::from_millis(ms.max(100));
+        ctx.run_interval(every(cfg.rebalance_interval_ms), |act, ctx| {
+            act.rebalance(ctx);
+        });
+        ctx.run_interval(every(cfg.heartbeat_interval_ms), |act, ctx| {
+            let core = act.core.clone();
+            ctx.spawn(
+                async move {
+                    for topic in core.cfg.subscriptions.keys() {
+                        let _ = core.client.refresh(topic).await;
+                    }
+                    core.heartbeat().await;
+                }
+                .into_actor(act),
+            );
+        });
+        ctx.run_interval(every(cfg.commit_interval_ms), |act, ctx| {
+            let core = act.core.clone();
+            ctx.spawn(async move { core.persist().await }.into_actor(act));
+        });
+        // Notifications pushed by brokers on the control connections.
+        let (wake, me) = (self.core.wake.clone(), ctx.address());
+        ctx.spawn(
+            async move {
+                loop {
+                    wake.notified().await;
+                    me.do_send(RebalanceNow);
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+impl Handler<RebalanceNow> for ConsumerService {
+    type Result = ();
+    fn handle(&mut self, _: RebalanceNow, ctx: &mut Context<Self>) {
+        self.rebalance(ctx);
+    }
+}
+
+impl Handler<StopService> for ConsumerService {
+    type Result = ();
+    fn handle(&mut self, _: StopService, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
 }
 
 impl std::fmt::Debug for PushConsumer {
@@ -447,7 +524,7 @@ impl PushConsumer {
 
     /// Asks for a rebalance now (as a membership notification does).
     pub fn rebalance_now(&self) {
-        self.core.wake.notify_one();
+        self.service.do_send(RebalanceNow);
     }
 
     /// Commits the consumed offsets now.
@@ -461,9 +538,7 @@ impl PushConsumer {
     pub async fn shutdown(self) {
         let core = self.core;
         core.stopped.store(true, Ordering::SeqCst);
-        for t in self.tasks.lock().expect("tasks lock").drain(..) {
-            t.abort();
-        }
+        let _ = self.service.send(StopService).await;
         let slots: Vec<Arc<QueueSlot>> = core
             .queues
             .lock()
@@ -568,39 +643,6 @@ impl Core {
             if let Err(e) = self.client.call(broker, req.clone()).await {
                 warn!(self.logger, "heartbeat failed"; "broker" => %broker, "error" => %e);
             }
-        }
-    }
-
-    async fn heartbeat_loop(self: Arc<Self>) {
-        let period = Duration::from_millis(self.cfg.heartbeat_interval_ms.max(100));
-        loop {
-            tokio::time::sleep(period).await;
-            for topic in self.cfg.subscriptions.keys() {
-                let _ = self.client.refresh(topic).await;
-            }
-            self.heartbeat().await;
-        }
-    }
-
-    async fn rebalance_loop(self: Arc<Self>) {
-        let period = Duration::from_millis(self.cfg.rebalance_interval_ms.max(100));
-        loop {
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(period) => {}
-            }
-            if self.stopped.load(Ordering::SeqCst) {
-                return;
-            }
-            self.rebalance().await;
-        }
-    }
-
-    async fn commit_loop(self: Arc<Self>) {
-        let period = Duration::from_millis(self.cfg.commit_interval_ms.max(100));
-        loop {
-            tokio::time::sleep(period).await;
-            self.persist().await;
         }
     }
 
