@@ -522,6 +522,18 @@ impl PushConsumer {
         self.core.assigned()
     }
 
+    /// Messages pulled but not yet consumed, over every queue held (flow
+    /// control keeps it near `cache_max_messages` per queue at most).
+    pub fn cached_messages(&self) -> usize {
+        self.core
+            .queues
+            .lock()
+            .expect("queues lock")
+            .values()
+            .map(|s| s.pq.lock().expect("pq lock").len())
+            .sum()
+    }
+
     /// Asks for a rebalance now (as a membership notification does).
     pub fn rebalance_now(&self) {
         self.service.do_send(RebalanceNow);

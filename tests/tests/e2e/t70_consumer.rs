@@ -489,3 +489,82 @@ async fn t70_cli_consume_and_group_progress() {
     })
     .await;
 }
+
+#[actix_rt::test]
+async fn t70_start_positions_and_flow_control() {
+    bounded(async {
+        let node = combined(NO_ARGS);
+        let (ns, broker) = (node.namesrv(), node.broker());
+        let topic = "t70-start";
+        create_topic(broker, topic, 1).await;
+        let early = send(broker, topic, 1, 0, 20, |_| "x".into()).await;
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+        let late = send(broker, topic, 1, 20, 400, |_| "x".into()).await;
+
+        // Last (default): only what is sent from now on.
+        let (s_last, s_ts, s_slow): (Seen, Seen, Seen) = Default::default();
+        let last = consumer(ns, "t70-last", topic, "*", &s_last, |b| {
+            b.consume_from(ConsumeFrom::Last)
+        })
+        .await;
+        // Timestamp: from the first message stored at or after `ts`.
+        let from_ts = consumer(ns, "t70-ts", topic, "*", &s_ts, |b| {
+            b.consume_from(ConsumeFrom::Timestamp(ts))
+        })
+        .await;
+        // First, with a slow listener and a small cache: pulling pauses.
+        let slow = {
+            let s = s_slow.clone();
+            move |b: PushConsumerBuilder| {
+                b.workers(1)
+                    .configure(|c| {
+                        c.cache_max_messages = 40;
+                        c.pull_batch_size = 16;
+                    })
+                    .listener(collector(&s, Duration::from_millis(2)))
+            }
+        };
+        let first = consumer(ns, "t70-first", topic, "*", &s_slow, slow).await;
+        let mut max_cached = 0;
+        let start = Instant::now();
+        while bodies(&s_slow).len() < 420 {
+            assert!(
+                start.elapsed() < WAIT,
+                "slow consumer got {}",
+                bodies(&s_slow).len()
+            );
+            max_cached = max_cached.max(first.cached_messages());
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(max_cached <= 40 + 16, "flow control: cached {max_cached}");
+        let mut got = bodies(&s_slow);
+        got.sort();
+        let mut all: Vec<String> = early.iter().chain(&late).cloned().collect();
+        all.sort();
+        assert_eq!(got, all);
+
+        wait_for(WAIT, "timestamp start", || bodies(&s_ts).len() >= 400).await;
+        let mut got_ts = bodies(&s_ts);
+        got_ts.sort();
+        let mut want_ts = late.clone();
+        want_ts.sort();
+        assert_eq!(got_ts, want_ts, "from the timestamp on");
+
+        let newer = send(broker, topic, 1, 420, 5, |_| "x".into()).await;
+        wait_for(WAIT, "last start", || bodies(&s_last).len() >= 5).await;
+        let mut got_last = bodies(&s_last);
+        got_last.sort();
+        let mut newer = newer;
+        newer.sort();
+        assert_eq!(got_last, newer, "only messages sent after start");
+        for c in [last, from_ts, first] {
+            c.shutdown().await;
+        }
+    })
+    .await;
+}
