@@ -670,12 +670,23 @@ impl Core {
             let mine = if self.broadcasting() {
                 all
             } else {
-                match self.members(topic, &all).await {
-                    Some(ids) => {
+                let mut ids = self.members(topic, &all).await;
+                if ids
+                    .as_ref()
+                    .is_some_and(|ids| !ids.contains(&self.client_id))
+                {
+                    // The broker does not know us (e.g. it restarted since
+                    // our last heartbeat): heartbeat, ask again, and keep
+                    // our queues for now if we are still not listed.
+                    self.heartbeat().await;
+                    ids = self.members(topic, &all).await;
+                }
+                match ids {
+                    Some(ids) if ids.contains(&self.client_id) => {
                         self.strategy
                             .allocate(&self.cfg.group, &self.client_id, &all, &ids)
                     }
-                    None => continue,
+                    _ => continue,
                 }
             };
             self.apply(topic, mine).await;
