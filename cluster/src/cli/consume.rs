@@ -111,9 +111,9 @@ pub fn message_json(m: &StoredMessage, failed: bool) -> serde_json::Value {
 
 fn print_message(m: &StoredMessage, failed: bool, as_json: bool) {
     if as_json {
-        println!("{}", message_json(m, failed));
+        super::write_line(&format!("{}", message_json(m, failed)));
     } else {
-        println!(
+        super::write_line(&format!(
             "{}queue={} offset={} tags={} keys={} reconsume={} body={}",
             if failed { "FAILED " } else { "" },
             m.queue_id,
@@ -122,7 +122,7 @@ fn print_message(m: &StoredMessage, failed: bool, as_json: bool) {
             m.message.keys.as_deref().unwrap_or(""),
             m.reconsume_times,
             String::from_utf8_lossy(&m.message.body)
-        );
+        ));
     }
 }
 
@@ -253,7 +253,7 @@ pub async fn run_group_progress(
             total_lag += lag;
             rows += 1;
             if as_json {
-                println!(
+                super::write_line(&format!(
                     "{}",
                     json!({
                         "topic": mq.topic,
@@ -263,12 +263,12 @@ pub async fn run_group_progress(
                         "consumer_offset": consumer_offset,
                         "lag": lag,
                     })
-                );
+                ));
             } else {
-                println!(
+                super::write_line(&format!(
                     "{:<24} {:<16} queue={:<3} broker_offset={:<10} consumer_offset={:<10} lag={}",
                     mq.topic, mq.broker_name, mq.queue_id, broker_offset, consumer_offset, lag
-                );
+                ));
             }
         }
     }
@@ -279,9 +279,9 @@ pub async fn run_group_progress(
         )));
     }
     if as_json {
-        println!("{}", json!({ "total_lag": total_lag }));
+        super::write_line(&format!("{}", json!({ "total_lag": total_lag })));
     } else {
-        println!("total_lag={total_lag}");
+        super::write_line(&format!("total_lag={total_lag}"));
     }
     Ok(())
 }

@@ -120,15 +120,24 @@ pub fn not_available(what: &str) -> CliError {
 
 /// Prints a result: its JSON with `--json`, else its text.
 pub fn emit<T: serde::Serialize + ?Sized>(json: bool, value: &T, text: impl FnOnce() -> String) {
-    use std::io::Write;
     let line = if json {
         serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     } else {
         text()
     };
+    write_line(&line);
+}
+
+/// Writes one line to stdout and flushes it. When stdout is closed (e.g.
+/// `actormq consume ... | head`), stops quietly with exit code 0, as Unix
+/// tools do: nothing after the last printed line is committed, so it is
+/// delivered again next time.
+pub fn write_line(line: &str) {
+    use std::io::Write;
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
+    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+        std::process::exit(0);
+    }
 }
 
 // ---------------------------------------------------------------- consume
