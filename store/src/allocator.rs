@@ -100,6 +100,8 @@ pub struct Allocator {
     tx: Option<mpsc::Sender<u64>>,
     rx: mpsc::Receiver<Ready>,
     pending: VecDeque<u64>,
+    /// A segment waited for by [`Allocator::wait_ready`] and not yet taken.
+    parked: Option<Ready>,
     handle: Option<JoinHandle<()>>,
 }
 
@@ -134,8 +136,33 @@ impl Allocator {
             tx: Some(tx),
             rx,
             pending: VecDeque::new(),
+            parked: None,
             handle: Some(handle),
         })
+    }
+
+    /// Blocks until the segment at `start` (requested earlier) is prepared,
+    /// without taking it; the next [`Allocator::take`] of `start` returns
+    /// it at once. A store opening empty waits here for its first segment,
+    /// so its first append does not.
+    pub fn wait_ready(&mut self, start: u64) {
+        if self.parked.as_ref().is_some_and(|(got, _)| *got == start) {
+            return;
+        }
+        while self.pending.contains(&start) {
+            let Ok((got, res)) = self.rx.recv() else {
+                self.pending.clear();
+                return;
+            };
+            self.pending.pop_front();
+            if got == start {
+                self.parked = Some((got, res));
+                return;
+            }
+            if let Ok(seg) = res {
+                seg.mark_removed();
+            }
+        }
     }
 
     /// Asks for the segment starting at `start` to be prepared in the background.
@@ -153,6 +180,14 @@ impl Allocator {
     /// Takes the segment starting at `start`: the prepared one if it was
     /// requested (waiting only if it is not ready yet), else created inline.
     pub fn take(&mut self, start: u64) -> Result<Segment> {
+        if let Some((got, res)) = self.parked.take() {
+            if got == start {
+                return res;
+            }
+            if let Ok(seg) = res {
+                seg.mark_removed();
+            }
+        }
         while let Some(front) = self.pending.front().copied() {
             let Ok((got, res)) = self.rx.recv() else {
                 self.pending.clear();
@@ -178,6 +213,9 @@ impl Drop for Allocator {
             let _ = h.join();
         }
         // Unused prepared segments: delete their (empty) files.
+        if let Some((_, Ok(seg))) = self.parked.take() {
+            seg.mark_removed();
+        }
         while let Ok((_, res)) = self.rx.try_recv() {
             if let Ok(seg) = res {
                 seg.mark_removed();
@@ -212,5 +250,24 @@ mod tests {
         drop(a);
         assert!(!dir.path().join(segment_name(16384)).exists());
         assert!(dir.path().join(segment_name(8192)).exists());
+    }
+
+    #[test]
+    fn wait_ready_parks_the_segment_for_take() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Allocator::start(dir.path().to_path_buf(), 8192, Prefault::Populate).unwrap();
+        a.request(0);
+        a.wait_ready(0);
+        assert!(
+            dir.path().join(segment_name(0)).exists(),
+            "built before take"
+        );
+        assert!(a.pending.is_empty());
+        assert_eq!(a.take(0).unwrap().start(), 0);
+        // Parked but never taken: its empty file goes with the allocator.
+        a.request(8192);
+        a.wait_ready(8192);
+        drop(a);
+        assert!(!dir.path().join(segment_name(8192)).exists());
     }
 }

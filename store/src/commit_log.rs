@@ -350,6 +350,11 @@ impl Writer {
             None => pos - pos % log.seg_size,
         };
         alloc.request(next);
+        if active.is_none() {
+            // Nothing to append into yet: have the first segment ready before
+            // the store reports open, so the first append never waits for it.
+            alloc.wait_ready(next);
+        }
         Writer {
             log,
             active,
