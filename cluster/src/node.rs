@@ -25,7 +25,7 @@ use actormq_actors::broker::commit_log::{CommitLogActor, CommitLogConfig};
 use actormq_actors::broker::dispatcher::{
     Dispatcher, DispatcherConfig, MessagesStored, SubscribeStored,
 };
-use actormq_actors::broker::flush_service::{FlushService, FlushServiceConfig, Shutdown};
+use actormq_actors::broker::flush_service::{FlushAndCheckpoint, FlushService, FlushServiceConfig};
 use actormq_actors::broker::group_manager::{ConsumerGroupChanged, SubscribeGroups};
 use actormq_actors::broker::plugin::{BrokerContext, BrokerPlugin};
 use actormq_actors::broker::pull_hold::{PullHold, PullHoldConfig};
@@ -517,7 +517,11 @@ impl Node {
             }
         }
         if let Some(flush) = self.flush.as_ref().and_then(ChildRef::addr) {
-            match flush.send(Shutdown).timeout(Duration::from_secs(30)).await {
+            match flush
+                .send(FlushAndCheckpoint)
+                .timeout(Duration::from_secs(30))
+                .await
+            {
                 Ok(Ok(lag)) => info!(self.logger, "final flush done"; "lag" => ?lag),
                 other => warn!(self.logger, "final flush failed"; "result" => ?other),
             }
