@@ -182,6 +182,9 @@ pub struct NodeProcess {
     starts: u32,
 }
 
+/// The config variable of the commit-log segment size.
+const SEGMENT_SIZE_VAR: &str = "ACTORMQ_BROKER__COMMIT_LOG_SEGMENT_SIZE";
+
 impl NodeProcess {
     /// Starts `bin` with `args`, adding `--data-dir` (a fresh temp dir) and
     /// `127.0.0.1:0` listen addresses unless `args` set them, and waits for
@@ -276,6 +279,12 @@ impl NodeProcess {
             if key.to_string_lossy().starts_with("ACTORMQ_") {
                 cmd.env_remove(key);
             }
+        }
+        // Test nodes use 64 MiB segments unless the test chose a size: a
+        // fresh node pre-faults its first segment before it is ready, and
+        // 1 GiB per node would dominate a test run's time and memory.
+        if !self.env.iter().any(|(k, _)| k == SEGMENT_SIZE_VAR) {
+            cmd.env(SEGMENT_SIZE_VAR, "67108864");
         }
         let mut child = cmd
             .envs(self.env.iter().map(|(k, v)| (k, v)))
