@@ -7,11 +7,16 @@
 //! wire types of [`actormq_protocol`] and the storage engine of
 //! [`actormq_store`]; it never depends on `cluster` or `sdk`.
 //!
-//! **Status:** the supervision runtime ([`runtime`]) is here. Location-
-//! transparent recipients and the broker actors (`Session`,
-//! `CommitLogActor`, `FlushService`, `Dispatcher`, `PullHold`, ...) arrive
-//! with the issue "Broker and name server as supervised actors". Nothing
-//! here is stubbed.
+//! - [`runtime`]: supervision, `Call<R>` messages that may cross nodes, the
+//!   TCP listener / sessions / router and the `RemoteClient` proxy.
+//! - [`broker`]: one actor per concern (`CommitLogActor`, `FlushService`,
+//!   `Dispatcher`, `PullHold`, `QueryService`, `TopicManager`,
+//!   `OffsetManager`, `GroupManager`, `Registrar`, `RetentionCleaner`) and
+//!   the `BrokerPlugin` API for custom actors.
+//! - [`namesrv`]: the route `Registry`.
+//!
+//! Not built yet (later issues): scheduling of delayed messages,
+//! transactions, retry/DLQ topics, SQL92 filters, replication.
 #![forbid(unsafe_code)]
 
 pub mod broker;

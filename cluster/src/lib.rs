@@ -7,11 +7,11 @@
 //! **Place in the layering:** the top of `protocol <- store <- actors <-
 //! cluster`; it may also use `sdk` for the client CLI.
 //!
-//! **Status:** the node configuration ([`config`]) and the log drain
-//! ([`logging`]) are here. The node
-//! binaries arrive with the issue "Broker and name server as supervised
-//! actors"; the `actormq` CLI with the client SDK issue. No binary is
-//! shipped yet, so none pretends to run.
+//! Modules: [`config`] (every key with its default), [`logging`] (the slog
+//! drain), [`node`] (which actors a role starts, and how they are wired),
+//! [`node_main`] (the node binaries' `main`), [`cli`] (the `actormq`
+//! command). Replication (HA) is not built yet: its flags are accepted and
+//! reported as inactive.
 #![forbid(unsafe_code)]
 
 pub mod cli;

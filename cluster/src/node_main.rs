@@ -19,7 +19,7 @@ use crate::node::Node;
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
 pub struct NodeArgs {
-    /// TOML config file; the environment (ACTORMQ_<TABLE>__<KEY>) and these
+    /// TOML config file; the environment (`ACTORMQ_<TABLE>__<KEY>`) and these
     /// flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

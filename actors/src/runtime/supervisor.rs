@@ -4,7 +4,7 @@
 //! whose handler panicked: the task running the actor's context is dropped
 //! and its mailbox closes. This supervisor therefore watches each child from
 //! *inside* the child's context: it spawns a watch future into the child's
-//! context that owns an [`ExitGuard`]. Whatever ends the context — the actor
+//! context that owns an exit guard. Whatever ends the context — the actor
 //! stopping itself, a panic in a handler, the arbiter going away — drops
 //! that future, and the guard's `Drop` tells the supervisor. The supervisor
 //! then asks its [`RestartBudget`] and either re-creates the child from its
