@@ -8,9 +8,11 @@
 //! | `produce` | [`produce`] |
 //! | `admin cluster …`, `admin topic …` | [`admin`] |
 //! | `consume`, `admin group progress` | [`consume`] |
-//! | `bench …`, `admin msg …`, `admin offset reset`, `admin dlq resend` | stubs: "not available yet" |
+//! | `bench produce`, `bench consume`, `bench e2e` | [`bench`] |
+//! | `admin msg …`, `admin offset reset`, `admin dlq resend` | stubs: "not available yet" |
 
 pub mod admin;
+pub mod bench;
 pub mod consume;
 pub mod produce;
 
@@ -202,14 +204,13 @@ pub struct BenchConsumeArgs {
     pub messages: Option<u64>,
 }
 
-/// `actormq bench …`.
-pub async fn run_bench(_common: &CommonArgs, args: &BenchArgs) -> Result<(), CliError> {
-    let what = match args.what {
-        BenchCommand::Produce(_) => "bench produce",
-        BenchCommand::Consume(_) => "bench consume",
-        BenchCommand::E2e(_) => "bench e2e",
-    };
-    Err(not_available(what))
+/// `actormq bench …` (see [`bench`]).
+pub async fn run_bench(
+    common: &CommonArgs,
+    args: &BenchArgs,
+    log: &Logger,
+) -> Result<(), CliError> {
+    bench::run(common, args, log).await
 }
 
 // ------------------------------------------------------------------- main
@@ -234,7 +235,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Produce(args) => produce::run(&cli.common, args, &log).await,
         Command::Consume(args) => run_consume(&cli.common, args, &log).await,
         Command::Admin(args) => admin::run(&cli.common, args, &log).await,
-        Command::Bench(args) => run_bench(&cli.common, args).await,
+        Command::Bench(args) => run_bench(&cli.common, args, &log).await,
     }
 }
 

@@ -11,6 +11,7 @@
 //! | `t50_crash` | the broker data path with `--flush sync` |
 //! | `t60_producer` | the SDK producer and the `actormq` CLI (combined and split nodes) |
 //! | `t70_consumer` | SDK push consumers (rebalance, broadcasting, tags, restart) |
+//! | `t80_bench` | `actormq bench` (produce, e2e) |
 //!
 //! Run: `cargo test -p actormq-tests --test e2e` (one module:
 //! `… --test e2e t30_`). Every test bounds its own time and kills its
@@ -24,3 +25,4 @@ mod t40_send_pull;
 mod t50_crash;
 mod t60_producer;
 mod t70_consumer;
+mod t80_bench;

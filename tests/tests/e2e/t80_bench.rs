@@ -1,0 +1,103 @@
+//! `actormq bench` against a combined child-process node: `bench produce`
+//! and `bench e2e` print a JSON summary whose fields parse, count every
+//! message and report no errors.
+
+use std::net::SocketAddr;
+use std::process::{Command, Output, Stdio};
+
+use actormq_tests::node::bin_dir;
+
+use crate::common::*;
+
+fn actormq(namesrv: SocketAddr, args: &[&str]) -> Output {
+    let exe = bin_dir().expect("binaries built").join("actormq");
+    Command::new(&exe)
+        .arg("-n")
+        .arg(namesrv.to_string())
+        .arg("--timeout-ms")
+        .arg("10000")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", exe.display()))
+}
+
+/// The summary (last stdout line) of a successful run, checked field by
+/// field.
+fn summary(out: &Output, messages: u64) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "exit {:?}, stderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().expect("a summary line");
+    let v: serde_json::Value =
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("not JSON: {last:?}: {e}"));
+    assert_eq!(v["messages"].as_u64(), Some(messages), "{v}");
+    assert_eq!(v["errors"].as_u64(), Some(0), "{v}");
+    for f in ["seconds", "msgs_per_sec", "mb_per_sec"] {
+        assert!(v[f].as_f64().is_some_and(|x| x >= 0.0), "{f}: {v}");
+    }
+    for f in ["p50_us", "p99_us", "p999_us", "max_us"] {
+        assert!(v[f].is_u64(), "{f}: {v}");
+    }
+    let p = |f: &str| v[f].as_u64().unwrap_or(0);
+    assert!(
+        p("p50_us") <= p("p99_us") && p("p99_us") <= p("p999_us"),
+        "{v}"
+    );
+    assert!(p("p999_us") <= p("max_us"), "{v}");
+    v
+}
+
+#[actix_rt::test]
+async fn t80_bench_produce_and_e2e_print_their_summaries() {
+    bounded(async {
+        let node = combined(NO_ARGS);
+        let ns = node.namesrv();
+        let produced = actormq(
+            ns,
+            &[
+                "bench",
+                "produce",
+                "-t",
+                "t80-bench",
+                "--messages",
+                "2000",
+                "--json",
+            ],
+        );
+        summary(&produced, 2000);
+        let batched = actormq(
+            ns,
+            &[
+                "bench",
+                "produce",
+                "-t",
+                "t80-bench",
+                "--messages",
+                "2000",
+                "--batch",
+                "32",
+                "--json",
+            ],
+        );
+        summary(&batched, 2000);
+        let e2e = actormq(
+            ns,
+            &[
+                "bench",
+                "e2e",
+                "-t",
+                "t80-e2e",
+                "--messages",
+                "1000",
+                "--json",
+            ],
+        );
+        summary(&e2e, 1000);
+    })
+    .await;
+}
