@@ -51,6 +51,10 @@ pub mod producers {}
 #[doc = include_str!("src/consumers.md")]
 pub mod consumers {}
 
+/// Chapter "Benchmarking".
+#[doc = include_str!("src/benchmarking.md")]
+pub mod benchmarking {}
+
 #[cfg(test)]
 mod tests {
     /// Every `(file.md)` link in SUMMARY.md must be included by this file.
