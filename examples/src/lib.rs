@@ -2,13 +2,34 @@
 //!
 //! Runnable scenarios. Each scenario is a library function here, a short
 //! `main` under `examples/`, and a test that runs it, so examples cannot rot.
-//! The book includes their code by `{{#include}}` anchors.
+//! Every scenario starts its own combined node in-process ([`node`]), so
+//! none needs a running node. The book includes their code by
+//! `{{#include}}` anchors.
+//!
+//! | Example | What it shows |
+//! |---|---|
+//! | [`quickstart`] | start a node, produce, push-consume everything, shut down |
+//! | [`producer`] | sync, async, oneway, batch and ordered sends |
+//! | [`async_oneway`] | async (future) and oneway sends, read back |
+//! | [`batch`] | a batch send, read back at its queue and offsets |
+//! | [`broadcast`] | two broadcasting consumers of one group each get everything |
+//! | [`pull_consumer`] | explicit queues and offsets, commit and read back |
+//! | [`tag_filter`] | a push consumer with `paid \|\| shipped` |
+//! | [`consumer`] | a pull consumer and a push consumer with a tag filter |
+//! | [`custom_actor`] | a custom actor plugged into a broker |
 //!
 //! **Place in the layering:** a user of `sdk`, with `cluster` to start an
 //! in-process node.
 #![forbid(unsafe_code)]
 
+pub mod async_oneway;
+pub mod batch;
+pub mod broadcast;
 pub mod consumer;
 pub mod custom_actor;
 pub mod node;
 pub mod producer;
+pub mod pull_consumer;
+pub mod quickstart;
+pub mod tag_filter;
+pub mod wait;

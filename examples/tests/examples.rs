@@ -1,5 +1,7 @@
 //! Every example scenario runs as a test against an in-process node.
 
+use actormq_sdk::SendStatus;
+
 #[actix_rt::test]
 async fn custom_actor_counts_stored_messages_per_topic() {
     let counts = actormq_examples::custom_actor::run()
@@ -7,6 +9,117 @@ async fn custom_actor_counts_stored_messages_per_topic() {
         .expect("scenario runs");
     let got: Vec<(&str, u64)> = counts.iter().map(|(t, n)| (t.as_str(), *n)).collect();
     assert_eq!(got, [("orders", 3), ("payments", 2)]);
+}
+
+#[actix_rt::test]
+async fn quickstart_consumes_every_message_produced() {
+    let report = actormq_examples::quickstart::run(10)
+        .await
+        .expect("scenario runs");
+    assert_eq!(report.sent.len(), 10);
+    assert!(
+        report
+            .sent
+            .iter()
+            .all(|r| r.status == SendStatus::SendOk && r.topic == "quickstart"),
+        "{report:?}"
+    );
+    let mut received = report.received.clone();
+    received.sort();
+    let mut expected: Vec<String> = (0..10).map(|i| format!("hello-{i}")).collect();
+    expected.sort();
+    assert_eq!(received, expected, "each message exactly once");
+}
+
+#[actix_rt::test]
+async fn async_and_oneway_sends_are_all_stored() {
+    let report = actormq_examples::async_oneway::run(6, 6)
+        .await
+        .expect("scenario runs");
+    assert_eq!(report.async_results.len(), 6);
+    assert!(
+        report
+            .async_results
+            .iter()
+            .all(|r| r.status == SendStatus::SendOk && r.topic == "events")
+    );
+    assert_eq!(report.oneway_sent, 6);
+    let mut expected: Vec<String> = (0..6)
+        .flat_map(|i| [format!("async-{i}"), format!("oneway-{i}")])
+        .collect();
+    expected.sort();
+    assert_eq!(report.received, expected, "every message read back once");
+}
+
+#[actix_rt::test]
+async fn batch_is_stored_contiguously_with_the_returned_ids() {
+    let report = actormq_examples::batch::run(10)
+        .await
+        .expect("scenario runs");
+    assert_eq!(report.result.status, SendStatus::SendOk);
+    assert_eq!(report.ids.len(), 10, "{report:?}");
+    assert_eq!(report.pulled_ids, report.ids, "ids read back = ids sent");
+    let bodies: Vec<String> = (0..10).map(|i| format!("batched-{i}")).collect();
+    assert_eq!(report.pulled_bodies, bodies, "in batch order");
+    let first = report.result.queue_offset;
+    let offsets: Vec<u64> = (first..first + 10).collect();
+    assert_eq!(report.pulled_offsets, offsets, "consecutive offsets");
+}
+
+#[actix_rt::test]
+async fn broadcast_delivers_every_message_to_every_instance() {
+    let report = actormq_examples::broadcast::run(8)
+        .await
+        .expect("scenario runs");
+    let mut expected: Vec<String> = (0..8).map(|i| format!("headline-{i}")).collect();
+    expected.sort();
+    assert_eq!(report.readers.len(), 2);
+    for reader in &report.readers {
+        assert_eq!(reader.received, expected, "{}", reader.instance);
+        // The file lived in a temp dir, gone now; its content was read.
+        assert!(
+            reader
+                .offset_file
+                .ends_with(format!("{}/news-readers.offsets", reader.instance)),
+            "{reader:?}"
+        );
+        assert_eq!(reader.offsets.len(), 4, "one offset per queue: {reader:?}");
+        let consumed: u64 = reader.offsets.values().sum();
+        assert_eq!(consumed, 8, "local offsets cover every message: {reader:?}");
+    }
+    assert_ne!(report.readers[0].offset_file, report.readers[1].offset_file);
+}
+
+#[actix_rt::test]
+async fn pull_consumer_reads_every_queue_and_commits() {
+    let report = actormq_examples::pull_consumer::run(12)
+        .await
+        .expect("scenario runs");
+    assert_eq!(report.len(), 4, "{report:?}");
+    let mut bodies: Vec<String> = report.values().flat_map(|q| q.bodies.clone()).collect();
+    bodies.sort();
+    let mut expected: Vec<String> = (0..12).map(|i| format!("entry-{i}")).collect();
+    expected.sort();
+    assert_eq!(bodies, expected);
+    for (queue, q) in &report {
+        assert_eq!(q.start, 0, "queue {queue}");
+        assert_eq!(q.bodies.len() as u64, q.max_offset, "queue {queue}");
+        assert_eq!(q.committed, Some(q.max_offset), "queue {queue}");
+        assert_eq!(q.after_resume, 0, "queue {queue}");
+    }
+}
+
+#[actix_rt::test]
+async fn tag_filter_delivers_only_matching_tags() {
+    let report = actormq_examples::tag_filter::run(4)
+        .await
+        .expect("scenario runs");
+    assert!(report.caught_up, "{report:?}");
+    let mut expected: Vec<(String, String)> = (0..4)
+        .flat_map(|i| ["paid", "shipped"].map(|tag| (tag.to_string(), format!("{tag}-{i}"))))
+        .collect();
+    expected.sort();
+    assert_eq!(report.delivered, expected);
 }
 
 #[actix_rt::test]
@@ -28,7 +141,6 @@ async fn consumer_pulls_every_queue_and_push_filters_by_tag() {
 
 #[actix_rt::test]
 async fn producer_sends_sync_async_oneway_batch_and_ordered() {
-    use actormq_sdk::SendStatus;
     let report = actormq_examples::producer::run()
         .await
         .expect("scenario runs");
