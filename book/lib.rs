@@ -39,13 +39,14 @@ pub mod actors_and_supervision {}
 #[doc = include_str!("src/writing-your-own-actor.md")]
 pub mod writing_your_own_actor {}
 
-/// Chapter "Producers" (its code is `examples/src/producer.rs`, compiled
-/// and tested by the examples crate; the `{{#include}}` blocks are marked
-/// `ignore` here).
+/// Chapter "Producers" (its code is `examples/src/producer.rs`,
+/// `async_oneway.rs` and `batch.rs`, compiled and tested by the examples
+/// crate; the `{{#include}}` blocks are marked `ignore` here).
 #[doc = include_str!("src/producers.md")]
 pub mod producers {}
 
-/// Chapter "Consumers and rebalance" (its code is `examples/src/consumer.rs`,
+/// Chapter "Consumers and rebalance" (its code is
+/// `examples/src/pull_consumer.rs`, `tag_filter.rs` and `broadcast.rs`,
 /// compiled and tested by the examples crate; the `{{#include}}` blocks and
 /// the strategy sketch are marked `ignore` here).
 #[doc = include_str!("src/consumers.md")]

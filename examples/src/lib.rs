@@ -9,13 +9,12 @@
 //! | Example | What it shows |
 //! |---|---|
 //! | [`quickstart`] | start a node, produce, push-consume everything, shut down |
-//! | [`producer`] | sync, async, oneway, batch and ordered sends |
+//! | [`producer`] | building a producer, sync and ordered sends |
 //! | [`async_oneway`] | async (future) and oneway sends, read back |
 //! | [`batch`] | a batch send, read back at its queue and offsets |
 //! | [`broadcast`] | two broadcasting consumers of one group each get everything |
 //! | [`pull_consumer`] | explicit queues and offsets, commit and read back |
 //! | [`tag_filter`] | a push consumer with `paid \|\| shipped` |
-//! | [`consumer`] | a pull consumer and a push consumer with a tag filter |
 //! | [`custom_actor`] | a custom actor plugged into a broker |
 //!
 //! **Place in the layering:** a user of `sdk`, with `cluster` to start an
@@ -25,7 +24,6 @@
 pub mod async_oneway;
 pub mod batch;
 pub mod broadcast;
-pub mod consumer;
 pub mod custom_actor;
 pub mod node;
 pub mod producer;

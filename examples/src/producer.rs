@@ -1,6 +1,6 @@
-//! The producer: sync, async, oneway, batch and ordered (by key) sends of
-//! one producer group, against an in-process node. The book's "Producers"
-//! chapter includes this file.
+//! The producer: building one, sync and ordered (by key) sends, shutdown,
+//! against an in-process node. The book's "Producers" chapter includes this
+//! file, with `async_oneway.rs` (async and oneway sends) and `batch.rs`.
 
 use std::time::Duration;
 
@@ -12,12 +12,6 @@ use actormq_sdk::{ProducerBuilder, SendResult};
 pub struct ProducerReport {
     /// Results of the sync sends.
     pub sync: Vec<SendResult>,
-    /// Results of the async sends.
-    pub async_: Vec<SendResult>,
-    /// Oneway sends made (no result).
-    pub oneway: usize,
-    /// Result of the batch (ids joined by `,`).
-    pub batch: Option<SendResult>,
     /// Queue ids of the sends keyed `order-42` (all the same).
     pub ordered_queues: Vec<u32>,
 }
@@ -47,33 +41,6 @@ pub async fn run() -> Result<ProducerReport, Box<dyn std::error::Error>> {
     }
     // ANCHOR_END: sync
 
-    // ANCHOR: async
-    // `send_async` returns a `'static` future: spawn it, keep going, and
-    // collect the results later.
-    let pending: Vec<_> = (0..3)
-        .map(|i| actix_rt::spawn(producer.send_async(Message::new("orders", format!("async-{i}")))))
-        .collect();
-    for handle in pending {
-        report.async_.push(handle.await??);
-    }
-    // ANCHOR_END: async
-
-    // ANCHOR: oneway
-    for i in 0..2 {
-        producer
-            .send_oneway(Message::new("metrics", format!("tick-{i}")))
-            .await?;
-        report.oneway += 1;
-    }
-    // ANCHOR_END: oneway
-
-    // ANCHOR: batch
-    let batch: Vec<Message> = (0..10)
-        .map(|i| Message::new("orders", format!("batched-{i}")))
-        .collect();
-    report.batch = Some(producer.send_batch(batch).await?);
-    // ANCHOR_END: batch
-
     // ANCHOR: ordered
     for step in ["created", "paid", "shipped"] {
         let result = producer
@@ -86,5 +53,6 @@ pub async fn run() -> Result<ProducerReport, Box<dyn std::error::Error>> {
     // ANCHOR: shutdown
     producer.shutdown().await;
     // ANCHOR_END: shutdown
+    example.node.shutdown().await;
     Ok(report)
 }
