@@ -13,6 +13,12 @@
 #[doc = include_str!("src/introduction.md")]
 pub mod introduction {}
 
+/// Chapter "Quickstart" (its Rust code is `examples/src/quickstart.rs`,
+/// compiled and tested by the examples crate; the `{{#include}}` blocks are
+/// marked `ignore` here).
+#[doc = include_str!("src/quickstart.md")]
+pub mod quickstart {}
+
 /// Chapter "Running a node".
 #[doc = include_str!("src/running-a-node.md")]
 pub mod running_a_node {}

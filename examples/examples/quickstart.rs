@@ -1,6 +1,7 @@
 //! Start a node in-process, produce 10 messages, consume them all:
 //! `cargo run -p actormq-examples --example quickstart`.
 
+// ANCHOR: main
 #[actix_rt::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let report = actormq_examples::quickstart::run(10).await?;
@@ -23,3 +24,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     Ok(())
 }
+// ANCHOR_END: main
