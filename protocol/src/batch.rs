@@ -234,7 +234,7 @@ impl<'a> BatchIter<'a> {
     }
 
     /// Cuts the next entry: (meta bytes, body slice).
-    fn next_entry(&mut self) -> Result<(&'a [u8], Bytes)> {
+    fn next_entry(&mut self) -> Result<(&'a [u8], &'a [u8])> {
         let pos = self.pos;
         let entry_len = self
             .read_u32(pos)
@@ -260,10 +260,10 @@ impl<'a> BatchIter<'a> {
             .ok_or_else(|| self.bad("meta"))?;
         self.pos = end;
         self.index += 1;
-        Ok((meta, body.slice(body_start..end)))
+        Ok((meta, &body[body_start..end]))
     }
 
-    fn next_meta(&mut self) -> Option<Result<(MetaRef<'a>, Bytes)>> {
+    fn next_meta(&mut self) -> Option<Result<(MetaRef<'a>, &'a [u8])>> {
         if self.failed || self.pos >= self.body.len() {
             return None;
         }
@@ -280,7 +280,7 @@ impl<'a> Iterator for BatchIter<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         self.next_meta()
-            .map(|r| r.and_then(|(m, body)| m.message(body)))
+            .map(|r| r.and_then(|(m, body)| m.message(self.body, body)))
     }
 }
 
@@ -299,18 +299,25 @@ pub struct MessageRef<'a> {
     pub delay: Delay,
     /// System flags.
     pub flags: u32,
-    /// Body: a slice of the batch buffer.
-    pub body: Bytes,
+    /// Body: borrowed from the batch buffer ([`MessageRef::body_bytes`]
+    /// for a shared `Bytes`).
+    pub body: &'a [u8],
+    src: &'a Bytes,
 }
 
 impl MessageRef<'_> {
+    /// The body as a zero-copy `Bytes` slice of the batch buffer.
+    pub fn body_bytes(&self) -> Bytes {
+        self.src.slice_ref(self.body)
+    }
+
     /// An owned [`Message`] (allocates the strings; the body is shared).
     pub fn to_message(&self) -> Message {
         Message {
             topic: self.topic.to_owned(),
             tags: self.tags.map(str::to_owned),
             keys: self.keys.map(str::to_owned),
-            body: self.body.clone(),
+            body: self.body_bytes(),
             properties: self.properties.to_map(),
             delay: self.delay,
             flags: self.flags,
@@ -462,7 +469,7 @@ fn required<T>(v: Option<T>, name: &str) -> Result<T> {
 }
 
 impl<'a> MetaRef<'a> {
-    fn message(&self, body: Bytes) -> Result<MessageRef<'a>> {
+    fn message(&self, src: &'a Bytes, body: &'a [u8]) -> Result<MessageRef<'a>> {
         Ok(MessageRef {
             topic: required(self.topic, "topic")?,
             tags: self.tags,
@@ -471,6 +478,7 @@ impl<'a> MetaRef<'a> {
             delay: Delay::from_parts(self.delay_level, self.deliver_at_ms)?,
             flags: self.flags,
             body,
+            src,
         })
     }
 }
@@ -499,7 +507,7 @@ pub fn decode_stored(body: &Bytes) -> Result<Vec<StoredMessage>> {
     while let Some(item) = it.next_meta() {
         let (m, b) = item?;
         out.push(StoredMessage {
-            message: m.message(b)?.to_message(),
+            message: m.message(body, b)?.to_message(),
             queue_id: required(m.queue_id, "queue_id")?,
             queue_offset: required(m.queue_offset, "queue_offset")?,
             commit_log_offset: required(m.commit_log_offset, "commit_log_offset")?,

@@ -30,6 +30,14 @@ const HEX: &[u8; 16] = b"0123456789ABCDEF";
 impl MessageId {
     /// The id as uppercase hex (32 chars for IPv4, 56 for IPv6).
     pub fn encode(&self) -> String {
+        let mut s = String::with_capacity(56);
+        self.encode_into(&mut s);
+        s
+    }
+
+    /// Appends the id as uppercase hex to `out` (no allocation when `out`
+    /// has room: a batch reply encodes all its ids into one string).
+    pub fn encode_into(&self, out: &mut String) {
         let mut raw = [0u8; 28];
         let n = match self.store_host.ip() {
             IpAddr::V4(ip) => {
@@ -43,12 +51,13 @@ impl MessageId {
         };
         raw[n..n + 4].copy_from_slice(&u32::from(self.store_host.port()).to_be_bytes());
         raw[n + 4..n + 12].copy_from_slice(&self.commit_log_offset.to_be_bytes());
-        let mut s = String::with_capacity((n + 12) * 2);
-        for b in &raw[..n + 12] {
-            s.push(HEX[usize::from(b >> 4)] as char);
-            s.push(HEX[usize::from(b & 0xF)] as char);
+        let mut hex = [0u8; 56];
+        for (pair, b) in hex.chunks_exact_mut(2).zip(&raw[..n + 12]) {
+            pair[0] = HEX[usize::from(b >> 4)];
+            pair[1] = HEX[usize::from(b & 0xF)];
         }
-        s
+        // Only ASCII hex digits were written.
+        out.push_str(std::str::from_utf8(&hex[..(n + 12) * 2]).unwrap_or_default());
     }
 
     /// Parses an id; accepts upper- or lowercase hex.
@@ -125,6 +134,9 @@ mod tests {
         };
         // 0A000001 | 00002A9F | 0000000000001234
         assert_eq!(id.encode(), "0A00000100002A9F0000000000001234");
+        let mut joined = String::from("x,");
+        id.encode_into(&mut joined);
+        assert_eq!(joined, "x,0A00000100002A9F0000000000001234");
         assert_eq!(MessageId::decode(&id.encode()).unwrap(), id);
         assert_eq!(
             "0a00000100002a9f0000000000001234"

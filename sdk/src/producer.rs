@@ -557,7 +557,7 @@ impl Producer {
                     lock(&self.inner.fault).mark_ok(&mq.broker_name);
                     return Ok(SendResult {
                         status: SendStatus::from_code(reply.code),
-                        msg_id: reply.fields.msg_ids.join(","),
+                        msg_id: reply.fields.msg_id,
                         topic,
                         queue_id: reply.fields.queue_id,
                         queue_offset: reply.fields.queue_offset,

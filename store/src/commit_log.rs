@@ -306,19 +306,6 @@ impl QueueTable {
         }
         v[queue as usize] = next;
     }
-    /// Returns the next offset and advances it.
-    fn take(&mut self, topic: &str, queue: u32) -> u64 {
-        let v = match self.map.get_mut(topic) {
-            Some(v) => v,
-            None => self.map.entry(topic.to_string()).or_default(),
-        };
-        if v.len() <= queue as usize {
-            v.resize(queue as usize + 1, 0);
-        }
-        let n = v[queue as usize];
-        v[queue as usize] = n + 1;
-        n
-    }
 }
 
 /// The single writer of the commit log.
@@ -420,31 +407,44 @@ impl Writer {
         let mut fresh = std::mem::take(&mut self.fresh).into_iter();
         // Phase 2: write.
         let sizes = std::mem::take(&mut self.sizes);
+        // The previous message's (topic, queue) and its next offset: a batch
+        // is usually one queue, so the queue table is looked up once per run.
+        let mut run: Option<(&str, u32, u64)> = None;
         for (m, &size) in msgs.iter().zip(sizes.iter()) {
-            let active = match &self.active {
-                Some(a) if self.pos + (size + record::BLANK_MIN) as u64 <= a.end() => a.clone(),
-                _ => {
-                    if let Some(a) = &self.active {
-                        let within = (self.pos - a.start()) as usize;
-                        let rest = a.capacity() - within;
-                        // SAFETY: single writer; `within` is at/after the published position.
-                        unsafe { a.write_at(within, &record::blank_header(rest)) };
-                        a.publish(a.capacity());
-                        a.set_last_store_ms(store_ms);
-                        self.pos = a.end();
-                    }
-                    let Some(seg) = fresh.next() else {
-                        return Err(Error::Io(std::io::Error::other("segment plan mismatch")));
-                    };
-                    let seg = Arc::new(seg);
-                    self.log.push_segment(seg.clone());
-                    self.active = Some(seg.clone());
-                    seg
+            let fits = matches!(&self.active,
+                Some(a) if self.pos + (size + record::BLANK_MIN) as u64 <= a.end());
+            if !fits {
+                if let Some(a) = &self.active {
+                    let within = (self.pos - a.start()) as usize;
+                    let rest = a.capacity() - within;
+                    // SAFETY: single writer; `within` is at/after the published position.
+                    unsafe { a.write_at(within, &record::blank_header(rest)) };
+                    a.publish(a.capacity());
+                    a.set_last_store_ms(store_ms);
+                    self.pos = a.end();
                 }
+                let Some(seg) = fresh.next() else {
+                    return Err(Error::Io(std::io::Error::other("segment plan mismatch")));
+                };
+                let seg = Arc::new(seg);
+                self.log.push_segment(seg.clone());
+                self.active = Some(seg);
+            }
+            let Some(active) = self.active.as_deref() else {
+                return Err(Error::Io(std::io::Error::other("no active segment")));
             };
             let within = (self.pos - active.start()) as usize;
-            let queue_offset = self.table.take(m.topic, m.queue_id);
-            self.encode(&active, within, size, m, queue_offset, store_ms);
+            let queue_offset = match run {
+                Some((t, q, next)) if q == m.queue_id && t == m.topic => next,
+                _ => {
+                    if let Some((t, q, next)) = run {
+                        self.table.set(t, q, next);
+                    }
+                    self.table.get(m.topic, m.queue_id)
+                }
+            };
+            run = Some((m.topic, m.queue_id, queue_offset + 1));
+            Self::encode(active, self.pos, within, size, m, queue_offset, store_ms);
             out.push(Appended {
                 queue_offset,
                 commit_log_offset: self.pos,
@@ -452,6 +452,9 @@ impl Writer {
                 store_timestamp_ms: store_ms,
             });
             self.pos += size as u64;
+        }
+        if let Some((t, q, next)) = run {
+            self.table.set(t, q, next);
         }
         self.sizes = sizes;
         if rolled {
@@ -470,8 +473,8 @@ impl Writer {
     }
 
     fn encode(
-        &self,
         seg: &Segment,
+        pos: u64,
         within: usize,
         size: usize,
         m: &AppendMessage<'_>,
@@ -481,10 +484,10 @@ impl Writer {
         // SAFETY: single writer; the range is beyond the published position
         // and is published only after this borrow ends.
         match unsafe { seg.unpublished_mut(within, size) } {
-            Some(buf) => record::encode_into(buf, m, qo, self.pos, ms),
+            Some(buf) => record::encode_into(buf, m, qo, pos, ms),
             None => {
                 let mut v = vec![0u8; size];
-                record::encode_into(&mut v, m, qo, self.pos, ms);
+                record::encode_into(&mut v, m, qo, pos, ms);
                 // SAFETY: as above.
                 unsafe { seg.write_at(within, &v) };
             }

@@ -12,6 +12,25 @@ pub struct DispatchProgress {
     pub caught_up: bool,
 }
 
+/// One record as the dispatch step saw it (borrowed from the log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dispatched<'a> {
+    /// Topic.
+    pub topic: &'a str,
+    /// Queue id.
+    pub queue_id: u32,
+    /// Offset in its topic-queue.
+    pub queue_offset: u64,
+    /// Commit log offset of the record.
+    pub commit_log_offset: u64,
+    /// Record size.
+    pub size: u32,
+    /// Tag hash.
+    pub tag_hash: i64,
+    /// Store timestamp (ms).
+    pub store_timestamp_ms: u64,
+}
+
 /// Dispatcher state (guarded by the store's dispatch mutex).
 #[derive(Debug)]
 pub(crate) struct Dispatcher {

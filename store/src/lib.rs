@@ -71,11 +71,11 @@ mod tests {
 pub use commit_log::{Appended, MessageView};
 pub use config::{FlushMode, Prefault, StoreConfig};
 pub use consume_queue::Unit;
-pub use dispatch::DispatchProgress;
+pub use dispatch::{DispatchProgress, Dispatched};
 pub use error::{Error, Result};
 pub use flush::{FlushOutcome, FlushTicket};
 pub use index_file::{IndexConfig, IndexError, IndexService};
-pub use record::{AppendMessage, encode_properties, tag_hash};
+pub use record::{AppendMessage, encode_properties, encode_properties_into, tag_hash};
 pub use retention::{RetentionMode, RetentionPolicy};
 pub use store::{
     AppendResult, CleanReport, Clock, GetResult, GetStatus, ManualClock, RecoveryReport, Store,

@@ -365,12 +365,23 @@ where
     I: IntoIterator<Item = (&'a str, &'a str)>,
 {
     let mut out = Vec::new();
+    encode_properties_into(pairs, &mut out)?;
+    Ok(out)
+}
+
+/// As [`encode_properties`], appending to `out` (left as it was on error).
+pub fn encode_properties_into<'a, I>(pairs: I, out: &mut Vec<u8>) -> Result<()>
+where
+    I: IntoIterator<Item = (&'a str, &'a str)>,
+{
+    let start = out.len();
     for (k, v) in pairs {
         if k.is_empty()
             || k.bytes()
                 .chain(v.bytes())
                 .any(|b| b == PROP_KV_SEP || b == PROP_PAIR_SEP)
         {
+            out.truncate(start);
             return Err(Error::InvalidArgument(format!("bad property {k:?}")));
         }
         out.extend_from_slice(k.as_bytes());
@@ -378,7 +389,7 @@ where
         out.extend_from_slice(v.as_bytes());
         out.push(PROP_PAIR_SEP);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Iterates encoded properties; malformed or non-UTF-8 pairs are skipped.

@@ -9,7 +9,7 @@ use crate::checkpoint::Checkpoint;
 use crate::commit_log::{self, Appended, CommitLog, MessageView, QueueTable, Writer};
 use crate::config::{FlushMode, StoreConfig};
 use crate::consume_queue::{ConsumeQueue, Loaded, Unit};
-use crate::dispatch::{DispatchProgress, Dispatcher};
+use crate::dispatch::{DispatchProgress, Dispatched, Dispatcher};
 use crate::error::{Error, Result};
 use crate::flush::{FlushOutcome, FlushPolicy, FlushTicket, GroupCommit, Waiter};
 use crate::index_file::{IndexConfig, IndexError, IndexService};
@@ -351,7 +351,7 @@ impl Store {
         // queue-offset table is built from them.
         let mut redispatched = 0u64;
         loop {
-            let p = inner.dispatch(usize::MAX)?;
+            let p = inner.dispatch(usize::MAX, &mut |_| {})?;
             redispatched += p.dispatched as u64;
             if p.caught_up {
                 break;
@@ -487,14 +487,25 @@ impl Store {
 
     /// Dispatches up to `max_records` records into the consume queues.
     pub fn dispatch(&self, max_records: usize) -> Result<DispatchProgress> {
-        self.inner.dispatch(max_records)
+        self.inner.dispatch(max_records, &mut |_| {})
+    }
+
+    /// As [`Store::dispatch`], calling `on_record` for every record
+    /// dispatched (in log order), so a caller can announce them without
+    /// reading the log again.
+    pub fn dispatch_with(
+        &self,
+        max_records: usize,
+        on_record: &mut dyn FnMut(&Dispatched<'_>),
+    ) -> Result<DispatchProgress> {
+        self.inner.dispatch(max_records, on_record)
     }
 
     /// Dispatches until caught up with the published log.
     pub fn dispatch_all(&self) -> Result<u64> {
         let mut n = 0;
         loop {
-            let p = self.inner.dispatch(usize::MAX)?;
+            let p = self.inner.dispatch(usize::MAX, &mut |_| {})?;
             n += p.dispatched as u64;
             if p.caught_up {
                 return Ok(n);
@@ -899,14 +910,19 @@ impl Inner {
             .clone()
     }
 
-    fn dispatch(&self, max: usize) -> Result<DispatchProgress> {
+    fn dispatch(
+        &self,
+        max: usize,
+        on_record: &mut dyn FnMut(&Dispatched<'_>),
+    ) -> Result<DispatchProgress> {
         let mut d = sync::lock(&self.dispatcher);
         let log = &self.log;
         let end = log.max_offset();
         let mut n = 0;
         let mut last: Option<(Arc<ConsumeQueue>, u32)> = None;
         let mut last_topic = String::new();
-        while n < max && d.reput < end {
+        'segments: while n < max && d.reput < end {
+            // One segment lookup per segment, not per record.
             let Some(seg) = log.segment_for(d.reput) else {
                 let min = log.min_offset();
                 if d.reput < min {
@@ -915,51 +931,73 @@ impl Inner {
                 }
                 break;
             };
-            let pos = (d.reput - seg.start()) as usize;
+            let mut pos = (d.reput - seg.start()) as usize;
             let w = seg.wrote();
-            let Some(buf) = seg.read(pos, w.saturating_sub(pos)) else {
+            let Some(seg_buf) = seg.read(0, w) else {
                 break;
             };
-            match record::scan(buf, false) {
-                Scan::Message(h) => {
-                    let topic = std::str::from_utf8(&buf[h.topic_range()]).map_err(|_| {
-                        Error::corruption(
-                            seg.path().unwrap_or(&log.dir),
-                            pos as u64,
-                            "topic not UTF-8",
-                        )
-                    })?;
-                    let q = match &last {
-                        Some((q, qid)) if *qid == h.queue_id && last_topic == topic => q.clone(),
-                        _ => {
-                            let q = self.queue_or_create(topic, h.queue_id);
-                            last_topic.clear();
-                            last_topic.push_str(topic);
-                            last = Some((q.clone(), h.queue_id));
-                            q
-                        }
-                    };
-                    q.put(
-                        h.queue_offset,
-                        Unit {
-                            commit_log_offset: d.reput,
+            while n < max && d.reput < end {
+                let Some(buf) = seg_buf.get(pos..) else {
+                    break 'segments;
+                };
+                match record::scan(buf, false) {
+                    Scan::Message(h) => {
+                        let topic = std::str::from_utf8(&buf[h.topic_range()]).map_err(|_| {
+                            Error::corruption(
+                                seg.path().unwrap_or(&log.dir),
+                                pos as u64,
+                                "topic not UTF-8",
+                            )
+                        })?;
+                        let q = match &last {
+                            Some((q, qid)) if *qid == h.queue_id && last_topic == topic => q,
+                            _ => {
+                                let q = self.queue_or_create(topic, h.queue_id);
+                                last_topic.clear();
+                                last_topic.push_str(topic);
+                                &last.insert((q, h.queue_id)).0
+                            }
+                        };
+                        q.put(
+                            h.queue_offset,
+                            Unit {
+                                commit_log_offset: d.reput,
+                                size: h.total_size,
+                                tag_hash: h.tag_hash,
+                            },
+                        )?;
+                        let off = d.reput;
+                        d.index_record(
+                            topic,
+                            &buf[h.properties_range()],
+                            off,
+                            h.store_timestamp_ms,
+                        )?;
+                        on_record(&Dispatched {
+                            topic,
+                            queue_id: h.queue_id,
+                            queue_offset: h.queue_offset,
+                            commit_log_offset: off,
                             size: h.total_size,
                             tag_hash: h.tag_hash,
-                        },
-                    )?;
-                    let off = d.reput;
-                    d.index_record(topic, &buf[h.properties_range()], off, h.store_timestamp_ms)?;
-                    d.reput += h.total_size as u64;
-                    n += 1;
-                }
-                Scan::Blank(_) => d.reput = seg.end(),
-                Scan::End if w == pos => break,
-                _ => {
-                    return Err(Error::corruption(
-                        seg.path().unwrap_or(&log.dir),
-                        pos as u64,
-                        "undecodable record below the published position",
-                    ));
+                            store_timestamp_ms: h.store_timestamp_ms,
+                        });
+                        d.reput += h.total_size as u64;
+                        pos += h.total_size as usize;
+                        n += 1;
+                    }
+                    Scan::Blank(_) => {
+                        d.reput = seg.end();
+                        continue 'segments;
+                    }
+                    Scan::End if w == pos => break 'segments,
+                    _ => {
+                        return Err(Error::corruption(
+                            seg.path().unwrap_or(&log.dir),
+                            pos as u64,
+                            "undecodable record below the published position",
+                        ));
+                    }
                 }
             }
         }

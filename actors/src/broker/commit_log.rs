@@ -40,6 +40,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,14 +52,14 @@ use actormq_protocol::batch::MessageRef;
 use actormq_protocol::request::{
     SendBatchMessageRequest, SendBatchMessageResponse, SendMessageRequest, SendMessageResponse,
 };
-use actormq_protocol::{Message, MessageId, ResponseCode, validate_batch, validate_message};
+use actormq_protocol::{MessageId, ResponseCode, validate_batch, validate_message};
 use actormq_store::{AppendMessage, Appended, FlushMode, FlushOutcome};
 use bytes::Bytes;
 use slog::{Logger, error, o, warn};
 
 use super::broker_store::BrokerStore;
 use super::dispatcher::LogAppended;
-use super::stored_codec::{encode_properties, encode_property_parts, tag_hash_of};
+use super::stored_codec::{encode_property_parts_into, tag_hash_of};
 use super::topic_manager::{ResolveTopic, TopicView, check_writable};
 use crate::runtime::{Call, Reply, ServiceError};
 
@@ -354,8 +355,20 @@ impl Answer {
                 drop(tx.send(Ok(Reply::ok(fields).with_code(code))));
             }
             Answer::Batch(Some(tx)) => {
+                // All ids in one string: one allocation per reply.
+                let mut msg_id = String::with_capacity(appended.len() * 57);
+                for (i, a) in appended.iter().enumerate() {
+                    if i > 0 {
+                        msg_id.push(',');
+                    }
+                    MessageId {
+                        store_host,
+                        commit_log_offset: a.commit_log_offset,
+                    }
+                    .encode_into(&mut msg_id);
+                }
                 let fields = SendBatchMessageResponse {
-                    msg_ids: appended.iter().map(id).collect(),
+                    msg_id,
                     queue_id,
                     queue_offset: first_offset,
                 };
@@ -366,10 +379,11 @@ impl Answer {
     }
 }
 
-/// One message ready for the store (properties already encoded).
-struct Prepared {
-    body: Bytes,
-    properties: Vec<u8>,
+/// One message of a pending send: where its body and its encoded
+/// properties sit in the request's buffers.
+struct Part {
+    body: Range<usize>,
+    props: Range<usize>,
     tag_hash: i64,
     flags: u32,
 }
@@ -381,16 +395,18 @@ struct Pending {
     born_timestamp_ms: u64,
     born_host: Option<SocketAddr>,
     reconsume_times: u32,
-    msgs: Vec<Prepared>,
+    /// The request body: one message's body, or the whole batch (parts
+    /// point into it, so a batch is never split into per-message buffers).
+    body: Bytes,
+    /// Every message's encoded properties, back to back.
+    props: Vec<u8>,
+    parts: Vec<Part>,
     responder: Responder,
 }
 
 impl Pending {
     fn bytes(&self) -> usize {
-        self.msgs
-            .iter()
-            .map(|m| m.body.len() + m.properties.len())
-            .sum()
+        self.body.len() + self.props.len()
     }
 }
 
@@ -446,35 +462,16 @@ impl CommitLogActor {
         self
     }
 
-    /// Checks one message and encodes it for the store.
-    fn prepare(&self, msg: &Message) -> Result<Prepared, ServiceError> {
-        let properties = encode_properties(msg)?;
-        self.prepared(
-            &msg.topic,
-            properties,
-            msg.body.clone(),
-            msg.tags.as_deref(),
-            msg.flags,
-        )
-    }
-
-    /// As [`Self::prepare`] for a borrowed batch entry (no owned message).
-    fn prepare_ref(&self, msg: &MessageRef<'_>) -> Result<Prepared, ServiceError> {
-        let properties =
-            encode_property_parts(msg.tags, msg.keys, msg.delay, msg.properties.iter())?;
-        self.prepared(msg.topic, properties, msg.body.clone(), msg.tags, msg.flags)
-    }
-
-    fn prepared(
+    /// Checks the record size of one message and describes it.
+    fn part(
         &self,
         topic: &str,
-        properties: Vec<u8>,
-        body: Bytes,
+        body: Range<usize>,
+        props: Range<usize>,
         tags: Option<&str>,
         flags: u32,
-    ) -> Result<Prepared, ServiceError> {
-        let record =
-            actormq_store::record::HEADER_LEN + topic.len() + properties.len() + body.len();
+    ) -> Result<Part, ServiceError> {
+        let record = actormq_store::record::HEADER_LEN + topic.len() + props.len() + body.len();
         if record > self.max_record {
             return Err(ServiceError::new(
                 ResponseCode::MessageIllegal,
@@ -484,9 +481,9 @@ impl CommitLogActor {
                 ),
             ));
         }
-        Ok(Prepared {
+        Ok(Part {
             body,
-            properties,
+            props,
             tag_hash: tag_hash_of(tags),
             flags,
         })
@@ -505,14 +502,30 @@ impl CommitLogActor {
         );
         let msg = call.req.into_message(call.body)?;
         validate_message(&msg, self.config.max_message_size)?;
-        let prepared = self.prepare(&msg)?;
+        let mut props = Vec::new();
+        encode_property_parts_into(
+            msg.tags.as_deref(),
+            msg.keys.as_deref(),
+            msg.delay,
+            msg.properties.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            &mut props,
+        )?;
+        let part = self.part(
+            &msg.topic,
+            0..msg.body.len(),
+            0..props.len(),
+            msg.tags.as_deref(),
+            msg.flags,
+        )?;
         Ok(Pending {
             topic: msg.topic,
             queue_id,
             born_timestamp_ms,
             born_host,
             reconsume_times,
-            msgs: vec![prepared],
+            body: msg.body,
+            props,
+            parts: vec![part],
             responder,
         })
     }
@@ -533,17 +546,32 @@ impl CommitLogActor {
                 "batch messages must be of the request's topic",
             ));
         }
-        let prepared = msgs
-            .iter()
-            .map(|m| self.prepare_ref(m))
-            .collect::<Result<Vec<_>, _>>()?;
+        let base = call.body.as_ptr() as usize;
+        let mut props = Vec::with_capacity(msgs.len() * 16);
+        let mut parts = Vec::with_capacity(msgs.len());
+        for m in &msgs {
+            let start = props.len();
+            encode_property_parts_into(m.tags, m.keys, m.delay, m.properties.iter(), &mut props)?;
+            // The body is a slice of `call.body`: keep its position only.
+            let at = m.body.as_ptr() as usize - base;
+            parts.push(self.part(
+                m.topic,
+                at..at + m.body.len(),
+                start..props.len(),
+                m.tags,
+                m.flags,
+            )?);
+        }
+        drop(msgs);
         Ok(Pending {
             topic: call.req.topic,
             queue_id: call.req.queue_id,
             born_timestamp_ms: call.req.born_timestamp_ms,
             born_host: call.origin.map(|o| o.peer),
             reconsume_times: 0,
-            msgs: prepared,
+            body: call.body,
+            props,
+            parts,
             responder,
         })
     }
@@ -587,7 +615,7 @@ impl CommitLogActor {
     }
 
     fn enqueue(&mut self, p: Pending, arrival: Instant, ctx: &mut Context<Self>) {
-        let (msgs, bytes) = (p.msgs.len(), p.bytes());
+        let (msgs, bytes) = (p.parts.len(), p.bytes());
         if self.buffer.messages() + msgs > self.config.max_batch_messages {
             // A full batch is waiting: append it now rather than at the end
             // of the pass, so a mailbox that never runs dry cannot starve
@@ -634,11 +662,11 @@ impl CommitLogActor {
         let msgs: Vec<AppendMessage<'_>> = batch
             .iter()
             .flat_map(|p| {
-                p.msgs.iter().map(move |m| AppendMessage {
+                p.parts.iter().map(move |m| AppendMessage {
                     topic: &p.topic,
                     queue_id: p.queue_id,
-                    body: &m.body,
-                    properties: &m.properties,
+                    body: &p.body[m.body.clone()],
+                    properties: &p.props[m.props.clone()],
                     tag_hash: m.tag_hash,
                     flags: m.flags,
                     born_timestamp_ms: p.born_timestamp_ms,
@@ -673,7 +701,7 @@ impl CommitLogActor {
         let mut done = Vec::with_capacity(batch.len());
         let mut at = 0;
         for p in batch {
-            let n = p.msgs.len();
+            let n = p.parts.len();
             let slots: Vec<Appended> = self.appended[at..at + n].to_vec();
             at += n;
             done.push((p.responder.take(), p.queue_id, slots));

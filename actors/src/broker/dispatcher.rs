@@ -101,6 +101,20 @@ pub struct StoredEvents {
 impl StoredEvents {
     /// Records that the message at `queue_offset` of (topic, queue) is readable.
     pub fn add(&mut self, topic: &str, queue_id: u32, queue_offset: u64, store_ms: u64) {
+        self.add_run(topic, queue_id, queue_offset, queue_offset + 1, 1, store_ms);
+    }
+
+    /// Records that `count` messages in `[first_offset, max_offset)` of
+    /// (topic, queue) are readable, the last stored at `store_ms`.
+    pub fn add_run(
+        &mut self,
+        topic: &str,
+        queue_id: u32,
+        first_offset: u64,
+        max_offset: u64,
+        count: u64,
+        store_ms: u64,
+    ) {
         let per_topic = match self.queues.get_mut(topic) {
             Some(q) => q,
             None => self.queues.entry(topic.to_owned()).or_default(),
@@ -108,14 +122,14 @@ impl StoredEvents {
         let e = per_topic.entry(queue_id).or_insert_with(|| MessagesStored {
             topic: topic.to_owned(),
             queue_id,
-            first_offset: queue_offset,
-            max_offset: queue_offset,
+            first_offset,
+            max_offset,
             count: 0,
             last_store_timestamp_ms: store_ms,
         });
-        e.first_offset = e.first_offset.min(queue_offset);
-        e.max_offset = e.max_offset.max(queue_offset + 1);
-        e.count += 1;
+        e.first_offset = e.first_offset.min(first_offset);
+        e.max_offset = e.max_offset.max(max_offset);
+        e.count += count;
         e.last_store_timestamp_ms = e.last_store_timestamp_ms.max(store_ms);
     }
 
@@ -171,7 +185,37 @@ impl Dispatcher {
     fn run(&mut self, ctx: &mut Context<Self>) {
         self.scheduled = false;
         let from = self.store.dispatched_offset();
-        let p = match self.store.dispatch(self.config.max_per_round) {
+        // Consecutive records of one queue (a batch) fold into one run.
+        let events = &mut self.events;
+        let mut run: Option<(String, u32, u64, u64, u64, u64)> = None;
+        let res = self
+            .store
+            .dispatch_with(self.config.max_per_round, &mut |r| match &mut run {
+                Some((t, q, _, max, count, ms))
+                    if *q == r.queue_id && *max == r.queue_offset && t == r.topic =>
+                {
+                    *max += 1;
+                    *count += 1;
+                    *ms = (*ms).max(r.store_timestamp_ms);
+                }
+                _ => {
+                    if let Some((t, q, first, max, count, ms)) = run.take() {
+                        events.add_run(&t, q, first, max, count, ms);
+                    }
+                    run = Some((
+                        r.topic.to_owned(),
+                        r.queue_id,
+                        r.queue_offset,
+                        r.queue_offset + 1,
+                        1,
+                        r.store_timestamp_ms,
+                    ));
+                }
+            });
+        if let Some((t, q, first, max, count, ms)) = run {
+            events.add_run(&t, q, first, max, count, ms);
+        }
+        let p = match res {
             Ok(p) => p,
             Err(e) => {
                 // Corruption or I/O: stop; the supervisor restarts us and
@@ -185,18 +229,6 @@ impl Dispatcher {
         if p.dispatched > 0 {
             self.stats.rounds += 1;
             self.stats.records += p.dispatched as u64;
-            let (views, _) = self.store.scan_log(from, p.dispatched);
-            for v in views
-                .iter()
-                .filter(|v| v.commit_log_offset() < p.next_offset)
-            {
-                self.events.add(
-                    v.topic(),
-                    v.queue_id(),
-                    v.queue_offset(),
-                    v.store_timestamp_ms(),
-                );
-            }
             self.publish();
         }
         if !p.caught_up {
@@ -286,5 +318,25 @@ mod tests {
             vec![("a", 0, 3, 4, 1), ("a", 1, 0, 2, 2), ("b", 0, 7, 9, 2)]
         );
         assert_eq!(got[2].last_store_timestamp_ms, 13);
+    }
+
+    #[test]
+    fn runs_merge_with_single_adds() {
+        let mut e = StoredEvents::default();
+        e.add_run("t", 2, 10, 20, 10, 5);
+        e.add("t", 2, 20, 7);
+        e.add_run("t", 2, 21, 25, 4, 6);
+        let got = e.take();
+        assert_eq!(got.len(), 1);
+        let m = &got[0];
+        assert_eq!(
+            (
+                m.first_offset,
+                m.max_offset,
+                m.count,
+                m.last_store_timestamp_ms
+            ),
+            (10, 25, 15, 7)
+        );
     }
 }

@@ -59,6 +59,20 @@ pub fn encode_property_parts<'a>(
     delay: Delay,
     user: impl Iterator<Item = (&'a str, &'a str)>,
 ) -> Result<Vec<u8>, ServiceError> {
+    let mut out = Vec::new();
+    encode_property_parts_into(tags, keys, delay, user, &mut out)?;
+    Ok(out)
+}
+
+/// As [`encode_property_parts`], appending to `out` (a batch encodes all
+/// its messages' properties into one buffer).
+pub fn encode_property_parts_into<'a>(
+    tags: Option<&'a str>,
+    keys: Option<&'a str>,
+    delay: Delay,
+    user: impl Iterator<Item = (&'a str, &'a str)>,
+    out: &mut Vec<u8>,
+) -> Result<(), ServiceError> {
     let delay_value = match delay {
         Delay::None => None,
         Delay::Level(l) => Some((PROPERTY_DELAY, l.to_string())),
@@ -73,7 +87,7 @@ pub fn encode_property_parts<'a>(
     let user = user
         .filter(|(k, _)| !RESERVED.contains(k))
         .map(|(k, v)| -> (&str, &str) { (k, v) });
-    actormq_store::encode_properties(typed.into_iter().flatten().chain(user))
+    actormq_store::encode_properties_into(typed.into_iter().flatten().chain(user), out)
         .map_err(|e| ServiceError::new(ResponseCode::MessageIllegal, e.to_string()))
 }
 

@@ -323,7 +323,7 @@ async fn round_trip(flush: FlushMode) {
         let r = node.send_batch(topic, 1, &msgs).await.unwrap();
         assert_eq!(r.code, ResponseCode::Success);
         assert_eq!(r.fields.queue_offset, 20 + b as u64 * 10);
-        assert_eq!(r.fields.msg_ids.len(), 10);
+        assert_eq!(r.fields.msg_ids().count(), 10);
         sent.extend(msgs);
     }
     // A delayed message keeps its delay.

@@ -125,10 +125,19 @@ pub struct SendBatchMessageRequest {
 /// Reply to [`SendBatchMessageRequest`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendBatchMessageResponse {
-    /// Message ids, in batch order.
-    pub msg_ids: Vec<String>,
+    /// Message ids in batch order, comma-separated (as RocketMQ's batch
+    /// `msgId`): one string rather than one per message keeps a 1000-message
+    /// reply to one allocation. [`SendBatchMessageResponse::msg_ids`] splits it.
+    pub msg_id: String,
     /// Queue they were stored in.
     pub queue_id: u32,
     /// Queue offset of the first; the others follow consecutively.
     pub queue_offset: u64,
+}
+
+impl SendBatchMessageResponse {
+    /// The message ids, in batch order.
+    pub fn msg_ids(&self) -> impl Iterator<Item = &str> {
+        self.msg_id.split(',').filter(|s| !s.is_empty())
+    }
 }

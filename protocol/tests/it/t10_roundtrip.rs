@@ -164,7 +164,7 @@ sample_struct! {
     SendBatchMessageRequest {
         producer_group, topic, queue_id, born_timestamp_ms, producer_id, first_sequence,
     }
-    SendBatchMessageResponse { msg_ids, queue_id, queue_offset }
+    SendBatchMessageResponse { msg_id, queue_id, queue_offset }
     PullMessageRequest {
         consumer_group, topic, queue_id, queue_offset, max_msg_nums, commit_offset,
         suspend_timeout_ms, subscription, expression_type,
@@ -439,4 +439,16 @@ fn typed_fields_tolerate_older_and_newer_peers() {
             ..Default::default()
         }
     );
+}
+
+#[test]
+fn batch_reply_ids_split_in_order() {
+    let r = actormq_protocol::request::SendBatchMessageResponse {
+        msg_id: "A,B,C".into(),
+        queue_id: 0,
+        queue_offset: 0,
+    };
+    assert_eq!(r.msg_ids().collect::<Vec<_>>(), ["A", "B", "C"]);
+    let empty = actormq_protocol::request::SendBatchMessageResponse::default();
+    assert_eq!(empty.msg_ids().count(), 0);
 }

@@ -136,12 +136,12 @@ async fn send_batches(
         let r: SendBatchMessageResponse = reply.ok().unwrap_or_else(|e| panic!("batch {b}: {e}"));
         assert_eq!(r.queue_id, queue);
         assert_eq!(r.queue_offset, (b * per) as u64);
-        assert_eq!(r.msg_ids.len(), per);
-        for (j, (m, id)) in msgs.into_iter().zip(r.msg_ids).enumerate() {
+        assert_eq!(r.msg_ids().count(), per);
+        for (j, (m, id)) in msgs.into_iter().zip(r.msg_ids()).enumerate() {
             out.push(Sent {
                 queue,
                 offset: r.queue_offset + j as u64,
-                msg_id: id,
+                msg_id: id.to_owned(),
                 tag: m.tags.unwrap(),
                 key: m.keys.unwrap(),
                 body: m.body,

@@ -107,7 +107,7 @@ async fn crash_and_recover(
                     match typed_reply::<SendBatchMessageResponse>(reply) {
                         Ok(x) if x.code == ResponseCode::Success => {
                             let f = x.fields.expect("SUCCESS carries fields");
-                            assert_eq!(f.msg_ids.len() as u64, per);
+                            assert_eq!(f.msg_ids().count() as u64, per);
                             let mut a = a.lock().unwrap();
                             for j in 0..per {
                                 a.push((r * per + j, f.queue_id, f.queue_offset + j));
