@@ -31,7 +31,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use crate::error::{Error, Result};
 use crate::message::{Delay, Message, StoredMessage};
@@ -67,43 +67,156 @@ fn message_field_count(m: &Message) -> usize {
         + usize::from(m.flags != 0)
 }
 
-fn put_message_fields(dst: &mut BytesMut, m: &Message) {
-    mpack::put_str(dst, "topic");
-    mpack::put_str(dst, &m.topic);
-    if let Some(t) = &m.tags {
-        mpack::put_str(dst, "tags");
-        mpack::put_str(dst, t);
+/// Writes the message fields of an entry's meta map (the map length is
+/// the caller's).
+#[allow(clippy::too_many_arguments)]
+fn put_message_fields<'a>(
+    w: &mut mpack::SliceWriter<'_>,
+    topic: &str,
+    tags: Option<&str>,
+    keys: Option<&str>,
+    props: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+    delay: Delay,
+    flags: u32,
+) {
+    w.str("topic");
+    w.str(topic);
+    if let Some(t) = tags {
+        w.str("tags");
+        w.str(t);
     }
-    if let Some(k) = &m.keys {
-        mpack::put_str(dst, "keys");
-        mpack::put_str(dst, k);
+    if let Some(k) = keys {
+        w.str("keys");
+        w.str(k);
     }
-    if !m.properties.is_empty() {
-        mpack::put_str(dst, "props");
-        mpack::put_map_len(dst, m.properties.len());
-        for (k, v) in &m.properties {
-            mpack::put_str(dst, k);
-            mpack::put_str(dst, v);
+    if props.len() > 0 {
+        w.str("props");
+        w.map_len(props.len());
+        for (k, v) in props {
+            w.str(k);
+            w.str(v);
         }
     }
-    match m.delay {
+    match delay {
         Delay::None => {}
         Delay::Level(l) => {
-            mpack::put_str(dst, "delay_level");
-            mpack::put_uint(dst, u64::from(l));
+            w.str("delay_level");
+            w.uint(u64::from(l));
         }
         Delay::DeliverAtMs(t) => {
-            mpack::put_str(dst, "deliver_at_ms");
-            mpack::put_uint(dst, t);
+            w.str("deliver_at_ms");
+            w.uint(t);
         }
     }
-    if m.flags != 0 {
-        mpack::put_str(dst, "flags");
-        mpack::put_uint(dst, u64::from(m.flags));
+    if flags != 0 {
+        w.str("flags");
+        w.uint(u64::from(flags));
     }
 }
 
-fn put_host(dst: &mut BytesMut, key: &str, addr: &SocketAddr) {
+/// Appends one entry to `dst`: sized to `bound`, written through a slice
+/// by `meta` (which writes the whole meta map), then the body; cut to size.
+fn put_entry(
+    dst: &mut BytesMut,
+    bound: usize,
+    body: &[u8],
+    meta: impl FnOnce(&mut mpack::SliceWriter<'_>),
+) {
+    let start = dst.len();
+    dst.resize(start + bound, 0);
+    let mut w = mpack::SliceWriter::new(&mut dst[start..]);
+    w.skip(8);
+    meta(&mut w);
+    let meta_len = w.pos() - 8;
+    w.put(body);
+    let n = w.pos();
+    // Entries are bounded by the frame cap, far below u32::MAX.
+    dst[start..start + 4].copy_from_slice(&((n - 4) as u32).to_be_bytes());
+    dst[start + 4..start + 8].copy_from_slice(&(meta_len as u32).to_be_bytes());
+    dst.truncate(start + n);
+}
+
+/// Appends `msgs` as a batch body to `dst` (one reservation up front).
+pub fn encode_messages(msgs: &[Message], dst: &mut BytesMut) {
+    dst.reserve(msgs.iter().map(entry_bound).sum());
+    for m in msgs {
+        put_entry(dst, entry_bound(m), &m.body, |w| {
+            w.map_len(message_field_count(m));
+            put_message_fields(
+                w,
+                &m.topic,
+                m.tags.as_deref(),
+                m.keys.as_deref(),
+                m.properties.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                m.delay,
+                m.flags,
+            );
+        });
+    }
+}
+
+/// A stored message borrowed from wherever it lives (a commit log record,
+/// a [`StoredMessage`]): what [`encode_stored_ref`] writes, without
+/// building owned strings or maps first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredRef<'a> {
+    /// Topic.
+    pub topic: &'a str,
+    /// Tag, if any.
+    pub tags: Option<&'a str>,
+    /// Space-separated keys, if any.
+    pub keys: Option<&'a str>,
+    /// User properties, written in this order.
+    pub properties: &'a [(&'a str, &'a str)],
+    /// Delivery delay.
+    pub delay: Delay,
+    /// System flags.
+    pub flags: u32,
+    /// Body.
+    pub body: &'a [u8],
+    /// See [`StoredMessage::queue_id`].
+    pub queue_id: u32,
+    /// See [`StoredMessage::queue_offset`].
+    pub queue_offset: u64,
+    /// See [`StoredMessage::commit_log_offset`].
+    pub commit_log_offset: u64,
+    /// See [`StoredMessage::store_size`].
+    pub store_size: u32,
+    /// See [`StoredMessage::born_timestamp_ms`].
+    pub born_timestamp_ms: u64,
+    /// See [`StoredMessage::store_timestamp_ms`].
+    pub store_timestamp_ms: u64,
+    /// See [`StoredMessage::born_host`].
+    pub born_host: SocketAddr,
+    /// See [`StoredMessage::store_host`].
+    pub store_host: SocketAddr,
+    /// See [`StoredMessage::body_crc`].
+    pub body_crc: u32,
+    /// See [`StoredMessage::reconsume_times`].
+    pub reconsume_times: u32,
+    /// See [`StoredMessage::prepared_transaction_offset`].
+    pub prepared_transaction_offset: u64,
+}
+
+impl StoredRef<'_> {
+    /// Upper bound of the encoded entry (see [`entry_bound`]).
+    pub fn encoded_bound(&self) -> usize {
+        let props: usize = self
+            .properties
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 10)
+            .sum();
+        8 + 96
+            + STORED_BOUND
+            + self.topic.len()
+            + self.tags.map_or(0, str::len)
+            + self.keys.map_or(0, str::len)
+            + props
+            + self.body.len()
+    }
+}
+
+fn put_host(w: &mut mpack::SliceWriter<'_>, key: &str, addr: &SocketAddr) {
     let mut raw = [0u8; 18];
     let n = match addr.ip() {
         IpAddr::V4(ip) => {
@@ -116,32 +229,57 @@ fn put_host(dst: &mut BytesMut, key: &str, addr: &SocketAddr) {
         }
     };
     raw[n..n + 2].copy_from_slice(&addr.port().to_be_bytes());
-    mpack::put_str(dst, key);
-    mpack::put_bin(dst, &raw[..n + 2]);
+    w.str(key);
+    w.bin(&raw[..n + 2]);
 }
 
-/// Writes one entry; `meta` writes the map.
-fn put_entry(dst: &mut BytesMut, body: &[u8], meta: impl FnOnce(&mut BytesMut)) {
-    let start = dst.len();
-    dst.put_u64(0);
-    meta(dst);
-    let meta_len = dst.len() - start - 8;
-    dst.put_slice(body);
-    let entry_len = dst.len() - start - 4;
-    // Entries are bounded by the frame cap, far below u32::MAX.
-    dst[start..start + 4].copy_from_slice(&(entry_len as u32).to_be_bytes());
-    dst[start + 4..start + 8].copy_from_slice(&(meta_len as u32).to_be_bytes());
-}
-
-/// Appends `msgs` as a batch body to `dst` (one reservation up front).
-pub fn encode_messages(msgs: &[Message], dst: &mut BytesMut) {
-    dst.reserve(msgs.iter().map(entry_bound).sum());
-    for m in msgs {
-        put_entry(dst, &m.body, |dst| {
-            mpack::put_map_len(dst, message_field_count(m));
-            put_message_fields(dst, m);
-        });
-    }
+/// Appends one stored-message entry to `dst` (the same bytes as
+/// [`encode_stored`] writes for the equivalent [`StoredMessage`]). For many
+/// entries, reserve their total size in `dst` first.
+pub fn encode_stored_ref(m: &StoredRef<'_>, dst: &mut BytesMut) {
+    put_entry(dst, m.encoded_bound(), m.body, |w| {
+        let fields = 1
+            + usize::from(m.tags.is_some())
+            + usize::from(m.keys.is_some())
+            + usize::from(!m.properties.is_empty())
+            + usize::from(m.delay != Delay::None)
+            + usize::from(m.flags != 0)
+            + 9
+            + usize::from(m.reconsume_times != 0)
+            + usize::from(m.prepared_transaction_offset != 0);
+        w.map_len(fields);
+        put_message_fields(
+            w,
+            m.topic,
+            m.tags,
+            m.keys,
+            m.properties.iter().copied(),
+            m.delay,
+            m.flags,
+        );
+        for (k, v) in [
+            ("queue_id", u64::from(m.queue_id)),
+            ("queue_offset", m.queue_offset),
+            ("commit_log_offset", m.commit_log_offset),
+            ("store_size", u64::from(m.store_size)),
+            ("born_ms", m.born_timestamp_ms),
+            ("store_ms", m.store_timestamp_ms),
+            ("body_crc", u64::from(m.body_crc)),
+        ] {
+            w.str(k);
+            w.uint(v);
+        }
+        put_host(w, "born_host", &m.born_host);
+        put_host(w, "store_host", &m.store_host);
+        if m.reconsume_times != 0 {
+            w.str("reconsume_times");
+            w.uint(u64::from(m.reconsume_times));
+        }
+        if m.prepared_transaction_offset != 0 {
+            w.str("prepared_tx_offset");
+            w.uint(m.prepared_transaction_offset);
+        }
+    });
 }
 
 /// Appends stored messages as a batch body to `dst` (one reservation).
@@ -151,35 +289,38 @@ pub fn encode_stored(msgs: &[StoredMessage], dst: &mut BytesMut) {
             .map(|s| entry_bound(&s.message) + STORED_BOUND)
             .sum(),
     );
+    let mut props: Vec<(&str, &str)> = Vec::new();
     for s in msgs {
-        put_entry(dst, &s.message.body, |dst| {
-            let extra = usize::from(s.reconsume_times != 0)
-                + usize::from(s.prepared_transaction_offset != 0);
-            mpack::put_map_len(dst, message_field_count(&s.message) + 9 + extra);
-            put_message_fields(dst, &s.message);
-            for (k, v) in [
-                ("queue_id", u64::from(s.queue_id)),
-                ("queue_offset", s.queue_offset),
-                ("commit_log_offset", s.commit_log_offset),
-                ("store_size", u64::from(s.store_size)),
-                ("born_ms", s.born_timestamp_ms),
-                ("store_ms", s.store_timestamp_ms),
-                ("body_crc", u64::from(s.body_crc)),
-            ] {
-                mpack::put_str(dst, k);
-                mpack::put_uint(dst, v);
-            }
-            put_host(dst, "born_host", &s.born_host);
-            put_host(dst, "store_host", &s.store_host);
-            if s.reconsume_times != 0 {
-                mpack::put_str(dst, "reconsume_times");
-                mpack::put_uint(dst, u64::from(s.reconsume_times));
-            }
-            if s.prepared_transaction_offset != 0 {
-                mpack::put_str(dst, "prepared_tx_offset");
-                mpack::put_uint(dst, s.prepared_transaction_offset);
-            }
-        });
+        props.clear();
+        props.extend(
+            s.message
+                .properties
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        encode_stored_ref(
+            &StoredRef {
+                topic: &s.message.topic,
+                tags: s.message.tags.as_deref(),
+                keys: s.message.keys.as_deref(),
+                properties: &props,
+                delay: s.message.delay,
+                flags: s.message.flags,
+                body: &s.message.body,
+                queue_id: s.queue_id,
+                queue_offset: s.queue_offset,
+                commit_log_offset: s.commit_log_offset,
+                store_size: s.store_size,
+                born_timestamp_ms: s.born_timestamp_ms,
+                store_timestamp_ms: s.store_timestamp_ms,
+                born_host: s.born_host,
+                store_host: s.store_host,
+                body_crc: s.body_crc,
+                reconsume_times: s.reconsume_times,
+                prepared_transaction_offset: s.prepared_transaction_offset,
+            },
+            dst,
+        );
     }
 }
 

@@ -41,21 +41,6 @@ pub(crate) fn put_str(dst: &mut BytesMut, s: &str) {
     dst.put_slice(s.as_bytes());
 }
 
-pub(crate) fn put_bin(dst: &mut BytesMut, b: &[u8]) {
-    let n = b.len();
-    if n <= 0xFF {
-        dst.put_u8(0xc4);
-        dst.put_u8(n as u8);
-    } else if n <= 0xFFFF {
-        dst.put_u8(0xc5);
-        dst.put_u16(n as u16);
-    } else {
-        dst.put_u8(0xc6);
-        dst.put_u32(n as u32);
-    }
-    dst.put_slice(b);
-}
-
 pub(crate) fn put_uint(dst: &mut BytesMut, v: u64) {
     if v < 0x80 {
         dst.put_u8(v as u8);
@@ -71,6 +56,106 @@ pub(crate) fn put_uint(dst: &mut BytesMut, v: u64) {
     } else {
         dst.put_u8(0xcf);
         dst.put_u64(v);
+    }
+}
+
+/// A MessagePack writer over a slice the caller sized to an upper bound
+/// of what is written (hot path: no capacity check per call, constant-size
+/// copies inline). Writing past the end is a bug in that bound and panics
+/// on the slice index.
+pub(crate) struct SliceWriter<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl<'a> SliceWriter<'a> {
+    pub(crate) fn new(buf: &'a mut [u8]) -> SliceWriter<'a> {
+        SliceWriter { buf, pos: 0 }
+    }
+
+    /// Bytes written so far.
+    pub(crate) fn pos(&self) -> usize {
+        self.pos
+    }
+
+    #[inline(always)]
+    pub(crate) fn skip(&mut self, n: usize) {
+        self.pos += n;
+    }
+
+    #[inline(always)]
+    pub(crate) fn put(&mut self, b: &[u8]) {
+        self.buf[self.pos..self.pos + b.len()].copy_from_slice(b);
+        self.pos += b.len();
+    }
+
+    #[inline(always)]
+    fn put_u8(&mut self, v: u8) {
+        self.buf[self.pos] = v;
+        self.pos += 1;
+    }
+
+    #[inline(always)]
+    pub(crate) fn map_len(&mut self, n: usize) {
+        if n < 16 {
+            self.put_u8(0x80 | n as u8);
+        } else if n <= 0xFFFF {
+            self.put_u8(0xde);
+            self.put(&(n as u16).to_be_bytes());
+        } else {
+            self.put_u8(0xdf);
+            self.put(&(n as u32).to_be_bytes());
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn str(&mut self, s: &str) {
+        let n = s.len();
+        if n < 32 {
+            self.put_u8(0xa0 | n as u8);
+        } else if n <= 0xFF {
+            self.put(&[0xd9, n as u8]);
+        } else if n <= 0xFFFF {
+            self.put_u8(0xda);
+            self.put(&(n as u16).to_be_bytes());
+        } else {
+            self.put_u8(0xdb);
+            self.put(&(n as u32).to_be_bytes());
+        }
+        self.put(s.as_bytes());
+    }
+
+    #[inline(always)]
+    pub(crate) fn bin(&mut self, b: &[u8]) {
+        let n = b.len();
+        if n <= 0xFF {
+            self.put(&[0xc4, n as u8]);
+        } else if n <= 0xFFFF {
+            self.put_u8(0xc5);
+            self.put(&(n as u16).to_be_bytes());
+        } else {
+            self.put_u8(0xc6);
+            self.put(&(n as u32).to_be_bytes());
+        }
+        self.put(b);
+    }
+
+    #[inline(always)]
+    pub(crate) fn uint(&mut self, v: u64) {
+        if v < 0x80 {
+            self.put_u8(v as u8);
+        } else if v <= 0xFF {
+            self.put(&[0xcc, v as u8]);
+        } else if v <= 0xFFFF {
+            self.put_u8(0xcd);
+            self.put(&(v as u16).to_be_bytes());
+        } else if v <= 0xFFFF_FFFF {
+            self.put_u8(0xce);
+            self.put(&(v as u32).to_be_bytes());
+        } else {
+            self.put_u8(0xcf);
+            self.put(&v.to_be_bytes());
+        }
     }
 }
 
@@ -256,17 +341,56 @@ mod tests {
     use super::*;
 
     #[test]
+    fn slice_writer_matches_the_bytes_writer_at_every_width() {
+        let lens = [0usize, 1, 31, 32, 255, 256, 65_535, 65_536];
+        let uints = [
+            0u64,
+            0x7f,
+            0x80,
+            0xff,
+            0x100,
+            0xffff,
+            0x1_0000,
+            0xffff_ffff,
+            1 << 32,
+            u64::MAX,
+        ];
+        let maps = [0usize, 15, 16, 0xffff, 0x1_0000];
+        let mut a = BytesMut::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut w = SliceWriter::new(&mut buf);
+        for &n in &lens {
+            let s = "y".repeat(n);
+            put_str(&mut a, &s);
+            w.str(&s);
+        }
+        for &v in &uints {
+            put_uint(&mut a, v);
+            w.uint(v);
+        }
+        for &n in &maps {
+            put_map_len(&mut a, n);
+            w.map_len(n);
+        }
+        let n = w.pos();
+        assert_eq!(&buf[..n], &a[..]);
+    }
+
+    #[test]
     fn writer_output_is_standard_msgpack() {
-        let mut b = BytesMut::new();
-        put_map_len(&mut b, 3);
-        put_str(&mut b, "a");
-        put_uint(&mut b, 300);
-        put_str(&mut b, &"x".repeat(40));
-        put_bin(&mut b, &[1, 2, 3]);
-        put_str(&mut b, "n");
-        put_uint(&mut b, u64::MAX);
+        let mut buf = [0u8; 128];
+        let mut w = SliceWriter::new(&mut buf);
+        w.map_len(3);
+        w.str("a");
+        w.uint(300);
+        w.str(&"x".repeat(40));
+        w.bin(&[1, 2, 3]);
+        w.str("n");
+        w.uint(u64::MAX);
+        let n = w.pos();
+        let b = &buf[..n];
         // The reference implementation (rmp) reads it back.
-        let mut rd: &[u8] = &b;
+        let mut rd: &[u8] = b;
         assert_eq!(rmp::decode::read_map_len(&mut rd).unwrap(), 3);
         let (k, rest) = rmp::decode::read_str_from_slice(rd).unwrap();
         assert_eq!(k, "a");
@@ -277,7 +401,7 @@ mod tests {
         rd = rest;
         assert_eq!(rmp::decode::read_bin_len(&mut rd).unwrap(), 3);
         // And our reader agrees.
-        let mut r = Reader::new(&b);
+        let mut r = Reader::new(b);
         assert_eq!(r.map_len("m").unwrap(), 3);
         assert_eq!(r.str("k").unwrap(), "a");
         assert_eq!(r.uint("v").unwrap(), 300);

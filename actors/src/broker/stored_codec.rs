@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 
+use actormq_protocol::batch::StoredRef;
 use actormq_protocol::{Delay, Message, ResponseCode, StoredMessage};
 use actormq_store::MessageView;
 use actormq_store::record::properties_iter;
@@ -146,13 +147,75 @@ pub fn to_stored(view: &MessageView) -> StoredMessage {
 }
 
 /// Encodes records as a stored-message batch body ([`actormq_protocol::batch`]).
-/// One copy: mapped segment → reply buffer.
+/// One copy: mapped segment → reply buffer; the meta is written straight
+/// from the record (no owned message per record). The same bytes as
+/// encoding [`to_stored`] of each view.
 pub fn encode_views(views: &[MessageView]) -> Bytes {
-    let stored: Vec<StoredMessage> = views.iter().map(to_stored).collect();
-    let mut out = BytesMut::new();
-    actormq_protocol::batch::encode_stored(&stored, &mut out);
+    let mut out = BytesMut::with_capacity(
+        views
+            .iter()
+            .map(|v| v.size() as usize + VIEW_ENTRY_OVERHEAD)
+            .sum(),
+    );
+    let mut user: Vec<(&str, &str)> = Vec::new();
+    for view in views {
+        let h = view.header();
+        let (mut tags, mut keys, mut delay) = (None, None, Delay::None);
+        user.clear();
+        for (k, v) in properties_iter(view.properties()) {
+            match k {
+                PROPERTY_TAGS => tags = Some(v),
+                PROPERTY_KEYS => keys = Some(v),
+                PROPERTY_DELAY => {
+                    if let Ok(l) = v.parse() {
+                        delay = Delay::Level(l);
+                    }
+                }
+                PROPERTY_DELIVER_AT_MS => {
+                    if let Ok(t) = v.parse() {
+                        delay = Delay::DeliverAtMs(t);
+                    }
+                }
+                _ => {
+                    // As the owned map of `to_stored`: sorted, last wins.
+                    match user.binary_search_by(|(uk, _)| (*uk).cmp(k)) {
+                        Ok(i) => user[i].1 = v,
+                        Err(i) => user.insert(i, (k, v)),
+                    }
+                }
+            }
+        }
+        let body = view.body_slice();
+        actormq_protocol::batch::encode_stored_ref(
+            &StoredRef {
+                topic: view.topic(),
+                tags,
+                keys,
+                properties: &user,
+                delay,
+                flags: h.flags,
+                body,
+                queue_id: h.queue_id,
+                queue_offset: h.queue_offset,
+                commit_log_offset: h.physical_offset,
+                store_size: h.total_size,
+                born_timestamp_ms: h.born_timestamp_ms,
+                store_timestamp_ms: h.store_timestamp_ms,
+                born_host: h.born_host.unwrap_or(UNKNOWN_HOST),
+                store_host: h.store_host.unwrap_or(UNKNOWN_HOST),
+                body_crc: crc32fast::hash(body),
+                reconsume_times: h.reconsume_times,
+                prepared_transaction_offset: h.prepared_tx_offset,
+            },
+            &mut out,
+        );
+    }
     out.freeze()
 }
+
+/// Reply bytes beyond the record size an entry may need (entry header,
+/// meta keys and markers); only sizes the first reservation.
+const VIEW_ENTRY_OVERHEAD: usize = 8 + 96 + 256;
 
 #[cfg(test)]
 mod tests {
@@ -181,6 +244,57 @@ mod tests {
         assert_eq!(
             encode_properties(&m).unwrap_err().code,
             ResponseCode::MessageIllegal
+        );
+    }
+
+    #[test]
+    fn views_encode_as_their_owned_stored_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            actormq_store::Store::open(actormq_store::StoreConfig::new(dir.path())).unwrap();
+        let mut with_all = Message::new("t", Bytes::from_static(b"body-1"));
+        with_all.tags = Some("A".into());
+        with_all.keys = Some("k1 k2".into());
+        with_all.delay = Delay::DeliverAtMs(1_700_000_000_000);
+        with_all.properties.insert("zeta".into(), "1".into());
+        with_all.properties.insert("alpha".into(), "2".into());
+        let mut level = Message::new("t", Bytes::from_static(b""));
+        level.delay = Delay::Level(3);
+        level.flags = 7;
+        let plain = Message::new("t", Bytes::from(vec![9u8; 300]));
+        let msgs = [with_all, level, plain];
+        let props: Vec<Vec<u8>> = msgs.iter().map(|m| encode_properties(m).unwrap()).collect();
+        let host: SocketAddr = "10.1.2.3:10911".parse().unwrap();
+        let batch: Vec<actormq_store::AppendMessage<'_>> = msgs
+            .iter()
+            .zip(&props)
+            .enumerate()
+            .map(|(i, (m, p))| actormq_store::AppendMessage {
+                topic: &m.topic,
+                queue_id: 0,
+                body: &m.body,
+                properties: p,
+                tag_hash: tag_hash_of(m.tags.as_deref()),
+                flags: m.flags,
+                born_timestamp_ms: 1000 + i as u64,
+                born_host: Some("[::1]:5000".parse().unwrap()),
+                store_host: Some(host),
+                reconsume_times: i as u32,
+                prepared_tx_offset: 0,
+            })
+            .collect();
+        store.append_batch(&batch).unwrap();
+        store.dispatch_all().unwrap();
+        let views = store.get_messages("t", 0, 0, 10, 1 << 20, None).messages;
+        assert_eq!(views.len(), 3);
+        let owned: Vec<StoredMessage> = views.iter().map(to_stored).collect();
+        let expect = actormq_protocol::batch::stored_to_bytes(&owned);
+        assert_eq!(encode_views(&views), expect);
+        let back = actormq_protocol::batch::decode_stored(&expect).unwrap();
+        assert_eq!(back, owned);
+        assert_eq!(
+            back[0].message.properties.keys().collect::<Vec<_>>(),
+            ["alpha", "zeta"]
         );
     }
 
