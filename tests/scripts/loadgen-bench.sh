@@ -8,11 +8,22 @@
 #   tests/scripts/loadgen-bench.sh async      # one mode
 #
 # Each flush mode gets its own node and temp data dir (removed afterwards);
-# the node is stopped with SIGTERM and must exit 0.
+# the node is stopped with SIGTERM and must exit 0. After each summary line
+# comes the node's CPU per message by thread (µs, user + system, from
+# /proc): `actormq-store-a` is the segment pre-faulter, whose cost depends
+# on whether the VM backs the growing page cache with fresh or recycled
+# memory (BENCHMARKS.md).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${ACTORMQ_BIN_DIR:-$ROOT/target/release}
 MODES=${1:-"async sync"}
+
+# CPU ticks per thread name of process $1: one "name ticks" line each.
+cpu_by_thread() {
+  for t in /proc/"$1"/task/*; do
+    printf '%s %s\n' "$(tr ' ' '_' <"$t/comm")" "$(awk '{print $14 + $15}' "$t/stat")"
+  done | awk '{a[$1] += $2} END {for (k in a) print k, a[k]}' | sort
+}
 
 run_node() { # flush-mode, then "label|loadgen args" specs
   local flush=$1; shift
@@ -24,11 +35,20 @@ run_node() { # flush-mode, then "label|loadgen args" specs
   for _ in $(seq 200); do grep -q '^actormq ready' "$dir/out" && break; sleep 0.05; done
   local broker; broker=$(sed -n 's/.*broker=\([^ ]*\).*/\1/p' "$dir/out")
   [ -n "$broker" ] || { echo "node did not start:"; cat "$dir/err"; kill -9 $pid; exit 1; }
+  local hz; hz=$(getconf CLK_TCK)
   for spec in "$@"; do
-    local label=${spec%%|*} args=${spec#*|}
-    printf '%-28s ' "$flush/$label"
+    local label=${spec%%|*} args=${spec#*|} out msgs
+    cpu_by_thread $pid >"$dir/cpu0"
     # shellcheck disable=SC2086
-    "$BIN/actormq-loadgen" --broker "$broker" $args || true
+    out=$("$BIN/actormq-loadgen" --broker "$broker" $args) || true
+    cpu_by_thread $pid >"$dir/cpu1"
+    printf '%-28s %s\n' "$flush/$label" "$out"
+    msgs=$(sed -n 's/.*"messages":\([0-9]*\).*/\1/p' <<<"$out")
+    if [ -n "$msgs" ] && [ "$msgs" -gt 0 ]; then
+      join "$dir/cpu0" "$dir/cpu1" | awk -v n="$msgs" -v hz="$hz" '
+        { d = ($3 - $2) / hz; tot += d; if (d > 0) line = line sprintf(" %s=%.3f", $1, d / n * 1e6) }
+        END { printf "%-28s node cpu us/msg %.3f:%s\n", "", tot / n * 1e6, line }'
+    fi
   done
   kill -TERM $pid; wait $pid || { echo "node exit $? after SIGTERM"; tail "$dir/err"; }
   rm -rf "$dir"
