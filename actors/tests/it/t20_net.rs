@@ -807,6 +807,48 @@ async fn origin_and_connection_closed_name_the_same_connection() {
     assert!(!listener.send(CloseConnection(cb)).await.unwrap());
 }
 
+#[actix_rt::test]
+async fn closed_is_announced_at_eof_while_a_held_reply_still_drains() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let collector = Collector(tx).start();
+    let counter = Counter::default().start();
+    let options = actormq_actors::runtime::ListenerOptions {
+        subscribers: vec![collector.recipient()],
+        ..Default::default()
+    };
+    let (_listener, addr) = Listener::bind_with(
+        "127.0.0.1:0",
+        router_for(&counter),
+        SessionLimits::default(),
+        options,
+        &logger(),
+    )
+    .unwrap();
+    // A request answered only after 3 s (like a held pull), then EOF.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut req = echo(1, "held");
+    req.delay_ms = 3_000;
+    let mut wire = BytesMut::new();
+    FrameCodec::new()
+        .encode(&request(1, &req), &mut wire)
+        .unwrap();
+    stream.write_all(&wire).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let started = std::time::Instant::now();
+    // The close is announced long before the held reply is ready...
+    let closed = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+        .await
+        .expect("ConnectionClosed before the held reply")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // ...and exactly once, though the reply still reaches the half-closed peer.
+    let frames = replies_until_close(&mut stream).await;
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].header.request_id, 1);
+    assert!(rx.try_recv().is_err(), "announced twice");
+    let _ = closed;
+}
+
 /// Throughput of pipelined calls through RemoteClient → Listener → Counter
 /// (not a pass/fail check; run with
 /// `cargo test --release -p actormq-actors --test it -- --ignored --nocapture net_throughput`).

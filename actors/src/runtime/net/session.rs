@@ -195,6 +195,9 @@ pub struct Session {
     next_push_id: u64,
     /// Why the driver started draining, for the final log line.
     pending_reason: Option<CloseReason>,
+    /// Whether [`ConnectionClosed`] went out already (at the peer's EOF or a
+    /// malformed frame, not only when the last held reply is done).
+    closed_announced: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -262,6 +265,7 @@ impl Session {
             pushes: Vec::new(),
             next_push_id: 1,
             pending_reason: None,
+            closed_announced: false,
         }
     }
 
@@ -308,18 +312,7 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        let event = ConnectionClosed {
-            conn_id: self.origin.conn_id,
-            peer: self.origin.peer,
-        };
-        let subscribers = self
-            .subscribers
-            .lock()
-            .map(|s| s.clone())
-            .unwrap_or_default();
-        for subscriber in subscribers {
-            subscriber.do_send(event);
-        }
+        self.announce_closed();
         if let Some(listener) = &self.listener {
             listener.do_send(SessionEnded {
                 conn_id: self.origin.conn_id,
@@ -573,6 +566,9 @@ impl ActorFuture<Session> for Driver {
             this.publish(&act.gauge);
             return Poll::Ready(reason);
         }
+        if this.phase != Phase::Open {
+            act.announce_closed();
+        }
         if let Some(r) = reason {
             // Remember why we started draining, for the final log line.
             act.pending_reason = Some(r);
@@ -622,6 +618,28 @@ impl ActorFuture<Session> for Driver {
 }
 
 impl Session {
+    /// Tells the subscribers the connection is over, once. Sent as soon as
+    /// the peer stops sending (EOF, malformed input) even while replies
+    /// are still draining: a client whose pull is held for 15 s is gone
+    /// for membership purposes at once.
+    fn announce_closed(&mut self) {
+        if std::mem::replace(&mut self.closed_announced, true) {
+            return;
+        }
+        let event = ConnectionClosed {
+            conn_id: self.origin.conn_id,
+            peer: self.origin.peer,
+        };
+        let subscribers = self
+            .subscribers
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default();
+        for subscriber in subscribers {
+            subscriber.do_send(event);
+        }
+    }
+
     fn take_reason(&mut self) -> CloseReason {
         self.pending_reason
             .take()
