@@ -2,12 +2,16 @@
 //!
 //! When segment N becomes active the writer requests segment N+1; a
 //! dedicated thread creates the file, sizes it, reserves its blocks
-//! (`posix_fallocate`), maps it with `MAP_POPULATE` and `madvise(WILLNEED)`
-//! (or touches every page), so the append path only takes a ready segment.
+//! (`posix_fallocate`) and maps it, so the append path only takes a ready
+//! segment. With [`Prefault::Ahead`] (the default) the same thread faults
+//! pages in chunk by chunk just ahead of the writer
+//! ([`Allocator::populate`]); `Populate` and `Touch` fault a whole segment
+//! at creation.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering as StdOrdering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
@@ -18,6 +22,19 @@ use crate::region::{MmapRegion, Region};
 
 /// A commit log segment backed by a memory-mapped file.
 pub type Segment = MappedFile<MmapRegion>;
+
+/// Bytes faulted in per step with [`Prefault::Ahead`]; a new segment gets
+/// its first chunk at creation.
+pub const PREFAULT_CHUNK: usize = 64 << 20;
+
+/// Set once `MADV_POPULATE_WRITE` failed: `Ahead` behaves as `Populate`.
+static NO_POPULATE_WRITE: AtomicBool = AtomicBool::new(false);
+
+/// Whether `Ahead` pre-faulting works here (the kernel has
+/// `MADV_POPULATE_WRITE`, as far as seen so far).
+pub fn prefault_ahead_supported() -> bool {
+    !NO_POPULATE_WRITE.load(StdOrdering::Relaxed)
+}
 
 /// File name of a segment starting at `start`.
 pub fn segment_name(start: u64) -> String {
@@ -61,6 +78,14 @@ pub fn create_segment(dir: &Path, start: u64, size: u64, prefault: Prefault) -> 
             fallocate(&file, size)?;
         }
         let len = usize::try_from(size).map_err(|_| Error::Config("segment too large".into()))?;
+        if prefault == Prefault::Ahead && prefault_ahead_supported() {
+            let region = MmapRegion::map(&file, len, false)?;
+            match region.populate_write(0, PREFAULT_CHUNK.min(len)) {
+                Ok(()) => return Ok(MappedFile::new(region, start, Some(path.clone()), 0)),
+                // No MADV_POPULATE_WRITE (kernel < 5.14): whole segments.
+                Err(_) => NO_POPULATE_WRITE.store(true, StdOrdering::Relaxed),
+            }
+        }
         let region = MmapRegion::map(&file, len, prefault != Prefault::None)?;
         if prefault != Prefault::None {
             let _ = region.advise(memmap2::Advice::WillNeed);
@@ -92,12 +117,20 @@ pub fn open_segment(path: PathBuf, start: u64, size: u64, wrote: usize) -> Resul
 
 type Ready = (u64, Result<Segment>);
 
+/// Work for the allocator thread.
+enum Req {
+    /// Prepare the segment starting here.
+    Create(u64),
+    /// Fault in `len` bytes of a live segment from `pos` (best effort).
+    Populate(crate::sync::Arc<Segment>, usize, usize),
+}
+
 /// The allocator thread and its channels.
 pub struct Allocator {
     dir: PathBuf,
     size: u64,
     prefault: Prefault,
-    tx: Option<mpsc::Sender<u64>>,
+    tx: Option<mpsc::Sender<Req>>,
     rx: mpsc::Receiver<Ready>,
     pending: VecDeque<u64>,
     /// A segment waited for by [`Allocator::wait_ready`] and not yet taken.
@@ -116,16 +149,26 @@ impl std::fmt::Debug for Allocator {
 impl Allocator {
     /// Starts the allocator thread for segments of `size` bytes in `dir`.
     pub fn start(dir: PathBuf, size: u64, prefault: Prefault) -> Result<Allocator> {
-        let (tx, req_rx) = mpsc::channel::<u64>();
+        let (tx, req_rx) = mpsc::channel::<Req>();
         let (ready_tx, rx) = mpsc::channel::<Ready>();
         let d = dir.clone();
         let handle = std::thread::Builder::new()
             .name("actormq-store-alloc".into())
             .spawn(move || {
-                for start in req_rx {
-                    let r = create_segment(&d, start, size, prefault);
-                    if ready_tx.send((start, r)).is_err() {
-                        break;
+                for req in req_rx {
+                    match req {
+                        Req::Create(start) => {
+                            let r = create_segment(&d, start, size, prefault);
+                            if ready_tx.send((start, r)).is_err() {
+                                break;
+                            }
+                        }
+                        Req::Populate(seg, pos, len) => {
+                            // Best effort: the writer faults in what is left.
+                            if !seg.is_removed() {
+                                let _ = seg.region().populate_write(pos, len);
+                            }
+                        }
                     }
                 }
             })?;
@@ -171,9 +214,22 @@ impl Allocator {
             return;
         }
         if let Some(tx) = &self.tx {
-            if tx.send(start).is_ok() {
+            if tx.send(Req::Create(start)).is_ok() {
                 self.pending.push_back(start);
             }
+        }
+    }
+
+    /// The pre-fault strategy segments are made with.
+    pub fn prefault(&self) -> Prefault {
+        self.prefault
+    }
+
+    /// Asks for `[pos, pos + len)` of a live segment to be faulted in on
+    /// the allocator thread ([`Prefault::Ahead`]).
+    pub fn populate(&mut self, seg: &crate::sync::Arc<Segment>, pos: usize, len: usize) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Req::Populate(seg.clone(), pos, len));
         }
     }
 

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 
-use crate::allocator::{Allocator, Segment};
+use crate::allocator::{Allocator, PREFAULT_CHUNK, Segment, prefault_ahead_supported};
+use crate::config::Prefault;
 use crate::error::{Error, Result};
 use crate::record::{self, AppendMessage, RecordHeader};
 use crate::sync::{self, Arc, AtomicU64, Ordering, RwLock};
@@ -319,6 +320,9 @@ pub struct Writer {
     max_msg: usize,
     sizes: Vec<usize>,
     fresh: Vec<Segment>,
+    /// With [`Prefault::Ahead`]: end (absolute offset) of what was asked
+    /// to be faulted in of the active segment.
+    prefaulted: u64,
 }
 
 impl Writer {
@@ -342,7 +346,7 @@ impl Writer {
             // the store reports open, so the first append never waits for it.
             alloc.wait_ready(next);
         }
-        Writer {
+        let mut w = Writer {
             log,
             active,
             pos,
@@ -351,6 +355,29 @@ impl Writer {
             max_msg,
             sizes: Vec::new(),
             fresh: Vec::new(),
+            prefaulted: pos,
+        };
+        w.prefault_ahead();
+        w
+    }
+
+    /// With [`Prefault::Ahead`]: keeps the active segment faulted in (by
+    /// the allocator thread) at least one [`PREFAULT_CHUNK`] past the
+    /// write position, a chunk at a time.
+    fn prefault_ahead(&mut self) {
+        if self.alloc.prefault() != Prefault::Ahead || !prefault_ahead_supported() {
+            return;
+        }
+        let Some(a) = &self.active else {
+            return;
+        };
+        self.prefaulted = self.prefaulted.max(self.pos);
+        while self.prefaulted < a.end() && self.prefaulted < self.pos + PREFAULT_CHUNK as u64 {
+            let from = self.prefaulted;
+            let len = (PREFAULT_CHUNK as u64).min(a.end() - from);
+            self.alloc
+                .populate(a, (from - a.start()) as usize, len as usize);
+            self.prefaulted = from + len;
         }
     }
 
@@ -428,6 +455,9 @@ impl Writer {
                 };
                 let seg = Arc::new(seg);
                 self.log.push_segment(seg.clone());
+                // A new segment comes with its first chunk faulted in.
+                self.prefaulted =
+                    seg.start() + (PREFAULT_CHUNK as u64).min(seg.end() - seg.start());
                 self.active = Some(seg);
             }
             let Some(active) = self.active.as_deref() else {
@@ -469,6 +499,7 @@ impl Writer {
             a.set_last_store_ms(store_ms);
         }
         self.log.publish_end(self.pos);
+        self.prefault_ahead();
         Ok(self.pos)
     }
 

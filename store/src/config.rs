@@ -20,8 +20,15 @@ pub enum FlushMode {
 pub enum Prefault {
     /// Nothing beyond creating and sizing the file.
     None,
-    /// `posix_fallocate` the blocks, map with `MAP_POPULATE` and `madvise(WILLNEED)`.
+    /// `posix_fallocate` the blocks, then fault pages in on the allocator
+    /// thread (`madvise(MADV_POPULATE_WRITE)`) in chunks of
+    /// [`crate::allocator::PREFAULT_CHUNK`], keeping at least one chunk
+    /// ready ahead of the writer: the cost follows what is written instead
+    /// of a whole segment at a time. Falls back to `Populate` on kernels
+    /// without `MADV_POPULATE_WRITE` (before Linux 5.14).
     #[default]
+    Ahead,
+    /// `posix_fallocate` the blocks, map with `MAP_POPULATE` and `madvise(WILLNEED)`.
     Populate,
     /// As `Populate`, then write one zero byte per page (RocketMQ's "warm mapped file").
     Touch,
@@ -53,7 +60,7 @@ pub struct StoreConfig {
     pub sync_flush_timeout_ms: u64,
     /// Period of the consume-queue/index flush and checkpoint write, in milliseconds. Default: 1000.
     pub checkpoint_interval_ms: u64,
-    /// Segment pre-faulting strategy. Default: [`Prefault::Populate`].
+    /// Segment pre-faulting strategy. Default: [`Prefault::Ahead`].
     pub prefault: Prefault,
     /// Retention: keep segments this many hours after their last store time. Default: 72.
     pub file_reserved_hours: u64,
@@ -86,7 +93,7 @@ impl Default for StoreConfig {
             flush_thorough_interval_ms: 10_000,
             sync_flush_timeout_ms: 5000,
             checkpoint_interval_ms: 1000,
-            prefault: Prefault::Populate,
+            prefault: Prefault::Ahead,
             file_reserved_hours: 72,
             delete_hour: 4,
             disk_warn_ratio: 0.75,

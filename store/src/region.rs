@@ -52,6 +52,10 @@ fn check(cap: usize, offset: usize, len: usize) {
     );
 }
 
+/// Page size assumed for `madvise` alignment (x86-64 and aarch64 base pages
+/// are at most 64 KiB; 4 KiB alignment is what the kernel checks).
+const PAGE: usize = 4096;
+
 /// A writable shared memory mapping of a whole file.
 #[derive(Debug)]
 pub struct MmapRegion {
@@ -74,6 +78,20 @@ impl MmapRegion {
     /// `madvise` the whole mapping.
     pub fn advise(&self, advice: memmap2::Advice) -> io::Result<()> {
         self.map.advise(advice)
+    }
+
+    /// Faults `[offset, offset + len)` in, writable, without changing its
+    /// contents (`MADV_POPULATE_WRITE`; `offset` is rounded down to a page,
+    /// the range is clipped to the mapping). Fails with `EINVAL` on kernels
+    /// before 5.14.
+    pub fn populate_write(&self, offset: usize, len: usize) -> io::Result<()> {
+        let start = offset & !(PAGE - 1);
+        let end = offset.saturating_add(len).min(self.len);
+        if start >= end {
+            return Ok(());
+        }
+        self.map
+            .advise_range(memmap2::Advice::PopulateWrite, start, end - start)
     }
 }
 
@@ -260,5 +278,64 @@ mod tests {
         let r = HeapRegion::new(4);
         // SAFETY: single-threaded test; the call panics before touching memory.
         unsafe { r.write(2, b"abc") };
+    }
+}
+
+#[cfg(all(test, not(actormq_loom), target_os = "linux"))]
+mod populate_tests {
+    use super::*;
+
+    /// Pages of `[0, len)` of `r` resident in memory, per `mincore`.
+    fn resident(r: &MmapRegion, len: usize) -> Vec<bool> {
+        let pages = len.div_ceil(PAGE);
+        let mut vec = vec![0u8; pages];
+        // SAFETY: the range lies inside the live mapping `r`, and `vec` has
+        // one byte per page of it, as mincore requires.
+        let rc = unsafe {
+            libc::mincore(
+                r.map.as_mut_ptr().cast::<libc::c_void>(),
+                len,
+                vec.as_mut_ptr(),
+            )
+        };
+        assert_eq!(rc, 0, "mincore: {}", io::Error::last_os_error());
+        vec.iter().map(|b| b & 1 == 1).collect()
+    }
+
+    #[test]
+    fn populate_write_faults_in_the_range_and_keeps_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("seg"))
+            .unwrap();
+        let len = 1024 * PAGE;
+        file.set_len(len as u64).unwrap();
+        let r = MmapRegion::map(&file, len, false).unwrap();
+        // A fresh sparse file has nothing in the page cache.
+        assert!(resident(&r, len)[100..117].iter().all(|&x| !x));
+        match r.populate_write(100 * PAGE + 100, 16 * PAGE) {
+            Ok(()) => {}
+            // Kernels before 5.14: the store falls back to MAP_POPULATE.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return,
+            Err(e) => panic!("populate_write: {e}"),
+        }
+        let res = resident(&r, len);
+        assert!(res[100..117].iter().all(|&x| x), "{:?}", &res[96..120]);
+        // Contents are kept.
+        // SAFETY: single-threaded test; in bounds.
+        unsafe { r.write(900 * PAGE + 7, b"kept") };
+        r.populate_write(899 * PAGE, 4 * PAGE).unwrap();
+        let mut got = [0u8; 4];
+        // SAFETY: single-threaded test; in bounds.
+        unsafe { r.read(900 * PAGE + 7, &mut got) };
+        assert_eq!(&got, b"kept");
+        // Clipped at the end; empty ranges are no-ops.
+        r.populate_write(1020 * PAGE, 100 * PAGE).unwrap();
+        assert!(resident(&r, len)[1020..].iter().all(|&x| x));
+        r.populate_write(len, 10).unwrap();
     }
 }
