@@ -310,7 +310,20 @@ impl Link {
         body: &[u8],
         timeout: Duration,
     ) -> Result<Reply<T>, ClientError> {
-        let deadline = Instant::now() + timeout;
+        self.call_until(code, req, body, Instant::now() + timeout)
+            .await
+    }
+
+    /// Like [`Link::call_code`], failing with [`ClientError::Timeout`] at
+    /// `deadline` (a send's budget shared by its tries).
+    pub async fn call_until<Q: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        code: u32,
+        req: &Q,
+        body: &[u8],
+        deadline: impl Into<Instant>,
+    ) -> Result<Reply<T>, ClientError> {
+        let deadline = deadline.into();
         let Some((id, rx)) = self.enqueue(code, req, body, Some(deadline))? else {
             unreachable!("a call always has a waiter");
         };

@@ -567,14 +567,14 @@ impl Producer {
                 queue_id: mq.queue_id,
                 born_timestamp_ms: system_time_ms(),
             };
-            let left = remaining_at(deadline, now)?;
+            remaining_at(deadline, now)?;
             let res = match self.inner.conns.link(addr) {
                 Ok(link) => {
-                    link.call_code::<_, SendBatchMessageResponse>(
+                    link.call_until::<_, SendBatchMessageResponse>(
                         SEND_BATCH_MESSAGE,
                         &req,
                         &body,
-                        left,
+                        deadline,
                     )
                     .await
                 }
@@ -648,14 +648,17 @@ impl Producer {
         mode: Mode,
     ) -> Result<SendResult, ClientError> {
         self.prepare(&mut msg)?;
-        let deadline = Instant::now() + ms(self.inner.config.send_timeout_ms);
+        let mut now = Instant::now();
+        let deadline = now + ms(self.inner.config.send_timeout_ms);
         let mut avoid: Option<String> = None;
         // The queue retries stay on (SameQueue, Key), once chosen.
         let mut fixed: Option<MessageQueue> = None;
         let mut attempt = 0;
         loop {
             let route = self.route_for(&msg.topic).await?;
-            let now = Instant::now();
+            if attempt > 0 {
+                now = Instant::now();
+            }
             let no_route = || ClientError::NoRoute {
                 topic: msg.topic.clone(),
             };
@@ -680,12 +683,17 @@ impl Producer {
                 system_time_ms(),
                 &msg,
             );
-            let left = remaining_at(deadline, now)?;
+            remaining_at(deadline, now)?;
             self.note_broker(&mq.broker_name, addr);
             let res = match self.inner.conns.link(addr) {
                 Ok(link) => {
-                    link.call_code::<_, SendMessageResponse>(SEND_MESSAGE, &req, &msg.body, left)
-                        .await
+                    link.call_until::<_, SendMessageResponse>(
+                        SEND_MESSAGE,
+                        &req,
+                        &msg.body,
+                        deadline,
+                    )
+                    .await
                 }
                 Err(e) => Err(e),
             };
