@@ -157,6 +157,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+#[cfg(test)]
 /// Encodes a request frame for `req` straight into `dst` (no intermediate
 /// fields buffer). Leaves `dst` unchanged on error.
 fn encode_request<Q: Serialize + ?Sized>(
@@ -167,6 +168,26 @@ fn encode_request<Q: Serialize + ?Sized>(
     req: &Q,
     body: &[u8],
 ) -> Result<(), ServiceError> {
+    encode_frame(dst, code, id, oneway, body, |dst| serde_fields(dst, req))
+}
+
+/// Writes `req` as a MessagePack map (named fields) into `dst`.
+fn serde_fields<Q: Serialize + ?Sized>(dst: &mut BytesMut, req: &Q) -> Result<(), ServiceError> {
+    let mut w = dst.writer();
+    rmp_serde::encode::write_named(&mut w, req)
+        .map_err(|e| ServiceError::system(format!("cannot encode request: {e}")))
+}
+
+/// Encodes a request frame whose typed fields `fields` writes (a
+/// MessagePack map) straight into `dst`. Leaves `dst` unchanged on error.
+fn encode_frame(
+    dst: &mut BytesMut,
+    code: u32,
+    id: u64,
+    oneway: bool,
+    body: &[u8],
+    fields: impl FnOnce(&mut BytesMut) -> Result<(), ServiceError>,
+) -> Result<(), ServiceError> {
     let start = dst.len();
     dst.reserve(8 + 48 + 128 + body.len());
     dst.put_u64(0); // frame length + header length, patched below
@@ -176,13 +197,10 @@ fn encode_request<Q: Serialize + ?Sized>(
     }
     header.encode_into(dst);
     let fields_at = dst.len();
-    let mut w = dst.writer();
-    if let Err(e) = rmp_serde::encode::write_named(&mut w, req) {
-        let dst = w.into_inner();
+    if let Err(e) = fields(dst) {
         dst.truncate(start);
-        return Err(ServiceError::system(format!("cannot encode request: {e}")));
+        return Err(e);
     }
-    let dst = w.into_inner();
     if dst.len() == fields_at {
         dst.extend_from_slice(EMPTY_FIELDS);
     }
@@ -237,10 +255,10 @@ impl Link {
 
     /// Queues `req` (and registers a waiter unless `oneway`); returns the
     /// reply receiver and its request id.
-    fn enqueue<Q: Serialize + ?Sized>(
+    fn enqueue(
         &self,
         code: u32,
-        req: &Q,
+        fields: impl FnOnce(&mut BytesMut) -> Result<(), ServiceError>,
         body: &[u8],
         deadline: Option<Instant>,
     ) -> Result<Option<(u64, ReplyRx)>, ServiceError> {
@@ -262,7 +280,7 @@ impl Link {
         let id = s.next_id;
         s.next_id = s.next_id.checked_add(1).unwrap_or(1);
         let was_empty = s.out.is_empty();
-        encode_request(&mut s.out, code, id, oneway, req, body)?;
+        encode_frame(&mut s.out, code, id, oneway, body, fields)?;
         let rx = match deadline {
             None => None,
             Some(deadline) => {
@@ -323,8 +341,21 @@ impl Link {
         body: &[u8],
         deadline: impl Into<Instant>,
     ) -> Result<Reply<T>, ClientError> {
+        self.call_encoded(code, |dst| serde_fields(dst, req), body, deadline)
+            .await
+    }
+
+    /// Like [`Link::call_until`] with the typed fields written by
+    /// `fields` (a MessagePack map, e.g. hand-encoded on a hot path).
+    pub async fn call_encoded<T: DeserializeOwned>(
+        &self,
+        code: u32,
+        fields: impl FnOnce(&mut BytesMut) -> Result<(), ServiceError>,
+        body: &[u8],
+        deadline: impl Into<Instant>,
+    ) -> Result<Reply<T>, ClientError> {
         let deadline = deadline.into();
-        let Some((id, rx)) = self.enqueue(code, req, body, Some(deadline))? else {
+        let Some((id, rx)) = self.enqueue(code, fields, body, Some(deadline))? else {
             unreachable!("a call always has a waiter");
         };
         // Removes the waiter if this future is dropped before the reply.
@@ -356,7 +387,7 @@ impl Link {
         req: &Q,
         body: &[u8],
     ) -> Result<(), ClientError> {
-        self.enqueue(code, req, body, None)?;
+        self.enqueue(code, |dst| serde_fields(dst, req), body, None)?;
         Ok(())
     }
 

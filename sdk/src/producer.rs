@@ -42,11 +42,11 @@ use actix::prelude::*;
 use actormq_actors::runtime::Rpc;
 use actormq_protocol::request::{
     ClusterInfo, GetBrokerClusterInfoRequest, HeartbeatRequest, ProducerData,
-    SendBatchMessageRequest, SendBatchMessageResponse, SendMessageRequest, SendMessageResponse,
+    SendBatchMessageRequest, SendMessageRequest, SendMessageResponse,
 };
 use actormq_protocol::unique_key::system_time_ms;
 use actormq_protocol::{
-    Bytes, Message, MessageQueue, ResponseCode, UniqueKeyGenerator, batch, tag_hash,
+    Bytes, BytesMut, Message, MessageQueue, ResponseCode, UniqueKeyGenerator, batch, tag_hash,
     validate_batch, validate_message,
 };
 use serde::{Deserialize, Serialize};
@@ -570,13 +570,8 @@ impl Producer {
             remaining_at(deadline, now)?;
             let res = match self.inner.conns.link(addr) {
                 Ok(link) => {
-                    link.call_until::<_, SendBatchMessageResponse>(
-                        SEND_BATCH_MESSAGE,
-                        &req,
-                        &body,
-                        deadline,
-                    )
-                    .await
+                    link.call_until::<_, BatchReply>(SEND_BATCH_MESSAGE, &req, &body, deadline)
+                        .await
                 }
                 Err(e) => Err(e),
             };
@@ -585,7 +580,7 @@ impl Producer {
                     self.mark_ok(&mq.broker_name);
                     return Ok(SendResult {
                         status: SendStatus::from_code(reply.code),
-                        msg_id: reply.fields.msg_ids.join(","),
+                        msg_id: reply.fields.msg_ids.0,
                         topic,
                         queue_id: reply.fields.queue_id,
                         queue_offset: reply.fields.queue_offset,
@@ -687,9 +682,12 @@ impl Producer {
             self.note_broker(&mq.broker_name, addr);
             let res = match self.inner.conns.link(addr) {
                 Ok(link) => {
-                    link.call_until::<_, SendMessageResponse>(
+                    link.call_encoded::<SendMessageResponse>(
                         SEND_MESSAGE,
-                        &req,
+                        |dst| {
+                            req.encode(dst);
+                            Ok(())
+                        },
                         &msg.body,
                         deadline,
                     )
@@ -943,6 +941,61 @@ struct SendRef<'a> {
 }
 
 impl<'a> SendRef<'a> {
+    /// Writes the MessagePack map serde would (same bytes, tested), without
+    /// going through serde: this runs for every message sent.
+    fn encode(&self, dst: &mut BytesMut) {
+        let props = !self.properties.is_empty();
+        let n = 6
+            + usize::from(self.tags.is_some())
+            + usize::from(self.keys.is_some())
+            + usize::from(props)
+            + usize::from(self.delay_level.is_some())
+            + usize::from(self.deliver_at_ms.is_some());
+        let prop_len: usize = self
+            .properties
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 10)
+            .sum();
+        dst.reserve(160 + self.producer_group.len() + self.topic.len() + prop_len);
+        mpack::put_map_len(dst, n);
+        mpack::put_str(dst, "producer_group");
+        mpack::put_str(dst, self.producer_group);
+        mpack::put_str(dst, "topic");
+        mpack::put_str(dst, self.topic);
+        mpack::put_str(dst, "queue_id");
+        mpack::put_uint(dst, u64::from(self.queue_id));
+        mpack::put_str(dst, "born_timestamp_ms");
+        mpack::put_uint(dst, self.born_timestamp_ms);
+        if let Some(t) = self.tags {
+            mpack::put_str(dst, "tags");
+            mpack::put_str(dst, t);
+        }
+        if let Some(k) = self.keys {
+            mpack::put_str(dst, "keys");
+            mpack::put_str(dst, k);
+        }
+        if props {
+            mpack::put_str(dst, "properties");
+            mpack::put_map_len(dst, self.properties.len());
+            for (k, v) in self.properties {
+                mpack::put_str(dst, k);
+                mpack::put_str(dst, v);
+            }
+        }
+        if let Some(l) = self.delay_level {
+            mpack::put_str(dst, "delay_level");
+            mpack::put_uint(dst, u64::from(l));
+        }
+        if let Some(at) = self.deliver_at_ms {
+            mpack::put_str(dst, "deliver_at_ms");
+            mpack::put_uint(dst, at);
+        }
+        mpack::put_str(dst, "flags");
+        mpack::put_uint(dst, u64::from(self.flags));
+        mpack::put_str(dst, "reconsume_times");
+        mpack::put_uint(dst, u64::from(self.reconsume_times));
+    }
+
     fn new(group: &'a str, queue_id: u32, born_timestamp_ms: u64, msg: &'a Message) -> Self {
         let (delay_level, deliver_at_ms) = msg.delay.to_parts();
         SendRef {
@@ -961,6 +1014,59 @@ impl<'a> SendRef<'a> {
     }
 }
 
+/// The few MessagePack writers [`SendRef::encode`] needs (compact forms,
+/// as rmp-serde writes them).
+mod mpack {
+    use bytes::{BufMut, BytesMut};
+
+    pub(super) fn put_map_len(dst: &mut BytesMut, n: usize) {
+        if n < 16 {
+            dst.put_u8(0x80 | n as u8);
+        } else if n <= 0xFFFF {
+            dst.put_u8(0xde);
+            dst.put_u16(n as u16);
+        } else {
+            dst.put_u8(0xdf);
+            dst.put_u32(n as u32);
+        }
+    }
+
+    pub(super) fn put_str(dst: &mut BytesMut, s: &str) {
+        let n = s.len();
+        if n < 32 {
+            dst.put_u8(0xa0 | n as u8);
+        } else if n <= 0xFF {
+            dst.put_u8(0xd9);
+            dst.put_u8(n as u8);
+        } else if n <= 0xFFFF {
+            dst.put_u8(0xda);
+            dst.put_u16(n as u16);
+        } else {
+            dst.put_u8(0xdb);
+            dst.put_u32(n as u32);
+        }
+        dst.put_slice(s.as_bytes());
+    }
+
+    pub(super) fn put_uint(dst: &mut BytesMut, v: u64) {
+        if v < 0x80 {
+            dst.put_u8(v as u8);
+        } else if v <= 0xFF {
+            dst.put_u8(0xcc);
+            dst.put_u8(v as u8);
+        } else if v <= 0xFFFF {
+            dst.put_u8(0xcd);
+            dst.put_u16(v as u16);
+        } else if v <= 0xFFFF_FFFF {
+            dst.put_u8(0xce);
+            dst.put_u32(v as u32);
+        } else {
+            dst.put_u8(0xcf);
+            dst.put_u64(v);
+        }
+    }
+}
+
 /// [`SendBatchMessageRequest`] borrowed (same bytes, tested).
 #[derive(Debug, Serialize)]
 struct SendBatchRef<'a> {
@@ -968,6 +1074,70 @@ struct SendBatchRef<'a> {
     topic: &'a str,
     queue_id: u32,
     born_timestamp_ms: u64,
+}
+
+/// [`SendBatchMessageResponse`] with the ids decoded straight into one
+/// `,`-joined string (what [`SendResult::msg_id`] holds): no `String` per
+/// message.
+#[derive(Debug, Deserialize)]
+struct BatchReply {
+    msg_ids: JoinedIds,
+    queue_id: u32,
+    queue_offset: u64,
+}
+
+#[derive(Debug, Default)]
+struct JoinedIds(String);
+
+impl<'de> Deserialize<'de> for JoinedIds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = JoinedIds;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of message ids")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<JoinedIds, A::Error> {
+                let mut out = String::with_capacity(seq.size_hint().unwrap_or(0) * 33);
+                while let Some(id) = seq.next_element::<IdStr<'de>>()? {
+                    if !out.is_empty() {
+                        out.push(',');
+                    }
+                    out.push_str(&id.0);
+                }
+                Ok(JoinedIds(out))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// One id, borrowed from the reply when the decoder allows it.
+struct IdStr<'a>(std::borrow::Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for IdStr<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = IdStr<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a message id")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<IdStr<'de>, E> {
+                Ok(IdStr(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<IdStr<'de>, E> {
+                Ok(IdStr(std::borrow::Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<IdStr<'de>, E> {
+                Ok(IdStr(std::borrow::Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 /// Stamps the unique key on `msg` unless it has one.
@@ -1199,10 +1369,23 @@ mod tests {
         let mut at = Message::new("t", "b");
         at.delay = actormq_protocol::Delay::DeliverAtMs(123_456);
         let bare = Message::new("t", "");
-        for m in [&plain, &full, &at, &bare] {
+        let mut long = Message::new("t".repeat(200), "b");
+        long.keys = Some("k".repeat(70_000));
+        long.properties.insert("p".repeat(40), "v".repeat(300));
+        for i in 0..20 {
+            long.properties.insert(format!("k{i}"), i.to_string());
+        }
+        long.flags = u32::MAX;
+        long.delay = actormq_protocol::Delay::Level(200);
+        let mut big_at = Message::new("t", "b");
+        big_at.delay = actormq_protocol::Delay::DeliverAtMs(u64::MAX);
+        for m in [&plain, &full, &at, &bare, &long, &big_at] {
             let owned = SendMessageRequest::new("g", 3, 77, m);
             let borrowed = SendRef::new("g", 3, 77, m);
             assert_eq!(enc(&borrowed), enc(&owned), "{m:?}");
+            let mut direct = BytesMut::new();
+            borrowed.encode(&mut direct);
+            assert_eq!(&direct[..], &enc(&owned)[..], "{m:?}");
         }
         let owned = SendBatchMessageRequest {
             producer_group: "g".into(),
@@ -1219,6 +1402,31 @@ mod tests {
             born_timestamp_ms: 5,
         };
         assert_eq!(enc(&borrowed), enc(&owned));
+    }
+
+    #[test]
+    fn batch_reply_ids_decode_joined() {
+        use actormq_protocol::request::SendBatchMessageResponse;
+        for ids in [
+            vec![],
+            vec!["A1".to_owned()],
+            vec!["A1".into(), "B2".into(), "C3".into()],
+        ] {
+            let owned = SendBatchMessageResponse {
+                msg_ids: ids.clone(),
+                queue_id: 3,
+                queue_offset: 99,
+            };
+            let bytes = rmp_serde::to_vec_named(&owned).unwrap();
+            let frame = actormq_protocol::Frame {
+                header: actormq_protocol::Header::response(0, 1),
+                fields: Bytes::from(bytes),
+                body: Bytes::new(),
+            };
+            let r: BatchReply = frame.decode_fields().unwrap();
+            assert_eq!(r.msg_ids.0, ids.join(","));
+            assert_eq!((r.queue_id, r.queue_offset), (3, 99));
+        }
     }
 
     mod erased {
