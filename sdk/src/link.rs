@@ -675,4 +675,90 @@ mod tests {
         frame.encode_head(&mut expected, u32::MAX).unwrap();
         assert_eq!(direct, expected);
     }
+
+    fn test_logger() -> Logger {
+        Logger::root(slog::Discard, o!())
+    }
+
+    #[actix_rt::test]
+    async fn silent_server_times_out_and_the_waiter_is_dropped() {
+        let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let _accept = actix_rt::spawn(async move {
+            let (sock, _) = server.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(sock);
+        });
+        let link = Link::new(addr, &test_logger());
+        let req = GetMaxOffsetRequest {
+            topic: "t".into(),
+            queue_id: 0,
+        };
+        let began = Instant::now();
+        let res = link.call(&req, &[], Duration::from_millis(100)).await;
+        assert!(matches!(res, Err(ClientError::Timeout(_))), "{res:?}");
+        let took = began.elapsed();
+        assert!(
+            took >= Duration::from_millis(100) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+        assert!(lock(&link.inner.shared).pending.is_empty());
+        // A cancelled call leaves no waiter behind either.
+        let cancelled = tokio::time::timeout(
+            Duration::from_millis(20),
+            link.call(&req, &[], Duration::from_secs(10)),
+        )
+        .await;
+        assert!(cancelled.is_err());
+        assert!(lock(&link.inner.shared).pending.is_empty());
+    }
+
+    #[actix_rt::test]
+    async fn replies_match_by_id_and_a_closed_connection_fails_calls() {
+        use actormq_protocol::request::OffsetResponse;
+        let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        // Answers two requests in reverse order, then closes.
+        let _serve = actix_rt::spawn(async move {
+            let (sock, _) = server.accept().await.unwrap();
+            let (read, mut write) = sock.into_split();
+            let mut frames = FramedRead::new(read, FrameCodec::new());
+            let a = frames.next().await.unwrap().unwrap();
+            let b = frames.next().await.unwrap().unwrap();
+            for (f, offset) in [(b, 2u64), (a, 1u64)] {
+                let reply = Frame::response(
+                    f.header.request_id,
+                    ResponseCode::Success,
+                    &OffsetResponse { offset },
+                    Bytes::new(),
+                )
+                .unwrap();
+                let mut out = BytesMut::new();
+                reply.encode_head(&mut out, u32::MAX).unwrap();
+                write.write_all(&out).await.unwrap();
+            }
+            let _ = frames.next().await;
+        });
+        let link = Link::new(addr, &test_logger());
+        let req = GetMaxOffsetRequest {
+            topic: "t".into(),
+            queue_id: 0,
+        };
+        let t = Duration::from_secs(5);
+        let (a, b) = tokio::join!(link.call(&req, &[], t), link.call(&req, &[], t));
+        assert_eq!(a.unwrap().fields.offset, 1);
+        assert_eq!(b.unwrap().fields.offset, 2);
+        // The third request is read and the connection closed unanswered.
+        let lost = link.call(&req, &[], t).await;
+        match lost {
+            Err(ClientError::Broker { code, remark }) => {
+                assert_eq!(code, ResponseCode::SystemError);
+                assert!(remark.starts_with("connection lost"), "{remark}");
+            }
+            other => panic!("expected connection lost, got {other:?}"),
+        }
+        // Nobody listens any more: the next call fails to connect.
+        let refused = link.call(&req, &[], t).await;
+        assert!(refused.is_err());
+    }
 }
