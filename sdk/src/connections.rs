@@ -117,9 +117,10 @@ impl Connections {
     }
 
     /// Sends `req` to `addr` without waiting for a reply (oneway frame);
-    /// resolves once it is queued for writing.
+    /// resolves once it is queued for writing (waiting for the socket
+    /// while megabytes are unsent, see [`Link::oneway_paced`]).
     pub async fn oneway<R: Rpc>(&self, addr: &str, req: R, body: Bytes) -> Result<(), ClientError> {
-        self.link(addr)?.oneway(&req, &body)
+        self.link(addr)?.oneway_paced(R::CODE, &req, &body).await
     }
 
     /// Waits (at most `timeout`) until every client has written the

@@ -56,6 +56,8 @@ pub const MAX_WRITE_BUFFER: usize = 16 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Unsent bytes above which [`Link::oneway_paced`] waits for the writer.
+pub const ONEWAY_HIGH_WATER: usize = 4 * 1024 * 1024;
 /// How often calls are checked against their deadline (while any pend).
 const SWEEP_TICK: Duration = Duration::from_millis(10);
 
@@ -388,6 +390,26 @@ impl Link {
         body: &[u8],
     ) -> Result<(), ClientError> {
         self.enqueue(code, |dst| serde_fields(dst, req), body, None)?;
+        Ok(())
+    }
+
+    /// Queues a oneway request like [`Link::oneway_code`], then gives the
+    /// writer a turn: yields, or, with [`ONEWAY_HIGH_WATER`] bytes or more
+    /// unsent, waits (at most 3 s) until they are written. So a tight loop
+    /// of oneway sends is paced by the socket instead of filling the
+    /// buffer and failing with `SYSTEM_BUSY`.
+    pub async fn oneway_paced<Q: Serialize + ?Sized>(
+        &self,
+        code: u32,
+        req: &Q,
+        body: &[u8],
+    ) -> Result<(), ClientError> {
+        self.oneway_code(code, req, body)?;
+        if self.buffered_bytes() >= ONEWAY_HIGH_WATER {
+            self.drain(Instant::now() + Duration::from_secs(3)).await;
+        } else {
+            tokio::task::yield_now().await;
+        }
         Ok(())
     }
 

@@ -512,7 +512,8 @@ impl Producer {
         self.inner
             .conns
             .link(addr)?
-            .oneway_code(SEND_MESSAGE, &req, &msg.body)
+            .oneway_paced(SEND_MESSAGE, &req, &msg.body)
+            .await
     }
 
     /// Sends `msg` to the queue `hash(key) % writable queues`, so messages
