@@ -1,11 +1,16 @@
 //! [`Connections`]: one [`RemoteClient`] per server address, shared and
 //! reused by every part of a client (producer, consumers, route cache).
 //!
-//! A `RemoteClient` pipelines any number of calls on one TCP connection
-//! and reconnects by itself after the connection drops, so a client never
-//! needs a second connection to the same server. `Connections` is cheap to
-//! clone (all clones share the table) and must be used inside an actix
-//! `System`: a client actor is started on the current arbiter on first use.
+//! [`Connections::call`] and [`Connections::oneway`] go through the
+//! table's [`Link`] for the address: a direct pipelined path with no actor
+//! round trip per call (the caller encodes its frame into the connection's
+//! write buffer; one write per burst; replies matched by request id). It
+//! reconnects by itself after the connection drops, so a client never
+//! needs a second connection to the same server. [`Connections::client`]
+//! still hands out a [`RemoteClient`] actor for code that wants a
+//! `Recipient`. `Connections` is cheap to clone (all clones share the
+//! table) and must be used inside an actix `System`: connection tasks and
+//! client actors run on the current arbiter.
 //!
 //! ```rust,ignore
 //! let conns = Connections::new(&log);
@@ -20,24 +25,31 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::Addr;
-use actormq_actors::runtime::net::{GetLinkState, Oneway, RemoteClient};
-use actormq_actors::runtime::{Call, Reply, Rpc};
+use actormq_actors::runtime::net::{GetLinkState, RemoteClient};
+use actormq_actors::runtime::{Reply, Rpc};
 use bytes::Bytes;
 use slog::Logger;
 
 use crate::error::ClientError;
+pub use crate::link::Link;
 
 /// The shared table of per-address clients. See the module docs.
 #[derive(Clone)]
 pub struct Connections {
     inner: Arc<Mutex<HashMap<SocketAddr, Addr<RemoteClient>>>>,
+    /// Direct links, by the address string callers use (no parse per call).
+    links: Arc<Mutex<HashMap<String, Link>>>,
     logger: Logger,
 }
 
 impl std::fmt::Debug for Connections {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let n = self.inner.lock().map(|m| m.len()).unwrap_or_default();
-        f.debug_struct("Connections").field("clients", &n).finish()
+        let l = self.links.lock().map(|m| m.len()).unwrap_or_default();
+        f.debug_struct("Connections")
+            .field("clients", &n)
+            .field("links", &l)
+            .finish()
     }
 }
 
@@ -62,6 +74,7 @@ impl Connections {
     pub fn new(logger: &Logger) -> Connections {
         Connections {
             inner: Arc::new(Mutex::new(HashMap::new())),
+            links: Arc::new(Mutex::new(HashMap::new())),
             logger: logger.clone(),
         }
     }
@@ -80,6 +93,17 @@ impl Connections {
         c
     }
 
+    /// The direct link to `addr` (created on first use).
+    pub fn link(&self, addr: &str) -> Result<Link, ClientError> {
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = links.get(addr) {
+            return Ok(l.clone());
+        }
+        let link = Link::new(parse_addr(addr)?, &self.logger);
+        links.insert(addr.to_owned(), link.clone());
+        Ok(link)
+    }
+
     /// Calls `req` (with `body`) on the server at `addr`, failing with
     /// [`ClientError::Timeout`] after `timeout`.
     pub async fn call<R: Rpc>(
@@ -89,33 +113,14 @@ impl Connections {
         body: Bytes,
         timeout: Duration,
     ) -> Result<Reply<R::Response>, ClientError> {
-        let sock = parse_addr(addr)?;
-        let client = self.client(sock);
-        let fut = client.send(Call::with_body(req, body));
-        match tokio::time::timeout(timeout, fut).await {
-            Err(_) => Err(ClientError::Timeout(format!(
-                "no reply from {addr} within {timeout:?}"
-            ))),
-            Ok(Err(mailbox)) => Err(ClientError::Broker {
-                code: actormq_protocol::ResponseCode::SystemError,
-                remark: format!("client for {addr} unavailable: {mailbox}"),
-            }),
-            Ok(Ok(reply)) => reply.map_err(ClientError::from),
-        }
+        self.link(addr)?.call(&req, &body, timeout).await
     }
 
     /// Sends `req` to `addr` without waiting for a reply (oneway frame);
-    /// resolves once it is queued for writing.
+    /// resolves once it is queued for writing (waiting for the socket
+    /// while megabytes are unsent, see [`Link::oneway_paced`]).
     pub async fn oneway<R: Rpc>(&self, addr: &str, req: R, body: Bytes) -> Result<(), ClientError> {
-        let sock = parse_addr(addr)?;
-        let client = self.client(sock);
-        match client.send(Oneway(Call::with_body(req, body))).await {
-            Err(mailbox) => Err(ClientError::Broker {
-                code: actormq_protocol::ResponseCode::SystemError,
-                remark: format!("client for {addr} unavailable: {mailbox}"),
-            }),
-            Ok(r) => r.map_err(ClientError::from),
-        }
+        self.link(addr)?.oneway_paced(R::CODE, &req, &body).await
     }
 
     /// Waits (at most `timeout`) until every client has written the
@@ -129,6 +134,16 @@ impl Connections {
             .cloned()
             .collect();
         let deadline = tokio::time::Instant::now() + timeout;
+        let links: Vec<Link> = self
+            .links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for l in links {
+            l.drain(deadline).await;
+        }
         for c in clients {
             loop {
                 let state = match tokio::time::timeout_at(deadline, c.send(GetLinkState)).await {
@@ -148,6 +163,7 @@ impl Connections {
     /// pending and no other handle is left).
     pub fn close_all(&self) {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.links.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }
 

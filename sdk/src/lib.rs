@@ -43,6 +43,7 @@ pub mod prelude {
 
 pub mod connections;
 pub mod error;
+pub mod link;
 pub mod producer;
 pub mod route;
 

@@ -32,20 +32,21 @@
 //! producer.shutdown().await;
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use actormq_actors::runtime::Rpc;
 use actormq_protocol::request::{
     ClusterInfo, GetBrokerClusterInfoRequest, HeartbeatRequest, ProducerData,
-    SendBatchMessageRequest, SendMessageRequest,
+    SendBatchMessageRequest, SendBatchMessageResponse, SendMessageRequest, SendMessageResponse,
 };
 use actormq_protocol::unique_key::system_time_ms;
 use actormq_protocol::{
-    Bytes, Message, MessageQueue, ResponseCode, UniqueKeyGenerator, batch, tag_hash,
+    Bytes, BytesMut, Message, MessageQueue, ResponseCode, UniqueKeyGenerator, batch, tag_hash,
     validate_batch, validate_message,
 };
 use serde::{Deserialize, Serialize};
@@ -199,14 +200,23 @@ impl LatencyFaultTolerance {
 
     /// `broker` answered: available again.
     pub fn mark_ok(&mut self, broker: &str) {
-        self.failed_until.remove(broker);
+        if !self.failed_until.is_empty() {
+            self.failed_until.remove(broker);
+        }
+    }
+
+    /// Whether no broker is isolated (the usual case: nothing to skip).
+    pub fn is_clear(&self) -> bool {
+        self.failed_until.is_empty()
     }
 
     /// Whether `broker` may be chosen at `now`.
     pub fn is_available(&self, broker: &str, now: Instant) -> bool {
-        self.failed_until
-            .get(broker)
-            .is_none_or(|until| now >= *until)
+        self.failed_until.is_empty()
+            || self
+                .failed_until
+                .get(broker)
+                .is_none_or(|until| now >= *until)
     }
 }
 
@@ -224,6 +234,9 @@ pub fn select_queue<'a>(
     let n = queues.len();
     if n == 0 {
         return None;
+    }
+    if avoid.is_none() && fault.is_clear() {
+        return queues.get(counter % n);
     }
     let ring = || (0..n).map(move |i| &queues[(counter + i) % n]);
     ring()
@@ -488,14 +501,19 @@ impl Producer {
     pub async fn send_oneway(&self, mut msg: Message) -> Result<(), ClientError> {
         self.prepare(&mut msg)?;
         let route = self.route_for(&msg.topic).await?;
-        let (mq, addr) = self.pick(&route, None)?;
-        let req = SendMessageRequest::new(
+        let (mq, addr) = self.pick(&route, None, Instant::now())?;
+        self.note_broker(&mq.broker_name, addr);
+        let req = SendRef::new(
             &self.inner.config.group,
             mq.queue_id,
             system_time_ms(),
             &msg,
         );
-        self.inner.conns.oneway(&addr, req, msg.body).await
+        self.inner
+            .conns
+            .link(addr)?
+            .oneway_paced(SEND_MESSAGE, &req, &msg.body)
+            .await
     }
 
     /// Sends `msg` to the queue `hash(key) % writable queues`, so messages
@@ -541,30 +559,43 @@ impl Producer {
         let mut attempt = 0;
         loop {
             let route = self.route_for(&topic).await?;
-            let (mq, addr) = self.pick(&route, avoid.as_deref())?;
-            let req = SendBatchMessageRequest {
-                producer_group: self.inner.config.group.clone(),
-                topic: topic.clone(),
+            let now = Instant::now();
+            let (mq, addr) = self.pick(&route, avoid.as_deref(), now)?;
+            self.note_broker(&mq.broker_name, addr);
+            let req = SendBatchRef {
+                producer_group: &self.inner.config.group,
+                topic: &topic,
                 queue_id: mq.queue_id,
                 born_timestamp_ms: system_time_ms(),
-                producer_id: None,
-                first_sequence: None,
             };
-            let left = remaining(deadline)?;
-            let res = self.inner.conns.call(&addr, req, body.clone(), left).await;
+            remaining_at(deadline, now)?;
+            let res = match self.inner.conns.link(addr) {
+                Ok(link) => {
+                    link.call_until::<_, SendBatchMessageResponse>(
+                        SEND_BATCH_MESSAGE,
+                        &req,
+                        &body,
+                        deadline,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
             match res {
                 Ok(reply) => {
-                    lock(&self.inner.fault).mark_ok(&mq.broker_name);
+                    self.mark_ok(&mq.broker_name);
                     return Ok(SendResult {
                         status: SendStatus::from_code(reply.code),
                         msg_id: reply.fields.msg_id,
                         topic,
                         queue_id: reply.fields.queue_id,
                         queue_offset: reply.fields.queue_offset,
-                        broker: mq.broker_name,
+                        broker: mq.broker_name.clone(),
                     });
                 }
                 Err(e) => {
+                    let mq = mq.clone();
+                    drop(route);
                     self.on_failure(&topic, &mq, &e).await;
                     if !policy.should_retry(&e, attempt) {
                         return Err(e);
@@ -618,72 +649,82 @@ impl Producer {
         mode: Mode,
     ) -> Result<SendResult, ClientError> {
         self.prepare(&mut msg)?;
-        let deadline = Instant::now() + ms(self.inner.config.send_timeout_ms);
+        let mut now = Instant::now();
+        let deadline = now + ms(self.inner.config.send_timeout_ms);
         let mut avoid: Option<String> = None;
+        // The queue retries stay on (SameQueue, Key), once chosen.
         let mut fixed: Option<MessageQueue> = None;
         let mut attempt = 0;
         loop {
             let route = self.route_for(&msg.topic).await?;
-            let (mq, addr) =
-                match (&mode, &fixed) {
-                    (Mode::OtherBroker, _) => self.pick(&route, avoid.as_deref())?,
-                    (Mode::SameQueue, Some(q)) | (Mode::Key(_), Some(q)) => {
-                        let addr = route.master_addr(&q.broker_name).ok_or_else(|| {
-                            ClientError::NoRoute {
-                                topic: msg.topic.clone(),
-                            }
-                        })?;
-                        (q.clone(), addr.to_owned())
-                    }
-                    (Mode::SameQueue, None) => self.pick(&route, None)?,
-                    (Mode::Key(key), None) => {
-                        let q = select_by_key(&route.write_queues, key).ok_or_else(|| {
-                            ClientError::NoRoute {
-                                topic: msg.topic.clone(),
-                            }
-                        })?;
-                        let addr = route.master_addr(&q.broker_name).ok_or_else(|| {
-                            ClientError::NoRoute {
-                                topic: msg.topic.clone(),
-                            }
-                        })?;
-                        (q.clone(), addr.to_owned())
-                    }
-                };
-            if !matches!(mode, Mode::OtherBroker) {
-                fixed = Some(mq.clone());
+            if attempt > 0 {
+                now = Instant::now();
             }
-            let req = SendMessageRequest::new(
+            let no_route = || ClientError::NoRoute {
+                topic: msg.topic.clone(),
+            };
+            // Borrowed from the route: nothing is cloned on the way out.
+            let (mq, addr): (&MessageQueue, &str) = match (&mode, &fixed) {
+                (Mode::OtherBroker, _) | (Mode::SameQueue, None) => {
+                    self.pick(&route, avoid.as_deref(), now)?
+                }
+                (Mode::SameQueue, Some(q)) | (Mode::Key(_), Some(q)) => {
+                    let addr = route.master_addr(&q.broker_name).ok_or_else(no_route)?;
+                    (q, addr)
+                }
+                (Mode::Key(key), None) => {
+                    let q = select_by_key(&route.write_queues, key).ok_or_else(no_route)?;
+                    let addr = route.master_addr(&q.broker_name).ok_or_else(no_route)?;
+                    (q, addr)
+                }
+            };
+            let req = SendRef::new(
                 &self.inner.config.group,
                 mq.queue_id,
                 system_time_ms(),
                 &msg,
             );
-            let left = remaining(deadline)?;
-            self.note_broker(&mq.broker_name, &addr);
-            match self
-                .inner
-                .conns
-                .call(&addr, req, msg.body.clone(), left)
-                .await
-            {
+            remaining_at(deadline, now)?;
+            self.note_broker(&mq.broker_name, addr);
+            let res = match self.inner.conns.link(addr) {
+                Ok(link) => {
+                    link.call_encoded::<SendMessageResponse>(
+                        SEND_MESSAGE,
+                        |dst| {
+                            req.encode(dst);
+                            Ok(())
+                        },
+                        &msg.body,
+                        deadline,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            match res {
                 Ok(reply) => {
-                    lock(&self.inner.fault).mark_ok(&mq.broker_name);
+                    self.mark_ok(&mq.broker_name);
+                    let broker = mq.broker_name.clone();
                     return Ok(SendResult {
                         status: SendStatus::from_code(reply.code),
                         msg_id: reply.fields.msg_id,
                         topic: msg.topic,
                         queue_id: reply.fields.queue_id,
                         queue_offset: reply.fields.queue_offset,
-                        broker: mq.broker_name,
+                        broker,
                     });
                 }
                 Err(e) => {
+                    let mq = mq.clone();
+                    drop(route);
                     debug!(self.inner.logger, "send failed"; "topic" => &msg.topic,
                         "broker" => &mq.broker_name, "attempt" => attempt, "error" => %e);
                     self.on_failure(&msg.topic, &mq, &e).await;
                     if !policy.should_retry(&e, attempt) {
                         return Err(e);
+                    }
+                    if !matches!(mode, Mode::OtherBroker) && fixed.is_none() {
+                        fixed = Some(mq.clone());
                     }
                     avoid = Some(mq.broker_name);
                     attempt += 1;
@@ -695,6 +736,14 @@ impl Producer {
                     }
                 }
             }
+        }
+    }
+
+    /// A broker answered: it is available again.
+    fn mark_ok(&self, broker: &str) {
+        let mut fault = lock(&self.inner.fault);
+        if !fault.is_clear() {
+            fault.mark_ok(broker);
         }
     }
 
@@ -712,7 +761,13 @@ impl Producer {
     fn note_broker(&self, name: &str, addr: &str) {
         let new = {
             let mut b = lock(&self.inner.brokers);
-            if b.get(name).map(String::as_str) == Some(addr) {
+            // One broker (the usual case): compare without hashing.
+            let known = if b.len() == 1 {
+                b.iter().next().is_some_and(|(n, a)| n == name && a == addr)
+            } else {
+                b.get(name).map(String::as_str) == Some(addr)
+            };
+            if known {
                 false
             } else {
                 b.insert(name.to_owned(), addr.to_owned());
@@ -752,27 +807,24 @@ impl Producer {
         }
     }
 
-    /// A queue and its broker's address by round robin.
-    fn pick(
+    /// A queue and its broker's address by round robin (borrowed from
+    /// `route`).
+    fn pick<'r>(
         &self,
-        route: &TopicRoute,
+        route: &'r TopicRoute,
         avoid: Option<&str>,
-    ) -> Result<(MessageQueue, String), ClientError> {
+        now: Instant,
+    ) -> Result<(&'r MessageQueue, &'r str), ClientError> {
         let counter = self.inner.counter.fetch_add(1, Ordering::Relaxed);
-        let fault = lock(&self.inner.fault);
-        let mq = select_queue(&route.write_queues, counter, &fault, avoid, Instant::now())
-            .ok_or_else(|| ClientError::NoRoute {
-                topic: route.topic.clone(),
-            })?;
-        let addr = route
-            .master_addr(&mq.broker_name)
-            .ok_or_else(|| ClientError::NoRoute {
-                topic: route.topic.clone(),
-            })?;
-        let picked = (mq.clone(), addr.to_owned());
-        drop(fault);
-        self.note_broker(&picked.0.broker_name, &picked.1);
-        Ok(picked)
+        let no_route = || ClientError::NoRoute {
+            topic: route.topic.clone(),
+        };
+        let mq = {
+            let fault = lock(&self.inner.fault);
+            select_queue(&route.write_queues, counter, &fault, avoid, now).ok_or_else(no_route)?
+        };
+        let addr = route.master_addr(&mq.broker_name).ok_or_else(no_route)?;
+        Ok((mq, addr))
     }
 
     /// The route of `topic`; for a topic no name server knows, a route to
@@ -853,7 +905,11 @@ enum Mode {
 }
 
 fn remaining(deadline: Instant) -> Result<Duration, ClientError> {
-    let left = deadline.saturating_duration_since(Instant::now());
+    remaining_at(deadline, Instant::now())
+}
+
+fn remaining_at(deadline: Instant, now: Instant) -> Result<Duration, ClientError> {
+    let left = deadline.saturating_duration_since(now);
     if left.is_zero() {
         Err(ClientError::Timeout("send timeout".into()))
     } else {
@@ -861,14 +917,198 @@ fn remaining(deadline: Instant) -> Result<Duration, ClientError> {
     }
 }
 
+const SEND_MESSAGE: u32 = <SendMessageRequest as Rpc>::CODE;
+const SEND_BATCH_MESSAGE: u32 = <SendBatchMessageRequest as Rpc>::CODE;
+
+fn no_properties(p: &&BTreeMap<String, String>) -> bool {
+    p.is_empty()
+}
+
+/// [`SendMessageRequest`] borrowed from the message: encodes to the same
+/// bytes (tested) without cloning the group, topic or properties.
+#[derive(Debug, Serialize)]
+struct SendRef<'a> {
+    producer_group: &'a str,
+    topic: &'a str,
+    queue_id: u32,
+    born_timestamp_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tags: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keys: Option<&'a str>,
+    #[serde(skip_serializing_if = "no_properties")]
+    properties: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delay_level: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deliver_at_ms: Option<u64>,
+    flags: u32,
+    reconsume_times: u32,
+}
+
+impl<'a> SendRef<'a> {
+    /// Writes the MessagePack map serde would (same bytes, tested), without
+    /// going through serde: this runs for every message sent.
+    fn encode(&self, dst: &mut BytesMut) {
+        let props = !self.properties.is_empty();
+        let n = 6
+            + usize::from(self.tags.is_some())
+            + usize::from(self.keys.is_some())
+            + usize::from(props)
+            + usize::from(self.delay_level.is_some())
+            + usize::from(self.deliver_at_ms.is_some());
+        let prop_len: usize = self
+            .properties
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 10)
+            .sum();
+        dst.reserve(160 + self.producer_group.len() + self.topic.len() + prop_len);
+        mpack::put_map_len(dst, n);
+        mpack::put_str(dst, "producer_group");
+        mpack::put_str(dst, self.producer_group);
+        mpack::put_str(dst, "topic");
+        mpack::put_str(dst, self.topic);
+        mpack::put_str(dst, "queue_id");
+        mpack::put_uint(dst, u64::from(self.queue_id));
+        mpack::put_str(dst, "born_timestamp_ms");
+        mpack::put_uint(dst, self.born_timestamp_ms);
+        if let Some(t) = self.tags {
+            mpack::put_str(dst, "tags");
+            mpack::put_str(dst, t);
+        }
+        if let Some(k) = self.keys {
+            mpack::put_str(dst, "keys");
+            mpack::put_str(dst, k);
+        }
+        if props {
+            mpack::put_str(dst, "properties");
+            mpack::put_map_len(dst, self.properties.len());
+            for (k, v) in self.properties {
+                mpack::put_str(dst, k);
+                mpack::put_str(dst, v);
+            }
+        }
+        if let Some(l) = self.delay_level {
+            mpack::put_str(dst, "delay_level");
+            mpack::put_uint(dst, u64::from(l));
+        }
+        if let Some(at) = self.deliver_at_ms {
+            mpack::put_str(dst, "deliver_at_ms");
+            mpack::put_uint(dst, at);
+        }
+        mpack::put_str(dst, "flags");
+        mpack::put_uint(dst, u64::from(self.flags));
+        mpack::put_str(dst, "reconsume_times");
+        mpack::put_uint(dst, u64::from(self.reconsume_times));
+    }
+
+    fn new(group: &'a str, queue_id: u32, born_timestamp_ms: u64, msg: &'a Message) -> Self {
+        let (delay_level, deliver_at_ms) = msg.delay.to_parts();
+        SendRef {
+            producer_group: group,
+            topic: &msg.topic,
+            queue_id,
+            born_timestamp_ms,
+            tags: msg.tags.as_deref(),
+            keys: msg.keys.as_deref(),
+            properties: &msg.properties,
+            delay_level,
+            deliver_at_ms,
+            flags: msg.flags,
+            reconsume_times: 0,
+        }
+    }
+}
+
+/// The few MessagePack writers [`SendRef::encode`] needs (compact forms,
+/// as rmp-serde writes them).
+mod mpack {
+    use bytes::{BufMut, BytesMut};
+
+    pub(super) fn put_map_len(dst: &mut BytesMut, n: usize) {
+        if n < 16 {
+            dst.put_u8(0x80 | n as u8);
+        } else if n <= 0xFFFF {
+            dst.put_u8(0xde);
+            dst.put_u16(n as u16);
+        } else {
+            dst.put_u8(0xdf);
+            dst.put_u32(n as u32);
+        }
+    }
+
+    pub(super) fn put_str(dst: &mut BytesMut, s: &str) {
+        let n = s.len();
+        if n < 32 {
+            dst.put_u8(0xa0 | n as u8);
+        } else if n <= 0xFF {
+            dst.put_u8(0xd9);
+            dst.put_u8(n as u8);
+        } else if n <= 0xFFFF {
+            dst.put_u8(0xda);
+            dst.put_u16(n as u16);
+        } else {
+            dst.put_u8(0xdb);
+            dst.put_u32(n as u32);
+        }
+        dst.put_slice(s.as_bytes());
+    }
+
+    pub(super) fn put_uint(dst: &mut BytesMut, v: u64) {
+        if v < 0x80 {
+            dst.put_u8(v as u8);
+        } else if v <= 0xFF {
+            dst.put_u8(0xcc);
+            dst.put_u8(v as u8);
+        } else if v <= 0xFFFF {
+            dst.put_u8(0xcd);
+            dst.put_u16(v as u16);
+        } else if v <= 0xFFFF_FFFF {
+            dst.put_u8(0xce);
+            dst.put_u32(v as u32);
+        } else {
+            dst.put_u8(0xcf);
+            dst.put_u64(v);
+        }
+    }
+}
+
+/// [`SendBatchMessageRequest`] borrowed (same bytes, tested).
+#[derive(Debug, Serialize)]
+struct SendBatchRef<'a> {
+    producer_group: &'a str,
+    topic: &'a str,
+    queue_id: u32,
+    born_timestamp_ms: u64,
+}
+
 /// Stamps the unique key on `msg` unless it has one.
 pub fn stamp(msg: &mut Message) {
     if msg.unique_key().is_none() {
+        let generator = UniqueKeyGenerator::global();
         msg.properties.insert(
             PROPERTY_UNIQUE_KEY.to_owned(),
-            UniqueKeyGenerator::global().next_key(),
+            format_key(generator.next_stamp(), generator.node_id()),
         );
     }
+}
+
+/// [`actormq_protocol::unique_key::format_key`] without `format!` (same
+/// 26 uppercase hex chars, tested): this runs for every message sent.
+fn format_key(stamp: u64, node_id: u32) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    const COUNTER_BITS: u32 = 20;
+    fn put(dst: &mut [u8], v: u64) {
+        let n = dst.len();
+        for (i, d) in dst.iter_mut().enumerate() {
+            *d = HEX[((v >> (4 * (n - 1 - i))) & 0xF) as usize];
+        }
+    }
+    let mut buf = [0u8; 26];
+    put(&mut buf[..12], stamp >> COUNTER_BITS);
+    put(&mut buf[12..20], u64::from(node_id));
+    put(&mut buf[20..], stamp & ((1 << COUNTER_BITS) - 1));
+    buf.iter().map(|&b| char::from(b)).collect()
 }
 
 /// The route used for a topic no name server knows: `queues` writable
@@ -1055,6 +1295,83 @@ mod tests {
         let mut other = Message::new("t", "y");
         stamp(&mut other);
         assert_ne!(other.unique_key(), Some(k.as_str()));
+    }
+
+    #[test]
+    fn borrowed_requests_encode_like_the_owned_ones() {
+        let enc = |v: &dyn erased::Ser| v.bytes();
+        let mut plain = Message::new("t", "body");
+        stamp(&mut plain);
+        let mut full = Message::new("topic-x", "b");
+        full.tags = Some("TagA".into());
+        full.keys = Some("k1 k2".into());
+        full.properties.insert("a".into(), "b".into());
+        full.delay = actormq_protocol::Delay::Level(3);
+        full.flags = 9;
+        let mut at = Message::new("t", "b");
+        at.delay = actormq_protocol::Delay::DeliverAtMs(123_456);
+        let bare = Message::new("t", "");
+        let mut long = Message::new("t".repeat(200), "b");
+        long.keys = Some("k".repeat(70_000));
+        long.properties.insert("p".repeat(40), "v".repeat(300));
+        for i in 0..20 {
+            long.properties.insert(format!("k{i}"), i.to_string());
+        }
+        long.flags = u32::MAX;
+        long.delay = actormq_protocol::Delay::Level(200);
+        let mut big_at = Message::new("t", "b");
+        big_at.delay = actormq_protocol::Delay::DeliverAtMs(u64::MAX);
+        for m in [&plain, &full, &at, &bare, &long, &big_at] {
+            let owned = SendMessageRequest::new("g", 3, 77, m);
+            let borrowed = SendRef::new("g", 3, 77, m);
+            assert_eq!(enc(&borrowed), enc(&owned), "{m:?}");
+            let mut direct = BytesMut::new();
+            borrowed.encode(&mut direct);
+            assert_eq!(&direct[..], &enc(&owned)[..], "{m:?}");
+        }
+        let owned = SendBatchMessageRequest {
+            producer_group: "g".into(),
+            topic: "t".into(),
+            queue_id: 2,
+            born_timestamp_ms: 5,
+            producer_id: None,
+            first_sequence: None,
+        };
+        let borrowed = SendBatchRef {
+            producer_group: "g",
+            topic: "t",
+            queue_id: 2,
+            born_timestamp_ms: 5,
+        };
+        assert_eq!(enc(&borrowed), enc(&owned));
+    }
+
+    mod erased {
+        pub trait Ser {
+            fn bytes(&self) -> Vec<u8>;
+        }
+        impl<T: serde::Serialize> Ser for T {
+            fn bytes(&self) -> Vec<u8> {
+                rmp_serde::to_vec_named(self).unwrap()
+            }
+        }
+    }
+
+    #[test]
+    fn fast_key_format_matches_the_protocol() {
+        use actormq_protocol::unique_key::format_key as reference;
+        for (stamp, node) in [
+            (0, 0),
+            (u64::MAX, u32::MAX),
+            (0x1234_5678_9ABC_DEF0, 0xDEAD_BEEF),
+            (1 << 20, 1),
+            ((1 << 20) - 1, 7),
+        ] {
+            assert_eq!(format_key(stamp, node), reference(stamp, node));
+        }
+        let g = UniqueKeyGenerator::global();
+        let s = g.next_stamp();
+        assert_eq!(format_key(s, g.node_id()), reference(s, g.node_id()));
     }
 
     #[test]

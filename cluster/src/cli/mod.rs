@@ -188,6 +188,11 @@ pub struct BenchProduceArgs {
     /// Send mode.
     #[arg(long, value_enum)]
     pub mode: Option<produce::Mode>,
+    /// Paces the run at this many messages per second (message i is sent
+    /// no earlier than i/RATE s after the start; at most --concurrency
+    /// sends in flight). Default: as fast as possible.
+    #[arg(long, value_name = "MSGS_PER_SEC")]
+    pub rate: Option<u64>,
 }
 
 /// Flags of `bench consume`.

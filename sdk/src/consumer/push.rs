@@ -849,8 +849,13 @@ impl Core {
                             .expect("offsets lock")
                             .update(&slot.mq, commit);
                         offset = r.next_begin_offset;
-                        for chunk in r.messages.chunks(self.cfg.consume_batch_size.max(1)) {
-                            actix_rt::spawn(self.clone().consume(slot.clone(), chunk.to_vec()));
+                        // Move the messages into their batches (no copy).
+                        let size = self.cfg.consume_batch_size.max(1);
+                        let mut rest = r.messages;
+                        while !rest.is_empty() {
+                            let tail = rest.split_off(size.min(rest.len()));
+                            let batch = std::mem::replace(&mut rest, tail);
+                            actix_rt::spawn(self.clone().consume(slot.clone(), batch));
                         }
                     }
                     PullStatus::NoNewMsg => {
@@ -867,7 +872,9 @@ impl Core {
         }
     }
 
-    async fn consume(self: Arc<Self>, slot: Arc<QueueSlot>, mut msgs: Vec<StoredMessage>) {
+    async fn consume(self: Arc<Self>, slot: Arc<QueueSlot>, msgs: Vec<StoredMessage>) {
+        // Shared with the listener's thread, not copied for it.
+        let mut msgs = Arc::new(msgs);
         loop {
             if slot.dropped.load(Ordering::SeqCst) || self.stopped.load(Ordering::SeqCst) {
                 return;
@@ -880,7 +887,7 @@ impl Core {
             }
             let listener = self.listener.clone();
             let batch = msgs.clone();
-            let result = actix_rt::task::spawn_blocking(move || listener(&batch)).await;
+            let result = actix_rt::task::spawn_blocking(move || listener(&batch[..])).await;
             drop(permit);
             let result = result.unwrap_or_else(|_| {
                 warn!(self.logger, "listener panicked; redelivering later");
@@ -903,7 +910,8 @@ impl Core {
                     return;
                 }
                 ConsumeResult::Later => {
-                    for m in &mut msgs {
+                    // The listener's handle is gone: no copy unless shared.
+                    for m in Arc::make_mut(&mut msgs).iter_mut() {
                         m.reconsume_times += 1;
                     }
                     tokio::time::sleep(Duration::from_millis(self.cfg.later_delay_ms)).await;

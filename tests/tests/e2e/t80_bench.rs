@@ -101,3 +101,36 @@ async fn t80_bench_produce_and_e2e_print_their_summaries() {
     })
     .await;
 }
+
+#[actix_rt::test]
+async fn t81_bench_rate_paces_produce_and_e2e() {
+    bounded(async {
+        let node = combined(NO_ARGS);
+        let ns = node.namesrv();
+        // 1000 messages at 2000/s: the last is not due before 0.4995 s.
+        for what in ["produce", "e2e"] {
+            let out = actormq(
+                ns,
+                &[
+                    "bench",
+                    what,
+                    "-t",
+                    "t81-rate",
+                    "--messages",
+                    "1000",
+                    "--rate",
+                    "2000",
+                    "--json",
+                ],
+            );
+            let v = summary(&out, 1000);
+            let secs = v["seconds"].as_f64().unwrap_or(0.0);
+            assert!(secs >= 0.49, "{what} not paced: {v}");
+            let rate = v["msgs_per_sec"].as_f64().unwrap_or(f64::MAX);
+            assert!(rate <= 2100.0, "{what} faster than --rate: {v}");
+        }
+        let zero = actormq(ns, &["bench", "produce", "-t", "t81-rate", "--rate", "0"]);
+        assert!(!zero.status.success(), "--rate 0 must be refused");
+    })
+    .await;
+}
