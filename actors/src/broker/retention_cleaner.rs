@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actormq_store::CleanReport;
-use slog::{Logger, error, info, o};
+use actormq_store::retention::RetentionMode;
+use slog::{Logger, error, info, o, warn};
 
 use super::broker_store::BrokerStore;
 use crate::runtime::ServiceError;
@@ -74,7 +75,13 @@ impl RetentionCleaner {
             act.running = false;
             match res {
                 Ok(Ok((r, ratio))) => {
-                    if r.segments_deleted > 0 {
+                    if r.segments_deleted > 0 && r.mode == RetentionMode::Force {
+                        // Unexpired messages are gone: say so loudly.
+                        warn!(act.logger, "disk nearly full: deleted unexpired commit log segments";
+                            "segments" => r.segments_deleted,
+                            "cq_files" => r.cq_files_deleted, "index_files" => r.index_files_deleted,
+                            "min_offset" => r.min_offset, "disk_usage" => ratio);
+                    } else if r.segments_deleted > 0 {
                         info!(act.logger, "retention deleted files";
                             "mode" => ?r.mode, "segments" => r.segments_deleted,
                             "cq_files" => r.cq_files_deleted, "index_files" => r.index_files_deleted,
