@@ -88,16 +88,42 @@ pub fn disk_usage_ratio(path: &std::path::Path) -> std::io::Result<f64> {
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    let total = st.f_blocks as f64;
-    if total <= 0.0 {
-        return Ok(0.0);
+    Ok(usage_ratio(
+        st.f_blocks as u64,
+        st.f_bfree as u64,
+        st.f_bavail as u64,
+    ))
+}
+
+/// Disk use as `df` shows it: used blocks over the blocks this process can
+/// use (used + available to unprivileged users). Blocks reserved for root
+/// count neither way, so a file system with a large reserve reads as full
+/// only when what is usable is used up (`1 - avail / total` would call a
+/// disk with 84 % reserved "84 % full" while empty).
+pub fn usage_ratio(blocks: u64, free: u64, avail: u64) -> f64 {
+    let used = blocks.saturating_sub(free);
+    let usable = used + avail;
+    if usable == 0 {
+        return 0.0;
     }
-    Ok(1.0 - st.f_bavail as f64 / total)
+    used as f64 / usable as f64
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_ratio_is_dfs_use_percent() {
+        // The machine this was found on: 252 GiB, 200 free, 39 usable.
+        let r = usage_ratio(66_053_021, 52_478_793, 10_247_244);
+        assert!((r - 0.5698).abs() < 0.001, "{r}");
+        // No reserve: plain used / total.
+        assert_eq!(usage_ratio(100, 25, 25), 0.75);
+        // Everything usable used up, even with reserve left: full.
+        assert_eq!(usage_ratio(100, 10, 0), 1.0);
+        assert_eq!(usage_ratio(0, 0, 0), 0.0);
+    }
 
     const H: u64 = 3_600_000;
 
