@@ -145,6 +145,12 @@ pub struct BrokerSection {
     /// Size of one commit-log segment file in bytes, 64 KiB..=16 GiB.
     /// Default `1073741824` (1 GiB). Small values suit tests.
     pub commit_log_segment_size: u64,
+    /// Run the commit-log writer on its own arbiter (thread) instead of
+    /// the sessions' one. Default `false`: on the 2-core reference machine
+    /// the cross-thread hop per request costs more than the parallelism
+    /// gives (BENCHMARKS.md, "Writer thread"); try `true` on machines with
+    /// more cores.
+    pub writer_thread: bool,
 }
 
 impl Default for BrokerSection {
@@ -171,6 +177,7 @@ impl Default for BrokerSection {
             transaction_check_max: 15,
             file_reserved_hours: 72,
             commit_log_segment_size: 1 << 30,
+            writer_thread: false,
         }
     }
 }
@@ -481,6 +488,7 @@ mod tests {
         assert_eq!(c.broker.long_polling_max_ms, 15_000);
         assert_eq!(c.broker.transaction_check_max, 15);
         assert_eq!(c.broker.file_reserved_hours, 72);
+        assert!(!c.broker.writer_thread);
         assert_eq!(
             parse_delay_levels(&c.broker.message_delay_level)
                 .unwrap()

@@ -11,6 +11,13 @@ use bytes::Bytes;
 
 #[actix_rt::test]
 async fn ephemeral_broker_port_is_stamped_into_ids_and_routes() {
+    // The writer on the sessions' arbiter (default) and on its own.
+    for writer_thread in ["false", "true"] {
+        stamps_the_bound_port(writer_thread).await;
+    }
+}
+
+async fn stamps_the_bound_port(writer_thread: &str) {
     let dir = tempfile::tempdir().unwrap();
     let flags = Overrides {
         data_dir: Some(dir.path().to_path_buf()),
@@ -18,8 +25,12 @@ async fn ephemeral_broker_port_is_stamped_into_ids_and_routes() {
         broker_listen: Some(([127, 0, 0, 1], 0).into()),
         ..Overrides::default()
     };
-    let env = [("ACTORMQ_BROKER__COMMIT_LOG_SEGMENT_SIZE", "8388608")];
+    let env = [
+        ("ACTORMQ_BROKER__COMMIT_LOG_SEGMENT_SIZE", "8388608"),
+        ("ACTORMQ_BROKER__WRITER_THREAD", writer_thread),
+    ];
     let config = NodeConfig::load(None, env, flags).unwrap();
+    assert_eq!(config.broker.writer_thread.to_string(), writer_thread);
     let log = slog::Logger::root(slog::Discard, slog::o!());
     let node = Node::start(&config, &log).await.unwrap();
     let broker = node.broker_addr.unwrap();

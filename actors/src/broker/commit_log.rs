@@ -29,8 +29,11 @@
 //! - after each append it nudges the [`super::Dispatcher`]
 //!   ([`LogAppended`]) so consume queues follow at once.
 //!
-//! The append is a memcpy into the mapped segment: run this actor on its
-//! own arbiter (`CommitLogActor::start_in_arbiter`). Topic configs come
+//! The append is a memcpy into the mapped segment (pre-faulted ahead by
+//! the store). A node runs this actor on the sessions' arbiter by default
+//! and on its own with `broker.writer_thread` (or
+//! `CommitLogActor::start_in_arbiter`): on 2 cores the cross-thread hop
+//! per request costs more than the second thread gives. Topic configs come
 //! from the shared [`TopicView`] snapshot; only a miss asks the
 //! [`super::TopicManager`] ([`ResolveTopic`], which may auto-create).
 //!
