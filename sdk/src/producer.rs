@@ -32,7 +32,7 @@
 //! producer.shutdown().await;
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -42,11 +42,12 @@ use actix::prelude::*;
 use actormq_actors::runtime::Rpc;
 use actormq_protocol::request::{
     ClusterInfo, GetBrokerClusterInfoRequest, HeartbeatRequest, ProducerData,
-    SendBatchMessageRequest, SendBatchMessageResponse, SendMessageRequest, SendMessageResponse,
+    SendBatchMessageRequest, SendBatchMessageResponse, SendMessageRef, SendMessageRequest,
+    SendMessageResponse,
 };
 use actormq_protocol::unique_key::system_time_ms;
 use actormq_protocol::{
-    Bytes, BytesMut, Message, MessageQueue, ResponseCode, UniqueKeyGenerator, batch, tag_hash,
+    Bytes, Message, MessageQueue, ResponseCode, UniqueKeyGenerator, batch, tag_hash,
     validate_batch, validate_message,
 };
 use serde::{Deserialize, Serialize};
@@ -503,7 +504,7 @@ impl Producer {
         let route = self.route_for(&msg.topic).await?;
         let (mq, addr) = self.pick(&route, None, Instant::now())?;
         self.note_broker(&mq.broker_name, addr);
-        let req = SendRef::new(
+        let req = SendMessageRef::new(
             &self.inner.config.group,
             mq.queue_id,
             system_time_ms(),
@@ -678,7 +679,7 @@ impl Producer {
                     (q, addr)
                 }
             };
-            let req = SendRef::new(
+            let req = SendMessageRef::new(
                 &self.inner.config.group,
                 mq.queue_id,
                 system_time_ms(),
@@ -691,7 +692,7 @@ impl Producer {
                     link.call_encoded::<SendMessageResponse>(
                         SEND_MESSAGE,
                         |dst| {
-                            req.encode(dst);
+                            req.encode_fields(dst);
                             Ok(())
                         },
                         &msg.body,
@@ -920,159 +921,6 @@ fn remaining_at(deadline: Instant, now: Instant) -> Result<Duration, ClientError
 const SEND_MESSAGE: u32 = <SendMessageRequest as Rpc>::CODE;
 const SEND_BATCH_MESSAGE: u32 = <SendBatchMessageRequest as Rpc>::CODE;
 
-fn no_properties(p: &&BTreeMap<String, String>) -> bool {
-    p.is_empty()
-}
-
-/// [`SendMessageRequest`] borrowed from the message: encodes to the same
-/// bytes (tested) without cloning the group, topic or properties.
-#[derive(Debug, Serialize)]
-struct SendRef<'a> {
-    producer_group: &'a str,
-    topic: &'a str,
-    queue_id: u32,
-    born_timestamp_ms: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tags: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    keys: Option<&'a str>,
-    #[serde(skip_serializing_if = "no_properties")]
-    properties: &'a BTreeMap<String, String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    delay_level: Option<u8>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    deliver_at_ms: Option<u64>,
-    flags: u32,
-    reconsume_times: u32,
-}
-
-impl<'a> SendRef<'a> {
-    /// Writes the MessagePack map serde would (same bytes, tested), without
-    /// going through serde: this runs for every message sent.
-    fn encode(&self, dst: &mut BytesMut) {
-        let props = !self.properties.is_empty();
-        let n = 6
-            + usize::from(self.tags.is_some())
-            + usize::from(self.keys.is_some())
-            + usize::from(props)
-            + usize::from(self.delay_level.is_some())
-            + usize::from(self.deliver_at_ms.is_some());
-        let prop_len: usize = self
-            .properties
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + 10)
-            .sum();
-        dst.reserve(160 + self.producer_group.len() + self.topic.len() + prop_len);
-        mpack::put_map_len(dst, n);
-        mpack::put_str(dst, "producer_group");
-        mpack::put_str(dst, self.producer_group);
-        mpack::put_str(dst, "topic");
-        mpack::put_str(dst, self.topic);
-        mpack::put_str(dst, "queue_id");
-        mpack::put_uint(dst, u64::from(self.queue_id));
-        mpack::put_str(dst, "born_timestamp_ms");
-        mpack::put_uint(dst, self.born_timestamp_ms);
-        if let Some(t) = self.tags {
-            mpack::put_str(dst, "tags");
-            mpack::put_str(dst, t);
-        }
-        if let Some(k) = self.keys {
-            mpack::put_str(dst, "keys");
-            mpack::put_str(dst, k);
-        }
-        if props {
-            mpack::put_str(dst, "properties");
-            mpack::put_map_len(dst, self.properties.len());
-            for (k, v) in self.properties {
-                mpack::put_str(dst, k);
-                mpack::put_str(dst, v);
-            }
-        }
-        if let Some(l) = self.delay_level {
-            mpack::put_str(dst, "delay_level");
-            mpack::put_uint(dst, u64::from(l));
-        }
-        if let Some(at) = self.deliver_at_ms {
-            mpack::put_str(dst, "deliver_at_ms");
-            mpack::put_uint(dst, at);
-        }
-        mpack::put_str(dst, "flags");
-        mpack::put_uint(dst, u64::from(self.flags));
-        mpack::put_str(dst, "reconsume_times");
-        mpack::put_uint(dst, u64::from(self.reconsume_times));
-    }
-
-    fn new(group: &'a str, queue_id: u32, born_timestamp_ms: u64, msg: &'a Message) -> Self {
-        let (delay_level, deliver_at_ms) = msg.delay.to_parts();
-        SendRef {
-            producer_group: group,
-            topic: &msg.topic,
-            queue_id,
-            born_timestamp_ms,
-            tags: msg.tags.as_deref(),
-            keys: msg.keys.as_deref(),
-            properties: &msg.properties,
-            delay_level,
-            deliver_at_ms,
-            flags: msg.flags,
-            reconsume_times: 0,
-        }
-    }
-}
-
-/// The few MessagePack writers [`SendRef::encode`] needs (compact forms,
-/// as rmp-serde writes them).
-mod mpack {
-    use bytes::{BufMut, BytesMut};
-
-    pub(super) fn put_map_len(dst: &mut BytesMut, n: usize) {
-        if n < 16 {
-            dst.put_u8(0x80 | n as u8);
-        } else if n <= 0xFFFF {
-            dst.put_u8(0xde);
-            dst.put_u16(n as u16);
-        } else {
-            dst.put_u8(0xdf);
-            dst.put_u32(n as u32);
-        }
-    }
-
-    pub(super) fn put_str(dst: &mut BytesMut, s: &str) {
-        let n = s.len();
-        if n < 32 {
-            dst.put_u8(0xa0 | n as u8);
-        } else if n <= 0xFF {
-            dst.put_u8(0xd9);
-            dst.put_u8(n as u8);
-        } else if n <= 0xFFFF {
-            dst.put_u8(0xda);
-            dst.put_u16(n as u16);
-        } else {
-            dst.put_u8(0xdb);
-            dst.put_u32(n as u32);
-        }
-        dst.put_slice(s.as_bytes());
-    }
-
-    pub(super) fn put_uint(dst: &mut BytesMut, v: u64) {
-        if v < 0x80 {
-            dst.put_u8(v as u8);
-        } else if v <= 0xFF {
-            dst.put_u8(0xcc);
-            dst.put_u8(v as u8);
-        } else if v <= 0xFFFF {
-            dst.put_u8(0xcd);
-            dst.put_u16(v as u16);
-        } else if v <= 0xFFFF_FFFF {
-            dst.put_u8(0xce);
-            dst.put_u32(v as u32);
-        } else {
-            dst.put_u8(0xcf);
-            dst.put_u64(v);
-        }
-    }
-}
-
 /// [`SendBatchMessageRequest`] borrowed (same bytes, tested).
 #[derive(Debug, Serialize)]
 struct SendBatchRef<'a> {
@@ -1298,37 +1146,8 @@ mod tests {
     }
 
     #[test]
-    fn borrowed_requests_encode_like_the_owned_ones() {
+    fn borrowed_batch_request_encodes_like_the_owned_one() {
         let enc = |v: &dyn erased::Ser| v.bytes();
-        let mut plain = Message::new("t", "body");
-        stamp(&mut plain);
-        let mut full = Message::new("topic-x", "b");
-        full.tags = Some("TagA".into());
-        full.keys = Some("k1 k2".into());
-        full.properties.insert("a".into(), "b".into());
-        full.delay = actormq_protocol::Delay::Level(3);
-        full.flags = 9;
-        let mut at = Message::new("t", "b");
-        at.delay = actormq_protocol::Delay::DeliverAtMs(123_456);
-        let bare = Message::new("t", "");
-        let mut long = Message::new("t".repeat(200), "b");
-        long.keys = Some("k".repeat(70_000));
-        long.properties.insert("p".repeat(40), "v".repeat(300));
-        for i in 0..20 {
-            long.properties.insert(format!("k{i}"), i.to_string());
-        }
-        long.flags = u32::MAX;
-        long.delay = actormq_protocol::Delay::Level(200);
-        let mut big_at = Message::new("t", "b");
-        big_at.delay = actormq_protocol::Delay::DeliverAtMs(u64::MAX);
-        for m in [&plain, &full, &at, &bare, &long, &big_at] {
-            let owned = SendMessageRequest::new("g", 3, 77, m);
-            let borrowed = SendRef::new("g", 3, 77, m);
-            assert_eq!(enc(&borrowed), enc(&owned), "{m:?}");
-            let mut direct = BytesMut::new();
-            borrowed.encode(&mut direct);
-            assert_eq!(&direct[..], &enc(&owned)[..], "{m:?}");
-        }
         let owned = SendBatchMessageRequest {
             producer_group: "g".into(),
             topic: "t".into(),

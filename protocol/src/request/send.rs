@@ -6,11 +6,12 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::message::{Delay, Message};
+use crate::mpack;
 
 /// Send one message. Body: the message body, raw.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +51,125 @@ pub struct SendMessageRequest {
     /// Idempotent producer: per-queue sequence number of this message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequence: Option<u64>,
+}
+
+/// [`SendMessageRequest`] borrowed from a [`Message`] (the producer's
+/// hot path): no clone of the group, topic or properties. Serializes to
+/// the same bytes as the owned request, and [`SendMessageRef::encode_fields`]
+/// writes those bytes directly (tested).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct SendMessageRef<'a> {
+    /// See [`SendMessageRequest::producer_group`].
+    pub producer_group: &'a str,
+    /// See [`SendMessageRequest::topic`].
+    pub topic: &'a str,
+    /// See [`SendMessageRequest::queue_id`].
+    pub queue_id: u32,
+    /// See [`SendMessageRequest::born_timestamp_ms`].
+    pub born_timestamp_ms: u64,
+    /// See [`SendMessageRequest::tags`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<&'a str>,
+    /// See [`SendMessageRequest::keys`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keys: Option<&'a str>,
+    /// See [`SendMessageRequest::properties`].
+    #[serde(skip_serializing_if = "no_properties")]
+    pub properties: &'a BTreeMap<String, String>,
+    /// See [`SendMessageRequest::delay_level`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay_level: Option<u8>,
+    /// See [`SendMessageRequest::deliver_at_ms`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deliver_at_ms: Option<u64>,
+    /// See [`SendMessageRequest::flags`].
+    pub flags: u32,
+    /// See [`SendMessageRequest::reconsume_times`].
+    pub reconsume_times: u32,
+}
+
+fn no_properties(p: &&BTreeMap<String, String>) -> bool {
+    p.is_empty()
+}
+
+impl<'a> SendMessageRef<'a> {
+    /// The request for `msg`, as [`SendMessageRequest::new`].
+    pub fn new(
+        producer_group: &'a str,
+        queue_id: u32,
+        born_timestamp_ms: u64,
+        msg: &'a Message,
+    ) -> Self {
+        let (delay_level, deliver_at_ms) = msg.delay.to_parts();
+        SendMessageRef {
+            producer_group,
+            topic: &msg.topic,
+            queue_id,
+            born_timestamp_ms,
+            tags: msg.tags.as_deref(),
+            keys: msg.keys.as_deref(),
+            properties: &msg.properties,
+            delay_level,
+            deliver_at_ms,
+            flags: msg.flags,
+            reconsume_times: 0,
+        }
+    }
+
+    /// Appends the MessagePack map serde writes for this request (the
+    /// frame's typed fields) without going through serde.
+    pub fn encode_fields(&self, dst: &mut BytesMut) {
+        let props = !self.properties.is_empty();
+        let n = 6
+            + usize::from(self.tags.is_some())
+            + usize::from(self.keys.is_some())
+            + usize::from(props)
+            + usize::from(self.delay_level.is_some())
+            + usize::from(self.deliver_at_ms.is_some());
+        let prop_len: usize = self
+            .properties
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 10)
+            .sum();
+        dst.reserve(160 + self.producer_group.len() + self.topic.len() + prop_len);
+        mpack::put_map_len(dst, n);
+        mpack::put_str(dst, "producer_group");
+        mpack::put_str(dst, self.producer_group);
+        mpack::put_str(dst, "topic");
+        mpack::put_str(dst, self.topic);
+        mpack::put_str(dst, "queue_id");
+        mpack::put_uint(dst, u64::from(self.queue_id));
+        mpack::put_str(dst, "born_timestamp_ms");
+        mpack::put_uint(dst, self.born_timestamp_ms);
+        if let Some(t) = self.tags {
+            mpack::put_str(dst, "tags");
+            mpack::put_str(dst, t);
+        }
+        if let Some(k) = self.keys {
+            mpack::put_str(dst, "keys");
+            mpack::put_str(dst, k);
+        }
+        if props {
+            mpack::put_str(dst, "properties");
+            mpack::put_map_len(dst, self.properties.len());
+            for (k, v) in self.properties {
+                mpack::put_str(dst, k);
+                mpack::put_str(dst, v);
+            }
+        }
+        if let Some(l) = self.delay_level {
+            mpack::put_str(dst, "delay_level");
+            mpack::put_uint(dst, u64::from(l));
+        }
+        if let Some(at) = self.deliver_at_ms {
+            mpack::put_str(dst, "deliver_at_ms");
+            mpack::put_uint(dst, at);
+        }
+        mpack::put_str(dst, "flags");
+        mpack::put_uint(dst, u64::from(self.flags));
+        mpack::put_str(dst, "reconsume_times");
+        mpack::put_uint(dst, u64::from(self.reconsume_times));
+    }
 }
 
 impl SendMessageRequest {

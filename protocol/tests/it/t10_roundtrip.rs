@@ -452,3 +452,38 @@ fn batch_reply_ids_split_in_order() {
     let empty = actormq_protocol::request::SendBatchMessageResponse::default();
     assert_eq!(empty.msg_ids().count(), 0);
 }
+
+#[test]
+fn borrowed_send_request_encodes_like_the_owned_one() {
+    let mut plain = Message::new("t", Bytes::from_static(b"body"));
+    plain
+        .properties
+        .insert("UNIQ_KEY".into(), "0A0000010000000000000001".into());
+    let mut full = Message::new("topic-x", Bytes::from_static(b"b"));
+    full.tags = Some("TagA".into());
+    full.keys = Some("k1 k2".into());
+    full.properties.insert("a".into(), "b".into());
+    full.delay = Delay::Level(3);
+    full.flags = 9;
+    let mut at = Message::new("t", Bytes::from_static(b"b"));
+    at.delay = Delay::DeliverAtMs(123_456);
+    let bare = Message::new("t", Bytes::new());
+    let mut long = Message::new("t".repeat(200), Bytes::from_static(b"b"));
+    long.keys = Some("k".repeat(70_000));
+    long.properties.insert("p".repeat(40), "v".repeat(300));
+    for i in 0..20 {
+        long.properties.insert(format!("k{i}"), i.to_string());
+    }
+    long.flags = u32::MAX;
+    long.delay = Delay::Level(200);
+    let mut big_at = Message::new("t", Bytes::from_static(b"b"));
+    big_at.delay = Delay::DeliverAtMs(u64::MAX);
+    for m in [&plain, &full, &at, &bare, &long, &big_at] {
+        let owned = rmp_serde::to_vec_named(&SendMessageRequest::new("g", 3, 77, m)).unwrap();
+        let borrowed = SendMessageRef::new("g", 3, 77, m);
+        assert_eq!(rmp_serde::to_vec_named(&borrowed).unwrap(), owned, "{m:?}");
+        let mut direct = BytesMut::new();
+        borrowed.encode_fields(&mut direct);
+        assert_eq!(&direct[..], &owned[..], "{m:?}");
+    }
+}
