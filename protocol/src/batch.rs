@@ -79,38 +79,38 @@ fn put_message_fields<'a>(
     delay: Delay,
     flags: u32,
 ) {
-    w.str("topic");
-    w.str(topic);
+    mpack::put_str(w, "topic");
+    mpack::put_str(w, topic);
     if let Some(t) = tags {
-        w.str("tags");
-        w.str(t);
+        mpack::put_str(w, "tags");
+        mpack::put_str(w, t);
     }
     if let Some(k) = keys {
-        w.str("keys");
-        w.str(k);
+        mpack::put_str(w, "keys");
+        mpack::put_str(w, k);
     }
     if props.len() > 0 {
-        w.str("props");
-        w.map_len(props.len());
+        mpack::put_str(w, "props");
+        mpack::put_map_len(w, props.len());
         for (k, v) in props {
-            w.str(k);
-            w.str(v);
+            mpack::put_str(w, k);
+            mpack::put_str(w, v);
         }
     }
     match delay {
         Delay::None => {}
         Delay::Level(l) => {
-            w.str("delay_level");
-            w.uint(u64::from(l));
+            mpack::put_str(w, "delay_level");
+            mpack::put_uint(w, u64::from(l));
         }
         Delay::DeliverAtMs(t) => {
-            w.str("deliver_at_ms");
-            w.uint(t);
+            mpack::put_str(w, "deliver_at_ms");
+            mpack::put_uint(w, t);
         }
     }
     if flags != 0 {
-        w.str("flags");
-        w.uint(u64::from(flags));
+        mpack::put_str(w, "flags");
+        mpack::put_uint(w, u64::from(flags));
     }
 }
 
@@ -128,7 +128,7 @@ fn put_entry(
     w.skip(8);
     meta(&mut w);
     let meta_len = w.pos() - 8;
-    w.put(body);
+    mpack::Sink::write_bytes(&mut w, body);
     let n = w.pos();
     // Entries are bounded by the frame cap, far below u32::MAX.
     dst[start..start + 4].copy_from_slice(&((n - 4) as u32).to_be_bytes());
@@ -141,7 +141,7 @@ pub fn encode_messages(msgs: &[Message], dst: &mut BytesMut) {
     dst.reserve(msgs.iter().map(entry_bound).sum());
     for m in msgs {
         put_entry(dst, entry_bound(m), &m.body, |w| {
-            w.map_len(message_field_count(m));
+            mpack::put_map_len(w, message_field_count(m));
             put_message_fields(
                 w,
                 &m.topic,
@@ -229,8 +229,8 @@ fn put_host(w: &mut mpack::SliceWriter<'_>, key: &str, addr: &SocketAddr) {
         }
     };
     raw[n..n + 2].copy_from_slice(&addr.port().to_be_bytes());
-    w.str(key);
-    w.bin(&raw[..n + 2]);
+    mpack::put_str(w, key);
+    mpack::put_bin(w, &raw[..n + 2]);
 }
 
 /// Appends one stored-message entry to `dst` (the same bytes as
@@ -247,7 +247,7 @@ pub fn encode_stored_ref(m: &StoredRef<'_>, dst: &mut BytesMut) {
             + 9
             + usize::from(m.reconsume_times != 0)
             + usize::from(m.prepared_transaction_offset != 0);
-        w.map_len(fields);
+        mpack::put_map_len(w, fields);
         put_message_fields(
             w,
             m.topic,
@@ -266,18 +266,18 @@ pub fn encode_stored_ref(m: &StoredRef<'_>, dst: &mut BytesMut) {
             ("store_ms", m.store_timestamp_ms),
             ("body_crc", u64::from(m.body_crc)),
         ] {
-            w.str(k);
-            w.uint(v);
+            mpack::put_str(w, k);
+            mpack::put_uint(w, v);
         }
         put_host(w, "born_host", &m.born_host);
         put_host(w, "store_host", &m.store_host);
         if m.reconsume_times != 0 {
-            w.str("reconsume_times");
-            w.uint(u64::from(m.reconsume_times));
+            mpack::put_str(w, "reconsume_times");
+            mpack::put_uint(w, u64::from(m.reconsume_times));
         }
         if m.prepared_transaction_offset != 0 {
-            w.str("prepared_tx_offset");
-            w.uint(m.prepared_transaction_offset);
+            mpack::put_str(w, "prepared_tx_offset");
+            mpack::put_uint(w, m.prepared_transaction_offset);
         }
     });
 }

@@ -10,59 +10,95 @@ use crate::error::{Error, Result};
 /// Max nesting the reader accepts when skipping unknown values.
 const MAX_DEPTH: u32 = 32;
 
-pub(crate) fn put_map_len(dst: &mut BytesMut, n: usize) {
+/// Where the writer functions put bytes: a growing `BytesMut`, or a
+/// [`SliceWriter`] over a buffer sized beforehand (the batch hot path).
+pub(crate) trait Sink {
+    fn write_bytes(&mut self, b: &[u8]);
+    fn write_u8(&mut self, v: u8) {
+        self.write_bytes(&[v]);
+    }
+}
+
+impl Sink for BytesMut {
+    #[inline(always)]
+    fn write_bytes(&mut self, b: &[u8]) {
+        self.extend_from_slice(b);
+    }
+    #[inline(always)]
+    fn write_u8(&mut self, v: u8) {
+        self.put_u8(v);
+    }
+}
+
+#[inline(always)]
+pub(crate) fn put_map_len(dst: &mut impl Sink, n: usize) {
     if n < 16 {
-        dst.put_u8(0x80 | n as u8);
+        dst.write_u8(0x80 | n as u8);
     } else if n <= 0xFFFF {
-        dst.put_u8(0xde);
-        dst.put_u16(n as u16);
+        dst.write_u8(0xde);
+        dst.write_bytes(&(n as u16).to_be_bytes());
     } else {
-        dst.put_u8(0xdf);
-        dst.put_u32(n as u32);
+        dst.write_u8(0xdf);
+        dst.write_bytes(&(n as u32).to_be_bytes());
     }
 }
 
 /// Strings longer than `u32::MAX` cannot occur: frames are capped far
 /// below that.
-pub(crate) fn put_str(dst: &mut BytesMut, s: &str) {
+#[inline(always)]
+pub(crate) fn put_str(dst: &mut impl Sink, s: &str) {
     let n = s.len();
     if n < 32 {
-        dst.put_u8(0xa0 | n as u8);
+        dst.write_u8(0xa0 | n as u8);
     } else if n <= 0xFF {
-        dst.put_u8(0xd9);
-        dst.put_u8(n as u8);
+        dst.write_bytes(&[0xd9, n as u8]);
     } else if n <= 0xFFFF {
-        dst.put_u8(0xda);
-        dst.put_u16(n as u16);
+        dst.write_u8(0xda);
+        dst.write_bytes(&(n as u16).to_be_bytes());
     } else {
-        dst.put_u8(0xdb);
-        dst.put_u32(n as u32);
+        dst.write_u8(0xdb);
+        dst.write_bytes(&(n as u32).to_be_bytes());
     }
-    dst.put_slice(s.as_bytes());
+    dst.write_bytes(s.as_bytes());
 }
 
-pub(crate) fn put_uint(dst: &mut BytesMut, v: u64) {
+#[inline(always)]
+pub(crate) fn put_bin(dst: &mut impl Sink, b: &[u8]) {
+    let n = b.len();
+    if n <= 0xFF {
+        dst.write_bytes(&[0xc4, n as u8]);
+    } else if n <= 0xFFFF {
+        dst.write_u8(0xc5);
+        dst.write_bytes(&(n as u16).to_be_bytes());
+    } else {
+        dst.write_u8(0xc6);
+        dst.write_bytes(&(n as u32).to_be_bytes());
+    }
+    dst.write_bytes(b);
+}
+
+#[inline(always)]
+pub(crate) fn put_uint(dst: &mut impl Sink, v: u64) {
     if v < 0x80 {
-        dst.put_u8(v as u8);
+        dst.write_u8(v as u8);
     } else if v <= 0xFF {
-        dst.put_u8(0xcc);
-        dst.put_u8(v as u8);
+        dst.write_bytes(&[0xcc, v as u8]);
     } else if v <= 0xFFFF {
-        dst.put_u8(0xcd);
-        dst.put_u16(v as u16);
+        dst.write_u8(0xcd);
+        dst.write_bytes(&(v as u16).to_be_bytes());
     } else if v <= 0xFFFF_FFFF {
-        dst.put_u8(0xce);
-        dst.put_u32(v as u32);
+        dst.write_u8(0xce);
+        dst.write_bytes(&(v as u32).to_be_bytes());
     } else {
-        dst.put_u8(0xcf);
-        dst.put_u64(v);
+        dst.write_u8(0xcf);
+        dst.write_bytes(&v.to_be_bytes());
     }
 }
 
-/// A MessagePack writer over a slice the caller sized to an upper bound
-/// of what is written (hot path: no capacity check per call, constant-size
-/// copies inline). Writing past the end is a bug in that bound and panics
-/// on the slice index.
+/// A [`Sink`] over a slice the caller sized to an upper bound of what is
+/// written (hot path: no capacity check per value, constant-size copies
+/// inline). Writing past the end is a bug in that bound and panics on the
+/// slice index.
 pub(crate) struct SliceWriter<'a> {
     buf: &'a mut [u8],
     pos: usize,
@@ -82,80 +118,18 @@ impl<'a> SliceWriter<'a> {
     pub(crate) fn skip(&mut self, n: usize) {
         self.pos += n;
     }
+}
 
+impl Sink for SliceWriter<'_> {
     #[inline(always)]
-    pub(crate) fn put(&mut self, b: &[u8]) {
+    fn write_bytes(&mut self, b: &[u8]) {
         self.buf[self.pos..self.pos + b.len()].copy_from_slice(b);
         self.pos += b.len();
     }
-
     #[inline(always)]
-    fn put_u8(&mut self, v: u8) {
+    fn write_u8(&mut self, v: u8) {
         self.buf[self.pos] = v;
         self.pos += 1;
-    }
-
-    #[inline(always)]
-    pub(crate) fn map_len(&mut self, n: usize) {
-        if n < 16 {
-            self.put_u8(0x80 | n as u8);
-        } else if n <= 0xFFFF {
-            self.put_u8(0xde);
-            self.put(&(n as u16).to_be_bytes());
-        } else {
-            self.put_u8(0xdf);
-            self.put(&(n as u32).to_be_bytes());
-        }
-    }
-
-    #[inline(always)]
-    pub(crate) fn str(&mut self, s: &str) {
-        let n = s.len();
-        if n < 32 {
-            self.put_u8(0xa0 | n as u8);
-        } else if n <= 0xFF {
-            self.put(&[0xd9, n as u8]);
-        } else if n <= 0xFFFF {
-            self.put_u8(0xda);
-            self.put(&(n as u16).to_be_bytes());
-        } else {
-            self.put_u8(0xdb);
-            self.put(&(n as u32).to_be_bytes());
-        }
-        self.put(s.as_bytes());
-    }
-
-    #[inline(always)]
-    pub(crate) fn bin(&mut self, b: &[u8]) {
-        let n = b.len();
-        if n <= 0xFF {
-            self.put(&[0xc4, n as u8]);
-        } else if n <= 0xFFFF {
-            self.put_u8(0xc5);
-            self.put(&(n as u16).to_be_bytes());
-        } else {
-            self.put_u8(0xc6);
-            self.put(&(n as u32).to_be_bytes());
-        }
-        self.put(b);
-    }
-
-    #[inline(always)]
-    pub(crate) fn uint(&mut self, v: u64) {
-        if v < 0x80 {
-            self.put_u8(v as u8);
-        } else if v <= 0xFF {
-            self.put(&[0xcc, v as u8]);
-        } else if v <= 0xFFFF {
-            self.put_u8(0xcd);
-            self.put(&(v as u16).to_be_bytes());
-        } else if v <= 0xFFFF_FFFF {
-            self.put_u8(0xce);
-            self.put(&(v as u32).to_be_bytes());
-        } else {
-            self.put_u8(0xcf);
-            self.put(&v.to_be_bytes());
-        }
     }
 }
 
@@ -362,15 +336,17 @@ mod tests {
         for &n in &lens {
             let s = "y".repeat(n);
             put_str(&mut a, &s);
-            w.str(&s);
+            put_str(&mut w, &s);
+            put_bin(&mut a, s.as_bytes());
+            put_bin(&mut w, s.as_bytes());
         }
         for &v in &uints {
             put_uint(&mut a, v);
-            w.uint(v);
+            put_uint(&mut w, v);
         }
         for &n in &maps {
             put_map_len(&mut a, n);
-            w.map_len(n);
+            put_map_len(&mut w, n);
         }
         let n = w.pos();
         assert_eq!(&buf[..n], &a[..]);
@@ -380,13 +356,13 @@ mod tests {
     fn writer_output_is_standard_msgpack() {
         let mut buf = [0u8; 128];
         let mut w = SliceWriter::new(&mut buf);
-        w.map_len(3);
-        w.str("a");
-        w.uint(300);
-        w.str(&"x".repeat(40));
-        w.bin(&[1, 2, 3]);
-        w.str("n");
-        w.uint(u64::MAX);
+        put_map_len(&mut w, 3);
+        put_str(&mut w, "a");
+        put_uint(&mut w, 300);
+        put_str(&mut w, &"x".repeat(40));
+        put_bin(&mut w, &[1, 2, 3]);
+        put_str(&mut w, "n");
+        put_uint(&mut w, u64::MAX);
         let n = w.pos();
         let b = &buf[..n];
         // The reference implementation (rmp) reads it back.
