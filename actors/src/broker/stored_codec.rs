@@ -8,7 +8,6 @@
 //! turns them back into the typed fields, so a message pulled back equals
 //! the message sent.
 
-use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 
 use actormq_protocol::batch::StoredRef;
@@ -97,41 +96,45 @@ pub fn tag_hash_of(tags: Option<&str>) -> i64 {
     tags.map_or(0, actormq_protocol::tag_hash)
 }
 
-/// Rebuilds the wire [`StoredMessage`] of a record. The body is the
-/// record's (mmap-backed) bytes, not a copy.
-pub fn to_stored(view: &MessageView) -> StoredMessage {
+/// The stored message of a record, borrowed: typed fields parsed from the
+/// record's properties, user properties into `user` (sorted by key, the
+/// last of equal keys wins, as in a `BTreeMap`).
+fn stored_ref<'a, 'b>(view: &'a MessageView, user: &'b mut Vec<(&'a str, &'a str)>) -> StoredRef<'b>
+where
+    'a: 'b,
+{
     let h = view.header();
-    let mut message = Message {
-        topic: view.topic().to_owned(),
-        tags: None,
-        keys: None,
-        body: view.body(),
-        properties: BTreeMap::new(),
-        delay: Delay::None,
-        flags: h.flags,
-    };
+    let (mut tags, mut keys, mut delay) = (None, None, Delay::None);
+    user.clear();
     for (k, v) in properties_iter(view.properties()) {
         match k {
-            PROPERTY_TAGS => message.tags = Some(v.to_owned()),
-            PROPERTY_KEYS => message.keys = Some(v.to_owned()),
+            PROPERTY_TAGS => tags = Some(v),
+            PROPERTY_KEYS => keys = Some(v),
             PROPERTY_DELAY => {
                 if let Ok(l) = v.parse() {
-                    message.delay = Delay::Level(l);
+                    delay = Delay::Level(l);
                 }
             }
             PROPERTY_DELIVER_AT_MS => {
                 if let Ok(t) = v.parse() {
-                    message.delay = Delay::DeliverAtMs(t);
+                    delay = Delay::DeliverAtMs(t);
                 }
             }
-            _ => {
-                message.properties.insert(k.to_owned(), v.to_owned());
-            }
+            _ => match user.binary_search_by(|(uk, _)| (*uk).cmp(k)) {
+                Ok(i) => user[i].1 = v,
+                Err(i) => user.insert(i, (k, v)),
+            },
         }
     }
-    let body_crc = crc32fast::hash(view.body_slice());
-    StoredMessage {
-        message,
+    let body = view.body_slice();
+    StoredRef {
+        topic: view.topic(),
+        tags,
+        keys,
+        properties: user,
+        delay,
+        flags: h.flags,
+        body,
         queue_id: h.queue_id,
         queue_offset: h.queue_offset,
         commit_log_offset: h.physical_offset,
@@ -140,9 +143,42 @@ pub fn to_stored(view: &MessageView) -> StoredMessage {
         store_timestamp_ms: h.store_timestamp_ms,
         born_host: h.born_host.unwrap_or(UNKNOWN_HOST),
         store_host: h.store_host.unwrap_or(UNKNOWN_HOST),
-        body_crc,
+        body_crc: crc32fast::hash(body),
         reconsume_times: h.reconsume_times,
         prepared_transaction_offset: h.prepared_tx_offset,
+    }
+}
+
+/// Rebuilds the wire [`StoredMessage`] of a record. The body is the
+/// record's (mmap-backed) bytes, not a copy.
+pub fn to_stored(view: &MessageView) -> StoredMessage {
+    let mut user = Vec::new();
+    let r = stored_ref(view, &mut user);
+    StoredMessage {
+        message: Message {
+            topic: r.topic.to_owned(),
+            tags: r.tags.map(str::to_owned),
+            keys: r.keys.map(str::to_owned),
+            body: view.body(),
+            properties: r
+                .properties
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            delay: r.delay,
+            flags: r.flags,
+        },
+        queue_id: r.queue_id,
+        queue_offset: r.queue_offset,
+        commit_log_offset: r.commit_log_offset,
+        store_size: r.store_size,
+        born_timestamp_ms: r.born_timestamp_ms,
+        store_timestamp_ms: r.store_timestamp_ms,
+        born_host: r.born_host,
+        store_host: r.store_host,
+        body_crc: r.body_crc,
+        reconsume_times: r.reconsume_times,
+        prepared_transaction_offset: r.prepared_transaction_offset,
     }
 }
 
@@ -157,58 +193,9 @@ pub fn encode_views(views: &[MessageView]) -> Bytes {
             .map(|v| v.size() as usize + VIEW_ENTRY_OVERHEAD)
             .sum(),
     );
-    let mut user: Vec<(&str, &str)> = Vec::new();
+    let mut user = Vec::new();
     for view in views {
-        let h = view.header();
-        let (mut tags, mut keys, mut delay) = (None, None, Delay::None);
-        user.clear();
-        for (k, v) in properties_iter(view.properties()) {
-            match k {
-                PROPERTY_TAGS => tags = Some(v),
-                PROPERTY_KEYS => keys = Some(v),
-                PROPERTY_DELAY => {
-                    if let Ok(l) = v.parse() {
-                        delay = Delay::Level(l);
-                    }
-                }
-                PROPERTY_DELIVER_AT_MS => {
-                    if let Ok(t) = v.parse() {
-                        delay = Delay::DeliverAtMs(t);
-                    }
-                }
-                _ => {
-                    // As the owned map of `to_stored`: sorted, last wins.
-                    match user.binary_search_by(|(uk, _)| (*uk).cmp(k)) {
-                        Ok(i) => user[i].1 = v,
-                        Err(i) => user.insert(i, (k, v)),
-                    }
-                }
-            }
-        }
-        let body = view.body_slice();
-        actormq_protocol::batch::encode_stored_ref(
-            &StoredRef {
-                topic: view.topic(),
-                tags,
-                keys,
-                properties: &user,
-                delay,
-                flags: h.flags,
-                body,
-                queue_id: h.queue_id,
-                queue_offset: h.queue_offset,
-                commit_log_offset: h.physical_offset,
-                store_size: h.total_size,
-                born_timestamp_ms: h.born_timestamp_ms,
-                store_timestamp_ms: h.store_timestamp_ms,
-                born_host: h.born_host.unwrap_or(UNKNOWN_HOST),
-                store_host: h.store_host.unwrap_or(UNKNOWN_HOST),
-                body_crc: crc32fast::hash(body),
-                reconsume_times: h.reconsume_times,
-                prepared_transaction_offset: h.prepared_tx_offset,
-            },
-            &mut out,
-        );
+        actormq_protocol::batch::encode_stored_ref(&stored_ref(view, &mut user), &mut out);
     }
     out.freeze()
 }
