@@ -34,8 +34,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use bytes::{Bytes, BytesMut};
 
 use crate::error::{Error, Result};
-use crate::message::{Delay, Message, StoredMessage};
+use crate::message::{Delay, Message, PROPERTY_UNIQUE_KEY, StoredMessage};
 use crate::mpack::{self, Reader};
+use crate::unique_key::{KeyText, UniqueKeyGenerator};
 
 /// Upper bound of one entry's encoded size: 8 bytes of entry header, at
 /// most 79 bytes of message keys and markers (96 allowed), the strings and
@@ -59,10 +60,10 @@ fn entry_bound(m: &Message) -> usize {
 /// values).
 const STORED_BOUND: usize = 256;
 
-fn message_field_count(m: &Message) -> usize {
+fn message_field_count(m: &Message, extra_props: usize) -> usize {
     1 + usize::from(m.tags.is_some())
         + usize::from(m.keys.is_some())
-        + usize::from(!m.properties.is_empty())
+        + usize::from(m.properties.len() + extra_props > 0)
         + usize::from(m.delay != Delay::None)
         + usize::from(m.flags != 0)
 }
@@ -75,10 +76,11 @@ fn put_message_fields<'a>(
     topic: &str,
     tags: Option<&str>,
     keys: Option<&str>,
-    props: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+    props: (usize, impl Iterator<Item = (&'a str, &'a str)>),
     delay: Delay,
     flags: u32,
 ) {
+    let (props_len, props) = props;
     mpack::put_str(w, "topic");
     mpack::put_str(w, topic);
     if let Some(t) = tags {
@@ -89,9 +91,9 @@ fn put_message_fields<'a>(
         mpack::put_str(w, "keys");
         mpack::put_str(w, k);
     }
-    if props.len() > 0 {
+    if props_len > 0 {
         mpack::put_str(w, "props");
-        mpack::put_map_len(w, props.len());
+        mpack::put_map_len(w, props_len);
         for (k, v) in props {
             mpack::put_str(w, k);
             mpack::put_str(w, v);
@@ -140,19 +142,53 @@ fn put_entry(
 pub fn encode_messages(msgs: &[Message], dst: &mut BytesMut) {
     dst.reserve(msgs.iter().map(entry_bound).sum());
     for m in msgs {
-        put_entry(dst, entry_bound(m), &m.body, |w| {
-            mpack::put_map_len(w, message_field_count(m));
-            put_message_fields(
-                w,
-                &m.topic,
-                m.tags.as_deref(),
-                m.keys.as_deref(),
-                m.properties.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-                m.delay,
-                m.flags,
-            );
-        });
+        put_message_entry(dst, m, None);
     }
+}
+
+/// Like [`encode_messages`], but every message without a
+/// [`PROPERTY_UNIQUE_KEY`] gets one from `keys` in its encoded properties
+/// (the messages themselves are not touched): what a producer sends. One
+/// clock read and one reservation of stamps for the whole batch.
+pub fn encode_messages_keyed(msgs: &[Message], keys: &UniqueKeyGenerator, dst: &mut BytesMut) {
+    let unkeyed = msgs.iter().filter(|m| m.unique_key().is_none()).count();
+    let mut stamp = keys.next_stamps(unkeyed as u64);
+    dst.reserve(msgs.iter().map(|m| entry_bound(m) + KEYED_BOUND).sum());
+    for m in msgs {
+        if m.unique_key().is_some() {
+            put_message_entry(dst, m, None);
+        } else {
+            let key = KeyText::new(stamp, keys.node_id());
+            stamp += 1;
+            put_message_entry(dst, m, Some(key.as_str()));
+        }
+    }
+}
+
+/// Extra bound for a unique key added while encoding: its key, value and
+/// markers.
+const KEYED_BOUND: usize = PROPERTY_UNIQUE_KEY.len() + 26 + 10;
+
+fn put_message_entry(dst: &mut BytesMut, m: &Message, unique_key: Option<&str>) {
+    let extra = usize::from(unique_key.is_some());
+    let bound = entry_bound(m) + extra * KEYED_BOUND;
+    put_entry(dst, bound, &m.body, |w| {
+        mpack::put_map_len(w, message_field_count(m, extra));
+        let props = m
+            .properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(unique_key.map(|k| (PROPERTY_UNIQUE_KEY, k)));
+        put_message_fields(
+            w,
+            &m.topic,
+            m.tags.as_deref(),
+            m.keys.as_deref(),
+            (m.properties.len() + extra, props),
+            m.delay,
+            m.flags,
+        );
+    });
 }
 
 /// A stored message borrowed from wherever it lives (a commit log record,
@@ -253,7 +289,7 @@ pub fn encode_stored_ref(m: &StoredRef<'_>, dst: &mut BytesMut) {
             m.topic,
             m.tags,
             m.keys,
-            m.properties.iter().copied(),
+            (m.properties.len(), m.properties.iter().copied()),
             m.delay,
             m.flags,
         );
@@ -467,9 +503,11 @@ impl MessageRef<'_> {
 
     /// Body plus property keys and values, as [`Message::size`].
     pub fn size(&self) -> usize {
-        self.properties.iter().fold(self.body.len(), |acc, (k, v)| {
-            acc.saturating_add(k.len() + v.len())
-        })
+        self.properties
+            .iter_bytes()
+            .fold(self.body.len(), |acc, (k, v)| {
+                acc.saturating_add(k.len() + v.len())
+            })
     }
 }
 
@@ -497,6 +535,14 @@ impl<'a> PropertiesRef<'a> {
         let mut r = Reader::new(self.raw);
         // Checked when the entry was decoded, so no error can occur here.
         (0..self.len).map_while(move |_| Some((r.str("key").ok()?, r.str("value").ok()?)))
+    }
+
+    /// The (key, value) pairs in wire order, as the bytes of their UTF-8
+    /// text (checked once, when the entry was decoded, not again here).
+    pub fn iter_bytes(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + use<'a> {
+        let mut r = Reader::new(self.raw);
+        (0..self.len)
+            .map_while(move |_| Some((r.str_bytes("key").ok()?, r.str_bytes("value").ok()?)))
     }
 
     /// An owned map (a later duplicate key wins).
@@ -686,6 +732,33 @@ mod tests {
         for m in &got {
             assert!(range.contains(&m.body.as_ptr()));
         }
+    }
+
+    #[test]
+    fn keyed_encoding_adds_keys_only_where_missing() {
+        let mut msgs: Vec<Message> = (0..4).map(msg).collect();
+        msgs[1]
+            .properties
+            .insert(PROPERTY_UNIQUE_KEY.into(), "MINE".into());
+        msgs[3].properties.clear();
+        let keys = UniqueKeyGenerator::with_clock(9, || 5);
+        let mut dst = BytesMut::new();
+        encode_messages_keyed(&msgs, &keys, &mut dst);
+        let got = decode_messages(&dst.freeze()).unwrap();
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[1], msgs[1]);
+        let stamped: Vec<&str> = [0, 2, 3]
+            .iter()
+            .map(|&i| got[i].unique_key().expect("stamped"))
+            .collect();
+        assert!(stamped.windows(2).all(|w| w[0] < w[1]), "{stamped:?}");
+        for i in [0, 2, 3] {
+            let mut g = got[i].clone();
+            g.properties.remove(PROPERTY_UNIQUE_KEY);
+            assert_eq!(g, msgs[i]);
+        }
+        // The next key of the generator comes after the reserved run.
+        assert!(keys.next_key().as_str() > stamped[2]);
     }
 
     #[test]

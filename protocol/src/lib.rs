@@ -96,5 +96,6 @@ pub use request::Request;
 pub use tag_hash::tag_hash;
 pub use unique_key::UniqueKeyGenerator;
 pub use validate::{
-    DEFAULT_MAX_MESSAGE_SIZE, MessageView, validate_batch, validate_message, validate_topic,
+    BatchCheck, DEFAULT_MAX_MESSAGE_SIZE, MessageView, validate_batch, validate_message,
+    validate_topic,
 };

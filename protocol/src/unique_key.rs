@@ -96,6 +96,30 @@ impl UniqueKeyGenerator {
         }
     }
 
+    /// Reserves `n` consecutive stamps (one clock read, one
+    /// compare-and-swap) and returns the first: the run is `first ..
+    /// first + n`, every stamp strictly greater than every earlier one of
+    /// this generator. `n = 0` reserves nothing (returns what the next
+    /// stamp would be at best).
+    pub fn next_stamps(&self, n: u64) -> u64 {
+        let now = ((self.clock)() & ((1 << 44) - 1)) << COUNTER_BITS;
+        let mut last = self.last.load(Ordering::Relaxed);
+        loop {
+            let first = now.max(last.wrapping_add(1));
+            let end = first.wrapping_add(n.saturating_sub(1));
+            if n == 0 {
+                return first;
+            }
+            match self
+                .last
+                .compare_exchange_weak(last, end, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return first,
+                Err(seen) => last = seen,
+            }
+        }
+    }
+
     /// The next key.
     pub fn next_key(&self) -> String {
         format_key(self.next_stamp(), self.node_id)
@@ -112,6 +136,41 @@ pub fn format_key(stamp: u64, node_id: u32) -> String {
     )
 }
 
+/// A key as its 26 ASCII bytes, formatted without allocating (same text
+/// as [`format_key`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyText([u8; 26]);
+
+impl KeyText {
+    /// The key of `stamp` and `node_id`.
+    pub fn new(stamp: u64, node_id: u32) -> KeyText {
+        const HEX: &[u8; 16] = b"0123456789ABCDEF";
+        fn put(dst: &mut [u8], v: u64) {
+            let n = dst.len();
+            for (i, d) in dst.iter_mut().enumerate() {
+                *d = HEX[((v >> (4 * (n - 1 - i))) & 0xF) as usize];
+            }
+        }
+        let mut buf = [0u8; 26];
+        put(&mut buf[..12], stamp >> COUNTER_BITS);
+        put(&mut buf[12..20], u64::from(node_id));
+        put(&mut buf[20..], stamp & ((1 << COUNTER_BITS) - 1));
+        KeyText(buf)
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII hex digits are ever written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for KeyText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The logical ms of a key made by [`format_key`], if it is one.
 pub fn key_timestamp_ms(key: &str) -> Option<u64> {
     if key.len() != 26 {
@@ -125,6 +184,25 @@ mod tests {
     use super::*;
     use std::collections::HashSet;
     use std::sync::Arc;
+
+    #[test]
+    fn key_text_matches_format_key() {
+        for (stamp, node) in [(0, 0), (u64::MAX, u32::MAX), (0x1234_5678_9ABC_DEF0, 42)] {
+            assert_eq!(KeyText::new(stamp, node).as_str(), format_key(stamp, node));
+        }
+    }
+
+    #[test]
+    fn reserved_runs_do_not_overlap_single_stamps() {
+        let g = UniqueKeyGenerator::with_clock(7, || 1_000);
+        let a = g.next_stamp();
+        let run = g.next_stamps(1000);
+        assert!(run > a);
+        let b = g.next_stamp();
+        assert_eq!(b, run + 1000);
+        assert_eq!(g.next_stamps(0), b + 1);
+        assert_eq!(g.next_stamp(), b + 1);
+    }
 
     #[test]
     fn ordered_and_unique_on_a_stalled_clock() {

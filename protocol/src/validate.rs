@@ -86,31 +86,77 @@ pub fn validate_message<M: MessageView + ?Sized>(msg: &M, max_size: usize) -> Re
 /// A batch: non-empty, one topic, no delay, each message valid, and the
 /// total size within `max_size`.
 pub fn validate_batch<M: MessageView>(msgs: &[M], max_size: usize) -> Result<()> {
-    let Some(first) = msgs.first() else {
-        return Err(Error::InvalidMessage("empty batch"));
-    };
-    let mut total = 0usize;
+    let mut check = BatchCheck::new(max_size);
     for m in msgs {
-        if m.topic() != first.topic() {
-            return Err(Error::InvalidMessage(
-                "a batch holds messages of one topic only",
-            ));
+        check.add(m)?;
+    }
+    check.finish()
+}
+
+/// [`validate_batch`] one message at a time, for a caller that walks a
+/// batch once (e.g. while encoding it): [`BatchCheck::add`] each message,
+/// then [`BatchCheck::finish`].
+#[derive(Debug, Clone, Default)]
+pub struct BatchCheck {
+    max_size: usize,
+    first_topic: Option<String>,
+    total: usize,
+}
+
+impl BatchCheck {
+    /// A check of a batch whose messages may hold `max_size` bytes in all.
+    pub fn new(max_size: usize) -> BatchCheck {
+        BatchCheck {
+            max_size,
+            first_topic: None,
+            total: 0,
+        }
+    }
+
+    /// Checks the next message of the batch.
+    pub fn add<M: MessageView + ?Sized>(&mut self, m: &M) -> Result<()> {
+        match &self.first_topic {
+            // The first message's topic was validated: equal ones are too.
+            Some(first) if first != m.topic() => {
+                return Err(Error::InvalidMessage(
+                    "a batch holds messages of one topic only",
+                ));
+            }
+            Some(_) => {}
+            None => {
+                validate_topic(m.topic())?;
+                self.first_topic = Some(m.topic().to_owned());
+            }
         }
         if m.delay() != Delay::None {
             return Err(Error::InvalidMessage(
                 "a batch cannot carry delayed messages",
             ));
         }
-        validate_message(m, max_size)?;
-        total = total.saturating_add(m.size());
+        let size = m.size();
+        if size > self.max_size {
+            return Err(Error::MessageTooLarge {
+                size,
+                max: self.max_size,
+            });
+        }
+        self.total = self.total.saturating_add(size);
+        Ok(())
     }
-    if total > max_size {
-        return Err(Error::MessageTooLarge {
-            size: total,
-            max: max_size,
-        });
+
+    /// The verdict on the whole batch: not empty, total within the limit.
+    pub fn finish(self) -> Result<()> {
+        if self.first_topic.is_none() {
+            return Err(Error::InvalidMessage("empty batch"));
+        }
+        if self.total > self.max_size {
+            return Err(Error::MessageTooLarge {
+                size: self.total,
+                max: self.max_size,
+            });
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -45,9 +45,9 @@ use actormq_protocol::request::{
     SendBatchMessageRequest, SendBatchMessageResponse, SendMessageRef, SendMessageRequest,
     SendMessageResponse,
 };
-use actormq_protocol::unique_key::system_time_ms;
+use actormq_protocol::unique_key::{KeyText, system_time_ms};
 use actormq_protocol::{
-    Bytes, Message, MessageQueue, ResponseCode, UniqueKeyGenerator, batch, tag_hash,
+    Bytes, BytesMut, Message, MessageQueue, ResponseCode, UniqueKeyGenerator, batch, tag_hash,
     validate_batch, validate_message,
 };
 use serde::{Deserialize, Serialize};
@@ -534,17 +534,19 @@ impl Producer {
     /// Sends `msgs` (one topic, no delay) as one batch to one queue;
     /// retried like [`Producer::send`]. The result's `msg_id` holds the ids
     /// joined by `,` and `queue_offset` the first message's offset.
-    pub async fn send_batch(&self, mut msgs: Vec<Message>) -> Result<SendResult, ClientError> {
+    pub async fn send_batch(&self, msgs: Vec<Message>) -> Result<SendResult, ClientError> {
         self.check_open()?;
         let Some(first) = msgs.first() else {
             return Err(ClientError::Invalid("empty batch".into()));
         };
         let topic = first.topic.clone();
-        for m in &mut msgs {
-            stamp(m);
-        }
         validate_batch(&msgs, self.inner.config.max_message_size)?;
-        let body = batch::messages_to_bytes(&msgs);
+        // Unique keys are stamped into the encoding (one clock read for the
+        // batch); retries resend these same bytes, so the keys stay.
+        let mut body = BytesMut::new();
+        batch::encode_messages_keyed(&msgs, UniqueKeyGenerator::global(), &mut body);
+        drop(msgs);
+        let body = body.freeze();
         let total = body.len();
         if total > self.inner.config.max_message_size {
             return Err(ClientError::MessageTooLarge {
@@ -936,27 +938,11 @@ pub fn stamp(msg: &mut Message) {
         let generator = UniqueKeyGenerator::global();
         msg.properties.insert(
             PROPERTY_UNIQUE_KEY.to_owned(),
-            format_key(generator.next_stamp(), generator.node_id()),
+            KeyText::new(generator.next_stamp(), generator.node_id())
+                .as_str()
+                .to_owned(),
         );
     }
-}
-
-/// [`actormq_protocol::unique_key::format_key`] without `format!` (same
-/// 26 uppercase hex chars, tested): this runs for every message sent.
-fn format_key(stamp: u64, node_id: u32) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    const COUNTER_BITS: u32 = 20;
-    fn put(dst: &mut [u8], v: u64) {
-        let n = dst.len();
-        for (i, d) in dst.iter_mut().enumerate() {
-            *d = HEX[((v >> (4 * (n - 1 - i))) & 0xF) as usize];
-        }
-    }
-    let mut buf = [0u8; 26];
-    put(&mut buf[..12], stamp >> COUNTER_BITS);
-    put(&mut buf[12..20], u64::from(node_id));
-    put(&mut buf[20..], stamp & ((1 << COUNTER_BITS) - 1));
-    buf.iter().map(|&b| char::from(b)).collect()
 }
 
 /// The route used for a topic no name server knows: `queues` writable
@@ -1174,23 +1160,6 @@ mod tests {
                 rmp_serde::to_vec_named(self).unwrap()
             }
         }
-    }
-
-    #[test]
-    fn fast_key_format_matches_the_protocol() {
-        use actormq_protocol::unique_key::format_key as reference;
-        for (stamp, node) in [
-            (0, 0),
-            (u64::MAX, u32::MAX),
-            (0x1234_5678_9ABC_DEF0, 0xDEAD_BEEF),
-            (1 << 20, 1),
-            ((1 << 20) - 1, 7),
-        ] {
-            assert_eq!(format_key(stamp, node), reference(stamp, node));
-        }
-        let g = UniqueKeyGenerator::global();
-        let s = g.next_stamp();
-        assert_eq!(format_key(s, g.node_id()), reference(s, g.node_id()));
     }
 
     #[test]

@@ -223,7 +223,19 @@ impl ConsumeQueue {
 
     /// Writes the unit for `offset` (dispatcher only). Returns `false` if the
     /// queue already holds that offset (replay after recovery).
+    #[cfg(test)]
     pub(crate) fn put(&self, offset: u64, unit: Unit) -> Result<bool> {
+        self.put_hinted(offset, unit, &mut None)
+    }
+
+    /// As [`ConsumeQueue::put`], reusing the file of the previous put to
+    /// this queue (`hint`, updated) instead of looking it up each time.
+    pub(crate) fn put_hinted(
+        &self,
+        offset: u64,
+        unit: Unit,
+        hint: &mut Option<Arc<CqFile>>,
+    ) -> Result<bool> {
         let max = self.max_offset();
         if offset < max {
             return Ok(false);
@@ -243,8 +255,12 @@ impl ConsumeQueue {
                 f.mark_removed();
             }
             self.min.store(offset, Ordering::Release);
+            *hint = None;
         }
-        let f = match self.file_for(offset) {
+        let hinted = hint
+            .take()
+            .filter(|f| !f.is_removed() && offset >= f.start() && offset - f.start() < self.upf);
+        let f = match hinted.or_else(|| self.file_for(offset)) {
             Some(f) => f,
             None => self.create_file(offset - offset % self.upf)?,
         };
@@ -254,6 +270,7 @@ impl ConsumeQueue {
         unsafe { f.write_at(pos, &unit.encode()) };
         f.publish(pos + UNIT_SIZE);
         self.max.store(offset + 1, Ordering::Release);
+        *hint = Some(f);
         Ok(true)
     }
 

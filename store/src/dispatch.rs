@@ -58,11 +58,19 @@ impl Dispatcher {
         if properties.is_empty() {
             return Ok(());
         }
-        for (k, v) in crate::record::properties_iter(properties) {
-            let keys: &mut dyn Iterator<Item = &str> = match k {
-                crate::record::PROPERTY_KEYS => &mut v.split(' '),
-                crate::record::PROPERTY_UNIQ_KEY => &mut std::iter::once(v),
-                _ => continue,
+        // Only the two indexed values are checked for UTF-8.
+        for (k, v) in crate::record::properties_iter_bytes(properties) {
+            let is_keys = k == crate::record::PROPERTY_KEYS.as_bytes();
+            if !is_keys && k != crate::record::PROPERTY_UNIQ_KEY.as_bytes() {
+                continue;
+            }
+            let Ok(v) = std::str::from_utf8(v) else {
+                continue;
+            };
+            let keys: &mut dyn Iterator<Item = &str> = if is_keys {
+                &mut v.split(' ')
+            } else {
+                &mut std::iter::once(v)
             };
             for key in keys.filter(|k| !k.is_empty()) {
                 self.key_buf.clear();

@@ -370,35 +370,52 @@ where
 }
 
 /// As [`encode_properties`], appending to `out` (left as it was on error).
-pub fn encode_properties_into<'a, I>(pairs: I, out: &mut Vec<u8>) -> Result<()>
+/// Keys and values may be given as `&str` or as bytes (e.g. already
+/// validated UTF-8 borrowed from a request).
+pub fn encode_properties_into<I, K, V>(pairs: I, out: &mut Vec<u8>) -> Result<()>
 where
-    I: IntoIterator<Item = (&'a str, &'a str)>,
+    I: IntoIterator<Item = (K, V)>,
+    K: AsRef<[u8]>,
+    V: AsRef<[u8]>,
 {
     let start = out.len();
     for (k, v) in pairs {
-        if k.is_empty()
-            || k.bytes()
-                .chain(v.bytes())
-                .any(|b| b == PROP_KV_SEP || b == PROP_PAIR_SEP)
-        {
+        let (k, v) = (k.as_ref(), v.as_ref());
+        if k.is_empty() || has_separator(k) || has_separator(v) {
             out.truncate(start);
-            return Err(Error::InvalidArgument(format!("bad property {k:?}")));
+            return Err(Error::InvalidArgument(format!(
+                "bad property {:?}",
+                String::from_utf8_lossy(k)
+            )));
         }
-        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(k);
         out.push(PROP_KV_SEP);
-        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(v);
         out.push(PROP_PAIR_SEP);
     }
     Ok(())
 }
 
+/// Whether `s` holds a property separator byte. No early exit, so the
+/// loop vectorizes (keys and values are short).
+fn has_separator(s: &[u8]) -> bool {
+    const _: () = assert!(PROP_KV_SEP == 1 && PROP_PAIR_SEP == 2);
+    s.iter()
+        .fold(false, |seen, &b| seen | (b.wrapping_sub(1) < 2))
+}
+
 /// Iterates encoded properties; malformed or non-UTF-8 pairs are skipped.
 pub fn properties_iter(bytes: &[u8]) -> impl Iterator<Item = (&str, &str)> {
+    properties_iter_bytes(bytes)
+        .filter_map(|(k, v)| Some((std::str::from_utf8(k).ok()?, std::str::from_utf8(v).ok()?)))
+}
+
+/// Iterates encoded properties as raw bytes (no UTF-8 check); pairs
+/// without a key/value separator are skipped.
+pub fn properties_iter_bytes(bytes: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     bytes.split(|b| *b == PROP_PAIR_SEP).filter_map(|pair| {
         let i = pair.iter().position(|b| *b == PROP_KV_SEP)?;
-        let k = std::str::from_utf8(&pair[..i]).ok()?;
-        let v = std::str::from_utf8(&pair[i + 1..]).ok()?;
-        Some((k, v))
+        Some((&pair[..i], &pair[i + 1..]))
     })
 }
 

@@ -919,7 +919,9 @@ impl Inner {
         let log = &self.log;
         let end = log.max_offset();
         let mut n = 0;
+        // The queue of the previous record, and the file it was put in.
         let mut last: Option<(Arc<ConsumeQueue>, u32)> = None;
+        let mut last_file = None;
         let mut last_topic = String::new();
         'segments: while n < max && d.reput < end {
             // One segment lookup per segment, not per record.
@@ -942,29 +944,39 @@ impl Inner {
                 };
                 match record::scan(buf, false) {
                     Scan::Message(h) => {
-                        let topic = std::str::from_utf8(&buf[h.topic_range()]).map_err(|_| {
-                            Error::corruption(
-                                seg.path().unwrap_or(&log.dir),
-                                pos as u64,
-                                "topic not UTF-8",
-                            )
-                        })?;
+                        let raw_topic = &buf[h.topic_range()];
+                        // Runs of one topic: checked as UTF-8 once.
+                        let topic = if raw_topic == last_topic.as_bytes() {
+                            // SAFETY: the bytes equal those of `last_topic`,
+                            // a `String`, so they are valid UTF-8.
+                            unsafe { std::str::from_utf8_unchecked(raw_topic) }
+                        } else {
+                            std::str::from_utf8(raw_topic).map_err(|_| {
+                                Error::corruption(
+                                    seg.path().unwrap_or(&log.dir),
+                                    pos as u64,
+                                    "topic not UTF-8",
+                                )
+                            })?
+                        };
                         let q = match &last {
                             Some((q, qid)) if *qid == h.queue_id && last_topic == topic => q,
                             _ => {
                                 let q = self.queue_or_create(topic, h.queue_id);
                                 last_topic.clear();
                                 last_topic.push_str(topic);
+                                last_file = None;
                                 &last.insert((q, h.queue_id)).0
                             }
                         };
-                        q.put(
+                        q.put_hinted(
                             h.queue_offset,
                             Unit {
                                 commit_log_offset: d.reput,
                                 size: h.total_size,
                                 tag_hash: h.tag_hash,
                             },
+                            &mut last_file,
                         )?;
                         let off = d.reput;
                         d.index_record(

@@ -51,11 +51,10 @@ use std::time::{Duration, Instant};
 
 use actix::dev::{MessageResponse, OneshotSender};
 use actix::prelude::*;
-use actormq_protocol::batch::MessageRef;
 use actormq_protocol::request::{
     SendBatchMessageRequest, SendBatchMessageResponse, SendMessageRequest, SendMessageResponse,
 };
-use actormq_protocol::{MessageId, ResponseCode, validate_batch, validate_message};
+use actormq_protocol::{BatchCheck, MessageId, ResponseCode, validate_message};
 use actormq_store::{AppendMessage, Appended, FlushMode, FlushOutcome};
 use bytes::Bytes;
 use slog::{Logger, error, o, warn};
@@ -510,7 +509,9 @@ impl CommitLogActor {
             msg.tags.as_deref(),
             msg.keys.as_deref(),
             msg.delay,
-            msg.properties.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            msg.properties
+                .iter()
+                .map(|(k, v)| (k.as_bytes(), v.as_bytes())),
             &mut props,
         )?;
         let part = self.part(
@@ -539,22 +540,30 @@ impl CommitLogActor {
         responder: Responder,
     ) -> Result<Pending, ServiceError> {
         actormq_protocol::validate_topic(&call.req.topic)?;
-        // Borrowed view of the batch: no owned message per entry.
-        let msgs = actormq_protocol::batch::iter_messages(&call.body)
-            .collect::<Result<Vec<MessageRef<'_>>, _>>()?;
-        validate_batch(&msgs, self.config.max_message_size)?;
-        if msgs[0].topic != call.req.topic {
-            return Err(ServiceError::new(
-                ResponseCode::MessageIllegal,
-                "batch messages must be of the request's topic",
-            ));
-        }
+        // One pass over a borrowed view of the batch: checked, properties
+        // encoded and parts noted per entry, no owned message or list of
+        // entries.
+        let mut check = BatchCheck::new(self.config.max_message_size);
         let base = call.body.as_ptr() as usize;
-        let mut props = Vec::with_capacity(msgs.len() * 16);
-        let mut parts = Vec::with_capacity(msgs.len());
-        for m in &msgs {
+        let mut props = Vec::with_capacity(call.body.len() / 4);
+        let mut parts = Vec::new();
+        for m in actormq_protocol::batch::iter_messages(&call.body) {
+            let m = m?;
+            check.add(&m)?;
+            if m.topic != call.req.topic {
+                return Err(ServiceError::new(
+                    ResponseCode::MessageIllegal,
+                    "batch messages must be of the request's topic",
+                ));
+            }
             let start = props.len();
-            encode_property_parts_into(m.tags, m.keys, m.delay, m.properties.iter(), &mut props)?;
+            encode_property_parts_into(
+                m.tags,
+                m.keys,
+                m.delay,
+                m.properties.iter_bytes(),
+                &mut props,
+            )?;
             // The body is a slice of `call.body`: keep its position only.
             let at = m.body.as_ptr() as usize - base;
             parts.push(self.part(
@@ -565,7 +574,7 @@ impl CommitLogActor {
                 m.flags,
             )?);
         }
-        drop(msgs);
+        check.finish()?;
         Ok(Pending {
             topic: call.req.topic,
             queue_id: call.req.queue_id,

@@ -46,7 +46,9 @@ pub fn encode_properties(msg: &Message) -> Result<Vec<u8>, ServiceError> {
         msg.tags.as_deref(),
         msg.keys.as_deref(),
         msg.delay,
-        msg.properties.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        msg.properties
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes())),
     )
 }
 
@@ -57,7 +59,7 @@ pub fn encode_property_parts<'a>(
     tags: Option<&'a str>,
     keys: Option<&'a str>,
     delay: Delay,
-    user: impl Iterator<Item = (&'a str, &'a str)>,
+    user: impl Iterator<Item = (&'a [u8], &'a [u8])>,
 ) -> Result<Vec<u8>, ServiceError> {
     let mut out = Vec::new();
     encode_property_parts_into(tags, keys, delay, user, &mut out)?;
@@ -70,7 +72,7 @@ pub fn encode_property_parts_into<'a>(
     tags: Option<&'a str>,
     keys: Option<&'a str>,
     delay: Delay,
-    user: impl Iterator<Item = (&'a str, &'a str)>,
+    user: impl Iterator<Item = (&'a [u8], &'a [u8])>,
     out: &mut Vec<u8>,
 ) -> Result<(), ServiceError> {
     let delay_value = match delay {
@@ -78,15 +80,17 @@ pub fn encode_property_parts_into<'a>(
         Delay::Level(l) => Some((PROPERTY_DELAY, l.to_string())),
         Delay::DeliverAtMs(t) => Some((PROPERTY_DELIVER_AT_MS, t.to_string())),
     };
-    let typed: [Option<(&str, &str)>; 3] = [
-        tags.map(|t| (PROPERTY_TAGS, t)),
-        keys.map(|k| (PROPERTY_KEYS, k)),
-        delay_value.as_ref().map(|(k, v)| (*k, v.as_str())),
+    let typed: [Option<(&[u8], &[u8])>; 3] = [
+        tags.map(|t| (PROPERTY_TAGS.as_bytes(), t.as_bytes())),
+        keys.map(|k| (PROPERTY_KEYS.as_bytes(), k.as_bytes())),
+        delay_value
+            .as_ref()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes())),
     ];
     // Shorten the user pairs' lifetime to the local one of `typed`.
     let user = user
-        .filter(|(k, _)| !RESERVED.contains(k))
-        .map(|(k, v)| -> (&str, &str) { (k, v) });
+        .filter(|(k, _)| !RESERVED.iter().any(|r| r.as_bytes() == *k))
+        .map(|(k, v)| -> (&[u8], &[u8]) { (k, v) });
     actormq_store::encode_properties_into(typed.into_iter().flatten().chain(user), out)
         .map_err(|e| ServiceError::new(ResponseCode::MessageIllegal, e.to_string()))
 }
