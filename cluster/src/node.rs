@@ -105,6 +105,7 @@ pub struct Node {
     stored: Option<Addr<StoredFanout>>,
     store: Option<BrokerStore>,
     writer_arbiter: Option<Arbiter>,
+    dispatcher_arbiter: Option<Arbiter>,
     logger: Logger,
 }
 
@@ -140,6 +141,7 @@ impl Node {
             stored: None,
             store: None,
             writer_arbiter: None,
+            dispatcher_arbiter: None,
             logger,
         };
         let role = config.node.role;
@@ -368,15 +370,20 @@ impl Node {
             "report" => ?report);
 
         let (s, log) = (store.clone(), self.logger.clone());
-        let dispatcher = self
-            .spawn(ChildSpec::new("dispatcher", move || {
-                Ok(Dispatcher::new(
-                    s.clone(),
-                    DispatcherConfig::default(),
-                    &log,
-                ))
-            }))
-            .await?;
+        let dispatcher_arbiter = b.dispatcher_thread.then(Arbiter::new);
+        let spec = ChildSpec::new("dispatcher", move || {
+            Ok(Dispatcher::new(
+                s.clone(),
+                DispatcherConfig::default(),
+                &log,
+            ))
+        });
+        let spec = match &dispatcher_arbiter {
+            Some(a) => spec.on_arbiter(a.handle()),
+            None => spec,
+        };
+        let dispatcher = self.spawn(spec).await?;
+        self.dispatcher_arbiter = dispatcher_arbiter;
         let (s, v, log) = (store.clone(), view.clone(), self.logger.clone());
         let long_polling_max = Duration::from_millis(b.long_polling_max_ms);
         let offsets_relay = CallRelay::new(offsets.clone()).start();
@@ -430,12 +437,18 @@ impl Node {
         .await?;
 
         let writer_arbiter = b.writer_thread.then(Arbiter::new);
+        let dispatcher_thread = b.dispatcher_thread;
         let (s, v, log) = (store.clone(), view.clone(), self.logger.clone());
         let resolver = CallRelay::new(topics.clone()).start();
         let appended = Relay::new(dispatcher.clone()).start();
         let spec = ChildSpec::new("commit-log", move || {
             let cfg = CommitLogConfig {
                 store_host,
+                nudge_interval: if dispatcher_thread {
+                    Duration::from_millis(1)
+                } else {
+                    Duration::ZERO
+                },
                 ..CommitLogConfig::default()
             };
             Ok(CommitLogActor::new(
@@ -539,7 +552,10 @@ impl Node {
                 ),
             }
         }
-        if let Some(arbiter) = self.writer_arbiter {
+        for arbiter in [self.writer_arbiter, self.dispatcher_arbiter]
+            .into_iter()
+            .flatten()
+        {
             arbiter.stop();
         }
         info!(self.logger, "stopped");

@@ -26,8 +26,11 @@
 //!   answers the whole batch once the flush thread has the bytes on disk,
 //!   or with `FLUSH_DISK_TIMEOUT` (message stored) after the store's sync
 //!   flush timeout (5 s). The actor itself never fsyncs;
-//! - after each append it nudges the [`super::Dispatcher`]
-//!   ([`LogAppended`]) so consume queues follow at once.
+//! - after an append it nudges the [`super::Dispatcher`]
+//!   ([`LogAppended`]) so consume queues follow at once; with a
+//!   `nudge_interval` (a dispatcher on its own thread), at once after a
+//!   quiet spell and at most once per interval while busy
+//!   ([`NudgeThrottle`]).
 //!
 //! The append is a memcpy into the mapped segment (pre-faulted ahead by
 //! the store). A node runs this actor on the sessions' arbiter by default
@@ -86,6 +89,13 @@ pub struct CommitLogConfig {
     /// senders). Deep enough that a drain takes everything the sessions
     /// have in flight; flow control bounds the wait. Default: 8192.
     pub mailbox_capacity: usize,
+    /// Least time between two dispatcher nudges ([`NudgeThrottle`]): an
+    /// append after a quiet spell nudges at once, a busy log at most once
+    /// per interval (RocketMQ's reput service polls every 1 ms). Default:
+    /// zero (a nudge after every append), right for a dispatcher on the
+    /// writer's thread; a node with `broker.dispatcher_thread` uses 1 ms,
+    /// so many small appends do not cost a thread wake-up each.
+    pub nudge_interval: Duration,
 }
 
 impl Default for CommitLogConfig {
@@ -97,7 +107,54 @@ impl Default for CommitLogConfig {
             max_batch_messages: 4096,
             max_batch_bytes: 16 << 20,
             mailbox_capacity: 8192,
+            nudge_interval: Duration::ZERO,
         }
+    }
+}
+
+/// What to do about the dispatcher after an append ([`NudgeThrottle`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nudge {
+    /// Nudge now.
+    Now,
+    /// Nudge at this instant (then call [`NudgeThrottle::fired`]).
+    At(Instant),
+    /// A nudge is already due: nothing to do.
+    Pending,
+}
+
+/// Spaces the writer's [`LogAppended`] nudges: on a thread of its own, each
+/// nudge wakes the dispatcher, and a wake-up per append costs more than
+/// the dispatch itself under many small appends. Plain data.
+#[derive(Debug, Default, Clone)]
+pub struct NudgeThrottle {
+    last: Option<Instant>,
+    deferred: bool,
+}
+
+impl NudgeThrottle {
+    /// An append happened at `now`: nudge at once when the last nudge is
+    /// at least `interval` old, else once at `last + interval`.
+    pub fn on_append(&mut self, now: Instant, interval: Duration) -> Nudge {
+        if self.deferred {
+            return Nudge::Pending;
+        }
+        match self.last {
+            Some(last) if now < last + interval => {
+                self.deferred = true;
+                Nudge::At(last + interval)
+            }
+            _ => {
+                self.last = Some(now);
+                Nudge::Now
+            }
+        }
+    }
+
+    /// The deferred nudge went out at `now`.
+    pub fn fired(&mut self, now: Instant) {
+        self.deferred = false;
+        self.last = Some(now);
     }
 }
 
@@ -423,6 +480,7 @@ pub struct CommitLogActor {
     max_record: usize,
     buffer: SendBuffer<Pending>,
     drain_scheduled: bool,
+    nudges: NudgeThrottle,
     appended: Vec<Appended>,
     stats: CommitLogStats,
     flush_timeouts: Arc<AtomicU64>,
@@ -451,6 +509,7 @@ impl CommitLogActor {
             max_record,
             buffer: SendBuffer::default(),
             drain_scheduled: false,
+            nudges: NudgeThrottle::default(),
             appended: Vec::new(),
             stats: CommitLogStats::default(),
             flush_timeouts: Arc::new(AtomicU64::new(0)),
@@ -633,7 +692,7 @@ impl CommitLogActor {
             // of the pass, so a mailbox that never runs dry cannot starve
             // the drain (bounded latency and memory). Only requests whose
             // handlers returned are drained (their reply slots are filled).
-            self.drain();
+            self.drain(ctx);
         }
         self.buffer.push(arrival, msgs, bytes, p);
         if !self.drain_scheduled {
@@ -643,7 +702,7 @@ impl CommitLogActor {
         }
     }
 
-    fn drain(&mut self) {
+    fn drain(&mut self, ctx: &mut Context<Self>) {
         for p in self
             .buffer
             .take_expired(Instant::now(), self.config.max_wait)
@@ -661,10 +720,24 @@ impl CommitLogActor {
                 .take_batch(self.config.max_batch_messages, self.config.max_batch_bytes);
             appended_any |= self.append(batch);
         }
-        if appended_any {
-            if let Some(d) = &self.dispatcher {
-                d.do_send(LogAppended);
+        if appended_any && self.dispatcher.is_some() {
+            let now = Instant::now();
+            match self.nudges.on_append(now, self.config.nudge_interval) {
+                Nudge::Now => self.nudge(),
+                Nudge::At(at) => {
+                    ctx.run_later(at.saturating_duration_since(now), |act, _| {
+                        act.nudges.fired(Instant::now());
+                        act.nudge();
+                    });
+                }
+                Nudge::Pending => {}
             }
+        }
+    }
+
+    fn nudge(&self) {
+        if let Some(d) = &self.dispatcher {
+            d.do_send(LogAppended);
         }
     }
 
@@ -793,9 +866,9 @@ impl Handler<Call<SendBatchMessageRequest>> for CommitLogActor {
 
 impl Handler<Drain> for CommitLogActor {
     type Result = ();
-    fn handle(&mut self, _: Drain, _: &mut Context<Self>) {
+    fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) {
         self.drain_scheduled = false;
-        self.drain();
+        self.drain(ctx);
     }
 }
 
@@ -811,6 +884,32 @@ impl Handler<GetCommitLogStats> for CommitLogActor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nudges_at_once_after_quiet_then_at_most_once_per_interval() {
+        let i = Duration::from_millis(1);
+        let t = Instant::now();
+        let mut n = NudgeThrottle::default();
+        assert_eq!(n.on_append(t, i), Nudge::Now);
+        let soon = t + Duration::from_micros(100);
+        assert_eq!(n.on_append(soon, i), Nudge::At(t + i));
+        assert_eq!(n.on_append(soon, i), Nudge::Pending);
+        assert_eq!(n.on_append(t + i * 5, i), Nudge::Pending);
+        n.fired(t + i);
+        // Right after the deferred nudge: deferred again.
+        assert_eq!(
+            n.on_append(t + i + Duration::from_micros(10), i),
+            Nudge::At(t + i * 2)
+        );
+        n.fired(t + i * 2);
+        // A quiet spell: at once.
+        assert_eq!(n.on_append(t + i * 10, i), Nudge::Now);
+        // No interval: every append nudges.
+        let mut n = NudgeThrottle::default();
+        for _ in 0..3 {
+            assert_eq!(n.on_append(t, Duration::ZERO), Nudge::Now);
+        }
+    }
 
     #[test]
     fn buffer_reports_first_push_and_cuts_batches() {

@@ -20,7 +20,7 @@ pub mod stored_codec;
 pub mod topic_manager;
 
 pub use broker_store::BrokerStore;
-pub use commit_log::{CommitLogActor, CommitLogConfig};
+pub use commit_log::{CommitLogActor, CommitLogConfig, Nudge, NudgeThrottle};
 pub use data_path::{DataPath, DataPathConfig, DataPathLinks};
 pub use dispatcher::{Dispatcher, DispatcherConfig, MessagesStored, SubscribeStored};
 pub use flush_service::{FlushService, FlushServiceConfig};
