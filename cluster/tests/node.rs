@@ -11,13 +11,16 @@ use bytes::Bytes;
 
 #[actix_rt::test]
 async fn ephemeral_broker_port_is_stamped_into_ids_and_routes() {
-    // The writer on the sessions' arbiter (default) and on its own.
-    for writer_thread in ["false", "true"] {
-        stamps_the_bound_port(writer_thread).await;
+    // The writer on the sessions' arbiter (default) and on its own; the
+    // dispatcher on the writer's thread (default) and on its own.
+    for (writer_thread, dispatcher_thread) in
+        [("false", "false"), ("true", "false"), ("false", "true")]
+    {
+        stamps_the_bound_port(writer_thread, dispatcher_thread).await;
     }
 }
 
-async fn stamps_the_bound_port(writer_thread: &str) {
+async fn stamps_the_bound_port(writer_thread: &str, dispatcher_thread: &str) {
     let dir = tempfile::tempdir().unwrap();
     let flags = Overrides {
         data_dir: Some(dir.path().to_path_buf()),
@@ -28,9 +31,14 @@ async fn stamps_the_bound_port(writer_thread: &str) {
     let env = [
         ("ACTORMQ_BROKER__COMMIT_LOG_SEGMENT_SIZE", "8388608"),
         ("ACTORMQ_BROKER__WRITER_THREAD", writer_thread),
+        ("ACTORMQ_BROKER__DISPATCHER_THREAD", dispatcher_thread),
     ];
     let config = NodeConfig::load(None, env, flags).unwrap();
     assert_eq!(config.broker.writer_thread.to_string(), writer_thread);
+    assert_eq!(
+        config.broker.dispatcher_thread.to_string(),
+        dispatcher_thread
+    );
     let log = slog::Logger::root(slog::Discard, slog::o!());
     let node = Node::start(&config, &log).await.unwrap();
     let broker = node.broker_addr.unwrap();
