@@ -81,19 +81,7 @@ impl UniqueKeyGenerator {
     /// The next stamp (`logical ms << 20 | counter`), strictly greater than
     /// every earlier one of this generator.
     pub fn next_stamp(&self) -> u64 {
-        // Keep the ms within 44 bits so the shift cannot overflow.
-        let now = ((self.clock)() & ((1 << 44) - 1)) << COUNTER_BITS;
-        let mut last = self.last.load(Ordering::Relaxed);
-        loop {
-            let next = now.max(last.wrapping_add(1));
-            match self
-                .last
-                .compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed)
-            {
-                Ok(_) => return next,
-                Err(seen) => last = seen,
-            }
-        }
+        self.next_stamps(1)
     }
 
     /// Reserves `n` consecutive stamps (one clock read, one
@@ -128,12 +116,7 @@ impl UniqueKeyGenerator {
 
 /// Formats a stamp and node id as a key (see the module docs).
 pub fn format_key(stamp: u64, node_id: u32) -> String {
-    format!(
-        "{:012X}{:08X}{:06X}",
-        stamp >> COUNTER_BITS,
-        node_id,
-        stamp & ((1 << COUNTER_BITS) - 1)
-    )
+    KeyText::new(stamp, node_id).as_str().to_owned()
 }
 
 /// A key as its 26 ASCII bytes, formatted without allocating (same text
@@ -188,7 +171,14 @@ mod tests {
     #[test]
     fn key_text_matches_format_key() {
         for (stamp, node) in [(0, 0), (u64::MAX, u32::MAX), (0x1234_5678_9ABC_DEF0, 42)] {
-            assert_eq!(KeyText::new(stamp, node).as_str(), format_key(stamp, node));
+            let reference = format!(
+                "{:012X}{:08X}{:06X}",
+                stamp >> COUNTER_BITS,
+                node,
+                stamp & ((1 << COUNTER_BITS) - 1)
+            );
+            assert_eq!(KeyText::new(stamp, node).as_str(), reference);
+            assert_eq!(format_key(stamp, node), reference);
         }
     }
 

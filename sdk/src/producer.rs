@@ -45,7 +45,7 @@ use actormq_protocol::request::{
     SendBatchMessageRequest, SendBatchMessageResponse, SendMessageRef, SendMessageRequest,
     SendMessageResponse,
 };
-use actormq_protocol::unique_key::{KeyText, system_time_ms};
+use actormq_protocol::unique_key::system_time_ms;
 use actormq_protocol::{
     Bytes, BytesMut, Message, MessageQueue, ResponseCode, UniqueKeyGenerator, batch, tag_hash,
     validate_batch, validate_message,
@@ -935,12 +935,9 @@ struct SendBatchRef<'a> {
 /// Stamps the unique key on `msg` unless it has one.
 pub fn stamp(msg: &mut Message) {
     if msg.unique_key().is_none() {
-        let generator = UniqueKeyGenerator::global();
         msg.properties.insert(
             PROPERTY_UNIQUE_KEY.to_owned(),
-            KeyText::new(generator.next_stamp(), generator.node_id())
-                .as_str()
-                .to_owned(),
+            UniqueKeyGenerator::global().next_key(),
         );
     }
 }
