@@ -9,7 +9,11 @@
 
 use std::hint::black_box;
 
-use actormq_protocol::batch::{decode_messages, encode_messages, iter_messages, messages_to_bytes};
+use actormq_protocol::UniqueKeyGenerator;
+use actormq_protocol::batch::{
+    decode_messages, encode_messages, encode_messages_keyed, iter_messages, iter_raw,
+    messages_to_bytes,
+};
 use actormq_protocol::request::SendMessageRequest;
 use actormq_protocol::{Frame, FrameCodec, Message};
 use bytes::{Bytes, BytesMut};
@@ -65,6 +69,29 @@ fn batch(c: &mut Criterion) {
     c.bench_function("batch32_iter_refs", |b| {
         b.iter(|| {
             for m in iter_messages(black_box(&bytes)) {
+                black_box(m.unwrap());
+            }
+        })
+    });
+    // What `actormq bench produce --batch 1000` sends: topic and a 128-byte
+    // body, the unique key stamped while encoding; and how the broker reads it.
+    let thousand: Vec<Message> = (0..1000)
+        .map(|i| Message::new("bench_topic", Bytes::from(vec![i as u8; 128])))
+        .collect();
+    let keys = UniqueKeyGenerator::new(7);
+    c.bench_function("batch1000_encode_keyed", |b| {
+        b.iter(|| {
+            let mut dst = BytesMut::new();
+            encode_messages_keyed(black_box(&thousand), &keys, &mut dst);
+            black_box(dst)
+        })
+    });
+    let mut keyed = BytesMut::new();
+    encode_messages_keyed(&thousand, &keys, &mut keyed);
+    let keyed = keyed.freeze();
+    c.bench_function("batch1000_iter_raw", |b| {
+        b.iter(|| {
+            for m in iter_raw(black_box(&keyed)) {
                 black_box(m.unwrap());
             }
         })

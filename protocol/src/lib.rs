@@ -91,7 +91,7 @@ pub use error::{Error, Result};
 pub use frame::{Frame, to_frame};
 pub use header::{Flags, Header, PROTOCOL_VERSION, Version};
 pub use message::{Delay, Message, MessageQueue, StoredMessage};
-pub use message_id::MessageId;
+pub use message_id::{MessageId, MessageIdEncoder};
 pub use request::Request;
 pub use tag_hash::tag_hash;
 pub use unique_key::UniqueKeyGenerator;

@@ -27,19 +27,20 @@ pub struct MessageId {
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
-impl MessageId {
-    /// The id as uppercase hex (32 chars for IPv4, 56 for IPv6).
-    pub fn encode(&self) -> String {
-        let mut s = String::with_capacity(56);
-        self.encode_into(&mut s);
-        s
-    }
+/// Writes the ids of messages stored by one host (a batch reply holds
+/// hundreds): the host part is hex-encoded once, each id then costs the
+/// 16 hex digits of its offset.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageIdEncoder {
+    prefix: [u8; 40],
+    prefix_len: usize,
+}
 
-    /// Appends the id as uppercase hex to `out` (no allocation when `out`
-    /// has room: a batch reply encodes all its ids into one string).
-    pub fn encode_into(&self, out: &mut String) {
-        let mut raw = [0u8; 28];
-        let n = match self.store_host.ip() {
+impl MessageIdEncoder {
+    /// An encoder for ids of `store_host`.
+    pub fn new(store_host: SocketAddr) -> MessageIdEncoder {
+        let mut raw = [0u8; 20];
+        let n = match store_host.ip() {
             IpAddr::V4(ip) => {
                 raw[..4].copy_from_slice(&ip.octets());
                 4
@@ -49,15 +50,52 @@ impl MessageId {
                 16
             }
         };
-        raw[n..n + 4].copy_from_slice(&u32::from(self.store_host.port()).to_be_bytes());
-        raw[n + 4..n + 12].copy_from_slice(&self.commit_log_offset.to_be_bytes());
-        let mut hex = [0u8; 56];
-        for (pair, b) in hex.chunks_exact_mut(2).zip(&raw[..n + 12]) {
-            pair[0] = HEX[usize::from(b >> 4)];
-            pair[1] = HEX[usize::from(b & 0xF)];
+        raw[n..n + 4].copy_from_slice(&u32::from(store_host.port()).to_be_bytes());
+        let mut prefix = [0u8; 40];
+        hex_into(&raw[..n + 4], &mut prefix);
+        MessageIdEncoder {
+            prefix,
+            prefix_len: (n + 4) * 2,
         }
+    }
+
+    /// Appends the id of the message at `commit_log_offset` to `out`, as
+    /// uppercase hex (ASCII only).
+    #[inline]
+    pub fn push(&self, commit_log_offset: u64, out: &mut Vec<u8>) {
+        let mut off = [0u8; 16];
+        hex_into(&commit_log_offset.to_be_bytes(), &mut off);
+        out.extend_from_slice(&self.prefix[..self.prefix_len]);
+        out.extend_from_slice(&off);
+    }
+}
+
+/// Two uppercase hex digits per byte of `raw` into `hex`.
+#[inline]
+fn hex_into(raw: &[u8], hex: &mut [u8]) {
+    for (pair, b) in hex.chunks_exact_mut(2).zip(raw) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xF)];
+    }
+}
+
+impl MessageId {
+    /// The id as uppercase hex (32 chars for IPv4, 56 for IPv6).
+    pub fn encode(&self) -> String {
+        let mut s = String::with_capacity(56);
+        self.encode_into(&mut s);
+        s
+    }
+
+    /// Appends the id as uppercase hex to `out`.
+    pub fn encode_into(&self, out: &mut String) {
+        let e = MessageIdEncoder::new(self.store_host);
+        let n = e.prefix_len;
+        let mut hex = [0u8; 56];
+        hex[..n].copy_from_slice(&e.prefix[..n]);
+        hex_into(&self.commit_log_offset.to_be_bytes(), &mut hex[n..n + 16]);
         // Only ASCII hex digits were written.
-        out.push_str(std::str::from_utf8(&hex[..(n + 12) * 2]).unwrap_or_default());
+        out.push_str(std::str::from_utf8(&hex[..n + 16]).unwrap_or_default());
     }
 
     /// Parses an id; accepts upper- or lowercase hex.
@@ -125,6 +163,37 @@ impl FromStr for MessageId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoder_writes_the_documented_layout() {
+        // Reference: the layout spelled with `format!`.
+        let reference = |host: SocketAddr, off: u64| {
+            let ip = match host.ip() {
+                IpAddr::V4(ip) => format!("{:08X}", u32::from(ip)),
+                IpAddr::V6(ip) => format!("{:032X}", u128::from(ip)),
+            };
+            format!("{ip}{:08X}{off:016X}", u32::from(host.port()))
+        };
+        for host in ["10.0.0.1:10911", "[2001:db8::7]:65535", "127.0.0.1:0"] {
+            let host: SocketAddr = host.parse().unwrap();
+            let e = MessageIdEncoder::new(host);
+            let mut out = Vec::new();
+            let mut want = String::new();
+            for off in [0, 1, 0xDEAD_BEEF, u64::MAX] {
+                e.push(off, &mut out);
+                out.push(b',');
+                let id = MessageId {
+                    store_host: host,
+                    commit_log_offset: off,
+                };
+                assert_eq!(id.encode(), reference(host, off));
+                assert_eq!(MessageId::decode(&id.encode()).unwrap(), id);
+                want.push_str(&reference(host, off));
+                want.push(',');
+            }
+            assert_eq!(String::from_utf8(out).unwrap(), want);
+        }
+    }
 
     #[test]
     fn ipv4_layout() {

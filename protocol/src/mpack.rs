@@ -47,6 +47,11 @@ pub(crate) fn put_map_len(dst: &mut impl Sink, n: usize) {
 /// below that.
 #[inline(always)]
 pub(crate) fn put_str(dst: &mut impl Sink, s: &str) {
+    put_str_bytes(dst, s.as_bytes());
+}
+
+/// [`put_str`] for bytes the caller knows to be UTF-8.
+pub(crate) fn put_str_bytes(dst: &mut impl Sink, s: &[u8]) {
     let n = s.len();
     if n < 32 {
         dst.write_u8(0xa0 | n as u8);
@@ -59,7 +64,7 @@ pub(crate) fn put_str(dst: &mut impl Sink, s: &str) {
         dst.write_u8(0xdb);
         dst.write_bytes(&(n as u32).to_be_bytes());
     }
-    dst.write_bytes(s.as_bytes());
+    dst.write_bytes(s);
 }
 
 #[inline(always)]

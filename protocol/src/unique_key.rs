@@ -141,6 +141,11 @@ impl KeyText {
         KeyText(buf)
     }
 
+    /// The key's text as bytes (ASCII hex digits).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     /// The key as text.
     pub fn as_str(&self) -> &str {
         // Only ASCII hex digits are ever written.
@@ -178,6 +183,7 @@ mod tests {
                 stamp & ((1 << COUNTER_BITS) - 1)
             );
             assert_eq!(KeyText::new(stamp, node).as_str(), reference);
+            assert_eq!(KeyText::new(stamp, node).as_bytes(), reference.as_bytes());
             assert_eq!(format_key(stamp, node), reference);
         }
     }

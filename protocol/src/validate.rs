@@ -115,25 +115,30 @@ impl BatchCheck {
 
     /// Checks the next message of the batch.
     pub fn add<M: MessageView + ?Sized>(&mut self, m: &M) -> Result<()> {
+        self.add_parts(m.topic(), m.delay(), m.size())
+    }
+
+    /// [`BatchCheck::add`] for a message known by its topic, delay and
+    /// size ([`MessageView::size`]).
+    pub fn add_parts(&mut self, topic: &str, delay: Delay, size: usize) -> Result<()> {
         match &self.first_topic {
             // The first message's topic was validated: equal ones are too.
-            Some(first) if first != m.topic() => {
+            Some(first) if first != topic => {
                 return Err(Error::InvalidMessage(
                     "a batch holds messages of one topic only",
                 ));
             }
             Some(_) => {}
             None => {
-                validate_topic(m.topic())?;
-                self.first_topic = Some(m.topic().to_owned());
+                validate_topic(topic)?;
+                self.first_topic = Some(topic.to_owned());
             }
         }
-        if m.delay() != Delay::None {
+        if delay != Delay::None {
             return Err(Error::InvalidMessage(
                 "a batch cannot carry delayed messages",
             ));
         }
-        let size = m.size();
         if size > self.max_size {
             return Err(Error::MessageTooLarge {
                 size,

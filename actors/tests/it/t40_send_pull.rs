@@ -445,6 +445,34 @@ async fn illegal_messages_are_refused() {
             .code,
         ResponseCode::InvalidParameter
     );
+    // A batch entry whose property value, or topic, is not UTF-8: the
+    // whole batch is refused.
+    let mut good = message("t", 1);
+    good.properties.insert("p".into(), "v~~~".into());
+    let cases: [(&[u8], &[u8], ResponseCode); 2] = [
+        (b"v~~~", b"v\xff~~", ResponseCode::InvalidParameter),
+        (b"\xa1t", b"\xa1\xff", ResponseCode::MessageIllegal),
+    ];
+    for (from, to, code) in cases {
+        let mut raw =
+            actormq_protocol::batch::messages_to_bytes(&[message("t", 0), good.clone()]).to_vec();
+        let at = raw
+            .windows(from.len())
+            .rposition(|w| w == from)
+            .expect("marker in the encoding");
+        raw[at..at + to.len()].copy_from_slice(to);
+        let req = SendBatchMessageRequest {
+            topic: "t".into(),
+            ..SendBatchMessageRequest::default()
+        };
+        let e = node
+            .writer
+            .send(Call::with_body(req, Bytes::from(raw)))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(e.code, code, "{e:?}");
+    }
     // A property with a separator byte cannot be stored.
     let mut m = message("t", 0);
     m.properties.insert("a\u{2}b".into(), "v".into());
