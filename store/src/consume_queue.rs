@@ -265,6 +265,12 @@ impl ConsumeQueue {
             None => self.create_file(offset - offset % self.upf)?,
         };
         let pos = (offset - f.start()) as usize * UNIT_SIZE;
+        if let Some(at) = crate::region::append_populate_at(pos, UNIT_SIZE) {
+            // Best effort: what is not populated faults in on demand.
+            let _ = f
+                .region()
+                .populate_write(at, crate::region::APPEND_POPULATE_CHUNK);
+        }
         // SAFETY: single writer (the dispatcher); `pos` is at or beyond the
         // file's published position because `offset >= max`.
         unsafe { f.write_at(pos, &unit.encode()) };

@@ -1,6 +1,8 @@
 //! The dispatch step: follows the commit log and builds consume queues (and
 //! the key index) from it.
 
+use crate::index_file::KeyHasher;
+
 /// Progress of one dispatch call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DispatchProgress {
@@ -38,8 +40,6 @@ pub(crate) struct Dispatcher {
     pub(crate) reput: u64,
     /// The key index, if enabled.
     pub(crate) index: Option<crate::index_file::IndexService>,
-    /// Scratch buffer for `topic#key` index keys.
-    pub(crate) key_buf: String,
 }
 
 impl Dispatcher {
@@ -58,27 +58,29 @@ impl Dispatcher {
         if properties.is_empty() {
             return Ok(());
         }
-        // Only the two indexed values are checked for UTF-8.
+        // Keys are `topic#key`: the prefix is hashed once per record, each
+        // key continues from it (no joined key is built). Only the two
+        // indexed values are checked for UTF-8.
+        let mut prefix = KeyHasher::default();
+        prefix.update(topic);
+        prefix.update("#");
         for (k, v) in crate::record::properties_iter_bytes(properties) {
             let is_keys = k == crate::record::PROPERTY_KEYS.as_bytes();
             if !is_keys && k != crate::record::PROPERTY_UNIQ_KEY.as_bytes() {
                 continue;
             }
-            let Ok(v) = std::str::from_utf8(v) else {
-                continue;
-            };
-            let keys: &mut dyn Iterator<Item = &str> = if is_keys {
-                &mut v.split(' ')
+            let keys: &mut dyn Iterator<Item = &[u8]> = if is_keys {
+                &mut v.split(|&b| b == b' ')
             } else {
                 &mut std::iter::once(v)
             };
             for key in keys.filter(|k| !k.is_empty()) {
-                self.key_buf.clear();
-                self.key_buf.push_str(topic);
-                self.key_buf.push('#');
-                self.key_buf.push_str(key);
+                let mut h = prefix;
+                if !h.update_utf8(key) {
+                    continue;
+                }
                 index
-                    .put(&self.key_buf, offset, store_ms)
+                    .put_hash(h.finish(), offset, store_ms)
                     .map_err(|e| crate::error::Error::Index(e.to_string()))?;
             }
         }

@@ -56,6 +56,22 @@ fn check(cap: usize, offset: usize, len: usize) {
 /// are at most 64 KiB; 4 KiB alignment is what the kernel checks).
 const PAGE: usize = 4096;
 
+/// Bytes faulted in at a time ahead of an append-only writer of small units
+/// (consume queue units, index entries): one `madvise` per chunk instead of
+/// a read fault and a write fault per page.
+pub const APPEND_POPULATE_CHUNK: usize = 256 << 10;
+
+/// Where to fault in [`APPEND_POPULATE_CHUNK`] bytes before writing
+/// `[pos, pos + len)` of an append-only file: the start of the chunk the
+/// write ends in, when no earlier write reached that chunk. The first chunk
+/// is left to demand faults, so a file barely written gets no zero pages
+/// written back.
+pub fn append_populate_at(pos: usize, len: usize) -> Option<usize> {
+    let last = (pos + len).checked_sub(1)? / APPEND_POPULATE_CHUNK;
+    let reached = pos.checked_sub(1).map(|p| p / APPEND_POPULATE_CHUNK);
+    (last > 0 && reached != Some(last)).then_some(last * APPEND_POPULATE_CHUNK)
+}
+
 /// A writable shared memory mapping of a whole file.
 #[derive(Debug)]
 pub struct MmapRegion {
@@ -283,6 +299,23 @@ mod tests {
 
 #[cfg(all(test, not(actormq_loom), target_os = "linux"))]
 mod populate_tests {
+    #[test]
+    fn append_populate_once_per_chunk_after_the_first() {
+        use super::{APPEND_POPULATE_CHUNK as C, append_populate_at};
+        assert_eq!(append_populate_at(0, 20), None);
+        assert_eq!(append_populate_at(C - 20, 20), None);
+        // A unit straddling into chunk 1, then units inside it.
+        assert_eq!(append_populate_at(C - 10, 20), Some(C));
+        assert_eq!(append_populate_at(C + 10, 20), None);
+        // Exactly at the boundary.
+        assert_eq!(append_populate_at(2 * C, 20), Some(2 * C));
+        assert_eq!(append_populate_at(2 * C + 20, 20), None);
+        assert_eq!(append_populate_at(0, 0), None);
+        // Walking a file unit by unit: one populate per chunk after the first.
+        let hits = (0..(4 * C / 20)).filter_map(|i| append_populate_at(i * 20, 20));
+        assert_eq!(hits.collect::<Vec<_>>(), vec![C, 2 * C, 3 * C]);
+    }
+
     use super::*;
 
     /// Pages of `[0, len)` of `r` resident in memory, per `mincore`.

@@ -338,7 +338,6 @@ impl Store {
             dispatcher: Mutex::new(Dispatcher {
                 reput: start,
                 index,
-                key_buf: String::new(),
             }),
             dispatched: AtomicU64::new(start),
             gc: GroupCommit::default(),
