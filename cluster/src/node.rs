@@ -371,12 +371,17 @@ impl Node {
 
         let (s, log) = (store.clone(), self.logger.clone());
         let dispatcher_arbiter = b.dispatcher_thread.then(Arbiter::new);
+        let dispatcher_cfg = DispatcherConfig {
+            // On its own thread already: no hand-off of big rounds.
+            offload_bytes: if b.dispatcher_thread {
+                u64::MAX
+            } else {
+                DispatcherConfig::default().offload_bytes
+            },
+            ..DispatcherConfig::default()
+        };
         let spec = ChildSpec::new("dispatcher", move || {
-            Ok(Dispatcher::new(
-                s.clone(),
-                DispatcherConfig::default(),
-                &log,
-            ))
+            Ok(Dispatcher::new(s.clone(), dispatcher_cfg.clone(), &log))
         });
         let spec = match &dispatcher_arbiter {
             Some(a) => spec.on_arbiter(a.handle()),

@@ -14,6 +14,13 @@
 //! public "message stored" event; [`super::PullHold`] wakes held pulls
 //! with it and custom actors (audit, mirror) subscribe the same way. The
 //! aggregation is [`StoredEvents`], a plain struct.
+//!
+//! A big backlog (at least [`DispatcherConfig::offload_bytes`] of log not
+//! yet dispatched, as after batches of thousands of messages) is
+//! dispatched on a blocking-pool thread while this actor's thread serves
+//! the network and the writer; a small one is dispatched in place, which
+//! keeps the delivery latency of light traffic free of thread hand-offs
+//! ([`Placement`], a plain decision).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -30,6 +37,10 @@ pub struct DispatcherConfig {
     pub tick: Duration,
     /// Most records dispatched before yielding to the mailbox. Default: 16 384.
     pub max_per_round: usize,
+    /// A backlog of at least this many log bytes is dispatched on a
+    /// blocking-pool thread instead of this actor's ([`Placement`]);
+    /// `u64::MAX`: never. Default: 1 MiB.
+    pub offload_bytes: u64,
 }
 
 impl Default for DispatcherConfig {
@@ -37,6 +48,7 @@ impl Default for DispatcherConfig {
         Self {
             tick: Duration::from_millis(100),
             max_per_round: 16_384,
+            offload_bytes: 1 << 20,
         }
     }
 }
@@ -73,6 +85,8 @@ pub struct SubscribeStored(pub Recipient<MessagesStored>);
 /// Counters of the [`Dispatcher`] ([`GetDispatchStats`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DispatchStats {
+    /// Rounds run on a blocking-pool thread (a big backlog).
+    pub offloaded_rounds: u64,
     /// Dispatch rounds that found records.
     pub rounds: u64,
     /// Records dispatched.
@@ -138,6 +152,20 @@ impl StoredEvents {
         self.queues.is_empty()
     }
 
+    /// Adds everything `other` holds.
+    pub fn merge(&mut self, mut other: StoredEvents) {
+        for e in other.take() {
+            self.add_run(
+                &e.topic,
+                e.queue_id,
+                e.first_offset,
+                e.max_offset,
+                e.count,
+                e.last_store_timestamp_ms,
+            );
+        }
+    }
+
     /// The events, sorted by topic and queue, leaving the table empty.
     pub fn take(&mut self) -> Vec<MessagesStored> {
         let mut out: Vec<MessagesStored> = self
@@ -150,12 +178,70 @@ impl StoredEvents {
     }
 }
 
+/// Where a dispatch round runs: a plain decision on the backlog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// On the dispatcher's own thread: small backlogs (low latency).
+    InPlace,
+    /// On a blocking-pool thread: backlogs of `offload_bytes` or more.
+    Offload,
+}
+
+impl Placement {
+    /// The placement of a round facing `backlog` undispatched log bytes.
+    pub fn of(backlog: u64, offload_bytes: u64) -> Placement {
+        if backlog >= offload_bytes {
+            Placement::Offload
+        } else {
+            Placement::InPlace
+        }
+    }
+}
+
+/// One dispatch round of at most `max` records: consecutive records of one
+/// queue are counted as one run, and the runs are added to `events`.
+fn collect_round(
+    store: &BrokerStore,
+    max: usize,
+    events: &mut StoredEvents,
+) -> actormq_store::Result<actormq_store::DispatchProgress> {
+    let mut run: Option<(String, u32, u64, u64, u64, u64)> = None;
+    let res = store.dispatch_with(max, &mut |r| match &mut run {
+        Some((t, q, _, max, count, ms))
+            if *q == r.queue_id && *max == r.queue_offset && t == r.topic =>
+        {
+            *max += 1;
+            *count += 1;
+            *ms = (*ms).max(r.store_timestamp_ms);
+        }
+        _ => {
+            if let Some((t, q, first, max, count, ms)) = run.take() {
+                events.add_run(&t, q, first, max, count, ms);
+            }
+            run = Some((
+                r.topic.to_owned(),
+                r.queue_id,
+                r.queue_offset,
+                r.queue_offset + 1,
+                1,
+                r.store_timestamp_ms,
+            ));
+        }
+    });
+    if let Some((t, q, first, max, count, ms)) = run {
+        events.add_run(&t, q, first, max, count, ms);
+    }
+    res
+}
+
 /// The dispatcher actor. See the module docs.
 pub struct Dispatcher {
     store: BrokerStore,
     config: DispatcherConfig,
     subscribers: Vec<Recipient<MessagesStored>>,
     scheduled: bool,
+    /// A round runs on a blocking-pool thread.
+    offloaded: bool,
     events: StoredEvents,
     stats: DispatchStats,
     logger: Logger,
@@ -169,6 +255,7 @@ impl Dispatcher {
             config,
             subscribers: Vec::new(),
             scheduled: false,
+            offloaded: false,
             events: StoredEvents::default(),
             stats: DispatchStats::default(),
             logger: logger.new(o!("actor" => "Dispatcher")),
@@ -184,37 +271,56 @@ impl Dispatcher {
 
     fn run(&mut self, ctx: &mut Context<Self>) {
         self.scheduled = false;
-        let from = self.store.dispatched_offset();
-        // Consecutive records of one queue (a batch) fold into one run.
-        let events = &mut self.events;
-        let mut run: Option<(String, u32, u64, u64, u64, u64)> = None;
-        let res = self
-            .store
-            .dispatch_with(self.config.max_per_round, &mut |r| match &mut run {
-                Some((t, q, _, max, count, ms))
-                    if *q == r.queue_id && *max == r.queue_offset && t == r.topic =>
-                {
-                    *max += 1;
-                    *count += 1;
-                    *ms = (*ms).max(r.store_timestamp_ms);
-                }
-                _ => {
-                    if let Some((t, q, first, max, count, ms)) = run.take() {
-                        events.add_run(&t, q, first, max, count, ms);
-                    }
-                    run = Some((
-                        r.topic.to_owned(),
-                        r.queue_id,
-                        r.queue_offset,
-                        r.queue_offset + 1,
-                        1,
-                        r.store_timestamp_ms,
-                    ));
-                }
-            });
-        if let Some((t, q, first, max, count, ms)) = run {
-            events.add_run(&t, q, first, max, count, ms);
+        if self.offloaded {
+            // The round in flight re-schedules when it lands.
+            return;
         }
+        let from = self.store.dispatched_offset();
+        let backlog = self.store.commit_log_max_offset().saturating_sub(from);
+        if Placement::of(backlog, self.config.offload_bytes) == Placement::Offload {
+            self.offload(ctx);
+            return;
+        }
+        let res = collect_round(&self.store, self.config.max_per_round, &mut self.events);
+        self.finish_round(res, from, ctx);
+    }
+
+    /// Runs one round on a blocking-pool thread; this actor's thread goes
+    /// on serving its mailbox (no other round starts meanwhile).
+    fn offload(&mut self, ctx: &mut Context<Self>) {
+        self.offloaded = true;
+        self.stats.offloaded_rounds += 1;
+        let store = self.store.clone();
+        let max = self.config.max_per_round;
+        let from = store.dispatched_offset();
+        let round = actix_rt::task::spawn_blocking(move || {
+            let mut events = StoredEvents::default();
+            let res = collect_round(&store, max, &mut events);
+            (res, events)
+        });
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(round).map(move |joined, act, ctx| {
+                act.offloaded = false;
+                let res = match joined {
+                    Ok((res, events)) => {
+                        act.events.merge(events);
+                        res
+                    }
+                    Err(e) => Err(actormq_store::Error::Io(std::io::Error::other(format!(
+                        "dispatch thread failed: {e}"
+                    )))),
+                };
+                act.finish_round(res, from, ctx);
+            }),
+        );
+    }
+
+    fn finish_round(
+        &mut self,
+        res: actormq_store::Result<actormq_store::DispatchProgress>,
+        from: u64,
+        ctx: &mut Context<Self>,
+    ) {
         let p = match res {
             Ok(p) => p,
             Err(e) => {
@@ -231,7 +337,9 @@ impl Dispatcher {
             self.stats.records += p.dispatched as u64;
             self.publish();
         }
-        if !p.caught_up {
+        // Appends made while an offloaded round ran nudged no one (their
+        // nudges found the round in flight): look at the log end again.
+        if !p.caught_up || self.store.commit_log_max_offset() > p.next_offset {
             self.schedule(ctx);
         }
     }
@@ -290,6 +398,33 @@ impl Handler<GetDispatchStats> for Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn big_backlogs_are_offloaded() {
+        let mib = 1 << 20;
+        assert_eq!(Placement::of(0, mib), Placement::InPlace);
+        assert_eq!(Placement::of(mib - 1, mib), Placement::InPlace);
+        assert_eq!(Placement::of(mib, mib), Placement::Offload);
+        assert_eq!(Placement::of(u64::MAX - 1, u64::MAX), Placement::InPlace);
+    }
+
+    #[test]
+    fn merged_events_add_up() {
+        let mut a = StoredEvents::default();
+        a.add_run("t", 0, 5, 8, 3, 10);
+        let mut b = StoredEvents::default();
+        b.add_run("t", 0, 8, 10, 2, 12);
+        b.add("u", 1, 0, 11);
+        a.merge(b);
+        let got = a.take();
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            (got[0].first_offset, got[0].max_offset, got[0].count),
+            (5, 10, 5)
+        );
+        assert_eq!(got[0].last_store_timestamp_ms, 12);
+        assert_eq!((got[1].topic.as_str(), got[1].count), ("u", 1));
+    }
 
     #[test]
     fn one_event_per_queue_with_range_and_count() {

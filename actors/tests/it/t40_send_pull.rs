@@ -12,8 +12,8 @@ use actormq_actors::broker::dispatcher::{GetDispatchStats, MessagesStored, Subsc
 use actormq_actors::broker::flush_service::{FlushAndCheckpoint, GetFlushLag, Shutdown};
 use actormq_actors::broker::{
     BrokerStore, CommitLogActor, CommitLogConfig, DataPath, DataPathConfig, DataPathLinks,
-    Dispatcher, FlushService, PullHold, PullHoldConfig, QueryService, RetentionCleaner,
-    TopicManager, TopicManagerConfig, TopicView,
+    Dispatcher, DispatcherConfig, FlushService, PullHold, PullHoldConfig, QueryService,
+    RetentionCleaner, TopicManager, TopicManagerConfig, TopicView,
 };
 use actormq_actors::runtime::{Call, Reply, Router, ServiceError};
 use actormq_protocol::request::{
@@ -48,6 +48,7 @@ pub struct Opts {
     pub pull: PullHoldConfig,
     pub segment_size: u64,
     pub store: Option<fn(&mut StoreConfig)>,
+    pub dispatcher: DispatcherConfig,
 }
 
 impl Default for Opts {
@@ -59,6 +60,7 @@ impl Default for Opts {
             pull: PullHoldConfig::default(),
             segment_size: 1 << 20,
             store: None,
+            dispatcher: DispatcherConfig::default(),
         }
     }
 }
@@ -105,6 +107,7 @@ impl Node {
         let config = DataPathConfig {
             writer: opts.writer,
             pull: opts.pull,
+            dispatcher: opts.dispatcher,
             ..DataPathConfig::default()
         };
         let dp = DataPath::start(
@@ -729,6 +732,56 @@ async fn custom_actor_sees_messages_stored_events() {
     assert_eq!(seen.get(&1), Some(&(1, 1)));
     let stats = node.dispatcher.send(GetDispatchStats).await.unwrap();
     assert_eq!(stats.records, 8);
+    // Small backlogs are dispatched in place.
+    assert_eq!(stats.offloaded_rounds, 0);
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn big_backlogs_are_dispatched_on_a_pool_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    // Every backlog counts as big; small rounds keep it busy.
+    let node = Node::start(
+        dir.path(),
+        Opts {
+            dispatcher: DispatcherConfig {
+                offload_bytes: 1,
+                max_per_round: 64,
+                ..DispatcherConfig::default()
+            },
+            ..Opts::default()
+        },
+    )
+    .await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    node.dispatcher
+        .send(SubscribeStored(Audit(tx).start().recipient()))
+        .await
+        .unwrap();
+    let topic = "offload";
+    let sent: Vec<Message> = (0..500).map(|i| message(topic, i)).collect();
+    for chunk in sent.chunks(100) {
+        node.send_batch(topic, 2, chunk).await.unwrap();
+    }
+    node.wait_dispatched(topic, 2, 500).await;
+    let stats = node.dispatcher.send(GetDispatchStats).await.unwrap();
+    assert_eq!(stats.records, 500);
+    assert!(stats.offloaded_rounds >= 500 / 64, "{stats:?}");
+    // The events of the pool rounds reach subscribers: 500 messages in all.
+    let mut count = 0;
+    while count < 500 {
+        let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((ev.topic.as_str(), ev.queue_id), (topic, 2));
+        count += ev.count;
+    }
+    assert_eq!(count, 500);
+    // And the queue reads back in order.
+    let got = node.pull_n(topic, 2, 0, 500).await;
+    let bodies: Vec<&Message> = got.iter().map(|g| &g.message).collect();
+    assert_eq!(bodies, sent.iter().collect::<Vec<_>>());
     node.stop().await;
 }
 
