@@ -161,7 +161,8 @@ pub struct BenchArgs {
 pub enum BenchCommand {
     /// Produce as fast as possible; latency per send.
     Produce(BenchProduceArgs),
-    /// Consume as fast as possible.
+    /// Consume as fast as possible (a push consumer pulling up to 256
+    /// messages per request).
     Consume(BenchConsumeArgs),
     /// Produce and consume; latency store-to-delivery.
     E2e(BenchProduceArgs),
