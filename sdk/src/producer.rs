@@ -534,17 +534,24 @@ impl Producer {
     /// Sends `msgs` (one topic, no delay) as one batch to one queue;
     /// retried like [`Producer::send`]. The result's `msg_id` holds the ids
     /// joined by `,` and `queue_offset` the first message's offset.
-    pub async fn send_batch(&self, msgs: Vec<Message>) -> Result<SendResult, ClientError> {
+    ///
+    /// `msgs` may be borrowed (`&[Message]`, `&Vec<Message>`) or owned: the
+    /// messages are only read, and each send stamps fresh unique keys into
+    /// its encoding, so one batch can be sent again and again.
+    pub async fn send_batch(&self, msgs: impl AsRef<[Message]>) -> Result<SendResult, ClientError> {
         self.check_open()?;
-        let Some(first) = msgs.first() else {
-            return Err(ClientError::Invalid("empty batch".into()));
+        let (topic, body) = {
+            let msgs = msgs.as_ref();
+            let Some(first) = msgs.first() else {
+                return Err(ClientError::Invalid("empty batch".into()));
+            };
+            validate_batch(msgs, self.inner.config.max_message_size)?;
+            // Unique keys are stamped into the encoding (one clock read for
+            // the batch); retries resend these same bytes, so the keys stay.
+            let mut body = BytesMut::new();
+            batch::encode_messages_keyed(msgs, UniqueKeyGenerator::global(), &mut body);
+            (first.topic.clone(), body)
         };
-        let topic = first.topic.clone();
-        validate_batch(&msgs, self.inner.config.max_message_size)?;
-        // Unique keys are stamped into the encoding (one clock read for the
-        // batch); retries resend these same bytes, so the keys stay.
-        let mut body = BytesMut::new();
-        batch::encode_messages_keyed(&msgs, UniqueKeyGenerator::global(), &mut body);
         drop(msgs);
         let body = body.freeze();
         let total = body.len();

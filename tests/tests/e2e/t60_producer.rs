@@ -128,8 +128,11 @@ async fn t60_sync_async_oneway_and_batch_sends_are_stored() {
                 Message::new(topic, body)
             })
             .collect();
-        let r = p.send_batch(batch).await.expect("batch send");
+        let r = p.send_batch(&batch).await.expect("batch send");
         assert_eq!(r.msg_id.split(',').count(), 10);
+        // The same (borrowed) batch again: stored again, with new unique keys.
+        let again = p.send_batch(batch.as_slice()).await.expect("batch resend");
+        assert_ne!(again.msg_id, r.msg_id);
         // Ordered sends: one key, one queue.
         let mut key_queues = BTreeSet::new();
         for i in 0..4 {
@@ -146,19 +149,26 @@ async fn t60_sync_async_oneway_and_batch_sends_are_stored() {
 
         let pulled = eventually(CONVERGE, || async {
             let all = pull_topic(node.broker(), topic, 4).await;
-            if all.len() >= expected.len() {
+            if all.len() >= expected.len() + 10 {
                 Ok(all)
             } else {
-                Err(format!("{} of {} stored", all.len(), expected.len()))
+                Err(format!("{} of {} stored", all.len(), expected.len() + 10))
             }
         })
         .await
         .expect("every send stored");
-        assert_eq!(pulled.len(), expected.len(), "nothing stored twice");
+        // Every body once, the resent batch's ten twice.
+        assert_eq!(
+            pulled.len(),
+            expected.len() + 10,
+            "nothing else stored twice"
+        );
         assert_eq!(body_set(&pulled), expected);
-        for m in &pulled {
-            assert!(m.message.unique_key().is_some(), "UNIQ_KEY stamped");
-        }
+        let keys: BTreeSet<&str> = pulled
+            .iter()
+            .map(|m| m.message.unique_key().expect("UNIQ_KEY stamped"))
+            .collect();
+        assert_eq!(keys.len(), pulled.len(), "unique keys are unique");
         for (queue, offset, msg_id, body) in acked {
             let m = pulled
                 .iter()
