@@ -191,9 +191,9 @@ fn now_us() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
-/// Store-to-now latency of `m`, µs.
-fn delivery_latency_us(m: &StoredMessage) -> u64 {
-    now_us().saturating_sub(m.store_timestamp_ms.saturating_mul(1000))
+/// Store-to-`now_us` latency of `m`, µs.
+fn delivery_latency_us(m: &StoredMessage, now_us: u64) -> u64 {
+    now_us.saturating_sub(m.store_timestamp_ms.saturating_mul(1000))
 }
 
 fn progress(total: u64) -> ProgressBar {
@@ -456,6 +456,9 @@ async fn start_consumer(
         let d = delivered.clone();
         move |msgs: &[StoredMessage]| {
             let mut stats = d.stats.lock().unwrap_or_else(|p| p.into_inner());
+            // One clock read per call: the messages of a call are handed
+            // over together, and store timestamps are in ms anyway.
+            let now = now_us();
             for m in msgs {
                 if !counts(m) {
                     continue;
@@ -464,10 +467,10 @@ async fn start_consumer(
                     // Past --messages: leave the rest for the next consumer.
                     return ConsumeResult::Later;
                 }
-                stats.record_us(delivery_latency_us(m));
+                stats.record_us(delivery_latency_us(m, now));
                 stats.ok(1, m.message.body.len() as u64);
                 d.count.fetch_add(1, Ordering::Relaxed);
-                d.last_us.store(now_us(), Ordering::Relaxed);
+                d.last_us.store(now, Ordering::Relaxed);
             }
             ConsumeResult::Success
         }
