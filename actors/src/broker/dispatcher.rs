@@ -17,7 +17,7 @@
 //!
 //! A big backlog (at least [`DispatcherConfig::offload_bytes`] of log not
 //! yet dispatched, as after batches of thousands of messages) is
-//! dispatched on a blocking-pool thread while this actor's thread serves
+//! dispatched on a thread of its own while this actor's thread serves
 //! the network and the writer; a small one is dispatched in place, which
 //! keeps the delivery latency of light traffic free of thread hand-offs
 //! ([`Placement`], a plain decision).
@@ -38,7 +38,7 @@ pub struct DispatcherConfig {
     /// Most records dispatched before yielding to the mailbox. Default: 16 384.
     pub max_per_round: usize,
     /// A backlog of at least this many log bytes is dispatched on a
-    /// blocking-pool thread instead of this actor's ([`Placement`]);
+    /// helper thread instead of this actor's ([`Placement`]);
     /// `u64::MAX`: never. Default: 1 MiB.
     pub offload_bytes: u64,
 }
@@ -85,7 +85,7 @@ pub struct SubscribeStored(pub Recipient<MessagesStored>);
 /// Counters of the [`Dispatcher`] ([`GetDispatchStats`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DispatchStats {
-    /// Rounds run on a blocking-pool thread (a big backlog).
+    /// Rounds run on a thread of its own (a big backlog).
     pub offloaded_rounds: u64,
     /// Dispatch rounds that found records.
     pub rounds: u64,
@@ -183,7 +183,7 @@ impl StoredEvents {
 pub enum Placement {
     /// On the dispatcher's own thread: small backlogs (low latency).
     InPlace,
-    /// On a blocking-pool thread: backlogs of `offload_bytes` or more.
+    /// On the helper thread: backlogs of `offload_bytes` or more.
     Offload,
 }
 
@@ -240,8 +240,10 @@ pub struct Dispatcher {
     config: DispatcherConfig,
     subscribers: Vec<Recipient<MessagesStored>>,
     scheduled: bool,
-    /// A round runs on a blocking-pool thread.
+    /// A round runs on the helper thread.
     offloaded: bool,
+    /// The thread of big rounds ([`Placement::Offload`]), once needed.
+    pool: Option<Arbiter>,
     events: StoredEvents,
     stats: DispatchStats,
     logger: Logger,
@@ -256,6 +258,7 @@ impl Dispatcher {
             subscribers: Vec::new(),
             scheduled: false,
             offloaded: false,
+            pool: None,
             events: StoredEvents::default(),
             stats: DispatchStats::default(),
             logger: logger.new(o!("actor" => "Dispatcher")),
@@ -285,7 +288,7 @@ impl Dispatcher {
         self.finish_round(res, from, ctx);
     }
 
-    /// Runs one round on a blocking-pool thread; this actor's thread goes
+    /// Runs one round on a thread of its own; this actor's thread goes
     /// on serving its mailbox (no other round starts meanwhile).
     fn offload(&mut self, ctx: &mut Context<Self>) {
         self.offloaded = true;
@@ -293,22 +296,33 @@ impl Dispatcher {
         let store = self.store.clone();
         let max = self.config.max_per_round;
         let from = store.dispatched_offset();
-        let round = actix_rt::task::spawn_blocking(move || {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // One thread for this actor's big rounds, started on first use and
+        // stopped with the actor (a restart starts a new one).
+        let pool = self.pool.get_or_insert_with(Arbiter::new);
+        pool.spawn_fn(move || {
             let mut events = StoredEvents::default();
             let res = collect_round(&store, max, &mut events);
-            (res, events)
+            let _ = tx.send((res, events));
         });
         ctx.spawn(
-            actix::fut::wrap_future::<_, Self>(round).map(move |joined, act, ctx| {
+            actix::fut::wrap_future::<_, Self>(rx).map(move |done, act, ctx| {
                 act.offloaded = false;
-                let res = match joined {
+                let res = match done {
                     Ok((res, events)) => {
                         act.events.merge(events);
                         res
                     }
-                    Err(e) => Err(actormq_store::Error::Io(std::io::Error::other(format!(
-                        "dispatch thread failed: {e}"
-                    )))),
+                    // The round died with its thread (a panic): drop the
+                    // thread; stopping below makes the supervisor restart us.
+                    Err(_) => {
+                        if let Some(pool) = act.pool.take() {
+                            pool.stop();
+                        }
+                        Err(actormq_store::Error::Io(std::io::Error::other(
+                            "dispatch thread failed",
+                        )))
+                    }
                 };
                 act.finish_round(res, from, ctx);
             }),
@@ -364,6 +378,12 @@ impl Actor for Dispatcher {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(self.config.tick, |act, ctx| act.schedule(ctx));
         self.schedule(ctx);
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        if let Some(pool) = self.pool.take() {
+            pool.stop();
+        }
     }
 }
 
