@@ -11,11 +11,11 @@ use std::hint::black_box;
 
 use actormq_protocol::UniqueKeyGenerator;
 use actormq_protocol::batch::{
-    decode_messages, encode_messages, encode_messages_keyed, iter_messages, iter_raw,
-    messages_to_bytes,
+    decode_messages, decode_stored, encode_messages, encode_messages_keyed, encode_stored,
+    iter_messages, iter_raw, messages_to_bytes,
 };
 use actormq_protocol::request::SendMessageRequest;
-use actormq_protocol::{Frame, FrameCodec, Message};
+use actormq_protocol::{Frame, FrameCodec, Message, StoredMessage};
 use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, criterion_group, criterion_main};
 use tokio_util::codec::{Decoder, Encoder};
@@ -95,6 +95,38 @@ fn batch(c: &mut Criterion) {
                 black_box(m.unwrap());
             }
         })
+    });
+    // What a consumer decodes: a pull reply of 256 stored messages (topic,
+    // 128-byte body, a unique key).
+    let host = "127.0.0.1:10911".parse().unwrap();
+    let stored: Vec<StoredMessage> = (0..256u64)
+        .map(|i| {
+            let mut m = Message::new("bench_topic", Bytes::from(vec![i as u8; 128]));
+            m.properties.insert(
+                "UNIQ_KEY".into(),
+                format!("0192A7C3D2E1000012340000{i:02X}"),
+            );
+            StoredMessage {
+                message: m,
+                queue_id: 1,
+                queue_offset: i,
+                commit_log_offset: 1 << 30 | (i * 270),
+                store_size: 270,
+                born_timestamp_ms: 1_700_000_000_000 + i,
+                store_timestamp_ms: 1_700_000_000_001 + i,
+                born_host: host,
+                store_host: host,
+                body_crc: 0xDEAD_BEEF,
+                reconsume_times: 0,
+                prepared_transaction_offset: 0,
+            }
+        })
+        .collect();
+    let mut pulled = BytesMut::new();
+    encode_stored(&stored, &mut pulled);
+    let pulled = pulled.freeze();
+    c.bench_function("stored256_decode", |b| {
+        b.iter(|| black_box(decode_stored(black_box(&pulled)).unwrap()))
     });
     c.bench_function("batch32_encode", |b| {
         b.iter(|| {

@@ -831,6 +831,27 @@ impl<'a> MetaRef<'a> {
         })
     }
 
+    /// An owned message: every string checked as UTF-8 once, while it is
+    /// copied (no borrowed, checked view first); the body is shared.
+    fn owned(&self, src: &Bytes, body: &[u8]) -> Result<Message> {
+        fn text(b: &[u8]) -> Result<String> {
+            String::from_utf8(b.to_vec()).map_err(|_| Error::InvalidUtf8)
+        }
+        let mut properties = BTreeMap::new();
+        for (k, v) in self.props.iter_bytes() {
+            properties.insert(text(k)?, text(v)?);
+        }
+        Ok(Message {
+            topic: text(required(self.topic, "topic")?)?,
+            tags: self.tags.map(str::to_owned),
+            keys: self.keys.map(str::to_owned),
+            body: src.slice_ref(body),
+            properties,
+            delay: Delay::from_parts(self.delay_level, self.deliver_at_ms)?,
+            flags: self.flags,
+        })
+    }
+
     fn raw(&self, body: &'a [u8]) -> Result<RawMessageRef<'a>> {
         Ok(RawMessageRef {
             topic: required(self.topic, "topic")?,
@@ -857,8 +878,10 @@ pub fn estimate_count(body: &Bytes) -> usize {
 /// Stored entries decode too (their stored fields are ignored).
 pub fn decode_messages(body: &Bytes) -> Result<Vec<Message>> {
     let mut out = Vec::with_capacity(estimate_count(body));
-    for m in iter_messages(body) {
-        out.push(m?.to_message());
+    let mut it = iter_messages(body);
+    while let Some(item) = it.next_with(read_message_meta) {
+        let (m, b) = item?;
+        out.push(m.owned(body, b)?);
     }
     Ok(out)
 }
@@ -870,7 +893,7 @@ pub fn decode_stored(body: &Bytes) -> Result<Vec<StoredMessage>> {
     while let Some(item) = it.next_with(read_stored_meta) {
         let ((m, s), b) = item?;
         out.push(StoredMessage {
-            message: m.message(body, b)?.to_message(),
+            message: m.owned(body, b)?,
             queue_id: required(s.queue_id, "queue_id")?,
             queue_offset: required(s.queue_offset, "queue_offset")?,
             commit_log_offset: required(s.commit_log_offset, "commit_log_offset")?,
@@ -924,6 +947,8 @@ mod tests {
         assert_eq!(checked.len(), 2);
         assert!(checked[0].is_ok());
         assert!(matches!(checked[1], Err(Error::InvalidUtf8)));
+        // Owned decoding refuses it too.
+        assert!(matches!(decode_messages(&bytes), Err(Error::InvalidUtf8)));
     }
 
     #[test]
