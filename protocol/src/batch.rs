@@ -519,46 +519,37 @@ impl MessageRef<'_> {
 
     /// Body plus property keys and values, as [`Message::size`].
     pub fn size(&self) -> usize {
-        self.properties
-            .iter_bytes()
-            .fold(self.body.len(), |acc, (k, v)| {
-                acc.saturating_add(k.len() + v.len())
-            })
+        self.properties.0.size_with(self.body)
     }
 }
 
 /// The `props` map of a batch entry, still encoded (already checked to be
 /// a map of UTF-8 strings).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PropertiesRef<'a> {
-    raw: &'a [u8],
-    len: usize,
-}
+pub struct PropertiesRef<'a>(RawPropertiesRef<'a>);
 
 impl<'a> PropertiesRef<'a> {
     /// Number of properties.
     pub fn len(&self) -> usize {
-        self.len
+        self.0.len
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.0.is_empty()
     }
 
     /// The (key, value) pairs in wire order.
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + use<'a> {
-        let mut r = Reader::new(self.raw);
+        let mut r = Reader::new(self.0.raw);
         // Checked when the entry was decoded, so no error can occur here.
-        (0..self.len).map_while(move |_| Some((r.str("key").ok()?, r.str("value").ok()?)))
+        (0..self.0.len).map_while(move |_| Some((r.str("key").ok()?, r.str("value").ok()?)))
     }
 
     /// The (key, value) pairs in wire order, as the bytes of their UTF-8
     /// text (checked once, when the entry was decoded, not again here).
     pub fn iter_bytes(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + use<'a> {
-        let mut r = Reader::new(self.raw);
-        (0..self.len)
-            .map_while(move |_| Some((r.str_bytes("key").ok()?, r.str_bytes("value").ok()?)))
+        self.0.iter_bytes()
     }
 
     /// An owned map (a later duplicate key wins).
@@ -598,11 +589,9 @@ impl<'a> RawPropertiesRef<'a> {
 
     /// The (key, value) pairs in wire order, unchecked bytes.
     pub fn iter_bytes(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + use<'a> {
-        PropertiesRef {
-            raw: self.raw,
-            len: self.len,
-        }
-        .iter_bytes()
+        let mut r = Reader::new(self.raw);
+        (0..self.len)
+            .map_while(move |_| Some((r.str_bytes("key").ok()?, r.str_bytes("value").ok()?)))
     }
 
     /// The same map once every key and value is checked to be UTF-8.
@@ -611,9 +600,13 @@ impl<'a> RawPropertiesRef<'a> {
             std::str::from_utf8(k).map_err(|_| Error::InvalidUtf8)?;
             std::str::from_utf8(v).map_err(|_| Error::InvalidUtf8)?;
         }
-        Ok(PropertiesRef {
-            raw: self.raw,
-            len: self.len,
+        Ok(PropertiesRef(*self))
+    }
+
+    /// `body`'s length plus the keys' and values' ([`Message::size`]).
+    fn size_with(&self, body: &[u8]) -> usize {
+        self.iter_bytes().fold(body.len(), |acc, (k, v)| {
+            acc.saturating_add(k.len() + v.len())
         })
     }
 }
@@ -645,11 +638,7 @@ pub struct RawMessageRef<'a> {
 impl RawMessageRef<'_> {
     /// Body plus property keys and values, as [`Message::size`].
     pub fn size(&self) -> usize {
-        self.properties
-            .iter_bytes()
-            .fold(self.body.len(), |acc, (k, v)| {
-                acc.saturating_add(k.len() + v.len())
-            })
+        self.properties.size_with(self.body)
     }
 }
 
