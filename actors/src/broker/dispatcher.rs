@@ -281,7 +281,7 @@ impl Dispatcher {
         let from = self.store.dispatched_offset();
         let backlog = self.store.commit_log_max_offset().saturating_sub(from);
         if Placement::of(backlog, self.config.offload_bytes) == Placement::Offload {
-            self.offload(ctx);
+            self.offload(from, ctx);
             return;
         }
         let res = collect_round(&self.store, self.config.max_per_round, &mut self.events);
@@ -290,12 +290,11 @@ impl Dispatcher {
 
     /// Runs one round on a thread of its own; this actor's thread goes
     /// on serving its mailbox (no other round starts meanwhile).
-    fn offload(&mut self, ctx: &mut Context<Self>) {
+    fn offload(&mut self, from: u64, ctx: &mut Context<Self>) {
         self.offloaded = true;
         self.stats.offloaded_rounds += 1;
         let store = self.store.clone();
         let max = self.config.max_per_round;
-        let from = store.dispatched_offset();
         let (tx, rx) = tokio::sync::oneshot::channel();
         // One thread for this actor's big rounds, started on first use and
         // stopped with the actor (a restart starts a new one).
