@@ -230,6 +230,10 @@ pub async fn run(common: &CommonArgs, args: &BenchArgs, log: &Logger) -> Result<
 struct Plan {
     topic: String,
     messages: u64,
+    /// The body of every message: a static `Bytes`, so it clones and drops
+    /// without a reference count and the bench measures the client, not its
+    /// own bookkeeping (leaked once per run, `size` bytes).
+    body: Bytes,
     size: usize,
     concurrency: usize,
     batch: usize,
@@ -243,10 +247,12 @@ struct Plan {
 
 impl Plan {
     fn new(a: &BenchProduceArgs) -> Result<Plan, CliError> {
+        let size = a.size.unwrap_or(DEFAULT_SIZE);
         let plan = Plan {
             topic: a.topic.clone(),
             messages: a.messages.unwrap_or(DEFAULT_MESSAGES),
-            size: a.size.unwrap_or(DEFAULT_SIZE),
+            body: Bytes::from_static(Vec::leak(generated_body(size, 0).to_vec())),
+            size,
             concurrency: a.concurrency.unwrap_or(DEFAULT_CONCURRENCY),
             batch: a.batch.unwrap_or(1),
             mode: a.mode.unwrap_or(Mode::Sync),
@@ -272,8 +278,8 @@ impl Plan {
         Some(began + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX)))
     }
 
-    fn message(&self, body: &Bytes) -> Message {
-        let mut m = Message::new(self.topic.clone(), body.clone());
+    fn message(&self) -> Message {
+        let mut m = Message::new(self.topic.clone(), self.body.clone());
         if let Some(id) = &self.run_id {
             m.properties.insert(RUN_PROPERTY.to_owned(), id.clone());
         }
@@ -324,15 +330,10 @@ async fn worker(
     bar: ProgressBar,
 ) -> Option<ClientError> {
     let mut first_error = None;
-    // One body for the whole run, shared by every message without a
-    // reference count: a static `Bytes` clones and drops for free, so the
-    // bench measures the client, not its own bookkeeping. Leaked once per
-    // worker (`size` bytes) for the life of the bench process.
-    let body = Bytes::from_static(Vec::leak(generated_body(plan.size, 0).to_vec()));
     // A batch is built once and sent again and again (borrowed: the SDK
     // stamps fresh unique keys into each send's encoding).
     let batch: Vec<Message> = if plan.batch > 1 {
-        (0..plan.batch).map(|_| plan.message(&body)).collect()
+        (0..plan.batch).map(|_| plan.message()).collect()
     } else {
         Vec::new()
     };
@@ -352,7 +353,7 @@ async fn worker(
         let outcome: Result<(), ClientError> = if plan.batch > 1 {
             p.send_batch(&batch[..n as usize]).await.map(drop)
         } else {
-            let m = plan.message(&body);
+            let m = plan.message();
             match plan.mode {
                 Mode::Sync => p.send(m).await.map(drop),
                 Mode::Async => p.send_async(m).await.map(drop),
