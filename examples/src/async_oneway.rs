@@ -29,11 +29,7 @@ pub async fn run(
     n_oneway: usize,
 ) -> Result<AsyncOnewayReport, Box<dyn std::error::Error>> {
     let example = crate::node::start(Vec::new()).await?;
-    let namesrv = example
-        .node
-        .namesrv_addr
-        .ok_or("no name server")?
-        .to_string();
+    let namesrv = example.namesrv()?;
     let producer = ProducerBuilder::new("events-producer")
         .namesrv([namesrv.clone()])
         .build()

@@ -27,11 +27,7 @@ pub struct BatchReport {
 /// Runs the scenario with a batch of `n` messages.
 pub async fn run(n: usize) -> Result<BatchReport, Box<dyn std::error::Error>> {
     let example = crate::node::start(Vec::new()).await?;
-    let namesrv = example
-        .node
-        .namesrv_addr
-        .ok_or("no name server")?
-        .to_string();
+    let namesrv = example.namesrv()?;
     let producer = ProducerBuilder::new("batch-producer")
         .namesrv([namesrv.clone()])
         .build()

@@ -76,11 +76,7 @@ async fn start_reader(
 /// Runs the scenario with `n` messages.
 pub async fn run(n: usize) -> Result<BroadcastReport, Box<dyn std::error::Error>> {
     let example = crate::node::start(Vec::new()).await?;
-    let namesrv = example
-        .node
-        .namesrv_addr
-        .ok_or("no name server")?
-        .to_string();
+    let namesrv = example.namesrv()?;
     let offsets = tempfile::tempdir()?;
 
     let producer = ProducerBuilder::new("news-producer")

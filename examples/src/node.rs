@@ -12,6 +12,16 @@ pub struct ExampleNode {
     _data: tempfile::TempDir,
 }
 
+impl ExampleNode {
+    /// The name server address clients are given.
+    pub fn namesrv(&self) -> Result<String, &'static str> {
+        self.node
+            .namesrv_addr
+            .map(|a| a.to_string())
+            .ok_or("no name server")
+    }
+}
+
 /// Starts a combined node with `plugins` inside the current actix `System`.
 pub async fn start(plugins: Vec<Box<dyn BrokerPlugin>>) -> Result<ExampleNode, NodeError> {
     let data = tempfile::tempdir().map_err(|source| NodeError::DataDir {

@@ -19,11 +19,11 @@ pub struct ProducerReport {
 /// Runs the scenario.
 pub async fn run() -> Result<ProducerReport, Box<dyn std::error::Error>> {
     let example = crate::node::start(Vec::new()).await?;
-    let namesrv = example.node.namesrv_addr.ok_or("no name server")?;
+    let namesrv = example.namesrv()?;
 
     // ANCHOR: build
     let producer = ProducerBuilder::new("example-producer")
-        .namesrv([namesrv.to_string()])
+        .namesrv([namesrv])
         .send_timeout(Duration::from_secs(3))
         .retries(2)
         .build()

@@ -30,11 +30,7 @@ pub struct QueueReport {
 /// Runs the scenario with `n` messages.
 pub async fn run(n: usize) -> Result<BTreeMap<u32, QueueReport>, Box<dyn std::error::Error>> {
     let example = crate::node::start(Vec::new()).await?;
-    let namesrv = example
-        .node
-        .namesrv_addr
-        .ok_or("no name server")?
-        .to_string();
+    let namesrv = example.namesrv()?;
     let producer = ProducerBuilder::new("ledger-producer")
         .namesrv([namesrv.clone()])
         .build()

@@ -27,11 +27,7 @@ pub async fn run(n: usize) -> Result<QuickstartReport, Box<dyn std::error::Error
     // A combined node (name server + broker) on ephemeral ports, data in a
     // temp dir. Against the node of `actormq-node`, use "127.0.0.1:9876".
     let example = crate::node::start(Vec::new()).await?;
-    let namesrv = example
-        .node
-        .namesrv_addr
-        .ok_or("no name server")?
-        .to_string();
+    let namesrv = example.namesrv()?;
     // ANCHOR_END: node
 
     // ANCHOR: produce

@@ -31,11 +31,7 @@ pub struct TagFilterReport {
 /// `shipped`.
 pub async fn run(n: usize) -> Result<TagFilterReport, Box<dyn std::error::Error>> {
     let example = crate::node::start(Vec::new()).await?;
-    let namesrv = example
-        .node
-        .namesrv_addr
-        .ok_or("no name server")?
-        .to_string();
+    let namesrv = example.namesrv()?;
     let producer = ProducerBuilder::new("orders-producer")
         .namesrv([namesrv.clone()])
         .build()
