@@ -4,9 +4,8 @@
 //! ```text
 //! node supervisor (one-for-one; escalation stops the node with exit code 1)
 //! ├── registry            (namesrv role)   ← namesrv listener routes 103-106, 206, 216
-//! ├── topic-manager       (broker role)    ← broker listener routes 17, 21, 215
-//! ├── offset-manager                       ← 14, 15
-//! ├── group-manager                        ← 34, 38
+//! ├── the broker's actors (broker role)    ← broker listener; started by
+//! │                                          `BrokerActors::start` (actors crate)
 //! └── registrar           → every name server: the local registry by a
 //!                           local recipient (combined), remote ones
 //!                           through RemoteClient proxies (`--namesrv`)
@@ -20,47 +19,27 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actormq_actors::broker::broker_store::BrokerStore;
-use actormq_actors::broker::commit_log::{CommitLogActor, CommitLogConfig};
-use actormq_actors::broker::dispatcher::{
-    Dispatcher, DispatcherConfig, MessagesStored, SubscribeStored,
-};
-use actormq_actors::broker::flush_service::{FlushAndCheckpoint, FlushService, FlushServiceConfig};
-use actormq_actors::broker::group_manager::{ConsumerGroupChanged, SubscribeGroups};
 use actormq_actors::broker::plugin::{BrokerContext, BrokerPlugin};
-use actormq_actors::broker::pull_hold::{PullHold, PullHoldConfig};
-use actormq_actors::broker::query_service::QueryService;
 use actormq_actors::broker::registrar::{
     BrokerIdentity, NamesrvLink, Registrar, RegistrarConfig, UnregisterAll,
 };
-use actormq_actors::broker::retention_cleaner::{RetentionCleaner, RetentionConfig};
 use actormq_actors::broker::topic_manager::SubscribeTopics;
-use actormq_actors::broker::{
-    GroupManager, GroupManagerConfig, OffsetManager, OffsetManagerConfig, TopicManager,
-    TopicManagerConfig, TopicView,
-};
+use actormq_actors::broker::wiring::follow;
+use actormq_actors::broker::{BrokerActors, BrokerActorsConfig, WiringError};
 use actormq_actors::namesrv::{Registry, RegistryConfig};
 use actormq_actors::runtime::net::{
-    ConnectionClosed, Listener, ListenerOptions, PushTo, RemoteClient, Router, SessionLimits,
-    StopListener,
+    ConnectionClosed, Listener, ListenerOptions, RemoteClient, Router, SessionLimits, StopListener,
 };
 use actormq_actors::runtime::{
-    Call, CallRelay, ChildRef, ChildSpec, Escalation, Relay, RestartPolicy, SpawnChild,
-    StopSupervisor, Supervisor, route_child,
+    CallRelay, ChildRef, ChildSpec, Escalation, Relay, RestartPolicy, SpawnChild, StopSupervisor,
+    Supervisor, route_child,
 };
 use actormq_protocol::request::{
-    CreateTopicRequest, DeleteTopicInBrokerRequest, DeleteTopicInNamesrvRequest,
-    GetAllTopicConfigRequest, GetAllTopicListFromNamesrvRequest, GetBrokerClusterInfoRequest,
-    GetConsumerListByGroupRequest, GetMaxOffsetRequest, GetMinOffsetRequest,
-    GetRouteInfoByTopicRequest, HeartbeatRequest, PullMessageRequest, QueryConsumerOffsetRequest,
-    QueryMessageRequest, RegisterBrokerRequest, SearchOffsetByTimestampRequest,
-    SendBatchMessageRequest, SendMessageRequest, UnregisterBrokerRequest,
-    UpdateConsumerOffsetRequest, ViewMessageByIdRequest,
+    DeleteTopicInNamesrvRequest, GetAllTopicListFromNamesrvRequest, GetBrokerClusterInfoRequest,
+    GetRouteInfoByTopicRequest, RegisterBrokerRequest, UnregisterBrokerRequest,
 };
-use slog::{Logger, info, o, warn};
-
-use actormq_protocol::request::NotifyConsumerIdsChangedRequest;
 use actormq_store::StoreConfig;
+use slog::{Logger, info, o, warn};
 
 use crate::config::{FlushMode, NodeConfig, Role};
 
@@ -101,11 +80,7 @@ pub struct Node {
     supervisor: Addr<Supervisor>,
     listeners: Vec<Addr<Listener>>,
     registrar: Option<ChildRef<Registrar>>,
-    flush: Option<ChildRef<FlushService>>,
-    stored: Option<Addr<StoredFanout>>,
-    store: Option<BrokerStore>,
-    writer_arbiter: Option<Arbiter>,
-    dispatcher_arbiter: Option<Arbiter>,
+    broker: Option<BrokerActors>,
     logger: Logger,
 }
 
@@ -137,11 +112,7 @@ impl Node {
             supervisor,
             listeners: Vec::new(),
             registrar: None,
-            flush: None,
-            stored: None,
-            store: None,
-            writer_arbiter: None,
-            dispatcher_arbiter: None,
+            broker: None,
             logger,
         };
         let role = config.node.role;
@@ -210,64 +181,33 @@ impl Node {
         })?;
         let advertised = b.advertise.unwrap_or(bound);
         let data_dir = config.node.data_dir.clone();
-        std::fs::create_dir_all(data_dir.join("config")).map_err(|source| NodeError::DataDir {
-            dir: data_dir.clone(),
-            source,
+
+        let broker = BrokerActors::start(
+            &self.supervisor,
+            broker_actors_config(config, advertised),
+            &self.logger,
+        )
+        .await
+        .map_err(|e| match e {
+            WiringError::Store(e) => NodeError::Store(e),
+            WiringError::StateDir { dir, source } => NodeError::DataDir { dir, source },
+            other => NodeError::Start(other.to_string()),
         })?;
-
-        let view = TopicView::default();
-        let topic_cfg = TopicManagerConfig {
-            path: data_dir.join("config/topics.msgpack"),
-            auto_create: b.auto_create_topic,
-            default_queues: b.default_queues,
-        };
-        let (log, v) = (self.logger.clone(), view.clone());
-        let topics = self
-            .spawn(ChildSpec::new("topic-manager", move || {
-                Ok(TopicManager::load(topic_cfg.clone(), v.clone(), &log)?)
-            }))
-            .await?;
-        let offset_cfg = OffsetManagerConfig {
-            path: data_dir.join("config/consumer_offsets.msgpack"),
-            persist_interval: Duration::from_secs(5),
-        };
-        let log = self.logger.clone();
-        let offsets = self
-            .spawn(ChildSpec::new("offset-manager", move || {
-                Ok(OffsetManager::load(offset_cfg.clone(), &log)?)
-            }))
-            .await?;
-        let log = self.logger.clone();
-        let groups = self
-            .spawn(ChildSpec::new("group-manager", move || {
-                Ok(GroupManager::new(GroupManagerConfig::default(), &log))
-            }))
-            .await?;
-
         let mut router = Router::new();
-        self.start_data_path(config, advertised, &view, &topics, &offsets, &mut router)
-            .await?;
-        route_child::<CreateTopicRequest, _>(&mut router, &topics);
-        route_child::<DeleteTopicInBrokerRequest, _>(&mut router, &topics);
-        route_child::<GetAllTopicConfigRequest, _>(&mut router, &topics);
-        route_child::<QueryConsumerOffsetRequest, _>(&mut router, &offsets);
-        route_child::<UpdateConsumerOffsetRequest, _>(&mut router, &offsets);
-        route_child::<HeartbeatRequest, _>(&mut router, &groups);
-        route_child::<GetConsumerListByGroupRequest, _>(&mut router, &groups);
-        if let Some(fanout) = &self.stored {
-            let mut ctx = BrokerContext::new(
-                self.supervisor.clone(),
-                router,
-                fanout.clone().recipient(),
-                &self.logger,
-            );
-            for plugin in plugins {
-                info!(self.logger, "installing plugin"; "plugin" => plugin.name());
-                plugin.install(&mut ctx);
-            }
-            router = ctx.into_router();
+        broker.route(&mut router);
+        let mut ctx = BrokerContext::new(
+            self.supervisor.clone(),
+            router,
+            broker.stored.clone(),
+            &self.logger,
+        );
+        for plugin in plugins {
+            info!(self.logger, "installing plugin"; "plugin" => plugin.name());
+            plugin.install(&mut ctx);
         }
-        let closed: Recipient<ConnectionClosed> = Relay::new(groups.clone()).start().recipient();
+        let router = ctx.into_router();
+        let closed: Recipient<ConnectionClosed> =
+            Relay::new(broker.groups.clone()).start().recipient();
         let options = ListenerOptions {
             subscribers: vec![closed],
             ..ListenerOptions::default()
@@ -285,6 +225,7 @@ impl Node {
         })?;
         self.listeners.push(listener.clone());
         self.broker_addr = Some(bound);
+        broker.notify_groups_through(listener);
 
         // Registration: the local registry without a socket, others remote.
         let mut links = Vec::new();
@@ -309,7 +250,7 @@ impl Node {
             broker_addr: advertised.to_string(),
             ha_server_addr: b.ha_listen.map(|a| a.to_string()).unwrap_or_default(),
         };
-        let (log, v) = (self.logger.clone(), view.clone());
+        let (log, v) = (self.logger.clone(), broker.view.clone());
         let registrar = self
             .spawn(ChildSpec::new("registrar", move || {
                 Ok(Registrar::new(
@@ -322,168 +263,12 @@ impl Node {
             }))
             .await?;
         let relay = Relay::new(registrar.clone()).start();
-        follow(&topics, move |tm| {
+        follow(&broker.topics, move |tm| {
             tm.do_send(SubscribeTopics(relay.clone().recipient()))
         });
-        let notifier = GroupNotifier {
-            listener: listener.clone(),
-        }
-        .start();
-        follow(&groups, move |gm| {
-            gm.do_send(SubscribeGroups(notifier.clone().recipient()))
-        });
         self.registrar = Some(registrar);
+        self.broker = Some(broker);
         info!(self.logger, "broker started"; "addr" => %bound, "data_dir" => %data_dir.display());
-        Ok(())
-    }
-
-    /// The commit-log writer (on its own arbiter with `broker.writer_thread`), dispatcher, long-poll
-    /// holder, queries, flush and retention, all supervised, over one store.
-    async fn start_data_path(
-        &mut self,
-        config: &NodeConfig,
-        store_host: SocketAddr,
-        view: &TopicView,
-        topics: &ChildRef<TopicManager>,
-        offsets: &ChildRef<OffsetManager>,
-        router: &mut Router,
-    ) -> Result<(), NodeError> {
-        let b = &config.broker;
-        let mut store_cfg = StoreConfig::new(&config.node.data_dir);
-        store_cfg.segment_size = b.commit_log_segment_size;
-        // A record must fit a segment: with small segments, large messages
-        // are refused (MESSAGE_ILLEGAL) rather than the node.
-        let fits =
-            usize::try_from(b.commit_log_segment_size.saturating_sub(8)).unwrap_or(usize::MAX);
-        store_cfg.max_message_size = store_cfg.max_message_size.min(fits);
-        store_cfg.file_reserved_hours = u64::from(b.file_reserved_hours);
-        store_cfg.flush_mode = match b.flush {
-            FlushMode::Async => actormq_store::FlushMode::Async,
-            FlushMode::Sync => actormq_store::FlushMode::Sync,
-        };
-        let started = std::time::Instant::now();
-        let store = actix_rt::task::spawn_blocking(move || BrokerStore::open(store_cfg))
-            .await
-            .map_err(|e| NodeError::Start(format!("store: {e}")))??;
-        let report = store.recovery_report();
-        info!(self.logger, "store open"; "ms" => started.elapsed().as_millis() as u64,
-            "report" => ?report);
-
-        let (s, log) = (store.clone(), self.logger.clone());
-        let dispatcher_arbiter = b.dispatcher_thread.then(Arbiter::new);
-        let dispatcher_cfg = DispatcherConfig {
-            // On its own thread already: no hand-off of big rounds.
-            offload_bytes: if b.dispatcher_thread {
-                u64::MAX
-            } else {
-                DispatcherConfig::default().offload_bytes
-            },
-            ..DispatcherConfig::default()
-        };
-        let spec = ChildSpec::new("dispatcher", move || {
-            Ok(Dispatcher::new(s.clone(), dispatcher_cfg.clone(), &log))
-        });
-        let spec = match &dispatcher_arbiter {
-            Some(a) => spec.on_arbiter(a.handle()),
-            None => spec,
-        };
-        let dispatcher = self.spawn(spec).await?;
-        self.dispatcher_arbiter = dispatcher_arbiter;
-        let (s, v, log) = (store.clone(), view.clone(), self.logger.clone());
-        let long_polling_max = Duration::from_millis(b.long_polling_max_ms);
-        let offsets_relay = CallRelay::new(offsets.clone()).start();
-        let pull = self
-            .spawn(ChildSpec::new("pull-hold", move || {
-                let cfg = PullHoldConfig {
-                    long_polling_enabled: long_polling_max > Duration::ZERO,
-                    long_polling_max,
-                    ..PullHoldConfig::default()
-                };
-                Ok(PullHold::new(s.clone(), v.clone(), cfg, &log)
-                    .with_offset_manager(offsets_relay.clone().recipient()))
-            }))
-            .await?;
-        // Stored events reach the long-poll holder (and plugins) through a
-        // fan-out that is re-subscribed to every dispatcher incarnation.
-        let fanout = StoredFanout {
-            subscribers: vec![Relay::new(pull.clone()).start().recipient()],
-        }
-        .start();
-        let f = fanout.clone();
-        follow(&dispatcher, move |d| {
-            d.do_send(SubscribeStored(f.clone().recipient()))
-        });
-        self.stored = Some(fanout);
-
-        let s = store.clone();
-        let query = self
-            .spawn(ChildSpec::new("query", move || {
-                Ok(QueryService::new(s.clone()))
-            }))
-            .await?;
-        let (s, log) = (store.clone(), self.logger.clone());
-        let flush = self
-            .spawn(ChildSpec::new("flush", move || {
-                Ok(FlushService::new(
-                    s.clone(),
-                    FlushServiceConfig::default(),
-                    &log,
-                ))
-            }))
-            .await?;
-        let (s, log) = (store.clone(), self.logger.clone());
-        self.spawn(ChildSpec::new("retention", move || {
-            Ok(RetentionCleaner::new(
-                s.clone(),
-                RetentionConfig::default(),
-                &log,
-            ))
-        }))
-        .await?;
-
-        let writer_arbiter = b.writer_thread.then(Arbiter::new);
-        let dispatcher_thread = b.dispatcher_thread;
-        let (s, v, log) = (store.clone(), view.clone(), self.logger.clone());
-        let resolver = CallRelay::new(topics.clone()).start();
-        let appended = Relay::new(dispatcher.clone()).start();
-        let spec = ChildSpec::new("commit-log", move || {
-            let cfg = CommitLogConfig {
-                store_host,
-                nudge_interval: if dispatcher_thread {
-                    Duration::from_millis(1)
-                } else {
-                    Duration::ZERO
-                },
-                ..CommitLogConfig::default()
-            };
-            Ok(CommitLogActor::new(
-                s.clone(),
-                v.clone(),
-                resolver.clone().recipient(),
-                cfg,
-                &log,
-            )
-            .with_dispatcher(appended.clone().recipient()))
-        });
-        // The sessions' arbiter by default: one hop fewer per request,
-        // which on 2 cores beats a thread of its own (broker.writer_thread).
-        let spec = match &writer_arbiter {
-            Some(a) => spec.on_arbiter(a.handle()),
-            None => spec,
-        };
-        let writer = self.spawn(spec).await?;
-
-        route_child::<SendMessageRequest, _>(router, &writer);
-        route_child::<SendBatchMessageRequest, _>(router, &writer);
-        route_child::<PullMessageRequest, _>(router, &pull);
-        route_child::<GetMaxOffsetRequest, _>(router, &query);
-        route_child::<GetMinOffsetRequest, _>(router, &query);
-        route_child::<SearchOffsetByTimestampRequest, _>(router, &query);
-        route_child::<ViewMessageByIdRequest, _>(router, &query);
-        route_child::<QueryMessageRequest, _>(router, &query);
-        self.flush = Some(flush);
-        self.store = Some(store);
-        self.writer_arbiter = writer_arbiter;
         Ok(())
     }
 
@@ -520,6 +305,11 @@ impl Node {
         line
     }
 
+    /// The broker's actors (broker and combined roles).
+    pub fn broker(&self) -> Option<&BrokerActors> {
+        self.broker.as_ref()
+    }
+
     /// Graceful stop: stop accepting and close sessions, unregister from
     /// name servers, then stop every actor (state is persisted by their
     /// `stopped` hooks).
@@ -536,32 +326,12 @@ impl Node {
                 warn!(self.logger, "unregister timed out");
             }
         }
-        if let Some(flush) = self.flush.as_ref().and_then(ChildRef::addr) {
-            match flush
-                .send(FlushAndCheckpoint)
-                .timeout(Duration::from_secs(30))
-                .await
-            {
-                Ok(Ok(lag)) => info!(self.logger, "final flush done"; "lag" => ?lag),
-                other => warn!(self.logger, "final flush failed"; "result" => ?other),
-            }
+        if let Some(broker) = &self.broker {
+            broker.flush_and_checkpoint().await;
         }
         let _ = self.supervisor.send(StopSupervisor).await;
-        if let Some(store) = self.store {
-            match store.close(Duration::from_secs(10)).await {
-                Ok(Ok(())) => info!(self.logger, "store closed cleanly"),
-                Ok(Err(e)) => warn!(self.logger, "store close failed"; "error" => %e),
-                Err(_) => warn!(
-                    self.logger,
-                    "store still in use at exit; next start recovers"
-                ),
-            }
-        }
-        for arbiter in [self.writer_arbiter, self.dispatcher_arbiter]
-            .into_iter()
-            .flatten()
-        {
-            arbiter.stop();
+        if let Some(broker) = self.broker {
+            broker.close().await;
         }
         info!(self.logger, "stopped");
     }
@@ -576,75 +346,29 @@ fn local_link(registry: &ChildRef<Registry>) -> NamesrvLink {
     }
 }
 
-/// Forwards "message stored" events to every subscriber; a stable address
-/// across dispatcher restarts.
-struct StoredFanout {
-    subscribers: Vec<Recipient<MessagesStored>>,
-}
-
-impl Actor for StoredFanout {
-    type Context = Context<Self>;
-}
-
-impl Handler<MessagesStored> for StoredFanout {
-    type Result = ();
-    fn handle(&mut self, msg: MessagesStored, _: &mut Context<Self>) {
-        self.subscribers.retain(|s| s.connected());
-        for s in &self.subscribers {
-            s.do_send(msg.clone());
-        }
-    }
-}
-
-impl Handler<SubscribeStored> for StoredFanout {
-    type Result = ();
-    fn handle(&mut self, msg: SubscribeStored, _: &mut Context<Self>) {
-        self.subscribers.push(msg.0);
-    }
-}
-
-/// Runs `on_start` for the current incarnation of `child` and for every
-/// new one (re-subscribing stable relays after a restart).
-fn follow<A, F>(child: &ChildRef<A>, on_start: F)
-where
-    A: Actor,
-    F: Fn(&Addr<A>) + 'static,
-{
-    let mut incarnations = child.subscribe();
-    if let Some(addr) = incarnations.borrow_and_update().clone() {
-        on_start(&addr);
-    }
-    actix_rt::spawn(async move {
-        while incarnations.changed().await.is_ok() {
-            let current = incarnations.borrow_and_update().clone();
-            if let Some(addr) = current {
-                on_start(&addr);
-            }
-        }
-    });
-}
-
-/// Turns consumer-group changes into `NOTIFY_CONSUMER_IDS_CHANGED` pushes
-/// to every member's connection, so clients rebalance at once.
-struct GroupNotifier {
-    listener: Addr<Listener>,
-}
-
-impl Actor for GroupNotifier {
-    type Context = Context<Self>;
-}
-
-impl Handler<ConsumerGroupChanged> for GroupNotifier {
-    type Result = ();
-    fn handle(&mut self, msg: ConsumerGroupChanged, _: &mut Context<Self>) {
-        for conn_id in msg.connections {
-            let req = NotifyConsumerIdsChangedRequest {
-                consumer_group: msg.group.clone(),
-            };
-            self.listener.do_send(PushTo {
-                conn_id,
-                call: Call::new(req),
-            });
-        }
-    }
+/// The broker actors' settings from the node's configuration.
+fn broker_actors_config(config: &NodeConfig, store_host: SocketAddr) -> BrokerActorsConfig {
+    let b = &config.broker;
+    let mut store = StoreConfig::new(&config.node.data_dir);
+    store.segment_size = b.commit_log_segment_size;
+    // A record must fit a segment: with small segments, large messages
+    // are refused (MESSAGE_ILLEGAL) rather than the node.
+    let fits = usize::try_from(b.commit_log_segment_size.saturating_sub(8)).unwrap_or(usize::MAX);
+    store.max_message_size = store.max_message_size.min(fits);
+    store.file_reserved_hours = u64::from(b.file_reserved_hours);
+    store.flush_mode = match b.flush {
+        FlushMode::Async => actormq_store::FlushMode::Async,
+        FlushMode::Sync => actormq_store::FlushMode::Sync,
+    };
+    let mut c = BrokerActorsConfig::new(store, &config.node.data_dir, store_host);
+    c.topics.auto_create = b.auto_create_topic;
+    c.topics.default_queues = b.default_queues;
+    let long_polling_max = Duration::from_millis(b.long_polling_max_ms);
+    c.pull.long_polling_enabled = long_polling_max > Duration::ZERO;
+    c.pull.long_polling_max = long_polling_max;
+    // The sessions' arbiter by default: one hop fewer per request, which
+    // on 2 cores beats a thread of its own (broker.writer_thread).
+    c.writer_thread = b.writer_thread;
+    c.dispatcher_thread = b.dispatcher_thread;
+    c
 }

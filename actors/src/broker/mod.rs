@@ -4,7 +4,6 @@
 
 pub mod broker_store;
 pub mod commit_log;
-pub mod data_path;
 pub mod dispatcher;
 pub mod error_map;
 pub mod flush_service;
@@ -18,10 +17,10 @@ pub mod registrar;
 pub mod retention_cleaner;
 pub mod stored_codec;
 pub mod topic_manager;
+pub mod wiring;
 
 pub use broker_store::BrokerStore;
 pub use commit_log::{CommitLogActor, CommitLogConfig, Nudge, NudgeThrottle};
-pub use data_path::{DataPath, DataPathConfig, DataPathLinks};
 pub use dispatcher::{Dispatcher, DispatcherConfig, MessagesStored, SubscribeStored};
 pub use flush_service::{FlushService, FlushServiceConfig};
 pub use group_manager::{GroupManager, GroupManagerConfig, GroupTable};
@@ -30,3 +29,4 @@ pub use pull_hold::{PullHold, PullHoldConfig};
 pub use query_service::QueryService;
 pub use retention_cleaner::{RetentionCleaner, RetentionConfig};
 pub use topic_manager::{TopicManager, TopicManagerConfig, TopicTable, TopicView};
+pub use wiring::{BrokerActors, BrokerActorsConfig, WiringError};

@@ -11,11 +11,13 @@ use actormq_actors::broker::commit_log::GetCommitLogStats;
 use actormq_actors::broker::dispatcher::{GetDispatchStats, MessagesStored, SubscribeStored};
 use actormq_actors::broker::flush_service::{FlushAndCheckpoint, GetFlushLag, Shutdown};
 use actormq_actors::broker::{
-    BrokerStore, CommitLogActor, CommitLogConfig, DataPath, DataPathConfig, DataPathLinks,
-    Dispatcher, DispatcherConfig, FlushService, PullHold, PullHoldConfig, QueryService,
-    RetentionCleaner, TopicManager, TopicManagerConfig, TopicView,
+    BrokerActors, BrokerActorsConfig, BrokerStore, CommitLogActor, CommitLogConfig, Dispatcher,
+    DispatcherConfig, FlushService, PullHold, PullHoldConfig, QueryService, RetentionCleaner,
+    TopicManager,
 };
-use actormq_actors::runtime::{Call, Reply, Router, ServiceError};
+use actormq_actors::runtime::{
+    Call, Escalation, Reply, RestartPolicy, Router, ServiceError, StopSupervisor, Supervisor,
+};
 use actormq_protocol::request::{
     CreateTopicRequest, GetMaxOffsetRequest, GetMinOffsetRequest, Perm, PullMessageRequest,
     PullMessageResponse, QueryMessageRequest, SearchOffsetByTimestampRequest,
@@ -65,8 +67,9 @@ impl Default for Opts {
     }
 }
 
-/// The data-path actors of one broker. The commit log writer, the
-/// dispatcher and the readers run on their own arbiter, as in a node.
+/// The actors of one broker, started by the production wiring
+/// ([`BrokerActors::start`]) under a supervisor of their own; the fields
+/// are the addresses of the incarnations running at start.
 pub struct Node {
     pub store: BrokerStore,
     pub topics: Addr<TopicManager>,
@@ -77,7 +80,8 @@ pub struct Node {
     pub flush: Addr<FlushService>,
     pub retention: Addr<RetentionCleaner>,
     pub router: Router,
-    arbiters: Vec<Arbiter>,
+    pub actors: BrokerActors,
+    pub supervisor: Addr<Supervisor>,
 }
 
 impl Node {
@@ -87,69 +91,51 @@ impl Node {
         if let Some(tweak) = opts.store {
             tweak(&mut cfg);
         }
-        let store = BrokerStore::open(cfg).unwrap();
-        let view = TopicView::default();
-        let tm_cfg = TopicManagerConfig {
-            path: dir.join("config/topics.msgpack"),
-            auto_create: opts.auto_create,
-            default_queues: 4,
-        };
-        let (writer_arb, read_arb) = (Arbiter::new(), Arbiter::new());
-        let v = view.clone();
-        let topics = TopicManager::start_in_arbiter(&read_arb.handle(), move |_| {
-            TopicManager::load(tm_cfg, v, &log()).unwrap()
-        });
-        let links = DataPathLinks {
-            topics: view,
-            topic_manager: topics.clone().recipient(),
-            offsets: None,
-        };
-        let config = DataPathConfig {
-            writer: opts.writer,
-            pull: opts.pull,
-            dispatcher: opts.dispatcher,
-            ..DataPathConfig::default()
-        };
-        let dp = DataPath::start(
-            store,
-            links,
-            config,
-            &writer_arb.handle(),
-            &read_arb.handle(),
+        let mut config = BrokerActorsConfig::new(cfg, dir, opts.writer.store_host);
+        config.topics.auto_create = opts.auto_create;
+        config.topics.default_queues = 4;
+        config.writer = opts.writer;
+        config.pull = opts.pull;
+        config.dispatcher = opts.dispatcher;
+        let supervisor = Supervisor::new(
+            "broker",
             &log(),
-        );
+            RestartPolicy::default(),
+            Escalation::StopSystem,
+        )
+        .start();
+        let actors = BrokerActors::start(&supervisor, config, &log())
+            .await
+            .expect("broker actors start");
         let mut router = Router::new();
-        dp.route(&mut router);
+        actors.route(&mut router);
         Node {
-            store: dp.store,
-            topics,
-            writer: dp.writer,
-            dispatcher: dp.dispatcher,
-            pull: dp.pull,
-            query: dp.query,
-            flush: dp.flush,
-            retention: dp.retention,
+            store: actors.store.clone(),
+            topics: actors.topics.addr().unwrap(),
+            writer: actors.writer.addr().unwrap(),
+            dispatcher: actors.dispatcher.addr().unwrap(),
+            pull: actors.pull.addr().unwrap(),
+            query: actors.query.addr().unwrap(),
+            flush: actors.flush.addr().unwrap(),
+            retention: actors.retention.addr().unwrap(),
             router,
-            arbiters: vec![writer_arb, read_arb],
+            actors,
+            supervisor,
         }
     }
 
-    /// Graceful stop: final flush + checkpoint, stop every actor, close the store.
+    /// Graceful stop as a node does it: final flush + checkpoint, stop
+    /// every actor, close the store (every handle must be gone).
     pub async fn stop(self) {
         self.flush.send(Shutdown).await.unwrap().unwrap();
         let Node {
-            store, arbiters, ..
+            store,
+            actors,
+            supervisor,
+            ..
         } = self;
-        for a in &arbiters {
-            a.stop();
-        }
-        actix_rt::task::spawn_blocking(move || {
-            for a in arbiters {
-                a.join().unwrap();
-            }
-        })
-        .await
-        .unwrap();
+        supervisor.send(StopSupervisor).await.unwrap();
+        drop(actors);
         store
             .close(Duration::from_secs(5))
             .await
@@ -812,13 +798,11 @@ async fn restart_reads_everything_back() {
 }
 
 #[actix_rt::test]
-async fn the_data_path_serves_its_request_codes() {
+async fn the_broker_wiring_serves_its_request_codes() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path(), Opts::default()).await;
     let mut codes = node.router.codes();
     codes.sort_unstable();
-    // SEND_MESSAGE, PULL_MESSAGE, QUERY_MESSAGE, SEARCH_OFFSET_BY_TIMESTAMP,
-    // GET_MAX_OFFSET, GET_MIN_OFFSET, VIEW_MESSAGE_BY_ID, SEND_BATCH_MESSAGE.
     use actormq_protocol::RequestCode as C;
     let mut want: Vec<u32> = [
         C::SendMessage,
@@ -829,6 +813,13 @@ async fn the_data_path_serves_its_request_codes() {
         C::GetMaxOffset,
         C::GetMinOffset,
         C::ViewMessageById,
+        C::UpdateAndCreateTopic,
+        C::DeleteTopicInBroker,
+        C::GetAllTopicConfig,
+        C::QueryConsumerOffset,
+        C::UpdateConsumerOffset,
+        C::HeartBeat,
+        C::GetConsumerListByGroup,
     ]
     .iter()
     .map(|c| c.as_u32())

@@ -1,0 +1,477 @@
+//! The broker's supervised wiring: the one function that starts every
+//! broker actor under a supervisor and routes its request codes. The node,
+//! the examples and every test call it, so the tests exercise the topology
+//! production runs.
+//!
+//! ```text
+//! supervisor (the caller's; one-for-one)
+//! ├── topic-manager    ← 17, 21, 215; resolves topics for the writer
+//! ├── offset-manager   ← 14, 15; commit offsets piggybacked on pulls
+//! ├── group-manager    ← 34, 38; group changes → the listener (notify)
+//! ├── dispatcher       (own arbiter with `dispatcher_thread`)
+//! ├── pull-hold        ← 11; stored events through the stored fan-out
+//! ├── query            ← 12, 29, 30, 31, 33
+//! ├── flush
+//! ├── retention
+//! └── commit-log       ← 10, 320 (own arbiter with `writer_thread`)
+//! ```
+//!
+//! Every link between them goes through a [`ChildRef`] (routes and
+//! [`Relay`]s), so it follows a child across restarts; the stored-event
+//! fan-out is re-subscribed to every dispatcher incarnation.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actormq_protocol::request::{
+    CreateTopicRequest, DeleteTopicInBrokerRequest, GetAllTopicConfigRequest,
+    GetConsumerListByGroupRequest, GetMaxOffsetRequest, GetMinOffsetRequest, HeartbeatRequest,
+    NotifyConsumerIdsChangedRequest, PullMessageRequest, QueryConsumerOffsetRequest,
+    QueryMessageRequest, SearchOffsetByTimestampRequest, SendBatchMessageRequest,
+    SendMessageRequest, UpdateConsumerOffsetRequest, ViewMessageByIdRequest,
+};
+use actormq_store::StoreConfig;
+use slog::{Logger, info, o, warn};
+
+use super::broker_store::BrokerStore;
+use super::commit_log::{CommitLogActor, CommitLogConfig};
+use super::dispatcher::{Dispatcher, DispatcherConfig, MessagesStored, SubscribeStored};
+use super::flush_service::{FlushAndCheckpoint, FlushService, FlushServiceConfig};
+use super::group_manager::{
+    ConsumerGroupChanged, GroupManager, GroupManagerConfig, SubscribeGroups,
+};
+use super::offset_manager::{OffsetManager, OffsetManagerConfig};
+use super::pull_hold::{PullHold, PullHoldConfig};
+use super::query_service::QueryService;
+use super::retention_cleaner::{RetentionCleaner, RetentionConfig};
+use super::topic_manager::{TopicManager, TopicManagerConfig, TopicView};
+use crate::runtime::net::{Listener, PushTo, Router};
+use crate::runtime::{
+    Call, CallRelay, ChildRef, ChildSpec, Relay, SpawnChild, Supervisor, route_child,
+};
+
+/// Settings of every broker actor (each field documents its defaults).
+#[derive(Debug, Clone)]
+pub struct BrokerActorsConfig {
+    /// The store (data dir, segment size, flush mode, ...).
+    pub store: StoreConfig,
+    /// Topics (`<data>/config/topics.msgpack`).
+    pub topics: TopicManagerConfig,
+    /// Consumer offsets (`<data>/config/consumer_offsets.msgpack`).
+    pub offsets: OffsetManagerConfig,
+    /// Producer and consumer groups.
+    pub groups: GroupManagerConfig,
+    /// The commit-log writer; `store_host` is the broker's advertised
+    /// address, stamped into every message id.
+    pub writer: CommitLogConfig,
+    /// The dispatcher.
+    pub dispatcher: DispatcherConfig,
+    /// Pulls and long polling.
+    pub pull: PullHoldConfig,
+    /// Flush ownership.
+    pub flush: FlushServiceConfig,
+    /// Retention.
+    pub retention: RetentionConfig,
+    /// Run the writer on an arbiter (thread) of its own. Default: off, the
+    /// writer shares the supervisor's arbiter (one hop fewer per request).
+    pub writer_thread: bool,
+    /// Run the dispatcher on an arbiter of its own (writer nudges are then
+    /// throttled to 1 ms and big rounds are not offloaded). Default: off.
+    pub dispatcher_thread: bool,
+}
+
+impl BrokerActorsConfig {
+    /// Defaults over `store`, with the state files under `data_dir/config`.
+    pub fn new(store: StoreConfig, data_dir: &std::path::Path, store_host: SocketAddr) -> Self {
+        Self {
+            store,
+            topics: TopicManagerConfig {
+                path: data_dir.join("config/topics.msgpack"),
+                auto_create: true,
+                default_queues: 4,
+            },
+            offsets: OffsetManagerConfig {
+                path: data_dir.join("config/consumer_offsets.msgpack"),
+                persist_interval: Duration::from_secs(5),
+            },
+            groups: GroupManagerConfig::default(),
+            writer: CommitLogConfig {
+                store_host,
+                ..CommitLogConfig::default()
+            },
+            dispatcher: DispatcherConfig::default(),
+            pull: PullHoldConfig::default(),
+            flush: FlushServiceConfig::default(),
+            retention: RetentionConfig::default(),
+            writer_thread: false,
+            dispatcher_thread: false,
+        }
+    }
+}
+
+/// Why the broker's actors could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WiringError {
+    /// The store could not be opened (recovery failed, corruption, ...).
+    #[error("store: {0}")]
+    Store(#[from] actormq_store::Error),
+    /// The state directory could not be created.
+    #[error("{dir}: {source}")]
+    StateDir {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A supervised actor could not start (its supervisor is gone).
+    #[error("cannot start {0}")]
+    Start(String),
+}
+
+/// The broker's running actors, each a handle that follows its child
+/// across restarts.
+#[derive(Clone)]
+pub struct BrokerActors {
+    /// The shared store.
+    pub store: BrokerStore,
+    /// The shared topic snapshot.
+    pub view: TopicView,
+    /// Topics.
+    pub topics: ChildRef<TopicManager>,
+    /// Consumer offsets.
+    pub offsets: ChildRef<OffsetManager>,
+    /// Producer and consumer groups.
+    pub groups: ChildRef<GroupManager>,
+    /// The single writer.
+    pub writer: ChildRef<CommitLogActor>,
+    /// The dispatcher.
+    pub dispatcher: ChildRef<Dispatcher>,
+    /// Pulls and long polling.
+    pub pull: ChildRef<PullHold>,
+    /// Offset and message queries.
+    pub query: ChildRef<QueryService>,
+    /// Flush ownership.
+    pub flush: ChildRef<FlushService>,
+    /// Retention.
+    pub retention: ChildRef<RetentionCleaner>,
+    /// Where "message stored" events can be subscribed to (stable across
+    /// dispatcher restarts).
+    pub stored: Recipient<SubscribeStored>,
+    writer_arbiter: Option<ArbiterHandle>,
+    dispatcher_arbiter: Option<ArbiterHandle>,
+    logger: Logger,
+}
+
+async fn spawn<A: Actor<Context = Context<A>>>(
+    supervisor: &Addr<Supervisor>,
+    spec: ChildSpec<A>,
+) -> Result<ChildRef<A>, WiringError> {
+    supervisor
+        .send(SpawnChild(spec))
+        .await
+        .map_err(|e| WiringError::Start(e.to_string()))
+}
+
+impl BrokerActors {
+    /// Opens the store (on a blocking thread) and starts every broker actor
+    /// under `supervisor`, in dependency order.
+    pub async fn start(
+        supervisor: &Addr<Supervisor>,
+        config: BrokerActorsConfig,
+        logger: &Logger,
+    ) -> Result<Self, WiringError> {
+        let logger = logger.new(o!());
+        for path in [&config.topics.path, &config.offsets.path] {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|source| WiringError::StateDir {
+                    dir: dir.to_path_buf(),
+                    source,
+                })?;
+            }
+        }
+        let started = std::time::Instant::now();
+        let store_cfg = config.store.clone();
+        let store = actix_rt::task::spawn_blocking(move || BrokerStore::open(store_cfg))
+            .await
+            .map_err(|e| WiringError::Start(format!("store: {e}")))??;
+        info!(logger, "store open"; "ms" => started.elapsed().as_millis() as u64,
+            "report" => ?store.recovery_report());
+
+        let view = TopicView::default();
+        let (c, v, log) = (config.topics.clone(), view.clone(), logger.clone());
+        let topics = spawn(
+            supervisor,
+            ChildSpec::new("topic-manager", move || {
+                Ok(TopicManager::load(c.clone(), v.clone(), &log)?)
+            }),
+        )
+        .await?;
+        let (c, log) = (config.offsets.clone(), logger.clone());
+        let offsets = spawn(
+            supervisor,
+            ChildSpec::new("offset-manager", move || {
+                Ok(OffsetManager::load(c.clone(), &log)?)
+            }),
+        )
+        .await?;
+        let (c, log) = (config.groups, logger.clone());
+        let groups = spawn(
+            supervisor,
+            ChildSpec::new("group-manager", move || Ok(GroupManager::new(c, &log))),
+        )
+        .await?;
+
+        let dispatcher_arbiter = config.dispatcher_thread.then(|| Arbiter::new().handle());
+        let mut dispatcher_cfg = config.dispatcher.clone();
+        if config.dispatcher_thread {
+            // On its own thread already: no hand-off of big rounds.
+            dispatcher_cfg.offload_bytes = u64::MAX;
+        }
+        let (s, log) = (store.clone(), logger.clone());
+        let spec = ChildSpec::new("dispatcher", move || {
+            Ok(Dispatcher::new(s.clone(), dispatcher_cfg.clone(), &log))
+        });
+        let spec = match &dispatcher_arbiter {
+            Some(a) => spec.on_arbiter(a.clone()),
+            None => spec,
+        };
+        let dispatcher = spawn(supervisor, spec).await?;
+
+        let (s, v, c, log) = (
+            store.clone(),
+            view.clone(),
+            config.pull.clone(),
+            logger.clone(),
+        );
+        let offsets_relay = CallRelay::new(offsets.clone()).start();
+        let pull = spawn(
+            supervisor,
+            ChildSpec::new("pull-hold", move || {
+                Ok(PullHold::new(s.clone(), v.clone(), c.clone(), &log)
+                    .with_offset_manager(offsets_relay.clone().recipient()))
+            }),
+        )
+        .await?;
+        // Stored events reach the long-poll holder (and plugins) through a
+        // fan-out that is re-subscribed to every dispatcher incarnation.
+        // Subscribed before the writer starts, so no event is missed; the
+        // store dispatched everything older while it opened.
+        let fanout = StoredFanout {
+            subscribers: vec![Relay::new(pull.clone()).start().recipient()],
+        }
+        .start();
+        let f = fanout.clone();
+        follow(&dispatcher, move |d| {
+            d.do_send(SubscribeStored(f.clone().recipient()))
+        });
+
+        let s = store.clone();
+        let query = spawn(
+            supervisor,
+            ChildSpec::new("query", move || Ok(QueryService::new(s.clone()))),
+        )
+        .await?;
+        let (s, c, log) = (store.clone(), config.flush.clone(), logger.clone());
+        let flush = spawn(
+            supervisor,
+            ChildSpec::new("flush", move || {
+                Ok(FlushService::new(s.clone(), c.clone(), &log))
+            }),
+        )
+        .await?;
+        let (s, c, log) = (store.clone(), config.retention.clone(), logger.clone());
+        let retention = spawn(
+            supervisor,
+            ChildSpec::new("retention", move || {
+                Ok(RetentionCleaner::new(s.clone(), c.clone(), &log))
+            }),
+        )
+        .await?;
+
+        let writer_arbiter = config.writer_thread.then(|| Arbiter::new().handle());
+        let mut writer_cfg = config.writer.clone();
+        if config.dispatcher_thread && writer_cfg.nudge_interval.is_zero() {
+            // Waking a dispatcher on another thread per append costs more
+            // than it saves; nudge at most every millisecond.
+            writer_cfg.nudge_interval = Duration::from_millis(1);
+        }
+        let (s, v, log) = (store.clone(), view.clone(), logger.clone());
+        let resolver = CallRelay::new(topics.clone()).start();
+        let appended = Relay::new(dispatcher.clone()).start();
+        let spec = ChildSpec::new("commit-log", move || {
+            Ok(CommitLogActor::new(
+                s.clone(),
+                v.clone(),
+                resolver.clone().recipient(),
+                writer_cfg.clone(),
+                &log,
+            )
+            .with_dispatcher(appended.clone().recipient()))
+        });
+        let spec = match &writer_arbiter {
+            Some(a) => spec.on_arbiter(a.clone()),
+            None => spec,
+        };
+        let writer = spawn(supervisor, spec).await?;
+
+        Ok(Self {
+            store,
+            view,
+            topics,
+            offsets,
+            groups,
+            writer,
+            dispatcher,
+            pull,
+            query,
+            flush,
+            retention,
+            stored: fanout.recipient(),
+            writer_arbiter,
+            dispatcher_arbiter,
+            logger,
+        })
+    }
+
+    /// Routes every request code the broker serves (table in the module
+    /// docs) to the actor that serves it.
+    pub fn route(&self, router: &mut Router) {
+        route_child::<SendMessageRequest, _>(router, &self.writer);
+        route_child::<SendBatchMessageRequest, _>(router, &self.writer);
+        route_child::<PullMessageRequest, _>(router, &self.pull);
+        route_child::<GetMaxOffsetRequest, _>(router, &self.query);
+        route_child::<GetMinOffsetRequest, _>(router, &self.query);
+        route_child::<SearchOffsetByTimestampRequest, _>(router, &self.query);
+        route_child::<ViewMessageByIdRequest, _>(router, &self.query);
+        route_child::<QueryMessageRequest, _>(router, &self.query);
+        route_child::<CreateTopicRequest, _>(router, &self.topics);
+        route_child::<DeleteTopicInBrokerRequest, _>(router, &self.topics);
+        route_child::<GetAllTopicConfigRequest, _>(router, &self.topics);
+        route_child::<QueryConsumerOffsetRequest, _>(router, &self.offsets);
+        route_child::<UpdateConsumerOffsetRequest, _>(router, &self.offsets);
+        route_child::<HeartbeatRequest, _>(router, &self.groups);
+        route_child::<GetConsumerListByGroupRequest, _>(router, &self.groups);
+    }
+
+    /// Turns consumer-group changes into `NOTIFY_CONSUMER_IDS_CHANGED`
+    /// pushes over `listener`'s connections, so clients rebalance at once.
+    pub fn notify_groups_through(&self, listener: Addr<Listener>) {
+        let notifier = GroupNotifier { listener }.start();
+        follow(&self.groups, move |gm| {
+            gm.do_send(SubscribeGroups(notifier.clone().recipient()))
+        });
+    }
+
+    /// Final flush and checkpoint (call before stopping the supervisor).
+    pub async fn flush_and_checkpoint(&self) {
+        let Some(flush) = self.flush.addr() else {
+            warn!(self.logger, "final flush skipped: flush service down");
+            return;
+        };
+        match flush
+            .send(FlushAndCheckpoint)
+            .timeout(Duration::from_secs(30))
+            .await
+        {
+            Ok(Ok(lag)) => info!(self.logger, "final flush done"; "lag" => ?lag),
+            other => warn!(self.logger, "final flush failed"; "result" => ?other),
+        }
+    }
+
+    /// Closes the store once every actor holding it has stopped (after the
+    /// supervisor stopped them), and stops the extra arbiters.
+    pub async fn close(self) {
+        let Self {
+            store,
+            writer_arbiter,
+            dispatcher_arbiter,
+            logger,
+            ..
+        } = self;
+        // Every other handle to the store lives in the stopped actors and
+        // their factories, dropped with the supervisor.
+        match store.close(Duration::from_secs(10)).await {
+            Ok(Ok(())) => info!(logger, "store closed cleanly"),
+            Ok(Err(e)) => warn!(logger, "store close failed"; "error" => %e),
+            Err(_) => warn!(logger, "store still in use at exit; next start recovers"),
+        }
+        for arbiter in [writer_arbiter, dispatcher_arbiter].into_iter().flatten() {
+            arbiter.stop();
+        }
+    }
+}
+
+/// Runs `on_start` for the current incarnation of `child` and for every
+/// new one (re-subscribing stable relays after a restart).
+pub fn follow<A, F>(child: &ChildRef<A>, on_start: F)
+where
+    A: Actor,
+    F: Fn(&Addr<A>) + 'static,
+{
+    let mut incarnations = child.subscribe();
+    if let Some(addr) = incarnations.borrow_and_update().clone() {
+        on_start(&addr);
+    }
+    actix_rt::spawn(async move {
+        while incarnations.changed().await.is_ok() {
+            let current = incarnations.borrow_and_update().clone();
+            if let Some(addr) = current {
+                on_start(&addr);
+            }
+        }
+    });
+}
+
+/// Forwards "message stored" events to every subscriber; a stable address
+/// across dispatcher restarts.
+struct StoredFanout {
+    subscribers: Vec<Recipient<MessagesStored>>,
+}
+
+impl Actor for StoredFanout {
+    type Context = Context<Self>;
+}
+
+impl Handler<MessagesStored> for StoredFanout {
+    type Result = ();
+    fn handle(&mut self, msg: MessagesStored, _: &mut Context<Self>) {
+        self.subscribers.retain(|s| s.connected());
+        for s in &self.subscribers {
+            s.do_send(msg.clone());
+        }
+    }
+}
+
+impl Handler<SubscribeStored> for StoredFanout {
+    type Result = ();
+    fn handle(&mut self, msg: SubscribeStored, _: &mut Context<Self>) {
+        self.subscribers.push(msg.0);
+    }
+}
+
+/// Turns consumer-group changes into `NOTIFY_CONSUMER_IDS_CHANGED` pushes
+/// to every member's connection.
+struct GroupNotifier {
+    listener: Addr<Listener>,
+}
+
+impl Actor for GroupNotifier {
+    type Context = Context<Self>;
+}
+
+impl Handler<ConsumerGroupChanged> for GroupNotifier {
+    type Result = ();
+    fn handle(&mut self, msg: ConsumerGroupChanged, _: &mut Context<Self>) {
+        for conn_id in msg.connections {
+            let req = NotifyConsumerIdsChangedRequest {
+                consumer_group: msg.group.clone(),
+            };
+            self.listener.do_send(PushTo {
+                conn_id,
+                call: Call::new(req),
+            });
+        }
+    }
+}
