@@ -1,13 +1,15 @@
 //! # actormq-actors
 //!
-//! The actor runtime of actormq and every broker / name-server actor.
+//! Every broker / name-server actor of actormq, and the broker's one
+//! supervised wiring ([`broker::BrokerActors::start`]).
 //!
-//! **Place in the layering:** `protocol <- store <- actors <- cluster`, and
-//! `sdk` re-exports the custom-actor API from here. This crate may use the
-//! wire types of [`actormq_protocol`] and the storage engine of
-//! [`actormq_store`]; it never depends on `cluster` or `sdk`.
+//! **Place in the layering:** `protocol <- store <- actors <- cluster` and
+//! `protocol <- runtime <- actors`. This crate may use the wire types of
+//! [`actormq_protocol`], the storage engine of [`actormq_store`] and the
+//! actor runtime (`actormq-runtime`, re-exported as [`runtime`]); it never
+//! depends on `cluster` or `sdk`.
 //!
-//! - [`runtime`]: supervision, `Call<R>` messages that may cross nodes, the
+//! - [`runtime`] (crate `actormq-runtime`): supervision, `Call<R>` messages that may cross nodes, the
 //!   TCP listener / sessions / router and the `RemoteClient` proxy.
 //! - [`broker`]: one actor per concern (`CommitLogActor`, `FlushService`,
 //!   `Dispatcher`, `PullHold`, `QueryService`, `TopicManager`,
@@ -21,7 +23,8 @@
 
 pub mod broker;
 pub mod namesrv;
-pub mod runtime;
 
 pub use actormq_protocol as protocol;
+/// The actor runtime (crate `actormq-runtime`), re-exported under its old path.
+pub use actormq_runtime as runtime;
 pub use actormq_store as store;

@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use actormq_sdk::broker::{BrokerContext, BrokerPlugin, MessagesStored};
+use actormq_cluster::actors::broker::MessagesStored;
+use actormq_cluster::actors::broker::plugin::{BrokerContext, BrokerPlugin};
 use actormq_sdk::prelude::*;
 use actormq_sdk::protocol::Bytes;
 use actormq_sdk::protocol::request::SendMessageRequest;

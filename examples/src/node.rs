@@ -1,9 +1,9 @@
 //! An in-process combined node for the examples: temp data dir, ports
 //! picked by the OS, small commit-log segments.
 
+use actormq_cluster::actors::broker::plugin::BrokerPlugin;
 use actormq_cluster::config::{NodeConfig, Overrides};
 use actormq_cluster::node::{Node, NodeError};
-use actormq_sdk::broker::BrokerPlugin;
 
 /// A running in-process node and the temp dir holding its data.
 pub struct ExampleNode {

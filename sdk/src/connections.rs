@@ -25,8 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::Addr;
-use actormq_actors::runtime::net::{GetLinkState, RemoteClient};
-use actormq_actors::runtime::{Reply, Rpc};
+use actormq_runtime::net::{GetLinkState, RemoteClient};
+use actormq_runtime::{Reply, Rpc};
 use bytes::Bytes;
 use slog::Logger;
 

@@ -1,7 +1,7 @@
 //! [`ClientError`]: every failure the SDK reports.
 
-use actormq_actors::runtime::ServiceError;
 use actormq_protocol::ResponseCode;
+use actormq_runtime::ServiceError;
 
 /// A failed client operation (send, route lookup, admin call).
 #[non_exhaustive]

@@ -1,11 +1,13 @@
 //! # actormq-sdk
 //!
 //! The client SDK (producers, push / pull consumers, rebalance) and the
-//! public API for writing custom actors, re-exported from `actors` so that a
-//! user depends on one crate.
+//! actor runtime for writing client-side actors, re-exported from
+//! `actormq-runtime` so that a user depends on one crate.
 //!
-//! **Place in the layering:** `protocol <- sdk`, plus the custom-actor
-//! runtime of `actors`; the SDK never uses `store` or `cluster` directly.
+//! **Place in the layering:** `protocol, runtime <- sdk`; the SDK links
+//! neither the storage engine (`store`) nor the broker actors (`actors`)
+//! nor `cluster`. Plugins that run *inside* a broker (`BrokerPlugin`) come
+//! from `actormq-actors` (re-exported as `actormq_cluster::actors`).
 //!
 //! **Status:** the custom-actor API ([`actors`], [`prelude`]), the wire
 //! protocol ([`protocol`]), routing ([`route`], [`connections`]) and the
@@ -18,24 +20,17 @@ pub mod consumer;
 pub mod rebalance;
 
 /// The custom-actor API: supervision, typed calls that may cross nodes,
-/// request-code routing, remote proxies, and broker events.
+/// request-code routing and remote proxies (crate `actormq-runtime`).
 pub mod actors {
-    pub use actormq_actors::runtime::*;
-}
-
-/// Plugging custom actors into a broker: [`broker::BrokerPlugin`] and the
-/// "message stored" event.
-pub mod broker {
-    pub use actormq_actors::broker::dispatcher::MessagesStored;
-    pub use actormq_actors::broker::plugin::{BrokerContext, BrokerPlugin};
+    pub use actormq_runtime::*;
 }
 
 /// What a custom actor usually needs, in one `use`.
 pub mod prelude {
     pub use crate::{ClientError, Producer, ProducerBuilder, SendResult, SendStatus};
     pub use actix::prelude::*;
-    pub use actormq_actors::runtime::net::{RemoteClient, Router};
-    pub use actormq_actors::runtime::{
+    pub use actormq_runtime::net::{RemoteClient, Router};
+    pub use actormq_runtime::{
         Call, CallRelay, ChildRef, ChildSpec, Relay, Reply, Rpc, ServiceError, SpawnChild,
         Supervisor, USER_CODES, route_child,
     };

@@ -9,7 +9,7 @@
 //! leaves in one write); one reader task decodes replies and completes the
 //! waiting calls by request id, in any order.
 //!
-//! Behaviour matches [`RemoteClient`](actormq_actors::runtime::net::RemoteClient):
+//! Behaviour matches [`RemoteClient`](actormq_runtime::net::RemoteClient):
 //! - the connection opens on the first call; after it drops, every pending
 //!   call fails with `SYSTEM_ERROR` "connection lost: ..." and the next call
 //!   reconnects at once; a failed connect fails the waiting calls and delays
@@ -31,10 +31,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use actormq_actors::runtime::net::decode_reply;
-use actormq_actors::runtime::{Reply, Rpc, ServiceError};
 use actormq_protocol::frame::EMPTY_FIELDS;
 use actormq_protocol::{DEFAULT_MAX_FRAME_LEN, Flags, Frame, FrameCodec, Header, ResponseCode};
+use actormq_runtime::net::decode_reply;
+use actormq_runtime::{Reply, Rpc, ServiceError};
 use bytes::{BufMut, BytesMut};
 use futures_util::StreamExt;
 use serde::Serialize;

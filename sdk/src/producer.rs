@@ -39,7 +39,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actormq_actors::runtime::Rpc;
 use actormq_protocol::request::{
     ClusterInfo, GetBrokerClusterInfoRequest, HeartbeatRequest, ProducerData,
     SendBatchMessageRequest, SendBatchMessageResponse, SendMessageRef, SendMessageRequest,
@@ -50,6 +49,7 @@ use actormq_protocol::{
     Bytes, BytesMut, Message, MessageQueue, ResponseCode, UniqueKeyGenerator, batch, tag_hash,
     validate_batch, validate_message,
 };
+use actormq_runtime::Rpc;
 use serde::{Deserialize, Serialize};
 use slog::{Logger, debug, o};
 

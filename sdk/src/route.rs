@@ -30,9 +30,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use actix::prelude::*;
-use actormq_actors::runtime::{Reply, Rpc};
 use actormq_protocol::request::{GetRouteInfoByTopicRequest, TopicRouteData};
 use actormq_protocol::{Bytes, MessageQueue, ResponseCode};
+use actormq_runtime::{Reply, Rpc};
 use slog::{Logger, debug, o, warn};
 
 use crate::connections::{Connections, parse_addr};

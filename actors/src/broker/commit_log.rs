@@ -43,6 +43,7 @@
 //! The bookkeeping (arrival order, expiry, batch cuts) is [`SendBuffer`], a
 //! plain struct tested without a runtime.
 
+use super::error_map::store_error;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -785,7 +786,7 @@ impl CommitLogActor {
             Ok(end) => end,
             Err(e) => {
                 error!(self.logger, "append failed"; "error" => %e, "requests" => batch.len());
-                let err = ServiceError::from(e);
+                let err = store_error(e);
                 self.stats.store_errors += batch.len() as u64;
                 for p in batch {
                     p.responder.fail(err.clone());

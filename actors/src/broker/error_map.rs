@@ -1,16 +1,18 @@
 //! The one place where a storage error becomes a response code.
 //!
 //! Every data-path actor ([`super::CommitLogActor`], [`super::PullHold`],
-//! [`super::QueryService`], ...) reports store failures through this
-//! `From` impl, so a client always sees the same code for the same cause.
+//! [`super::QueryService`], ...) reports store failures through
+//! [`store_error`] (or [`StoreResultExt::or_reply`]), so a client always
+//! sees the same code for the same cause.
 
 use actormq_protocol::ResponseCode;
 use actormq_store::Error;
 
 use crate::runtime::ServiceError;
 
-impl From<Error> for ServiceError {
-    fn from(err: Error) -> Self {
+/// The response a client sees for a store failure.
+pub fn store_error(err: Error) -> ServiceError {
+    {
         let code = match &err {
             // RocketMQ answers a full disk with SERVICE_NOT_AVAILABLE
             // ("service not available now, maybe disk full").
@@ -30,27 +32,39 @@ impl From<Error> for ServiceError {
     }
 }
 
+/// `?`-friendly mapping of store results to replies.
+pub trait StoreResultExt<T> {
+    /// Maps the error through [`store_error`].
+    fn or_reply(self) -> Result<T, ServiceError>;
+}
+
+impl<T> StoreResultExt<T> for Result<T, Error> {
+    fn or_reply(self) -> Result<T, ServiceError> {
+        self.map_err(store_error)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn codes() {
-        let e = ServiceError::from(Error::DiskFull);
+        let e = store_error(Error::DiskFull);
         assert_eq!(e.code, ResponseCode::ServiceNotAvailable);
         assert!(e.remark.contains("disk full"));
-        let e = ServiceError::from(Error::MessageTooLarge { size: 10, max: 5 });
+        let e = store_error(Error::MessageTooLarge { size: 10, max: 5 });
         assert_eq!(e.code, ResponseCode::MessageIllegal);
         assert_eq!(
-            ServiceError::from(Error::InvalidArgument("x".into())).code,
+            store_error(Error::InvalidArgument("x".into())).code,
             ResponseCode::MessageIllegal
         );
         assert_eq!(
-            ServiceError::from(Error::Closed).code,
+            store_error(Error::Closed).code,
             ResponseCode::ServiceNotAvailable
         );
         assert_eq!(
-            ServiceError::from(Error::Io(std::io::Error::other("boom"))).code,
+            store_error(Error::Io(std::io::Error::other("boom"))).code,
             ResponseCode::SystemError
         );
     }

@@ -20,6 +20,7 @@
 //!   a watchdog ([`StallDetector`]) that logs an error when dirty bytes stop
 //!   being flushed for [`FlushServiceConfig::stall_after`].
 
+use super::error_map::StoreResultExt;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -158,8 +159,8 @@ impl FlushService {
     ) -> impl ActorFuture<Self, Output = Result<FlushLag, ServiceError>> + use<> {
         let store = self.store.clone();
         let work = actix_rt::task::spawn_blocking(move || -> Result<FlushLag, ServiceError> {
-            store.flush_now()?;
-            store.checkpoint_now()?;
+            store.flush_now().or_reply()?;
+            store.checkpoint_now().or_reply()?;
             Ok(FlushLag::of(&store))
         });
         actix::fut::wrap_future::<_, Self>(work).map(|res, act, _| {

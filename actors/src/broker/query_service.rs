@@ -8,6 +8,7 @@
 //! body; `QUERY_NOT_FOUND` when none). Every read is lock-free or takes
 //! only the store's short index lock, so the actor does no blocking work.
 
+use super::error_map::StoreResultExt;
 use actix::prelude::*;
 use actormq_protocol::ResponseCode;
 use actormq_protocol::request::{
@@ -97,13 +98,16 @@ impl Handler<Call<QueryMessageRequest>> for QueryService {
     fn handle(&mut self, call: Call<QueryMessageRequest>, _: &mut Context<Self>) -> Self::Result {
         let r = call.req;
         let max = (r.max_num as usize).clamp(1, MAX_QUERY_MESSAGES);
-        let found = self.store.query_by_key(
-            &r.topic,
-            &r.key,
-            r.begin_timestamp_ms,
-            r.end_timestamp_ms,
-            max,
-        )?;
+        let found = self
+            .store
+            .query_by_key(
+                &r.topic,
+                &r.key,
+                r.begin_timestamp_ms,
+                r.end_timestamp_ms,
+                max,
+            )
+            .or_reply()?;
         if found.is_empty() {
             return Err(ServiceError::new(
                 ResponseCode::QueryNotFound,

@@ -9,6 +9,7 @@
 //! thread (`spawn_blocking`), never on the event loop; at most one pass runs
 //! at a time.
 
+use super::error_map::store_error;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -91,7 +92,7 @@ impl RetentionCleaner {
                 }
                 Ok(Err(e)) => {
                     error!(act.logger, "retention pass failed"; "error" => %e);
-                    Err(e.into())
+                    Err(store_error(e))
                 }
                 Err(e) => Err(ServiceError::system(format!("retention pass panicked: {e}"))),
             }

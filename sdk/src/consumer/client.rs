@@ -22,10 +22,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
-use actormq_actors::runtime::net::{GetLinkState, RemoteClient, RemoteOptions, Router};
-use actormq_actors::runtime::{Call, Reply, Rpc, ServiceError};
 use actormq_protocol::MessageQueue;
 use actormq_protocol::request::{Empty, NotifyConsumerIdsChangedRequest};
+use actormq_runtime::net::{GetLinkState, RemoteClient, RemoteOptions, Router};
+use actormq_runtime::{Call, Reply, Rpc, ServiceError};
 use slog::Logger;
 
 use super::ConsumerError;

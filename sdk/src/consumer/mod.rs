@@ -3,10 +3,10 @@
 //! commits under the hood and calls a listener).
 //!
 //! Both must be created inside a running actix `System` (their broker
-//! connections are [`RemoteClient`](actormq_actors::runtime::net::RemoteClient)
+//! connections are [`RemoteClient`](actormq_runtime::net::RemoteClient)
 //! actors on the current arbiter).
 
-use actormq_actors::runtime::ServiceError;
+use actormq_runtime::ServiceError;
 
 mod client;
 pub mod offset_store;

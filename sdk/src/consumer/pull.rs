@@ -79,8 +79,8 @@ pub(crate) async fn pull_queue(
     }
     match reply {
         Ok(r) => {
-            let msgs = batch::decode_stored(&r.body)
-                .map_err(actormq_actors::runtime::ServiceError::from)?;
+            let msgs =
+                batch::decode_stored(&r.body).map_err(actormq_runtime::ServiceError::from)?;
             let total = msgs.len();
             let messages: Vec<StoredMessage> = msgs
                 .into_iter()

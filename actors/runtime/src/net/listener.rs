@@ -22,7 +22,7 @@ use futures_util::Stream;
 use slog::{Logger, info, o, warn};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::runtime::call::{Call, Rpc, ServiceError};
+use crate::call::{Call, Rpc, ServiceError};
 use actormq_protocol::ResponseCode;
 
 use super::router::Router;
@@ -74,7 +74,7 @@ pub struct CloseConnection(pub u64);
 /// closed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PushTo<R> {
-    /// The connection (as in [`Origin::conn_id`](crate::runtime::Origin)).
+    /// The connection (as in [`Origin::conn_id`](crate::Origin)).
     pub conn_id: u64,
     /// The request.
     pub call: Call<R>,

@@ -53,7 +53,7 @@ use tokio_util::codec::FramedRead;
 
 use super::outbox::Outbox;
 use super::router::{ReplyFuture, Router};
-use crate::runtime::call::{Call, Origin, Rpc, ServiceError};
+use crate::call::{Call, Origin, Rpc, ServiceError};
 
 /// Frames read per poll before the driver yields to other actors. Small
 /// enough that a client's burst of single sends is handled in slices: the

@@ -46,7 +46,7 @@ use tokio_util::codec::FramedRead;
 use super::outbox::Outbox;
 use super::reply::decode_reply;
 use super::router::{ReplyFuture, Router};
-use crate::runtime::call::{Call, Reply, Rpc, ServiceError};
+use crate::call::{Call, Reply, Rpc, ServiceError};
 
 /// Replies read per poll before the driver yields.
 const READ_BUDGET: usize = 256;

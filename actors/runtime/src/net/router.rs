@@ -16,7 +16,7 @@ use actix::Recipient;
 use actormq_protocol::{Error as ProtocolError, Frame};
 
 use super::reply::reply_frame;
-use crate::runtime::call::{Call, Origin, Reply, Rpc, ServiceError};
+use crate::call::{Call, Origin, Reply, Rpc, ServiceError};
 
 /// The pending reply of one routed request: `None` for a oneway request
 /// (no reply is sent), else the reply frame.

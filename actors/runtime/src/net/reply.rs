@@ -21,7 +21,7 @@ use actormq_protocol::{Frame, ResponseCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::runtime::call::{Reply, ServiceError};
+use crate::call::{Reply, ServiceError};
 
 /// Non-error statuses: the request succeeded in part (the message is
 /// stored) and the reply carries the usual fields.

@@ -1,6 +1,15 @@
-//! The actor runtime every broker, name-server and custom actor is built
-//! with: supervision today; location-transparent recipients and the
-//! request-code registry arrive with the broker actors.
+//! # actormq-runtime
+//!
+//! The actor runtime every broker, name-server, client and custom actor is
+//! built with: supervision ([`Supervisor`], [`ChildRef`], restart budgets),
+//! typed calls that may cross nodes ([`Call`], [`Rpc`]), request-code
+//! routing ([`Router`]), the TCP [`Listener`] and its sessions, and the
+//! [`RemoteClient`] proxy.
+//!
+//! **Place in the layering:** `protocol <- runtime`; the broker actors
+//! (`actormq-actors`) and the client SDK (`actormq-sdk`) both build on it.
+//! It never links the storage engine.
+#![forbid(unsafe_code)]
 
 pub mod call;
 pub mod net;
