@@ -858,6 +858,20 @@ impl Core {
                             actix_rt::spawn(self.clone().consume(slot.clone(), batch));
                         }
                     }
+                    PullStatus::NoNewMsg if r.next_begin_offset > offset => {
+                        // The records at `offset` are gone (retention): go on
+                        // where the broker says the queue continues.
+                        let commit = {
+                            let mut pq = slot.pq.lock().expect("pq lock");
+                            pq.correct(r.next_begin_offset);
+                            pq.commit_offset()
+                        };
+                        self.offsets
+                            .lock()
+                            .expect("offsets lock")
+                            .update(&slot.mq, commit);
+                        offset = r.next_begin_offset;
+                    }
                     PullStatus::NoNewMsg => {
                         if began.elapsed() < Duration::from_millis(50) {
                             tokio::time::sleep(Duration::from_millis(200)).await;
