@@ -205,3 +205,21 @@ fn cli_refuses_flags_of_missing_features_before_sending() {
         assert!(err.contains("not available yet"), "{err:?}");
     }
 }
+
+#[test]
+fn produce_refuses_invalid_messages_with_one_line_and_no_panic() {
+    let cli = env!("CARGO_BIN_EXE_actormq");
+    let long = "t".repeat(300);
+    let n = ["-n", "127.0.0.1:1", "--timeout-ms", "300", "produce"];
+    for (args, needle) in [
+        (vec!["-t", "has space"], "invalid topic"),
+        (vec!["-t", ""], "invalid topic"),
+        (vec!["-t", long.as_str()], "invalid topic"),
+        (vec!["-t", "T", "--size", "4194305"], "too large"),
+        (vec!["-t", "T", "--size", "20971520"], "too large"),
+    ] {
+        let all: Vec<&str> = n.iter().copied().chain(args).collect();
+        let err = refusal(&run(cli, &all, &[]));
+        assert!(err.contains(needle), "{err:?} should say {needle}");
+    }
+}
