@@ -86,6 +86,10 @@ pub struct ProducerConfig {
     pub route_refresh_interval_ms: u64,
     /// Queues assumed for a topic a broker will auto-create. Default 4.
     pub default_topic_queues: u32,
+    /// Instance name, the middle of the client id `HOST@INSTANCE@SUFFIX`
+    /// (default: the process id). The id stays unique with any name: see
+    /// [`crate::client_id`].
+    pub instance_name: Option<String>,
 }
 
 impl Default for ProducerConfig {
@@ -101,6 +105,7 @@ impl Default for ProducerConfig {
             heartbeat_interval_ms: 30_000,
             route_refresh_interval_ms: 30_000,
             default_topic_queues: 4,
+            instance_name: None,
         }
     }
 }
@@ -349,6 +354,12 @@ impl ProducerBuilder {
         self
     }
 
+    /// The instance name (the middle of the client id).
+    pub fn instance_name(mut self, name: &str) -> ProducerBuilder {
+        self.config.instance_name = Some(name.to_owned());
+        self
+    }
+
     /// The logger (default: discard).
     #[must_use]
     pub fn logger(mut self, logger: &Logger) -> ProducerBuilder {
@@ -421,12 +432,8 @@ impl Producer {
             &logger,
         )?;
         let refresher = routes.start_refresh(ms(config.route_refresh_interval_ms.max(1)));
-        static SEQ: AtomicUsize = AtomicUsize::new(0);
-        let client_id = format!(
-            "producer@{}#{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
+        let client_id =
+            crate::client_id::new_client_id(&config.namesrv, config.instance_name.as_deref());
         let inner = Arc::new(Inner {
             fault: Mutex::new(LatencyFaultTolerance::new(ms(config.fault_isolation_ms))),
             // Start the round robin somewhere else in every producer, so

@@ -55,6 +55,10 @@ pub struct ConsumeArgs {
     /// Make every K-th delivery fail.
     #[arg(long, value_name = "K")]
     pub fail_every: Option<u64>,
+    /// Instance name, the middle of the client id HOST@NAME@SUFFIX
+    /// [default: the process id].
+    #[arg(long, value_name = "NAME")]
+    pub instance_name: Option<String>,
 }
 
 /// Flags of `actormq admin group progress`.
@@ -184,6 +188,9 @@ pub async fn run_consume(
         .listener(listener);
     if args.broadcast {
         builder = builder.broadcasting();
+    }
+    if let Some(name) = &args.instance_name {
+        builder = builder.instance_name(name);
     }
     let consumer = builder.start().await.map_err(consumer_error)?;
     let idle = Duration::from_millis(args.idle_exit_ms);

@@ -344,7 +344,8 @@ mod tests {
     #[test]
     fn every_spec_command_parses() {
         for line in [
-            "consume -t T -g G --tag-expr A --from first --count 3 --idle-exit-ms 10 --broadcast --orderly --fail-every 2",
+            "consume -t T -g G --tag-expr A --from first --count 3 --idle-exit-ms 10 --broadcast --orderly --fail-every 2 --instance-name i",
+            "produce -t T --instance-name i",
             "admin topic create -t T --queues 4 --cluster C --order",
             "admin topic route -t T",
             "admin topic status -t T",

@@ -75,6 +75,10 @@ pub struct ProduceArgs {
     /// Pick the queue by hash of KEY (ordered messages).
     #[arg(long, value_name = "KEY")]
     pub queue_key: Option<String>,
+    /// Instance name, the middle of the client id HOST@NAME@SUFFIX
+    /// [default: the process id].
+    #[arg(long, value_name = "NAME")]
+    pub instance_name: Option<String>,
 }
 
 fn parse_prop(s: &str) -> Result<(String, String), String> {
@@ -178,6 +182,7 @@ pub async fn run(common: &CommonArgs, args: &ProduceArgs, log: &Logger) -> Resul
         group: "actormq-cli-producer".into(),
         namesrv: common.namesrv.clone(),
         send_timeout_ms: common.timeout().as_millis().try_into().unwrap_or(u64::MAX),
+        instance_name: args.instance_name.clone(),
         ..ProducerConfig::default()
     })
     .logger(log)

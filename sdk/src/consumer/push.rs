@@ -29,7 +29,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -136,8 +136,9 @@ pub struct PushConsumerConfig {
     /// different instance names or directories). Default
     /// `$HOME/.actormq_offsets` (`./actormq-offsets` without `HOME`).
     pub offset_dir: PathBuf,
-    /// Instance name, part of the client id (default: the process id and
-    /// a counter, unique within the process).
+    /// Instance name, the middle of the client id `HOST@INSTANCE@SUFFIX`
+    /// (default: the process id). The id stays unique with any name: see
+    /// [`crate::client_id`].
     pub instance_name: Option<String>,
 }
 
@@ -335,15 +336,7 @@ impl PushConsumerBuilder {
             Some(s) => s,
             None => cfg.strategy()?,
         };
-        static SEQ: AtomicU64 = AtomicU64::new(0);
-        let instance = cfg.instance_name.clone().unwrap_or_else(|| {
-            format!(
-                "{}-{}",
-                std::process::id(),
-                SEQ.fetch_add(1, Ordering::Relaxed)
-            )
-        });
-        let client_id = format!("127.0.0.1@{instance}");
+        let client_id = crate::client_id::new_client_id(&cfg.namesrv, cfg.instance_name.as_deref());
         let logger = self
             .logger
             .unwrap_or_else(|| Logger::root(slog::Discard, o!()))

@@ -190,6 +190,34 @@ async fn t70_group_splits_queues_exactly_once_and_rebalances_on_join() {
 }
 
 #[actix_rt::test]
+async fn t70_same_instance_name_still_two_members() {
+    // Two containers run the same image: same pid, same instance name.
+    // Their ids must differ, or the group collapses to one member.
+    bounded(async {
+        let node = combined(NO_ARGS);
+        let (ns, broker) = (node.namesrv(), node.broker());
+        let topic = "t70-ids";
+        create_topic(broker, topic, 8).await;
+        let (sa, sb): (Seen, Seen) = Default::default();
+        let same = |b: PushConsumerBuilder| b.instance_name("pod");
+        let a = consumer(ns, "t70-ids-g", topic, "*", &sa, same).await;
+        let b = consumer(ns, "t70-ids-g", topic, "*", &sb, same).await;
+        assert_ne!(a.client_id(), b.client_id());
+        for id in [a.client_id(), b.client_id()] {
+            assert_eq!(id.split('@').nth(1), Some("pod"), "{id}");
+        }
+        wait_for(WAIT, "a 4/4 split between the two", || {
+            a.assigned_queues().len() == 4 && b.assigned_queues().len() == 4
+        })
+        .await;
+        for x in [a, b] {
+            x.shutdown().await;
+        }
+    })
+    .await;
+}
+
+#[actix_rt::test]
 async fn t70_broadcasting_delivers_everything_to_every_instance() {
     bounded(async {
         let node = combined(NO_ARGS);
