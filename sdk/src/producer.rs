@@ -672,8 +672,19 @@ impl Producer {
         // The queue retries stay on (SameQueue, Key), once chosen.
         let mut fixed: Option<MessageQueue> = None;
         let mut attempt = 0;
+        // The last broker that did not answer: when the route then empties
+        // (the name servers dropped it) or time runs out, the error names
+        // that broker rather than "no route".
+        let mut unreachable: Option<ClientError> = None;
+        let explain = |e: ClientError, unreachable: &Option<ClientError>| match (&e, unreachable) {
+            (ClientError::NoRoute { .. } | ClientError::Timeout(_), Some(u)) => u.clone(),
+            _ => e,
+        };
         loop {
-            let route = self.route_for(&msg.topic).await?;
+            let route = match self.route_for(&msg.topic).await {
+                Ok(r) => r,
+                Err(e) => return Err(explain(e, &unreachable)),
+            };
             if attempt > 0 {
                 now = Instant::now();
             }
@@ -681,19 +692,26 @@ impl Producer {
                 topic: msg.topic.clone(),
             };
             // Borrowed from the route: nothing is cloned on the way out.
-            let (mq, addr): (&MessageQueue, &str) = match (&mode, &fixed) {
+            let picked = match (&mode, &fixed) {
                 (Mode::OtherBroker, _) | (Mode::SameQueue, None) => {
-                    self.pick(&route, avoid.as_deref(), now)?
+                    self.pick(&route, avoid.as_deref(), now)
                 }
-                (Mode::SameQueue, Some(q)) | (Mode::Key(_), Some(q)) => {
-                    let addr = route.master_addr(&q.broker_name).ok_or_else(no_route)?;
-                    (q, addr)
-                }
-                (Mode::Key(key), None) => {
-                    let q = select_by_key(&route.write_queues, key).ok_or_else(no_route)?;
-                    let addr = route.master_addr(&q.broker_name).ok_or_else(no_route)?;
-                    (q, addr)
-                }
+                (Mode::SameQueue, Some(q)) | (Mode::Key(_), Some(q)) => route
+                    .master_addr(&q.broker_name)
+                    .ok_or_else(no_route)
+                    .map(|a| (q, a)),
+                (Mode::Key(key), None) => select_by_key(&route.write_queues, key)
+                    .ok_or_else(no_route)
+                    .and_then(|q| {
+                        route
+                            .master_addr(&q.broker_name)
+                            .ok_or_else(no_route)
+                            .map(|a| (q, a))
+                    }),
+            };
+            let (mq, addr): (&MessageQueue, &str) = match picked {
+                Ok(p) => p,
+                Err(e) => return Err(explain(e, &unreachable)),
             };
             let req = SendMessageRef::new(
                 &self.inner.config.group,
@@ -701,7 +719,9 @@ impl Producer {
                 system_time_ms(),
                 &msg,
             );
-            remaining_at(deadline, now)?;
+            if let Err(e) = remaining_at(deadline, now) {
+                return Err(explain(e, &unreachable));
+            }
             self.note_broker(&mq.broker_name, addr);
             let res = match self.inner.conns.link(addr) {
                 Ok(link) => {
@@ -733,12 +753,22 @@ impl Producer {
                 }
                 Err(e) => {
                     let mq = mq.clone();
+                    if is_unreachable(&e) {
+                        unreachable = Some(ClientError::BrokerUnreachable {
+                            broker: mq.broker_name.clone(),
+                            addr: addr.to_owned(),
+                            cause: e.to_string(),
+                        });
+                    }
                     drop(route);
                     debug!(self.inner.logger, "send failed"; "topic" => &msg.topic,
                         "broker" => &mq.broker_name, "attempt" => attempt, "error" => %e);
                     self.on_failure(&msg.topic, &mq, &e).await;
                     if !policy.should_retry(&e, attempt) {
-                        return Err(e);
+                        return Err(match unreachable.take() {
+                            Some(u) if is_unreachable(&e) => u,
+                            _ => e,
+                        });
                     }
                     if !matches!(mode, Mode::OtherBroker) && fixed.is_none() {
                         fixed = Some(mq.clone());
@@ -748,8 +778,8 @@ impl Producer {
                     // A broker that did not answer may be restarting: give it
                     // a moment (within the send timeout) before the next try.
                     if is_unreachable(&e) {
-                        let pause = ms(100 * u64::from(attempt)).min(remaining(deadline)?);
-                        tokio::time::sleep(pause).await;
+                        let left = remaining(deadline).map_err(|t| explain(t, &unreachable))?;
+                        tokio::time::sleep(ms(100 * u64::from(attempt)).min(left)).await;
                     }
                 }
             }
