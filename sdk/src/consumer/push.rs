@@ -29,7 +29,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -527,6 +527,28 @@ impl PushConsumer {
             .sum()
     }
 
+    /// Messages known to be waiting for this consumer: those cached and not
+    /// consumed yet, plus, per queue held, how far the queue's max offset
+    /// (as the last pull reply reported it) is past what was pulled. `0`
+    /// means nothing is known to be pending, not that nothing arrived
+    /// since the last reply.
+    pub fn known_backlog(&self) -> u64 {
+        self.core
+            .queues
+            .lock()
+            .expect("queues lock")
+            .values()
+            .map(|s| {
+                let pq = s.pq.lock().expect("pq lock");
+                let behind = s
+                    .broker_max
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(pq.pulled_up_to());
+                pq.len() as u64 + behind
+            })
+            .sum()
+    }
+
     /// Asks for a rebalance now (as a membership notification does).
     pub fn rebalance_now(&self) {
         self.service.do_send(RebalanceNow);
@@ -568,6 +590,8 @@ struct QueueSlot {
     pq: Mutex<ProcessQueue>,
     dropped: AtomicBool,
     pull: Mutex<Option<JoinHandle<()>>>,
+    /// The queue's max offset as the last pull reply reported it.
+    broker_max: AtomicU64,
 }
 
 impl QueueSlot {
@@ -750,6 +774,7 @@ impl Core {
                 mq: mq.clone(),
                 pq: Mutex::new(ProcessQueue::new(start)),
                 dropped: AtomicBool::new(false),
+                broker_max: AtomicU64::new(0),
                 pull: Mutex::new(None),
             });
             let handle = actix_rt::spawn(self.clone().pull_loop(slot.clone(), start));
@@ -819,6 +844,9 @@ impl Core {
             .await;
             if slot.dropped.load(Ordering::SeqCst) {
                 return;
+            }
+            if let Ok(r) = &result {
+                slot.broker_max.fetch_max(r.max_offset, Ordering::Relaxed);
             }
             match result {
                 Ok(r) => match r.status {
