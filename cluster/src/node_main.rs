@@ -63,6 +63,12 @@ pub struct NodeArgs {
     /// HA address of the master a slave replicates from. Not available yet: refused.
     #[arg(long, value_name = "ADDR")]
     pub master: Option<SocketAddr>,
+    /// RocketMQ 5 gRPC endpoint. Not available yet: only "off" is accepted.
+    #[arg(long, value_name = "ADDR|off")]
+    pub grpc_listen: Option<String>,
+    /// Metrics / admin HTTP endpoint. Not available yet: only "off" is accepted.
+    #[arg(long, value_name = "ADDR|off")]
+    pub http_listen: Option<String>,
     /// Log format on stderr: text (default) or json.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormatArg>,
@@ -118,7 +124,12 @@ impl NodeArgs {
     /// The first flag given whose feature does not exist yet (spelling out
     /// the default `--ha-role async-master` is fine).
     pub fn unavailable_flag(&self) -> Option<&'static str> {
-        if self
+        let on = |v: &Option<String>| v.as_deref().is_some_and(|v| v != "off");
+        if on(&self.grpc_listen) {
+            Some("--grpc-listen")
+        } else if on(&self.http_listen) {
+            Some("--http-listen")
+        } else if self
             .ha_role
             .is_some_and(|r| !matches!(r, HaRoleArg::AsyncMaster))
         {
@@ -182,10 +193,12 @@ pub fn main_with_role(fixed_role: Option<Role>, about: &'static str) -> ExitCode
         return ExitCode::from(2);
     }
     if let Some(flag) = args.unavailable_flag() {
-        eprintln!(
-            "error: {flag} is not available yet: master/slave replication does not exist \
-             in this version"
-        );
+        let why = match flag {
+            "--grpc-listen" => "there is no gRPC endpoint in this version",
+            "--http-listen" => "there is no HTTP endpoint in this version",
+            _ => "master/slave replication does not exist in this version",
+        };
+        eprintln!("error: {flag} is not available yet: {why}");
         return ExitCode::from(2);
     }
     let config = match NodeConfig::load(

@@ -109,6 +109,8 @@ fn node_refuses_flags_and_keys_of_missing_features() {
         (&["--ha-role", "sync-master"][..], "--ha-role"),
         (&["--ha-listen", "127.0.0.1:0"][..], "--ha-listen"),
         (&["--master", "127.0.0.1:10912"][..], "--master"),
+        (&["--grpc-listen", "127.0.0.1:8081"][..], "--grpc-listen"),
+        (&["--http-listen", "127.0.0.1:0"][..], "--http-listen"),
     ] {
         let args: Vec<&str> = base.iter().chain(flags).copied().collect();
         let err = refusal(&run(node, &args, &[]));
@@ -143,7 +145,19 @@ fn node_refuses_flags_and_keys_of_missing_features() {
         assert!(err.contains("not available yet"), "{err:?}");
     }
     // --print-config still works, and the default spelled out is accepted.
-    let out = run(node, &["--print-config", "--ha-role", "async-master"], &[]);
+    let out = run(
+        node,
+        &[
+            "--print-config",
+            "--ha-role",
+            "async-master",
+            "--grpc-listen",
+            "off",
+            "--http-listen",
+            "off",
+        ],
+        &[],
+    );
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("ha_role = \"async-master\""), "{text}");
