@@ -654,6 +654,7 @@ impl Producer {
     /// Validates `msg` and stamps its unique key.
     fn prepare(&self, msg: &mut Message) -> Result<(), ClientError> {
         self.check_open()?;
+        refuse_delay(msg)?;
         stamp(msg);
         validate_message(msg, self.inner.config.max_message_size)?;
         Ok(())
@@ -1056,6 +1057,18 @@ impl Handler<StopHeartbeat> for HeartbeatService {
     }
 }
 
+/// Delayed delivery does not exist yet: the broker would store the delay
+/// and deliver at once, so a delayed message is refused, not sent.
+fn refuse_delay(msg: &Message) -> Result<(), ClientError> {
+    if msg.delay == actormq_protocol::Delay::None {
+        Ok(())
+    } else {
+        Err(ClientError::Invalid(
+            "delayed delivery is not available yet (the message would be delivered at once)".into(),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -1063,6 +1076,17 @@ mod tests {
     use actormq_protocol::request::BrokerData;
 
     use super::*;
+
+    #[test]
+    fn delayed_messages_are_refused_not_sent_at_once() {
+        let mut m = Message::new("t", "x");
+        assert_eq!(refuse_delay(&m), Ok(()));
+        m.delay = actormq_protocol::Delay::Level(3);
+        let err = refuse_delay(&m).unwrap_err();
+        assert!(err.to_string().contains("not available yet"), "{err}");
+        m.delay = actormq_protocol::Delay::DeliverAtMs(1);
+        assert!(refuse_delay(&m).is_err());
+    }
 
     fn queues(spec: &[(&str, u32)]) -> Vec<MessageQueue> {
         spec.iter()
