@@ -115,11 +115,14 @@ pub struct BrokerSection {
     pub broker_id: u64,
     /// Commit-log flush policy. Default `async`.
     pub flush: FlushMode,
-    /// Replication role. Default `async-master`.
+    /// Replication role. Default `async-master`. Not available yet:
+    /// replication does not exist, any other value is refused.
     pub ha_role: HaRole,
-    /// HA listener of a master. Default none (no replication port).
+    /// HA listener of a master. Default none (no replication port). Not
+    /// available yet: setting it is refused.
     pub ha_listen: Option<SocketAddr>,
-    /// HA address of the master a slave replicates from. Default none.
+    /// HA address of the master a slave replicates from. Default none. Not
+    /// available yet: setting it is refused.
     pub master: Option<SocketAddr>,
     /// Create a topic on its first send. Default `true`.
     pub auto_create_topic: bool,
@@ -127,14 +130,19 @@ pub struct BrokerSection {
     pub default_queues: u32,
     /// Delay levels, space-separated durations (`s`, `m`, `h`, `d`).
     /// Default `1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h`.
+    /// Not available yet (no delayed delivery): other values are refused.
     pub message_delay_level: String,
     /// Redeliveries before a message goes to `%DLQ%<group>`, 0..=64. Default `16`.
+    /// Not available yet (no broker-side retry): other values are refused.
     pub max_reconsume_times: u32,
-    /// Allow SQL92 property filters. Default `true`.
+    /// Allow SQL92 property filters. Default `true`. Not available yet (no
+    /// SQL92 filters): `false` is refused.
     pub enable_property_filter: bool,
     /// Longest a pull that found nothing is held, ms, 0..=60000. Default `15000`.
     pub long_polling_max_ms: u64,
     /// Age of an undecided half message before it is checked, ms. Default `6000`.
+    /// The `transaction_*` keys are not available yet (no transactions):
+    /// values other than their defaults are refused.
     pub transaction_timeout_ms: u64,
     /// Interval of the transaction checker, ms, >0. Default `60000`.
     pub transaction_check_interval_ms: u64,
@@ -397,11 +405,8 @@ impl NodeConfig {
         if let Err(reason) = parse_delay_levels(&b.message_delay_level) {
             return invalid("broker.message_delay_level", reason);
         }
-        if b.ha_role == HaRole::Slave && b.master.is_none() {
-            return invalid("broker.master", "a slave needs --master ADDR".into());
-        }
-        if b.ha_role == HaRole::Slave && b.broker_id == 0 {
-            return invalid("broker.broker_id", "a slave needs a broker id > 0".into());
+        if let Some((key, reason)) = self.unavailable() {
+            return invalid(key, format!("not available yet: {reason}"));
         }
         if !matches!(
             self.log.level.as_str(),
@@ -410,6 +415,55 @@ impl NodeConfig {
             return invalid("log.level", format!("unknown level {:?}", self.log.level));
         }
         Ok(())
+    }
+
+    /// The first key set to a non-default value whose feature does not exist
+    /// yet, with why: such a value would be accepted and ignored, so
+    /// [`validate`](Self::validate) refuses it (`spec/cli.md`).
+    pub fn unavailable(&self) -> Option<(&'static str, &'static str)> {
+        let b = &self.broker;
+        let d = BrokerSection::default();
+        const HA: &str = "master/slave replication does not exist in this version";
+        const TX: &str = "transactional messages do not exist in this version";
+        let checks: [(bool, &'static str, &'static str); 9] = [
+            (b.ha_role != d.ha_role, "broker.ha_role", HA),
+            (b.ha_listen.is_some(), "broker.ha_listen", HA),
+            (b.master.is_some(), "broker.master", HA),
+            (
+                b.message_delay_level != d.message_delay_level,
+                "broker.message_delay_level",
+                "delayed messages do not exist in this version",
+            ),
+            (
+                b.max_reconsume_times != d.max_reconsume_times,
+                "broker.max_reconsume_times",
+                "broker-side retries and dead-letter queues do not exist in this version",
+            ),
+            (
+                b.enable_property_filter != d.enable_property_filter,
+                "broker.enable_property_filter",
+                "SQL92 property filters do not exist in this version",
+            ),
+            (
+                b.transaction_timeout_ms != d.transaction_timeout_ms,
+                "broker.transaction_timeout_ms",
+                TX,
+            ),
+            (
+                b.transaction_check_interval_ms != d.transaction_check_interval_ms,
+                "broker.transaction_check_interval_ms",
+                TX,
+            ),
+            (
+                b.transaction_check_max != d.transaction_check_max,
+                "broker.transaction_check_max",
+                TX,
+            ),
+        ];
+        checks
+            .into_iter()
+            .find(|(set, _, _)| *set)
+            .map(|(_, key, why)| (key, why))
     }
 
     /// The effective configuration as TOML (`--print-config`).
@@ -588,7 +642,7 @@ mod tests {
             (
                 None,
                 vec![("ACTORMQ_BROKER__HA_ROLE", "slave")],
-                "broker.master",
+                "broker.ha_role",
             ),
             (None, vec![("ACTORMQ_LOG__LEVEL", "loud")], "log.level"),
             (
@@ -609,6 +663,71 @@ mod tests {
             NodeConfig::load(Some(&missing), NO_ENV, Overrides::default()),
             Err(ConfigError::FileNotFound(_))
         ));
+    }
+
+    #[test]
+    fn keys_of_missing_features_are_refused_unless_default() {
+        let cases = [
+            ("ACTORMQ_BROKER__HA_ROLE", "slave", "broker.ha_role"),
+            ("ACTORMQ_BROKER__HA_ROLE", "sync-master", "broker.ha_role"),
+            (
+                "ACTORMQ_BROKER__HA_LISTEN",
+                "127.0.0.1:10912",
+                "broker.ha_listen",
+            ),
+            ("ACTORMQ_BROKER__MASTER", "127.0.0.1:10912", "broker.master"),
+            (
+                "ACTORMQ_BROKER__MESSAGE_DELAY_LEVEL",
+                "1s 2s",
+                "broker.message_delay_level",
+            ),
+            (
+                "ACTORMQ_BROKER__MAX_RECONSUME_TIMES",
+                "3",
+                "broker.max_reconsume_times",
+            ),
+            (
+                "ACTORMQ_BROKER__ENABLE_PROPERTY_FILTER",
+                "false",
+                "broker.enable_property_filter",
+            ),
+            (
+                "ACTORMQ_BROKER__TRANSACTION_TIMEOUT_MS",
+                "1000",
+                "broker.transaction_timeout_ms",
+            ),
+            (
+                "ACTORMQ_BROKER__TRANSACTION_CHECK_INTERVAL_MS",
+                "1000",
+                "broker.transaction_check_interval_ms",
+            ),
+            (
+                "ACTORMQ_BROKER__TRANSACTION_CHECK_MAX",
+                "3",
+                "broker.transaction_check_max",
+            ),
+        ];
+        for (var, value, key) in cases {
+            let err = NodeConfig::load(None, [(var, value)], Overrides::default())
+                .expect_err(&format!("{var}={value} must be refused"))
+                .to_string();
+            assert!(err.contains(key), "{err:?} names {key}");
+            assert!(err.contains("not available yet"), "{err:?}");
+            assert_eq!(err.lines().count(), 1, "{err:?}");
+        }
+        // The same through flags.
+        let flags = Overrides {
+            master: Some("127.0.0.1:1".parse().unwrap()),
+            ..Overrides::default()
+        };
+        let err = NodeConfig::load(None, NO_ENV, flags).unwrap_err();
+        assert!(err.to_string().contains("broker.master"), "{err}");
+        // Spelling out a default is fine (e.g. a file from --print-config).
+        let dir = tempfile::tempdir().unwrap();
+        let text = NodeConfig::default().to_toml();
+        assert!(text.contains("ha_role = \"async-master\""), "{text}");
+        let file = write(&dir, &text);
+        NodeConfig::load(Some(&file), NO_ENV, Overrides::default()).unwrap();
     }
 
     #[test]

@@ -1,9 +1,15 @@
 //! The binaries' log drain: slog to stderr as text or JSON lines, filtered
-//! by level, behind an async drain so logging never blocks an actor.
+//! by level, behind an async drain so logging never blocks an actor. When
+//! the drain's channel is full, records below `Error` are dropped and
+//! counted (reported as `log drain dropped N messages` every 10 s and at
+//! exit); `Error` and `Critical` records wait for room instead.
 //!
 //! Only binaries and test helpers build drains; libraries take a `&Logger`.
 
 use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use slog::{Drain, Level, Logger, o};
 
@@ -22,32 +28,151 @@ pub fn parse_level(name: &str) -> Option<Level> {
     }
 }
 
+/// Records waiting for the writer thread, per drain.
+pub const CHANNEL_SIZE: usize = 4096;
+
+/// How often [`LogGuard`] reports records dropped since its last report.
+pub const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// The tag of the "log drain dropped N messages" report (never dropped).
+const REPORT_TAG: &str = "log-drops";
+
+/// The async drain with our overflow rule: when the channel is full, a
+/// record below `Error` is dropped and counted, an `Error` or `Critical`
+/// record (and the drop report itself) waits for room, so errors are never
+/// lost.
+struct Overflow {
+    core: slog_async::AsyncCore,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Drain for Overflow {
+    type Ok = ();
+    type Err = slog::Never;
+
+    fn log(
+        &self,
+        record: &slog::Record<'_>,
+        values: &slog::OwnedKVList,
+    ) -> Result<(), slog::Never> {
+        let must_keep = record.level().is_at_least(Level::Error) || record.tag() == REPORT_TAG;
+        loop {
+            match self.core.log(record, values) {
+                Ok(()) => return Ok(()),
+                Err(slog_async::AsyncError::Full) if must_keep => {
+                    // Blocking overflow: the writer thread drains the channel.
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err(_) => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Keeps the log drain alive; keep it until exit. Every [`REPORT_EVERY`]
+/// and when dropped it logs `log drain dropped N messages` (a warning) for
+/// records dropped on overflow since the last report, then, when dropped,
+/// flushes the queue.
+pub struct LogGuard {
+    dropped: Arc<AtomicU64>,
+    log: Logger,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    reporter: Option<std::thread::JoinHandle<()>>,
+    // Dropped last: flushes what is queued, the final report included.
+    _flush: slog_async::AsyncGuard,
+}
+
+impl LogGuard {
+    /// Records dropped on overflow and not reported yet.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+fn report(log: &Logger, dropped: &AtomicU64) {
+    let n = dropped.swap(0, Ordering::Relaxed);
+    if n > 0 {
+        slog::warn!(log, #REPORT_TAG, "log drain dropped {} messages", n; "dropped" => n);
+    }
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(reporter) = self.reporter.take() {
+            let _ = reporter.join();
+        }
+        report(&self.log, &self.dropped);
+    }
+}
+
 /// A root logger writing to `out` per `section`; keep the returned guard
-/// alive until exit so queued records are written.
-pub fn root_logger<W: Write + Send + 'static>(
+/// alive until exit so queued records are written and drops reported.
+pub fn root_logger<W: Write + Send + 'static>(section: &LogSection, out: W) -> (Logger, LogGuard) {
+    root_logger_with(section, out, CHANNEL_SIZE, REPORT_EVERY)
+}
+
+/// [`root_logger`] with a channel of `chan_size` records and drop reports
+/// every `report_every` (tests use tiny ones).
+pub fn root_logger_with<W: Write + Send + 'static>(
     section: &LogSection,
     out: W,
-) -> (Logger, slog_async::AsyncGuard) {
+    chan_size: usize,
+    report_every: Duration,
+) -> (Logger, LogGuard) {
     let level = parse_level(&section.level).unwrap_or(Level::Info);
-    let (drain, guard) = match section.format {
+    fn builder<D>(drain: D, chan_size: usize) -> (slog_async::AsyncCore, slog_async::AsyncGuard)
+    where
+        D: Drain<Err = slog::Never, Ok = ()> + Send + 'static,
+    {
+        slog_async::AsyncCore::custom(drain)
+            .chan_size(chan_size)
+            .blocking(false)
+            .build_with_guard()
+    }
+    let (core, flush) = match section.format {
         LogFormat::Text => {
             let decorator = slog_term::PlainDecorator::new(out);
             let drain = slog_term::FullFormat::new(decorator).build().fuse();
-            slog_async::Async::new(drain.filter_level(level).fuse())
-                .chan_size(4096)
-                .build_with_guard()
+            builder(drain.filter_level(level).fuse(), chan_size)
         }
         LogFormat::Json => {
             let drain = slog_json::Json::new(out).add_default_keys().build().fuse();
-            slog_async::Async::new(drain.filter_level(level).fuse())
-                .chan_size(4096)
-                .build_with_guard()
+            builder(drain.filter_level(level).fuse(), chan_size)
         }
     };
-    (
-        Logger::root(drain.fuse(), o!("pid" => std::process::id())),
-        guard,
-    )
+    let dropped = Arc::new(AtomicU64::new(0));
+    let drain = Overflow {
+        core,
+        dropped: dropped.clone(),
+    };
+    let log = Logger::root(drain, o!("pid" => std::process::id()));
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let reporter = {
+        let (log, dropped) = (log.clone(), dropped.clone());
+        std::thread::Builder::new()
+            .name("log-drops".into())
+            .spawn(move || {
+                // Wakes every `report_every` until the guard hangs up.
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(report_every)
+                {
+                    report(&log, &dropped);
+                }
+            })
+            .ok()
+    };
+    let guard = LogGuard {
+        dropped,
+        log: log.clone(),
+        stop: Some(stop),
+        reporter,
+        _flush: flush,
+    };
+    (log, guard)
 }
 
 #[cfg(test)]
@@ -106,6 +231,74 @@ mod tests {
         );
         let text = run(LogFormat::Text, "warn");
         assert!(text.is_empty(), "{text}");
+    }
+
+    /// A writer that blocks until released, so the channel fills up.
+    #[derive(Clone)]
+    struct Gate {
+        out: Shared,
+        open: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    }
+    impl Write for Gate {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let (lock, cvar) = &*self.open;
+            let mut open = lock.lock().unwrap();
+            while !*open {
+                open = cvar.wait(open).unwrap();
+            }
+            self.out.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn overflow_is_counted_reported_and_never_drops_errors() {
+        let out = Shared::default();
+        let open = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let gate = Gate {
+            out: out.clone(),
+            open: open.clone(),
+        };
+        let section = LogSection {
+            format: LogFormat::Text,
+            level: "info".into(),
+        };
+        // A 4-record channel, no periodic report during the test.
+        let (log, guard) = root_logger_with(&section, gate, 4, Duration::from_secs(3600));
+        for i in 0..100 {
+            info!(log, "filler {}", i);
+        }
+        assert!(guard.dropped() >= 90, "dropped {}", guard.dropped());
+        // An error waits for room: release the writer from another thread
+        // once this thread is blocked in the error's send.
+        let releaser = {
+            let open = open.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                *open.0.lock().unwrap() = true;
+                open.1.notify_all();
+            })
+        };
+        for i in 0..20 {
+            slog::error!(log, "important {}", i);
+        }
+        releaser.join().unwrap();
+        let dropped = guard.dropped();
+        drop(log);
+        drop(guard);
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        for i in 0..20 {
+            assert!(
+                text.contains(&format!("important {i}")),
+                "error {i} kept: {text}"
+            );
+        }
+        assert!(
+            text.contains(&format!("log drain dropped {dropped} messages")),
+            "{text}"
+        );
     }
 
     #[test]

@@ -53,15 +53,22 @@ pub struct NodeArgs {
     /// Commit-log flush: async (default) or sync (group commit).
     #[arg(long, value_enum)]
     pub flush: Option<FlushArg>,
-    /// Replication role [default: async-master].
+    /// Replication role [default: async-master]. Not available yet: only
+    /// the default is accepted.
     #[arg(long, value_enum)]
     pub ha_role: Option<HaRoleArg>,
-    /// HA listen address of a master.
+    /// HA listen address of a master. Not available yet: refused.
     #[arg(long, value_name = "ADDR")]
     pub ha_listen: Option<SocketAddr>,
-    /// HA address of the master a slave replicates from.
+    /// HA address of the master a slave replicates from. Not available yet: refused.
     #[arg(long, value_name = "ADDR")]
     pub master: Option<SocketAddr>,
+    /// RocketMQ 5 gRPC endpoint. Not available yet: only "off" is accepted.
+    #[arg(long, value_name = "ADDR|off")]
+    pub grpc_listen: Option<String>,
+    /// Metrics / admin HTTP endpoint. Not available yet: only "off" is accepted.
+    #[arg(long, value_name = "ADDR|off")]
+    pub http_listen: Option<String>,
     /// Log format on stderr: text (default) or json.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormatArg>,
@@ -114,6 +121,28 @@ pub enum LogFormatArg {
 }
 
 impl NodeArgs {
+    /// The first flag given whose feature does not exist yet (spelling out
+    /// the default `--ha-role async-master` is fine).
+    pub fn unavailable_flag(&self) -> Option<&'static str> {
+        let on = |v: &Option<String>| v.as_deref().is_some_and(|v| v != "off");
+        if on(&self.grpc_listen) {
+            Some("--grpc-listen")
+        } else if on(&self.http_listen) {
+            Some("--http-listen")
+        } else if self
+            .ha_role
+            .is_some_and(|r| !matches!(r, HaRoleArg::AsyncMaster))
+        {
+            Some("--ha-role")
+        } else if self.ha_listen.is_some() {
+            Some("--ha-listen")
+        } else if self.master.is_some() {
+            Some("--master")
+        } else {
+            None
+        }
+    }
+
     fn overrides(&self, fixed_role: Option<Role>) -> Overrides {
         Overrides {
             role: fixed_role.or(self.role.map(|r| match r {
@@ -163,6 +192,15 @@ pub fn main_with_role(fixed_role: Option<Role>, about: &'static str) -> ExitCode
         eprintln!("error: --role is fixed by this binary; use actormq-node to choose");
         return ExitCode::from(2);
     }
+    if let Some(flag) = args.unavailable_flag() {
+        let why = match flag {
+            "--grpc-listen" => "there is no gRPC endpoint in this version",
+            "--http-listen" => "there is no HTTP endpoint in this version",
+            _ => "master/slave replication does not exist in this version",
+        };
+        eprintln!("error: {flag} is not available yet: {why}");
+        return ExitCode::from(2);
+    }
     let config = match NodeConfig::load(
         args.config.as_deref(),
         std::env::vars(),
@@ -194,13 +232,6 @@ pub fn main_with_role(fixed_role: Option<Role>, about: &'static str) -> ExitCode
         let _ = out.flush();
     }
     info!(log, "ready"; "namesrv" => ?node.namesrv_addr, "broker" => ?node.broker_addr);
-    if config.broker.ha_listen.is_some() || config.broker.master.is_some() {
-        slog::warn!(
-            log,
-            "master/slave replication is not available in this version; \
-            --ha-role, --ha-listen and --master are accepted but inactive"
-        );
-    }
     let shutdown_log = log.clone();
     system.block_on(async move {
         actix_rt::spawn(async move {

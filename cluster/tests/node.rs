@@ -68,3 +68,172 @@ async fn stamps_the_bound_port(writer_thread: &str, dispatcher_thread: &str) {
     );
     node.shutdown().await;
 }
+
+// ------------------------------------------------- refused, not ignored
+
+/// Runs a binary of this crate with `args` and `env`; stdin closed.
+fn run(bin: &str, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(args).stdin(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap_or_else(|e| panic!("run {bin}: {e}"))
+}
+
+/// The one stderr line of a refused run (non-zero exit, nothing on stdout).
+fn refusal(out: &std::process::Output) -> String {
+    assert!(!out.status.success(), "must be refused: {out:?}");
+    assert!(out.stdout.is_empty(), "nothing on stdout: {out:?}");
+    let err = String::from_utf8_lossy(&out.stderr).trim_end().to_owned();
+    assert_eq!(err.lines().count(), 1, "one line: {err:?}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+#[test]
+fn node_refuses_flags_and_keys_of_missing_features() {
+    let node = env!("CARGO_BIN_EXE_actormq-node");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let base = [
+        "--data-dir",
+        data,
+        "--namesrv-listen",
+        "127.0.0.1:0",
+        "--broker-listen",
+        "127.0.0.1:0",
+    ];
+    for (flags, needle) in [
+        (&["--ha-role", "slave"][..], "--ha-role"),
+        (&["--ha-role", "sync-master"][..], "--ha-role"),
+        (&["--ha-listen", "127.0.0.1:0"][..], "--ha-listen"),
+        (&["--master", "127.0.0.1:10912"][..], "--master"),
+        (&["--grpc-listen", "127.0.0.1:8081"][..], "--grpc-listen"),
+        (&["--http-listen", "127.0.0.1:0"][..], "--http-listen"),
+    ] {
+        let args: Vec<&str> = base.iter().chain(flags).copied().collect();
+        let err = refusal(&run(node, &args, &[]));
+        assert!(err.contains(needle), "{err:?} names {needle}");
+        assert!(err.contains("not available yet"), "{err:?}");
+    }
+    for (var, value, key) in [
+        ("ACTORMQ_BROKER__HA_ROLE", "slave", "broker.ha_role"),
+        (
+            "ACTORMQ_BROKER__MAX_RECONSUME_TIMES",
+            "3",
+            "broker.max_reconsume_times",
+        ),
+        (
+            "ACTORMQ_BROKER__TRANSACTION_CHECK_MAX",
+            "1",
+            "broker.transaction_check_max",
+        ),
+        (
+            "ACTORMQ_BROKER__MESSAGE_DELAY_LEVEL",
+            "1s",
+            "broker.message_delay_level",
+        ),
+        (
+            "ACTORMQ_BROKER__ENABLE_PROPERTY_FILTER",
+            "false",
+            "broker.enable_property_filter",
+        ),
+    ] {
+        let err = refusal(&run(node, &base, &[(var, value)]));
+        assert!(err.contains(key), "{err:?} names {key}");
+        assert!(err.contains("not available yet"), "{err:?}");
+    }
+    // --print-config still works, and the default spelled out is accepted.
+    let out = run(
+        node,
+        &[
+            "--print-config",
+            "--ha-role",
+            "async-master",
+            "--grpc-listen",
+            "off",
+            "--http-listen",
+            "off",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ha_role = \"async-master\""), "{text}");
+}
+
+#[test]
+fn cli_refuses_flags_of_missing_features_before_sending() {
+    let cli = env!("CARGO_BIN_EXE_actormq");
+    // Nothing listens on port 1: a refusal must come before any connection.
+    let n = ["-n", "127.0.0.1:1", "--timeout-ms", "300"];
+    for (args, needle) in [
+        (
+            &["produce", "-t", "T", "--delay-level", "3"][..],
+            "--delay-level",
+        ),
+        (
+            &["produce", "-t", "T", "--deliver-at-ms", "1"][..],
+            "--deliver-at-ms",
+        ),
+        (
+            &["produce", "-t", "T", "--delay-ms", "1000"][..],
+            "--delay-ms",
+        ),
+        (
+            &["consume", "-t", "T", "-g", "G", "--sql", "a > 1"][..],
+            "--sql",
+        ),
+        (
+            &["consume", "-t", "T", "-g", "G", "--orderly"][..],
+            "--orderly",
+        ),
+        (
+            &["admin", "topic", "create", "-t", "T", "--order"][..],
+            "--order",
+        ),
+        (&["admin", "msg", "get", "--id", "X"][..], "admin msg get"),
+        (
+            &[
+                "admin",
+                "offset",
+                "reset",
+                "-g",
+                "G",
+                "-t",
+                "T",
+                "--timestamp-ms",
+                "1",
+            ][..],
+            "admin offset reset",
+        ),
+        (
+            &["admin", "dlq", "resend", "-g", "G"][..],
+            "admin dlq resend",
+        ),
+    ] {
+        let all: Vec<&str> = n.iter().chain(args).copied().collect();
+        let err = refusal(&run(cli, &all, &[]));
+        assert!(err.contains(needle), "{err:?} names {needle}");
+        assert!(err.contains("not available yet"), "{err:?}");
+    }
+}
+
+#[test]
+fn produce_refuses_invalid_messages_with_one_line_and_no_panic() {
+    let cli = env!("CARGO_BIN_EXE_actormq");
+    let long = "t".repeat(300);
+    let n = ["-n", "127.0.0.1:1", "--timeout-ms", "300", "produce"];
+    for (args, needle) in [
+        (vec!["-t", "has space"], "invalid topic"),
+        (vec!["-t", ""], "invalid topic"),
+        (vec!["-t", long.as_str()], "invalid topic"),
+        (vec!["-t", "T", "--size", "4194305"], "too large"),
+        (vec!["-t", "T", "--size", "20971520"], "too large"),
+    ] {
+        let all: Vec<&str> = n.iter().copied().chain(args).collect();
+        let err = refusal(&run(cli, &all, &[]));
+        assert!(err.contains(needle), "{err:?} should say {needle}");
+    }
+}

@@ -102,6 +102,22 @@ impl Decoder for FrameCodec {
             body,
         }))
     }
+
+    /// At the end of the stream: leftover bytes are a frame cut short, a
+    /// typed [`Error::TruncatedFrame`] (`MALFORMED_FRAME`), not the I/O
+    /// error tokio-util's default gives.
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>> {
+        if let Some(frame) = self.decode(src)? {
+            return Ok(Some(frame));
+        }
+        if src.is_empty() {
+            return Ok(None);
+        }
+        let received = src.len() as u64;
+        let expected = be_u32(src, 0).map_or(4, |len| 4 + u64::from(len));
+        src.clear();
+        Err(Error::TruncatedFrame { expected, received })
+    }
 }
 
 impl Encoder<Frame> for FrameCodec {
@@ -168,6 +184,32 @@ mod tests {
         assert_eq!(codec.decode(&mut src), Ok(None));
         assert!(src.capacity() >= 4 + 4096);
         assert_eq!(src.len(), 4, "nothing consumed");
+    }
+
+    #[test]
+    fn truncated_input_at_eof_is_a_malformed_frame() {
+        let mut codec = FrameCodec::new();
+        let mut wire = BytesMut::new();
+        codec.encode(&sample(), &mut wire).unwrap();
+        let whole = wire.len() as u64;
+        // A whole frame, then the end: the frame, then nothing.
+        let mut src = wire.clone();
+        assert_eq!(codec.decode_eof(&mut src), Ok(Some(sample())));
+        assert_eq!(codec.decode_eof(&mut src), Ok(None));
+        // Cut one byte short, and inside the length prefix.
+        for cut in [wire.len() - 1, 2] {
+            let mut src = BytesMut::from(&wire[..cut]);
+            let err = codec.decode_eof(&mut src).unwrap_err();
+            let expected = if cut < 4 { 4 } else { whole };
+            assert_eq!(
+                err,
+                Error::TruncatedFrame {
+                    expected,
+                    received: cut as u64
+                }
+            );
+            assert_eq!(err.response_code(), crate::ResponseCode::MalformedFrame);
+        }
     }
 
     #[test]

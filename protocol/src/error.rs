@@ -38,6 +38,15 @@ pub enum Error {
         /// The frame length read from the wire.
         frame_len: u32,
     },
+    /// The stream ended in the middle of a frame.
+    #[error("truncated frame: stream ended after {received} of {expected} bytes")]
+    TruncatedFrame {
+        /// Bytes the frame needs (its length prefix included), or the 4
+        /// bytes of the length prefix when even that was cut.
+        expected: u64,
+        /// Bytes received before the end of the stream.
+        received: u64,
+    },
     /// Bytes that are not the MessagePack we expected (truncated value,
     /// trailing bytes, nesting too deep, integer out of range, ...).
     #[error("bad MessagePack: {0}")]
@@ -139,7 +148,7 @@ impl Error {
     ///
     /// | error | response code |
     /// |---|---|
-    /// | `FrameTooShort`, `FrameTooLarge`, `HeaderTooLong` | `MALFORMED_FRAME` (10000) |
+    /// | `FrameTooShort`, `FrameTooLarge`, `HeaderTooLong`, `TruncatedFrame` | `MALFORMED_FRAME` (10000) |
     /// | `BadMsgPack`, `MissingField`, `WrongType`, `InvalidUtf8`, `CodeMismatch`, `BadBatchEntry`, `BadMessageId`, `InvalidTopic` | `INVALID_PARAMETER` (29) |
     /// | `UnknownRequestCode` | `REQUEST_CODE_NOT_SUPPORTED` (3) |
     /// | `UnsupportedVersion` | `VERSION_NOT_SUPPORTED` (15) |
@@ -149,7 +158,8 @@ impl Error {
         match self {
             Error::FrameTooShort { .. }
             | Error::FrameTooLarge { .. }
-            | Error::HeaderTooLong { .. } => ResponseCode::MalformedFrame,
+            | Error::HeaderTooLong { .. }
+            | Error::TruncatedFrame { .. } => ResponseCode::MalformedFrame,
             Error::BadMsgPack(_)
             | Error::MissingField(_)
             | Error::WrongType(_)
@@ -245,6 +255,14 @@ mod tests {
         assert_eq!(v.request_id(), Some(7));
         assert_eq!(
             Error::FrameTooShort { frame_len: 0 }.response_code(),
+            ResponseCode::MalformedFrame
+        );
+        assert_eq!(
+            Error::TruncatedFrame {
+                expected: 10,
+                received: 3
+            }
+            .response_code(),
             ResponseCode::MalformedFrame
         );
     }

@@ -26,9 +26,27 @@ pub enum ClientError {
         /// The server's (or the connection's) remark.
         remark: String,
     },
+    /// The broker a send went to did not answer (down, restarting or
+    /// unreachable), and no other broker could take the message.
+    #[error("broker {broker} ({addr}) is unreachable: {cause}")]
+    BrokerUnreachable {
+        /// The broker name.
+        broker: String,
+        /// The address tried.
+        addr: String,
+        /// The last failure (connect refused, connection lost, timeout...).
+        cause: String,
+    },
     /// No name server answered.
     #[error("all name servers are down")]
     AllNamesrvsDown,
+    /// An address given as a name server answered, but does not serve
+    /// name-server requests (e.g. a broker port given to `-n`).
+    #[error("{addr} is not a name server (it does not serve name-server requests; a broker port?)")]
+    NotANameServer {
+        /// The address.
+        addr: String,
+    },
     /// The message (body + properties) exceeds the max message size.
     #[error("message too large: {size} bytes > {max}")]
     MessageTooLarge {

@@ -86,6 +86,10 @@ pub struct ProducerConfig {
     pub route_refresh_interval_ms: u64,
     /// Queues assumed for a topic a broker will auto-create. Default 4.
     pub default_topic_queues: u32,
+    /// Instance name, the middle of the client id `HOST@INSTANCE@SUFFIX`
+    /// (default: the process id). The id stays unique with any name: see
+    /// [`crate::client_id`].
+    pub instance_name: Option<String>,
 }
 
 impl Default for ProducerConfig {
@@ -101,6 +105,7 @@ impl Default for ProducerConfig {
             heartbeat_interval_ms: 30_000,
             route_refresh_interval_ms: 30_000,
             default_topic_queues: 4,
+            instance_name: None,
         }
     }
 }
@@ -349,6 +354,12 @@ impl ProducerBuilder {
         self
     }
 
+    /// The instance name (the middle of the client id).
+    pub fn instance_name(mut self, name: &str) -> ProducerBuilder {
+        self.config.instance_name = Some(name.to_owned());
+        self
+    }
+
     /// The logger (default: discard).
     #[must_use]
     pub fn logger(mut self, logger: &Logger) -> ProducerBuilder {
@@ -421,12 +432,8 @@ impl Producer {
             &logger,
         )?;
         let refresher = routes.start_refresh(ms(config.route_refresh_interval_ms.max(1)));
-        static SEQ: AtomicUsize = AtomicUsize::new(0);
-        let client_id = format!(
-            "producer@{}#{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
+        let client_id =
+            crate::client_id::new_client_id(&config.namesrv, config.instance_name.as_deref());
         let inner = Arc::new(Inner {
             fault: Mutex::new(LatencyFaultTolerance::new(ms(config.fault_isolation_ms))),
             // Start the round robin somewhere else in every producer, so
@@ -647,6 +654,7 @@ impl Producer {
     /// Validates `msg` and stamps its unique key.
     fn prepare(&self, msg: &mut Message) -> Result<(), ClientError> {
         self.check_open()?;
+        refuse_delay(msg)?;
         stamp(msg);
         validate_message(msg, self.inner.config.max_message_size)?;
         Ok(())
@@ -665,8 +673,19 @@ impl Producer {
         // The queue retries stay on (SameQueue, Key), once chosen.
         let mut fixed: Option<MessageQueue> = None;
         let mut attempt = 0;
+        // The last broker that did not answer: when the route then empties
+        // (the name servers dropped it) or time runs out, the error names
+        // that broker rather than "no route".
+        let mut unreachable: Option<ClientError> = None;
+        let explain = |e: ClientError, unreachable: &Option<ClientError>| match (&e, unreachable) {
+            (ClientError::NoRoute { .. } | ClientError::Timeout(_), Some(u)) => u.clone(),
+            _ => e,
+        };
         loop {
-            let route = self.route_for(&msg.topic).await?;
+            let route = match self.route_for(&msg.topic).await {
+                Ok(r) => r,
+                Err(e) => return Err(explain(e, &unreachable)),
+            };
             if attempt > 0 {
                 now = Instant::now();
             }
@@ -674,19 +693,26 @@ impl Producer {
                 topic: msg.topic.clone(),
             };
             // Borrowed from the route: nothing is cloned on the way out.
-            let (mq, addr): (&MessageQueue, &str) = match (&mode, &fixed) {
+            let picked = match (&mode, &fixed) {
                 (Mode::OtherBroker, _) | (Mode::SameQueue, None) => {
-                    self.pick(&route, avoid.as_deref(), now)?
+                    self.pick(&route, avoid.as_deref(), now)
                 }
-                (Mode::SameQueue, Some(q)) | (Mode::Key(_), Some(q)) => {
-                    let addr = route.master_addr(&q.broker_name).ok_or_else(no_route)?;
-                    (q, addr)
-                }
-                (Mode::Key(key), None) => {
-                    let q = select_by_key(&route.write_queues, key).ok_or_else(no_route)?;
-                    let addr = route.master_addr(&q.broker_name).ok_or_else(no_route)?;
-                    (q, addr)
-                }
+                (Mode::SameQueue, Some(q)) | (Mode::Key(_), Some(q)) => route
+                    .master_addr(&q.broker_name)
+                    .ok_or_else(no_route)
+                    .map(|a| (q, a)),
+                (Mode::Key(key), None) => select_by_key(&route.write_queues, key)
+                    .ok_or_else(no_route)
+                    .and_then(|q| {
+                        route
+                            .master_addr(&q.broker_name)
+                            .ok_or_else(no_route)
+                            .map(|a| (q, a))
+                    }),
+            };
+            let (mq, addr): (&MessageQueue, &str) = match picked {
+                Ok(p) => p,
+                Err(e) => return Err(explain(e, &unreachable)),
             };
             let req = SendMessageRef::new(
                 &self.inner.config.group,
@@ -694,7 +720,9 @@ impl Producer {
                 system_time_ms(),
                 &msg,
             );
-            remaining_at(deadline, now)?;
+            if let Err(e) = remaining_at(deadline, now) {
+                return Err(explain(e, &unreachable));
+            }
             self.note_broker(&mq.broker_name, addr);
             let res = match self.inner.conns.link(addr) {
                 Ok(link) => {
@@ -726,12 +754,22 @@ impl Producer {
                 }
                 Err(e) => {
                     let mq = mq.clone();
+                    if is_unreachable(&e) {
+                        unreachable = Some(ClientError::BrokerUnreachable {
+                            broker: mq.broker_name.clone(),
+                            addr: addr.to_owned(),
+                            cause: e.to_string(),
+                        });
+                    }
                     drop(route);
                     debug!(self.inner.logger, "send failed"; "topic" => &msg.topic,
                         "broker" => &mq.broker_name, "attempt" => attempt, "error" => %e);
                     self.on_failure(&msg.topic, &mq, &e).await;
                     if !policy.should_retry(&e, attempt) {
-                        return Err(e);
+                        return Err(match unreachable.take() {
+                            Some(u) if is_unreachable(&e) => u,
+                            _ => e,
+                        });
                     }
                     if !matches!(mode, Mode::OtherBroker) && fixed.is_none() {
                         fixed = Some(mq.clone());
@@ -741,8 +779,8 @@ impl Producer {
                     // A broker that did not answer may be restarting: give it
                     // a moment (within the send timeout) before the next try.
                     if is_unreachable(&e) {
-                        let pause = ms(100 * u64::from(attempt)).min(remaining(deadline)?);
-                        tokio::time::sleep(pause).await;
+                        let left = remaining(deadline).map_err(|t| explain(t, &unreachable))?;
+                        tokio::time::sleep(ms(100 * u64::from(attempt)).min(left)).await;
                     }
                 }
             }
@@ -1019,6 +1057,18 @@ impl Handler<StopHeartbeat> for HeartbeatService {
     }
 }
 
+/// Delayed delivery does not exist yet: the broker would store the delay
+/// and deliver at once, so a delayed message is refused, not sent.
+fn refuse_delay(msg: &Message) -> Result<(), ClientError> {
+    if msg.delay == actormq_protocol::Delay::None {
+        Ok(())
+    } else {
+        Err(ClientError::Invalid(
+            "delayed delivery is not available yet (the message would be delivered at once)".into(),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -1026,6 +1076,17 @@ mod tests {
     use actormq_protocol::request::BrokerData;
 
     use super::*;
+
+    #[test]
+    fn delayed_messages_are_refused_not_sent_at_once() {
+        let mut m = Message::new("t", "x");
+        assert_eq!(refuse_delay(&m), Ok(()));
+        m.delay = actormq_protocol::Delay::Level(3);
+        let err = refuse_delay(&m).unwrap_err();
+        assert!(err.to_string().contains("not available yet"), "{err}");
+        m.delay = actormq_protocol::Delay::DeliverAtMs(1);
+        assert!(refuse_delay(&m).is_err());
+    }
 
     fn queues(spec: &[(&str, u32)]) -> Vec<MessageQueue> {
         spec.iter()

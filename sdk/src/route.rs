@@ -294,6 +294,7 @@ impl RouteCache {
             .into_iter()
             .map(str::to_owned)
             .collect();
+        let mut not_namesrv = None;
         for addr in order {
             let res = self
                 .inner
@@ -304,13 +305,25 @@ impl RouteCache {
                 Err(e) if is_unreachable(&e) => {
                     debug!(self.inner.logger, "name server unreachable"; "addr" => &addr, "error" => %e);
                 }
+                Err(ClientError::Broker {
+                    code: ResponseCode::RequestCodeNotSupported,
+                    ..
+                }) => {
+                    // Something answers there, but not as a name server
+                    // (a broker port, say): try the others, then say so.
+                    debug!(self.inner.logger, "not a name server"; "addr" => &addr);
+                    not_namesrv.get_or_insert(addr);
+                }
                 other => {
                     lock(&self.inner.namesrvs).mark_good(&addr);
                     return other;
                 }
             }
         }
-        Err(ClientError::AllNamesrvsDown)
+        Err(match not_namesrv {
+            Some(addr) => ClientError::NotANameServer { addr },
+            None => ClientError::AllNamesrvsDown,
+        })
     }
 
     /// Starts a [`RouteRefresher`] on the current arbiter that refreshes

@@ -293,13 +293,12 @@ impl Handler<Call<GetConsumerListByGroupRequest>> for GroupManager {
         msg: Call<GetConsumerListByGroupRequest>,
         _: &mut Context<Self>,
     ) -> Self::Result {
+        // A group with no member online (unknown, or every member gone)
+        // answers an empty list: "who is in it" has an answer, nobody. The
+        // RocketMQ broker answers SYSTEM_ERROR "no consumer for this group"
+        // here and its clients treat that as an empty list (the rebalance
+        // skips); an empty list says the same without a fake server fault.
         let consumer_ids = self.table.consumer_ids(&msg.req.consumer_group);
-        if consumer_ids.is_empty() {
-            return Err(ServiceError::new(
-                ResponseCode::SystemError,
-                format!("no consumer of group {} is online", msg.req.consumer_group),
-            ));
-        }
         Ok(Reply::ok(GetConsumerListByGroupResponse { consumer_ids }))
     }
 }

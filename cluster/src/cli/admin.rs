@@ -99,7 +99,7 @@ pub struct CreateTopicArgs {
     /// broker the name servers know].
     #[arg(long, value_name = "NAME")]
     pub cluster: Option<String>,
-    /// An ordered topic.
+    /// An ordered topic. Not available yet: refused.
     #[arg(long)]
     pub order: bool,
 }
@@ -274,6 +274,15 @@ async fn topic_create(
     routes: &RouteCache,
     a: &CreateTopicArgs,
 ) -> Result<(), CliError> {
+    if a.order {
+        // Stored but read nowhere: routes carry no order config and consumers
+        // no orderly mode, so the flag would be accepted and ignored.
+        return Err(CliError(
+            "--order is not available yet: ordered topics do not exist in this version \
+             (use `produce --queue-key` for per-key order)"
+                .into(),
+        ));
+    }
     actormq_sdk::protocol::validate_topic(&a.topic).map_err(|e| CliError(e.to_string()))?;
     let info = cluster_info(routes).await?;
     let mut targets: Vec<(String, String)> = Vec::new();

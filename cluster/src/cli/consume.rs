@@ -55,6 +55,10 @@ pub struct ConsumeArgs {
     /// Make every K-th delivery fail.
     #[arg(long, value_name = "K")]
     pub fail_every: Option<u64>,
+    /// Instance name, the middle of the client id HOST@NAME@SUFFIX
+    /// [default: the process id].
+    #[arg(long, value_name = "NAME")]
+    pub instance_name: Option<String>,
 }
 
 /// Flags of `actormq admin group progress`.
@@ -185,20 +189,81 @@ pub async fn run_consume(
     if args.broadcast {
         builder = builder.broadcasting();
     }
+    if let Some(name) = &args.instance_name {
+        builder = builder.instance_name(name);
+    }
     let consumer = builder.start().await.map_err(consumer_error)?;
-    let idle = Duration::from_millis(args.idle_exit_ms);
+    let mut idle = IdleClock::new(Duration::from_millis(args.idle_exit_ms));
     let mut printed = 0u64;
-    while let Ok(Some((m, failed))) = tokio::time::timeout(idle, rx.recv()).await {
-        print_message(&m, failed, as_json);
-        if !failed {
-            printed += 1;
-            if printed >= limit {
-                break;
+    loop {
+        let began = std::time::Instant::now();
+        match tokio::time::timeout(idle.tick(), rx.recv()).await {
+            Ok(Some((m, failed))) => {
+                idle.reset();
+                print_message(&m, failed, as_json);
+                if !failed {
+                    printed += 1;
+                    if printed >= limit {
+                        break;
+                    }
+                }
+            }
+            Ok(None) => break,
+            Err(_) => {
+                // Idle long enough, and nothing known to be waiting (a
+                // backlog seen by the last pulls is consumed first).
+                if idle.elapsed(began.elapsed()) && consumer.known_backlog() == 0 {
+                    break;
+                }
             }
         }
     }
     consumer.shutdown().await;
     Ok(())
+}
+
+/// `--idle-exit-ms` measured in time the process ran with nothing new.
+/// It advances in short ticks; a tick that lasted far longer than asked
+/// means the process did not run meanwhile (SIGSTOP, a suspended VM), and
+/// restarts the count: what arrived during the pause is read first.
+#[derive(Debug, Clone, Copy)]
+pub struct IdleClock {
+    limit: Duration,
+    tick: Duration,
+    idle: Duration,
+}
+
+impl IdleClock {
+    /// A clock that expires after `limit` of running idle time.
+    pub fn new(limit: Duration) -> IdleClock {
+        let tick = (limit / 10).clamp(Duration::from_millis(1), Duration::from_millis(100));
+        IdleClock {
+            limit,
+            tick,
+            idle: Duration::ZERO,
+        }
+    }
+
+    /// How long to wait for the next message before calling [`Self::elapsed`].
+    pub fn tick(&self) -> Duration {
+        self.tick
+    }
+
+    /// Something new arrived.
+    pub fn reset(&mut self) {
+        self.idle = Duration::ZERO;
+    }
+
+    /// A wait of [`Self::tick`] ended with nothing new after `took`;
+    /// true once the idle limit is reached.
+    pub fn elapsed(&mut self, took: Duration) -> bool {
+        if took > self.tick * 3 + Duration::from_millis(200) {
+            self.idle = Duration::ZERO; // paused: start over
+        } else {
+            self.idle += took;
+        }
+        self.idle >= self.limit
+    }
 }
 
 fn consumer_error(e: ConsumerError) -> CliError {
@@ -289,6 +354,25 @@ pub async fn run_group_progress(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idle_clock_counts_running_time_only() {
+        let mut c = IdleClock::new(Duration::from_millis(1000));
+        assert_eq!(c.tick(), Duration::from_millis(100));
+        for _ in 0..9 {
+            assert!(!c.elapsed(Duration::from_millis(100)));
+        }
+        // Stopped for 10 s just before the limit: the count starts over.
+        assert!(!c.elapsed(Duration::from_secs(10)));
+        for _ in 0..9 {
+            assert!(!c.elapsed(Duration::from_millis(101)));
+        }
+        assert!(c.elapsed(Duration::from_millis(100)));
+        c.reset();
+        assert!(!c.elapsed(Duration::from_millis(100)));
+        let mut tiny = IdleClock::new(Duration::from_millis(1));
+        assert!(tiny.elapsed(tiny.tick()));
+    }
 
     #[test]
     fn from_parses() {

@@ -245,6 +245,18 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
+/// Lets actors a command started (the SDK's heartbeat and route refresh)
+/// run their `started` and their stop while the runtime still runs. A
+/// command that fails before its first await point (a message refused by
+/// client-side validation) would otherwise leave them unstarted, and the
+/// runtime's teardown polls them once more, outside the runtime: a panic
+/// per actor after the one-line error.
+async fn settle() {
+    for _ in 0..8 {
+        tokio::task::yield_now().await;
+    }
+}
+
 /// The `main` of `actormq`: parses `args`, runs the command in an actix
 /// `System`, and maps the outcome to an exit code.
 pub fn main_with_args<I, T>(args: I) -> ExitCode
@@ -278,7 +290,11 @@ where
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let outcome = actix_rt::System::new().block_on(run(cli));
+    let outcome = actix_rt::System::new().block_on(async {
+        let outcome = run(cli).await;
+        settle().await;
+        outcome
+    });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -328,7 +344,8 @@ mod tests {
     #[test]
     fn every_spec_command_parses() {
         for line in [
-            "consume -t T -g G --tag-expr A --from first --count 3 --idle-exit-ms 10 --broadcast --orderly --fail-every 2",
+            "consume -t T -g G --tag-expr A --from first --count 3 --idle-exit-ms 10 --broadcast --orderly --fail-every 2 --instance-name i",
+            "produce -t T --instance-name i",
             "admin topic create -t T --queues 4 --cluster C --order",
             "admin topic route -t T",
             "admin topic status -t T",

@@ -29,9 +29,8 @@ pub enum Mode {
 #[derive(Debug, Clone, Args)]
 #[command(
     group(ArgGroup::new("delay").args(["delay_level", "deliver_at_ms", "delay_ms"])),
-    after_help = "Delayed messages (--delay-level, --deliver-at-ms, --delay-ms) are sent and \
-        stored with their DELAY property; delivery-time scheduling arrives with the \
-        delayed-messages feature, until then they are delivered at once.\n\n\
+    after_help = "Delayed messages (--delay-level, --deliver-at-ms, --delay-ms) are not \
+        available yet: the broker has no delay scheduling, so these flags are refused.\n\n\
         Examples:\n  actormq produce -t orders --body hello\n  \
         actormq produce -t orders --count 1000 --size 128 --mode async --json\n  \
         seq 10 | actormq produce -t orders --stdin --queue-key customer-7"
@@ -64,18 +63,22 @@ pub struct ProduceArgs {
     /// Send mode.
     #[arg(long, value_enum, default_value_t = Mode::Sync)]
     pub mode: Mode,
-    /// Delay level (1 = 1s … 18 = 2h).
+    /// Delay level (1 = 1s … 18 = 2h). Not available yet: refused.
     #[arg(long, value_name = "L", value_parser = clap::value_parser!(u8).range(1..))]
     pub delay_level: Option<u8>,
-    /// Deliver at this time (ms since the epoch).
+    /// Deliver at this time (ms since the epoch). Not available yet: refused.
     #[arg(long, value_name = "TS")]
     pub deliver_at_ms: Option<u64>,
-    /// Deliver after MS ms.
+    /// Deliver after MS ms. Not available yet: refused.
     #[arg(long, value_name = "MS")]
     pub delay_ms: Option<u64>,
     /// Pick the queue by hash of KEY (ordered messages).
     #[arg(long, value_name = "KEY")]
     pub queue_key: Option<String>,
+    /// Instance name, the middle of the client id HOST@NAME@SUFFIX
+    /// [default: the process id].
+    #[arg(long, value_name = "NAME")]
+    pub instance_name: Option<String>,
 }
 
 fn parse_prop(s: &str) -> Result<(String, String), String> {
@@ -97,15 +100,17 @@ pub fn generated_body(size: usize, seq: u64) -> Bytes {
 }
 
 impl ProduceArgs {
-    fn delay(&self) -> Delay {
-        if let Some(l) = self.delay_level {
-            Delay::Level(l)
-        } else if let Some(at) = self.deliver_at_ms {
-            Delay::DeliverAtMs(at)
-        } else if let Some(ms) = self.delay_ms {
-            Delay::DeliverAtMs(actormq_sdk::protocol::unique_key::system_time_ms() + ms)
+    /// The first flag given whose feature does not exist yet: delayed
+    /// delivery (the broker would deliver such a message at once).
+    pub fn unavailable_flag(&self) -> Option<&'static str> {
+        if self.delay_level.is_some() {
+            Some("--delay-level")
+        } else if self.deliver_at_ms.is_some() {
+            Some("--deliver-at-ms")
+        } else if self.delay_ms.is_some() {
+            Some("--delay-ms")
         } else {
-            Delay::None
+            None
         }
     }
 
@@ -117,7 +122,7 @@ impl ProduceArgs {
             keys: self.keys.clone(),
             body,
             properties: self.props.iter().cloned().collect::<BTreeMap<_, _>>(),
-            delay: self.delay(),
+            delay: Delay::None,
             flags: 0,
         }
     }
@@ -168,10 +173,16 @@ async fn send_one(
 
 /// `actormq produce`.
 pub async fn run(common: &CommonArgs, args: &ProduceArgs, log: &Logger) -> Result<(), CliError> {
+    if let Some(flag) = args.unavailable_flag() {
+        return Err(CliError(format!(
+            "{flag} is not available yet: delayed delivery does not exist in this version"
+        )));
+    }
     let producer = ProducerBuilder::from_config(ProducerConfig {
         group: "actormq-cli-producer".into(),
         namesrv: common.namesrv.clone(),
         send_timeout_ms: common.timeout().as_millis().try_into().unwrap_or(u64::MAX),
+        instance_name: args.instance_name.clone(),
         ..ProducerConfig::default()
     })
     .logger(log)
@@ -230,10 +241,7 @@ mod tests {
 
     #[test]
     fn flags_build_the_message() {
-        let a = parse(
-            "produce -t T --tags A --keys K1 --prop x=1 --prop y=a=b --body hi --delay-level 3",
-        )
-        .unwrap();
+        let a = parse("produce -t T --tags A --keys K1 --prop x=1 --prop y=a=b --body hi").unwrap();
         let m = a.message(a.body(0));
         assert_eq!(m.topic, "T");
         assert_eq!(m.tags.as_deref(), Some("A"));
@@ -241,7 +249,8 @@ mod tests {
         assert_eq!(m.properties["x"], "1");
         assert_eq!(m.properties["y"], "a=b");
         assert_eq!(&m.body[..], b"hi");
-        assert_eq!(m.delay, Delay::Level(3));
+        assert_eq!(m.delay, Delay::None);
+        assert_eq!(a.unavailable_flag(), None);
         assert_eq!(a.mode, Mode::Sync);
     }
 
@@ -255,10 +264,14 @@ mod tests {
     }
 
     #[test]
-    fn sizes_and_relative_delays() {
+    fn sizes_and_unavailable_delays() {
         let a = parse("produce -t T --count 3 --size 10 --delay-ms 1000").unwrap();
         assert_eq!(a.body(1).len(), 10);
-        assert!(matches!(a.message(a.body(0)).delay, Delay::DeliverAtMs(t) if t > 1_000_000));
+        assert_eq!(a.unavailable_flag(), Some("--delay-ms"));
+        let a = parse("produce -t T --delay-level 3").unwrap();
+        assert_eq!(a.unavailable_flag(), Some("--delay-level"));
+        let a = parse("produce -t T --deliver-at-ms 5").unwrap();
+        assert_eq!(a.unavailable_flag(), Some("--deliver-at-ms"));
     }
 
     #[test]

@@ -70,6 +70,11 @@ impl ProcessQueue {
         }
     }
 
+    /// Where the next pull starts.
+    pub fn pulled_up_to(&self) -> u64 {
+        self.pulled_up_to
+    }
+
     /// Records consumed messages; returns the offset now safe to commit.
     pub fn remove(&mut self, offsets: impl IntoIterator<Item = u64>) -> u64 {
         for offset in offsets {

@@ -43,10 +43,13 @@ pub struct PullResult {
 
 /// Pulls `mq` from `offset` through `client`; shared by both consumers.
 ///
-/// The reply of a non-`SUCCESS` pull reaches the client without its fields
-/// (the remote proxy turns it into an error), so: `PULL_RETRY_IMMEDIATELY`
-/// (only filtered-out messages) is followed by one unfiltered pull whose
-/// messages the client filters; `PULL_OFFSET_MOVED` by a min/max query.
+/// A non-`SUCCESS` pull status arrives as an `Ok` reply with its fields
+/// (`next_begin_offset`, `min_offset`, `max_offset`): `PULL_NOT_FOUND`
+/// means caught up, `PULL_OFFSET_MOVED` says where to go on, and
+/// `PULL_RETRY_IMMEDIATELY` (only filtered-out messages) is followed by
+/// one unfiltered pull whose messages the client filters. An old peer
+/// that answers those codes without fields is handled as before (the
+/// offset kept, a min/max query after `PULL_OFFSET_MOVED`).
 pub(crate) async fn pull_queue(
     client: &ClusterClient,
     group: &str,
@@ -69,15 +72,32 @@ pub(crate) async fn pull_queue(
         expression_type: (!filter.is_all()).then(|| "TAG".to_string()),
     };
     let mut reply = client.call_pull(addr, req.clone()).await;
-    if let Err(e) = &reply
-        && e.code == ResponseCode::PullRetryImmediately
-    {
+    let retry = match &reply {
+        Ok(r) => r.code == ResponseCode::PullRetryImmediately,
+        Err(e) => e.code == ResponseCode::PullRetryImmediately,
+    };
+    if retry {
         req.subscription = None;
         req.expression_type = None;
         req.suspend_timeout_ms = 0;
         reply = client.call(addr, req).await;
     }
+    let empty = |status, f: &actormq_protocol::request::PullMessageResponse| PullResult {
+        status,
+        next_begin_offset: f.next_begin_offset,
+        min_offset: f.min_offset,
+        max_offset: f.max_offset,
+        messages: Vec::new(),
+    };
     match reply {
+        Ok(r) if r.code == ResponseCode::PullNotFound => Ok(empty(PullStatus::NoNewMsg, &r.fields)),
+        Ok(r) if r.code == ResponseCode::PullOffsetMoved => {
+            Ok(empty(PullStatus::OffsetIllegal, &r.fields))
+        }
+        Ok(r) if r.code == ResponseCode::PullRetryImmediately => {
+            // Even the unfiltered pull found nothing to hand over.
+            Ok(empty(PullStatus::NoMatchedMsg, &r.fields))
+        }
         Ok(r) => {
             let msgs =
                 batch::decode_stored(&r.body).map_err(actormq_runtime::ServiceError::from)?;

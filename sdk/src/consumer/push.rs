@@ -136,8 +136,9 @@ pub struct PushConsumerConfig {
     /// different instance names or directories). Default
     /// `$HOME/.actormq_offsets` (`./actormq-offsets` without `HOME`).
     pub offset_dir: PathBuf,
-    /// Instance name, part of the client id (default: the process id and
-    /// a counter, unique within the process).
+    /// Instance name, the middle of the client id `HOST@INSTANCE@SUFFIX`
+    /// (default: the process id). The id stays unique with any name: see
+    /// [`crate::client_id`].
     pub instance_name: Option<String>,
 }
 
@@ -335,15 +336,7 @@ impl PushConsumerBuilder {
             Some(s) => s,
             None => cfg.strategy()?,
         };
-        static SEQ: AtomicU64 = AtomicU64::new(0);
-        let instance = cfg.instance_name.clone().unwrap_or_else(|| {
-            format!(
-                "{}-{}",
-                std::process::id(),
-                SEQ.fetch_add(1, Ordering::Relaxed)
-            )
-        });
-        let client_id = format!("127.0.0.1@{instance}");
+        let client_id = crate::client_id::new_client_id(&cfg.namesrv, cfg.instance_name.as_deref());
         let logger = self
             .logger
             .unwrap_or_else(|| Logger::root(slog::Discard, o!()))
@@ -534,6 +527,28 @@ impl PushConsumer {
             .sum()
     }
 
+    /// Messages known to be waiting for this consumer: those cached and not
+    /// consumed yet, plus, per queue held, how far the queue's max offset
+    /// (as the last pull reply reported it) is past what was pulled. `0`
+    /// means nothing is known to be pending, not that nothing arrived
+    /// since the last reply.
+    pub fn known_backlog(&self) -> u64 {
+        self.core
+            .queues
+            .lock()
+            .expect("queues lock")
+            .values()
+            .map(|s| {
+                let pq = s.pq.lock().expect("pq lock");
+                let behind = s
+                    .broker_max
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(pq.pulled_up_to());
+                pq.len() as u64 + behind
+            })
+            .sum()
+    }
+
     /// Asks for a rebalance now (as a membership notification does).
     pub fn rebalance_now(&self) {
         self.service.do_send(RebalanceNow);
@@ -575,6 +590,8 @@ struct QueueSlot {
     pq: Mutex<ProcessQueue>,
     dropped: AtomicBool,
     pull: Mutex<Option<JoinHandle<()>>>,
+    /// The queue's max offset as the last pull reply reported it.
+    broker_max: AtomicU64,
 }
 
 impl QueueSlot {
@@ -757,6 +774,7 @@ impl Core {
                 mq: mq.clone(),
                 pq: Mutex::new(ProcessQueue::new(start)),
                 dropped: AtomicBool::new(false),
+                broker_max: AtomicU64::new(0),
                 pull: Mutex::new(None),
             });
             let handle = actix_rt::spawn(self.clone().pull_loop(slot.clone(), start));
@@ -827,6 +845,9 @@ impl Core {
             if slot.dropped.load(Ordering::SeqCst) {
                 return;
             }
+            if let Ok(r) = &result {
+                slot.broker_max.fetch_max(r.max_offset, Ordering::Relaxed);
+            }
             match result {
                 Ok(r) => match r.status {
                     PullStatus::Found | PullStatus::NoMatchedMsg | PullStatus::OffsetIllegal => {
@@ -857,6 +878,20 @@ impl Core {
                             let batch = std::mem::replace(&mut rest, tail);
                             actix_rt::spawn(self.clone().consume(slot.clone(), batch));
                         }
+                    }
+                    PullStatus::NoNewMsg if r.next_begin_offset > offset => {
+                        // The records at `offset` are gone (retention): go on
+                        // where the broker says the queue continues.
+                        let commit = {
+                            let mut pq = slot.pq.lock().expect("pq lock");
+                            pq.correct(r.next_begin_offset);
+                            pq.commit_offset()
+                        };
+                        self.offsets
+                            .lock()
+                            .expect("offsets lock")
+                            .update(&slot.mq, commit);
+                        offset = r.next_begin_offset;
                     }
                     PullStatus::NoNewMsg => {
                         if began.elapsed() < Duration::from_millis(50) {

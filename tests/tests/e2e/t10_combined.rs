@@ -194,6 +194,10 @@ async fn t10_heartbeat_and_consumer_list() {
         };
         let mut c1 = connect(br).await;
         let mut c2 = connect(br).await;
+        // A group nobody joined: an empty member list, not an error.
+        let none = consumer_list(&mut c1).await.unwrap();
+        assert_eq!(none.code, ResponseCode::Success, "{none:?}");
+        assert!(none.ok().expect("empty list").consumer_ids.is_empty());
         c1.call(&heartbeat("10.0.0.1@1"), Bytes::new())
             .await
             .unwrap()

@@ -300,6 +300,13 @@ async fn bad_peers_against(addr: SocketAddr, is_broker: bool) {
         .await
         .unwrap_or_else(|f| panic!("truncated: not closed ({f:?})"));
     assert_error_replies("truncated", &frames);
+    // The verdict names the fault: a malformed frame, not a system error.
+    let codes: Vec<_> = frames.iter().map(|f| f.response_code().ok()).collect();
+    assert_eq!(
+        codes,
+        [Some(ResponseCode::MalformedFrame)],
+        "truncated: {frames:?}"
+    );
     let mut conn = RawConn::connect(addr).await.unwrap();
     conn.write(&t).await.unwrap();
     drop(conn);

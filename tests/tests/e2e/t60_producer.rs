@@ -268,6 +268,41 @@ async fn t60_producer_keeps_sending_through_a_broker_restart() {
 }
 
 #[actix_rt::test]
+async fn t60_a_down_broker_is_named_not_reported_as_no_route() {
+    bounded(async {
+        let ns = NodeProcess::start(Bin::Namesrv, NO_ARGS).expect("start actormq-namesrv");
+        let mut br = split_broker(ns.namesrv());
+        let topic = "t60-down";
+        create_topic(br.broker(), topic, 2).await;
+        wait_route(ns.namesrv(), topic, "t60-b", br.broker(), 2).await;
+        warm_up(ns.namesrv()).await;
+        let p = ProducerBuilder::new("t60-down")
+            .namesrv([ns.namesrv().to_string()])
+            .send_timeout(Duration::from_secs(3))
+            .build()
+            .await
+            .expect("producer starts");
+        send_unless_refused(&p, Message::new(topic, "before"))
+            .await
+            .expect("send with the broker up");
+        let addr = br.broker().to_string();
+        br.kill().expect("kill the broker");
+        let err = p
+            .send(Message::new(topic, "after"))
+            .await
+            .expect_err("nobody to store it");
+        let text = err.to_string();
+        assert!(
+            matches!(err, ClientError::BrokerUnreachable { .. }),
+            "{err:?}"
+        );
+        assert!(text.contains(&addr) && text.contains("t60-b"), "{text}");
+        p.shutdown().await;
+    })
+    .await;
+}
+
+#[actix_rt::test]
 async fn t60_cached_routes_keep_a_producer_sending_while_the_namesrv_is_down() {
     bounded(async {
         let mut ns = NodeProcess::start(Bin::Namesrv, NO_ARGS).expect("start actormq-namesrv");
@@ -468,6 +503,17 @@ async fn t60_cli_json_lines_carry_the_documented_fields() {
             &["admin", "topic", "list"],
         ));
         assert!(down.contains("name server"), "{down}");
+        // -n pointed at the broker's port: said so, not "unknown request code".
+        for args in [
+            &["admin", "topic", "list"][..],
+            &["produce", "-t", topic, "--body", "x"][..],
+        ] {
+            let wrong = failure_line(&actormq(node.broker(), args));
+            assert!(
+                wrong.contains(&format!("{} is not a name server", node.broker())),
+                "{wrong}"
+            );
+        }
 
         let deleted = json_lines(&actormq(
             ns,

@@ -190,6 +190,34 @@ async fn t70_group_splits_queues_exactly_once_and_rebalances_on_join() {
 }
 
 #[actix_rt::test]
+async fn t70_same_instance_name_still_two_members() {
+    // Two containers run the same image: same pid, same instance name.
+    // Their ids must differ, or the group collapses to one member.
+    bounded(async {
+        let node = combined(NO_ARGS);
+        let (ns, broker) = (node.namesrv(), node.broker());
+        let topic = "t70-ids";
+        create_topic(broker, topic, 8).await;
+        let (sa, sb): (Seen, Seen) = Default::default();
+        let same = |b: PushConsumerBuilder| b.instance_name("pod");
+        let a = consumer(ns, "t70-ids-g", topic, "*", &sa, same).await;
+        let b = consumer(ns, "t70-ids-g", topic, "*", &sb, same).await;
+        assert_ne!(a.client_id(), b.client_id());
+        for id in [a.client_id(), b.client_id()] {
+            assert_eq!(id.split('@').nth(1), Some("pod"), "{id}");
+        }
+        wait_for(WAIT, "a 4/4 split between the two", || {
+            a.assigned_queues().len() == 4 && b.assigned_queues().len() == 4
+        })
+        .await;
+        for x in [a, b] {
+            x.shutdown().await;
+        }
+    })
+    .await;
+}
+
+#[actix_rt::test]
 async fn t70_broadcasting_delivers_everything_to_every_instance() {
     bounded(async {
         let node = combined(NO_ARGS);
@@ -335,6 +363,75 @@ fn json_lines(out: &std::process::Output) -> Vec<serde_json::Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
         .collect()
+}
+
+#[actix_rt::test]
+async fn t70_cli_consume_paused_past_idle_reads_its_backlog_on_resume() {
+    use std::io::BufRead;
+    bounded(async {
+        let node = combined(NO_ARGS);
+        let (ns, broker) = (node.namesrv(), node.broker());
+        let topic = "t70-pause";
+        create_topic(broker, topic, 1).await;
+        send(broker, topic, 1, 0, 1, |_| "x".into()).await;
+        let exe = actormq_tests::node::bin_dir()
+            .expect("binaries built")
+            .join("actormq");
+        let mut child = std::process::Command::new(&exe)
+            .args([
+                "-n",
+                &ns.to_string(),
+                "consume",
+                "-t",
+                topic,
+                "-g",
+                "pause-g",
+            ])
+            .args(["--from", "first", "--idle-exit-ms", "1500", "--json"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn actormq consume");
+        let pid = child.id().to_string();
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        // The first message printed: the consumer runs and holds the queue.
+        let first = rx.recv_timeout(WAIT).expect("first message printed");
+        assert!(first.contains("t70-pause-0"), "{first}");
+        let kill = |sig: &str| {
+            let ok = std::process::Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .expect("run kill")
+                .success();
+            assert!(ok, "kill {sig} {pid}");
+        };
+        kill("-STOP");
+        // A backlog arrives while it is stopped, and the pause outlasts
+        // --idle-exit-ms (the pause itself is what is tested).
+        send(broker, topic, 1, 1, 5, |_| "x".into()).await;
+        std::thread::sleep(Duration::from_millis(2500));
+        kill("-CONT");
+        let status = child.wait().expect("consume exits");
+        reader.join().expect("reader");
+        let mut lines = vec![first];
+        lines.extend(rx.try_iter());
+        assert!(status.success(), "{status:?}");
+        assert_eq!(
+            lines.len(),
+            6,
+            "the backlog is read before exiting: {lines:#?}"
+        );
+    })
+    .await;
 }
 
 #[actix_rt::test]

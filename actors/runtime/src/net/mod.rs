@@ -26,6 +26,6 @@ pub use listener::{
     SubscribeClosed,
 };
 pub use remote::{GetLinkState, LinkState, MAX_INBOUND, Oneway, RemoteClient, RemoteOptions};
-pub use reply::{STORED_STATUSES, decode_reply, reply_frame};
+pub use reply::{PULL_STATUSES, STORED_STATUSES, decode_reply, reply_frame};
 pub use router::{ReplyFuture, Router};
 pub use session::{CloseSession, ConnectionClosed, Push, Session, SessionLimits, SessionStats};

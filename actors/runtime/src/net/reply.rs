@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | `Ok(Reply { code: SUCCESS, .. })` | `SUCCESS`, fields, body | `Ok(Reply)` |
 //! | `Ok(Reply { code, .. })`, `code` a stored status ([`STORED_STATUSES`]) | `code`, fields, body | `Ok(Reply { code })` |
+//! | `Ok(Reply { code, .. })`, `code` a pull status ([`PULL_STATUSES`]) | `code`, fields, body | `Ok(Reply { code })` |
 //! | `Ok(Reply { code, .. })`, any other code | `code`, fields, body | `Err(ServiceError { code, remark })` |
 //! | `Err(ServiceError { code, remark })` | `code`, remark, no fields | `Err(ServiceError { code, remark })` |
 //! | mailbox closed / full (service restarting) | `SYSTEM_BUSY` | `Err(SYSTEM_BUSY)` |
@@ -13,8 +14,12 @@
 //! A stored status (`FLUSH_DISK_TIMEOUT`, `FLUSH_SLAVE_TIMEOUT`,
 //! `SLAVE_NOT_AVAILABLE`) means "the message is stored, but a durability
 //! goal was missed": the reply still carries the send result, so it is an
-//! `Ok` with that code, as long as its fields decode. Services should only
-//! put those codes (or `SUCCESS`) in an `Ok` reply.
+//! `Ok` with that code, as long as its fields decode. A pull status
+//! (`PULL_NOT_FOUND`, `PULL_RETRY_IMMEDIATELY`, `PULL_OFFSET_MOVED`) is an
+//! answer too: its fields (`next_begin_offset`, `min_offset`,
+//! `max_offset`) tell the consumer where to go on, so they reach a remote
+//! caller exactly as a local one. Services should only put those codes (or
+//! `SUCCESS`) in an `Ok` reply.
 
 use actix::MailboxError;
 use actormq_protocol::{Frame, ResponseCode};
@@ -29,6 +34,14 @@ pub const STORED_STATUSES: [ResponseCode; 3] = [
     ResponseCode::FlushDiskTimeout,
     ResponseCode::FlushSlaveTimeout,
     ResponseCode::SlaveNotAvailable,
+];
+
+/// Pull outcomes that are answers, not failures: the reply carries the
+/// pull's fields (where to pull next, the queue's min and max offsets).
+pub const PULL_STATUSES: [ResponseCode; 3] = [
+    ResponseCode::PullNotFound,
+    ResponseCode::PullRetryImmediately,
+    ResponseCode::PullOffsetMoved,
 ];
 
 /// Builds the reply frame for request `request_id` from what the serving
@@ -62,7 +75,7 @@ pub fn decode_reply<T: DeserializeOwned>(frame: &Frame) -> Result<Reply<T>, Serv
             )));
         }
     };
-    let stored = STORED_STATUSES.contains(&code);
+    let stored = STORED_STATUSES.contains(&code) || PULL_STATUSES.contains(&code);
     if code != ResponseCode::Success && !stored {
         return Err(ServiceError::new(code, remark()));
     }
@@ -110,11 +123,33 @@ mod tests {
         assert_eq!(round_trip(Ok(Err(err.clone()))), Err(err));
         let busy = round_trip(Err(MailboxError::Closed)).unwrap_err();
         assert_eq!(busy.code, ResponseCode::SystemBusy);
-        let odd = Reply::ok(OffsetResponse { offset: 1 }).with_code(ResponseCode::PullNotFound);
+        let odd = Reply::ok(OffsetResponse { offset: 1 }).with_code(ResponseCode::SystemError);
         assert_eq!(
             round_trip(Ok(Ok(odd))).unwrap_err().code,
-            ResponseCode::PullNotFound
+            ResponseCode::SystemError
         );
+    }
+
+    #[test]
+    fn pull_statuses_keep_their_typed_fields() {
+        use actormq_protocol::request::PullMessageResponse;
+        for code in PULL_STATUSES {
+            let fields = PullMessageResponse {
+                next_begin_offset: 42,
+                min_offset: 7,
+                max_offset: 99,
+                ..PullMessageResponse::default()
+            };
+            let frame = reply_frame(3, Ok(Ok(Reply::ok(fields.clone()).with_code(code))));
+            let got = decode_reply::<PullMessageResponse>(&frame)
+                .unwrap_or_else(|e| panic!("{code:?}: {e:?}"));
+            assert_eq!(got.code, code);
+            assert_eq!(got.fields, fields, "{code:?}");
+        }
+        // An old peer's pull status without fields is still an error with its code.
+        let bare = Frame::error(1, ResponseCode::PullOffsetMoved, "moved");
+        let err = decode_reply::<PullMessageResponse>(&bare).unwrap_err();
+        assert_eq!(err.code, ResponseCode::PullOffsetMoved);
     }
 
     #[test]
