@@ -9,6 +9,7 @@ use crate::checkpoint::Checkpoint;
 use crate::commit_log::{self, Appended, CommitLog, MessageView, QueueTable, Writer};
 use crate::config::{FlushMode, StoreConfig};
 use crate::consume_queue::{ConsumeQueue, Loaded, Unit};
+use crate::dir_lock::DirLock;
 use crate::dispatch::{DispatchProgress, Dispatched, Dispatcher};
 use crate::error::{Error, Result};
 use crate::flush::{FlushOutcome, FlushPolicy, FlushTicket, GroupCommit, Waiter};
@@ -208,6 +209,9 @@ pub struct Store {
     inner: Arc<Inner>,
     flusher: Option<std::thread::JoinHandle<()>>,
     recovery: RecoveryReport,
+    /// Held until the store is dropped (declared last: dropped after the
+    /// flush thread is joined in `Drop`).
+    _lock: DirLock,
 }
 
 impl std::fmt::Debug for Store {
@@ -269,6 +273,9 @@ impl Store {
         let root = cfg.root.clone();
         let log_dir = root.join("commitlog");
         let cq_root = root.join("consumequeue");
+        // One process per data dir: lock before touching anything in it.
+        std::fs::create_dir_all(&root)?;
+        let lock = DirLock::acquire(&root)?;
         std::fs::create_dir_all(&log_dir)?;
         std::fs::create_dir_all(&cq_root)?;
         let cp_path = root.join(CHECKPOINT);
@@ -382,6 +389,7 @@ impl Store {
             inner,
             flusher: Some(flusher),
             recovery,
+            _lock: lock,
         })
     }
 
