@@ -41,6 +41,7 @@ pub mod commit_log;
 pub mod config;
 pub mod consume_queue;
 pub mod dir_lock;
+pub mod disk;
 pub mod dispatch;
 pub mod error;
 pub mod flush;

@@ -224,8 +224,15 @@ impl std::fmt::Debug for Store {
 
 const ABORT: &str = "abort";
 
-fn index_err(e: IndexError) -> Error {
-    Error::Index(e.to_string())
+pub(crate) fn index_err(e: IndexError) -> Error {
+    match e {
+        IndexError::Io(io) => match Error::from_io(io) {
+            Error::DiskFull => Error::DiskFull,
+            Error::Io(io) => Error::Index(IndexError::Io(io).to_string()),
+            other => other,
+        },
+        other => Error::Index(other.to_string()),
+    }
 }
 const CHECKPOINT: &str = "checkpoint";
 
