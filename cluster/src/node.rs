@@ -36,8 +36,8 @@ use actormq_actors::broker::registrar::{
 use actormq_actors::broker::retention_cleaner::{RetentionCleaner, RetentionConfig};
 use actormq_actors::broker::topic_manager::SubscribeTopics;
 use actormq_actors::broker::{
-    GroupManager, GroupManagerConfig, OffsetManager, OffsetManagerConfig, TopicManager,
-    TopicManagerConfig, TopicView,
+    GroupManager, GroupManagerConfig, OffsetBounds, OffsetManager, OffsetManagerConfig,
+    TopicManager, TopicManagerConfig, TopicView,
 };
 use actormq_actors::namesrv::{Registry, RegistryConfig};
 use actormq_actors::runtime::net::{
@@ -215,6 +215,28 @@ impl Node {
             source,
         })?;
 
+        // The store first: it locks the data dir (one node per dir) before
+        // anything else in it is read or written.
+        let mut store_cfg = StoreConfig::new(&config.node.data_dir);
+        store_cfg.segment_size = b.commit_log_segment_size;
+        // A record must fit a segment: with small segments, large messages
+        // are refused (MESSAGE_ILLEGAL) rather than the node.
+        let fits =
+            usize::try_from(b.commit_log_segment_size.saturating_sub(8)).unwrap_or(usize::MAX);
+        store_cfg.max_message_size = store_cfg.max_message_size.min(fits);
+        store_cfg.file_reserved_hours = u64::from(b.file_reserved_hours);
+        store_cfg.flush_mode = match b.flush {
+            FlushMode::Async => actormq_store::FlushMode::Async,
+            FlushMode::Sync => actormq_store::FlushMode::Sync,
+        };
+        let started = std::time::Instant::now();
+        let store = actix_rt::task::spawn_blocking(move || BrokerStore::open(store_cfg))
+            .await
+            .map_err(|e| NodeError::Start(format!("store: {e}")))??;
+        let report = store.recovery_report();
+        info!(self.logger, "store open"; "ms" => started.elapsed().as_millis() as u64,
+            "report" => ?report);
+
         let view = TopicView::default();
         let topic_cfg = TopicManagerConfig {
             path: data_dir.join("config/topics.msgpack"),
@@ -232,9 +254,11 @@ impl Node {
             persist_interval: Duration::from_secs(5),
         };
         let log = self.logger.clone();
+        let bounds = OffsetBounds::new(view.clone(), store.clone());
+        self.store = Some(store);
         let offsets = self
             .spawn(ChildSpec::new("offset-manager", move || {
-                Ok(OffsetManager::load(offset_cfg.clone(), &log)?)
+                Ok(OffsetManager::load(offset_cfg.clone(), &log)?.with_bounds(bounds.clone()))
             }))
             .await?;
         let log = self.logger.clone();
@@ -349,26 +373,10 @@ impl Node {
         router: &mut Router,
     ) -> Result<(), NodeError> {
         let b = &config.broker;
-        let mut store_cfg = StoreConfig::new(&config.node.data_dir);
-        store_cfg.segment_size = b.commit_log_segment_size;
-        // A record must fit a segment: with small segments, large messages
-        // are refused (MESSAGE_ILLEGAL) rather than the node.
-        let fits =
-            usize::try_from(b.commit_log_segment_size.saturating_sub(8)).unwrap_or(usize::MAX);
-        store_cfg.max_message_size = store_cfg.max_message_size.min(fits);
-        store_cfg.file_reserved_hours = u64::from(b.file_reserved_hours);
-        store_cfg.flush_mode = match b.flush {
-            FlushMode::Async => actormq_store::FlushMode::Async,
-            FlushMode::Sync => actormq_store::FlushMode::Sync,
-        };
-        let started = std::time::Instant::now();
-        let store = actix_rt::task::spawn_blocking(move || BrokerStore::open(store_cfg))
-            .await
-            .map_err(|e| NodeError::Start(format!("store: {e}")))??;
-        let report = store.recovery_report();
-        info!(self.logger, "store open"; "ms" => started.elapsed().as_millis() as u64,
-            "report" => ?report);
-
+        let store = self
+            .store
+            .clone()
+            .ok_or_else(|| NodeError::Start("store not open".into()))?;
         let (s, log) = (store.clone(), self.logger.clone());
         let dispatcher_arbiter = b.dispatcher_thread.then(Arbiter::new);
         let dispatcher_cfg = DispatcherConfig {

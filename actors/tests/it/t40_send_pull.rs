@@ -69,6 +69,7 @@ impl Default for Opts {
 /// dispatcher and the readers run on their own arbiter, as in a node.
 pub struct Node {
     pub store: BrokerStore,
+    pub view: TopicView,
     pub topics: Addr<TopicManager>,
     pub writer: Addr<CommitLogActor>,
     pub dispatcher: Addr<Dispatcher>,
@@ -100,7 +101,7 @@ impl Node {
             TopicManager::load(tm_cfg, v, &log()).unwrap()
         });
         let links = DataPathLinks {
-            topics: view,
+            topics: view.clone(),
             topic_manager: topics.clone().recipient(),
             offsets: None,
         };
@@ -122,6 +123,7 @@ impl Node {
         dp.route(&mut router);
         Node {
             store: dp.store,
+            view,
             topics,
             writer: dp.writer,
             dispatcher: dp.dispatcher,
