@@ -92,6 +92,13 @@ pub enum NodeError {
     Store(#[from] actormq_store::Error),
 }
 
+fn offset_cfg_for(data_dir: &std::path::Path) -> OffsetManagerConfig {
+    OffsetManagerConfig {
+        path: data_dir.join("config/consumer_offsets.msgpack"),
+        persist_interval: Duration::from_secs(5),
+    }
+}
+
 /// A running node; dropping it does not stop it, [`Node::shutdown`] does.
 pub struct Node {
     /// Bound name-server address (namesrv and combined roles).
@@ -243,16 +250,20 @@ impl Node {
             auto_create: b.auto_create_topic,
             default_queues: b.default_queues,
         };
+        // State files are loaded once here first: one that cannot be
+        // loaded (garbage and no good backup) stops the node at once with
+        // that one line, not through the supervisor's restarts.
+        TopicManager::load(topic_cfg.clone(), view.clone(), &self.logger)
+            .map_err(|e| NodeError::Start(format!("topic manager: {e}")))?;
+        OffsetManager::load(offset_cfg_for(&data_dir), &self.logger)
+            .map_err(|e| NodeError::Start(format!("offset manager: {e}")))?;
         let (log, v) = (self.logger.clone(), view.clone());
         let topics = self
             .spawn(ChildSpec::new("topic-manager", move || {
                 Ok(TopicManager::load(topic_cfg.clone(), v.clone(), &log)?)
             }))
             .await?;
-        let offset_cfg = OffsetManagerConfig {
-            path: data_dir.join("config/consumer_offsets.msgpack"),
-            persist_interval: Duration::from_secs(5),
-        };
+        let offset_cfg = offset_cfg_for(&data_dir);
         let log = self.logger.clone();
         let bounds = OffsetBounds::new(view.clone(), store.clone());
         self.store = Some(store);

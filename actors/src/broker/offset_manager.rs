@@ -143,6 +143,7 @@ pub struct OffsetManagerConfig {
 /// The offset manager actor. See the module docs.
 pub struct OffsetManager {
     table: OffsetTable,
+    state: std::sync::Arc<persist::StateFile>,
     bounds: Option<OffsetBounds>,
     dirty: bool,
     config: OffsetManagerConfig,
@@ -155,13 +156,16 @@ impl OffsetManager {
         config: OffsetManagerConfig,
         logger: &Logger,
     ) -> Result<Self, persist::PersistError> {
-        let table = persist::load(&config.path)?.unwrap_or_default();
+        let logger = logger.new(o!("actor" => "OffsetManager"));
+        // A torn or garbage file: logged, and the last good copy is used.
+        let table = persist::load_or_backup(&config.path, &logger)?.unwrap_or_default();
         Ok(Self {
             table,
+            state: persist::StateFile::for_path(&config.path),
             bounds: None,
             dirty: false,
             config,
-            logger: logger.new(o!("actor" => "OffsetManager")),
+            logger,
         })
     }
 
@@ -173,17 +177,21 @@ impl OffsetManager {
         self
     }
 
+    /// Stages the table now (change order) and writes it on a blocking
+    /// thread, coalesced with other writes of the file.
+    fn write(&self) -> actix_rt::task::JoinHandle<Result<(), persist::PersistError>> {
+        let state = std::sync::Arc::clone(&self.state);
+        let staged = state.stage(&self.table);
+        actix_rt::task::spawn_blocking(move || state.wait(staged?))
+    }
+
     fn persist_async(&mut self, ctx: &mut Context<Self>) {
         if !self.dirty {
             return;
         }
         self.dirty = false;
-        let (path, table, logger) = (
-            self.config.path.clone(),
-            self.table.clone(),
-            self.logger.clone(),
-        );
-        let write = actix_rt::task::spawn_blocking(move || persist::store(&path, &table));
+        let logger = self.logger.clone();
+        let write = self.write();
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(write).map(move |res, act, _ctx| {
                 if !matches!(res, Ok(Ok(()))) {
@@ -207,7 +215,11 @@ impl Actor for OffsetManager {
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         // Last chance on a clean stop: write synchronously.
         if self.dirty {
-            if let Err(e) = persist::store(&self.config.path, &self.table) {
+            let res = self
+                .state
+                .stage(&self.table)
+                .and_then(|seq| self.state.wait(seq));
+            if let Err(e) = res {
                 error!(self.logger, "cannot persist consumer offsets at stop"; "error" => %e);
             }
         }
@@ -222,9 +234,8 @@ pub struct PersistOffsets;
 impl Handler<PersistOffsets> for OffsetManager {
     type Result = ResponseActFuture<Self, Result<(), ServiceError>>;
     fn handle(&mut self, _: PersistOffsets, _: &mut Context<Self>) -> Self::Result {
-        let (path, table) = (self.config.path.clone(), self.table.clone());
         self.dirty = false;
-        let write = actix_rt::task::spawn_blocking(move || persist::store(&path, &table));
+        let write = self.write();
         Box::pin(
             actix::fut::wrap_future::<_, Self>(write).map(|res, act, _| match res {
                 Ok(Ok(())) => Ok(()),

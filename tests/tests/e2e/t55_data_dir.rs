@@ -86,3 +86,57 @@ async fn t55_second_node_on_a_held_data_dir_exits_naming_dir_and_pid() {
     })
     .await;
 }
+
+async fn topic_names(broker: std::net::SocketAddr) -> Vec<String> {
+    let mut c = connect(broker).await;
+    c.call(
+        &actormq_protocol::request::GetAllTopicConfigRequest {},
+        Bytes::new(),
+    )
+    .await
+    .expect("GET_ALL_TOPIC_CONFIG")
+    .ok()
+    .expect("GET_ALL_TOPIC_CONFIG succeeds")
+    .topic_config_table
+    .into_keys()
+    .filter(|t| t.starts_with("t55-"))
+    .collect()
+}
+
+/// A garbage topics file: the node starts with the last good copy
+/// (`.bak`); with no backup it exits with one line naming the file.
+#[tokio::test]
+async fn t55_garbage_topics_file_uses_the_backup_or_exits_naming_it() {
+    bounded(async {
+        let mut node = combined(NO_ARGS);
+        create_topic(node.broker(), "t55-a", 1).await;
+        create_topic(node.broker(), "t55-b", 1).await;
+        node.terminate().expect("clean stop");
+        let topics = node.data_dir().join("config/topics.msgpack");
+        std::fs::write(&topics, b"\xc1 not msgpack").unwrap();
+
+        node.restart().expect("starts from the backup");
+        // The backup is the state before the last write.
+        assert_eq!(topic_names(node.broker()).await, vec!["t55-a".to_string()]);
+        let log = node.stderr_tail(200);
+        assert!(
+            log.contains("topics.msgpack"),
+            "the bad file is logged:\n{log}"
+        );
+        node.terminate().expect("clean stop");
+
+        std::fs::write(&topics, b"\xc1 not msgpack").unwrap();
+        std::fs::remove_file(node.data_dir().join("config/topics.msgpack.bak")).unwrap();
+        let err = node
+            .restart()
+            .expect_err("no backup: the node must not start");
+        let text = err.to_string();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("error:"))
+            .unwrap_or_else(|| panic!("no one-line error:\n{text}"));
+        assert!(line.contains("topics.msgpack"), "{line}");
+        assert!(!node.is_alive());
+    })
+    .await;
+}
