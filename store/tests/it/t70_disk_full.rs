@@ -100,6 +100,14 @@ impl Drop for Tmpfs {
     }
 }
 
+/// Takes whatever space is left on the file system of `dir` (tmpfs
+/// allocates by page).
+fn fill_slack(dir: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(dir.join("filler")).unwrap();
+    while f.write_all(&[0u8; 4096]).is_ok() {}
+}
+
 fn fill(root: &Path) -> (Store, Vec<u64>, Error) {
     let mut c = cfg(root, 64 * 1024);
     // Consume-queue files larger than a segment: the first one is made
@@ -118,9 +126,10 @@ fn fill(root: &Path) -> (Store, Vec<u64>, Error) {
     (store, acked, err)
 }
 
-/// The real thing: a 1 MiB tmpfs filled by appends. Before blocks were
-/// reserved, the dispatch made a sparse consume-queue file on the full
-/// disk and wrote into its mapping (a SIGBUS once no page is left).
+/// The real thing: a 1 MiB tmpfs filled by appends and then to the last
+/// page. Before blocks were reserved, the dispatch made a sparse
+/// consume-queue file on the full disk and its first write into the
+/// mapping killed the process with SIGBUS.
 /// Skipped (with the reason printed) where mounting is not
 /// permitted.
 #[test]
@@ -135,6 +144,9 @@ fn a_real_full_tmpfs_gives_disk_full_not_sigbus() {
     let (store, acked, err) = fill(&fs.path());
     assert!(matches!(err, Error::DiskFull), "{err:?}");
     assert!(!acked.is_empty());
+    // Not a page left: a sparse consume-queue file would be created, and
+    // its first unit write would be a SIGBUS.
+    fill_slack(fs.dir.path());
     let err = store.dispatch_all().unwrap_err();
     assert!(matches!(err, Error::DiskFull), "{err:?}");
     // Acknowledged records stay readable.
