@@ -191,6 +191,7 @@ impl Node {
         .map_err(|e| match e {
             WiringError::Store(e) => NodeError::Store(e),
             WiringError::StateDir { dir, source } => NodeError::DataDir { dir, source },
+            WiringError::Start(what) => NodeError::Start(what),
             other => NodeError::Start(other.to_string()),
         })?;
         let mut router = Router::new();

@@ -9,7 +9,7 @@
 //! at creation.
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering as StdOrdering};
 use std::sync::mpsc;
@@ -48,20 +48,6 @@ pub fn parse_name(name: &str) -> Option<u64> {
         .flatten()
 }
 
-fn fallocate(file: &File, len: u64) -> Result<()> {
-    use std::os::fd::AsRawFd;
-    let Ok(len) = libc::off_t::try_from(len) else {
-        return Err(Error::Config("segment too large".into()));
-    };
-    // SAFETY: plain syscall on a valid, open file descriptor.
-    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
-    match rc {
-        0 => Ok(()),
-        libc::EOPNOTSUPP | libc::EINVAL => Ok(()),
-        code => Err(Error::from_io(std::io::Error::from_raw_os_error(code))),
-    }
-}
-
 /// Creates, sizes and maps a new (zeroed) segment file.
 pub fn create_segment(dir: &Path, start: u64, size: u64, prefault: Prefault) -> Result<Segment> {
     let path = dir.join(segment_name(start));
@@ -74,9 +60,9 @@ pub fn create_segment(dir: &Path, start: u64, size: u64, prefault: Prefault) -> 
         .map_err(Error::from_io)?;
     let res = (|| {
         file.set_len(size).map_err(Error::from_io)?;
-        if prefault != Prefault::None {
-            fallocate(&file, size)?;
-        }
+        // Always: a write into an unreserved mapped page on a full disk
+        // is a SIGBUS (see `disk`).
+        crate::disk::reserve(&file, &path, size)?;
         let len = usize::try_from(size).map_err(|_| Error::Config("segment too large".into()))?;
         if prefault == Prefault::Ahead && prefault_ahead_supported() {
             let region = MmapRegion::map(&file, len, false)?;

@@ -77,6 +77,13 @@ fn map_file(path: &Path, units: u64, create: bool) -> Result<MmapRegion> {
     let len = units * UNIT_SIZE as u64;
     if create {
         file.set_len(len).map_err(Error::from_io)?;
+        // Reserved before mapping: a full disk fails here, not as a
+        // SIGBUS on a later unit write (see `disk`).
+        if let Err(e) = crate::disk::reserve(&file, path, len) {
+            drop(file);
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
     }
     Ok(MmapRegion::map(&file, len as usize, false)?)
 }

@@ -81,7 +81,7 @@ impl Dispatcher {
                 }
                 index
                     .put_hash(h.finish(), offset, store_ms)
-                    .map_err(|e| crate::error::Error::Index(e.to_string()))?;
+                    .map_err(crate::store::index_err)?;
             }
         }
         Ok(())

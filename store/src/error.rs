@@ -29,6 +29,15 @@ pub enum Error {
         /// Allowed maximum.
         max: usize,
     },
+    /// Another process (or another open store in this one) holds the data
+    /// dir; `pid` is the holder's, when it could be read from the lock file.
+    #[error("data dir {} is in use by {}", dir.display(), match pid { Some(p) => format!("pid {p}"), None => "another process (pid unknown)".to_string() })]
+    Locked {
+        /// The data dir.
+        dir: PathBuf,
+        /// The holder's pid.
+        pid: Option<u32>,
+    },
     /// No space left to create or grow a file; reads keep working.
     #[error("disk full")]
     DiskFull,

@@ -448,6 +448,13 @@ impl IndexFile {
             .truncate(true)
             .open(&tmp)?;
         file.set_len(cfg.file_size())?;
+        // Reserved before mapping (see `crate::disk`): a full disk fails
+        // the creation instead of a later entry write with SIGBUS.
+        if let Err(e) = crate::disk::reserve_io(&file, &tmp, cfg.file_size()) {
+            drop(file);
+            let _ = fs::remove_file(&tmp);
+            return Err(e.into());
+        }
         let mut map = map_file(&file)?;
         let header = Header {
             slots: cfg.slots,

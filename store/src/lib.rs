@@ -40,6 +40,8 @@ pub mod checkpoint;
 pub mod commit_log;
 pub mod config;
 pub mod consume_queue;
+pub mod dir_lock;
+pub mod disk;
 pub mod dispatch;
 pub mod error;
 pub mod flush;
@@ -71,6 +73,7 @@ mod tests {
 pub use commit_log::{Appended, MessageView};
 pub use config::{FlushMode, Prefault, StoreConfig};
 pub use consume_queue::Unit;
+pub use dir_lock::DirLock;
 pub use dispatch::{DispatchProgress, Dispatched};
 pub use error::{Error, Result};
 pub use flush::{FlushOutcome, FlushTicket};

@@ -9,6 +9,7 @@ use crate::checkpoint::Checkpoint;
 use crate::commit_log::{self, Appended, CommitLog, MessageView, QueueTable, Writer};
 use crate::config::{FlushMode, StoreConfig};
 use crate::consume_queue::{ConsumeQueue, Loaded, Unit};
+use crate::dir_lock::DirLock;
 use crate::dispatch::{DispatchProgress, Dispatched, Dispatcher};
 use crate::error::{Error, Result};
 use crate::flush::{FlushOutcome, FlushPolicy, FlushTicket, GroupCommit, Waiter};
@@ -208,6 +209,9 @@ pub struct Store {
     inner: Arc<Inner>,
     flusher: Option<std::thread::JoinHandle<()>>,
     recovery: RecoveryReport,
+    /// Held until the store is dropped (declared last: dropped after the
+    /// flush thread is joined in `Drop`).
+    _lock: DirLock,
 }
 
 impl std::fmt::Debug for Store {
@@ -220,8 +224,15 @@ impl std::fmt::Debug for Store {
 
 const ABORT: &str = "abort";
 
-fn index_err(e: IndexError) -> Error {
-    Error::Index(e.to_string())
+pub(crate) fn index_err(e: IndexError) -> Error {
+    match e {
+        IndexError::Io(io) => match Error::from_io(io) {
+            Error::DiskFull => Error::DiskFull,
+            Error::Io(io) => Error::Index(IndexError::Io(io).to_string()),
+            other => other,
+        },
+        other => Error::Index(other.to_string()),
+    }
 }
 const CHECKPOINT: &str = "checkpoint";
 
@@ -269,6 +280,9 @@ impl Store {
         let root = cfg.root.clone();
         let log_dir = root.join("commitlog");
         let cq_root = root.join("consumequeue");
+        // One process per data dir: lock before touching anything in it.
+        std::fs::create_dir_all(&root)?;
+        let lock = DirLock::acquire(&root)?;
         std::fs::create_dir_all(&log_dir)?;
         std::fs::create_dir_all(&cq_root)?;
         let cp_path = root.join(CHECKPOINT);
@@ -382,6 +396,7 @@ impl Store {
             inner,
             flusher: Some(flusher),
             recovery,
+            _lock: lock,
         })
     }
 

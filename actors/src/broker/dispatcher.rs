@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use actix::prelude::*;
-use slog::{Logger, error, o};
+use slog::{Logger, error, info, o};
 
 use super::broker_store::BrokerStore;
 
@@ -95,6 +95,8 @@ pub struct DispatchStats {
     pub events: u64,
     /// Commit log offset below which everything is dispatched.
     pub dispatched_offset: u64,
+    /// Rounds that failed for a full disk (a file could not be created).
+    pub disk_full_rounds: u64,
 }
 
 /// Ask the [`Dispatcher`] for its counters.
@@ -246,6 +248,8 @@ pub struct Dispatcher {
     pool: Option<Arbiter>,
     events: StoredEvents,
     stats: DispatchStats,
+    /// The last round failed for a full disk (logged once until it clears).
+    disk_full: bool,
     logger: Logger,
 }
 
@@ -261,6 +265,7 @@ impl Dispatcher {
             pool: None,
             events: StoredEvents::default(),
             stats: DispatchStats::default(),
+            disk_full: false,
             logger: logger.new(o!("actor" => "Dispatcher")),
         }
     }
@@ -336,6 +341,18 @@ impl Dispatcher {
     ) {
         let p = match res {
             Ok(p) => p,
+            Err(actormq_store::Error::DiskFull) => {
+                self.stats.disk_full_rounds += 1;
+                // No room for a new consume-queue or index file: not a
+                // fault of this actor (a restart would fail the same way
+                // and the supervisor would give up on the node). Reads of
+                // what is dispatched go on; the tick retries.
+                if !self.disk_full {
+                    error!(self.logger, "dispatch stopped: disk full; retrying every tick"; "from" => from);
+                    self.disk_full = true;
+                }
+                return;
+            }
             Err(e) => {
                 // Corruption or I/O: stop; the supervisor restarts us and
                 // the store retries from its last good position.
@@ -344,6 +361,10 @@ impl Dispatcher {
                 return;
             }
         };
+        if self.disk_full {
+            info!(self.logger, "dispatch resumed: disk space available"; "from" => from);
+            self.disk_full = false;
+        }
         self.stats.dispatched_offset = p.next_offset;
         if p.dispatched > 0 {
             self.stats.rounds += 1;

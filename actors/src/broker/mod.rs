@@ -24,7 +24,7 @@ pub use commit_log::{CommitLogActor, CommitLogConfig, Nudge, NudgeThrottle};
 pub use dispatcher::{Dispatcher, DispatcherConfig, MessagesStored, SubscribeStored};
 pub use flush_service::{FlushService, FlushServiceConfig};
 pub use group_manager::{GroupManager, GroupManagerConfig, GroupTable};
-pub use offset_manager::{OffsetManager, OffsetManagerConfig, OffsetTable};
+pub use offset_manager::{OffsetBounds, OffsetManager, OffsetManagerConfig, OffsetTable};
 pub use pull_hold::{PullHold, PullHoldConfig};
 pub use query_service::QueryService;
 pub use retention_cleaner::{RetentionCleaner, RetentionConfig};

@@ -18,7 +18,9 @@ use actormq_protocol::request::{
 use serde::{Deserialize, Serialize};
 use slog::{Logger, error, o};
 
+use super::broker_store::BrokerStore;
 use super::persist;
+use super::topic_manager::TopicView;
 use crate::runtime::{Call, Reply, ServiceError};
 
 /// Committed offsets: `group → topic → queue id → next offset to consume`.
@@ -76,6 +78,59 @@ fn check_names(group: &str, topic: &str) -> Result<(), ServiceError> {
     Ok(())
 }
 
+/// Checks a commit against the topic's config and its queue's max offset:
+/// unknown topic → `TOPIC_NOT_EXIST`; a queue id outside the topic's queue
+/// count, or an offset beyond the queue's max offset → `INVALID_PARAMETER`.
+/// `max_offset` is asked only when the queue exists.
+pub fn check_commit(
+    topic: Option<&actormq_protocol::request::TopicConfig>,
+    topic_name: &str,
+    queue_id: u32,
+    offset: u64,
+    max_offset: impl FnOnce() -> u64,
+) -> Result<(), ServiceError> {
+    let Some(cfg) = topic else {
+        return Err(ServiceError::topic_not_exist(topic_name));
+    };
+    let queues = cfg.read_queue_nums.max(cfg.write_queue_nums);
+    if queue_id >= queues {
+        return Err(ServiceError::new(
+            ResponseCode::InvalidParameter,
+            format!("queue {queue_id} of {topic_name} does not exist ({queues} queues)"),
+        ));
+    }
+    let max = max_offset();
+    if offset > max {
+        return Err(ServiceError::new(
+            ResponseCode::InvalidParameter,
+            format!("offset {offset} is beyond the max offset {max} of {topic_name}:{queue_id}"),
+        ));
+    }
+    Ok(())
+}
+
+/// What commits are checked against: the topic table and the store.
+#[derive(Debug, Clone)]
+pub struct OffsetBounds {
+    topics: TopicView,
+    store: BrokerStore,
+}
+
+impl OffsetBounds {
+    /// Bounds from the broker's topic view and store.
+    pub fn new(topics: TopicView, store: BrokerStore) -> Self {
+        Self { topics, store }
+    }
+
+    /// See [`check_commit`].
+    pub fn check(&self, topic: &str, queue_id: u32, offset: u64) -> Result<(), ServiceError> {
+        let table = self.topics.snapshot();
+        check_commit(table.get(topic), topic, queue_id, offset, || {
+            self.store.max_offset(topic, queue_id)
+        })
+    }
+}
+
 /// Settings of the offset manager.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OffsetManagerConfig {
@@ -88,6 +143,8 @@ pub struct OffsetManagerConfig {
 /// The offset manager actor. See the module docs.
 pub struct OffsetManager {
     table: OffsetTable,
+    state: std::sync::Arc<persist::StateFile>,
+    bounds: Option<OffsetBounds>,
     dirty: bool,
     config: OffsetManagerConfig,
     logger: Logger,
@@ -99,13 +156,33 @@ impl OffsetManager {
         config: OffsetManagerConfig,
         logger: &Logger,
     ) -> Result<Self, persist::PersistError> {
-        let table = persist::load(&config.path)?.unwrap_or_default();
+        let logger = logger.new(o!("actor" => "OffsetManager"));
+        // A torn or garbage file: logged, and the last good copy is used.
+        let table = persist::load_or_backup(&config.path, &logger)?.unwrap_or_default();
         Ok(Self {
             table,
+            state: persist::StateFile::for_path(&config.path),
+            bounds: None,
             dirty: false,
             config,
-            logger: logger.new(o!("actor" => "OffsetManager")),
+            logger,
         })
+    }
+
+    /// Rejects commits outside the topic's queues or beyond a queue's
+    /// max offset (see [`check_commit`]); without bounds every commit of a
+    /// well-formed name is taken.
+    pub fn with_bounds(mut self, bounds: OffsetBounds) -> Self {
+        self.bounds = Some(bounds);
+        self
+    }
+
+    /// Stages the table now (change order) and writes it on a blocking
+    /// thread, coalesced with other writes of the file.
+    fn write(&self) -> actix_rt::task::JoinHandle<Result<(), persist::PersistError>> {
+        let state = std::sync::Arc::clone(&self.state);
+        let staged = state.stage(&self.table);
+        actix_rt::task::spawn_blocking(move || state.wait(staged?))
     }
 
     fn persist_async(&mut self, ctx: &mut Context<Self>) {
@@ -113,12 +190,8 @@ impl OffsetManager {
             return;
         }
         self.dirty = false;
-        let (path, table, logger) = (
-            self.config.path.clone(),
-            self.table.clone(),
-            self.logger.clone(),
-        );
-        let write = actix_rt::task::spawn_blocking(move || persist::store(&path, &table));
+        let logger = self.logger.clone();
+        let write = self.write();
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(write).map(move |res, act, _ctx| {
                 if !matches!(res, Ok(Ok(()))) {
@@ -142,7 +215,11 @@ impl Actor for OffsetManager {
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         // Last chance on a clean stop: write synchronously.
         if self.dirty {
-            if let Err(e) = persist::store(&self.config.path, &self.table) {
+            let res = self
+                .state
+                .stage(&self.table)
+                .and_then(|seq| self.state.wait(seq));
+            if let Err(e) = res {
                 error!(self.logger, "cannot persist consumer offsets at stop"; "error" => %e);
             }
         }
@@ -157,9 +234,8 @@ pub struct PersistOffsets;
 impl Handler<PersistOffsets> for OffsetManager {
     type Result = ResponseActFuture<Self, Result<(), ServiceError>>;
     fn handle(&mut self, _: PersistOffsets, _: &mut Context<Self>) -> Self::Result {
-        let (path, table) = (self.config.path.clone(), self.table.clone());
         self.dirty = false;
-        let write = actix_rt::task::spawn_blocking(move || persist::store(&path, &table));
+        let write = self.write();
         Box::pin(
             actix::fut::wrap_future::<_, Self>(write).map(|res, act, _| match res {
                 Ok(Ok(())) => Ok(()),
@@ -224,6 +300,9 @@ impl Handler<Call<UpdateConsumerOffsetRequest>> for OffsetManager {
     ) -> Self::Result {
         let r = &msg.req;
         check_names(&r.consumer_group, &r.topic)?;
+        if let Some(b) = &self.bounds {
+            b.check(&r.topic, r.queue_id, r.commit_offset)?;
+        }
         if self
             .table
             .commit(&r.consumer_group, &r.topic, r.queue_id, r.commit_offset)
@@ -253,6 +332,44 @@ mod tests {
         );
         t.remove_topic("t");
         assert_eq!(t.get("g", "t", 0), None);
+    }
+
+    #[test]
+    fn commits_are_bounded_by_topic_queues_and_max_offset() {
+        let cfg = actormq_protocol::request::TopicConfig {
+            topic_name: "t".into(),
+            read_queue_nums: 4,
+            write_queue_nums: 2,
+            ..Default::default()
+        };
+        let code = |r: Result<(), ServiceError>| r.map_err(|e| e.code);
+        assert_eq!(
+            code(check_commit(None, "t", 0, 0, || 0)),
+            Err(ResponseCode::TopicNotExist)
+        );
+        assert_eq!(code(check_commit(Some(&cfg), "t", 3, 10, || 10)), Ok(()));
+        assert_eq!(
+            code(check_commit(Some(&cfg), "t", 4, 0, || unreachable!())),
+            Err(ResponseCode::InvalidParameter)
+        );
+        assert_eq!(
+            code(check_commit(
+                Some(&cfg),
+                "t",
+                u32::MAX,
+                0,
+                || unreachable!()
+            )),
+            Err(ResponseCode::InvalidParameter)
+        );
+        assert_eq!(
+            code(check_commit(Some(&cfg), "t", 0, 11, || 10)),
+            Err(ResponseCode::InvalidParameter)
+        );
+        assert_eq!(
+            code(check_commit(Some(&cfg), "t", 0, u64::MAX, || 10)),
+            Err(ResponseCode::InvalidParameter)
+        );
     }
 
     #[test]

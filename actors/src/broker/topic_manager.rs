@@ -186,6 +186,7 @@ pub struct TopicManagerConfig {
 /// The topic manager actor. See the module docs.
 pub struct TopicManager {
     table: TopicTable,
+    state: Arc<persist::StateFile>,
     view: TopicView,
     config: TopicManagerConfig,
     subscribers: Vec<Recipient<TopicsChanged>>,
@@ -200,14 +201,17 @@ impl TopicManager {
         view: TopicView,
         logger: &Logger,
     ) -> Result<Self, persist::PersistError> {
-        let table: TopicTable = persist::load(&config.path)?.unwrap_or_default();
+        let logger = logger.new(o!("actor" => "TopicManager"));
+        // A torn or garbage file: logged, and the last good copy is used.
+        let table: TopicTable = persist::load_or_backup(&config.path, &logger)?.unwrap_or_default();
         view.publish(table.clone());
         Ok(Self {
             table,
+            state: persist::StateFile::for_path(&config.path),
             view,
             config,
             subscribers: Vec::new(),
-            logger: logger.new(o!("actor" => "TopicManager")),
+            logger,
         })
     }
 
@@ -226,8 +230,11 @@ impl TopicManager {
                 table: Arc::clone(&table),
             });
         }
-        let path = self.config.path.clone();
-        let write = actix_rt::task::spawn_blocking(move || persist::store(&path, &*table));
+        // Staged here, in change order; written (coalesced with later
+        // changes, one write in flight) on a blocking thread.
+        let state = Arc::clone(&self.state);
+        let staged = state.stage(&*table);
+        let write = actix_rt::task::spawn_blocking(move || state.wait(staged?));
         actix::fut::wrap_future::<_, Self>(write).map(|res, act: &mut Self, ctx| {
             let err = match res {
                 Ok(Ok(())) => return Ok(()),

@@ -41,7 +41,7 @@ use super::flush_service::{FlushAndCheckpoint, FlushService, FlushServiceConfig}
 use super::group_manager::{
     ConsumerGroupChanged, GroupManager, GroupManagerConfig, SubscribeGroups,
 };
-use super::offset_manager::{OffsetManager, OffsetManagerConfig};
+use super::offset_manager::{OffsetBounds, OffsetManager, OffsetManagerConfig};
 use super::pull_hold::{PullHold, PullHoldConfig};
 use super::query_service::QueryService;
 use super::retention_cleaner::{RetentionCleaner, RetentionConfig};
@@ -200,6 +200,13 @@ impl BrokerActors {
             "report" => ?store.recovery_report());
 
         let view = TopicView::default();
+        // State files are loaded once here first: one that cannot be
+        // loaded (garbage and no good backup) stops the start at once with
+        // that one line, not through the supervisor's restarts.
+        TopicManager::load(config.topics.clone(), view.clone(), &logger)
+            .map_err(|e| WiringError::Start(format!("topic manager: {e}")))?;
+        OffsetManager::load(config.offsets.clone(), &logger)
+            .map_err(|e| WiringError::Start(format!("offset manager: {e}")))?;
         let (c, v, log) = (config.topics.clone(), view.clone(), logger.clone());
         let topics = spawn(
             supervisor,
@@ -209,10 +216,11 @@ impl BrokerActors {
         )
         .await?;
         let (c, log) = (config.offsets.clone(), logger.clone());
+        let bounds = OffsetBounds::new(view.clone(), store.clone());
         let offsets = spawn(
             supervisor,
             ChildSpec::new("offset-manager", move || {
-                Ok(OffsetManager::load(c.clone(), &log)?)
+                Ok(OffsetManager::load(c.clone(), &log)?.with_bounds(bounds.clone()))
             }),
         )
         .await?;

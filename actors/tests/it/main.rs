@@ -9,3 +9,5 @@ mod t30_backpressure;
 mod t40_send_pull;
 mod t41_long_poll;
 mod t42_batching;
+mod t43_disk_full;
+mod t44_offset_bounds;

@@ -13,7 +13,7 @@ use actormq_actors::broker::flush_service::{FlushAndCheckpoint, GetFlushLag, Shu
 use actormq_actors::broker::{
     BrokerActors, BrokerActorsConfig, BrokerStore, CommitLogActor, CommitLogConfig, Dispatcher,
     DispatcherConfig, FlushService, PullHold, PullHoldConfig, QueryService, RetentionCleaner,
-    TopicManager,
+    TopicManager, TopicView,
 };
 use actormq_actors::runtime::{
     Call, Escalation, Reply, RestartPolicy, Router, ServiceError, StopSupervisor, Supervisor,
@@ -72,6 +72,7 @@ impl Default for Opts {
 /// are the addresses of the incarnations running at start.
 pub struct Node {
     pub store: BrokerStore,
+    pub view: TopicView,
     pub topics: Addr<TopicManager>,
     pub writer: Addr<CommitLogActor>,
     pub dispatcher: Addr<Dispatcher>,
@@ -111,6 +112,7 @@ impl Node {
         actors.route(&mut router);
         Node {
             store: actors.store.clone(),
+            view: actors.view.clone(),
             topics: actors.topics.addr().unwrap(),
             writer: actors.writer.addr().unwrap(),
             dispatcher: actors.dispatcher.addr().unwrap(),

@@ -7,4 +7,5 @@ mod t30_crash;
 mod t40_corruption;
 mod t50_retention;
 mod t60_index_flush;
+mod t70_disk_full;
 mod t90_recovery_perf;

@@ -359,3 +359,27 @@ fn dispatch_with_reports_every_record_across_rolls_and_interleaved_queues() {
     check_queues_match_log(&store);
     store.close().unwrap();
 }
+
+#[test]
+fn a_second_open_of_the_same_dir_fails_naming_dir_and_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(cfg(dir.path(), 8192)).unwrap();
+    store.append(&msg("t", 0, b"kept")).unwrap();
+    match Store::open(cfg(dir.path(), 8192)) {
+        Err(Error::Locked { dir: d, pid }) => {
+            assert_eq!(d, dir.path());
+            assert_eq!(pid, Some(std::process::id()));
+            let text = Error::Locked { dir: d, pid }.to_string();
+            assert!(text.contains(&dir.path().display().to_string()), "{text}");
+            assert!(text.contains(&std::process::id().to_string()), "{text}");
+        }
+        other => panic!("second open must fail with Locked, got {other:?}"),
+    }
+    // The failed open touched nothing: the first store still works and
+    // the dir opens again once it is closed.
+    store.append(&msg("t", 0, b"more")).unwrap();
+    store.close().unwrap();
+    let store = Store::open(cfg(dir.path(), 8192)).unwrap();
+    assert_eq!(store.max_offset("t", 0), 2);
+    store.close().unwrap();
+}

@@ -9,6 +9,8 @@
 //! | `t30_bad_peers` | any node |
 //! | `t40_send_pull` | the broker data path (send, pull, long polling) |
 //! | `t50_crash` | the broker data path with `--flush sync` |
+//! | `t55_data_dir` | two `actormq-node` processes on one data dir |
+//! | `t56_disk_full` | a node on a small tmpfs (root; skipped where mount is not permitted) |
 //! | `t60_producer` | the SDK producer and the `actormq` CLI (combined and split nodes) |
 //! | `t70_consumer` | SDK push consumers (rebalance, broadcasting, tags, restart) |
 //! | `t80_bench` | `actormq bench` (produce, e2e) |
@@ -23,6 +25,8 @@ mod t20_split;
 mod t30_bad_peers;
 mod t40_send_pull;
 mod t50_crash;
+mod t55_data_dir;
+mod t56_disk_full;
 mod t60_producer;
 mod t70_consumer;
 mod t80_bench;

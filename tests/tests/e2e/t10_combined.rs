@@ -82,13 +82,27 @@ async fn t10_consumer_offsets_survive_sigterm_restart() {
         let mut node = combined(NO_ARGS);
         create_topic(node.broker(), "t10-offsets", 4).await;
         let mut b = connect(node.broker()).await;
+        // Commits must lie within each queue: four messages per queue.
+        for q in 0..4u32 {
+            for i in 0..4 {
+                b.call(
+                    &send_request("t10-offsets", q, "o", &format!("k{q}-{i}")),
+                    Bytes::from_static(b"offsets"),
+                )
+                .await
+                .unwrap()
+                .ok()
+                .expect("send");
+            }
+            wait_max_offset(&mut b, "t10-offsets", q, 4).await;
+        }
         for q in 0..4u32 {
             b.call(
                 &UpdateConsumerOffsetRequest {
                     consumer_group: "t10-group".into(),
                     topic: "t10-offsets".into(),
                     queue_id: q,
-                    commit_offset: 100 + u64::from(q) * 7,
+                    commit_offset: 1 + u64::from(q),
                 },
                 Bytes::new(),
             )
@@ -103,7 +117,7 @@ async fn t10_consumer_offsets_survive_sigterm_restart() {
                 consumer_group: "t10-group".into(),
                 topic: "t10-offsets".into(),
                 queue_id: 0,
-                commit_offset: 42,
+                commit_offset: 4,
             },
             Bytes::new(),
         )
@@ -111,7 +125,7 @@ async fn t10_consumer_offsets_survive_sigterm_restart() {
         .unwrap()
         .ok()
         .expect("update offset");
-        let expected = |q: u32| if q == 0 { 42 } else { 100 + u64::from(q) * 7 };
+        let expected = |q: u32| if q == 0 { 4 } else { 1 + u64::from(q) };
 
         async fn query(c: &mut Client, group: &str, q: u32) -> (ResponseCode, Option<u64>) {
             let r = c
