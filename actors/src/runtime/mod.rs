@@ -3,12 +3,14 @@
 //! request-code registry arrive with the broker actors.
 
 pub mod call;
+pub mod guard;
 pub mod net;
 pub mod relay;
 pub mod restart;
 pub mod supervisor;
 
 pub use call::{Call, Origin, Reply, Rpc, ServiceError, USER_CODES};
+pub use guard::{Guarded, GuardedReply, Poison, guarded};
 pub use net::{
     CloseConnection, ConnectionClosed, GetLinkState, GetSessionStats, LinkState, Listener,
     ListenerOptions, Oneway, RemoteClient, RemoteOptions, Router, SessionLimits, SessionStats,
