@@ -42,10 +42,9 @@ use actormq_actors::broker::{
 use actormq_actors::namesrv::{Registry, RegistryConfig};
 use actormq_actors::runtime::net::{
     ConnectionClosed, Listener, ListenerOptions, PushTo, RemoteClient, Router, SessionLimits,
-    StopListener,
 };
 use actormq_actors::runtime::{
-    Call, CallRelay, ChildRef, ChildSpec, Escalation, Relay, RestartPolicy, SpawnChild,
+    Call, CallRelay, ChildRef, ChildSpec, Escalation, Relay, RestartPolicy, SpawnChild, StopChild,
     StopSupervisor, Supervisor, route_child,
 };
 use actormq_protocol::request::{
@@ -99,7 +98,8 @@ pub struct Node {
     /// Bound broker address (broker and combined roles).
     pub broker_addr: Option<SocketAddr>,
     supervisor: Addr<Supervisor>,
-    listeners: Vec<Addr<Listener>>,
+    /// Names of the supervised listener children (stopped first at shutdown).
+    listeners: Vec<&'static str>,
     registrar: Option<ChildRef<Registrar>>,
     flush: Option<ChildRef<FlushService>>,
     stored: Option<Addr<StoredFanout>>,
@@ -185,8 +185,14 @@ impl Node {
         route_child::<GetAllTopicListFromNamesrvRequest, _>(&mut router, &registry);
         route_child::<DeleteTopicInNamesrvRequest, _>(&mut router, &registry);
         let closed: Recipient<ConnectionClosed> = Relay::new(registry.clone()).start().recipient();
-        let (listener, bound) = self.listen(config.namesrv.listen, router, vec![closed])?;
-        self.listeners.push(listener);
+        let (_listener, bound) = self
+            .listen(
+                "namesrv-listener",
+                config.namesrv.listen,
+                router,
+                vec![closed],
+            )
+            .await?;
         self.namesrv_addr = Some(bound);
         Ok(registry)
     }
@@ -272,7 +278,8 @@ impl Node {
             subscribers: vec![closed],
             ..ListenerOptions::default()
         };
-        let (listener, bound) = Listener::serve(
+        let (spec, bound) = Listener::supervised(
+            "broker-listener",
             socket,
             router,
             SessionLimits::default(),
@@ -283,7 +290,8 @@ impl Node {
             addr: bound,
             source,
         })?;
-        self.listeners.push(listener.clone());
+        let listener = self.spawn(spec).await?;
+        self.listeners.push("broker-listener");
         self.broker_addr = Some(bound);
 
         // Registration: the local registry without a socket, others remote.
@@ -487,24 +495,33 @@ impl Node {
         Ok(())
     }
 
-    fn listen(
-        &self,
+    /// Binds `addr` and serves it with a supervised listener named `name`
+    /// (a restart binds the same port again).
+    async fn listen(
+        &mut self,
+        name: &'static str,
         addr: SocketAddr,
         router: Router,
         subscribers: Vec<Recipient<ConnectionClosed>>,
-    ) -> Result<(Addr<Listener>, SocketAddr), NodeError> {
+    ) -> Result<(ChildRef<Listener>, SocketAddr), NodeError> {
         let options = ListenerOptions {
             subscribers,
             ..ListenerOptions::default()
         };
-        Listener::bind_with(
-            addr,
+        let socket =
+            std::net::TcpListener::bind(addr).map_err(|source| NodeError::Bind { addr, source })?;
+        let (spec, bound) = Listener::supervised(
+            name,
+            socket,
             router,
             SessionLimits::default(),
             options,
             &self.logger,
         )
-        .map_err(|source| NodeError::Bind { addr, source })
+        .map_err(|source| NodeError::Bind { addr, source })?;
+        let listener = self.spawn(spec).await?;
+        self.listeners.push(name);
+        Ok((listener, bound))
     }
 
     /// The line scripts wait for: `actormq ready namesrv=… broker=…`
@@ -525,8 +542,8 @@ impl Node {
     /// `stopped` hooks).
     pub async fn shutdown(self) {
         info!(self.logger, "shutting down");
-        for l in &self.listeners {
-            let _ = l.send(StopListener).await;
+        for name in &self.listeners {
+            let _ = self.supervisor.send(StopChild((*name).into())).await;
         }
         if let Some(registrar) = self.registrar.as_ref().and_then(ChildRef::addr) {
             let unregister = registrar
@@ -627,7 +644,7 @@ where
 /// Turns consumer-group changes into `NOTIFY_CONSUMER_IDS_CHANGED` pushes
 /// to every member's connection, so clients rebalance at once.
 struct GroupNotifier {
-    listener: Addr<Listener>,
+    listener: ChildRef<Listener>,
 }
 
 impl Actor for GroupNotifier {
@@ -637,11 +654,14 @@ impl Actor for GroupNotifier {
 impl Handler<ConsumerGroupChanged> for GroupNotifier {
     type Result = ();
     fn handle(&mut self, msg: ConsumerGroupChanged, _: &mut Context<Self>) {
+        let Some(listener) = self.listener.addr() else {
+            return; // restarting: its connections were closed with it
+        };
         for conn_id in msg.connections {
             let req = NotifyConsumerIdsChangedRequest {
                 consumer_group: msg.group.clone(),
             };
-            self.listener.do_send(PushTo {
+            listener.do_send(PushTo {
                 conn_id,
                 call: Call::new(req),
             });

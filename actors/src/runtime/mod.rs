@@ -20,5 +20,5 @@ pub use relay::{CallRelay, Relay, route_child};
 pub use restart::{RestartBudget, RestartDecision, RestartPolicy};
 pub use supervisor::{
     ChildEscalated, ChildRef, ChildSpec, ChildStatus, Escalation, FactoryError, GetChildStatus,
-    SpawnChild, SpawnChildInto, StopSupervisor, Supervisor, spawn_child,
+    SpawnChild, SpawnChildInto, StopChild, StopSupervisor, Supervisor, spawn_child,
 };

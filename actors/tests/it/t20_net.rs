@@ -910,3 +910,62 @@ async fn net_throughput() {
         );
     }
 }
+
+#[actix_rt::test]
+async fn supervised_listener_rebinds_the_same_port_after_a_panic() {
+    use actormq_actors::runtime::guard::InjectPanic;
+    use actormq_actors::runtime::{
+        Escalation, GetChildStatus, ListenerOptions, RestartPolicy, SpawnChild, StopChild,
+        StopSupervisor, Supervisor,
+    };
+    let policy = RestartPolicy {
+        backoff_initial: Duration::from_millis(1),
+        ..RestartPolicy::default()
+    };
+    let sup = Supervisor::new("node", &logger(), policy, Escalation::StopSystem).start();
+    let counter = Counter::default().start();
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (spec, addr) = Listener::supervised(
+        "listener",
+        socket,
+        router_for(&counter),
+        SessionLimits::default(),
+        ListenerOptions::default(),
+        &logger(),
+    )
+    .unwrap();
+    let child = sup.send(SpawnChild(spec)).await.unwrap();
+    let client = fast_client(addr);
+    let r = client.send(Call::new(echo(1, "a"))).await.unwrap().unwrap();
+    assert_eq!(r.fields.n, 1);
+
+    let first = child.addr().unwrap();
+    let mut incarnations = child.subscribe();
+    assert!(
+        first
+            .send(InjectPanic("listener broke (expected in this test)".into()))
+            .await
+            .is_err()
+    );
+    actix_rt::time::timeout(
+        Duration::from_secs(10),
+        incarnations.wait_for(|a| matches!(a, Some(new) if *new != first)),
+    )
+    .await
+    .expect("listener not restarted")
+    .unwrap();
+
+    // The same port accepts again: a fresh connection is served.
+    let mut raw = Raw::connect(addr).await;
+    raw.send(&request(7, &echo(7, "again"))).await;
+    let reply = raw.next().await.expect("served after the restart");
+    assert_eq!(reply.header.request_id, 7);
+    assert_eq!(reply.response_code().unwrap(), ResponseCode::Success);
+    let status = sup.send(GetChildStatus).await.unwrap();
+    assert_eq!((status[0].restarts, status[0].running), (1, true));
+
+    // A listener stopped on request stays stopped.
+    assert_eq!(sup.send(StopChild("listener".into())).await.unwrap(), 1);
+    assert!(child.addr().is_none());
+    sup.send(StopSupervisor).await.unwrap();
+}

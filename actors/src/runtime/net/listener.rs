@@ -23,6 +23,7 @@ use slog::{Logger, info, o, warn};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::runtime::call::{Call, Rpc, ServiceError};
+use crate::runtime::supervisor::ChildSpec;
 use actormq_protocol::ResponseCode;
 
 use super::router::Router;
@@ -93,6 +94,8 @@ struct SessionEntry {
 /// The accepting actor of one listening socket. See the module docs.
 pub struct Listener {
     local: SocketAddr,
+    /// The listening socket until `started` turns it into a stream.
+    socket: Option<TcpListener>,
     router: Router,
     limits: SessionLimits,
     logger: Logger,
@@ -147,26 +150,70 @@ impl Listener {
         options: ListenerOptions,
         logger: &Logger,
     ) -> io::Result<(Addr<Listener>, SocketAddr)> {
+        let listener = Listener::build(std_listener, router, limits, options, logger)?;
+        let local = listener.local;
+        Ok((listener.start(), local))
+    }
+
+    /// A supervised listener over an already bound socket: the first
+    /// incarnation serves `std_listener`; each restart binds the same
+    /// address again (a failed bind is a failed start, which counts against
+    /// the supervisor's budget and escalates once it is spent). Sessions
+    /// of a dead incarnation are closed with it. Returns the child spec and
+    /// the bound address.
+    pub fn supervised(
+        name: impl Into<String>,
+        std_listener: std::net::TcpListener,
+        router: Router,
+        limits: SessionLimits,
+        options: ListenerOptions,
+        logger: &Logger,
+    ) -> io::Result<(ChildSpec<Listener>, SocketAddr)> {
+        let local = std_listener.local_addr()?;
+        let first = Mutex::new(Some(std_listener));
+        let logger = logger.clone();
+        let spec = ChildSpec::new(name, move || {
+            let socket = match first.lock().ok().and_then(|mut f| f.take()) {
+                Some(socket) => socket,
+                None => std::net::TcpListener::bind(local)
+                    .map_err(|e| format!("cannot bind the listener again on {local}: {e}"))?,
+            };
+            Ok(Listener::build(
+                socket,
+                router.clone(),
+                limits,
+                options.clone(),
+                &logger,
+            )?)
+        });
+        Ok((spec, local))
+    }
+
+    /// The actor over `std_listener`; accepting starts with the actor.
+    fn build(
+        std_listener: std::net::TcpListener,
+        router: Router,
+        limits: SessionLimits,
+        options: ListenerOptions,
+        logger: &Logger,
+    ) -> io::Result<Listener> {
         std_listener.set_nonblocking(true)?;
         let socket = TcpListener::from_std(std_listener)?;
         let local = socket.local_addr()?;
         let logger = logger.new(o!("actor" => "Listener", "addr" => local.to_string()));
-        let addr = Listener::create(move |ctx| {
-            ctx.add_stream(Accept(socket));
-            info!(logger, "listening"; "arbiters" => options.arbiters.len());
-            Listener {
-                local,
-                router,
-                limits,
-                logger,
-                arbiters: options.arbiters,
-                next_arbiter: 0,
-                max_connections: options.max_connections,
-                sessions: HashMap::new(),
-                subscribers: Arc::new(Mutex::new(options.subscribers)),
-            }
-        });
-        Ok((addr, local))
+        info!(logger, "listening"; "arbiters" => options.arbiters.len());
+        Ok(Listener {
+            local,
+            socket: Some(socket),
+            router,
+            limits,
+            logger,
+            arbiters: options.arbiters,
+            next_arbiter: 0,
+            max_connections: options.max_connections,
+            sessions: HashMap::new(),
+            subscribers: Arc::new(Mutex::new(options.subscribers)),
+        })
     }
 
     fn accept(&mut self, stream: TcpStream, peer: SocketAddr, ctx: &mut Context<Self>) {
@@ -208,6 +255,12 @@ impl Listener {
 
 impl Actor for Listener {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(socket) = self.socket.take() {
+            ctx.add_stream(Accept(socket));
+        }
+    }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         for entry in self.sessions.values() {
@@ -294,6 +347,15 @@ impl<R: Rpc> Handler<PushTo<R>> for Listener {
         };
         let sent = entry.addr.send(Push(msg.call));
         Box::pin(async move { sent.await.map_err(ServiceError::from)? })
+    }
+}
+
+/// Test hook: the listener's handler panics (its incarnation dies).
+#[cfg(feature = "fault-injection")]
+impl Handler<crate::runtime::guard::InjectPanic> for Listener {
+    type Result = ();
+    fn handle(&mut self, msg: crate::runtime::guard::InjectPanic, _: &mut Context<Self>) {
+        panic!("{}", msg.0);
     }
 }
 
