@@ -16,16 +16,19 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::Stream;
 use slog::{Logger, info, o, warn};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Sleep;
 
 use crate::runtime::call::{Call, Rpc, ServiceError};
 use crate::runtime::supervisor::ChildSpec;
 use actormq_protocol::ResponseCode;
 
+use super::accept::{AcceptBackoff, LogThrottle, is_resource_exhaustion};
 use super::router::Router;
 use super::session::{
     CloseSession, ConnectionClosed, Push, Session, SessionEnded, SessionGauge, SessionLimits,
@@ -35,8 +38,15 @@ use super::session::{
 /// Connection ids are unique within the process.
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Default of [`ListenerOptions::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// How often a repeated accept condition (descriptors exhausted, connection
+/// cap reached) is logged, with a count.
+const LOG_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Optional settings of [`Listener::bind_with`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ListenerOptions {
     /// Arbiters the sessions run on, round robin; empty = the listener's
     /// own arbiter.
@@ -45,8 +55,19 @@ pub struct ListenerOptions {
     /// later with [`SubscribeClosed`]).
     pub subscribers: Vec<Recipient<ConnectionClosed>>,
     /// Most connections open at once; a connection accepted past it is
-    /// closed at once (and logged). `None` = no limit.
+    /// closed at once (logged once per second with a count). `None` = no
+    /// limit. Default [`DEFAULT_MAX_CONNECTIONS`].
     pub max_connections: Option<usize>,
+}
+
+impl Default for ListenerOptions {
+    fn default() -> Self {
+        Self {
+            arbiters: Vec::new(),
+            subscribers: Vec::new(),
+            max_connections: Some(DEFAULT_MAX_CONNECTIONS),
+        }
+    }
 }
 
 /// Adds a subscriber to [`ConnectionClosed`] events.
@@ -104,6 +125,8 @@ pub struct Listener {
     max_connections: Option<usize>,
     sessions: HashMap<u64, SessionEntry>,
     subscribers: Subscribers,
+    refused_log: LogThrottle,
+    accept_error_log: LogThrottle,
 }
 
 impl std::fmt::Debug for Listener {
@@ -213,6 +236,8 @@ impl Listener {
             max_connections: options.max_connections,
             sessions: HashMap::new(),
             subscribers: Arc::new(Mutex::new(options.subscribers)),
+            refused_log: LogThrottle::new(LOG_INTERVAL),
+            accept_error_log: LogThrottle::new(LOG_INTERVAL),
         })
     }
 
@@ -220,7 +245,10 @@ impl Listener {
         if let Some(max) = self.max_connections
             && self.sessions.len() >= max
         {
-            warn!(self.logger, "connection refused: too many connections"; "peer" => %peer, "max" => max);
+            if let Some(count) = self.refused_log.hit(Instant::now()) {
+                warn!(self.logger, "connections refused: too many connections";
+                    "last_peer" => %peer, "max" => max, "refused" => count);
+            }
             return; // dropping the stream closes it
         }
         let conn_id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
@@ -258,7 +286,11 @@ impl Actor for Listener {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         if let Some(socket) = self.socket.take() {
-            ctx.add_stream(Accept(socket));
+            ctx.add_stream(Accept {
+                socket,
+                backoff: AcceptBackoff::default(),
+                pause: None,
+            });
         }
     }
 
@@ -270,22 +302,57 @@ impl Actor for Listener {
     }
 }
 
-/// The listening socket as a stream of accepted connections.
-struct Accept(TcpListener);
+/// An accept that failed, and the pause before the next attempt.
+type AcceptFailed = (io::Error, Option<Duration>);
+
+/// The listening socket as a stream of accepted connections; pauses after
+/// resource errors ([`AcceptBackoff`]).
+struct Accept {
+    socket: TcpListener,
+    backoff: AcceptBackoff,
+    pause: Option<Pin<Box<Sleep>>>,
+}
 
 impl Stream for Accept {
-    type Item = io::Result<(TcpStream, SocketAddr)>;
-    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
-        self.0.poll_accept(cx).map(Some)
+    type Item = Result<(TcpStream, SocketAddr), AcceptFailed>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(pause) = self.pause.as_mut() {
+            if pause.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.pause = None;
+        }
+        match self.socket.poll_accept(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(accepted)) => {
+                self.backoff.on_accept();
+                Poll::Ready(Some(Ok(accepted)))
+            }
+            Poll::Ready(Err(err)) => {
+                let pause = self.backoff.on_error(is_resource_exhaustion(&err));
+                self.pause = pause.map(|d| Box::pin(tokio::time::sleep(d)));
+                Poll::Ready(Some(Err((err, pause))))
+            }
+        }
     }
 }
 
-impl StreamHandler<io::Result<(TcpStream, SocketAddr)>> for Listener {
-    fn handle(&mut self, item: io::Result<(TcpStream, SocketAddr)>, ctx: &mut Context<Self>) {
+impl StreamHandler<Result<(TcpStream, SocketAddr), AcceptFailed>> for Listener {
+    fn handle(
+        &mut self,
+        item: Result<(TcpStream, SocketAddr), AcceptFailed>,
+        ctx: &mut Context<Self>,
+    ) {
         match item {
             Ok((stream, peer)) => self.accept(stream, peer, ctx),
-            // Out of descriptors and the like: the next accept may work.
-            Err(err) => warn!(self.logger, "accept failed"; "error" => %err),
+            Err((err, pause)) => {
+                if let Some(count) = self.accept_error_log.hit(Instant::now()) {
+                    warn!(self.logger, "accept failed";
+                        "error" => %err,
+                        "failures" => count,
+                        "pause_ms" => pause.map_or(0, |d| d.as_millis() as u64));
+                }
+            }
         }
     }
 
