@@ -89,6 +89,9 @@ pub enum NodeError {
     /// The store could not be opened (recovery failed, corruption, ...).
     #[error("store: {0}")]
     Store(#[from] actormq_store::Error),
+    /// A broker plugin failed to install (it panicked).
+    #[error("{0}")]
+    Plugin(#[from] actormq_actors::broker::plugin::PluginError),
 }
 
 /// A running node; dropping it does not stop it, [`Node::shutdown`] does.
@@ -269,7 +272,7 @@ impl Node {
             );
             for plugin in plugins {
                 info!(self.logger, "installing plugin"; "plugin" => plugin.name());
-                plugin.install(&mut ctx);
+                actormq_actors::broker::plugin::install_plugin(plugin, &mut ctx)?;
             }
             router = ctx.into_router();
         }

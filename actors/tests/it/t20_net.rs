@@ -969,3 +969,34 @@ async fn supervised_listener_rebinds_the_same_port_after_a_panic() {
     assert!(child.addr().is_none());
     sup.send(StopSupervisor).await.unwrap();
 }
+
+#[actix_rt::test]
+async fn a_panicking_route_closure_fails_the_request_not_the_connection() {
+    let mut router = Router::new();
+    router.route_fn::<Nobody, _, _>(|_: Call<Nobody>| -> std::future::Ready<_> {
+        panic!("closure panics on purpose (expected in this test)")
+    });
+    router.route_fn::<Boom, _, _>(|_: Call<Boom>| async move {
+        if true {
+            panic!("future panics on purpose (expected in this test)");
+        }
+        Err(ServiceError::system("unreachable"))
+    });
+    let counter = Counter::default().start();
+    router.route::<Echo>(counter.recipient());
+    let (_listener, addr) =
+        Listener::bind("127.0.0.1:0", router, SessionLimits::default(), &logger()).unwrap();
+    let mut raw = Raw::connect(addr).await;
+    raw.send(&request(1, &Nobody {})).await;
+    raw.send(&request(2, &Boom {})).await;
+    raw.send(&request(3, &echo(3, "after"))).await;
+    let mut replies: Vec<Frame> = Vec::new();
+    for _ in 0..3 {
+        replies.push(raw.next().await.expect("a reply"));
+    }
+    replies.sort_by_key(|f| f.header.request_id);
+    for r in &replies[..2] {
+        assert_eq!(r.response_code().unwrap(), ResponseCode::SystemError);
+    }
+    assert_eq!(replies[2].response_code().unwrap(), ResponseCode::Success);
+}
