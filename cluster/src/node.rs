@@ -306,12 +306,16 @@ impl Node {
             if Some(*addr) == self.namesrv_addr {
                 continue; // our own registry is already linked locally
             }
-            let client = RemoteClient::connect(*addr, &self.logger);
-            links.push(NamesrvLink {
-                name: addr.to_string(),
-                register: client.clone().recipient(),
-                unregister: client.recipient(),
-            });
+            // Supervised, and linked through its handle: a proxy that died
+            // is re-created and used again.
+            let (remote, log) = (*addr, self.logger.clone());
+            let proxy = self
+                .spawn(ChildSpec::new(
+                    format!("namesrv-proxy {remote}"),
+                    move || Ok(RemoteClient::new(remote, &log)),
+                ))
+                .await?;
+            links.push(NamesrvLink::through(remote.to_string(), &proxy));
         }
         let identity = BrokerIdentity {
             cluster: b.cluster.clone(),
@@ -588,12 +592,7 @@ impl Node {
 }
 
 fn local_link(registry: &ChildRef<Registry>) -> NamesrvLink {
-    let relay = CallRelay::new(registry.clone()).start();
-    NamesrvLink {
-        name: "local".into(),
-        register: relay.clone().recipient(),
-        unregister: relay.recipient(),
-    }
+    NamesrvLink::through("local", registry)
 }
 
 /// Forwards "message stored" events to every subscriber; a stable address
