@@ -22,11 +22,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use actormq_actors::broker::broker_store::BrokerStore;
 use actormq_actors::broker::commit_log::{CommitLogActor, CommitLogConfig};
-use actormq_actors::broker::dispatcher::{
-    Dispatcher, DispatcherConfig, MessagesStored, SubscribeStored,
-};
+use actormq_actors::broker::dispatcher::{Dispatcher, DispatcherConfig, SubscribeStored};
 use actormq_actors::broker::flush_service::{FlushAndCheckpoint, FlushService, FlushServiceConfig};
-use actormq_actors::broker::group_manager::{ConsumerGroupChanged, SubscribeGroups};
+use actormq_actors::broker::group_manager::SubscribeGroups;
 use actormq_actors::broker::plugin::{BrokerContext, BrokerPlugin};
 use actormq_actors::broker::pull_hold::{PullHold, PullHoldConfig};
 use actormq_actors::broker::query_service::QueryService;
@@ -36,15 +34,15 @@ use actormq_actors::broker::registrar::{
 use actormq_actors::broker::retention_cleaner::{RetentionCleaner, RetentionConfig};
 use actormq_actors::broker::topic_manager::SubscribeTopics;
 use actormq_actors::broker::{
-    GroupManager, GroupManagerConfig, OffsetManager, OffsetManagerConfig, TopicManager,
-    TopicManagerConfig, TopicView,
+    GroupManager, GroupManagerConfig, GroupNotifier, OffsetManager, OffsetManagerConfig,
+    StoredFanout, StoredSubscribers, TopicManager, TopicManagerConfig, TopicView,
 };
 use actormq_actors::namesrv::{Registry, RegistryConfig};
 use actormq_actors::runtime::net::{
-    ConnectionClosed, Listener, ListenerOptions, PushTo, RemoteClient, Router, SessionLimits,
+    ConnectionClosed, Listener, ListenerOptions, RemoteClient, Router, SessionLimits,
 };
 use actormq_actors::runtime::{
-    Call, CallRelay, ChildRef, ChildSpec, Escalation, Relay, RestartPolicy, SpawnChild, StopChild,
+    CallRelay, ChildRef, ChildSpec, Escalation, Relay, RestartPolicy, SpawnChild, StopChild,
     StopSupervisor, Supervisor, route_child,
 };
 use actormq_protocol::request::{
@@ -58,7 +56,6 @@ use actormq_protocol::request::{
 };
 use slog::{Logger, info, o, warn};
 
-use actormq_protocol::request::NotifyConsumerIdsChangedRequest;
 use actormq_store::StoreConfig;
 
 use crate::config::{FlushMode, NodeConfig, Role};
@@ -105,7 +102,7 @@ pub struct Node {
     listeners: Vec<&'static str>,
     registrar: Option<ChildRef<Registrar>>,
     flush: Option<ChildRef<FlushService>>,
-    stored: Option<Addr<StoredFanout>>,
+    stored: Option<ChildRef<StoredFanout>>,
     store: Option<BrokerStore>,
     writer_arbiter: Option<Arbiter>,
     dispatcher_arbiter: Option<Arbiter>,
@@ -267,7 +264,7 @@ impl Node {
             let mut ctx = BrokerContext::new(
                 self.supervisor.clone(),
                 router,
-                fanout.clone().recipient(),
+                Relay::new(fanout.clone()).start().recipient(),
                 &self.logger,
             );
             for plugin in plugins {
@@ -340,12 +337,14 @@ impl Node {
         follow(&topics, move |tm| {
             tm.do_send(SubscribeTopics(relay.clone().recipient()))
         });
-        let notifier = GroupNotifier {
-            listener: listener.clone(),
-        }
-        .start();
+        let notifier = self
+            .spawn(ChildSpec::new("group-notifier", move || {
+                Ok(GroupNotifier::new(listener.clone()))
+            }))
+            .await?;
+        let to_notifier = Relay::new(notifier).start();
         follow(&groups, move |gm| {
-            gm.do_send(SubscribeGroups(notifier.clone().recipient()))
+            gm.do_send(SubscribeGroups(to_notifier.clone().recipient()))
         });
         self.registrar = Some(registrar);
         info!(self.logger, "broker started"; "addr" => %bound, "data_dir" => %data_dir.display());
@@ -420,13 +419,16 @@ impl Node {
             .await?;
         // Stored events reach the long-poll holder (and plugins) through a
         // fan-out that is re-subscribed to every dispatcher incarnation.
-        let fanout = StoredFanout {
-            subscribers: vec![Relay::new(pull.clone()).start().recipient()],
-        }
-        .start();
-        let f = fanout.clone();
+        let subscribers =
+            StoredSubscribers::new(vec![Relay::new(pull.clone()).start().recipient()]);
+        let fanout = self
+            .spawn(ChildSpec::new("stored-fanout", move || {
+                Ok(StoredFanout::new(subscribers.clone()))
+            }))
+            .await?;
+        let to_fanout = Relay::new(fanout.clone()).start();
         follow(&dispatcher, move |d| {
-            d.do_send(SubscribeStored(f.clone().recipient()))
+            d.do_send(SubscribeStored(to_fanout.clone().recipient()))
         });
         self.stored = Some(fanout);
 
@@ -595,33 +597,6 @@ fn local_link(registry: &ChildRef<Registry>) -> NamesrvLink {
     NamesrvLink::through("local", registry)
 }
 
-/// Forwards "message stored" events to every subscriber; a stable address
-/// across dispatcher restarts.
-struct StoredFanout {
-    subscribers: Vec<Recipient<MessagesStored>>,
-}
-
-impl Actor for StoredFanout {
-    type Context = Context<Self>;
-}
-
-impl Handler<MessagesStored> for StoredFanout {
-    type Result = ();
-    fn handle(&mut self, msg: MessagesStored, _: &mut Context<Self>) {
-        self.subscribers.retain(|s| s.connected());
-        for s in &self.subscribers {
-            s.do_send(msg.clone());
-        }
-    }
-}
-
-impl Handler<SubscribeStored> for StoredFanout {
-    type Result = ();
-    fn handle(&mut self, msg: SubscribeStored, _: &mut Context<Self>) {
-        self.subscribers.push(msg.0);
-    }
-}
-
 /// Runs `on_start` for the current incarnation of `child` and for every
 /// new one (re-subscribing stable relays after a restart).
 fn follow<A, F>(child: &ChildRef<A>, on_start: F)
@@ -641,32 +616,4 @@ where
             }
         }
     });
-}
-
-/// Turns consumer-group changes into `NOTIFY_CONSUMER_IDS_CHANGED` pushes
-/// to every member's connection, so clients rebalance at once.
-struct GroupNotifier {
-    listener: ChildRef<Listener>,
-}
-
-impl Actor for GroupNotifier {
-    type Context = Context<Self>;
-}
-
-impl Handler<ConsumerGroupChanged> for GroupNotifier {
-    type Result = ();
-    fn handle(&mut self, msg: ConsumerGroupChanged, _: &mut Context<Self>) {
-        let Some(listener) = self.listener.addr() else {
-            return; // restarting: its connections were closed with it
-        };
-        for conn_id in msg.connections {
-            let req = NotifyConsumerIdsChangedRequest {
-                consumer_group: msg.group.clone(),
-            };
-            listener.do_send(PushTo {
-                conn_id,
-                call: Call::new(req),
-            });
-        }
-    }
 }

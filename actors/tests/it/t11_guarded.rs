@@ -159,3 +159,62 @@ async fn commit_log_panic_with_queued_sends() {
     );
     sup.send(StopSupervisor).await.unwrap();
 }
+
+/// Receives stored events.
+struct Sink(tokio::sync::mpsc::UnboundedSender<actormq_actors::broker::MessagesStored>);
+impl Actor for Sink {
+    type Context = Context<Self>;
+}
+impl Handler<actormq_actors::broker::MessagesStored> for Sink {
+    type Result = ();
+    fn handle(&mut self, msg: actormq_actors::broker::MessagesStored, _: &mut Context<Self>) {
+        let _ = self.0.send(msg);
+    }
+}
+
+#[actix_rt::test]
+async fn a_restarted_stored_fanout_keeps_its_subscribers() {
+    use actormq_actors::broker::{
+        MessagesStored, StoredFanout, StoredSubscribers, SubscribeStored,
+    };
+    use actormq_actors::runtime::Relay;
+    let sup = supervisor();
+    let subscribers = StoredSubscribers::default();
+    let child = sup
+        .send(SpawnChild(ChildSpec::new("stored-fanout", move || {
+            Ok(StoredFanout::new(subscribers.clone()))
+        })))
+        .await
+        .unwrap();
+    let relay = Relay::new(child.clone()).start();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    // Subscribed through the stable relay, before the failure.
+    relay
+        .send(SubscribeStored(Sink(tx).start().recipient()))
+        .await
+        .unwrap();
+    let event = MessagesStored {
+        topic: "t".into(),
+        queue_id: 0,
+        first_offset: 0,
+        max_offset: 1,
+        count: 1,
+        last_store_timestamp_ms: 0,
+    };
+    let first = child.addr().unwrap();
+    // The relay hands over asynchronously: wait for the subscription to land.
+    first.send(event.clone()).await.unwrap();
+    assert_eq!(rx.recv().await.unwrap(), event);
+
+    assert!(
+        first
+            .send(InjectPanic("fanout broke (expected in this test)".into()))
+            .await
+            .is_err()
+    );
+    let second = restarted(&child, &first).await;
+    second.send(event.clone()).await.unwrap();
+    let got = actix_rt::time::timeout(Duration::from_secs(10), rx.recv()).await;
+    assert_eq!(got.expect("subscriber lost in the restart").unwrap(), event);
+    sup.send(StopSupervisor).await.unwrap();
+}
