@@ -28,10 +28,10 @@ use actormq_actors::broker::wiring::follow;
 use actormq_actors::broker::{BrokerActors, BrokerActorsConfig, WiringError};
 use actormq_actors::namesrv::{Registry, RegistryConfig};
 use actormq_actors::runtime::net::{
-    ConnectionClosed, Listener, ListenerOptions, RemoteClient, Router, SessionLimits, StopListener,
+    ConnectionClosed, Listener, ListenerOptions, RemoteClient, Router, SessionLimits,
 };
 use actormq_actors::runtime::{
-    CallRelay, ChildRef, ChildSpec, Escalation, Relay, RestartPolicy, SpawnChild, StopSupervisor,
+    ChildRef, ChildSpec, Escalation, Relay, RestartPolicy, SpawnChild, StopChild, StopSupervisor,
     Supervisor, route_child,
 };
 use actormq_protocol::request::{
@@ -69,6 +69,9 @@ pub enum NodeError {
     /// The store could not be opened (recovery failed, corruption, ...).
     #[error("store: {0}")]
     Store(#[from] actormq_store::Error),
+    /// A broker plugin failed to install (it panicked).
+    #[error("{0}")]
+    Plugin(#[from] actormq_actors::broker::plugin::PluginError),
 }
 
 /// A running node; dropping it does not stop it, [`Node::shutdown`] does.
@@ -78,7 +81,8 @@ pub struct Node {
     /// Bound broker address (broker and combined roles).
     pub broker_addr: Option<SocketAddr>,
     supervisor: Addr<Supervisor>,
-    listeners: Vec<Addr<Listener>>,
+    /// Names of the supervised listener children (stopped first at shutdown).
+    listeners: Vec<&'static str>,
     registrar: Option<ChildRef<Registrar>>,
     broker: Option<BrokerActors>,
     logger: Logger,
@@ -156,8 +160,14 @@ impl Node {
         route_child::<GetAllTopicListFromNamesrvRequest, _>(&mut router, &registry);
         route_child::<DeleteTopicInNamesrvRequest, _>(&mut router, &registry);
         let closed: Recipient<ConnectionClosed> = Relay::new(registry.clone()).start().recipient();
-        let (listener, bound) = self.listen(config.namesrv.listen, router, vec![closed])?;
-        self.listeners.push(listener);
+        let (_listener, bound) = self
+            .listen(
+                "namesrv-listener",
+                config.namesrv.listen,
+                router,
+                vec![closed],
+            )
+            .await?;
         self.namesrv_addr = Some(bound);
         Ok(registry)
     }
@@ -204,7 +214,7 @@ impl Node {
         );
         for plugin in plugins {
             info!(self.logger, "installing plugin"; "plugin" => plugin.name());
-            plugin.install(&mut ctx);
+            actormq_actors::broker::plugin::install_plugin(plugin, &mut ctx)?;
         }
         let router = ctx.into_router();
         let closed: Recipient<ConnectionClosed> =
@@ -213,7 +223,8 @@ impl Node {
             subscribers: vec![closed],
             ..ListenerOptions::default()
         };
-        let (listener, bound) = Listener::serve(
+        let (spec, bound) = Listener::supervised(
+            "broker-listener",
             socket,
             router,
             SessionLimits::default(),
@@ -224,9 +235,13 @@ impl Node {
             addr: bound,
             source,
         })?;
-        self.listeners.push(listener.clone());
+        let listener = self.spawn(spec).await?;
+        self.listeners.push("broker-listener");
         self.broker_addr = Some(bound);
-        broker.notify_groups_through(listener);
+        broker
+            .notify_groups_through(&self.supervisor, listener)
+            .await
+            .map_err(|e| NodeError::Start(e.to_string()))?;
 
         // Registration: the local registry without a socket, others remote.
         let mut links = Vec::new();
@@ -237,12 +252,16 @@ impl Node {
             if Some(*addr) == self.namesrv_addr {
                 continue; // our own registry is already linked locally
             }
-            let client = RemoteClient::connect(*addr, &self.logger);
-            links.push(NamesrvLink {
-                name: addr.to_string(),
-                register: client.clone().recipient(),
-                unregister: client.recipient(),
-            });
+            // Supervised, and linked through its handle: a proxy that died
+            // is re-created and used again.
+            let (remote, log) = (*addr, self.logger.clone());
+            let proxy = self
+                .spawn(ChildSpec::new(
+                    format!("namesrv-proxy {remote}"),
+                    move || Ok(RemoteClient::new(remote, &log)),
+                ))
+                .await?;
+            links.push(NamesrvLink::through(remote.to_string(), &proxy));
         }
         let identity = BrokerIdentity {
             cluster: b.cluster.clone(),
@@ -273,24 +292,33 @@ impl Node {
         Ok(())
     }
 
-    fn listen(
-        &self,
+    /// Binds `addr` and serves it with a supervised listener named `name`
+    /// (a restart binds the same port again).
+    async fn listen(
+        &mut self,
+        name: &'static str,
         addr: SocketAddr,
         router: Router,
         subscribers: Vec<Recipient<ConnectionClosed>>,
-    ) -> Result<(Addr<Listener>, SocketAddr), NodeError> {
+    ) -> Result<(ChildRef<Listener>, SocketAddr), NodeError> {
         let options = ListenerOptions {
             subscribers,
             ..ListenerOptions::default()
         };
-        Listener::bind_with(
-            addr,
+        let socket =
+            std::net::TcpListener::bind(addr).map_err(|source| NodeError::Bind { addr, source })?;
+        let (spec, bound) = Listener::supervised(
+            name,
+            socket,
             router,
             SessionLimits::default(),
             options,
             &self.logger,
         )
-        .map_err(|source| NodeError::Bind { addr, source })
+        .map_err(|source| NodeError::Bind { addr, source })?;
+        let listener = self.spawn(spec).await?;
+        self.listeners.push(name);
+        Ok((listener, bound))
     }
 
     /// The line scripts wait for: `actormq ready namesrv=… broker=…`
@@ -316,8 +344,8 @@ impl Node {
     /// `stopped` hooks).
     pub async fn shutdown(self) {
         info!(self.logger, "shutting down");
-        for l in &self.listeners {
-            let _ = l.send(StopListener).await;
+        for name in &self.listeners {
+            let _ = self.supervisor.send(StopChild((*name).into())).await;
         }
         if let Some(registrar) = self.registrar.as_ref().and_then(ChildRef::addr) {
             let unregister = registrar
@@ -339,12 +367,7 @@ impl Node {
 }
 
 fn local_link(registry: &ChildRef<Registry>) -> NamesrvLink {
-    let relay = CallRelay::new(registry.clone()).start();
-    NamesrvLink {
-        name: "local".into(),
-        register: relay.clone().recipient(),
-        unregister: relay.recipient(),
-    }
+    NamesrvLink::through("local", registry)
 }
 
 /// The broker actors' settings from the node's configuration.

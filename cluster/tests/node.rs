@@ -237,3 +237,42 @@ fn produce_refuses_invalid_messages_with_one_line_and_no_panic() {
         assert!(err.contains(needle), "{err:?} should say {needle}");
     }
 }
+
+/// Panics in `install`.
+struct Broken;
+
+impl actormq_actors::broker::plugin::BrokerPlugin for Broken {
+    fn name(&self) -> &str {
+        "broken"
+    }
+    fn install(self: Box<Self>, _: &mut actormq_actors::broker::plugin::BrokerContext) {
+        panic!("plugin install fails (expected in this test)");
+    }
+}
+
+#[actix_rt::test]
+async fn a_panicking_plugin_install_is_an_error_not_a_panic() {
+    use actormq_actors::broker::plugin::PluginError;
+    use actormq_cluster::node::NodeError;
+    let dir = tempfile::tempdir().unwrap();
+    let flags = Overrides {
+        data_dir: Some(dir.path().to_path_buf()),
+        namesrv_listen: Some(([127, 0, 0, 1], 0).into()),
+        broker_listen: Some(([127, 0, 0, 1], 0).into()),
+        ..Overrides::default()
+    };
+    let env: [(&str, &str); 0] = [];
+    let config = NodeConfig::load(None, env, flags).unwrap();
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    let err = match Node::start_with(&config, &log, vec![Box::new(Broken)]).await {
+        Ok(_) => panic!("started with a broken plugin"),
+        Err(e) => e,
+    };
+    match err {
+        NodeError::Plugin(PluginError::InstallPanicked { plugin, reason }) => {
+            assert_eq!(plugin, "broken");
+            assert!(reason.contains("plugin install fails"), "{reason}");
+        }
+        other => panic!("unexpected error {other}"),
+    }
+}

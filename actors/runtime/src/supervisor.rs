@@ -174,6 +174,12 @@ pub struct ChildStatus {
 #[rtype(result = "()")]
 pub struct StopSupervisor;
 
+/// Stop the named children for good (they are not restarted), e.g. the
+/// listeners first in a graceful shutdown. Answers how many were running.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "usize")]
+pub struct StopChild(pub String);
+
 /// Sent by an [`ExitGuard`] when a child's context ends.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
@@ -309,6 +315,8 @@ struct ChildEntry {
     budget: RestartBudget,
     generation: u64,
     stop: Option<oneshot::Sender<()>>,
+    /// Stopped on request ([`StopChild`]): never restarted.
+    retired: bool,
 }
 
 /// A one-for-one supervisor actor. See the module docs.
@@ -355,6 +363,7 @@ impl Supervisor {
             budget: RestartBudget::new(self.policy),
             generation: 0,
             stop: None,
+            retired: false,
         });
         let index = self.children.len() - 1;
         self.start_child(index, ctx);
@@ -384,7 +393,7 @@ impl Supervisor {
                     "restarts" => entry.budget.total_restarts(),
                     "backoff_ms" => after.as_millis() as u64);
                 ctx.run_later(after, move |act, ctx| {
-                    if !act.shutting_down {
+                    if !act.shutting_down && !act.children[index].retired {
                         act.start_child(index, ctx);
                     }
                 });
@@ -500,6 +509,24 @@ impl Handler<GetChildStatus> for Supervisor {
                 })
                 .collect(),
         )
+    }
+}
+
+impl Handler<StopChild> for Supervisor {
+    type Result = usize;
+
+    fn handle(&mut self, msg: StopChild, _ctx: &mut Context<Self>) -> usize {
+        let mut running = 0;
+        for entry in self.children.iter_mut().filter(|c| c.name == msg.0) {
+            entry.retired = true;
+            if let Some(stop) = entry.stop.take() {
+                let _ = stop.send(());
+                running += 1;
+            }
+            entry.child.clear();
+        }
+        info!(self.logger, "child stopped on request"; "child" => &msg.0, "running" => running);
+        running
     }
 }
 

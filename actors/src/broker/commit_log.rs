@@ -67,6 +67,7 @@ use super::broker_store::BrokerStore;
 use super::dispatcher::LogAppended;
 use super::stored_codec::{encode_property_parts_into, tag_hash_of};
 use super::topic_manager::{ResolveTopic, TopicView, check_writable};
+use crate::runtime::guard::{Guarded, GuardedReply, Poison, guarded};
 use crate::runtime::{Call, Reply, ServiceError};
 
 /// Settings of the [`CommitLogActor`].
@@ -486,6 +487,7 @@ pub struct CommitLogActor {
     stats: CommitLogStats,
     flush_timeouts: Arc<AtomicU64>,
     logger: Logger,
+    poison: Poison,
 }
 
 impl CommitLogActor {
@@ -515,6 +517,7 @@ impl CommitLogActor {
             stats: CommitLogStats::default(),
             flush_timeouts: Arc::new(AtomicU64::new(0)),
             logger: logger.new(o!("actor" => "CommitLogActor")),
+            poison: Poison::default(),
         }
     }
 
@@ -842,58 +845,84 @@ impl Actor for CommitLogActor {
     }
 }
 
+impl Guarded for CommitLogActor {
+    fn poison(&mut self) -> &mut Poison {
+        &mut self.poison
+    }
+}
+
 impl Handler<Call<SendMessageRequest>> for CommitLogActor {
-    type Result = SendReply<SendMessageResponse>;
+    type Result = GuardedReply<SendReply<SendMessageResponse>>;
 
     fn handle(&mut self, call: Call<SendMessageRequest>, ctx: &mut Context<Self>) -> Self::Result {
-        // Measured from the session's decode, so mailbox time counts.
-        let arrival = call.received_at.unwrap_or_else(Instant::now);
-        let (responder, reply) = Responder::single();
-        match self
-            .prepare_single(call, responder)
-            .and_then(|p| self.admit(p, arrival, ctx))
-        {
-            Ok(()) => reply,
-            Err(e) => SendReply::now(Err(e)),
-        }
+        guarded(self, ctx, |act, ctx| {
+            // Measured from the session's decode, so mailbox time counts.
+            let arrival = call.received_at.unwrap_or_else(Instant::now);
+            let (responder, reply) = Responder::single();
+            match act
+                .prepare_single(call, responder)
+                .and_then(|p| act.admit(p, arrival, ctx))
+            {
+                Ok(()) => reply,
+                Err(e) => SendReply::now(Err(e)),
+            }
+        })
     }
 }
 
 impl Handler<Call<SendBatchMessageRequest>> for CommitLogActor {
-    type Result = SendReply<SendBatchMessageResponse>;
+    type Result = GuardedReply<SendReply<SendBatchMessageResponse>>;
 
     fn handle(
         &mut self,
         call: Call<SendBatchMessageRequest>,
         ctx: &mut Context<Self>,
     ) -> Self::Result {
-        // Measured from the session's decode, so mailbox time counts.
-        let arrival = call.received_at.unwrap_or_else(Instant::now);
-        let (responder, reply) = Responder::batch();
-        match self
-            .prepare_batch(call, responder)
-            .and_then(|p| self.admit(p, arrival, ctx))
-        {
-            Ok(()) => reply,
-            Err(e) => SendReply::now(Err(e)),
-        }
+        guarded(self, ctx, |act, ctx| {
+            // Measured from the session's decode, so mailbox time counts.
+            let arrival = call.received_at.unwrap_or_else(Instant::now);
+            let (responder, reply) = Responder::batch();
+            match act
+                .prepare_batch(call, responder)
+                .and_then(|p| act.admit(p, arrival, ctx))
+            {
+                Ok(()) => reply,
+                Err(e) => SendReply::now(Err(e)),
+            }
+        })
     }
 }
 
 impl Handler<Drain> for CommitLogActor {
-    type Result = ();
-    fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) {
-        self.drain_scheduled = false;
-        self.drain(ctx);
+    type Result = GuardedReply<()>;
+    fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, |act, ctx| {
+            act.drain_scheduled = false;
+            act.drain(ctx);
+        })
     }
 }
 
 impl Handler<GetCommitLogStats> for CommitLogActor {
-    type Result = MessageResult<GetCommitLogStats>;
-    fn handle(&mut self, _: GetCommitLogStats, _: &mut Context<Self>) -> Self::Result {
-        let mut s = self.stats;
-        s.flush_timeouts = self.flush_timeouts.load(Ordering::Relaxed);
-        MessageResult(s)
+    type Result = GuardedReply<MessageResult<GetCommitLogStats>>;
+    fn handle(&mut self, _: GetCommitLogStats, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, |act, _| {
+            let mut s = act.stats;
+            s.flush_timeouts = act.flush_timeouts.load(Ordering::Relaxed);
+            MessageResult(s)
+        })
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<crate::runtime::guard::InjectPanic> for CommitLogActor {
+    type Result = GuardedReply<()>;
+    fn handle(
+        &mut self,
+        msg: crate::runtime::guard::InjectPanic,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        guarded(self, ctx, |_, _| panic!("{}", msg.0))
     }
 }
 

@@ -21,6 +21,7 @@ use slog::{Logger, error, o};
 use super::broker_store::BrokerStore;
 use super::persist;
 use super::topic_manager::TopicView;
+use crate::runtime::guard::{Guarded, GuardedReply, Poison, guarded};
 use crate::runtime::{Call, Reply, ServiceError};
 
 /// Committed offsets: `group → topic → queue id → next offset to consume`.
@@ -148,6 +149,7 @@ pub struct OffsetManager {
     dirty: bool,
     config: OffsetManagerConfig,
     logger: Logger,
+    poison: Poison,
 }
 
 impl OffsetManager {
@@ -166,6 +168,7 @@ impl OffsetManager {
             dirty: false,
             config,
             logger,
+            poison: Poison::default(),
         })
     }
 
@@ -231,9 +234,24 @@ impl Actor for OffsetManager {
 #[rtype(result = "Result<(), ServiceError>")]
 pub struct PersistOffsets;
 
+impl Guarded for OffsetManager {
+    fn poison(&mut self) -> &mut Poison {
+        &mut self.poison
+    }
+}
+
 impl Handler<PersistOffsets> for OffsetManager {
-    type Result = ResponseActFuture<Self, Result<(), ServiceError>>;
-    fn handle(&mut self, _: PersistOffsets, _: &mut Context<Self>) -> Self::Result {
+    type Result = GuardedReply<ResponseActFuture<Self, Result<(), ServiceError>>>;
+    fn handle(&mut self, msg: PersistOffsets, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, |act, _| act.persist_now(msg))
+    }
+}
+
+impl OffsetManager {
+    fn persist_now(
+        &mut self,
+        _: PersistOffsets,
+    ) -> ResponseActFuture<Self, Result<(), ServiceError>> {
         self.dirty = false;
         let write = self.write();
         Box::pin(
@@ -263,19 +281,30 @@ pub struct GetGroupOffsets {
 }
 
 impl Handler<GetGroupOffsets> for OffsetManager {
-    type Result = MessageResult<GetGroupOffsets>;
-    fn handle(&mut self, msg: GetGroupOffsets, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.table.queues(&msg.group, &msg.topic))
+    type Result = GuardedReply<MessageResult<GetGroupOffsets>>;
+    fn handle(&mut self, msg: GetGroupOffsets, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, |act, _| {
+            MessageResult(act.table.queues(&msg.group, &msg.topic))
+        })
     }
 }
 
 impl Handler<Call<QueryConsumerOffsetRequest>> for OffsetManager {
-    type Result = Result<Reply<OffsetResponse>, ServiceError>;
+    type Result = GuardedReply<Result<Reply<OffsetResponse>, ServiceError>>;
     fn handle(
         &mut self,
         msg: Call<QueryConsumerOffsetRequest>,
-        _: &mut Context<Self>,
+        ctx: &mut Context<Self>,
     ) -> Self::Result {
+        guarded(self, ctx, |act, _| act.query(msg))
+    }
+}
+
+impl OffsetManager {
+    fn query(
+        &mut self,
+        msg: Call<QueryConsumerOffsetRequest>,
+    ) -> Result<Reply<OffsetResponse>, ServiceError> {
         let r = &msg.req;
         check_names(&r.consumer_group, &r.topic)?;
         match self.table.get(&r.consumer_group, &r.topic, r.queue_id) {
@@ -292,12 +321,33 @@ impl Handler<Call<QueryConsumerOffsetRequest>> for OffsetManager {
 }
 
 impl Handler<Call<UpdateConsumerOffsetRequest>> for OffsetManager {
-    type Result = Result<Reply<Empty>, ServiceError>;
+    type Result = GuardedReply<Result<Reply<Empty>, ServiceError>>;
     fn handle(
         &mut self,
         msg: Call<UpdateConsumerOffsetRequest>,
-        _: &mut Context<Self>,
+        ctx: &mut Context<Self>,
     ) -> Self::Result {
+        guarded(self, ctx, |act, _| act.update(msg))
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<crate::runtime::guard::InjectPanic> for OffsetManager {
+    type Result = GuardedReply<()>;
+    fn handle(
+        &mut self,
+        msg: crate::runtime::guard::InjectPanic,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        guarded(self, ctx, |_, _| panic!("{}", msg.0))
+    }
+}
+
+impl OffsetManager {
+    fn update(
+        &mut self,
+        msg: Call<UpdateConsumerOffsetRequest>,
+    ) -> Result<Reply<Empty>, ServiceError> {
         let r = &msg.req;
         check_names(&r.consumer_group, &r.topic)?;
         if let Some(b) = &self.bounds {

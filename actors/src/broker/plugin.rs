@@ -15,11 +15,14 @@
 //!
 //! The broker's own actors are wired with the same calls.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
 use actix::dev::ToEnvelope;
 use actix::prelude::*;
 use slog::Logger;
 
 use super::dispatcher::{MessagesStored, SubscribeStored};
+use crate::runtime::guard::panic_message;
 use crate::runtime::net::Router;
 use crate::runtime::{Call, ChildRef, ChildSpec, Relay, Rpc, Supervisor, route_child, spawn_child};
 
@@ -92,4 +95,40 @@ pub trait BrokerPlugin: Send + 'static {
 
     /// Called once while the broker starts.
     fn install(self: Box<Self>, broker: &mut BrokerContext);
+}
+
+/// A plugin could not be installed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PluginError {
+    /// `install` panicked; the routes it added are dropped.
+    #[error("plugin {plugin} panicked while installing: {reason}")]
+    InstallPanicked {
+        /// The plugin's name.
+        plugin: String,
+        /// The panic message.
+        reason: String,
+    },
+}
+
+/// Runs `plugin.install` behind `catch_unwind`: a panicking plugin is an
+/// error for the caller, not a dead node. On a panic the router is put back
+/// as it was before the install (actors the plugin spawned before panicking
+/// stay under the supervisor).
+pub fn install_plugin(
+    plugin: Box<dyn BrokerPlugin>,
+    broker: &mut BrokerContext,
+) -> Result<(), PluginError> {
+    let name = plugin.name().to_owned();
+    let before = broker.router.clone();
+    match catch_unwind(AssertUnwindSafe(|| plugin.install(broker))) {
+        Ok(()) => Ok(()),
+        Err(payload) => {
+            broker.router = before;
+            Err(PluginError::InstallPanicked {
+                plugin: name,
+                reason: panic_message(payload.as_ref()),
+            })
+        }
+    }
 }

@@ -10,12 +10,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix::dev::ToEnvelope;
 use actix::prelude::*;
 use actormq_protocol::request::{RegisterBrokerRequest, TopicConfig, UnregisterBrokerRequest};
 use slog::{Logger, debug, info, o, warn};
 
 use super::topic_manager::{TopicTable, TopicsChanged};
-use crate::runtime::Call;
+use crate::runtime::{Call, CallRelay, ChildRef};
 
 /// The way to one name server.
 #[derive(Clone)]
@@ -26,6 +27,26 @@ pub struct NamesrvLink {
     pub register: Recipient<Call<RegisterBrokerRequest>>,
     /// Serves `UNREGISTER_BROKER`.
     pub unregister: Recipient<Call<UnregisterBrokerRequest>>,
+}
+
+impl NamesrvLink {
+    /// A link to whichever incarnation of `child` runs now: a supervised
+    /// proxy (or registry) that was restarted is used again, where a
+    /// plain `Recipient` would point at the dead one forever. While the
+    /// child is down, calls fail with `SYSTEM_BUSY`.
+    pub fn through<A>(name: impl Into<String>, child: &ChildRef<A>) -> NamesrvLink
+    where
+        A: Actor + Handler<Call<RegisterBrokerRequest>> + Handler<Call<UnregisterBrokerRequest>>,
+        A::Context: ToEnvelope<A, Call<RegisterBrokerRequest>>
+            + ToEnvelope<A, Call<UnregisterBrokerRequest>>,
+    {
+        let relay = CallRelay::new(child.clone()).start();
+        NamesrvLink {
+            name: name.into(),
+            register: relay.clone().recipient(),
+            unregister: relay.recipient(),
+        }
+    }
 }
 
 /// Who this broker is.

@@ -27,29 +27,27 @@ use actix::prelude::*;
 use actormq_protocol::request::{
     CreateTopicRequest, DeleteTopicInBrokerRequest, GetAllTopicConfigRequest,
     GetConsumerListByGroupRequest, GetMaxOffsetRequest, GetMinOffsetRequest, HeartbeatRequest,
-    NotifyConsumerIdsChangedRequest, PullMessageRequest, QueryConsumerOffsetRequest,
-    QueryMessageRequest, SearchOffsetByTimestampRequest, SendBatchMessageRequest,
-    SendMessageRequest, UpdateConsumerOffsetRequest, ViewMessageByIdRequest,
+    PullMessageRequest, QueryConsumerOffsetRequest, QueryMessageRequest,
+    SearchOffsetByTimestampRequest, SendBatchMessageRequest, SendMessageRequest,
+    UpdateConsumerOffsetRequest, ViewMessageByIdRequest,
 };
 use actormq_store::StoreConfig;
 use slog::{Logger, info, o, warn};
 
 use super::broker_store::BrokerStore;
 use super::commit_log::{CommitLogActor, CommitLogConfig};
-use super::dispatcher::{Dispatcher, DispatcherConfig, MessagesStored, SubscribeStored};
+use super::dispatcher::{Dispatcher, DispatcherConfig, SubscribeStored};
 use super::flush_service::{FlushAndCheckpoint, FlushService, FlushServiceConfig};
-use super::group_manager::{
-    ConsumerGroupChanged, GroupManager, GroupManagerConfig, SubscribeGroups,
-};
+use super::group_manager::{GroupManager, GroupManagerConfig, SubscribeGroups};
+use super::group_notifier::GroupNotifier;
 use super::offset_manager::{OffsetBounds, OffsetManager, OffsetManagerConfig};
 use super::pull_hold::{PullHold, PullHoldConfig};
 use super::query_service::QueryService;
 use super::retention_cleaner::{RetentionCleaner, RetentionConfig};
+use super::stored_fanout::{StoredFanout, StoredSubscribers};
 use super::topic_manager::{TopicManager, TopicManagerConfig, TopicView};
-use crate::runtime::net::{Listener, PushTo, Router};
-use crate::runtime::{
-    Call, CallRelay, ChildRef, ChildSpec, Relay, SpawnChild, Supervisor, route_child,
-};
+use crate::runtime::net::{Listener, Router};
+use crate::runtime::{CallRelay, ChildRef, ChildSpec, Relay, SpawnChild, Supervisor, route_child};
 
 /// Settings of every broker actor (each field documents its defaults).
 #[derive(Debug, Clone)]
@@ -263,16 +261,22 @@ impl BrokerActors {
         )
         .await?;
         // Stored events reach the long-poll holder (and plugins) through a
-        // fan-out that is re-subscribed to every dispatcher incarnation.
-        // Subscribed before the writer starts, so no event is missed; the
-        // store dispatched everything older while it opened.
-        let fanout = StoredFanout {
-            subscribers: vec![Relay::new(pull.clone()).start().recipient()],
-        }
-        .start();
-        let f = fanout.clone();
+        // supervised fan-out whose subscriber list outlives its restarts;
+        // it is re-subscribed to every dispatcher incarnation. Subscribed
+        // before the writer starts, so no event is missed; the store
+        // dispatched everything older while it opened.
+        let subscribers =
+            StoredSubscribers::new(vec![Relay::new(pull.clone()).start().recipient()]);
+        let fanout = spawn(
+            supervisor,
+            ChildSpec::new("stored-fanout", move || {
+                Ok(StoredFanout::new(subscribers.clone()))
+            }),
+        )
+        .await?;
+        let to_fanout = Relay::new(fanout.clone()).start();
         follow(&dispatcher, move |d| {
-            d.do_send(SubscribeStored(f.clone().recipient()))
+            d.do_send(SubscribeStored(to_fanout.clone().recipient()))
         });
 
         let s = store.clone();
@@ -336,7 +340,7 @@ impl BrokerActors {
             query,
             flush,
             retention,
-            stored: fanout.recipient(),
+            stored: Relay::new(fanout).start().recipient(),
             writer_arbiter,
             dispatcher_arbiter,
             logger,
@@ -364,12 +368,25 @@ impl BrokerActors {
     }
 
     /// Turns consumer-group changes into `NOTIFY_CONSUMER_IDS_CHANGED`
-    /// pushes over `listener`'s connections, so clients rebalance at once.
-    pub fn notify_groups_through(&self, listener: Addr<Listener>) {
-        let notifier = GroupNotifier { listener }.start();
+    /// pushes over `listener`'s connections, so clients rebalance at once
+    /// (a supervised `group-notifier` child).
+    pub async fn notify_groups_through(
+        &self,
+        supervisor: &Addr<Supervisor>,
+        listener: ChildRef<Listener>,
+    ) -> Result<(), WiringError> {
+        let notifier = spawn(
+            supervisor,
+            ChildSpec::new("group-notifier", move || {
+                Ok(GroupNotifier::new(listener.clone()))
+            }),
+        )
+        .await?;
+        let to_notifier = Relay::new(notifier).start();
         follow(&self.groups, move |gm| {
-            gm.do_send(SubscribeGroups(notifier.clone().recipient()))
+            gm.do_send(SubscribeGroups(to_notifier.clone().recipient()))
         });
+        Ok(())
     }
 
     /// Final flush and checkpoint (call before stopping the supervisor).
@@ -430,56 +447,4 @@ where
             }
         }
     });
-}
-
-/// Forwards "message stored" events to every subscriber; a stable address
-/// across dispatcher restarts.
-struct StoredFanout {
-    subscribers: Vec<Recipient<MessagesStored>>,
-}
-
-impl Actor for StoredFanout {
-    type Context = Context<Self>;
-}
-
-impl Handler<MessagesStored> for StoredFanout {
-    type Result = ();
-    fn handle(&mut self, msg: MessagesStored, _: &mut Context<Self>) {
-        self.subscribers.retain(|s| s.connected());
-        for s in &self.subscribers {
-            s.do_send(msg.clone());
-        }
-    }
-}
-
-impl Handler<SubscribeStored> for StoredFanout {
-    type Result = ();
-    fn handle(&mut self, msg: SubscribeStored, _: &mut Context<Self>) {
-        self.subscribers.push(msg.0);
-    }
-}
-
-/// Turns consumer-group changes into `NOTIFY_CONSUMER_IDS_CHANGED` pushes
-/// to every member's connection.
-struct GroupNotifier {
-    listener: Addr<Listener>,
-}
-
-impl Actor for GroupNotifier {
-    type Context = Context<Self>;
-}
-
-impl Handler<ConsumerGroupChanged> for GroupNotifier {
-    type Result = ();
-    fn handle(&mut self, msg: ConsumerGroupChanged, _: &mut Context<Self>) {
-        for conn_id in msg.connections {
-            let req = NotifyConsumerIdsChangedRequest {
-                consumer_group: msg.group.clone(),
-            };
-            self.listener.do_send(PushTo {
-                conn_id,
-                call: Call::new(req),
-            });
-        }
-    }
 }

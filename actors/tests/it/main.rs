@@ -1,6 +1,7 @@
 //! Integration tests of actormq-actors (one binary, one module per area).
 
 mod t10_supervisor;
+mod t11_guarded;
 mod t15_registry;
 mod t16_broker_meta;
 mod t17_registrar;

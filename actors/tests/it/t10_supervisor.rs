@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actormq_actors::runtime::{
-    ChildEscalated, ChildRef, ChildSpec, Escalation, GetChildStatus, RestartPolicy, SpawnChild,
-    StopSupervisor, Supervisor,
+    ChildEscalated, ChildRef, ChildSpec, Escalation, GetChildStatus, Guarded, GuardedReply, Poison,
+    RestartPolicy, SpawnChild, StopSupervisor, Supervisor, guarded,
 };
 use slog::{Drain, Logger, o};
 use tokio::sync::mpsc;
@@ -116,6 +116,10 @@ fn counting_spec(name: &str, starts: &Arc<AtomicU32>) -> ChildSpec<Worker> {
 /// Awaits the child's next running incarnation (the restart is
 /// asynchronous; the handle publishes each change). Bounded by a timeout.
 async fn next_incarnation(child: &ChildRef<Worker>, old: &Addr<Worker>) -> Addr<Worker> {
+    next_incarnation_of(child, old).await
+}
+
+async fn next_incarnation_of<A: Actor>(child: &ChildRef<A>, old: &Addr<A>) -> Addr<A> {
     let mut rx = child.subscribe();
     let fut = rx.wait_for(|a| matches!(a, Some(new) if new != old));
     let addr = actix_rt::time::timeout(Duration::from_secs(10), fut)
@@ -423,4 +427,124 @@ async fn factory_failing_on_another_arbiter_counts_and_escalates() {
             .any(|l| l.contains("segment file unreadable"))
     );
     arbiter.stop();
+}
+
+/// Like [`Worker`], but every handler runs through `guarded`. Each
+/// incarnation counts what it served in its own counter. `Crash` panics
+/// while holding the journal's lock, so the journal is poisoned and
+/// `stopped` (which reads it, as a real actor would flush its state)
+/// panics too: without the guard that second panic happens while the
+/// first one unwinds (actix stops the dropped context in its `Drop`) and
+/// aborts the process.
+struct Sturdy {
+    served: Arc<AtomicU32>,
+    journal: Mutex<u32>,
+    poison: Poison,
+}
+
+impl Actor for Sturdy {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(4096);
+    }
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        let _last = *self.journal.lock().expect("journal intact");
+    }
+}
+
+impl Guarded for Sturdy {
+    fn poison(&mut self) -> &mut Poison {
+        &mut self.poison
+    }
+}
+
+impl Handler<Ping> for Sturdy {
+    type Result = GuardedReply<u32>;
+    fn handle(&mut self, _: Ping, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, |act, _| {
+            act.served.fetch_add(1, Ordering::SeqCst) + 1
+        })
+    }
+}
+
+impl Handler<Crash> for Sturdy {
+    type Result = GuardedReply<()>;
+    fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, |act, _| {
+            let mut journal = act.journal.lock().unwrap();
+            *journal += 1;
+            panic!("sturdy worker asked to crash (expected in this test)")
+        })
+    }
+}
+
+/// Sends each message through its own clone of `addr`: a clone's first
+/// `send` is queued even past the mailbox capacity, so all of them sit in
+/// the mailbox before the actor runs again (as with many sessions).
+fn queue<A, M>(addr: &Addr<A>, n: usize, msg: impl Fn() -> M) -> Vec<actix::dev::Request<A, M>>
+where
+    A: Actor<Context = Context<A>> + Handler<M>,
+    M: Message + Send + 'static,
+    M::Result: Send,
+{
+    (0..n).map(|_| addr.clone().send(msg())).collect()
+}
+
+#[actix_rt::test]
+async fn queued_messages_behind_a_panic_are_refused_and_the_child_restarts() {
+    let capture = Capture::default();
+    let sup = Supervisor::new(
+        "s",
+        &capture.logger(),
+        fast_policy(3),
+        Escalation::StopSystem,
+    )
+    .start();
+    let incarnations: Arc<Mutex<Vec<Arc<AtomicU32>>>> = Arc::default();
+    let inc = Arc::clone(&incarnations);
+    let spec = ChildSpec::new("sturdy", move || {
+        let served = Arc::new(AtomicU32::new(0));
+        inc.lock().unwrap().push(Arc::clone(&served));
+        Ok(Sturdy {
+            served,
+            journal: Mutex::new(0),
+            poison: Poison::default(),
+        })
+    });
+    let child = sup.send(SpawnChild(spec)).await.unwrap();
+    let first = child.addr().unwrap();
+    assert_eq!(first.send(Ping).await.unwrap(), 1);
+
+    // A panic with 1000 requests queued behind it, a second `Crash` among
+    // them and 500 more requests: every one is answered with an error (the
+    // reply channel closes), none reaches the panicked instance, and the
+    // process survives the panic in `stopped`.
+    let crash = first.send(Crash);
+    let before = queue(&first, 1000, || Ping);
+    let second_crash = queue(&first, 1, || Crash);
+    let after = queue(&first, 500, || Ping);
+    assert!(crash.await.is_err(), "the panicking request gets no reply");
+    for reply in futures_util::future::join_all(before.into_iter().chain(after)).await {
+        assert!(reply.is_err(), "a queued request was served: {reply:?}");
+    }
+    for reply in futures_util::future::join_all(second_crash).await {
+        assert!(reply.is_err());
+    }
+    assert_eq!(
+        incarnations.lock().unwrap()[0].load(Ordering::SeqCst),
+        1,
+        "no queued request reached the panicked instance"
+    );
+
+    let second = next_incarnation_of(&child, &first).await;
+    assert_eq!(
+        second.send(Ping).await.unwrap(),
+        1,
+        "fresh from the factory"
+    );
+    assert_eq!(incarnations.lock().unwrap().len(), 2);
+    let status = sup.send(GetChildStatus).await.unwrap();
+    assert_eq!(status[0].restarts, 1);
+    assert!(status[0].running);
+    sup.send(StopSupervisor).await.unwrap();
 }

@@ -166,3 +166,60 @@ async fn a_silent_name_server_costs_only_its_timeout() {
     .start();
     assert_eq!(registrar.send(RegisterNow).await.unwrap(), 1);
 }
+
+#[actix_rt::test]
+async fn a_restarted_name_server_proxy_is_used_again() {
+    use actormq_actors::runtime::guard::InjectPanic;
+    use actormq_actors::runtime::{
+        ChildSpec, Escalation, Listener, RemoteClient, RestartPolicy, Router, SessionLimits,
+        SpawnChild, Supervisor,
+    };
+    use actormq_protocol::request::{RegisterBrokerRequest, UnregisterBrokerRequest};
+    let registry = Registry::new(RegistryConfig::default(), &log()).start();
+    let mut router = Router::new();
+    router.route::<RegisterBrokerRequest>(registry.clone().recipient());
+    router.route::<UnregisterBrokerRequest>(registry.clone().recipient());
+    let (_listener, addr) =
+        Listener::bind("127.0.0.1:0", router, SessionLimits::default(), &log()).unwrap();
+    let policy = RestartPolicy {
+        backoff_initial: Duration::from_millis(1),
+        ..RestartPolicy::default()
+    };
+    let sup = Supervisor::new("node", &log(), policy, Escalation::StopSystem).start();
+    let proxy = sup
+        .send(SpawnChild(ChildSpec::new("namesrv-proxy", move || {
+            Ok(RemoteClient::new(addr, &log()))
+        })))
+        .await
+        .unwrap();
+    let registrar = Registrar::new(
+        identity(),
+        vec![NamesrvLink::through("remote", &proxy)],
+        Arc::new(TopicTable::default()),
+        RegistrarConfig::default(),
+        &log(),
+    )
+    .start();
+    assert_eq!(registrar.send(RegisterNow).await.unwrap(), 1);
+
+    let first = proxy.addr().unwrap();
+    let mut incarnations = proxy.subscribe();
+    assert!(
+        first
+            .send(InjectPanic("proxy broke (expected in this test)".into()))
+            .await
+            .is_err()
+    );
+    actix_rt::time::timeout(
+        Duration::from_secs(10),
+        incarnations.wait_for(|a| matches!(a, Some(new) if *new != first)),
+    )
+    .await
+    .expect("proxy not restarted")
+    .unwrap();
+    assert_eq!(
+        registrar.send(RegisterNow).await.unwrap(),
+        1,
+        "registered through the new incarnation"
+    );
+}

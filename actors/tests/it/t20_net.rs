@@ -910,3 +910,93 @@ async fn net_throughput() {
         );
     }
 }
+
+#[actix_rt::test]
+async fn supervised_listener_rebinds_the_same_port_after_a_panic() {
+    use actormq_actors::runtime::guard::InjectPanic;
+    use actormq_actors::runtime::{
+        Escalation, GetChildStatus, ListenerOptions, RestartPolicy, SpawnChild, StopChild,
+        StopSupervisor, Supervisor,
+    };
+    let policy = RestartPolicy {
+        backoff_initial: Duration::from_millis(1),
+        ..RestartPolicy::default()
+    };
+    let sup = Supervisor::new("node", &logger(), policy, Escalation::StopSystem).start();
+    let counter = Counter::default().start();
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (spec, addr) = Listener::supervised(
+        "listener",
+        socket,
+        router_for(&counter),
+        SessionLimits::default(),
+        ListenerOptions::default(),
+        &logger(),
+    )
+    .unwrap();
+    let child = sup.send(SpawnChild(spec)).await.unwrap();
+    let client = fast_client(addr);
+    let r = client.send(Call::new(echo(1, "a"))).await.unwrap().unwrap();
+    assert_eq!(r.fields.n, 1);
+
+    let first = child.addr().unwrap();
+    let mut incarnations = child.subscribe();
+    assert!(
+        first
+            .send(InjectPanic("listener broke (expected in this test)".into()))
+            .await
+            .is_err()
+    );
+    actix_rt::time::timeout(
+        Duration::from_secs(10),
+        incarnations.wait_for(|a| matches!(a, Some(new) if *new != first)),
+    )
+    .await
+    .expect("listener not restarted")
+    .unwrap();
+
+    // The same port accepts again: a fresh connection is served.
+    let mut raw = Raw::connect(addr).await;
+    raw.send(&request(7, &echo(7, "again"))).await;
+    let reply = raw.next().await.expect("served after the restart");
+    assert_eq!(reply.header.request_id, 7);
+    assert_eq!(reply.response_code().unwrap(), ResponseCode::Success);
+    let status = sup.send(GetChildStatus).await.unwrap();
+    assert_eq!((status[0].restarts, status[0].running), (1, true));
+
+    // A listener stopped on request stays stopped.
+    assert_eq!(sup.send(StopChild("listener".into())).await.unwrap(), 1);
+    assert!(child.addr().is_none());
+    sup.send(StopSupervisor).await.unwrap();
+}
+
+#[actix_rt::test]
+async fn a_panicking_route_closure_fails_the_request_not_the_connection() {
+    let mut router = Router::new();
+    router.route_fn::<Nobody, _, _>(|_: Call<Nobody>| -> std::future::Ready<_> {
+        panic!("closure panics on purpose (expected in this test)")
+    });
+    router.route_fn::<Boom, _, _>(|_: Call<Boom>| async move {
+        if true {
+            panic!("future panics on purpose (expected in this test)");
+        }
+        Err(ServiceError::system("unreachable"))
+    });
+    let counter = Counter::default().start();
+    router.route::<Echo>(counter.recipient());
+    let (_listener, addr) =
+        Listener::bind("127.0.0.1:0", router, SessionLimits::default(), &logger()).unwrap();
+    let mut raw = Raw::connect(addr).await;
+    raw.send(&request(1, &Nobody {})).await;
+    raw.send(&request(2, &Boom {})).await;
+    raw.send(&request(3, &echo(3, "after"))).await;
+    let mut replies: Vec<Frame> = Vec::new();
+    for _ in 0..3 {
+        replies.push(raw.next().await.expect("a reply"));
+    }
+    replies.sort_by_key(|f| f.header.request_id);
+    for r in &replies[..2] {
+        assert_eq!(r.response_code().unwrap(), ResponseCode::SystemError);
+    }
+    assert_eq!(replies[2].response_code().unwrap(), ResponseCode::Success);
+}

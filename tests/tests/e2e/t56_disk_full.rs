@@ -108,8 +108,19 @@ async fn t56_full_data_dir_answers_disk_full_and_the_node_keeps_serving() {
             .expect("pull after the disk filled");
         assert_eq!(fields.next_begin_offset, last + 1);
         assert!(!got.is_empty());
-        let log = node.stderr_tail(400);
-        assert!(log.contains("disk full"), "logged:\n{log}");
+        // The node logs through an async drain: wait for the line.
+        eventually(CONVERGE, || {
+            let log = node.stderr_tail(400);
+            async move {
+                if log.contains("disk full") {
+                    Ok(())
+                } else {
+                    Err(format!("no \"disk full\" logged yet:\n{log}"))
+                }
+            }
+        })
+        .await
+        .expect("the full disk is logged");
 
         // Not a page left. A small message still fits the active segment,
         // and its queue's first consume-queue file cannot be made: before

@@ -16,15 +16,19 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::Stream;
 use slog::{Logger, info, o, warn};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Sleep;
 
 use crate::call::{Call, Rpc, ServiceError};
+use crate::supervisor::ChildSpec;
 use actormq_protocol::ResponseCode;
 
+use super::accept::{AcceptBackoff, LogThrottle, is_resource_exhaustion};
 use super::router::Router;
 use super::session::{
     CloseSession, ConnectionClosed, Push, Session, SessionEnded, SessionGauge, SessionLimits,
@@ -34,8 +38,15 @@ use super::session::{
 /// Connection ids are unique within the process.
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Default of [`ListenerOptions::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// How often a repeated accept condition (descriptors exhausted, connection
+/// cap reached) is logged, with a count.
+const LOG_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Optional settings of [`Listener::bind_with`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ListenerOptions {
     /// Arbiters the sessions run on, round robin; empty = the listener's
     /// own arbiter.
@@ -44,8 +55,19 @@ pub struct ListenerOptions {
     /// later with [`SubscribeClosed`]).
     pub subscribers: Vec<Recipient<ConnectionClosed>>,
     /// Most connections open at once; a connection accepted past it is
-    /// closed at once (and logged). `None` = no limit.
+    /// closed at once (logged once per second with a count). `None` = no
+    /// limit. Default [`DEFAULT_MAX_CONNECTIONS`].
     pub max_connections: Option<usize>,
+}
+
+impl Default for ListenerOptions {
+    fn default() -> Self {
+        Self {
+            arbiters: Vec::new(),
+            subscribers: Vec::new(),
+            max_connections: Some(DEFAULT_MAX_CONNECTIONS),
+        }
+    }
 }
 
 /// Adds a subscriber to [`ConnectionClosed`] events.
@@ -93,6 +115,8 @@ struct SessionEntry {
 /// The accepting actor of one listening socket. See the module docs.
 pub struct Listener {
     local: SocketAddr,
+    /// The listening socket until `started` turns it into a stream.
+    socket: Option<TcpListener>,
     router: Router,
     limits: SessionLimits,
     logger: Logger,
@@ -101,6 +125,8 @@ pub struct Listener {
     max_connections: Option<usize>,
     sessions: HashMap<u64, SessionEntry>,
     subscribers: Subscribers,
+    refused_log: LogThrottle,
+    accept_error_log: LogThrottle,
 }
 
 impl std::fmt::Debug for Listener {
@@ -147,33 +173,82 @@ impl Listener {
         options: ListenerOptions,
         logger: &Logger,
     ) -> io::Result<(Addr<Listener>, SocketAddr)> {
+        let listener = Listener::build(std_listener, router, limits, options, logger)?;
+        let local = listener.local;
+        Ok((listener.start(), local))
+    }
+
+    /// A supervised listener over an already bound socket: the first
+    /// incarnation serves `std_listener`; each restart binds the same
+    /// address again (a failed bind is a failed start, which counts against
+    /// the supervisor's budget and escalates once it is spent). Sessions
+    /// of a dead incarnation are closed with it. Returns the child spec and
+    /// the bound address.
+    pub fn supervised(
+        name: impl Into<String>,
+        std_listener: std::net::TcpListener,
+        router: Router,
+        limits: SessionLimits,
+        options: ListenerOptions,
+        logger: &Logger,
+    ) -> io::Result<(ChildSpec<Listener>, SocketAddr)> {
+        let local = std_listener.local_addr()?;
+        let first = Mutex::new(Some(std_listener));
+        let logger = logger.clone();
+        let spec = ChildSpec::new(name, move || {
+            let socket = match first.lock().ok().and_then(|mut f| f.take()) {
+                Some(socket) => socket,
+                None => std::net::TcpListener::bind(local)
+                    .map_err(|e| format!("cannot bind the listener again on {local}: {e}"))?,
+            };
+            Ok(Listener::build(
+                socket,
+                router.clone(),
+                limits,
+                options.clone(),
+                &logger,
+            )?)
+        });
+        Ok((spec, local))
+    }
+
+    /// The actor over `std_listener`; accepting starts with the actor.
+    fn build(
+        std_listener: std::net::TcpListener,
+        router: Router,
+        limits: SessionLimits,
+        options: ListenerOptions,
+        logger: &Logger,
+    ) -> io::Result<Listener> {
         std_listener.set_nonblocking(true)?;
         let socket = TcpListener::from_std(std_listener)?;
         let local = socket.local_addr()?;
         let logger = logger.new(o!("actor" => "Listener", "addr" => local.to_string()));
-        let addr = Listener::create(move |ctx| {
-            ctx.add_stream(Accept(socket));
-            info!(logger, "listening"; "arbiters" => options.arbiters.len());
-            Listener {
-                local,
-                router,
-                limits,
-                logger,
-                arbiters: options.arbiters,
-                next_arbiter: 0,
-                max_connections: options.max_connections,
-                sessions: HashMap::new(),
-                subscribers: Arc::new(Mutex::new(options.subscribers)),
-            }
-        });
-        Ok((addr, local))
+        info!(logger, "listening"; "arbiters" => options.arbiters.len());
+        Ok(Listener {
+            local,
+            socket: Some(socket),
+            router,
+            limits,
+            logger,
+            arbiters: options.arbiters,
+            next_arbiter: 0,
+            max_connections: options.max_connections,
+            sessions: HashMap::new(),
+            subscribers: Arc::new(Mutex::new(options.subscribers)),
+            refused_log: LogThrottle::new(LOG_INTERVAL),
+            accept_error_log: LogThrottle::new(LOG_INTERVAL),
+        })
     }
 
     fn accept(&mut self, stream: TcpStream, peer: SocketAddr, ctx: &mut Context<Self>) {
         if let Some(max) = self.max_connections
             && self.sessions.len() >= max
         {
-            warn!(self.logger, "connection refused: too many connections"; "peer" => %peer, "max" => max);
+            if let Some(count) = self.refused_log.hit(Instant::now()) {
+                warn!(self.logger, "connections refused: too many connections";
+                    "last_peer" => %peer, "max" => max, "refused" => count);
+            }
             return; // dropping the stream closes it
         }
         let conn_id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
@@ -209,6 +284,16 @@ impl Listener {
 impl Actor for Listener {
     type Context = Context<Self>;
 
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(socket) = self.socket.take() {
+            ctx.add_stream(Accept {
+                socket,
+                backoff: AcceptBackoff::default(),
+                pause: None,
+            });
+        }
+    }
+
     fn stopped(&mut self, _: &mut Context<Self>) {
         for entry in self.sessions.values() {
             entry.addr.do_send(CloseSession);
@@ -217,22 +302,57 @@ impl Actor for Listener {
     }
 }
 
-/// The listening socket as a stream of accepted connections.
-struct Accept(TcpListener);
+/// An accept that failed, and the pause before the next attempt.
+type AcceptFailed = (io::Error, Option<Duration>);
+
+/// The listening socket as a stream of accepted connections; pauses after
+/// resource errors ([`AcceptBackoff`]).
+struct Accept {
+    socket: TcpListener,
+    backoff: AcceptBackoff,
+    pause: Option<Pin<Box<Sleep>>>,
+}
 
 impl Stream for Accept {
-    type Item = io::Result<(TcpStream, SocketAddr)>;
-    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
-        self.0.poll_accept(cx).map(Some)
+    type Item = Result<(TcpStream, SocketAddr), AcceptFailed>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(pause) = self.pause.as_mut() {
+            if pause.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.pause = None;
+        }
+        match self.socket.poll_accept(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(accepted)) => {
+                self.backoff.on_accept();
+                Poll::Ready(Some(Ok(accepted)))
+            }
+            Poll::Ready(Err(err)) => {
+                let pause = self.backoff.on_error(is_resource_exhaustion(&err));
+                self.pause = pause.map(|d| Box::pin(tokio::time::sleep(d)));
+                Poll::Ready(Some(Err((err, pause))))
+            }
+        }
     }
 }
 
-impl StreamHandler<io::Result<(TcpStream, SocketAddr)>> for Listener {
-    fn handle(&mut self, item: io::Result<(TcpStream, SocketAddr)>, ctx: &mut Context<Self>) {
+impl StreamHandler<Result<(TcpStream, SocketAddr), AcceptFailed>> for Listener {
+    fn handle(
+        &mut self,
+        item: Result<(TcpStream, SocketAddr), AcceptFailed>,
+        ctx: &mut Context<Self>,
+    ) {
         match item {
             Ok((stream, peer)) => self.accept(stream, peer, ctx),
-            // Out of descriptors and the like: the next accept may work.
-            Err(err) => warn!(self.logger, "accept failed"; "error" => %err),
+            Err((err, pause)) => {
+                if let Some(count) = self.accept_error_log.hit(Instant::now()) {
+                    warn!(self.logger, "accept failed";
+                        "error" => %err,
+                        "failures" => count,
+                        "pause_ms" => pause.map_or(0, |d| d.as_millis() as u64));
+                }
+            }
         }
     }
 
@@ -294,6 +414,15 @@ impl<R: Rpc> Handler<PushTo<R>> for Listener {
         };
         let sent = entry.addr.send(Push(msg.call));
         Box::pin(async move { sent.await.map_err(ServiceError::from)? })
+    }
+}
+
+/// Test hook: the listener's handler panics (its incarnation dies).
+#[cfg(feature = "fault-injection")]
+impl Handler<crate::guard::InjectPanic> for Listener {
+    type Result = ();
+    fn handle(&mut self, msg: crate::guard::InjectPanic, _: &mut Context<Self>) {
+        panic!("{}", msg.0);
     }
 }
 

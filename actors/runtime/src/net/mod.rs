@@ -14,6 +14,7 @@
 //! - [`reply`] holds the single rule mapping answers to reply frames and
 //!   back, used by both sides.
 
+pub mod accept;
 pub mod listener;
 mod outbox;
 pub mod remote;

@@ -516,3 +516,12 @@ impl ActorFuture<RemoteClient> for ClientDriver {
         }
     }
 }
+
+/// Test hook: the proxy's handler panics (its incarnation dies).
+#[cfg(feature = "fault-injection")]
+impl Handler<crate::guard::InjectPanic> for RemoteClient {
+    type Result = ();
+    fn handle(&mut self, msg: crate::guard::InjectPanic, _: &mut Context<Self>) {
+        panic!("{}", msg.0);
+    }
+}

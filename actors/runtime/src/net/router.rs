@@ -9,14 +9,17 @@
 
 use std::collections::HashMap;
 use std::future::{Future, ready};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use actix::Recipient;
 use actormq_protocol::{Error as ProtocolError, Frame};
 
 use super::reply::reply_frame;
 use crate::call::{Call, Origin, Reply, Rpc, ServiceError};
+use crate::guard::panic_message;
 
 /// The pending reply of one routed request: `None` for a oneway request
 /// (no reply is sent), else the reply frame.
@@ -68,6 +71,27 @@ type BoxedHandler<R> = Box<
 
 struct FnRoute<R: Rpc>(BoxedHandler<R>);
 
+fn panicked(payload: &(dyn std::any::Any + Send)) -> ServiceError {
+    ServiceError::system(format!(
+        "request handler panicked: {}",
+        panic_message(payload)
+    ))
+}
+
+/// A handler's future, polled behind `catch_unwind`.
+struct CatchUnwind<T>(Pin<Box<dyn Future<Output = Result<T, ServiceError>>>>);
+
+impl<T> Future for CatchUnwind<T> {
+    type Output = Result<T, ServiceError>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let fut = self.0.as_mut();
+        match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(poll) => poll,
+            Err(payload) => Poll::Ready(Err(panicked(payload.as_ref()))),
+        }
+    }
+}
+
 impl<R: Rpc> Route for FnRoute<R> {
     fn dispatch(&self, frame: Frame, origin: Option<Origin>) -> ReplyFuture {
         let req = match decode::<R>(&frame) {
@@ -75,12 +99,22 @@ impl<R: Rpc> Route for FnRoute<R> {
             Err(reply) => return reply,
         };
         let (id, oneway) = (frame.header.request_id, frame.is_oneway());
-        let answer = (self.0)(Call {
+        let call = Call {
             req,
             body: frame.body,
             origin,
             received_at: Some(std::time::Instant::now()),
-        });
+        };
+        // User code: a panic (in the closure or its future) fails this
+        // request with SYSTEM_ERROR instead of killing the session.
+        let answer = match catch_unwind(AssertUnwindSafe(|| (self.0)(call))) {
+            Ok(fut) => CatchUnwind(fut),
+            Err(payload) => {
+                let err = panicked(payload.as_ref());
+                let reply = (!oneway).then(|| reply_frame::<R::Response>(id, Ok(Err(err))));
+                return Box::pin(ready(reply));
+            }
+        };
         Box::pin(async move {
             let answer = answer.await;
             (!oneway).then(|| reply_frame(id, Ok(answer)))
