@@ -427,6 +427,8 @@ impl PullHold {
                 continue;
             }
             self.stats.woken += 1;
+            debug!(self.logger, "held pull woken"; "topic" => &h.req.topic,
+                "queue" => h.req.queue_id, "code" => ?reply.code);
             drop(h.tx.send(Ok(reply)));
         }
     }

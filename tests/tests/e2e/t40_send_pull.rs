@@ -154,7 +154,8 @@ async fn send_batches(
 #[tokio::test]
 async fn t40_send_pull_long_poll_and_restart() {
     bounded(async {
-        let mut node = combined(NO_ARGS);
+        // Debug logs: the broker says when it holds and wakes a pull.
+        let mut node = combined(&["--log-level", "debug"]);
         create_topic(node.broker(), TOPIC, 4).await;
         let mut c = connect(node.broker()).await;
 
@@ -192,7 +193,24 @@ async fn t40_send_pull_long_poll_and_restart() {
         let held = pull_request(TOPIC, 3, 0, 32, 10_000);
         let pull = puller.call(&held, Bytes::new());
         let send = async {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            // The send goes out only once the broker has held the pull
+            // (its own event, logged), so the pull cannot simply find the
+            // message on arrival.
+            actormq_tests::eventually(CONVERGE, || {
+                let log = node.stderr_tail(2000);
+                async move {
+                    let held = log.lines().any(|l| {
+                        l.contains("pull held") && l.contains(TOPIC) && l.contains("queue: 3")
+                    });
+                    if held {
+                        Ok(())
+                    } else {
+                        Err("pull not held yet".to_string())
+                    }
+                }
+            })
+            .await
+            .expect("the broker holds the pull");
             let sent_at = Instant::now();
             let r = c
                 .call(
@@ -218,6 +236,21 @@ async fn t40_send_pull_long_poll_and_restart() {
             woke < Duration::from_secs(2),
             "held pull answered {woke:?} after the send"
         );
+        // Answered by the wake-up, not by the hold's expiry.
+        let woken = actormq_tests::eventually(CONVERGE, || {
+            let log = node.stderr_tail(2000);
+            async move {
+                log.lines()
+                    .find(|l| {
+                        l.contains("held pull woken") && l.contains(TOPIC) && l.contains("queue: 3")
+                    })
+                    .map(str::to_owned)
+                    .ok_or_else(|| "no wake-up logged".to_string())
+            }
+        })
+        .await
+        .expect("the held pull was woken");
+        assert!(woken.contains("Success"), "{woken}");
 
         // Consumer offsets, then a graceful restart.
         for (q, off) in [(0u32, 20u64), (1, 64)] {
