@@ -37,7 +37,14 @@ impl Rng {
     }
 }
 
+/// Environment variable that fixes the seed (printed by every run).
+const SEED_ENV: &str = "ACTORMQ_CRASH_SEED";
+
+/// The run's seed: `ACTORMQ_CRASH_SEED` if set, else from the clock.
 fn seed() -> u64 {
+    if let Some(s) = std::env::var(SEED_ENV).ok().and_then(|s| s.parse().ok()) {
+        return s;
+    }
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap();
@@ -104,7 +111,10 @@ fn crash_recovery_keeps_every_acknowledged_record() {
         .unwrap_or(20);
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
-    let mut rng = Rng(seed());
+    let seed = seed();
+    // Printed so a failure can be replayed (the kill timing still varies).
+    eprintln!("t30 crash seed {seed} (replay: {SEED_ENV}={seed})");
+    let mut rng = Rng(seed);
     let mut acked: HashMap<(u32, u64), (u32, usize)> = HashMap::new();
     let mut torn_rounds = 0;
     for round in 0..rounds {
@@ -117,6 +127,7 @@ fn crash_recovery_keeps_every_acknowledged_record() {
                 "1",
             ])
             .env(ENV, dir.path())
+            .env(SEED_ENV, (seed ^ round as u64).to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
