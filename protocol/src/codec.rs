@@ -3,7 +3,9 @@
 //! The codec only cuts frames and decodes the common header (checking the
 //! protocol major version); typed fields stay undecoded until asked for.
 //! Incomplete input returns `Ok(None)` after reserving room for the rest of
-//! the frame. Any error is fatal for the connection: the stream cannot be
+//! the frame, or at most [`FrameCodec::with_reserve_ahead`] bytes of it (a
+//! server facing untrusted peers: a peer that announces a 16 MiB frame and
+//! sends its first bytes must not pin 16 MiB). Any error is fatal for the connection: the stream cannot be
 //! resynchronised after a bad length.
 
 use bytes::{Buf, BytesMut};
@@ -20,12 +22,14 @@ pub const DEFAULT_MAX_FRAME_LEN: u32 = 16 * 1024 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameCodec {
     max_frame_len: u32,
+    reserve_ahead: usize,
 }
 
 impl Default for FrameCodec {
     fn default() -> Self {
         FrameCodec {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            reserve_ahead: usize::MAX,
         }
     }
 }
@@ -39,7 +43,18 @@ impl FrameCodec {
     /// A codec refusing frames whose frame length (bytes after the first
     /// four) exceeds `max_frame_len`, in both directions.
     pub fn with_max_frame_len(max_frame_len: u32) -> FrameCodec {
-        FrameCodec { max_frame_len }
+        FrameCodec {
+            max_frame_len,
+            ..FrameCodec::default()
+        }
+    }
+
+    /// While a frame is incomplete, reserve at most `bytes` beyond what has
+    /// arrived instead of the whole announced frame: the read buffer then
+    /// grows with the bytes a peer actually sends. Default: the whole frame.
+    pub fn with_reserve_ahead(mut self, bytes: usize) -> FrameCodec {
+        self.reserve_ahead = bytes.max(1);
+        self
     }
 
     /// The cap on the frame length.
@@ -73,7 +88,7 @@ impl Decoder for FrameCodec {
         }
         let total = 4usize.saturating_add(frame_len as usize);
         if src.len() < total {
-            src.reserve(total - src.len());
+            src.reserve((total - src.len()).min(self.reserve_ahead));
             return Ok(None);
         }
         let header_len = be_u32(src, 4).unwrap_or_default();

@@ -2,12 +2,13 @@
 //! actor instead of unwinding through actix.
 //!
 //! Why: when a handler panics, actix 0.13 drops the actor's context while
-//! the panic unwinds, and that drop polls the context once more, handing
-//! every message still queued to the instance that just panicked. Those
-//! messages are served by a broken instance, and a second panic among them
-//! (a panic while panicking) aborts the whole process.
+//! the panic unwinds, and runs the instance's `stopping`/`stopped` hooks and
+//! its `Drop` during that unwinding. Messages still queued are not handed to
+//! it (their callers see the mailbox closed), but any second panic in those
+//! hooks (a panic while panicking, say on state the first panic left half
+//! changed) aborts the whole process.
 //!
-//! So an actor that may see 1000s of queued requests wraps each handler
+//! So an actor whose state a panic may leave half changed wraps each handler
 //! body in [`guarded`]. A panic is caught there: the instance is marked
 //! poisoned ([`Poison`]), asks its context to stop, and the message gets no
 //! reply (its reply channel is dropped, so a caller's `send` fails with

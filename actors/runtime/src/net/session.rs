@@ -42,7 +42,7 @@ use actix::prelude::*;
 use actormq_protocol::{
     DEFAULT_MAX_FRAME_LEN, Error as ProtocolError, Flags, Frame, FrameCodec, Header, ResponseCode,
 };
-use bytes::BytesMut;
+
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use slog::{Logger, debug, info, o, warn};
@@ -50,7 +50,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Sleep;
-use tokio_util::codec::{Decoder, FramedRead};
+use tokio_util::codec::FramedRead;
 
 use super::outbox::Outbox;
 use super::router::{ReplyFuture, Router};
@@ -68,51 +68,15 @@ const READ_BUDGET: usize = 32;
 /// reset.
 const LINGER: Duration = Duration::from_millis(500);
 
-/// Most bytes the read buffer grows by ahead of what has arrived.
+/// Most bytes the read buffer grows by ahead of what has arrived
+/// ([`FrameCodec::with_reserve_ahead`]): a peer that announces a 16 MiB
+/// frame and sends only its first bytes does not pin 16 MiB.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// Cuts frames with [`FrameCodec`], but never reserves room for a whole
-/// announced frame up front: `FrameCodec` reserves the announced length
-/// (up to `max_frame_len`, 16 MiB) as soon as it sees a length prefix, so a
-/// peer that sends the first bytes of a large frame (or only its prefix)
-/// pinned 16 MiB per connection. Here the read buffer grows with the bytes
-/// that actually arrive, at most [`READ_CHUNK`] ahead.
-pub(crate) struct LazyCodec {
-    inner: FrameCodec,
-    max_frame_len: u32,
-}
-
-impl LazyCodec {
-    pub(crate) fn new(max_frame_len: u32) -> Self {
-        Self {
-            inner: FrameCodec::with_max_frame_len(max_frame_len),
-            max_frame_len,
-        }
-    }
-}
-
-impl Decoder for LazyCodec {
-    type Item = Frame;
-    type Error = ProtocolError;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, ProtocolError> {
-        if let Some(prefix) = src.get(..4) {
-            let frame_len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
-            let total = 4 + frame_len as usize;
-            // A valid length whose frame is still incomplete: wait for more
-            // bytes without reserving the rest (bad lengths go to the codec,
-            // which reports them).
-            if (4..=self.max_frame_len).contains(&frame_len) && src.len() < total {
-                src.reserve((total - src.len()).min(READ_CHUNK));
-                return Ok(None);
-            }
-        }
-        self.inner.decode(src)
-    }
-
-    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, ProtocolError> {
-        self.inner.decode_eof(src)
-    }
+/// The session's frame codec: the frame cap, and a read buffer that grows
+/// with the bytes that arrive.
+fn session_codec(max_frame_len: u32) -> FrameCodec {
+    FrameCodec::with_max_frame_len(max_frame_len).with_reserve_ahead(READ_CHUNK)
 }
 
 /// Per-connection limits that keep a slow or hostile peer from growing
@@ -328,7 +292,7 @@ impl Session {
         let _ = stream.set_nodelay(true);
         let (read, write) = stream.into_split();
         let driver = Driver {
-            reader: FramedRead::new(read, LazyCodec::new(limits.max_frame_len)),
+            reader: FramedRead::new(read, session_codec(limits.max_frame_len)),
             writer: write,
             out: Outbox::new(limits.max_frame_len),
             pending: FuturesUnordered::new(),
@@ -461,7 +425,7 @@ enum Phase {
 
 /// The session's I/O, polled as an actor future.
 struct Driver {
-    reader: FramedRead<OwnedReadHalf, LazyCodec>,
+    reader: FramedRead<OwnedReadHalf, FrameCodec>,
     writer: OwnedWriteHalf,
     out: Outbox,
     pending: FuturesUnordered<ReplyFuture>,
@@ -703,13 +667,14 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use actormq_protocol::Encoder;
-    use bytes::{BufMut, Bytes};
+    use bytes::{BufMut, Bytes, BytesMut};
+    use tokio_util::codec::Decoder;
 
     use super::*;
 
     #[test]
     fn an_announced_large_frame_reserves_only_what_arrives() {
-        let mut codec = LazyCodec::new(DEFAULT_MAX_FRAME_LEN);
+        let mut codec = session_codec(DEFAULT_MAX_FRAME_LEN);
         let mut src = BytesMut::new();
         // A 16 MiB frame announced, 8 bytes of it sent.
         src.put_u32(DEFAULT_MAX_FRAME_LEN);
@@ -742,7 +707,7 @@ mod tests {
         FrameCodec::default()
             .encode(frame.clone(), &mut wire)
             .unwrap();
-        let mut codec = LazyCodec::new(DEFAULT_MAX_FRAME_LEN);
+        let mut codec = session_codec(DEFAULT_MAX_FRAME_LEN);
         let mut src = BytesMut::new();
         let mut out = None;
         for chunk in wire.chunks(10_000) {
@@ -754,7 +719,7 @@ mod tests {
         assert_eq!(out.unwrap().body, frame.body);
         assert!(src.is_empty());
 
-        let mut small = LazyCodec::new(1024);
+        let mut small = session_codec(1024);
         let mut src = BytesMut::new();
         src.put_u32(4096);
         assert!(small.decode(&mut src).is_err(), "over the frame cap");
