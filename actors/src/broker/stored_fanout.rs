@@ -5,7 +5,7 @@
 //! [`StoredSubscribers`] shared with its factory, so an incarnation
 //! re-created after a failure still serves everyone who subscribed before.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use actix::prelude::*;
 
@@ -21,21 +21,23 @@ impl StoredSubscribers {
         Self(Arc::new(Mutex::new(initial)))
     }
 
-    /// Adds a subscriber.
-    pub fn add(&self, subscriber: Recipient<MessagesStored>) {
-        if let Ok(mut list) = self.0.lock() {
-            list.push(subscriber);
-        }
+    fn list(&self) -> MutexGuard<'_, Vec<Recipient<MessagesStored>>> {
+        // A panic elsewhere never loses the list.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The live subscribers (dead ones are dropped from the list).
-    pub fn live(&self) -> Vec<Recipient<MessagesStored>> {
-        match self.0.lock() {
-            Ok(mut list) => {
-                list.retain(Recipient::connected);
-                list.clone()
-            }
-            Err(_) => Vec::new(),
+    /// Adds a subscriber.
+    pub fn add(&self, subscriber: Recipient<MessagesStored>) {
+        self.list().push(subscriber);
+    }
+
+    /// Sends `msg` to every live subscriber (dead ones are dropped from the
+    /// list), without copying the list: this runs once per dispatch round.
+    pub fn send(&self, msg: &MessagesStored) {
+        let mut list = self.list();
+        list.retain(Recipient::connected);
+        for s in list.iter() {
+            s.do_send(msg.clone());
         }
     }
 }
@@ -59,9 +61,7 @@ impl Actor for StoredFanout {
 impl Handler<MessagesStored> for StoredFanout {
     type Result = ();
     fn handle(&mut self, msg: MessagesStored, _: &mut Context<Self>) {
-        for s in self.subscribers.live() {
-            s.do_send(msg.clone());
-        }
+        self.subscribers.send(&msg);
     }
 }
 
