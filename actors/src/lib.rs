@@ -10,7 +10,7 @@
 //! depends on `cluster` or `sdk`.
 //!
 //! - [`runtime`] (crate `actormq-runtime`): supervision, `Call<R>` messages that may cross nodes, the
-//!   TCP listener / sessions / router and the `RemoteClient` proxy.
+//!   TCP listener / sessions / router and the client sessions.
 //! - [`broker`]: one actor per concern (`CommitLogActor`, `FlushService`,
 //!   `Dispatcher`, `PullHold`, `QueryService`, `TopicManager`,
 //!   `OffsetManager`, `GroupManager`, `Registrar`, `RetentionCleaner`) and

@@ -8,7 +8,8 @@
 //! │                                          `BrokerActors::start` (actors crate)
 //! └── registrar           → every name server: the local registry by a
 //!                           local recipient (combined), remote ones
-//!                           through RemoteClient proxies (`--namesrv`)
+//!                           through client sessions (`--namesrv`)
+//! └── client-session ADDR  (one per remote name server)
 //! ```
 //!
 //! Routes and event subscriptions go through [`route_child`] and
@@ -28,7 +29,7 @@ use actormq_actors::broker::wiring::follow;
 use actormq_actors::broker::{BrokerActors, BrokerActorsConfig, WiringError};
 use actormq_actors::namesrv::{Registry, RegistryConfig};
 use actormq_actors::runtime::net::{
-    ConnectionClosed, Listener, ListenerOptions, RemoteClient, Router, SessionLimits,
+    ClientHandle, ClientOptions, ConnectionClosed, Listener, ListenerOptions, Router, SessionLimits,
 };
 use actormq_actors::runtime::{
     ChildRef, ChildSpec, Escalation, Relay, RestartPolicy, SpawnChild, StopChild, StopSupervisor,
@@ -252,16 +253,12 @@ impl Node {
             if Some(*addr) == self.namesrv_addr {
                 continue; // our own registry is already linked locally
             }
-            // Supervised, and linked through its handle: a proxy that died
-            // is re-created and used again.
-            let (remote, log) = (*addr, self.logger.clone());
-            let proxy = self
-                .spawn(ChildSpec::new(
-                    format!("namesrv-proxy {remote}"),
-                    move || Ok(RemoteClient::new(remote, &log)),
-                ))
-                .await?;
-            links.push(NamesrvLink::through(remote.to_string(), &proxy));
+            // A supervised client session, linked through its handle: one
+            // that died is re-created and used again.
+            let remote = *addr;
+            let session = ClientHandle::new(remote, ClientOptions::default(), None, &self.logger);
+            session.spawn_under(&self.supervisor, format!("client-session {remote}"));
+            links.push(NamesrvLink::through(remote.to_string(), session.child()));
         }
         let identity = BrokerIdentity {
             cluster: b.cluster.clone(),

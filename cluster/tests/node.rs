@@ -2,7 +2,7 @@
 //! into message ids and registers that address.
 
 use actormq_actors::runtime::Call;
-use actormq_actors::runtime::net::RemoteClient;
+use actormq_actors::runtime::net::{ClientSessions, Lane};
 use actormq_cluster::config::{NodeConfig, Overrides};
 use actormq_cluster::node::Node;
 use actormq_protocol::MessageId;
@@ -44,7 +44,8 @@ async fn stamps_the_bound_port(writer_thread: &str, dispatcher_thread: &str) {
     let broker = node.broker_addr.unwrap();
     assert_ne!(broker.port(), 0);
 
-    let client = RemoteClient::connect(broker, &log);
+    let clients = ClientSessions::new(&log);
+    let client = clients.session_at(broker, Lane::Main);
     let req = SendMessageRequest {
         topic: "ids".into(),
         ..SendMessageRequest::default()
@@ -52,16 +53,15 @@ async fn stamps_the_bound_port(writer_thread: &str, dispatcher_thread: &str) {
     let reply = client
         .send(Call::with_body(req, Bytes::from_static(b"x")))
         .await
-        .unwrap()
         .unwrap();
     let id = MessageId::decode(&reply.fields.msg_id).unwrap();
     assert_eq!(id.store_host, broker, "the id names the bound address");
 
-    let namesrv = RemoteClient::connect(node.namesrv_addr.unwrap(), &log);
+    let namesrv = clients.session_at(node.namesrv_addr.unwrap(), Lane::Main);
     let route = namesrv.send(Call::new(GetRouteInfoByTopicRequest {
         topic: "ids".into(),
     }));
-    let route = route.await.unwrap().unwrap().fields;
+    let route = route.await.unwrap().fields;
     assert_eq!(
         route.broker_datas[0].master_addr(),
         Some(broker.to_string().as_str())

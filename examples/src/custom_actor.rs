@@ -107,7 +107,10 @@ pub async fn run() -> Result<BTreeMap<String, u64>, Box<dyn std::error::Error>> 
     let broker = example.node.broker_addr.ok_or("no broker")?;
     let log = slog::Logger::root(slog::Discard, slog::o!());
     // ANCHOR: client
-    let client = RemoteClient::connect(broker, &log);
+    // The client's table of sessions; the session to the broker is one
+    // supervised actor, reached through its handle.
+    let clients = ClientSessions::new(&log);
+    let client = clients.session_at(broker, Lane::Main);
     for (topic, n) in [("orders", 3), ("payments", 2)] {
         for i in 0..n {
             let req = SendMessageRequest {
@@ -115,14 +118,14 @@ pub async fn run() -> Result<BTreeMap<String, u64>, Box<dyn std::error::Error>> 
                 ..SendMessageRequest::default()
             };
             let body = Bytes::from(format!("{topic} #{i}"));
-            client.send(Call::with_body(req, body)).await??;
+            client.send(Call::with_body(req, body)).await?;
         }
     }
     let ask = TopicCounts {
         wait_for_total: 5,
         timeout_ms: 10_000,
     };
-    let counts = client.send(Call::new(ask)).await??.fields;
+    let counts = client.send(Call::new(ask)).await?.fields;
     // ANCHOR_END: client
     example.node.shutdown().await;
     Ok(counts)

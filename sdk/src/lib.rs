@@ -20,7 +20,7 @@ pub mod consumer;
 pub mod rebalance;
 
 /// The custom-actor API: supervision, typed calls that may cross nodes,
-/// request-code routing and remote proxies (crate `actormq-runtime`).
+/// request-code routing and client sessions (crate `actormq-runtime`).
 pub mod actors {
     pub use actormq_runtime::*;
 }
@@ -29,7 +29,7 @@ pub mod actors {
 pub mod prelude {
     pub use crate::{ClientError, Producer, ProducerBuilder, SendResult, SendStatus};
     pub use actix::prelude::*;
-    pub use actormq_runtime::net::{RemoteClient, Router};
+    pub use actormq_runtime::net::{ClientHandle, ClientSessions, Lane, Router};
     pub use actormq_runtime::{
         Call, CallRelay, ChildRef, ChildSpec, Relay, Reply, Rpc, ServiceError, SpawnChild,
         Supervisor, USER_CODES, route_child,
@@ -39,7 +39,6 @@ pub mod prelude {
 pub mod client_id;
 pub mod connections;
 pub mod error;
-pub mod link;
 pub mod producer;
 pub mod route;
 

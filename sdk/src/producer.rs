@@ -519,9 +519,10 @@ impl Producer {
         );
         self.inner
             .conns
-            .link(addr)?
+            .session(addr)?
             .oneway_paced(SEND_MESSAGE, &req, &msg.body)
             .await
+            .map_err(ClientError::from)
     }
 
     /// Sends `msg` to the queue `hash(key) % writable queues`, so messages
@@ -586,16 +587,16 @@ impl Producer {
                 born_timestamp_ms: system_time_ms(),
             };
             remaining_at(deadline, now)?;
-            let res = match self.inner.conns.link(addr) {
-                Ok(link) => {
-                    link.call_until::<_, SendBatchMessageResponse>(
+            let res = match self.inner.conns.session(addr) {
+                Ok(session) => session
+                    .call_until::<_, SendBatchMessageResponse>(
                         SEND_BATCH_MESSAGE,
                         &req,
                         &body,
                         deadline,
                     )
                     .await
-                }
+                    .map_err(ClientError::from),
                 Err(e) => Err(e),
             };
             match res {
@@ -724,9 +725,9 @@ impl Producer {
                 return Err(explain(e, &unreachable));
             }
             self.note_broker(&mq.broker_name, addr);
-            let res = match self.inner.conns.link(addr) {
-                Ok(link) => {
-                    link.call_encoded::<SendMessageResponse>(
+            let res = match self.inner.conns.session(addr) {
+                Ok(session) => session
+                    .call_encoded::<SendMessageResponse>(
                         SEND_MESSAGE,
                         |dst| {
                             req.encode_fields(dst);
@@ -736,7 +737,7 @@ impl Producer {
                         deadline,
                     )
                     .await
-                }
+                    .map_err(ClientError::from),
                 Err(e) => Err(e),
             };
             match res {

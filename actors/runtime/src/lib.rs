@@ -4,7 +4,7 @@
 //! built with: supervision ([`Supervisor`], [`ChildRef`], restart budgets),
 //! typed calls that may cross nodes ([`Call`], [`Rpc`]), request-code
 //! routing ([`Router`]), the TCP [`Listener`] and its sessions, and the
-//! [`RemoteClient`] proxy.
+//! client transport ([`ClientSession`], [`ClientSessions`]).
 //!
 //! **Place in the layering:** `protocol <- runtime`; the broker actors
 //! (`actormq-actors`) and the client SDK (`actormq-sdk`) both build on it.
@@ -21,9 +21,9 @@ pub mod supervisor;
 pub use call::{Call, Origin, Reply, Rpc, ServiceError, USER_CODES};
 pub use guard::{Guarded, GuardedReply, Poison, guarded};
 pub use net::{
-    CloseConnection, ConnectionClosed, GetLinkState, GetSessionStats, LinkState, Listener,
-    ListenerOptions, Oneway, RemoteClient, RemoteOptions, Router, SessionLimits, SessionStats,
-    StopListener, SubscribeClosed,
+    ClientHandle, ClientOptions, ClientSession, ClientSessions, CloseConnection, ConnectionClosed,
+    GetLinkState, GetSessionStats, Lane, LinkState, Listener, ListenerOptions, Oneway, Router,
+    SessionLimits, SessionStats, StopListener, SubscribeClosed,
 };
 pub use relay::{CallRelay, Relay, route_child};
 pub use restart::{RestartBudget, RestartDecision, RestartPolicy};

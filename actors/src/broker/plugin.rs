@@ -10,8 +10,8 @@
 //!   clients reach it over the broker's port;
 //! - **subscribe** one of them to "message stored" events
 //!   ([`MessagesStored`]);
-//! - obtain remote recipients with
-//!   [`RemoteClient`](crate::runtime::net::RemoteClient) as usual.
+//! - reach other nodes through a
+//!   [`ClientSession`](crate::runtime::net::ClientSession) as usual.
 //!
 //! The broker's own actors are wired with the same calls.
 

@@ -171,8 +171,8 @@ async fn a_silent_name_server_costs_only_its_timeout() {
 async fn a_restarted_name_server_proxy_is_used_again() {
     use actormq_actors::runtime::guard::InjectPanic;
     use actormq_actors::runtime::{
-        ChildSpec, Escalation, Listener, RemoteClient, RestartPolicy, Router, SessionLimits,
-        SpawnChild, Supervisor,
+        ClientHandle, ClientOptions, Escalation, Listener, RestartPolicy, Router, SessionLimits,
+        Supervisor,
     };
     use actormq_protocol::request::{RegisterBrokerRequest, UnregisterBrokerRequest};
     let registry = Registry::new(RegistryConfig::default(), &log()).start();
@@ -186,12 +186,9 @@ async fn a_restarted_name_server_proxy_is_used_again() {
         ..RestartPolicy::default()
     };
     let sup = Supervisor::new("node", &log(), policy, Escalation::StopSystem).start();
-    let proxy = sup
-        .send(SpawnChild(ChildSpec::new("namesrv-proxy", move || {
-            Ok(RemoteClient::new(addr, &log()))
-        })))
-        .await
-        .unwrap();
+    let session = ClientHandle::new(addr, ClientOptions::default(), None, &log());
+    session.spawn_under(&sup, "client-session");
+    let proxy = session.child().clone();
     let registrar = Registrar::new(
         identity(),
         vec![NamesrvLink::through("remote", &proxy)],

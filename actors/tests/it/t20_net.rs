@@ -8,12 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actormq_actors::runtime::net::{
-    CloseConnection, GetLinkState, GetSessionStats, Oneway, RemoteOptions, SubscribeClosed,
-};
+use actormq_actors::runtime::net::{CloseConnection, GetSessionStats, SubscribeClosed};
 use actormq_actors::runtime::{
-    Call, ConnectionClosed, Listener, RemoteClient, Reply, Router, Rpc, ServiceError,
-    SessionLimits, StopListener,
+    Call, ClientHandle, ClientOptions, ClientSessions, ConnectionClosed, Lane, Listener, Reply,
+    Router, Rpc, ServiceError, SessionLimits, StopListener,
 };
 use actormq_protocol::{Decoder, Encoder, Frame, FrameCodec, Header, ResponseCode};
 use bytes::{Bytes, BytesMut};
@@ -158,12 +156,38 @@ pub fn serve(limits: SessionLimits) -> Server {
     }
 }
 
-fn fast_client(addr: SocketAddr) -> Addr<RemoteClient> {
-    let opts = RemoteOptions {
+/// A client of its own (its own table of sessions, so its own connection)
+/// and the handle of its session to one address. Dropping it closes the
+/// connection.
+pub struct Client {
+    _table: ClientSessions,
+    session: ClientHandle,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr, opts: ClientOptions, inbound: Option<Router>) -> Client {
+        let table = ClientSessions::with_options(opts, inbound, &logger());
+        let session = table.session_at(addr, Lane::Main);
+        Client {
+            _table: table,
+            session,
+        }
+    }
+}
+
+impl std::ops::Deref for Client {
+    type Target = ClientHandle;
+    fn deref(&self) -> &ClientHandle {
+        &self.session
+    }
+}
+
+fn fast_client(addr: SocketAddr) -> Client {
+    let opts = ClientOptions {
         call_timeout: Duration::from_secs(2),
-        ..RemoteOptions::default()
+        ..ClientOptions::default()
     };
-    RemoteClient::with_options(addr, opts, &logger()).start()
+    Client::new(addr, opts, None)
 }
 
 /// The same checks, whatever the recipient is.
@@ -214,7 +238,7 @@ async fn location_transparency_local_and_remote() {
 async fn pipelining_1000_calls_on_one_connection() {
     let server = serve(SessionLimits::default());
     let client = fast_client(server.addr);
-    let rec: Recipient<Call<Echo>> = client.clone().recipient();
+    let rec: Recipient<Call<Echo>> = client.recipient();
     // Earlier calls are slower, so replies come back out of order.
     let calls: Vec<_> = (0..1000u64)
         .map(|n| {
@@ -260,16 +284,11 @@ async fn route_fn_serves_a_code_with_a_closure() {
     let r = client
         .send(Call::with_body(Nobody {}, Bytes::from_static(b"x")))
         .await
-        .unwrap()
         .unwrap();
     assert_eq!((r.fields.n, r.body.as_ref()), (42, &b"x"[..]));
     assert!(r.fields.conn_id.is_some());
     // Echo is not routed on this listener.
-    let err = client
-        .send(Call::new(echo(1, "x")))
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = client.send(Call::new(echo(1, "x"))).await.unwrap_err();
     assert_eq!(err.code, ResponseCode::RequestCodeNotSupported);
 }
 
@@ -340,13 +359,9 @@ async fn unknown_code_is_answered_and_connection_keeps_working() {
 
     // The same through a remote recipient.
     let client = fast_client(server.addr);
-    let err = client
-        .send(Call::new(Nobody {}))
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = client.send(Call::new(Nobody {})).await.unwrap_err();
     assert_eq!(err.code, ResponseCode::RequestCodeNotSupported);
-    let ok = client.send(Call::new(echo(1, "x"))).await.unwrap();
+    let ok = client.send(Call::new(echo(1, "x"))).await;
     assert!(ok.is_ok());
 }
 
@@ -396,11 +411,11 @@ async fn connections_past_the_limit_are_refused() {
     )
     .unwrap();
     let first = fast_client(addr);
-    assert!(first.send(Call::new(echo(1, "a"))).await.unwrap().is_ok());
+    assert!(first.send(Call::new(echo(1, "a"))).await.is_ok());
     let mut second = TcpStream::connect(addr).await.unwrap();
     let frames = replies_until_close(&mut second).await;
     assert!(frames.is_empty());
-    assert!(first.send(Call::new(echo(2, "a"))).await.unwrap().is_ok());
+    assert!(first.send(Call::new(echo(2, "a"))).await.is_ok());
     assert_eq!(listener.send(GetSessionStats).await.unwrap().len(), 1);
 }
 
@@ -414,13 +429,10 @@ async fn server_pushes_a_oneway_request_to_a_client_by_connection_id() {
         let _ = tx.send((call.req.n, call.body));
         async { Err(ServiceError::system("oneway: never sent")) }
     });
-    let client = RemoteClient::new(server.addr, &logger())
-        .with_router(inbound)
-        .start();
+    let client = Client::new(server.addr, ClientOptions::default(), Some(inbound));
     let conn_id = client
         .send(Call::new(echo(1, "who am i")))
         .await
-        .unwrap()
         .unwrap()
         .fields
         .conn_id
@@ -435,7 +447,7 @@ async fn server_pushes_a_oneway_request_to_a_client_by_connection_id() {
         .unwrap();
     assert_eq!(got, Some((77, Bytes::from_static(b"p"))));
     // The connection still serves calls, and a closed id is refused.
-    assert!(client.send(Call::new(echo(2, "x"))).await.unwrap().is_ok());
+    assert!(client.send(Call::new(echo(2, "x"))).await.is_ok());
     let err = server
         .listener
         .send(PushTo {
@@ -466,7 +478,7 @@ fn background_caller(
         let mut n = 0;
         while !s.load(Ordering::Relaxed) {
             n += 1;
-            match client.send(Call::new(echo(n, "bg"))).await.unwrap() {
+            match client.send(Call::new(echo(n, "bg"))).await {
                 Ok(r) if r.fields.n == n => {
                     c.fetch_add(1, Ordering::Relaxed);
                 }
@@ -603,11 +615,7 @@ async fn call_to_a_dead_port_fails_within_the_timeout() {
         .unwrap();
     let client = fast_client(port);
     let start = Instant::now();
-    let err = client
-        .send(Call::new(echo(1, "x")))
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = client.send(Call::new(echo(1, "x"))).await.unwrap_err();
     assert!(
         start.elapsed() < Duration::from_secs(3),
         "{:?}",
@@ -616,11 +624,7 @@ async fn call_to_a_dead_port_fails_within_the_timeout() {
     assert_eq!(err.code, ResponseCode::SystemError);
     assert!(err.remark.contains("connect"), "{err}");
     // Calls during the backoff wait for the next attempt and fail too.
-    let err = client
-        .send(Call::new(echo(2, "x")))
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = client.send(Call::new(echo(2, "x"))).await.unwrap_err();
     assert!(start.elapsed() < Duration::from_secs(5));
     assert_eq!(err.code, ResponseCode::SystemError);
 }
@@ -634,21 +638,17 @@ async fn call_times_out_when_no_reply_comes() {
         let (_conn, _) = mute.accept().await.unwrap();
         std::future::pending::<()>().await;
     });
-    let opts = RemoteOptions {
+    let opts = ClientOptions {
         call_timeout: Duration::from_millis(300),
-        ..RemoteOptions::default()
+        ..ClientOptions::default()
     };
-    let client = RemoteClient::with_options(addr, opts, &logger()).start();
+    let client = Client::new(addr, opts, None);
     let start = Instant::now();
-    let err = client
-        .send(Call::new(echo(1, "x")))
-        .await
-        .unwrap()
-        .unwrap_err();
+    let err = client.send(Call::new(echo(1, "x"))).await.unwrap_err();
     assert!(err.remark.starts_with("timeout"), "{err}");
     assert!(start.elapsed() >= Duration::from_millis(300));
     assert!(start.elapsed() < Duration::from_secs(2));
-    assert_eq!(client.send(GetLinkState).await.unwrap().pending, 0);
+    assert_eq!(client.state().pending, 0);
 }
 
 #[actix_rt::test]
@@ -668,7 +668,7 @@ async fn client_reconnects_to_a_new_listener_on_the_same_port() {
         .await
         .unwrap();
     let client = fast_client(addr);
-    assert!(client.send(Call::new(echo(1, "a"))).await.unwrap().is_ok());
+    assert!(client.send(Call::new(echo(1, "a"))).await.is_ok());
 
     listener.send(StopListener).await.unwrap();
     // The server side closed the connection ...
@@ -677,7 +677,7 @@ async fn client_reconnects_to_a_new_listener_on_the_same_port() {
         .unwrap();
     // ... and the client noticed.
     let start = Instant::now();
-    while client.send(GetLinkState).await.unwrap().connected {
+    while client.state().connected {
         assert!(start.elapsed() < Duration::from_secs(5));
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -697,7 +697,7 @@ async fn client_reconnects_to_a_new_listener_on_the_same_port() {
         }
     };
     assert_eq!(addr2, addr);
-    let r = client.send(Call::new(echo(2, "b"))).await.unwrap().unwrap();
+    let r = client.send(Call::new(echo(2, "b"))).await.unwrap();
     assert_eq!(r.fields.n, 2);
 }
 
@@ -718,14 +718,14 @@ impl Handler<ConnectionClosed> for Collector {
 async fn panicking_service_fails_the_call_not_the_connection() {
     let server = serve(SessionLimits::default());
     let client = fast_client(server.addr);
-    assert!(client.send(Call::new(echo(1, "x"))).await.unwrap().is_ok());
-    let err = client.send(Call::new(Boom {})).await.unwrap().unwrap_err();
+    assert!(client.send(Call::new(echo(1, "x"))).await.is_ok());
+    let err = client.send(Call::new(Boom {})).await.unwrap_err();
     assert_eq!(err.code, ResponseCode::SystemBusy, "{err}");
     // The dead service keeps answering SYSTEM_BUSY, others keep working,
     // on the same connection.
-    let err = client.send(Call::new(Boom {})).await.unwrap().unwrap_err();
+    let err = client.send(Call::new(Boom {})).await.unwrap_err();
     assert_eq!(err.code, ResponseCode::SystemBusy);
-    let r = client.send(Call::new(echo(2, "y"))).await.unwrap().unwrap();
+    let r = client.send(Call::new(echo(2, "y"))).await.unwrap();
     assert_eq!(r.fields.n, 2);
     assert_eq!(
         server.listener.send(GetSessionStats).await.unwrap().len(),
@@ -738,18 +738,10 @@ async fn oneway_requests_are_served_without_reply() {
     let server = serve(SessionLimits::default());
     let client = fast_client(server.addr);
     for n in 0..10 {
-        client
-            .send(Oneway(Call::new(echo(n, "one"))))
-            .await
-            .unwrap()
-            .unwrap();
+        client.oneway(Echo::CODE, &echo(n, "one"), &[]).unwrap();
     }
     // Served in order on one connection, so the next call sees all ten.
-    let r = client
-        .send(Call::new(echo(99, "x")))
-        .await
-        .unwrap()
-        .unwrap();
+    let r = client.send(Call::new(echo(99, "x"))).await.unwrap();
     assert_eq!(r.fields.count, 11);
     let stats = server.listener.send(GetSessionStats).await.unwrap();
     assert_eq!(stats[0].frames_read, 11);
@@ -776,8 +768,8 @@ async fn origin_and_connection_closed_name_the_same_connection() {
     // Two clients land on two session arbiters; each sees its own origin.
     let a = fast_client(addr);
     let b = fast_client(addr);
-    let ra = a.send(Call::new(echo(1, "a"))).await.unwrap().unwrap();
-    let rb = b.send(Call::new(echo(2, "b"))).await.unwrap().unwrap();
+    let ra = a.send(Call::new(echo(1, "a"))).await.unwrap();
+    let rb = b.send(Call::new(echo(2, "b"))).await.unwrap();
     let (ca, cb) = (ra.fields.conn_id.unwrap(), rb.fields.conn_id.unwrap());
     assert_ne!(ca, cb);
     // Local calls carry no origin.
@@ -796,8 +788,8 @@ async fn origin_and_connection_closed_name_the_same_connection() {
         .unwrap()
         .unwrap();
     assert_eq!(closed.conn_id, ca);
-    assert!(b.send(Call::new(echo(4, "b"))).await.unwrap().is_ok());
-    // Dropping the last address of a client closes its connection.
+    assert!(b.send(Call::new(echo(4, "b"))).await.is_ok());
+    // Dropping a client (its table of sessions) closes its connection.
     drop(b);
     let closed = tokio::time::timeout(Duration::from_secs(5), rx.recv())
         .await
@@ -849,7 +841,7 @@ async fn closed_is_announced_at_eof_while_a_held_reply_still_drains() {
     let _ = closed;
 }
 
-/// Throughput of pipelined calls through RemoteClient → Listener → Counter
+/// Throughput of pipelined calls through a ClientSession → Listener → Counter
 /// (not a pass/fail check; run with
 /// `cargo test --release -p actormq-actors --test it -- --ignored --nocapture net_throughput`).
 #[actix_rt::test]
@@ -877,8 +869,7 @@ async fn net_throughput() {
         (1024, 200_000, 1000),
         (64 * 1024, 20_000, 64),
     ] {
-        let client = RemoteClient::new(addr, &logger()).start();
-        let rec: Recipient<Call<Echo>> = client.recipient();
+        let client = Client::new(addr, ClientOptions::default(), None);
         let body = Bytes::from(vec![1u8; body_len]);
         let total = if window == 1 { total / 10 } else { total };
         let start = Instant::now();
@@ -887,10 +878,10 @@ async fn net_throughput() {
         let mut done = 0u64;
         while done < total {
             while sent < total && inflight.len() < window {
-                inflight.push(rec.send(Call::with_body(echo(sent, "t"), body.clone())));
+                inflight.push(client.send(Call::with_body(echo(sent, "t"), body.clone())));
                 sent += 1;
             }
-            inflight.next().await.unwrap().unwrap().unwrap();
+            inflight.next().await.unwrap().unwrap();
             done += 1;
         }
         let secs = start.elapsed().as_secs_f64();
@@ -936,7 +927,7 @@ async fn supervised_listener_rebinds_the_same_port_after_a_panic() {
     .unwrap();
     let child = sup.send(SpawnChild(spec)).await.unwrap();
     let client = fast_client(addr);
-    let r = client.send(Call::new(echo(1, "a"))).await.unwrap().unwrap();
+    let r = client.send(Call::new(echo(1, "a"))).await.unwrap();
     assert_eq!(r.fields.n, 1);
 
     let first = child.addr().unwrap();

@@ -99,12 +99,9 @@ async fn a_peer_that_never_reads_is_throttled_then_cut() {
     );
 
     // Another client is served meanwhile.
-    let client = actormq_actors::runtime::RemoteClient::new(addr, &logger()).start();
-    let r = client
-        .send(Call::new(echo(7, "good")))
-        .await
-        .unwrap()
-        .unwrap();
+    let clients = actormq_actors::runtime::ClientSessions::new(&logger());
+    let client = clients.session_at(addr, actormq_actors::runtime::Lane::Main);
+    let r = client.send(Call::new(echo(7, "good"))).await.unwrap();
     assert_eq!(r.fields.n, 7);
 
     // After the stall timeout the hog is cut off, and only the hog.
@@ -115,11 +112,7 @@ async fn a_peer_that_never_reads_is_throttled_then_cut() {
         .unwrap();
     assert_eq!(event.conn_id, hog_stats.conn_id);
     assert!(start.elapsed() <= Duration::from_secs(5));
-    let r = client
-        .send(Call::new(echo(8, "good")))
-        .await
-        .unwrap()
-        .unwrap();
+    let r = client.send(Call::new(echo(8, "good"))).await.unwrap();
     assert_eq!(r.fields.n, 8);
 
     // The hog sees its connection end after the replies in flight.

@@ -1,35 +1,34 @@
 //! The consumers' view of the cluster: topic routes through the SDK's
-//! [`RouteCache`] (name-server failover, cached routes) and one
-//! [`RemoteClient`] per broker for consumer traffic.
+//! [`RouteCache`] (name-server failover, cached routes), and broker calls
+//! through the same table of client sessions the route cache uses (one
+//! table per consumer, [`Connections`]).
 //!
-//! Consumer connections to brokers differ from the shared
-//! [`Connections`](crate::Connections), and there are two per broker:
-//! - the **control** connection carries heartbeats, member lists and
-//!   offsets, and serves `NOTIFY_CONSUMER_IDS_CHANGED`, which the broker
-//!   pushes on the connection the heartbeat went over;
-//! - the **pull** connection carries long-polling pulls, with a call
-//!   timeout above the broker's hold (15 s).
+//! A consumer has two sessions per broker, two [`Lane`]s of that table:
+//! - [`Lane::Main`] carries heartbeats, member lists and offsets, and
+//!   serves `NOTIFY_CONSUMER_IDS_CHANGED`, which the broker pushes on the
+//!   connection the heartbeat went over;
+//! - [`Lane::LongPoll`] carries long-polling pulls, with a deadline above
+//!   the broker's hold (15 s).
 //!
-//! Keeping held pulls off the control connection matters at shutdown: a
+//! Keeping held pulls off the main connection matters at shutdown: a
 //! broker session ends (and drops the client from its groups, notifying
 //! the others) only once its in-flight requests are answered, so a held
 //! pull on the heartbeat connection would keep a stopped consumer listed
 //! for up to 15 s, holding its queues.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use actix::prelude::*;
 use actormq_protocol::MessageQueue;
 use actormq_protocol::request::{Empty, NotifyConsumerIdsChangedRequest};
-use actormq_runtime::net::{GetLinkState, RemoteClient, RemoteOptions, Router};
-use actormq_runtime::{Call, Reply, Rpc, ServiceError};
+use actormq_runtime::net::Router;
+use actormq_runtime::{Reply, Rpc, ServiceError};
 use slog::Logger;
+use tokio::time::Instant;
 
 use super::ConsumerError;
-use crate::connections::Connections;
+use crate::connections::{Connections, Lane};
 use crate::route::{RouteCache, TopicRoute};
 
 /// Callback for a broker's "group membership changed" push (the group).
@@ -45,14 +44,14 @@ pub(crate) fn split_addrs(list: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Routes and broker connections shared by one consumer.
+/// Control calls (heartbeat, members, offsets) wait this long at most.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Routes and broker sessions shared by one consumer.
 #[derive(Clone)]
 pub(crate) struct ClusterClient {
     routes: RouteCache,
-    conns: Arc<Mutex<HashMap<SocketAddr, Addr<RemoteClient>>>>,
-    pulls: Arc<Mutex<HashMap<SocketAddr, Addr<RemoteClient>>>>,
-    logger: Logger,
-    notify: Option<NotifyFn>,
+    conns: Connections,
     call_timeout: Duration,
 }
 
@@ -63,50 +62,28 @@ impl ClusterClient {
         notify: Option<NotifyFn>,
         call_timeout: Duration,
     ) -> Result<ClusterClient, ConsumerError> {
+        let conns = match notify {
+            Some(notify) => {
+                let mut handlers = Router::new();
+                handlers.route_fn::<NotifyConsumerIdsChangedRequest, _, _>(move |call| {
+                    notify(&call.req.consumer_group);
+                    async { Ok(Reply::ok(Empty {})) }
+                });
+                Connections::serving(handlers, &logger)
+            }
+            None => Connections::new(&logger),
+        };
         let routes = RouteCache::new(
             split_addrs(namesrv),
-            Connections::new(&logger),
+            conns.clone(),
             Duration::from_secs(3),
             &logger,
         )?;
         Ok(ClusterClient {
             routes,
-            conns: Arc::new(Mutex::new(HashMap::new())),
-            pulls: Arc::new(Mutex::new(HashMap::new())),
-            logger,
-            notify,
+            conns,
             call_timeout,
         })
-    }
-
-    fn conn(&self, addr: SocketAddr, pull: bool) -> Addr<RemoteClient> {
-        let table = if pull { &self.pulls } else { &self.conns };
-        let mut conns = table.lock().expect("client lock");
-        if let Some(c) = conns.get(&addr)
-            && c.connected()
-        {
-            return c.clone();
-        }
-        let opts = RemoteOptions {
-            call_timeout: if pull {
-                self.call_timeout
-            } else {
-                Duration::from_secs(5)
-            },
-            ..RemoteOptions::default()
-        };
-        let mut client = RemoteClient::with_options(addr, opts, &self.logger);
-        if !pull && let Some(notify) = self.notify.clone() {
-            let mut router = Router::new();
-            router.route_fn::<NotifyConsumerIdsChangedRequest, _, _>(move |call| {
-                notify(&call.req.consumer_group);
-                async { Ok(Reply::ok(Empty {})) }
-            });
-            client = client.with_router(router);
-        }
-        let started = client.start();
-        conns.insert(addr, started.clone());
-        started
     }
 
     /// One call to the broker at `addr`.
@@ -115,18 +92,22 @@ impl ClusterClient {
         addr: SocketAddr,
         req: R,
     ) -> Result<Reply<R::Response>, ServiceError> {
-        let conn = self.conn(addr, false);
-        conn.send(Call::new(req)).await?
+        self.conns
+            .session_at(addr, Lane::Main)
+            .call_until(R::CODE, &req, &[], Instant::now() + CONTROL_TIMEOUT)
+            .await
     }
 
-    /// A pull (possibly held by the broker) on the pull connection.
+    /// A pull (possibly held by the broker) on the long-poll session.
     pub(crate) async fn call_pull<R: Rpc>(
         &self,
         addr: SocketAddr,
         req: R,
     ) -> Result<Reply<R::Response>, ServiceError> {
-        let conn = self.conn(addr, true);
-        conn.send(Call::new(req)).await?
+        self.conns
+            .session_at(addr, Lane::LongPoll)
+            .call_until(R::CODE, &req, &[], Instant::now() + self.call_timeout)
+            .await
     }
 
     /// The route of `topic`, refreshed from the name servers (the cached
@@ -180,31 +161,9 @@ impl ClusterClient {
         v
     }
 
-    /// Closes every broker connection of this consumer (a connection with
-    /// a pull still held by the broker closes when that pull is answered).
+    /// Closes every connection of this consumer (pending calls, a held
+    /// pull included, fail at once).
     pub(crate) fn close(&self) {
-        let mut all: Vec<Addr<RemoteClient>> = Vec::new();
-        all.extend(
-            self.conns
-                .lock()
-                .expect("client lock")
-                .drain()
-                .map(|(_, a)| a),
-        );
-        all.extend(
-            self.pulls
-                .lock()
-                .expect("client lock")
-                .drain()
-                .map(|(_, a)| a),
-        );
-        for client in all {
-            // A client notices it has no users left when it next runs:
-            // wake it with a message sent after the last address is gone.
-            let wake = client.clone().recipient::<GetLinkState>();
-            drop(client);
-            wake.do_send(GetLinkState);
-        }
-        self.routes.connections().close_all();
+        self.conns.close_all();
     }
 }

@@ -3,8 +3,9 @@
 //! commits under the hood and calls a listener).
 //!
 //! Both must be created inside a running actix `System` (their broker
-//! connections are [`RemoteClient`](actormq_runtime::net::RemoteClient)
-//! actors on the current arbiter).
+//! connections are supervised
+//! [`ClientSession`](actormq_runtime::net::ClientSession) actors on the
+//! current arbiter).
 
 use actormq_runtime::ServiceError;
 

@@ -62,13 +62,6 @@ impl Outbox {
         self.len == 0
     }
 
-    /// Drops everything unwritten.
-    pub(crate) fn clear(&mut self) {
-        self.chunks.clear();
-        self.tail.clear();
-        self.len = 0;
-    }
-
     /// Encodes `frame` at the end; fails (and buffers nothing) if the frame
     /// is over the frame cap.
     pub(crate) fn push(&mut self, frame: &Frame) -> actormq_protocol::Result<()> {
