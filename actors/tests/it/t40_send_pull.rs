@@ -752,7 +752,17 @@ async fn big_backlogs_are_dispatched_on_a_pool_thread() {
         node.send_batch(topic, 2, chunk).await.unwrap();
     }
     node.wait_dispatched(topic, 2, 500).await;
-    let stats = node.dispatcher.send(GetDispatchStats).await.unwrap();
+    // A pool round's records reach the store before the dispatcher counts
+    // them (when the round's result comes back): wait for the count.
+    let began = std::time::Instant::now();
+    let stats = loop {
+        let stats = node.dispatcher.send(GetDispatchStats).await.unwrap();
+        if stats.records >= 500 {
+            break stats;
+        }
+        assert!(began.elapsed() < Duration::from_secs(10), "{stats:?}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
     assert_eq!(stats.records, 500);
     assert!(stats.offloaded_rounds >= 500 / 64, "{stats:?}");
     // The events of the pool rounds reach subscribers: 500 messages in all.
