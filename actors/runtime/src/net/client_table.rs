@@ -55,7 +55,19 @@ pub fn resolve_addr(addr: &str) -> Result<SocketAddr, String> {
 
 struct Table {
     supervisor: Option<Addr<Supervisor>>,
-    sessions: HashMap<(String, Lane), ClientHandle>,
+    /// By address string, one map per lane (looked up by `&str`, with no
+    /// allocation per call).
+    main: HashMap<String, ClientHandle>,
+    long_poll: HashMap<String, ClientHandle>,
+}
+
+impl Table {
+    fn lane(&mut self, lane: Lane) -> &mut HashMap<String, ClientHandle> {
+        match lane {
+            Lane::Main => &mut self.main,
+            Lane::LongPoll => &mut self.long_poll,
+        }
+    }
 }
 
 struct TableInner {
@@ -71,8 +83,9 @@ fn lock(m: &Mutex<Table>) -> MutexGuard<'_, Table> {
 
 impl TableInner {
     fn close(&self, why: &str) {
-        let mut t = lock(&self.table);
-        for (_, h) in t.sessions.drain() {
+        let mut guard = lock(&self.table);
+        let t = &mut *guard;
+        for (_, h) in t.main.drain().chain(t.long_poll.drain()) {
             h.close(why);
         }
         if let Some(sup) = t.supervisor.take() {
@@ -95,7 +108,8 @@ pub struct ClientSessions {
 
 impl std::fmt::Debug for ClientSessions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = lock(&self.inner.table).sessions.len();
+        let t = lock(&self.inner.table);
+        let n = t.main.len() + t.long_poll.len();
         f.debug_struct("ClientSessions")
             .field("sessions", &n)
             .finish()
@@ -148,7 +162,8 @@ impl ClientSessions {
                 inbound,
                 table: Mutex::new(Table {
                     supervisor: None,
-                    sessions: HashMap::new(),
+                    main: HashMap::new(),
+                    long_poll: HashMap::new(),
                 }),
             }),
         }
@@ -162,7 +177,7 @@ impl ClientSessions {
     /// The session for `addr` on `lane`, started on first use.
     pub fn lane(&self, addr: &str, lane: Lane) -> Result<ClientHandle, String> {
         let mut t = lock(&self.inner.table);
-        if let Some(h) = t.sessions.get(&(addr.to_owned(), lane)) {
+        if let Some(h) = t.lane(lane).get(addr) {
             return Ok(h.clone());
         }
         let remote = resolve_addr(addr)?;
@@ -173,7 +188,7 @@ impl ClientSessions {
     pub fn session_at(&self, remote: SocketAddr, lane: Lane) -> ClientHandle {
         let key = remote.to_string();
         let mut t = lock(&self.inner.table);
-        if let Some(h) = t.sessions.get(&(key.clone(), lane)) {
+        if let Some(h) = t.lane(lane).get(&key) {
             return h.clone();
         }
         self.insert(&mut t, key, remote, lane)
@@ -206,13 +221,18 @@ impl ClientSessions {
             Lane::LongPoll => format!("client-session {key} (long-poll)"),
         };
         handle.spawn_under(&supervisor, name);
-        t.sessions.insert((key, lane), handle.clone());
+        t.lane(lane).insert(key, handle.clone());
         handle
     }
 
     /// Every session of the table.
     pub fn handles(&self) -> Vec<ClientHandle> {
-        lock(&self.inner.table).sessions.values().cloned().collect()
+        let t = lock(&self.inner.table);
+        t.main
+            .values()
+            .chain(t.long_poll.values())
+            .cloned()
+            .collect()
     }
 
     /// Waits (at most `timeout`) until every session has written the
