@@ -19,9 +19,13 @@
 //!    so a second node on a held data dir fails here, before it binds any
 //!    port;
 //! 2. the name-server listener binds (namesrv roles);
-//! 3. the broker's listener binds, its actors and the registrar start.
+//! 3. the broker's listener binds and its actors start;
+//! 4. one registration round with every name server, awaited (a name
+//!    server that refuses or does not answer within 3 s is logged and
+//!    retried by the registrar every 30 s).
 //!
-//! Then `start` returns, and the binaries print their `actormq ready` line.
+//! Only then does `start` return, and the binaries print their `actormq
+//! ready` line: a client that starts on it finds the broker registered.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,7 +34,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use actormq_actors::broker::plugin::{BrokerContext, BrokerPlugin};
 use actormq_actors::broker::registrar::{
-    BrokerIdentity, NamesrvLink, Registrar, RegistrarConfig, UnregisterAll,
+    BrokerIdentity, NamesrvLink, RegisterNow, Registrar, RegistrarConfig, UnregisterAll,
 };
 use actormq_actors::broker::topic_manager::SubscribeTopics;
 use actormq_actors::broker::wiring::follow;
@@ -299,6 +303,7 @@ impl Node {
             broker_addr: advertised.to_string(),
             ha_server_addr: b.ha_listen.map(|a| a.to_string()).unwrap_or_default(),
         };
+        let namesrvs = links.len();
         let (log, v) = (self.logger.clone(), broker.view.clone());
         let registrar = self
             .spawn(ChildSpec::new("registrar", move || {
@@ -315,10 +320,30 @@ impl Node {
         follow(&broker.topics, move |tm| {
             tm.do_send(SubscribeTopics(relay.clone().recipient()))
         });
+        self.register_once(&registrar, namesrvs).await;
         self.registrar = Some(registrar);
         self.broker = Some(broker);
         info!(self.logger, "broker started"; "addr" => %bound, "data_dir" => %data_dir.display());
         Ok(())
+    }
+
+    /// One registration round with every name server, awaited: the node
+    /// reports ready only after it, so a client that starts on the ready
+    /// line finds the broker in its name servers (no "no route" window).
+    /// A name server that refuses or does not answer within the call
+    /// timeout (3 s) is logged and left to the registrar's 30 s retries;
+    /// the broker still starts (a name server may come up later).
+    async fn register_once(&self, registrar: &ChildRef<Registrar>, namesrvs: usize) {
+        let accepted = match registrar.addr() {
+            Some(r) => r.send(RegisterNow).await.unwrap_or(0),
+            None => 0,
+        };
+        if accepted == namesrvs {
+            info!(self.logger, "registered with every name server"; "count" => namesrvs);
+        } else {
+            warn!(self.logger, "not registered with every name server yet; retrying every 30 s";
+                "accepted" => accepted, "count" => namesrvs);
+        }
     }
 
     /// Binds `addr` and serves it with a supervised listener named `name`
