@@ -5,7 +5,7 @@
 //! node supervisor (one-for-one; escalation stops the node with exit code 1)
 //! ├── registry            (namesrv role)   ← namesrv listener routes 103-106, 206, 216
 //! ├── the broker's actors (broker role)    ← broker listener; started by
-//! │                                          `BrokerActors::start` (actors crate)
+//! │                                          `BrokerActors::start_on` (actors crate)
 //! └── registrar           → every name server: the local registry by a
 //!                           local recipient (combined), remote ones
 //!                           through client sessions (`--namesrv`)
@@ -14,6 +14,19 @@
 //!
 //! Routes and event subscriptions go through [`route_child`] and
 //! [`Relay`], so they follow a child across restarts.
+//!
+//! Start order ([`Node::start`]):
+//! 1. the broker's store opens (broker roles): it takes the data-dir lock,
+//!    so a second node on a held data dir fails here, before it binds any
+//!    port;
+//! 2. the name-server listener binds (namesrv roles);
+//! 3. the broker's listener binds and its actors start;
+//! 4. one registration round with every name server, awaited (a name
+//!    server that refuses or does not answer within 3 s is logged and
+//!    retried by the registrar every 30 s).
+//!
+//! Only then does `start` return, and the binaries print their `actormq
+//! ready` line: a client that starts on it finds the broker registered.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,11 +35,11 @@ use std::time::Duration;
 use actix::prelude::*;
 use actormq_actors::broker::plugin::{BrokerContext, BrokerPlugin};
 use actormq_actors::broker::registrar::{
-    BrokerIdentity, NamesrvLink, Registrar, RegistrarConfig, UnregisterAll,
+    BrokerIdentity, NamesrvLink, RegisterNow, Registrar, RegistrarConfig, UnregisterAll,
 };
 use actormq_actors::broker::topic_manager::SubscribeTopics;
 use actormq_actors::broker::wiring::follow;
-use actormq_actors::broker::{BrokerActors, BrokerActorsConfig, WiringError};
+use actormq_actors::broker::{BrokerActors, BrokerActorsConfig, BrokerStore, WiringError};
 use actormq_actors::namesrv::{Registry, RegistryConfig};
 use actormq_actors::runtime::net::{
     ClientHandle, ClientOptions, ConnectionClosed, Listener, ListenerOptions, Router, SessionLimits,
@@ -121,13 +134,26 @@ impl Node {
             logger,
         };
         let role = config.node.role;
-        let registry = if matches!(role, Role::Namesrv | Role::Combined) {
-            Some(node.start_namesrv(config).await?)
+        // The data dir first: opening the store takes its lock, so a second
+        // node on a held dir stops here, before it binds any port.
+        let store = if matches!(role, Role::Broker | Role::Combined) {
+            Some(open_store(config, &node.logger).await?)
         } else {
             None
         };
-        if matches!(role, Role::Broker | Role::Combined) {
-            node.start_broker(config, registry.as_ref(), plugins)
+        let registry = if matches!(role, Role::Namesrv | Role::Combined) {
+            match node.start_namesrv(config).await {
+                Ok(registry) => Some(registry),
+                Err(e) => {
+                    close_unused(store, &node.logger).await;
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(store) = store {
+            node.start_broker(config, store, registry.as_ref(), plugins)
                 .await?;
         }
         Ok(node)
@@ -176,25 +202,32 @@ impl Node {
     async fn start_broker(
         &mut self,
         config: &NodeConfig,
+        store: BrokerStore,
         local_registry: Option<&ChildRef<Registry>>,
         plugins: Vec<Box<dyn BrokerPlugin>>,
     ) -> Result<(), NodeError> {
         let b = &config.broker;
-        // Bind first: the port `:0` picks is stamped into every stored
-        // message (its id) and registered with the name servers.
-        let socket = std::net::TcpListener::bind(b.listen).map_err(|source| NodeError::Bind {
-            addr: b.listen,
-            source,
-        })?;
-        let bound = socket.local_addr().map_err(|source| NodeError::Bind {
-            addr: b.listen,
-            source,
-        })?;
+        // Bind before the actors start: the port `:0` picks is stamped into
+        // every stored message (its id) and registered with the name
+        // servers.
+        let bound = std::net::TcpListener::bind(b.listen)
+            .and_then(|socket| socket.local_addr().map(|bound| (socket, bound)));
+        let (socket, bound) = match bound {
+            Ok(ok) => ok,
+            Err(source) => {
+                close_unused(Some(store), &self.logger).await;
+                return Err(NodeError::Bind {
+                    addr: b.listen,
+                    source,
+                });
+            }
+        };
         let advertised = b.advertise.unwrap_or(bound);
         let data_dir = config.node.data_dir.clone();
 
-        let broker = BrokerActors::start(
+        let broker = BrokerActors::start_on(
             &self.supervisor,
+            store,
             broker_actors_config(config, advertised),
             &self.logger,
         )
@@ -267,6 +300,7 @@ impl Node {
             broker_addr: advertised.to_string(),
             ha_server_addr: b.ha_listen.map(|a| a.to_string()).unwrap_or_default(),
         };
+        let namesrvs = links.len();
         let (log, v) = (self.logger.clone(), broker.view.clone());
         let registrar = self
             .spawn(ChildSpec::new("registrar", move || {
@@ -283,10 +317,30 @@ impl Node {
         follow(&broker.topics, move |tm| {
             tm.do_send(SubscribeTopics(relay.clone().recipient()))
         });
+        self.register_once(&registrar, namesrvs).await;
         self.registrar = Some(registrar);
         self.broker = Some(broker);
         info!(self.logger, "broker started"; "addr" => %bound, "data_dir" => %data_dir.display());
         Ok(())
+    }
+
+    /// One registration round with every name server, awaited: the node
+    /// reports ready only after it, so a client that starts on the ready
+    /// line finds the broker in its name servers (no "no route" window).
+    /// A name server that refuses or does not answer within the call
+    /// timeout (3 s) is logged and left to the registrar's 30 s retries;
+    /// the broker still starts (a name server may come up later).
+    async fn register_once(&self, registrar: &ChildRef<Registrar>, namesrvs: usize) {
+        let accepted = match registrar.addr() {
+            Some(r) => r.send(RegisterNow).await.unwrap_or(0),
+            None => 0,
+        };
+        if accepted == namesrvs {
+            info!(self.logger, "registered with every name server"; "count" => namesrvs);
+        } else {
+            warn!(self.logger, "not registered with every name server yet; retrying every 30 s";
+                "accepted" => accepted, "count" => namesrvs);
+        }
     }
 
     /// Binds `addr` and serves it with a supervised listener named `name`
@@ -363,12 +417,54 @@ impl Node {
     }
 }
 
+/// Opens the broker's store, which locks the data dir (one node per data
+/// dir, `actormq_store::DirLock`).
+async fn open_store(config: &NodeConfig, logger: &Logger) -> Result<BrokerStore, NodeError> {
+    let cfg = store_config(config);
+    let started = std::time::Instant::now();
+    let store = actix_rt::task::spawn_blocking(move || BrokerStore::open(cfg))
+        .await
+        .map_err(|e| NodeError::Start(format!("store: {e}")))??;
+    info!(logger, "store open"; "ms" => started.elapsed().as_millis() as u64,
+        "report" => ?store.recovery_report());
+    Ok(store)
+}
+
+/// Closes a store opened for a start that failed before the broker's
+/// actors took it (flushed, checkpointed, the data dir unlocked).
+async fn close_unused(store: Option<BrokerStore>, logger: &Logger) {
+    if let Some(store) = store
+        && let Err(e) = store
+            .close(Duration::from_secs(10))
+            .await
+            .unwrap_or(Err(actormq_store::Error::Closed))
+    {
+        warn!(logger, "store not closed cleanly"; "error" => %e);
+    }
+}
+
 fn local_link(registry: &ChildRef<Registry>) -> NamesrvLink {
     NamesrvLink::through("local", registry)
 }
 
 /// The broker actors' settings from the node's configuration.
 fn broker_actors_config(config: &NodeConfig, store_host: SocketAddr) -> BrokerActorsConfig {
+    let b = &config.broker;
+    let mut c = BrokerActorsConfig::new(store_config(config), &config.node.data_dir, store_host);
+    c.topics.auto_create = b.auto_create_topic;
+    c.topics.default_queues = b.default_queues;
+    let long_polling_max = Duration::from_millis(b.long_polling_max_ms);
+    c.pull.long_polling_enabled = long_polling_max > Duration::ZERO;
+    c.pull.long_polling_max = long_polling_max;
+    // The sessions' arbiter by default: one hop fewer per request, which
+    // on 2 cores beats a thread of its own (broker.writer_thread).
+    c.writer_thread = b.writer_thread;
+    c.dispatcher_thread = b.dispatcher_thread;
+    c
+}
+
+/// The store's settings from the node's configuration.
+fn store_config(config: &NodeConfig) -> StoreConfig {
     let b = &config.broker;
     let mut store = StoreConfig::new(&config.node.data_dir);
     store.segment_size = b.commit_log_segment_size;
@@ -381,15 +477,5 @@ fn broker_actors_config(config: &NodeConfig, store_host: SocketAddr) -> BrokerAc
         FlushMode::Async => actormq_store::FlushMode::Async,
         FlushMode::Sync => actormq_store::FlushMode::Sync,
     };
-    let mut c = BrokerActorsConfig::new(store, &config.node.data_dir, store_host);
-    c.topics.auto_create = b.auto_create_topic;
-    c.topics.default_queues = b.default_queues;
-    let long_polling_max = Duration::from_millis(b.long_polling_max_ms);
-    c.pull.long_polling_enabled = long_polling_max > Duration::ZERO;
-    c.pull.long_polling_max = long_polling_max;
-    // The sessions' arbiter by default: one hop fewer per request, which
-    // on 2 cores beats a thread of its own (broker.writer_thread).
-    c.writer_thread = b.writer_thread;
-    c.dispatcher_thread = b.dispatcher_thread;
-    c
+    store
 }

@@ -20,10 +20,12 @@ pub mod node;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-/// Polls `check` every 20 ms until it returns `Some`, for at most `limit`;
+/// Polls `check` every 20 ms until it returns `Ok`, for at most `limit`;
 /// `Err(last error text)` on timeout. For state that converges
-/// asynchronously (registrations, routes), never for readiness of a
-/// process (that is the ready line).
+/// asynchronously after a change on a running node (the route of a topic
+/// just created, a broker dropped after a kill), never for readiness of a
+/// process: its ready line comes after its listeners are bound and its
+/// broker's first registration with its name servers was answered.
 pub async fn eventually<T, F, Fut>(limit: Duration, mut check: F) -> Result<T, String>
 where
     F: FnMut() -> Fut,

@@ -1,6 +1,9 @@
 //! A child-process node harness: runs `actormq-node`, `actormq-namesrv` or
 //! `actormq-broker` as a real process on `127.0.0.1:0` with a temp data
-//! dir, waits for its `actormq ready …` line, and kills it on drop.
+//! dir, waits for its `actormq ready …` line, and kills it on drop. A
+//! broker prints that line only after its first registration round with
+//! its name servers was answered, so when [`NodeProcess::start`] returns
+//! the name servers it could reach list it and route its topics.
 //!
 //! # Finding (and building) the binaries
 //!

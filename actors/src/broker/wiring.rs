@@ -180,6 +180,26 @@ impl BrokerActors {
         config: BrokerActorsConfig,
         logger: &Logger,
     ) -> Result<Self, WiringError> {
+        let started = std::time::Instant::now();
+        let store_cfg = config.store.clone();
+        let store = actix_rt::task::spawn_blocking(move || BrokerStore::open(store_cfg))
+            .await
+            .map_err(|e| WiringError::Start(format!("store: {e}")))??;
+        info!(logger, "store open"; "ms" => started.elapsed().as_millis() as u64,
+            "report" => ?store.recovery_report());
+        Self::start_on(supervisor, store, config, logger).await
+    }
+
+    /// Starts every broker actor on `store`, already open (and so holding
+    /// the data-dir lock): a node opens its store before it binds any
+    /// port, so a second node on a held data dir never listens.
+    /// `config.store` is not used.
+    pub async fn start_on(
+        supervisor: &Addr<Supervisor>,
+        store: BrokerStore,
+        config: BrokerActorsConfig,
+        logger: &Logger,
+    ) -> Result<Self, WiringError> {
         let logger = logger.new(o!());
         for path in [&config.topics.path, &config.offsets.path] {
             if let Some(dir) = path.parent() {
@@ -189,13 +209,6 @@ impl BrokerActors {
                 })?;
             }
         }
-        let started = std::time::Instant::now();
-        let store_cfg = config.store.clone();
-        let store = actix_rt::task::spawn_blocking(move || BrokerStore::open(store_cfg))
-            .await
-            .map_err(|e| WiringError::Start(format!("store: {e}")))??;
-        info!(logger, "store open"; "ms" => started.elapsed().as_millis() as u64,
-            "report" => ?store.recovery_report());
 
         let view = TopicView::default();
         // State files are loaded once here first: one that cannot be

@@ -81,8 +81,41 @@ pub async fn route(namesrv: SocketAddr, topic: &str) -> Result<Option<TopicRoute
     }
 }
 
+/// Whether `namesrv` routes `topic` to `broker_name` at `broker` with
+/// `queues` queues (one lookup); `Err` says what differs.
+pub async fn check_route(
+    namesrv: SocketAddr,
+    topic: &str,
+    broker_name: &str,
+    broker: SocketAddr,
+    queues: u32,
+) -> Result<TopicRouteData, String> {
+    let r = route(namesrv, topic)
+        .await?
+        .ok_or_else(|| format!("no route for {topic}"))?;
+    let q = r
+        .queue_datas
+        .iter()
+        .find(|q| q.broker_name == broker_name)
+        .ok_or_else(|| format!("no queues on {broker_name}: {r:?}"))?;
+    if q.read_queue_nums != queues || q.write_queue_nums != queues {
+        return Err(format!("queue counts {q:?}"));
+    }
+    let b = r
+        .broker_datas
+        .iter()
+        .find(|b| b.broker_name == broker_name)
+        .ok_or_else(|| format!("no broker data: {r:?}"))?;
+    if b.master_addr() != Some(broker.to_string().as_str()) {
+        return Err(format!("master addr {:?} != {broker}", b.master_addr()));
+    }
+    Ok(r)
+}
+
 /// Waits until `namesrv` routes `topic` to `broker_name` at `broker` with
-/// `queues` queues.
+/// `queues` queues. For a topic created (or changed) on a running broker:
+/// the broker re-registers it after answering the create, so the route
+/// follows shortly after.
 pub async fn wait_route(
     namesrv: SocketAddr,
     topic: &str,
@@ -90,30 +123,26 @@ pub async fn wait_route(
     broker: SocketAddr,
     queues: u32,
 ) -> TopicRouteData {
-    eventually(CONVERGE, || async move {
-        let r = route(namesrv, topic)
-            .await?
-            .ok_or_else(|| format!("no route for {topic}"))?;
-        let q = r
-            .queue_datas
-            .iter()
-            .find(|q| q.broker_name == broker_name)
-            .ok_or_else(|| format!("no queues on {broker_name}: {r:?}"))?;
-        if q.read_queue_nums != queues || q.write_queue_nums != queues {
-            return Err(format!("queue counts {q:?}"));
-        }
-        let b = r
-            .broker_datas
-            .iter()
-            .find(|b| b.broker_name == broker_name)
-            .ok_or_else(|| format!("no broker data: {r:?}"))?;
-        if b.master_addr() != Some(broker.to_string().as_str()) {
-            return Err(format!("master addr {:?} != {broker}", b.master_addr()));
-        }
-        Ok(r)
+    eventually(CONVERGE, || {
+        check_route(namesrv, topic, broker_name, broker, queues)
     })
     .await
     .unwrap_or_else(|e| panic!("route of {topic} on {namesrv}: {e}"))
+}
+
+/// Asserts, with one lookup, that `namesrv` routes `topic` as
+/// [`check_route`] says: for topics a broker had when it started, which it
+/// registered before printing its ready line.
+pub async fn assert_route(
+    namesrv: SocketAddr,
+    topic: &str,
+    broker_name: &str,
+    broker: SocketAddr,
+    queues: u32,
+) {
+    if let Err(e) = check_route(namesrv, topic, broker_name, broker, queues).await {
+        panic!("route of {topic} on {namesrv} at the broker's ready line: {e}");
+    }
 }
 
 /// Waits until `topic` has no route on `namesrv`.
@@ -156,22 +185,23 @@ pub fn lists_broker(
     in_cluster && at_addr
 }
 
-pub async fn wait_broker_listed(
+/// Asserts, with one lookup, that `namesrv` lists `broker_name` in
+/// `cluster` at `addr`. A broker prints its ready line only after its
+/// first registration round was answered, so this holds as soon as the
+/// broker's [`NodeProcess`] started: no waiting.
+pub async fn assert_broker_listed(
     namesrv: SocketAddr,
     cluster: &str,
     broker_name: &str,
     addr: SocketAddr,
 ) {
-    eventually(CONVERGE, || async move {
-        let info = cluster_info(namesrv).await?;
-        if lists_broker(&info, cluster, broker_name, addr) {
-            Ok(())
-        } else {
-            Err(format!("not listed: {info:?}"))
-        }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{broker_name} at {addr} on {namesrv}: {e}"));
+    let info = cluster_info(namesrv)
+        .await
+        .unwrap_or_else(|e| panic!("cluster info from {namesrv}: {e}"));
+    assert!(
+        lists_broker(&info, cluster, broker_name, addr),
+        "{broker_name} at {addr} not listed on {namesrv} at its ready line: {info:?}"
+    );
 }
 
 // ---- data path helpers (t40, t50) ----

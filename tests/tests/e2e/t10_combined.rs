@@ -31,8 +31,9 @@ async fn t10_route_cluster_info_and_topic_round_trip() {
         let (ns, br) = (node.namesrv(), node.broker());
         assert_ne!(ns, br);
 
-        // The broker registers with its own name server on start.
-        wait_broker_listed(ns, "DefaultCluster", "broker-a", br).await;
+        // The broker registered with its own name server before the node
+        // printed its ready line.
+        assert_broker_listed(ns, "DefaultCluster", "broker-a", br).await;
 
         // Create: visible on the broker and, through registration, in the
         // route and topic list of the name server.

@@ -372,9 +372,15 @@ async fn t40_auto_create_tag_filter_offsets_and_refusals() {
         for i in 0..15 {
             send(&mut c, i).await;
         }
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        let middle = actormq_tests::now_ms();
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        // The first 15 were stored at or before `acked`; `middle` is a
+        // later millisecond (the broker stamps with the same clock), and
+        // the next 15 are stored at or after it.
+        let acked = actormq_tests::now_ms();
+        let mut middle = acked;
+        while middle <= acked {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            middle = actormq_tests::now_ms();
+        }
         for i in 15..30 {
             send(&mut c, i).await;
         }
@@ -497,14 +503,30 @@ async fn t40_auto_create_tag_filter_offsets_and_refusals() {
 #[tokio::test]
 async fn t40_sigterm_with_a_held_pull_exits_promptly() {
     bounded(async {
-        let mut node = combined(NO_ARGS);
+        // Debug logs: the broker says when it holds a pull.
+        let mut node = combined(&["--log-level", "debug"]);
         create_topic(node.broker(), "t40-held", 1).await;
         let mut puller = connect(node.broker()).await;
         let held = pull_request("t40-held", 0, 0, 32, 15_000);
         let pull = puller.call(&held, Bytes::new());
         let stop = async {
-            // Let the pull reach the broker and be held.
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            // SIGTERM only once the broker has held the pull (its own
+            // event, logged).
+            actormq_tests::eventually(CONVERGE, || {
+                let log = node.stderr_tail(2000);
+                async move {
+                    let held = log.lines().any(|l| {
+                        l.contains("pull held") && l.contains("t40-held") && l.contains("queue: 0")
+                    });
+                    if held {
+                        Ok(())
+                    } else {
+                        Err("pull not held yet".to_string())
+                    }
+                }
+            })
+            .await
+            .expect("the broker holds the pull");
             let t = Instant::now();
             // Blocking is fine: the reply waits in the socket buffer.
             let status = node.terminate_status();

@@ -1,9 +1,11 @@
-//! Two nodes never share a data dir: a second `actormq-node` on a dir a
-//! running node holds exits non-zero at once with a one-line error naming
-//! the directory and the holder's pid, and the first keeps serving.
+//! Two nodes never share a data dir: a second `actormq-node` (or
+//! `actormq-broker`) on a dir a running node holds exits non-zero at once
+//! with a one-line error naming the directory and the holder's pid, before
+//! it binds any port, and the first keeps serving.
 
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -16,6 +18,53 @@ use crate::common::*;
 /// How long the second node may take to give up.
 const REFUSE_LIMIT: Duration = Duration::from_secs(30);
 
+/// Runs `bin` with `args` to its exit (killed after [`REFUSE_LIMIT`]);
+/// returns its status, stdout and stderr.
+async fn run_to_exit(bin: Bin, args: Vec<String>) -> (ExitStatus, String, String) {
+    let exe = bin_dir().expect("node binaries").join(bin.file_name());
+    let mut cmd = Command::new(exe);
+    // Flags only, as the harness does: nothing from the runner's ACTORMQ_*.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("ACTORMQ_") {
+            cmd.env_remove(key);
+        }
+    }
+    let mut child = cmd
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the second node");
+    let pid = child.id();
+    let mut stderr = child.stderr.take().expect("stderr pipe");
+    let mut stdout = child.stdout.take().expect("stdout pipe");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut out, mut err) = (String::new(), String::new());
+        let _ = stdout.read_to_string(&mut out);
+        let _ = stderr.read_to_string(&mut err);
+        let _ = tx.send((child.wait(), out, err));
+    });
+    match tokio::task::spawn_blocking(move || rx.recv_timeout(REFUSE_LIMIT))
+        .await
+        .expect("waiter")
+    {
+        Ok((status, out, err)) => (status.expect("wait for the second node"), out, err),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("a second {} ({args:?}) did not exit", bin.file_name());
+        }
+    }
+}
+
+/// A listening socket on a free port of 127.0.0.1, held by the test.
+fn hold_port() -> (TcpListener, SocketAddr) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    let addr = l.local_addr().expect("its address");
+    (l, addr)
+}
+
 #[tokio::test]
 async fn t55_second_node_on_a_held_data_dir_exits_naming_dir_and_pid() {
     bounded(async {
@@ -24,52 +73,57 @@ async fn t55_second_node_on_a_held_data_dir_exits_naming_dir_and_pid() {
         let dir = first.data_dir().to_path_buf();
         create_topic(first.broker(), "t55", 1).await;
 
-        let exe = bin_dir()
-            .expect("node binaries")
-            .join(Bin::Node.file_name());
-        let mut child = Command::new(exe)
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(["--namesrv-listen", "127.0.0.1:0"])
-            .args(["--broker-listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the second node");
-        let pid = child.id();
-        let mut stderr = child.stderr.take().expect("stderr pipe");
-        let mut stdout = child.stdout.take().expect("stdout pipe");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let (mut out, mut err) = (String::new(), String::new());
-            let _ = stdout.read_to_string(&mut out);
-            let _ = stderr.read_to_string(&mut err);
-            let _ = tx.send((child.wait(), out, err));
-        });
-        let (status, out, err) =
-            match tokio::task::spawn_blocking(move || rx.recv_timeout(REFUSE_LIMIT))
-                .await
-                .expect("waiter")
-            {
-                Ok(got) => got,
-                Err(_) => {
-                    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-                    panic!("a second node on {} did not exit", dir.display());
-                }
-            };
-        let status = status.expect("wait for the second node");
-        assert!(!status.success(), "second node exited {status}");
-        assert!(
-            !out.contains("actormq ready"),
-            "the second node must not get ready: {out}"
-        );
-        let line = err
-            .lines()
-            .find(|l| l.contains("in use"))
-            .unwrap_or_else(|| panic!("no data-dir error on stderr:\n{err}"));
-        assert!(line.contains(&dir.display().to_string()), "{line}");
-        assert!(line.contains(&format!("pid {holder}")), "{line}");
+        // The second node is given listen addresses the test itself holds
+        // (listening). Had it bound anything before taking the data-dir
+        // lock, it would fail with "cannot listen on …" (address in use)
+        // instead of the data-dir error: that error proves it stopped
+        // before binding a port. Both a combined node and a broker-only
+        // one (whose name server is the first node's).
+        let (_ns_port, ns_addr) = hold_port();
+        let (_br_port, br_addr) = hold_port();
+        let dir_arg = dir.display().to_string();
+        let runs = [
+            (
+                Bin::Node,
+                vec![
+                    "--namesrv-listen".to_string(),
+                    ns_addr.to_string(),
+                    "--broker-listen".to_string(),
+                    br_addr.to_string(),
+                ],
+            ),
+            (
+                Bin::Broker,
+                vec![
+                    "--namesrv".to_string(),
+                    first.namesrv().to_string(),
+                    "--broker-listen".to_string(),
+                    br_addr.to_string(),
+                ],
+            ),
+        ];
+        for (bin, listen) in runs {
+            let mut args = vec!["--data-dir".to_string(), dir_arg.clone()];
+            args.extend(listen);
+            let (status, out, err) = run_to_exit(bin, args).await;
+            let name = bin.file_name();
+            assert!(!status.success(), "second {name} exited {status}");
+            assert!(
+                !out.contains("actormq ready"),
+                "the second {name} must not get ready: {out}"
+            );
+            assert!(
+                !err.contains("cannot listen"),
+                "the second {name} tried to bind before locking the data dir:\n{err}"
+            );
+            let line = err
+                .lines()
+                .find(|l| l.starts_with("error:"))
+                .unwrap_or_else(|| panic!("no one-line error from {name} on stderr:\n{err}"));
+            assert!(line.contains("in use"), "{line}");
+            assert!(line.contains(&dir_arg), "{line}");
+            assert!(line.contains(&format!("pid {holder}")), "{line}");
+        }
 
         // The first node is untouched and keeps serving.
         assert!(first.is_alive(), "the holder must keep running");

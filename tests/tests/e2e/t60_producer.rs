@@ -7,10 +7,10 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actormq_protocol::{Message, StoredMessage};
-use actormq_sdk::{ClientError, Producer, ProducerBuilder, SendResult, SendStatus};
+use actormq_sdk::{ClientError, Producer, ProducerBuilder, SendStatus};
 use actormq_tests::eventually;
 use actormq_tests::node::{Bin, NodeProcess, bin_dir};
 
@@ -29,40 +29,6 @@ async fn producer(namesrv: SocketAddr, refresh: Duration) -> Producer {
         .build()
         .await
         .expect("producer starts")
-}
-
-/// Sends to a side topic until the broker accepts a send. A fresh broker on
-/// a loaded machine may refuse its first sends by flow control
-/// (`SYSTEM_BUSY`, which producers do not retry, by design).
-async fn warm_up(namesrv: SocketAddr) {
-    let p = producer(namesrv, Duration::from_secs(30)).await;
-    let until = Instant::now() + CONVERGE;
-    loop {
-        match p.send(Message::new("t60-warmup", "warm-up")).await {
-            Ok(_) => break,
-            Err(e) if Instant::now() < until => {
-                eprintln!("warm-up send: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("broker never accepted a send: {e}"),
-        }
-    }
-    p.shutdown().await;
-}
-
-/// `p.send(msg)`, sent again after flow-control refusals (which the
-/// producer leaves to its caller) for up to [`CONVERGE`].
-async fn send_unless_refused(p: &Producer, msg: Message) -> Result<SendResult, ClientError> {
-    let until = Instant::now() + CONVERGE;
-    loop {
-        match p.send(msg.clone()).await {
-            Err(e) if e.is_flow_control() && Instant::now() < until => {
-                eprintln!("flow control: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            other => return other,
-        }
-    }
 }
 
 /// Every message of `topic` on `broker` (queues `0..queues`).
@@ -88,7 +54,6 @@ async fn t60_sync_async_oneway_and_batch_sends_are_stored() {
         let topic = "t60-modes";
         create_topic(node.broker(), topic, 4).await;
         wait_route(node.namesrv(), topic, "broker-a", node.broker(), 4).await;
-        warm_up(node.namesrv()).await;
         let p = producer(node.namesrv(), Duration::from_secs(30)).await;
 
         let mut expected = BTreeSet::new();
@@ -209,7 +174,6 @@ async fn t60_producer_keeps_sending_through_a_broker_restart() {
         let topic = "t60-restart";
         create_topic(br.broker(), topic, 2).await;
         wait_route(ns.namesrv(), topic, "t60-b", br.broker(), 2).await;
-        warm_up(ns.namesrv()).await;
         let p = producer(ns.namesrv(), Duration::from_secs(30)).await;
 
         let mut acked = Vec::new();
@@ -238,22 +202,15 @@ async fn t60_producer_keeps_sending_through_a_broker_restart() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let br = restart.join().expect("restart thread");
-        // Once the broker is back, every send succeeds (the first ones go
-        // through retries and a route refresh to the new address).
-        let until = Instant::now() + CONVERGE;
+        // Once the broker is back, every send succeeds at once: the
+        // restarted broker printed its ready line only after registering
+        // its new address, so a send that finds the old address dead
+        // refreshes the route and its retry reaches the new one.
         for i in 0..20 {
             let body = format!("after-{i}");
-            loop {
-                match send_unless_refused(&p, Message::new(topic, body.clone())).await {
-                    Ok(_) => break,
-                    Err(e) if i == 0 && Instant::now() < until => {
-                        // The restarted broker may still be registering.
-                        eprintln!("first send after restart: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    Err(e) => panic!("send {i} after restart: {e}"),
-                }
-            }
+            p.send(Message::new(topic, body.clone()))
+                .await
+                .unwrap_or_else(|e| panic!("send {i} after restart: {e}"));
             acked.push(body);
         }
         eprintln!("sends failed during the restart: {during_failed}");
@@ -275,14 +232,13 @@ async fn t60_a_down_broker_is_named_not_reported_as_no_route() {
         let topic = "t60-down";
         create_topic(br.broker(), topic, 2).await;
         wait_route(ns.namesrv(), topic, "t60-b", br.broker(), 2).await;
-        warm_up(ns.namesrv()).await;
         let p = ProducerBuilder::new("t60-down")
             .namesrv([ns.namesrv().to_string()])
             .send_timeout(Duration::from_secs(3))
             .build()
             .await
             .expect("producer starts");
-        send_unless_refused(&p, Message::new(topic, "before"))
+        p.send(Message::new(topic, "before"))
             .await
             .expect("send with the broker up");
         let addr = br.broker().to_string();
@@ -310,7 +266,6 @@ async fn t60_cached_routes_keep_a_producer_sending_while_the_namesrv_is_down() {
         let topic = "t60-ns-down";
         create_topic(br.broker(), topic, 2).await;
         wait_route(ns.namesrv(), topic, "t60-b", br.broker(), 2).await;
-        warm_up(ns.namesrv()).await;
         // Refresh often, so several refreshes fail during the outage.
         let p = producer(ns.namesrv(), Duration::from_millis(100)).await;
         p.send(Message::new(topic, "before"))
@@ -322,7 +277,8 @@ async fn t60_cached_routes_keep_a_producer_sending_while_the_namesrv_is_down() {
         let mut bodies = vec!["before".to_owned()];
         for i in 0..10 {
             let body = format!("outage-{i}");
-            let r = send_unless_refused(&p, Message::new(topic, body.clone()))
+            let r = p
+                .send(Message::new(topic, body.clone()))
                 .await
                 .unwrap_or_else(|e| panic!("send {i} with the namesrv down: {e}"));
             assert_eq!(r.broker, "t60-b");
@@ -384,7 +340,6 @@ async fn t60_cli_json_lines_carry_the_documented_fields() {
         let node = combined(NO_ARGS);
         let ns = node.namesrv();
         let topic = "t60-cli";
-        warm_up(ns).await;
 
         let created = json_lines(&actormq(
             ns,

@@ -1,17 +1,31 @@
 //! Push consumers of the SDK against a child-process combined node: queue
 //! sharing and rebalance, broadcasting, tag filters, restart from the
 //! committed offset. Messages are produced with the protocol-level client.
+//!
+//! "Nothing delivered twice" is checked after an event, not a quiet
+//! period: [`wait_drained`] (and [`wait_drained_locally`] for
+//! broadcasting) waits until every consumer is idle and has committed the
+//! max offset of every queue. Past that point only messages sent later can
+//! be delivered (see there), so the deliveries counted then are final.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actormq_protocol::Bytes;
-use actormq_protocol::request::SendMessageRequest;
+use actormq_protocol::request::{QueryConsumerOffsetRequest, SendMessageRequest};
+use actormq_protocol::{Bytes, ResponseCode};
 use actormq_sdk::consumer::{ConsumeFrom, ConsumeResult, PushConsumer, PushConsumerBuilder};
+use actormq_tests::client::Client;
 
-use crate::common::{NO_ARGS, bounded, combined, connect, create_topic};
+use crate::common::{NO_ARGS, bounded, combined, connect, create_topic, max_offset, wait_route};
+
+/// Creates `topic` on the combined node's broker (`broker-a`) and waits
+/// until its name server routes it, so a consumer started next finds it.
+async fn create_routed(namesrv: SocketAddr, broker: SocketAddr, topic: &str, queues: u32) {
+    create_topic(broker, topic, queues).await;
+    wait_route(namesrv, topic, "broker-a", broker, queues).await;
+}
 
 /// Bodies (and queue ids) delivered to one consumer, in delivery order.
 type Seen = Arc<Mutex<Vec<(String, u32)>>>;
@@ -102,13 +116,132 @@ async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// The max offsets of `topic`'s queues `0..queues`, from the broker.
+async fn max_offsets(c: &mut Client, topic: &str, queues: u32) -> Vec<u64> {
+    let mut out = Vec::new();
+    for q in 0..queues {
+        out.push(max_offset(c, topic, q).await);
+    }
+    out
+}
+
+/// `group`'s committed offset on each queue of `topic`, from the broker
+/// (`None`: never committed).
+async fn committed_offsets(
+    c: &mut Client,
+    group: &str,
+    topic: &str,
+    queues: u32,
+) -> Vec<Option<u64>> {
+    let mut out = Vec::new();
+    for q in 0..queues {
+        let req = QueryConsumerOffsetRequest {
+            consumer_group: group.into(),
+            topic: topic.into(),
+            queue_id: q,
+        };
+        let reply = c
+            .call(&req, Bytes::new())
+            .await
+            .expect("QUERY_CONSUMER_OFFSET");
+        out.push(match reply.code {
+            ResponseCode::QueryNotFound => None,
+            _ => Some(reply.ok().expect("QUERY_CONSUMER_OFFSET succeeds").offset),
+        });
+    }
+    out
+}
+
+/// Waits (bounded by [`WAIT`]) for the event after which nothing more can
+/// be delivered to `consumers` (every member of clustering `group`) until
+/// something new is sent to `topic`:
+///
+/// 1. the max offsets of the queues add up to `total` (everything sent is
+///    in the consume queues),
+/// 2. no consumer holds a message pulled and not yet consumed
+///    (`cached_messages() == 0`: nothing cached, nothing in a listener),
+/// 3. the broker's committed offset of `group` on every queue is the
+///    queue's max offset (each round commits with `commit_now` instead of
+///    waiting for the 5 s commit timer).
+///
+/// A pull loop only asks from where its last pull ended, and a queue that
+/// changes hands starts at the committed offset; with both at the max
+/// offset, no message sent before can come again.
+async fn wait_drained(
+    broker: SocketAddr,
+    group: &str,
+    topic: &str,
+    queues: u32,
+    total: u64,
+    consumers: &[&PushConsumer],
+) {
+    let mut c = connect(broker).await;
+    let start = Instant::now();
+    loop {
+        let idle = consumers.iter().all(|x| x.cached_messages() == 0);
+        for x in consumers {
+            x.commit_now().await;
+        }
+        let max = max_offsets(&mut c, topic, queues).await;
+        let committed = committed_offsets(&mut c, group, topic, queues).await;
+        let caught_up = max.iter().zip(&committed).all(|(m, c)| Some(*m) == *c);
+        let idle = idle && consumers.iter().all(|x| x.cached_messages() == 0);
+        if idle && caught_up && max.iter().sum::<u64>() == total {
+            return;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "{group} never drained {topic}: max {max:?}, committed {committed:?}, idle {idle}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// [`wait_drained`] for one broadcasting consumer, whose offsets are kept
+/// in its local file `offsets` (`topic<TAB>broker<TAB>queue<TAB>offset`).
+async fn wait_drained_locally(
+    broker: SocketAddr,
+    topic: &str,
+    queues: u32,
+    total: u64,
+    consumer: &PushConsumer,
+    offsets: &std::path::Path,
+) {
+    let mut c = connect(broker).await;
+    let start = Instant::now();
+    loop {
+        let idle = consumer.cached_messages() == 0;
+        consumer.commit_now().await;
+        let max = max_offsets(&mut c, topic, queues).await;
+        let text = std::fs::read_to_string(offsets).unwrap_or_default();
+        let committed: BTreeMap<u32, u64> = text
+            .lines()
+            .filter_map(|l| match l.split('\t').collect::<Vec<_>>()[..] {
+                [t, _, q, o] if t == topic => Some((q.parse().ok()?, o.parse().ok()?)),
+                _ => None,
+            })
+            .collect();
+        let caught_up = (0..queues).all(|q| committed.get(&q) == Some(&max[q as usize]));
+        let idle = idle && consumer.cached_messages() == 0;
+        if idle && caught_up && max.iter().sum::<u64>() == total {
+            return;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "{} never drained {topic}: max {max:?}, committed {committed:?}, idle {idle}",
+            consumer.client_id()
+        );
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[actix_rt::test]
 async fn t70_group_splits_queues_exactly_once_and_rebalances_on_join() {
     bounded(async {
         let node = combined(NO_ARGS);
         let (ns, broker) = (node.namesrv(), node.broker());
         let topic = "t70-split";
-        create_topic(broker, topic, 8).await;
+        create_routed(ns, broker, topic, 8).await;
         let (sa, sb, sc): (Seen, Seen, Seen) = Default::default();
         let a = consumer(ns, "t70-g1", topic, "*", &sa, |b| b).await;
         let b = consumer(ns, "t70-g1", topic, "*", &sb, |b| b).await;
@@ -126,7 +259,8 @@ async fn t70_group_splits_queues_exactly_once_and_rebalances_on_join() {
             bodies(&sa).len() + bodies(&sb).len() >= 200
         })
         .await;
-        actix_rt::time::sleep(Duration::from_millis(500)).await;
+        // Final for these 200: both idle, every offset committed.
+        wait_drained(broker, "t70-g1", topic, 8, 200, &[&a, &b]).await;
         let mut all = bodies(&sa);
         all.extend(bodies(&sb));
         all.sort();
@@ -197,7 +331,7 @@ async fn t70_same_instance_name_still_two_members() {
         let node = combined(NO_ARGS);
         let (ns, broker) = (node.namesrv(), node.broker());
         let topic = "t70-ids";
-        create_topic(broker, topic, 8).await;
+        create_routed(ns, broker, topic, 8).await;
         let (sa, sb): (Seen, Seen) = Default::default();
         let same = |b: PushConsumerBuilder| b.instance_name("pod");
         let a = consumer(ns, "t70-ids-g", topic, "*", &sa, same).await;
@@ -223,7 +357,7 @@ async fn t70_broadcasting_delivers_everything_to_every_instance() {
         let node = combined(NO_ARGS);
         let (ns, broker) = (node.namesrv(), node.broker());
         let topic = "t70-bcast";
-        create_topic(broker, topic, 4).await;
+        create_routed(ns, broker, topic, 4).await;
         let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
         let (sa, sb): (Seen, Seen) = Default::default();
         let a = consumer(ns, "t70-bc", topic, "*", &sa, |b| {
@@ -241,7 +375,11 @@ async fn t70_broadcasting_delivers_everything_to_every_instance() {
         for s in [&sa, &sb] {
             wait_for(WAIT, "60 deliveries each", || bodies(s).len() >= 60).await;
         }
-        actix_rt::time::sleep(Duration::from_millis(300)).await;
+        // Final for these 60: each idle, its local offsets at the max.
+        for (x, dir) in [(&a, &dirs[0]), (&b, &dirs[1])] {
+            let file = dir.path().join("t70-bc.offsets");
+            wait_drained_locally(broker, topic, 4, 60, x, &file).await;
+        }
         for s in [&sa, &sb] {
             let mut got = bodies(s);
             got.sort();
@@ -263,7 +401,7 @@ async fn t70_tag_filter_delivers_only_matching_messages() {
         let node = combined(NO_ARGS);
         let (ns, broker) = (node.namesrv(), node.broker());
         let topic = "t70-tags";
-        create_topic(broker, topic, 2).await;
+        create_routed(ns, broker, topic, 2).await;
         let seen: Seen = Default::default();
         let tags = ["A", "B", "C"];
         let sent = send(broker, topic, 2, 0, 60, |i| tags[i % 3].to_string()).await;
@@ -278,7 +416,8 @@ async fn t70_tag_filter_delivers_only_matching_messages() {
             .map(|(_, b)| b.clone())
             .collect();
         wait_for(WAIT, "60 matching", || bodies(&seen).len() >= want.len()).await;
-        actix_rt::time::sleep(Duration::from_millis(500)).await;
+        // Final: idle, and committed past the filtered-out C messages too.
+        wait_drained(broker, "t70-tags", topic, 2, 90, &[&c]).await;
         let got: Vec<String> = bodies(&seen);
         assert_eq!(got.len(), want.len(), "no duplicates, no C");
         assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), want);
@@ -293,7 +432,7 @@ async fn t70_restarted_consumer_continues_from_committed_offset() {
         let node = combined(NO_ARGS);
         let (ns, broker) = (node.namesrv(), node.broker());
         let topic = "t70-restart";
-        create_topic(broker, topic, 4).await;
+        create_routed(ns, broker, topic, 4).await;
         let sent = send(broker, topic, 4, 0, 300, |_| "x".into()).await;
         let (s1, s2): (Seen, Seen) = Default::default();
         let slow = {
@@ -311,14 +450,17 @@ async fn t70_restarted_consumer_continues_from_committed_offset() {
 
         let second = consumer(ns, "t70-rs", topic, "*", &s2, |b| b).await;
         wait_for(WAIT, "the rest", || bodies(&s2).len() >= 300 - n1).await;
-        actix_rt::time::sleep(Duration::from_millis(500)).await;
-        let a: BTreeSet<String> = bodies(&s1).into_iter().collect();
-        let b: BTreeSet<String> = bodies(&s2).into_iter().collect();
+        // Final: the second is idle and committed every max offset.
+        wait_drained(broker, "t70-rs", topic, 4, 300, &[&second]).await;
+        let (d1, d2) = (bodies(&s1), bodies(&s2));
         assert_eq!(
-            a.len() + b.len(),
+            d1.len() + d2.len(),
             300,
             "no redelivery after a clean shutdown"
         );
+        let a: BTreeSet<String> = d1.into_iter().collect();
+        let b: BTreeSet<String> = d2.into_iter().collect();
+        assert_eq!(a.len() + b.len(), 300, "no message twice to one consumer");
         assert!(a.is_disjoint(&b));
         let all: BTreeSet<String> = a.union(&b).cloned().collect();
         assert_eq!(all, sent.into_iter().collect::<BTreeSet<_>>());
@@ -372,7 +514,7 @@ async fn t70_cli_consume_paused_past_idle_reads_its_backlog_on_resume() {
         let node = combined(NO_ARGS);
         let (ns, broker) = (node.namesrv(), node.broker());
         let topic = "t70-pause";
-        create_topic(broker, topic, 1).await;
+        create_routed(ns, broker, topic, 1).await;
         send(broker, topic, 1, 0, 1, |_| "x".into()).await;
         let exe = actormq_tests::node::bin_dir()
             .expect("binaries built")
@@ -440,7 +582,7 @@ async fn t70_cli_consume_and_group_progress() {
         let node = combined(NO_ARGS);
         let (ns, broker) = (node.namesrv(), node.broker());
         let topic = "t70-cli";
-        create_topic(broker, topic, 2).await;
+        create_routed(ns, broker, topic, 2).await;
         let mut c = connect(broker).await;
         for i in 0..6u32 {
             let req = SendMessageRequest {
@@ -492,7 +634,8 @@ async fn t70_cli_consume_and_group_progress() {
             assert_eq!(l["body"], format!("body-{n}"));
             assert_eq!(l["keys"], format!("k{n}"));
         }
-        // The rest, then the idle exit; nothing is delivered twice.
+        // The rest, then the idle exit; nothing is delivered twice (the
+        // process has exited: its deliveries are final).
         let rest = json_lines(&actormq(
             ns,
             &[
@@ -593,14 +736,17 @@ async fn t70_start_positions_and_flow_control() {
         let node = combined(NO_ARGS);
         let (ns, broker) = (node.namesrv(), node.broker());
         let topic = "t70-start";
-        create_topic(broker, topic, 1).await;
+        create_routed(ns, broker, topic, 1).await;
         let early = send(broker, topic, 1, 0, 20, |_| "x".into()).await;
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
-        let ts = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
+        // Every early message was stored at or before `acked`; `ts` is a
+        // later millisecond (the broker stamps with the same clock), and
+        // every late message is stored at or after it.
+        let acked = actormq_tests::now_ms();
+        let mut ts = acked;
+        while ts <= acked {
+            actix_rt::time::sleep(Duration::from_millis(1)).await;
+            ts = actormq_tests::now_ms();
+        }
         let late = send(broker, topic, 1, 20, 400, |_| "x".into()).await;
 
         // Last (default): only what is sent from now on.
@@ -639,6 +785,7 @@ async fn t70_start_positions_and_flow_control() {
             actix_rt::time::sleep(Duration::from_millis(5)).await;
         }
         assert!(max_cached <= 40 + 16, "flow control: cached {max_cached}");
+        wait_drained(broker, "t70-first", topic, 1, 420, &[&first]).await;
         let mut got = bodies(&s_slow);
         got.sort();
         let mut all: Vec<String> = early.iter().chain(&late).cloned().collect();
@@ -646,6 +793,7 @@ async fn t70_start_positions_and_flow_control() {
         assert_eq!(got, all);
 
         wait_for(WAIT, "timestamp start", || bodies(&s_ts).len() >= 400).await;
+        wait_drained(broker, "t70-ts", topic, 1, 420, &[&from_ts]).await;
         let mut got_ts = bodies(&s_ts);
         got_ts.sort();
         let mut want_ts = late.clone();
@@ -654,6 +802,7 @@ async fn t70_start_positions_and_flow_control() {
 
         let newer = send(broker, topic, 1, 420, 5, |_| "x".into()).await;
         wait_for(WAIT, "last start", || bodies(&s_last).len() >= 5).await;
+        wait_drained(broker, "t70-last", topic, 1, 425, &[&last]).await;
         let mut got_last = bodies(&s_last);
         got_last.sort();
         let mut newer = newer;
