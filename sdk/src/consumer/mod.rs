@@ -17,8 +17,8 @@ mod tags;
 
 pub use pull::{PullConsumer, PullResult, PullStatus};
 pub use push::{
-    ConsumeFrom, ConsumeResult, Listener, MessageModelConfig, PushConsumer, PushConsumerBuilder,
-    PushConsumerConfig,
+    ConsumeFrom, ConsumeResult, ConsumerState, Listener, MessageModelConfig, PushConsumer,
+    PushConsumerBuilder, PushConsumerConfig,
 };
 pub use tags::TagFilter;
 
