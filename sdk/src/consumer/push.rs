@@ -9,12 +9,13 @@
 //! - both run under the consumer's [`Supervisor`] (one-for-one, each child
 //!   5 restarts in 60 s, backoff 10 ms doubling to 1 s), rebuilt from the
 //!   shared consumer core: a restarted service heartbeats and rebalances
-//!   at once (a membership notification may have come while it was down);
-//!   a restarted pull service pulls on from where its queue's
-//!   [`ProcessQueue`] says the next pull starts;
-//! - while the service actor is down, **nothing is pulled or delivered**:
-//!   the pull loops and queued deliveries wait for the next incarnation
-//!   (no delivery from an assignment that may be stale). Once a child's
+//!   at once, before anything is pulled again (a membership notification
+//!   may have come while it was down); a restarted pull service pulls on
+//!   from where its queue's [`ProcessQueue`] says the next pull starts;
+//! - while the service actor is down (or catching up after a restart),
+//!   **nothing is pulled or delivered**: the pull loops and queued
+//!   deliveries wait for the next incarnation (no delivery from an
+//!   assignment that may be stale). Once a child's
 //!   restart budget is spent the consumer **fails**: every child is
 //!   stopped, every queue dropped, what was consumed is committed, the
 //!   broker connections close (the brokers drop the client from the group
@@ -90,8 +91,9 @@ pub enum ConsumeResult {
 pub enum ConsumerState {
     /// The services run; queues are pulled and delivered.
     Running,
-    /// The service actor died and its supervisor is restarting it:
-    /// nothing is pulled or delivered until it runs again.
+    /// The service actor died and its supervisor is restarting it (or the
+    /// new incarnation is catching up: heartbeat and rebalance): nothing
+    /// is pulled or delivered until it has.
     Restarting,
     /// The services could not be restarted (restart budget spent): the
     /// consumer stopped pulling, dropped its queues and left the group.
@@ -443,6 +445,7 @@ impl PushConsumerBuilder {
             end: watch::Sender::new(None),
             service: ChildRef::empty(),
             incarnations: AtomicU64::new(0),
+            ready: watch::Sender::new(0),
             pull_restarts: AtomicU64::new(0),
             logger,
         });
@@ -518,19 +521,16 @@ struct RebalanceNow;
 /// incarnation reloads.
 struct ConsumerService {
     core: Arc<Core>,
-    /// Not the first incarnation: catch up at start.
-    restarted: bool,
+    /// This incarnation's number (1 = the first).
+    incarnation: u64,
 }
 
 impl ConsumerService {
     /// The factory: a new incarnation on the shared core.
     fn reload(core: &Weak<Core>) -> Result<ConsumerService, FactoryError> {
         let core = core.upgrade().ok_or("the consumer is gone")?;
-        let n = core.incarnations.fetch_add(1, Ordering::SeqCst);
-        Ok(ConsumerService {
-            core,
-            restarted: n > 0,
-        })
+        let incarnation = core.incarnations.fetch_add(1, Ordering::SeqCst) + 1;
+        Ok(ConsumerService { core, incarnation })
     }
 
     fn rebalance(&mut self, ctx: &mut Context<Self>) {
@@ -546,20 +546,26 @@ impl Actor for ConsumerService {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if self.restarted && !self.core.halted() {
+        if self.incarnation == 1 {
+            // `start` did the first heartbeat and rebalance.
+            self.core.ready.send_replace(self.incarnation);
+        } else if !self.core.halted() {
             // Heartbeats and membership notifications may have been missed
             // while no incarnation ran: catch up before anything is pulled
-            // (the pull loops wait for this actor, and `ctx.wait` holds
-            // its messages until the rebalance is done).
+            // or delivered (they wait for `ready`, and `ctx.wait` holds
+            // this actor's messages until the rebalance is done).
             info!(self.core.logger, "consumer service restarted; heartbeat and rebalance";
-                "incarnation" => self.core.incarnations.load(Ordering::SeqCst));
+                "incarnation" => self.incarnation);
             let core = self.core.clone();
             ctx.wait(
                 async move {
                     core.heartbeat().await;
                     core.rebalance().await;
                 }
-                .into_actor(self),
+                .into_actor(self)
+                .map(|(), act, _| {
+                    act.core.ready.send_replace(act.incarnation);
+                }),
             );
         }
         let cfg = &self.core.cfg;
@@ -881,6 +887,9 @@ struct Core {
     service: ChildRef<ConsumerService>,
     /// Incarnations of the service actor built so far.
     incarnations: AtomicU64,
+    /// The last incarnation that has caught up (heartbeat and rebalance
+    /// after a restart); pulls and deliveries wait for the current one.
+    ready: watch::Sender<u64>,
     /// Restarts of pull services (all queues).
     pull_restarts: AtomicU64,
     logger: Logger,
@@ -892,8 +901,10 @@ impl Core {
         self.end.borrow().is_some()
     }
 
+    /// The current incarnation of the service runs and has caught up.
     fn service_up(&self) -> bool {
         self.service.addr().is_some_and(|a| a.connected())
+            && *self.ready.borrow() == self.incarnations.load(Ordering::SeqCst)
     }
 
     fn state(&self) -> ConsumerState {
@@ -912,6 +923,7 @@ impl Core {
     /// nothing is pulled or delivered while no incarnation runs.
     async fn service_ready(&self) -> bool {
         let mut service = self.service.subscribe();
+        let mut ready = self.ready.subscribe();
         let mut end = self.end.subscribe();
         loop {
             if self.halted() {
@@ -921,9 +933,10 @@ impl Core {
                 return true;
             }
             // A panicked incarnation's address stays in the handle until
-            // the supervisor clears it: both changes wake us.
+            // the supervisor clears it: every change wakes us.
             tokio::select! {
                 r = service.changed() => if r.is_err() { return false; },
+                r = ready.changed() => if r.is_err() { return false; },
                 r = end.changed() => if r.is_err() { return false; },
             }
         }
