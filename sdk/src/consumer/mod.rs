@@ -48,4 +48,8 @@ pub enum ConsumerError {
     /// The consumer was shut down.
     #[error("consumer is shut down")]
     Shutdown,
+    /// The consumer's services could not be (re)started: see
+    /// [`ConsumerState::Failed`].
+    #[error("{0}")]
+    Failed(String),
 }

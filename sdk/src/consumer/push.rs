@@ -472,9 +472,15 @@ impl PushConsumerBuilder {
             spec,
             handle: core.service.clone(),
         });
-        let mut up = core.service.subscribe();
         // The child starts on this arbiter once the supervisor handles it.
-        let _ = up.wait_for(Option::is_some).await;
+        if !core.service_ready().await {
+            let reason = match core.state() {
+                ConsumerState::Failed { reason } => reason,
+                other => format!("consumer services did not start ({other:?})"),
+            };
+            core.client.close();
+            return Err(ConsumerError::Failed(reason));
+        }
         info!(core.logger, "push consumer started"; "queues" => core.assigned().len());
         Ok(PushConsumer { core })
     }
