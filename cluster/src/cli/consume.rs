@@ -5,7 +5,10 @@
 //! or `--idle-exit-ms` with nothing new, committing offsets first.
 //! `--fail-every K` makes every K-th delivery fail ("later": redelivered in
 //! process after a short delay, see the SDK's push consumer docs); failed
-//! deliveries are printed with `"failed":true`.
+//! deliveries are printed with `"failed":true`. A consumer whose services
+//! failed for good (see the SDK's `PushConsumer::state`) pulls nothing
+//! more: `consume` prints what was delivered, then exits non-zero with the
+//! reason on one line.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -197,7 +200,19 @@ pub async fn run_consume(
     let mut printed = 0u64;
     loop {
         let began = std::time::Instant::now();
-        match tokio::time::timeout(idle.tick(), rx.recv()).await {
+        let next = tokio::select! {
+            next = tokio::time::timeout(idle.tick(), rx.recv()) => next,
+            reason = consumer.failed() => {
+                // It pulls nothing any more: print what was delivered
+                // before, then exit non-zero with the reason.
+                while let Ok((m, failed)) = rx.try_recv() {
+                    print_message(&m, failed, as_json);
+                }
+                consumer.shutdown().await;
+                return Err(consumer_failed(&reason));
+            }
+        };
+        match next {
             Ok(Some((m, failed))) => {
                 idle.reset();
                 print_message(&m, failed, as_json);
@@ -271,6 +286,12 @@ fn consumer_error(e: ConsumerError) -> CliError {
         ConsumerError::Client(c) => CliError::from(c),
         other => CliError(other.to_string()),
     }
+}
+
+/// The one-line error of a consumer whose services failed (the reason is
+/// the SDK's; folded onto one line whatever it holds).
+fn consumer_failed(reason: &str) -> CliError {
+    CliError(reason.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 /// `actormq admin group progress`. Must run inside an actix `System`.
@@ -372,6 +393,18 @@ mod tests {
         assert!(!c.elapsed(Duration::from_millis(100)));
         let mut tiny = IdleClock::new(Duration::from_millis(1));
         assert!(tiny.elapsed(tiny.tick()));
+    }
+
+    #[test]
+    fn a_failed_consumer_is_one_line_naming_the_reason() {
+        let e = consumer_failed(
+            "consumer services failed: child service failed 6 times\nwithin 60s (budget 5)\n",
+        );
+        assert_eq!(
+            e.0,
+            "consumer services failed: child service failed 6 times within 60s (budget 5)"
+        );
+        assert_eq!(e.to_string().lines().count(), 1);
     }
 
     #[test]

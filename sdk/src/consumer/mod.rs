@@ -18,8 +18,8 @@ mod tags;
 
 pub use pull::{PullConsumer, PullResult, PullStatus};
 pub use push::{
-    ConsumeFrom, ConsumeResult, Listener, MessageModelConfig, PushConsumer, PushConsumerBuilder,
-    PushConsumerConfig,
+    ConsumeFrom, ConsumeResult, ConsumerState, Listener, MessageModelConfig, PushConsumer,
+    PushConsumerBuilder, PushConsumerConfig,
 };
 pub use tags::TagFilter;
 
@@ -49,4 +49,8 @@ pub enum ConsumerError {
     /// The consumer was shut down.
     #[error("consumer is shut down")]
     Shutdown,
+    /// The consumer's services could not be (re)started: see
+    /// [`ConsumerState::Failed`].
+    #[error("{0}")]
+    Failed(String),
 }

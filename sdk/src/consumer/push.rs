@@ -4,10 +4,30 @@
 //!
 //! How it runs (all on the current arbiter, never blocking it):
 //! - the **service actor** (`ConsumerService`) drives the timers below;
+//! - one **pull service** (`PullService`, an actor) per queue held runs
+//!   that queue's pull loop (below);
+//! - both run under the consumer's [`Supervisor`] (one-for-one, each child
+//!   5 restarts in 60 s, backoff 10 ms doubling to 1 s), rebuilt from the
+//!   shared consumer core: a restarted service heartbeats and rebalances
+//!   at once, before anything is pulled again (a membership notification
+//!   may have come while it was down); a restarted pull service pulls on
+//!   from where its queue's [`ProcessQueue`] says the next pull starts;
+//! - while the service actor is down (or catching up after a restart),
+//!   **nothing is pulled or delivered**: the pull loops and queued
+//!   deliveries wait for the next incarnation (no delivery from an
+//!   assignment that may be stale). Once a child's
+//!   restart budget is spent the consumer **fails**: every child is
+//!   stopped, every queue dropped, what was consumed is committed, the
+//!   broker connections close (the brokers drop the client from the group
+//!   and the other members take its queues), the reason is logged at
+//!   `ERROR` and reported by [`PushConsumer::state`] and
+//!   [`PushConsumer::failed`]. A client library never stops the user's
+//!   actix `System`: the supervisor escalates to a small client-side actor
+//!   (`ServiceWatch`) that does the above;
 //! - **rebalance**: at start, on every `NOTIFY_CONSUMER_IDS_CHANGED`
 //!   pushed by a broker, and every 20 s: read the group's members from a
-//!   broker, apply the [`AllocateStrategy`], stop the pull loops of queues
-//!   no longer ours (committing their offset) and start the new ones (at
+//!   broker, apply the [`AllocateStrategy`], stop the pull services of
+//!   queues no longer ours (committing their offset) and start the new ones (at
 //!   the committed offset, or the configured start position for a new
 //!   group);
 //! - **heartbeat**: every 30 s (and at start) to every broker of the
@@ -30,19 +50,22 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_rt::task::JoinHandle;
 use actormq_protocol::request::{
     ConsumeFromWhere, ConsumeType, ConsumerData, GetConsumerListByGroupRequest, HeartbeatRequest,
     MessageModel,
 };
 use actormq_protocol::{MessageQueue, StoredMessage};
+use actormq_runtime::{
+    ChildEscalated, ChildRef, ChildSpec, Escalation, FactoryError, RestartPolicy, SpawnChildInto,
+    StopChild, StopSupervisor, Supervisor,
+};
 use serde::{Deserialize, Serialize};
-use slog::{Logger, debug, info, o, warn};
-use tokio::sync::{Notify, Semaphore};
+use slog::{Logger, debug, error, info, o, warn};
+use tokio::sync::{Notify, Semaphore, watch};
 
 use super::client::{ClusterClient, NotifyFn};
 use super::offset_store::{LocalOffsetFile, OffsetTable};
@@ -60,6 +83,34 @@ pub enum ConsumeResult {
     Success,
     /// Not now: redeliver later (in process for now; see the module docs).
     Later,
+}
+
+/// What a [`PushConsumer`] is doing; see [`PushConsumer::state`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConsumerState {
+    /// The services run; queues are pulled and delivered.
+    Running,
+    /// The service actor died and its supervisor is restarting it (or the
+    /// new incarnation is catching up: heartbeat and rebalance): nothing
+    /// is pulled or delivered until it has.
+    Restarting,
+    /// The services could not be restarted (restart budget spent): the
+    /// consumer stopped pulling, dropped its queues and left the group.
+    /// It stays so; shut it down and start a new one.
+    Failed {
+        /// Why, as the supervisor reported it.
+        reason: String,
+    },
+    /// [`PushConsumer::shutdown`] was called.
+    Stopped,
+}
+
+/// How a consumer ended (the core's `end` watch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum End {
+    Failed(String),
+    Stopped,
 }
 
 /// The listener of a [`PushConsumer`]: called off the actor loop (in
@@ -378,7 +429,8 @@ impl PushConsumerBuilder {
             };
             LocalOffsetFile::new(&dir, &cfg.group)
         });
-        let core = Arc::new(Core {
+        let core = Arc::new_cyclic(|weak: &Weak<Core>| Core {
+            supervisor: start_supervisor(weak, &logger),
             workers: Arc::new(Semaphore::new(cfg.workers.max(1))),
             cfg,
             client_id,
@@ -390,20 +442,68 @@ impl PushConsumerBuilder {
             offsets: Mutex::new(OffsetTable::default()),
             local,
             wake,
-            stopped: AtomicBool::new(false),
+            end: watch::Sender::new(None),
+            service: ChildRef::empty(),
+            incarnations: AtomicU64::new(0),
+            ready: watch::Sender::new(0),
+            pull_restarts: AtomicU64::new(0),
             logger,
         });
         // Routes first (so the brokers are known), then heartbeat, then the
-        // first rebalance, before returning.
-        for topic in core.cfg.subscriptions.keys() {
-            core.client.refresh(topic).await?;
+        // first rebalance (it starts the pull services, which wait for the
+        // service actor), then the service actor, before returning.
+        let begun = async {
+            for topic in core.cfg.subscriptions.keys() {
+                core.client.refresh(topic).await?;
+            }
+            Ok::<_, ConsumerError>(())
+        }
+        .await;
+        if let Err(e) = begun {
+            core.supervisor.do_send(StopSupervisor);
+            core.client.close();
+            return Err(e);
         }
         core.heartbeat().await;
         core.rebalance().await;
-        let service = ConsumerService { core: core.clone() }.start();
+        let weak = Arc::downgrade(&core);
+        let spec = ChildSpec::new("service", move || ConsumerService::reload(&weak));
+        core.supervisor.do_send(SpawnChildInto {
+            spec,
+            handle: core.service.clone(),
+        });
+        // The child starts on this arbiter once the supervisor handles it.
+        if !core.service_ready().await {
+            let reason = match core.state() {
+                ConsumerState::Failed { reason } => reason,
+                other => format!("consumer services did not start ({other:?})"),
+            };
+            core.client.close();
+            return Err(ConsumerError::Failed(reason));
+        }
         info!(core.logger, "push consumer started"; "queues" => core.assigned().len());
-        Ok(PushConsumer { core, service })
+        Ok(PushConsumer { core })
     }
+}
+
+/// Starts the consumer's supervisor on the current arbiter; its children
+/// (added later) and the escalation path:
+///
+/// ```text
+/// push-consumer supervisor (one-for-one, RestartPolicy::default(): 5 restarts
+/// │   in 60 s, backoff 10 ms → 1 s; budget spent → ServiceWatch fails the consumer)
+/// ├── service             ConsumerService: rebalance / heartbeat / commit timers
+/// └── pull BROKER:TOPIC:Q PullService per queue held (stopped when released)
+/// ```
+fn start_supervisor(core: &Weak<Core>, logger: &Logger) -> Addr<Supervisor> {
+    let watch = ServiceWatch { core: core.clone() }.start();
+    Supervisor::new(
+        "push-consumer",
+        logger,
+        RestartPolicy::default(),
+        Escalation::Notify(watch.recipient()),
+    )
+    .start()
 }
 
 /// A running push consumer; see the module docs. Stop it with
@@ -412,7 +512,6 @@ impl PushConsumerBuilder {
 /// `System` stops).
 pub struct PushConsumer {
     core: Arc<Core>,
-    service: Addr<ConsumerService>,
 }
 
 /// Rebalance now (a membership notification, or the user).
@@ -420,22 +519,28 @@ pub struct PushConsumer {
 #[rtype(result = "()")]
 struct RebalanceNow;
 
-/// Stop the service actor (shutdown).
-#[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "()")]
-struct StopService;
-
 /// The consumer's service actor: the rebalance timer (20 s) and the
 /// membership notifications, the heartbeat timer (30 s) and the commit
 /// timer (5 s). Rebalances run one at a time (`ctx.wait`); the work itself
-/// is async I/O on the [`Core`], so the actor never blocks.
+/// is async I/O on the [`Core`], so the actor never blocks. Supervised
+/// (see [`start_supervisor`]); its state is the shared core, which each
+/// incarnation reloads.
 struct ConsumerService {
     core: Arc<Core>,
+    /// This incarnation's number (1 = the first).
+    incarnation: u64,
 }
 
 impl ConsumerService {
+    /// The factory: a new incarnation on the shared core.
+    fn reload(core: &Weak<Core>) -> Result<ConsumerService, FactoryError> {
+        let core = core.upgrade().ok_or("the consumer is gone")?;
+        let incarnation = core.incarnations.fetch_add(1, Ordering::SeqCst) + 1;
+        Ok(ConsumerService { core, incarnation })
+    }
+
     fn rebalance(&mut self, ctx: &mut Context<Self>) {
-        if self.core.stopped.load(Ordering::SeqCst) {
+        if self.core.halted() {
             return;
         }
         let core = self.core.clone();
@@ -447,6 +552,28 @@ impl Actor for ConsumerService {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.incarnation == 1 {
+            // `start` did the first heartbeat and rebalance.
+            self.core.ready.send_replace(self.incarnation);
+        } else if !self.core.halted() {
+            // Heartbeats and membership notifications may have been missed
+            // while no incarnation ran: catch up before anything is pulled
+            // or delivered (they wait for `ready`, and `ctx.wait` holds
+            // this actor's messages until the rebalance is done).
+            info!(self.core.logger, "consumer service restarted; heartbeat and rebalance";
+                "incarnation" => self.incarnation);
+            let core = self.core.clone();
+            ctx.wait(
+                async move {
+                    core.heartbeat().await;
+                    core.rebalance().await;
+                }
+                .into_actor(self)
+                .map(|(), act, _| {
+                    act.core.ready.send_replace(act.incarnation);
+                }),
+            );
+        }
         let cfg = &self.core.cfg;
         let every = |ms: u64| Duration::from_millis(ms.max(100));
         ctx.run_interval(every(cfg.rebalance_interval_ms), |act, ctx| {
@@ -489,9 +616,81 @@ impl Handler<RebalanceNow> for ConsumerService {
     }
 }
 
-impl Handler<StopService> for ConsumerService {
+/// Test hook (`fault-injection` feature): the handler panics, as a bug in
+/// the service would.
+#[cfg(feature = "fault-injection")]
+impl Handler<actormq_runtime::guard::InjectPanic> for ConsumerService {
     type Result = ();
-    fn handle(&mut self, _: StopService, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: actormq_runtime::guard::InjectPanic, _: &mut Context<Self>) {
+        panic!("{}", msg.0);
+    }
+}
+
+/// Pulls one queue (the pull loop runs in its context, so it ends with
+/// the actor). Supervised; a restarted incarnation continues where the
+/// queue's [`ProcessQueue`] says the next pull starts (what was pulled
+/// and not yet consumed stays cached and is delivered as before).
+struct PullService {
+    core: Arc<Core>,
+    slot: Arc<QueueSlot>,
+}
+
+impl PullService {
+    /// The factory: a new incarnation for a queue still held.
+    fn reload(core: &Weak<Core>, slot: &Weak<QueueSlot>) -> Result<PullService, FactoryError> {
+        let core = core.upgrade().ok_or("the consumer is gone")?;
+        let slot = slot
+            .upgrade()
+            .filter(|s| !s.dropped.load(Ordering::SeqCst))
+            .ok_or("the queue was released")?;
+        if slot.pull_starts.fetch_add(1, Ordering::SeqCst) > 0 {
+            core.pull_restarts.fetch_add(1, Ordering::SeqCst);
+            info!(core.logger, "pull service restarted"; "queue" => slot.mq.queue_id,
+                "broker" => &slot.mq.broker_name, "offset" => slot.pq.lock().expect("pq lock").pulled_up_to());
+        }
+        Ok(PullService { core, slot })
+    }
+}
+
+impl Actor for PullService {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let offset = self.slot.pq.lock().expect("pq lock").pulled_up_to();
+        let pull = self.core.clone().pull_loop(self.slot.clone(), offset);
+        // When the loop ends (queue released, consumer stopped) the actor
+        // idles until its supervisor stops it.
+        ctx.spawn(pull.into_actor(self));
+    }
+}
+
+/// Test hook (`fault-injection` feature): the handler panics, as a bug in
+/// the pull loop would.
+#[cfg(feature = "fault-injection")]
+impl Handler<actormq_runtime::guard::InjectPanic> for PullService {
+    type Result = ();
+    fn handle(&mut self, msg: actormq_runtime::guard::InjectPanic, _: &mut Context<Self>) {
+        panic!("{}", msg.0);
+    }
+}
+
+/// Receives the supervisor's escalation and fails the consumer (never
+/// stops the user's `System`).
+struct ServiceWatch {
+    core: Weak<Core>,
+}
+
+impl Actor for ServiceWatch {
+    type Context = Context<Self>;
+}
+
+impl Handler<ChildEscalated> for ServiceWatch {
+    type Result = ();
+    fn handle(&mut self, msg: ChildEscalated, ctx: &mut Context<Self>) {
+        if let Some(core) = self.core.upgrade() {
+            let reason = format!("consumer services failed: {}", msg.reason);
+            actix_rt::spawn(async move { core.fail(reason).await });
+        }
         ctx.stop();
     }
 }
@@ -549,9 +748,79 @@ impl PushConsumer {
             .sum()
     }
 
+    /// What the consumer is doing: running, restarting its services
+    /// (nothing pulled meanwhile), failed (with the reason; it pulls
+    /// nothing any more) or stopped.
+    pub fn state(&self) -> ConsumerState {
+        self.core.state()
+    }
+
+    /// How many times the service actor was restarted.
+    pub fn service_restarts(&self) -> u64 {
+        self.core
+            .incarnations
+            .load(Ordering::SeqCst)
+            .saturating_sub(1)
+    }
+
+    /// Waits until the consumer has failed, and returns why. Never
+    /// returns while it runs; use it in a `select!` beside other work.
+    pub async fn failed(&self) -> String {
+        let mut end = self.core.end.subscribe();
+        loop {
+            if let Some(End::Failed(reason)) = &*end.borrow_and_update() {
+                return reason.clone();
+            }
+            if end.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Test hook (`fault-injection` feature): makes the running service
+    /// actor panic in a handler. Returns false when no incarnation runs.
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_service_panic(&self, reason: &str) -> bool {
+        match self.core.service.addr() {
+            Some(a) if a.connected() => {
+                a.do_send(actormq_runtime::guard::InjectPanic(reason.to_string()));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// How many times pull services were restarted (all queues).
+    pub fn pull_restarts(&self) -> u64 {
+        self.core.pull_restarts.load(Ordering::SeqCst)
+    }
+
+    /// Test hook (`fault-injection` feature): makes the pull service of
+    /// `mq` panic. Returns false when `mq` is not held or its pull service
+    /// does not run.
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_pull_panic(&self, mq: &MessageQueue, reason: &str) -> bool {
+        let slot = self
+            .core
+            .queues
+            .lock()
+            .expect("queues lock")
+            .get(mq)
+            .cloned();
+        match slot.and_then(|s| s.pull.addr()) {
+            Some(a) if a.connected() => {
+                a.do_send(actormq_runtime::guard::InjectPanic(reason.to_string()));
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Asks for a rebalance now (as a membership notification does).
     pub fn rebalance_now(&self) {
-        self.service.do_send(RebalanceNow);
+        if let Some(service) = self.core.service.addr() {
+            service.do_send(RebalanceNow);
+        }
     }
 
     /// Commits the consumed offsets now.
@@ -564,18 +833,16 @@ impl PushConsumer {
     /// when its connections close).
     pub async fn shutdown(self) {
         let core = self.core;
-        core.stopped.store(true, Ordering::SeqCst);
-        let _ = self.service.send(StopService).await;
-        let slots: Vec<Arc<QueueSlot>> = core
-            .queues
-            .lock()
-            .expect("queues lock")
-            .values()
-            .cloned()
-            .collect();
-        for s in &slots {
-            s.abort_pull();
-        }
+        core.end.send_if_modified(|end| {
+            let first = end.is_none();
+            if first {
+                *end = Some(End::Stopped);
+            }
+            first
+        });
+        // Stops the service and every pull service (an in-flight pull is
+        // dropped with its actor).
+        let _ = core.supervisor.send(StopSupervisor).await;
         let n = core.cfg.workers.max(1) as u32;
         let _idle =
             tokio::time::timeout(Duration::from_secs(5), core.workers.acquire_many(n)).await;
@@ -589,20 +856,26 @@ struct QueueSlot {
     mq: MessageQueue,
     pq: Mutex<ProcessQueue>,
     dropped: AtomicBool,
-    pull: Mutex<Option<JoinHandle<()>>>,
+    /// The supervised child that pulls this queue, and its name.
+    pull: ChildRef<PullService>,
+    pull_name: String,
+    /// Incarnations of its pull service built so far.
+    pull_starts: AtomicU64,
     /// The queue's max offset as the last pull reply reported it.
     broker_max: AtomicU64,
 }
 
 impl QueueSlot {
-    fn abort_pull(&self) {
-        if let Some(h) = self.pull.lock().expect("slot lock").take() {
-            h.abort();
-        }
+    /// Stops the queue's pull service for good (dropping a pull in
+    /// flight).
+    fn stop_pull(&self, supervisor: &Addr<Supervisor>) {
+        supervisor.do_send(StopChild(self.pull_name.clone()));
     }
 }
 
 struct Core {
+    /// Supervises the service actor and the pull services.
+    supervisor: Addr<Supervisor>,
     cfg: PushConsumerConfig,
     client_id: String,
     client: ClusterClient,
@@ -614,11 +887,100 @@ struct Core {
     local: Option<LocalOffsetFile>,
     workers: Arc<Semaphore>,
     wake: Arc<Notify>,
-    stopped: AtomicBool,
+    /// Set once: failed (services could not be restarted) or stopped.
+    end: watch::Sender<Option<End>>,
+    /// The current incarnation of the service actor.
+    service: ChildRef<ConsumerService>,
+    /// Incarnations of the service actor built so far.
+    incarnations: AtomicU64,
+    /// The last incarnation that has caught up (heartbeat and rebalance
+    /// after a restart); pulls and deliveries wait for the current one.
+    ready: watch::Sender<u64>,
+    /// Restarts of pull services (all queues).
+    pull_restarts: AtomicU64,
     logger: Logger,
 }
 
 impl Core {
+    /// Failed or stopped: nothing more is pulled or delivered.
+    fn halted(&self) -> bool {
+        self.end.borrow().is_some()
+    }
+
+    /// The current incarnation of the service runs and has caught up.
+    fn service_up(&self) -> bool {
+        self.service.addr().is_some_and(|a| a.connected())
+            && *self.ready.borrow() == self.incarnations.load(Ordering::SeqCst)
+    }
+
+    fn state(&self) -> ConsumerState {
+        match &*self.end.borrow() {
+            Some(End::Failed(reason)) => ConsumerState::Failed {
+                reason: reason.clone(),
+            },
+            Some(End::Stopped) => ConsumerState::Stopped,
+            None if self.service_up() => ConsumerState::Running,
+            None => ConsumerState::Restarting,
+        }
+    }
+
+    /// Waits until the service actor runs (`true`), or the consumer
+    /// failed or stopped (`false`). Pulls and deliveries pass here, so
+    /// nothing is pulled or delivered while no incarnation runs.
+    async fn service_ready(&self) -> bool {
+        let mut service = self.service.subscribe();
+        let mut ready = self.ready.subscribe();
+        let mut end = self.end.subscribe();
+        loop {
+            if self.halted() {
+                return false;
+            }
+            if self.service_up() {
+                return true;
+            }
+            // A panicked incarnation's address stays in the handle until
+            // the supervisor clears it: every change wakes us.
+            tokio::select! {
+                r = service.changed() => if r.is_err() { return false; },
+                r = ready.changed() => if r.is_err() { return false; },
+                r = end.changed() => if r.is_err() { return false; },
+            }
+        }
+    }
+
+    /// The services could not be restarted: stop pulling, drop every
+    /// queue, commit what was consumed and leave the group (closing the
+    /// broker connections makes the brokers drop this client and notify
+    /// the other members).
+    async fn fail(&self, reason: String) {
+        let first = self.end.send_if_modified(|end| {
+            let first = end.is_none();
+            if first {
+                *end = Some(End::Failed(reason.clone()));
+            }
+            first
+        });
+        if !first {
+            return;
+        }
+        let slots: Vec<Arc<QueueSlot>> = self
+            .queues
+            .lock()
+            .expect("queues lock")
+            .drain()
+            .map(|(_, s)| s)
+            .collect();
+        for slot in &slots {
+            slot.dropped.store(true, Ordering::SeqCst);
+        }
+        // The supervisor has stopped its children already (escalation);
+        // the flags above also stop deliveries still queued.
+        error!(self.logger, "consumer stopped pulling: its services cannot be restarted";
+            "reason" => &reason, "queues_dropped" => slots.len());
+        self.persist().await;
+        self.client.close();
+    }
+
     fn broadcasting(&self) -> bool {
         self.cfg.message_model == MessageModelConfig::Broadcasting
     }
@@ -748,7 +1110,7 @@ impl Core {
         };
         for slot in removed {
             slot.dropped.store(true, Ordering::SeqCst);
-            slot.abort_pull();
+            slot.stop_pull(&self.supervisor);
             self.queues.lock().expect("queues lock").remove(&slot.mq);
             let offset = self.offsets.lock().expect("offsets lock").remove(&slot.mq);
             if let Some(offset) = offset {
@@ -767,7 +1129,7 @@ impl Core {
                     continue;
                 }
             };
-            if self.stopped.load(Ordering::SeqCst) {
+            if self.halted() {
                 return;
             }
             let slot = Arc::new(QueueSlot {
@@ -775,14 +1137,21 @@ impl Core {
                 pq: Mutex::new(ProcessQueue::new(start)),
                 dropped: AtomicBool::new(false),
                 broker_max: AtomicU64::new(0),
-                pull: Mutex::new(None),
+                pull: ChildRef::empty(),
+                pull_name: format!("pull {}:{}:{}", mq.broker_name, mq.topic, mq.queue_id),
+                pull_starts: AtomicU64::new(0),
             });
-            let handle = actix_rt::spawn(self.clone().pull_loop(slot.clone(), start));
-            *slot.pull.lock().expect("slot lock") = Some(handle);
             self.queues
                 .lock()
                 .expect("queues lock")
-                .insert(mq.clone(), slot);
+                .insert(mq.clone(), slot.clone());
+            let (core, weak) = (Arc::downgrade(self), Arc::downgrade(&slot));
+            self.supervisor.do_send(SpawnChildInto {
+                spec: ChildSpec::new(slot.pull_name.clone(), move || {
+                    PullService::reload(&core, &weak)
+                }),
+                handle: slot.pull.clone(),
+            });
             info!(self.logger, "queue taken"; "queue" => mq.queue_id, "broker" => &mq.broker_name, "offset" => start);
         }
     }
@@ -824,7 +1193,10 @@ impl Core {
         let limits = self.limits();
         let suspend = Duration::from_millis(self.cfg.pull_suspend_ms);
         loop {
-            if slot.dropped.load(Ordering::SeqCst) || self.stopped.load(Ordering::SeqCst) {
+            if slot.dropped.load(Ordering::SeqCst) || self.halted() {
+                return;
+            }
+            if !self.service_up() && !self.service_ready().await {
                 return;
             }
             if slot.pq.lock().expect("pq lock").should_pause(&limits) {
@@ -844,6 +1216,12 @@ impl Core {
             .await;
             if slot.dropped.load(Ordering::SeqCst) {
                 return;
+            }
+            if !self.service_up() {
+                // The service died while the pull was out: the queue may
+                // be reassigned by the next incarnation. Discard; pull
+                // again from the same offset once it runs (if still ours).
+                continue;
             }
             if let Ok(r) = &result {
                 slot.broker_max.fetch_max(r.max_offset, Ordering::Relaxed);
@@ -911,14 +1289,20 @@ impl Core {
         // Shared with the listener's thread, not copied for it.
         let mut msgs = Arc::new(msgs);
         loop {
-            if slot.dropped.load(Ordering::SeqCst) || self.stopped.load(Ordering::SeqCst) {
+            if slot.dropped.load(Ordering::SeqCst) || self.halted() {
+                return;
+            }
+            if !self.service_up() && !self.service_ready().await {
                 return;
             }
             let Ok(permit) = self.workers.clone().acquire_owned().await else {
                 return;
             };
-            if self.stopped.load(Ordering::SeqCst) {
+            if slot.dropped.load(Ordering::SeqCst) || self.halted() {
                 return;
+            }
+            if !self.service_up() {
+                continue; // wait for the next incarnation (above)
             }
             let listener = self.listener.clone();
             let batch = msgs.clone();

@@ -12,7 +12,7 @@
 //! | `t55_data_dir` | two `actormq-node` processes on one data dir |
 //! | `t56_disk_full` | a node on a small tmpfs (root; skipped where mount is not permitted) |
 //! | `t60_producer` | the SDK producer and the `actormq` CLI (combined and split nodes) |
-//! | `t70_consumer` | SDK push consumers (rebalance, broadcasting, tags, restart) |
+//! | `t70_consumer` | SDK push consumers (rebalance, broadcasting, tags, restart, supervised services; the SDK's `fault-injection` feature) |
 //! | `t80_bench` | `actormq bench` (produce, e2e) |
 //!
 //! Run: `cargo test -p actormq-tests --test e2e` (one module:

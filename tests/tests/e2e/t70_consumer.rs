@@ -1,6 +1,10 @@
 //! Push consumers of the SDK against a child-process combined node: queue
 //! sharing and rebalance, broadcasting, tag filters, restart from the
-//! committed offset. Messages are produced with the protocol-level client.
+//! committed offset, and the supervised services (panics injected through
+//! the SDK's `fault-injection` feature: a restarted service or pull
+//! service loses nothing; one past its restart budget stops pulling and
+//! leaves the group). Messages are produced with the protocol-level
+//! client.
 //!
 //! "Nothing delivered twice" is checked after an event, not a quiet
 //! period: [`wait_drained`] (and [`wait_drained_locally`] for
@@ -15,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use actormq_protocol::request::{QueryConsumerOffsetRequest, SendMessageRequest};
 use actormq_protocol::{Bytes, ResponseCode};
-use actormq_sdk::consumer::{ConsumeFrom, ConsumeResult, PushConsumer, PushConsumerBuilder};
+use actormq_sdk::consumer::{
+    ConsumeFrom, ConsumeResult, ConsumerState, PushConsumer, PushConsumerBuilder,
+};
 use actormq_tests::client::Client;
 
 use crate::common::{NO_ARGS, bounded, combined, connect, create_topic, max_offset, wait_route};
@@ -813,4 +819,205 @@ async fn t70_start_positions_and_flow_control() {
         }
     })
     .await;
+}
+
+// ------------------------------------------------- supervised services
+
+/// The group's members as the broker lists them.
+async fn members(broker: SocketAddr, group: &str) -> Vec<String> {
+    use actormq_protocol::request::GetConsumerListByGroupRequest;
+    let mut c = connect(broker).await;
+    let reply = c
+        .call(
+            &GetConsumerListByGroupRequest {
+                consumer_group: group.into(),
+            },
+            Bytes::new(),
+        )
+        .await
+        .expect("member list call");
+    if !reply.is_success() {
+        return Vec::new(); // an unknown (empty) group
+    }
+    let mut ids = reply.ok().expect("member list").consumer_ids;
+    ids.sort();
+    ids
+}
+
+#[actix_rt::test]
+async fn t70_service_panic_restarts_and_consumption_continues() {
+    bounded(async {
+        let node = combined(NO_ARGS);
+        let (ns, broker) = (node.namesrv(), node.broker());
+        let topic = "t70-svc-panic";
+        create_topic(broker, topic, 4).await;
+        let (sa, sb): (Seen, Seen) = Default::default();
+        let a = consumer(ns, "t70-svc", topic, "*", &sa, |b| b).await;
+        assert_eq!(a.state(), ConsumerState::Running);
+        assert_eq!(a.assigned_queues().len(), 4);
+
+        // The service actor panics while messages are flowing.
+        let first = send(broker, topic, 4, 0, 100, |_| "x".into()).await;
+        assert!(a.inject_service_panic("service broke (expected in this test)"));
+        wait_for(WAIT, "the service restarted", || {
+            a.service_restarts() == 1 && a.state() == ConsumerState::Running
+        })
+        .await;
+        let second = send(broker, topic, 4, 100, 100, |_| "x".into()).await;
+        let want: BTreeSet<String> = first.iter().chain(&second).cloned().collect();
+        wait_for(WAIT, "all 200 delivered", || {
+            want.is_subset(&bodies(&sa).into_iter().collect())
+        })
+        .await;
+        assert_eq!(a.assigned_queues().len(), 4, "still holds its queues");
+
+        // The new incarnation serves membership notifications: a second
+        // member joins and the two split the queues.
+        let b = consumer(ns, "t70-svc", topic, "*", &sb, |b| b).await;
+        wait_for(WAIT, "a 2/2 split after the restart", || {
+            a.assigned_queues().len() == 2 && b.assigned_queues().len() == 2
+        })
+        .await;
+        let third = send(broker, topic, 4, 200, 100, |_| "x".into()).await;
+        wait_for(WAIT, "the last 100 delivered", || {
+            let got: BTreeSet<String> = bodies(&sa).into_iter().chain(bodies(&sb)).collect();
+            third.iter().all(|m| got.contains(m))
+        })
+        .await;
+        assert!(!bodies(&sb).is_empty(), "the newcomer consumes");
+        assert_eq!(a.service_restarts(), 1);
+        for x in [a, b] {
+            x.shutdown().await;
+        }
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn t70_pull_service_panic_restarts_its_queue_nothing_lost_or_repeated() {
+    bounded(async {
+        let node = combined(NO_ARGS);
+        let (ns, broker) = (node.namesrv(), node.broker());
+        let topic = "t70-pull-panic";
+        create_topic(broker, topic, 4).await;
+        let seen: Seen = Default::default();
+        let a = consumer(ns, "t70-pull-panic-g", topic, "*", &seen, |b| b).await;
+        let first = send(broker, topic, 4, 0, 100, |_| "x".into()).await;
+        let q0 = a.assigned_queues()[0].clone();
+        assert!(a.inject_pull_panic(&q0, "pull broke (expected in this test)"));
+        wait_for(WAIT, "the pull service restarted", || {
+            a.pull_restarts() == 1
+        })
+        .await;
+        assert_eq!(
+            a.state(),
+            ConsumerState::Running,
+            "the service is unaffected"
+        );
+        assert_eq!(a.service_restarts(), 0);
+        let second = send(broker, topic, 4, 100, 100, |_| "x".into()).await;
+        let want: BTreeSet<String> = first.iter().chain(&second).cloned().collect();
+        wait_for(WAIT, "all 200 delivered", || {
+            want.is_subset(&bodies(&seen).into_iter().collect())
+        })
+        .await;
+        // Idle (nothing cached, nothing known to be pending): any second
+        // delivery would have been pulled by now.
+        wait_for(WAIT, "the consumer idle", || {
+            a.cached_messages() == 0 && a.known_backlog() == 0
+        })
+        .await;
+        assert_eq!(bodies(&seen).len(), 200, "each message exactly once");
+        assert!(
+            seen.lock().unwrap().iter().any(|(_, q)| *q == q0.queue_id),
+            "the restarted queue delivers"
+        );
+        a.shutdown().await;
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn t70_consumer_whose_services_keep_failing_stops_pulling_and_the_group_takes_over() {
+    bounded(async {
+        let node = combined(NO_ARGS);
+        let (ns, broker) = (node.namesrv(), node.broker());
+        let topic = "t70-svc-fail";
+        let group = "t70-svc-fail-g";
+        create_topic(broker, topic, 8).await;
+        let (sa, sb): (Seen, Seen) = Default::default();
+        let a = consumer(ns, group, topic, "*", &sa, |b| b).await;
+        let b = consumer(ns, group, topic, "*", &sb, |b| b).await;
+        wait_for(WAIT, "a 4/4 split", || {
+            a.assigned_queues().len() == 4 && b.assigned_queues().len() == 4
+        })
+        .await;
+        let before = send(broker, topic, 8, 0, 80, |_| "x".into()).await;
+        wait_for(WAIT, "80 delivered", || {
+            let got: BTreeSet<String> = bodies(&sa).into_iter().chain(bodies(&sb)).collect();
+            before.iter().all(|m| got.contains(m))
+        })
+        .await;
+
+        // Past the restart budget (the default: 5 restarts within 60 s).
+        for i in 1..=6u64 {
+            wait_for(WAIT, "the service running", || {
+                a.state() == ConsumerState::Running
+            })
+            .await;
+            assert!(a.inject_service_panic("service broke (expected in this test)"));
+            wait_for(WAIT, "the service restarted or given up", || {
+                a.service_restarts() >= i || matches!(a.state(), ConsumerState::Failed { .. })
+            })
+            .await;
+        }
+        wait_for(WAIT, "the consumer failed", || {
+            matches!(a.state(), ConsumerState::Failed { .. })
+        })
+        .await;
+        let ConsumerState::Failed { reason } = a.state() else {
+            unreachable!()
+        };
+        assert!(reason.contains("service"), "{reason}");
+        assert!(reason.contains("budget"), "{reason}");
+        assert_eq!(a.service_restarts(), 5);
+        assert!(a.assigned_queues().is_empty(), "its queues are dropped");
+
+        // It left the group; the other member takes every queue.
+        wait_for_members(broker, group, vec![b.client_id().to_string()]).await;
+        wait_for(WAIT, "b holds all 8 queues", || {
+            b.assigned_queues().len() == 8
+        })
+        .await;
+        let after = send(broker, topic, 8, 80, 80, |_| "x".into()).await;
+        wait_for(WAIT, "b gets all 80", || {
+            let got: BTreeSet<String> = bodies(&sb).into_iter().collect();
+            after.iter().all(|m| got.contains(m))
+        })
+        .await;
+        let got_a: BTreeSet<String> = bodies(&sa).into_iter().collect();
+        assert!(
+            after.iter().all(|m| !got_a.contains(m)),
+            "the failed consumer received messages produced after it failed"
+        );
+        assert!(matches!(a.state(), ConsumerState::Failed { .. }));
+        for x in [a, b] {
+            x.shutdown().await;
+        }
+    })
+    .await;
+}
+
+/// Waits until the broker lists exactly `want` (sorted) in `group`.
+async fn wait_for_members(broker: SocketAddr, group: &str, mut want: Vec<String>) {
+    want.sort();
+    let start = Instant::now();
+    loop {
+        let got = members(broker, group).await;
+        if got == want {
+            return;
+        }
+        assert!(start.elapsed() < WAIT, "members {got:?}, want {want:?}");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
 }
