@@ -8,9 +8,11 @@
 #
 #   tests/scripts/bench-ab.sh BEFORE_BIN_DIR AFTER_BIN_DIR [RUNS]
 #
-# Output: one line per bench run, `side run label json`, where json is the
-# bench's `--json` summary line; then a table of the median msgs/s per
-# label and side, and the after/before ratio.
+# Output: one line per bench run, `side run label cpu_us json`, where
+# cpu_us is the client's CPU time (user + system, /usr/bin/time) per
+# message and json the bench's `--json` summary line; then a table of
+# msgs/s per label and side, the after/before ratio of the medians, and
+# the median client CPU per message.
 set -euo pipefail
 A_BIN=$1
 B_BIN=$2
@@ -18,10 +20,10 @@ RUNS=${3:-3}
 OUT=$(mktemp /tmp/actormq-ab.XXXXXX)
 
 MATRIX=(
-  "produce-256|bench produce -t u --messages 300000 --concurrency 256 --json"
-  "produce-b32|bench produce -t b32 --messages 1000000 --concurrency 128 --batch 32 --json"
-  "produce-b1000|bench produce -t b1k --messages 2000000 --concurrency 16 --batch 1000 --json"
-  "consume|bench consume -t b32 -g GROUP --messages 1000000 --json"
+  "produce-256|bench produce -t u --messages 600000 --concurrency 256 --json"
+  "produce-b32|bench produce -t b32 --messages 2000000 --concurrency 128 --batch 32 --json"
+  "produce-b1000|bench produce -t b1k --messages 4000000 --concurrency 16 --batch 1000 --json"
+  "consume|bench consume -t b32 -g GROUP --messages 2000000 --json"
 )
 
 run_side() { # side-name bin-dir run
@@ -39,8 +41,10 @@ run_side() { # side-name bin-dir run
     local label=${spec%%|*} args=${spec#*|}
     args=${args//GROUP/g$side$run$RANDOM}
     # shellcheck disable=SC2086
-    local json; json=$("$bin/actormq" -n "$ns" $args 2>/dev/null | tail -1)
-    echo "$side $run $label $json" | tee -a "$OUT"
+    local json; json=$(/usr/bin/time -f "%U %S" -o "$dir/time" \
+      "$bin/actormq" -n "$ns" $args 2>/dev/null | tail -1)
+    local cpu; cpu=$(python3 -c 'import json,sys; u,s=open(sys.argv[1]).read().split()[-2:]; print("%.2f" % ((float(u)+float(s))*1e6/json.loads(sys.argv[2])["messages"]))' "$dir/time" "$json")
+    echo "$side $run $label $cpu $json" | tee -a "$OUT"
   done
   kill -TERM "$pid"
   wait "$pid"
@@ -60,14 +64,17 @@ python3 - "$OUT" <<'PY'
 import json, statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    side, run, label, js = line.split(" ", 3)
-    rows.setdefault(label, {}).setdefault(side, []).append(json.loads(js)["msgs_per_sec"])
-print("| bench | before msgs/s (runs) | after msgs/s (runs) | median after/before |")
-print("|---|---|---|---|")
+    side, run, label, cpu, js = line.split(" ", 4)
+    r = rows.setdefault(label, {}).setdefault(side, {"rate": [], "cpu": []})
+    r["rate"].append(json.loads(js)["msgs_per_sec"])
+    r["cpu"].append(float(cpu))
+print("| bench | before msgs/s (runs) | after msgs/s (runs) | median after/before | client CPU µs/msg before → after (median) |")
+print("|---|---|---|---|---|")
 for label, sides in rows.items():
-    b, a = sides.get("before", []), sides.get("after", [])
+    b, a = sides.get("before"), sides.get("after")
     fmt = lambda xs: " / ".join(f"{x:,.0f}".replace(",", " ") for x in xs)
-    ratio = statistics.median(a) / statistics.median(b) if a and b else float("nan")
-    print(f"| {label} | {fmt(b)} | {fmt(a)} | {ratio:.3f} |")
+    ratio = statistics.median(a["rate"]) / statistics.median(b["rate"])
+    cpu = f'{statistics.median(b["cpu"]):.2f} → {statistics.median(a["cpu"]):.2f}'
+    print(f"| {label} | {fmt(b['rate'])} | {fmt(a['rate'])} | {ratio:.3f} | {cpu} |")
 PY
 rm -f "$OUT"
