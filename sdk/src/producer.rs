@@ -20,6 +20,13 @@
 //!   on later sends.
 //! - **Heartbeats**: the group is announced to every broker it sends to,
 //!   every 30 s.
+//! - **Services**: the heartbeat and the route refresh are actors under a
+//!   supervisor of the producer's own (`producer` supervisor: children
+//!   `heartbeat` and `route-refresher`, restarted from a factory after a
+//!   panic). Past the restart budget the supervisor gives up: an `ERROR`
+//!   line says so and [`Producer::service_failure`] gives the reason;
+//!   sends go on (routes are then fetched only when a send needs one), and
+//!   the user's actix `System` is never stopped.
 //!
 //! ```rust,ignore
 //! let producer = ProducerBuilder::new("orders-producer")
@@ -49,13 +56,16 @@ use actormq_protocol::{
     Bytes, BytesMut, Message, MessageQueue, ResponseCode, UniqueKeyGenerator, batch, tag_hash,
     validate_batch, validate_message,
 };
-use actormq_runtime::Rpc;
+use actormq_runtime::{
+    ChildEscalated, ChildRef, ChildSpec, Escalation, GetChildStatus, RestartPolicy, Rpc,
+    StopSupervisor, Supervisor, spawn_child,
+};
 use serde::{Deserialize, Serialize};
-use slog::{Logger, debug, o};
+use slog::{Logger, debug, error, o};
 
 use crate::connections::Connections;
 use crate::error::ClientError;
-use crate::route::{RouteCache, RouteRefresher, StopRefresher, TopicRoute, is_unreachable};
+use crate::route::{RouteCache, TopicRoute, is_unreachable};
 
 /// Property key of the unique key stamped on every message.
 pub use actormq_protocol::message::PROPERTY_UNIQUE_KEY;
@@ -384,9 +394,40 @@ struct Inner {
     fallback: Mutex<HashMap<String, (Arc<TopicRoute>, Instant)>>,
     brokers: Mutex<HashMap<String, String>>,
     closed: AtomicBool,
-    refresher: Addr<RouteRefresher>,
-    heartbeat: Mutex<Option<Addr<HeartbeatService>>>,
+    /// The supervisor of the services below (stopped with the producer).
+    services: Addr<Supervisor>,
+    /// Why the services were given up, once they were.
+    service_failure: Arc<Mutex<Option<String>>>,
+    heartbeat: ChildRef<HeartbeatService>,
     logger: Logger,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle is gone: so are the services.
+        self.services.do_send(StopSupervisor);
+    }
+}
+
+/// Receives the producer supervisor's escalation.
+struct ServicesWatch {
+    failure: Arc<Mutex<Option<String>>>,
+    logger: Logger,
+}
+
+impl Actor for ServicesWatch {
+    type Context = Context<Self>;
+}
+
+impl Handler<ChildEscalated> for ServicesWatch {
+    type Result = ();
+    fn handle(&mut self, msg: ChildEscalated, ctx: &mut Context<Self>) {
+        let reason = format!("producer services failed: {}", msg.reason);
+        error!(self.logger, "producer services given up: no more heartbeats, routes are fetched only when a send needs one";
+            "reason" => &reason);
+        *lock(&self.failure) = Some(reason);
+        ctx.stop();
+    }
 }
 
 /// A producer of one group. Cheap to clone (clones share everything).
@@ -431,7 +472,24 @@ impl Producer {
             ms(config.send_timeout_ms),
             &logger,
         )?;
-        let refresher = routes.start_refresh(ms(config.route_refresh_interval_ms.max(1)));
+        let refresher = routes.refresher(ms(config.route_refresh_interval_ms.max(1)));
+        let service_failure = Arc::new(Mutex::new(None));
+        let watch = ServicesWatch {
+            failure: service_failure.clone(),
+            logger: logger.clone(),
+        }
+        .start();
+        let services = Supervisor::new(
+            "producer",
+            &logger,
+            RestartPolicy::default(),
+            Escalation::Notify(watch.recipient()),
+        )
+        .start();
+        spawn_child(
+            &services,
+            ChildSpec::new("route-refresher", move || Ok(refresher.clone())),
+        );
         let client_id =
             crate::client_id::new_client_id(&config.namesrv, config.instance_name.as_deref());
         let inner = Arc::new(Inner {
@@ -446,8 +504,9 @@ impl Producer {
             fallback: Mutex::new(HashMap::new()),
             brokers: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
-            refresher,
-            heartbeat: Mutex::new(None),
+            services,
+            service_failure,
+            heartbeat: ChildRef::empty(),
             client_id,
             routes,
             conns,
@@ -457,9 +516,11 @@ impl Producer {
         let hb = HeartbeatService {
             producer: Arc::downgrade(&inner),
             interval: ms(inner.config.heartbeat_interval_ms.max(1)),
-        }
-        .start();
-        *lock(&inner.heartbeat) = Some(hb);
+        };
+        inner.services.do_send(actormq_runtime::SpawnChildInto {
+            spec: ChildSpec::new("heartbeat", move || Ok(hb.clone())),
+            handle: inner.heartbeat.clone(),
+        });
         Ok(Producer { inner })
     }
 
@@ -471,6 +532,34 @@ impl Producer {
     /// The client id announced in heartbeats.
     pub fn client_id(&self) -> &str {
         &self.inner.client_id
+    }
+
+    /// Why the producer's services (heartbeat, route refresh) were given
+    /// up after spending their restart budget; `None` while they run.
+    pub fn service_failure(&self) -> Option<String> {
+        lock(&self.inner.service_failure).clone()
+    }
+
+    /// Restarts of the producer's services so far (0 once they were given
+    /// up: the supervisor is gone).
+    pub async fn service_restarts(&self) -> u64 {
+        match self.inner.services.send(GetChildStatus).await {
+            Ok(children) => children.iter().map(|c| c.restarts).sum(),
+            Err(_) => 0,
+        }
+    }
+
+    /// Test hook (`fault-injection` feature): makes the running heartbeat
+    /// service panic. Returns false when no incarnation runs.
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_heartbeat_panic(&self, reason: &str) -> bool {
+        match self.inner.heartbeat.addr() {
+            Some(a) if a.connected() => {
+                a.do_send(actormq_runtime::guard::InjectPanic(reason.to_string()));
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The route cache (shared with whoever else uses this producer's
@@ -636,10 +725,7 @@ impl Producer {
             .conns
             .drain(ms(self.inner.config.send_timeout_ms))
             .await;
-        if let Some(hb) = lock(&self.inner.heartbeat).take() {
-            hb.do_send(StopHeartbeat);
-        }
-        self.inner.refresher.do_send(StopRefresher);
+        self.inner.services.do_send(StopSupervisor);
         self.inner.conns.close_all();
         debug!(self.inner.logger, "producer shut down");
     }
@@ -1017,7 +1103,7 @@ pub fn auto_create_route(topic: &str, info: &ClusterInfo, queues: u32) -> TopicR
 }
 
 /// The actor that heartbeats a producer's group to its brokers.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct HeartbeatService {
     producer: Weak<Inner>,
     interval: Duration,
@@ -1030,11 +1116,6 @@ impl std::fmt::Debug for Inner {
             .finish()
     }
 }
-
-/// Stops a [`HeartbeatService`].
-#[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "()")]
-pub struct StopHeartbeat;
 
 impl Actor for HeartbeatService {
     type Context = Context<Self>;
@@ -1050,11 +1131,13 @@ impl Actor for HeartbeatService {
     }
 }
 
-impl Handler<StopHeartbeat> for HeartbeatService {
+/// Test hook (`fault-injection` feature): the handler panics, as a bug in
+/// the service would.
+#[cfg(feature = "fault-injection")]
+impl Handler<actormq_runtime::guard::InjectPanic> for HeartbeatService {
     type Result = ();
-
-    fn handle(&mut self, _: StopHeartbeat, ctx: &mut Context<Self>) {
-        ctx.stop();
+    fn handle(&mut self, msg: actormq_runtime::guard::InjectPanic, _: &mut Context<Self>) {
+        panic!("{}", msg.0);
     }
 }
 

@@ -6,7 +6,8 @@
 //!   name servers (in turn, starting with the last one that answered) and
 //!   caches the answer.
 //! - **Refresh**: [`RouteCache::start_refresh`] starts a small actor
-//!   ([`RouteRefresher`]) that refreshes every cached topic every
+//!   ([`RouteRefresher`]; [`RouteCache::refresher`] builds one for a
+//!   supervisor's factory) that refreshes every cached topic every
 //!   `interval` (30 s by default). A refresh that reaches no name server
 //!   keeps the cached route, so producers and consumers keep working on it.
 //!   A topic a name server reports as gone (`TOPIC_NOT_EXIST`) is dropped.
@@ -330,11 +331,16 @@ impl RouteCache {
     /// every cached route each `interval`. It stops when every clone of
     /// this cache is dropped, or on [`StopRefresher`].
     pub fn start_refresh(&self, interval: Duration) -> Addr<RouteRefresher> {
+        self.refresher(interval).start()
+    }
+
+    /// A [`RouteRefresher`] for this cache, not started (it holds the
+    /// cache weakly; clone it in a supervisor's factory).
+    pub fn refresher(&self, interval: Duration) -> RouteRefresher {
         RouteRefresher {
             cache: Arc::downgrade(&self.inner),
             interval,
         }
-        .start()
     }
 }
 
@@ -354,7 +360,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The actor that drives a [`RouteCache`]'s periodic refresh.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RouteRefresher {
     cache: Weak<Inner>,
     interval: Duration,

@@ -479,3 +479,59 @@ async fn t60_cli_json_lines_carry_the_documented_fields() {
     })
     .await;
 }
+
+/// Polls `cond` until it holds (failing the test after 30 s).
+async fn until<F: std::future::Future<Output = bool>>(what: &str, mut cond: impl FnMut() -> F) {
+    let start = std::time::Instant::now();
+    while !cond().await {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out: {what}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn t60_producer_services_restart_and_past_the_budget_sends_go_on() {
+    bounded(async {
+        let node = combined(NO_ARGS);
+        let topic = "t60-svc";
+        create_topic(node.broker(), topic, 2).await;
+        wait_route(node.namesrv(), topic, "broker-a", node.broker(), 2).await;
+        let p = producer(node.namesrv(), Duration::from_secs(30)).await;
+        p.send(Message::new(topic, "first")).await.expect("send");
+
+        // A panic in the heartbeat service: restarted from its factory.
+        until("the heartbeat service runs", || async {
+            p.inject_heartbeat_panic("heartbeat broke (expected in this test)")
+        })
+        .await;
+        until("one restart", || async { p.service_restarts().await == 1 }).await;
+        assert_eq!(p.service_failure(), None);
+        p.send(Message::new(topic, "second")).await.expect("send");
+
+        // Past the budget (5 restarts within 60 s): given up, and said so;
+        // sends still work (routes are fetched when a send needs one).
+        for i in 2..=6u64 {
+            until("the heartbeat service runs again", || async {
+                p.inject_heartbeat_panic("heartbeat broke (expected in this test)")
+            })
+            .await;
+            until("restarted or given up", || async {
+                p.service_restarts().await >= i || p.service_failure().is_some()
+            })
+            .await;
+        }
+        until("given up", || async { p.service_failure().is_some() }).await;
+        let reason = p.service_failure().unwrap();
+        assert!(reason.contains("heartbeat"), "{reason}");
+        p.send(Message::new(topic, "third")).await.expect("send");
+        let stored = body_set(&pull_topic(node.broker(), topic, 2).await);
+        for body in ["first", "second", "third"] {
+            assert!(stored.contains(body), "{stored:?}");
+        }
+        p.shutdown().await;
+    })
+    .await;
+}
