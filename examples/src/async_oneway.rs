@@ -10,7 +10,7 @@ use actormq_sdk::protocol::Message;
 use actormq_sdk::{ProducerBuilder, SendResult};
 use tokio::sync::mpsc::unbounded_channel;
 
-use crate::wait::{body_text, recv_n};
+use crate::wait::{body_text, recv_n, rest};
 
 /// What the scenario sent and read back.
 #[derive(Debug, Clone, Default)]
@@ -74,8 +74,10 @@ pub async fn run(
         .start()
         .await?;
     report.received = recv_n(&mut rx, n_async + n_oneway, Duration::from_secs(20)).await;
-    report.received.sort();
     consumer.shutdown().await;
+    // Anything delivered meanwhile counts too (a duplicate would show).
+    report.received.extend(rest(&mut rx));
+    report.received.sort();
     example.node.shutdown().await;
     Ok(report)
 }

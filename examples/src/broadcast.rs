@@ -15,7 +15,7 @@ use actormq_sdk::consumer::{ConsumeFrom, ConsumeResult, PushConsumer, PushConsum
 use actormq_sdk::protocol::{Message, MessageQueue};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
-use crate::wait::{body_text, recv_n};
+use crate::wait::{body_text, recv_n, rest};
 
 /// What one broadcasting instance saw.
 #[derive(Debug, Clone, Default)]
@@ -101,13 +101,15 @@ pub async fn run(n: usize) -> Result<BroadcastReport, Box<dyn std::error::Error>
     }
     for (instance, consumer, mut rx) in running {
         let mut received = recv_n(&mut rx, n, Duration::from_secs(20)).await;
-        received.sort();
         // ANCHOR: offsets
         // Shutdown writes the instance's offsets to its local file.
         consumer.shutdown().await;
         let file = LocalOffsetFile::new(&offsets.path().join(instance), GROUP);
         let saved = file.read()?;
         // ANCHOR_END: offsets
+        // Anything delivered meanwhile counts too (a duplicate would show).
+        received.extend(rest(&mut rx));
+        received.sort();
         report.readers.push(Reader {
             instance: instance.to_string(),
             received,

@@ -22,6 +22,17 @@ pub async fn recv_n<T>(rx: &mut UnboundedReceiver<T>, n: usize, within: Duration
     got
 }
 
+/// Everything already in `rx`. Called after a consumer's shutdown (which
+/// returns once its listener calls are done), so that a message delivered
+/// twice shows up in the count: no delivery can come after that event.
+pub fn rest<T>(rx: &mut UnboundedReceiver<T>) -> Vec<T> {
+    let mut got = Vec::new();
+    while let Ok(item) = rx.try_recv() {
+        got.push(item);
+    }
+    got
+}
+
 /// The UTF-8 text of a message body (lossy).
 pub fn body_text(m: &actormq_sdk::protocol::StoredMessage) -> String {
     String::from_utf8_lossy(&m.message.body).into_owned()
