@@ -18,6 +18,15 @@ A_BIN=$1
 B_BIN=$2
 RUNS=${3:-3}
 OUT=$(mktemp /tmp/actormq-ab.XXXXXX)
+NODE_PID=
+DATA_DIR=
+# On any exit (a failed bench included): no node left running, no data left.
+cleanup() {
+  if [[ -n $NODE_PID ]]; then kill -TERM "$NODE_PID" 2>/dev/null || true; fi
+  if [[ -n $DATA_DIR ]]; then rm -rf "$DATA_DIR"; fi
+  rm -f "$OUT"
+}
+trap cleanup EXIT
 
 MATRIX=(
   "produce-256|bench produce -t u --messages 600000 --concurrency 256 --json"
@@ -29,11 +38,13 @@ MATRIX=(
 run_side() { # side-name bin-dir run
   local side=$1 bin=$2 run=$3
   local dir; dir=$(mktemp -d /tmp/actormq-ab-data.XXXXXX)
+  DATA_DIR=$dir
   local fifo="$dir/ready"
   mkfifo "$fifo"
   "$bin/actormq-node" --data-dir "$dir/data" --namesrv-listen 127.0.0.1:0 \
     --broker-listen 127.0.0.1:0 --log-level warn >"$fifo" 2>"$dir/node.log" &
   local pid=$!
+  NODE_PID=$pid
   local ready
   read -r ready <"$fifo"
   local ns; ns=$(sed -E 's/.*namesrv=([^ ]+).*/\1/' <<<"$ready")
@@ -42,13 +53,16 @@ run_side() { # side-name bin-dir run
     args=${args//GROUP/g$side$run$RANDOM}
     # shellcheck disable=SC2086
     local json; json=$(/usr/bin/time -f "%U %S" -o "$dir/time" \
-      "$bin/actormq" -n "$ns" $args 2>/dev/null | tail -1)
-    local cpu; cpu=$(python3 -c 'import json,sys; u,s=open(sys.argv[1]).read().split()[-2:]; print("%.2f" % ((float(u)+float(s))*1e6/json.loads(sys.argv[2])["messages"]))' "$dir/time" "$json")
+      "$bin/actormq" -n "$ns" $args 2>"$dir/bench.err" | tail -1)
+    local cpu; cpu=$(python3 -c 'import json,sys; u,s=open(sys.argv[1]).read().split()[-2:]; n=json.loads(sys.argv[2])["messages"]; print("%.2f" % ((float(u)+float(s))*1e6/n) if n else "nan")' "$dir/time" "$json") || {
+      echo "$side $run $label failed: $json $(tail -3 "$dir/bench.err")" >&2; exit 1; }
     echo "$side $run $label $cpu $json" | tee -a "$OUT"
   done
   kill -TERM "$pid"
   wait "$pid"
+  NODE_PID=
   rm -rf "$dir"
+  DATA_DIR=
 }
 
 for run in $(seq 1 "$RUNS"); do
@@ -77,4 +91,3 @@ for label, sides in rows.items():
     cpu = f'{statistics.median(b["cpu"]):.2f} → {statistics.median(a["cpu"]):.2f}'
     print(f"| {label} | {fmt(b['rate'])} | {fmt(a['rate'])} | {ratio:.3f} | {cpu} |")
 PY
-rm -f "$OUT"
