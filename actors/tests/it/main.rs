@@ -6,6 +6,7 @@ mod t15_registry;
 mod t16_broker_meta;
 mod t17_registrar;
 mod t20_net;
+mod t21_session_faults;
 mod t30_backpressure;
 mod t40_send_pull;
 mod t41_long_poll;

@@ -22,9 +22,14 @@ pub mod reply;
 pub mod router;
 pub mod session;
 
+#[cfg(feature = "fault-injection")]
+pub use listener::InjectSessionPanic;
 pub use listener::{
     CloseConnection, GetSessionStats, Listener, ListenerOptions, PushTo, StopListener,
     SubscribeClosed,
+};
+pub use listener::{
+    DEFAULT_MAX_CONNECTION_MEMORY, DEFAULT_MAX_CONNECTIONS, GetListenerStats, ListenerStats,
 };
 pub use remote::{GetLinkState, LinkState, MAX_INBOUND, Oneway, RemoteClient, RemoteOptions};
 pub use reply::{PULL_STATUSES, STORED_STATUSES, decode_reply, reply_frame};
