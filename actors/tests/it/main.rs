@@ -2,6 +2,7 @@
 
 mod t10_supervisor;
 mod t11_guarded;
+mod t12_guarded_broker;
 mod t15_registry;
 mod t16_broker_meta;
 mod t17_registrar;
