@@ -84,15 +84,32 @@ impl Default for NodeSection {
 pub struct NamesrvSection {
     /// Listen address; port 0 binds an ephemeral port. Default `127.0.0.1:9876`.
     pub listen: SocketAddr,
+    /// Most connections open at once on the name-server listener; one
+    /// accepted past it is closed at once. >0. Default `4096`.
+    pub max_connections: usize,
+    /// Cap on the bytes all connections of the name-server listener hold
+    /// together (read buffers, requests being served, unsent replies);
+    /// past it connections stop reading until memory is freed. At least
+    /// 1 MiB. Default `1073741824` (1 GiB).
+    pub max_connection_memory: usize,
 }
 
 impl Default for NamesrvSection {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9876)),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connection_memory: DEFAULT_MAX_CONNECTION_MEMORY,
         }
     }
 }
+
+/// Default of the `max_connections` keys.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default of the `max_connection_memory` keys: 1 GiB.
+pub const DEFAULT_MAX_CONNECTION_MEMORY: usize = 1 << 30;
+/// Least `max_connection_memory` accepted: 1 MiB.
+pub const MIN_CONNECTION_MEMORY: usize = 1 << 20;
 
 /// `[broker]`: the broker's identity, storage and feature switches.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -166,6 +183,18 @@ pub struct BrokerSection {
     /// msgs/s on the 2-core reference machine, for up to ~2 ms more
     /// produce-to-consume latency (BENCHMARKS.md, "Dispatcher thread").
     pub dispatcher_thread: bool,
+    /// Most client connections open at once on the broker listener; one
+    /// accepted past it is closed at once (logged once per second with a
+    /// count). >0. Default `4096`.
+    pub max_connections: usize,
+    /// Cap on the bytes all connections of the broker listener hold
+    /// together (read buffers, requests being served, unsent replies).
+    /// Past it a connection reads a new request only when it has nothing
+    /// in flight and nothing unsent: peers that do not read their replies
+    /// stop being read (backpressure), the others are still served; no
+    /// request already read is dropped or refused. At least 1 MiB.
+    /// Default `1073741824` (1 GiB).
+    pub max_connection_memory: usize,
 }
 
 impl Default for BrokerSection {
@@ -194,6 +223,8 @@ impl Default for BrokerSection {
             commit_log_segment_size: 1 << 30,
             writer_thread: false,
             dispatcher_thread: false,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connection_memory: DEFAULT_MAX_CONNECTION_MEMORY,
         }
     }
 }
@@ -402,6 +433,25 @@ impl NodeConfig {
                 ),
             );
         }
+        for (key, max_connections) in [
+            ("broker.max_connections", b.max_connections),
+            ("namesrv.max_connections", self.namesrv.max_connections),
+        ] {
+            if max_connections == 0 {
+                return invalid(key, "must be > 0".into());
+            }
+        }
+        for (key, memory) in [
+            ("broker.max_connection_memory", b.max_connection_memory),
+            (
+                "namesrv.max_connection_memory",
+                self.namesrv.max_connection_memory,
+            ),
+        ] {
+            if memory < MIN_CONNECTION_MEMORY {
+                return invalid(key, format!("{memory} < {MIN_CONNECTION_MEMORY} (1 MiB)"));
+            }
+        }
         if let Err(reason) = parse_delay_levels(&b.message_delay_level) {
             return invalid("broker.message_delay_level", reason);
         }
@@ -552,6 +602,10 @@ mod tests {
         assert_eq!(c.broker.file_reserved_hours, 72);
         assert!(!c.broker.writer_thread);
         assert!(!c.broker.dispatcher_thread);
+        assert_eq!(c.broker.max_connections, 4096);
+        assert_eq!(c.broker.max_connection_memory, 1 << 30);
+        assert_eq!(c.namesrv.max_connections, 4096);
+        assert_eq!(c.namesrv.max_connection_memory, 1 << 30);
         assert_eq!(
             parse_delay_levels(&c.broker.message_delay_level)
                 .unwrap()
@@ -573,6 +627,8 @@ mod tests {
             ("ACTORMQ_BROKER__DEFAULT_QUEUES", "16"),
             ("ACTORMQ_BROKER__CLUSTER", "FromEnv"),
             ("ACTORMQ_BROKER__NAMESRV", "127.0.0.1:1,127.0.0.1:2"),
+            ("ACTORMQ_BROKER__MAX_CONNECTIONS", "3"),
+            ("ACTORMQ_NAMESRV__MAX_CONNECTION_MEMORY", "2097152"),
             ("ACTORMQ_CRASH_ROUNDS", "5"), // not a config key: ignored
             ("PATH", "/bin"),
         ];
@@ -585,6 +641,8 @@ mod tests {
         assert_eq!(c.broker.default_queues, 16, "env beats file");
         assert_eq!(c.broker.cluster, "FromFlag", "flag beats env");
         assert_eq!(c.log.level, "debug");
+        assert_eq!(c.broker.max_connections, 3);
+        assert_eq!(c.namesrv.max_connection_memory, 2 << 20);
         let ns: Vec<String> = c.broker.namesrv.iter().map(|a| a.to_string()).collect();
         assert_eq!(ns, ["127.0.0.1:1", "127.0.0.1:2"]);
     }
@@ -649,6 +707,26 @@ mod tests {
                 None,
                 vec![("ACTORMQ_BROKER__LONG_POLLING_MAX_MS", "600000")],
                 "long_polling",
+            ),
+            (
+                None,
+                vec![("ACTORMQ_BROKER__MAX_CONNECTIONS", "0")],
+                "broker.max_connections",
+            ),
+            (
+                None,
+                vec![("ACTORMQ_NAMESRV__MAX_CONNECTIONS", "0")],
+                "namesrv.max_connections",
+            ),
+            (
+                None,
+                vec![("ACTORMQ_BROKER__MAX_CONNECTION_MEMORY", "4096")],
+                "broker.max_connection_memory",
+            ),
+            (
+                None,
+                vec![("ACTORMQ_NAMESRV__MAX_CONNECTION_MEMORY", "1000")],
+                "namesrv.max_connection_memory",
             ),
         ];
         for (text, env, needle) in cases {

@@ -187,13 +187,14 @@ impl Node {
         route_child::<GetAllTopicListFromNamesrvRequest, _>(&mut router, &registry);
         route_child::<DeleteTopicInNamesrvRequest, _>(&mut router, &registry);
         let closed: Recipient<ConnectionClosed> = Relay::new(registry.clone()).start().recipient();
+        let options = ListenerOptions {
+            subscribers: vec![closed],
+            max_connections: Some(config.namesrv.max_connections),
+            max_connection_memory: Some(config.namesrv.max_connection_memory),
+            ..ListenerOptions::default()
+        };
         let (_listener, bound) = self
-            .listen(
-                "namesrv-listener",
-                config.namesrv.listen,
-                router,
-                vec![closed],
-            )
+            .listen("namesrv-listener", config.namesrv.listen, router, options)
             .await?;
         self.namesrv_addr = Some(bound);
         Ok(registry)
@@ -255,6 +256,8 @@ impl Node {
             Relay::new(broker.groups.clone()).start().recipient();
         let options = ListenerOptions {
             subscribers: vec![closed],
+            max_connections: Some(b.max_connections),
+            max_connection_memory: Some(b.max_connection_memory),
             ..ListenerOptions::default()
         };
         let (spec, bound) = Listener::supervised(
@@ -350,12 +353,8 @@ impl Node {
         name: &'static str,
         addr: SocketAddr,
         router: Router,
-        subscribers: Vec<Recipient<ConnectionClosed>>,
+        options: ListenerOptions,
     ) -> Result<(ChildRef<Listener>, SocketAddr), NodeError> {
-        let options = ListenerOptions {
-            subscribers,
-            ..ListenerOptions::default()
-        };
         let socket =
             std::net::TcpListener::bind(addr).map_err(|source| NodeError::Bind { addr, source })?;
         let (spec, bound) = Listener::supervised(

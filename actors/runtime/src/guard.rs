@@ -118,6 +118,28 @@ pub fn guarded<A, R>(
 where
     A: Guarded,
 {
+    let was_poisoned = act.poison().is_poisoned();
+    let reply = poison_on_panic(act, ctx, body);
+    if !was_poisoned && act.poison().is_poisoned() {
+        ctx.stop();
+    }
+    reply
+}
+
+/// [`guarded`] without the stop: a panic poisons the instance and the
+/// message gets no reply, but stopping is left to the actor, which must
+/// check [`Poison::is_poisoned`] before its next piece of work. For an
+/// actor that winds down by itself after a panic, e.g. a connection's
+/// [`Session`](crate::net::Session), which answers the requests it has in
+/// flight with an error before it closes.
+pub fn poison_on_panic<A, R>(
+    act: &mut A,
+    ctx: &mut Context<A>,
+    body: impl FnOnce(&mut A, &mut Context<A>) -> R,
+) -> GuardedReply<R>
+where
+    A: Guarded,
+{
     if !act.poison().admit() {
         return GuardedReply::Refused;
     }
@@ -125,7 +147,6 @@ where
         Ok(reply) => GuardedReply::Served(reply),
         Err(payload) => {
             act.poison().poison(panic_message(payload.as_ref()));
-            ctx.stop();
             GuardedReply::Refused
         }
     }

@@ -19,6 +19,7 @@ use actormq_protocol::request::{
 use actormq_protocol::unique_key::system_time_ms;
 use slog::{Logger, info, o};
 
+use crate::runtime::guard::{Guarded, GuardedReply, Poison, guarded};
 use crate::runtime::net::ConnectionClosed;
 use crate::runtime::{Call, Reply, ServiceError};
 
@@ -202,6 +203,7 @@ pub struct GroupManager {
     subscribers: Vec<Recipient<ConsumerGroupChanged>>,
     logger: Logger,
     now_ms: fn() -> u64,
+    poison: Poison,
 }
 
 impl GroupManager {
@@ -218,6 +220,7 @@ impl GroupManager {
             subscribers: Vec::new(),
             logger: logger.new(o!("actor" => "GroupManager")),
             now_ms,
+            poison: Poison::default(),
         }
     }
 
@@ -245,33 +248,66 @@ impl Actor for GroupManager {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(self.config.scan_interval, |act, _| {
-            let timeout = u64::try_from(act.config.client_timeout.as_millis()).unwrap_or(u64::MAX);
-            let changed = act.table.scan_idle((act.now_ms)(), timeout);
-            act.announce(changed);
+        ctx.run_interval(self.config.scan_interval, |act, ctx| {
+            let _ = guarded(act, ctx, |act, _| {
+                let timeout =
+                    u64::try_from(act.config.client_timeout.as_millis()).unwrap_or(u64::MAX);
+                let changed = act.table.scan_idle((act.now_ms)(), timeout);
+                act.announce(changed);
+            });
         });
     }
 }
 
+// Every handler (and the idle scan) runs through `guarded`: a panic
+// poisons the instance, the messages queued behind it are refused (their
+// callers get an error) and the supervisor starts an empty table, rebuilt
+// from the next heartbeats.
+impl Guarded for GroupManager {
+    fn poison(&mut self) -> &mut Poison {
+        &mut self.poison
+    }
+}
+
 impl Handler<SubscribeGroups> for GroupManager {
-    type Result = ();
-    fn handle(&mut self, msg: SubscribeGroups, _: &mut Context<Self>) {
-        self.subscribers.push(msg.0);
+    type Result = GuardedReply<()>;
+    fn handle(&mut self, msg: SubscribeGroups, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, |act, _| act.subscribers.push(msg.0))
     }
 }
 
 /// A client connection closed: its members leave at once.
 impl Handler<ConnectionClosed> for GroupManager {
-    type Result = ();
-    fn handle(&mut self, msg: ConnectionClosed, _: &mut Context<Self>) {
-        let changed = self.table.connection_closed(msg.conn_id);
-        self.announce(changed);
+    type Result = GuardedReply<()>;
+    fn handle(&mut self, msg: ConnectionClosed, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, |act, _| {
+            let changed = act.table.connection_closed(msg.conn_id);
+            act.announce(changed);
+        })
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<crate::runtime::guard::InjectPanic> for GroupManager {
+    type Result = GuardedReply<()>;
+    fn handle(
+        &mut self,
+        msg: crate::runtime::guard::InjectPanic,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        guarded(self, ctx, |_, _| panic!("{}", msg.0))
     }
 }
 
 impl Handler<Call<HeartbeatRequest>> for GroupManager {
-    type Result = Result<Reply<Empty>, ServiceError>;
-    fn handle(&mut self, msg: Call<HeartbeatRequest>, _: &mut Context<Self>) -> Self::Result {
+    type Result = GuardedReply<Result<Reply<Empty>, ServiceError>>;
+    fn handle(&mut self, msg: Call<HeartbeatRequest>, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, |act, _| act.heartbeat(msg))
+    }
+}
+
+impl GroupManager {
+    fn heartbeat(&mut self, msg: Call<HeartbeatRequest>) -> Result<Reply<Empty>, ServiceError> {
         if msg.req.client_id.is_empty() {
             return Err(ServiceError::new(
                 ResponseCode::InvalidParameter,
@@ -287,12 +323,21 @@ impl Handler<Call<HeartbeatRequest>> for GroupManager {
 }
 
 impl Handler<Call<GetConsumerListByGroupRequest>> for GroupManager {
-    type Result = Result<Reply<GetConsumerListByGroupResponse>, ServiceError>;
+    type Result = GuardedReply<Result<Reply<GetConsumerListByGroupResponse>, ServiceError>>;
     fn handle(
         &mut self,
         msg: Call<GetConsumerListByGroupRequest>,
-        _: &mut Context<Self>,
+        ctx: &mut Context<Self>,
     ) -> Self::Result {
+        guarded(self, ctx, |act, _| act.consumer_list(msg))
+    }
+}
+
+impl GroupManager {
+    fn consumer_list(
+        &mut self,
+        msg: Call<GetConsumerListByGroupRequest>,
+    ) -> Result<Reply<GetConsumerListByGroupResponse>, ServiceError> {
         // A group with no member online (unknown, or every member gone)
         // answers an empty list: "who is in it" has an answer, nobody. The
         // RocketMQ broker answers SYSTEM_ERROR "no consumer for this group"

@@ -42,6 +42,7 @@ use super::broker_store::BrokerStore;
 use super::dispatcher::MessagesStored;
 use super::stored_codec::encode_views;
 use super::topic_manager::TopicView;
+use crate::runtime::guard::{Guarded, GuardedReply, Poison, guarded};
 use crate::runtime::{Call, Reply, ServiceError};
 
 /// Settings of the [`PullHold`].
@@ -304,6 +305,7 @@ pub struct PullHold {
     stats: PullStats,
     offsets: Option<Recipient<Call<UpdateConsumerOffsetRequest>>>,
     logger: Logger,
+    poison: Poison,
 }
 
 impl PullHold {
@@ -326,6 +328,7 @@ impl PullHold {
             stats: PullStats::default(),
             offsets: None,
             logger: logger.new(o!("actor" => "PullHold")),
+            poison: Poison::default(),
         }
     }
 
@@ -452,19 +455,51 @@ impl Actor for PullHold {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(self.config.check_interval, |act, _| act.expire());
+        ctx.run_interval(self.config.check_interval, |act, ctx| {
+            let _ = guarded(act, ctx, |act, _| act.expire());
+        });
+    }
+}
+
+// Every handler (and the expiry timer) runs through `guarded`: a panic
+// poisons the instance, the messages queued behind it are refused (their
+// callers get an error), the pulls it held are answered
+// SERVICE_NOT_AVAILABLE as it is dropped, and the supervisor starts a new
+// one (consumers pull again).
+impl Guarded for PullHold {
+    fn poison(&mut self) -> &mut Poison {
+        &mut self.poison
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<crate::runtime::guard::InjectPanic> for PullHold {
+    type Result = GuardedReply<()>;
+    fn handle(
+        &mut self,
+        msg: crate::runtime::guard::InjectPanic,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        guarded(self, ctx, |_, _| panic!("{}", msg.0))
     }
 }
 
 type PullResult = Result<Reply<PullMessageResponse>, ServiceError>;
 
 impl Handler<Call<PullMessageRequest>> for PullHold {
-    type Result = ResponseFuture<PullResult>;
+    type Result = GuardedReply<ResponseFuture<PullResult>>;
 
-    fn handle(&mut self, call: Call<PullMessageRequest>, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, call: Call<PullMessageRequest>, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, |act, _| act.pull(call))
+    }
+}
+
+impl PullHold {
+    fn pull(&mut self, call: Call<PullMessageRequest>) -> ResponseFuture<PullResult> {
         self.stats.pulls += 1;
         let req = call.req;
-        let ready = |r: PullResult| -> Self::Result { Box::pin(std::future::ready(r)) };
+        let ready =
+            |r: PullResult| -> ResponseFuture<PullResult> { Box::pin(std::future::ready(r)) };
         if let Err(e) = actormq_protocol::validate_topic(&req.topic) {
             return ready(Err(e.into()));
         }
@@ -513,18 +548,20 @@ impl Handler<Call<PullMessageRequest>> for PullHold {
 }
 
 impl Handler<MessagesStored> for PullHold {
-    type Result = ();
-    fn handle(&mut self, ev: MessagesStored, _: &mut Context<Self>) {
-        self.on_stored(&ev);
+    type Result = GuardedReply<()>;
+    fn handle(&mut self, ev: MessagesStored, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, |act, _| act.on_stored(&ev))
     }
 }
 
 impl Handler<GetPullStats> for PullHold {
-    type Result = MessageResult<GetPullStats>;
-    fn handle(&mut self, _: GetPullStats, _: &mut Context<Self>) -> Self::Result {
-        let mut s = self.stats;
-        s.holding = self.table.len() as u64;
-        MessageResult(s)
+    type Result = GuardedReply<MessageResult<GetPullStats>>;
+    fn handle(&mut self, _: GetPullStats, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, |act, _| {
+            let mut s = act.stats;
+            s.holding = act.table.len() as u64;
+            MessageResult(s)
+        })
     }
 }
 

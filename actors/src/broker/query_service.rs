@@ -18,6 +18,7 @@ use actormq_protocol::request::{
 
 use super::broker_store::BrokerStore;
 use super::stored_codec::encode_views;
+use crate::runtime::guard::{Guarded, GuardedReply, Poison, guarded};
 use crate::runtime::{Call, Reply, ServiceError};
 
 /// Most messages one `QUERY_MESSAGE` returns, whatever it asks. RocketMQ: 32.
@@ -27,17 +28,43 @@ pub const MAX_QUERY_MESSAGES: usize = 32;
 #[derive(Debug)]
 pub struct QueryService {
     store: BrokerStore,
+    poison: Poison,
 }
 
 impl QueryService {
     /// Queries over `store`.
     pub fn new(store: BrokerStore) -> Self {
-        Self { store }
+        Self {
+            store,
+            poison: Poison::default(),
+        }
     }
 }
 
 impl Actor for QueryService {
     type Context = Context<Self>;
+}
+
+// Every handler runs through `guarded`: a panic (say on a record the
+// store cannot make sense of) poisons the instance, the queries queued
+// behind it are refused (their callers get an error) and the supervisor
+// starts a new one.
+impl Guarded for QueryService {
+    fn poison(&mut self) -> &mut Poison {
+        &mut self.poison
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<crate::runtime::guard::InjectPanic> for QueryService {
+    type Result = GuardedReply<()>;
+    fn handle(
+        &mut self,
+        msg: crate::runtime::guard::InjectPanic,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        guarded(self, ctx, |_, _| panic!("{}", msg.0))
+    }
 }
 
 type OffsetReply = Result<Reply<OffsetResponse>, ServiceError>;
@@ -47,41 +74,56 @@ fn offset(offset: u64) -> OffsetReply {
 }
 
 impl Handler<Call<GetMaxOffsetRequest>> for QueryService {
-    type Result = OffsetReply;
-    fn handle(&mut self, call: Call<GetMaxOffsetRequest>, _: &mut Context<Self>) -> OffsetReply {
-        offset(self.store.max_offset(&call.req.topic, call.req.queue_id))
+    type Result = GuardedReply<OffsetReply>;
+    fn handle(&mut self, call: Call<GetMaxOffsetRequest>, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, |act, _| {
+            offset(act.store.max_offset(&call.req.topic, call.req.queue_id))
+        })
     }
 }
 
 impl Handler<Call<GetMinOffsetRequest>> for QueryService {
-    type Result = OffsetReply;
-    fn handle(&mut self, call: Call<GetMinOffsetRequest>, _: &mut Context<Self>) -> OffsetReply {
-        offset(self.store.min_offset(&call.req.topic, call.req.queue_id))
+    type Result = GuardedReply<OffsetReply>;
+    fn handle(&mut self, call: Call<GetMinOffsetRequest>, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, |act, _| {
+            offset(act.store.min_offset(&call.req.topic, call.req.queue_id))
+        })
     }
 }
 
 impl Handler<Call<SearchOffsetByTimestampRequest>> for QueryService {
-    type Result = OffsetReply;
+    type Result = GuardedReply<OffsetReply>;
     fn handle(
         &mut self,
         call: Call<SearchOffsetByTimestampRequest>,
-        _: &mut Context<Self>,
-    ) -> OffsetReply {
-        let r = call.req;
-        offset(
-            self.store
-                .offset_by_time(&r.topic, r.queue_id, r.timestamp_ms),
-        )
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        guarded(self, ctx, |act, _| {
+            let r = call.req;
+            offset(
+                act.store
+                    .offset_by_time(&r.topic, r.queue_id, r.timestamp_ms),
+            )
+        })
     }
 }
 
 impl Handler<Call<ViewMessageByIdRequest>> for QueryService {
-    type Result = Result<Reply<Empty>, ServiceError>;
+    type Result = GuardedReply<Result<Reply<Empty>, ServiceError>>;
     fn handle(
         &mut self,
         call: Call<ViewMessageByIdRequest>,
-        _: &mut Context<Self>,
+        ctx: &mut Context<Self>,
     ) -> Self::Result {
+        guarded(self, ctx, |act, _| act.view_by_id(call))
+    }
+}
+
+impl QueryService {
+    fn view_by_id(
+        &mut self,
+        call: Call<ViewMessageByIdRequest>,
+    ) -> Result<Reply<Empty>, ServiceError> {
         let off = call.req.commit_log_offset;
         match self.store.read_at(off) {
             Some(m) => Ok(Reply::with_body(Empty {}, encode_views(&[m]))),
@@ -94,8 +136,17 @@ impl Handler<Call<ViewMessageByIdRequest>> for QueryService {
 }
 
 impl Handler<Call<QueryMessageRequest>> for QueryService {
-    type Result = Result<Reply<QueryMessageResponse>, ServiceError>;
-    fn handle(&mut self, call: Call<QueryMessageRequest>, _: &mut Context<Self>) -> Self::Result {
+    type Result = GuardedReply<Result<Reply<QueryMessageResponse>, ServiceError>>;
+    fn handle(&mut self, call: Call<QueryMessageRequest>, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, |act, _| act.query_by_key(call))
+    }
+}
+
+impl QueryService {
+    fn query_by_key(
+        &mut self,
+        call: Call<QueryMessageRequest>,
+    ) -> Result<Reply<QueryMessageResponse>, ServiceError> {
         let r = call.req;
         let max = (r.max_num as usize).clamp(1, MAX_QUERY_MESSAGES);
         let found = self

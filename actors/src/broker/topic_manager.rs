@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use slog::{Logger, error, info, o};
 
 use super::persist;
+use crate::runtime::guard::{Guarded, GuardedReply, Poison, guarded};
 use crate::runtime::{Call, Reply, ServiceError};
 
 /// Most queues a topic may have on one broker.
@@ -191,6 +192,7 @@ pub struct TopicManager {
     config: TopicManagerConfig,
     subscribers: Vec<Recipient<TopicsChanged>>,
     logger: Logger,
+    poison: Poison,
 }
 
 impl TopicManager {
@@ -212,6 +214,7 @@ impl TopicManager {
             config,
             subscribers: Vec::new(),
             logger,
+            poison: Poison::default(),
         })
     }
 
@@ -254,16 +257,46 @@ impl Actor for TopicManager {
     type Context = Context<Self>;
 }
 
+// Every handler runs through `guarded`: a panic poisons the instance, the
+// messages queued behind it are refused (their callers get an error) and
+// the supervisor reloads the table from its file.
+impl Guarded for TopicManager {
+    fn poison(&mut self) -> &mut Poison {
+        &mut self.poison
+    }
+}
+
 impl Handler<SubscribeTopics> for TopicManager {
-    type Result = ();
-    fn handle(&mut self, msg: SubscribeTopics, _: &mut Context<Self>) {
-        self.subscribers.push(msg.0);
+    type Result = GuardedReply<()>;
+    fn handle(&mut self, msg: SubscribeTopics, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, |act, _| act.subscribers.push(msg.0))
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<crate::runtime::guard::InjectPanic> for TopicManager {
+    type Result = GuardedReply<()>;
+    fn handle(
+        &mut self,
+        msg: crate::runtime::guard::InjectPanic,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        guarded(self, ctx, |_, _| panic!("{}", msg.0))
     }
 }
 
 impl Handler<ResolveTopic> for TopicManager {
-    type Result = ResponseActFuture<Self, Result<TopicConfig, ServiceError>>;
-    fn handle(&mut self, msg: ResolveTopic, _: &mut Context<Self>) -> Self::Result {
+    type Result = GuardedReply<ResponseActFuture<Self, Result<TopicConfig, ServiceError>>>;
+    fn handle(&mut self, msg: ResolveTopic, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, |act, _| act.resolve(msg))
+    }
+}
+
+impl TopicManager {
+    fn resolve(
+        &mut self,
+        msg: ResolveTopic,
+    ) -> ResponseActFuture<Self, Result<TopicConfig, ServiceError>> {
         let resolved = self.table.resolve_for_send(
             &msg.topic,
             self.config.auto_create,
@@ -288,8 +321,14 @@ fn reply_when_persisted(
 }
 
 impl Handler<Call<CreateTopicRequest>> for TopicManager {
-    type Result = EmptyReply;
-    fn handle(&mut self, msg: Call<CreateTopicRequest>, _: &mut Context<Self>) -> Self::Result {
+    type Result = GuardedReply<EmptyReply>;
+    fn handle(&mut self, msg: Call<CreateTopicRequest>, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, |act, _| act.create(msg))
+    }
+}
+
+impl TopicManager {
+    fn create(&mut self, msg: Call<CreateTopicRequest>) -> EmptyReply {
         let name = msg.req.config.topic_name.clone();
         match self.table.upsert(msg.req.config) {
             Ok(true) => {
@@ -303,12 +342,18 @@ impl Handler<Call<CreateTopicRequest>> for TopicManager {
 }
 
 impl Handler<Call<DeleteTopicInBrokerRequest>> for TopicManager {
-    type Result = EmptyReply;
+    type Result = GuardedReply<EmptyReply>;
     fn handle(
         &mut self,
         msg: Call<DeleteTopicInBrokerRequest>,
-        _: &mut Context<Self>,
+        ctx: &mut Context<Self>,
     ) -> Self::Result {
+        guarded(self, ctx, |act, _| act.delete(msg))
+    }
+}
+
+impl TopicManager {
+    fn delete(&mut self, msg: Call<DeleteTopicInBrokerRequest>) -> EmptyReply {
         if !self.table.remove(&msg.req.topic) {
             return Box::pin(actix::fut::ready(Err(ServiceError::topic_not_exist(
                 &msg.req.topic,
@@ -320,12 +365,18 @@ impl Handler<Call<DeleteTopicInBrokerRequest>> for TopicManager {
 }
 
 impl Handler<Call<GetAllTopicConfigRequest>> for TopicManager {
-    type Result = Result<Reply<AllTopicConfig>, ServiceError>;
-    fn handle(&mut self, _: Call<GetAllTopicConfigRequest>, _: &mut Context<Self>) -> Self::Result {
-        Ok(Reply::ok(AllTopicConfig {
-            topic_config_table: self.table.all().clone(),
-            data_version: self.table.data_version(),
-        }))
+    type Result = GuardedReply<Result<Reply<AllTopicConfig>, ServiceError>>;
+    fn handle(
+        &mut self,
+        _: Call<GetAllTopicConfigRequest>,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        guarded(self, ctx, |act, _| {
+            Ok(Reply::ok(AllTopicConfig {
+                topic_config_table: act.table.all().clone(),
+                data_version: act.table.data_version(),
+            }))
+        })
     }
 }
 

@@ -2,11 +2,13 @@
 
 mod t10_supervisor;
 mod t11_guarded;
+mod t12_guarded_broker;
 mod t15_registry;
 mod t16_broker_meta;
 mod t17_registrar;
 mod t20_net;
 mod t21_client_session;
+mod t22_session_faults;
 mod t30_backpressure;
 mod t40_send_pull;
 mod t41_long_poll;

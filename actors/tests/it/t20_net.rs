@@ -756,6 +756,7 @@ async fn origin_and_connection_closed_name_the_same_connection() {
         arbiters: vec![Arbiter::new().handle(), Arbiter::new().handle()],
         subscribers: vec![collector.recipient()],
         max_connections: None,
+        max_connection_memory: None,
     };
     let (listener, addr) = Listener::bind_with(
         "127.0.0.1:0",
@@ -852,6 +853,7 @@ async fn net_throughput() {
         arbiters: vec![Arbiter::new().handle()],
         subscribers: vec![],
         max_connections: None,
+        max_connection_memory: None,
     };
     let counter = Counter::default().start();
     let (_listener, addr) = Listener::bind_with(

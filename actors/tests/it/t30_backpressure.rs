@@ -31,6 +31,7 @@ async fn a_peer_that_never_reads_is_throttled_then_cut() {
         arbiters: vec![Arbiter::new().handle()],
         subscribers: vec![],
         max_connections: None,
+        max_connection_memory: None,
     };
     let (listener, addr) = Listener::bind_with(
         "127.0.0.1:0",

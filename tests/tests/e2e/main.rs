@@ -7,6 +7,7 @@
 //! | `t10_combined` | a combined node (name server + topics/offsets/groups) |
 //! | `t20_split` | `actormq-namesrv` + `actormq-broker` processes |
 //! | `t30_bad_peers` | any node |
+//! | `t35_fd_exhaustion` | a combined node, `prlimit` (util-linux) |
 //! | `t40_send_pull` | the broker data path (send, pull, long polling) |
 //! | `t50_crash` | the broker data path with `--flush sync` |
 //! | `t55_data_dir` | two `actormq-node` processes on one data dir |
@@ -23,6 +24,7 @@ mod common;
 mod t10_combined;
 mod t20_split;
 mod t30_bad_peers;
+mod t35_fd_exhaustion;
 mod t40_send_pull;
 mod t50_crash;
 mod t55_data_dir;

@@ -32,7 +32,7 @@ use super::accept::{AcceptBackoff, LogThrottle, is_resource_exhaustion};
 use super::router::Router;
 use super::session::{
     CloseSession, ConnectionClosed, Push, Session, SessionEnded, SessionGauge, SessionLimits,
-    SessionSetup, SessionStats, Subscribers,
+    SessionSetup, SessionStats, Shared, Subscribers,
 };
 
 /// Connection ids are unique within the process.
@@ -40,6 +40,9 @@ static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Default of [`ListenerOptions::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// Default of [`ListenerOptions::max_connection_memory`]: 1 GiB.
+pub const DEFAULT_MAX_CONNECTION_MEMORY: usize = 1 << 30;
 
 /// How often a repeated accept condition (descriptors exhausted, connection
 /// cap reached) is logged, with a count.
@@ -58,6 +61,11 @@ pub struct ListenerOptions {
     /// closed at once (logged once per second with a count). `None` = no
     /// limit. Default [`DEFAULT_MAX_CONNECTIONS`].
     pub max_connections: Option<usize>,
+    /// Cap on the bytes all sessions of this listener hold together (read
+    /// buffers + unsent replies); past it sessions stop reading new frames
+    /// until memory is freed (backpressure, see [`Session`]). `None` = no
+    /// limit. Default [`DEFAULT_MAX_CONNECTION_MEMORY`].
+    pub max_connection_memory: Option<usize>,
 }
 
 impl Default for ListenerOptions {
@@ -66,8 +74,45 @@ impl Default for ListenerOptions {
             arbiters: Vec::new(),
             subscribers: Vec::new(),
             max_connections: Some(DEFAULT_MAX_CONNECTIONS),
+            max_connection_memory: Some(DEFAULT_MAX_CONNECTION_MEMORY),
         }
     }
+}
+
+/// Asks for the listener's counters ([`ListenerStats`]).
+#[derive(Debug, Clone, Copy, Default, Message)]
+#[rtype(result = "ListenerStats")]
+pub struct GetListenerStats;
+
+/// A listener's counters (of its current incarnation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerStats {
+    /// Connections open now.
+    pub connections: usize,
+    /// Connections closed at accept because of the connection cap.
+    pub refused: u64,
+    /// Sessions that panicked (each closed its connection only).
+    pub session_panics: u64,
+    /// Bytes held by all sessions now (read buffers + unsent replies).
+    pub buffered_bytes: usize,
+    /// The most bytes held by all sessions at once.
+    pub max_buffered_bytes: usize,
+    /// The connection cap.
+    pub max_connections: Option<usize>,
+    /// The memory cap.
+    pub max_connection_memory: Option<usize>,
+}
+
+/// Test hook: the session of connection `conn_id` panics in a handler.
+/// Answers whether that connection was open.
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "bool")]
+pub struct InjectSessionPanic {
+    /// The connection.
+    pub conn_id: u64,
+    /// The panic message.
+    pub reason: String,
 }
 
 /// Adds a subscriber to [`ConnectionClosed`] events.
@@ -123,6 +168,9 @@ pub struct Listener {
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
     max_connections: Option<usize>,
+    max_connection_memory: Option<usize>,
+    refused: u64,
+    shared: Arc<Shared>,
     sessions: HashMap<u64, SessionEntry>,
     subscribers: Subscribers,
     refused_log: LogThrottle,
@@ -234,6 +282,9 @@ impl Listener {
             arbiters: options.arbiters,
             next_arbiter: 0,
             max_connections: options.max_connections,
+            max_connection_memory: options.max_connection_memory,
+            refused: 0,
+            shared: Arc::new(Shared::new(options.max_connection_memory)),
             sessions: HashMap::new(),
             subscribers: Arc::new(Mutex::new(options.subscribers)),
             refused_log: LogThrottle::new(LOG_INTERVAL),
@@ -245,6 +296,7 @@ impl Listener {
         if let Some(max) = self.max_connections
             && self.sessions.len() >= max
         {
+            self.refused += 1;
             if let Some(count) = self.refused_log.hit(Instant::now()) {
                 warn!(self.logger, "connections refused: too many connections";
                     "last_peer" => %peer, "max" => max, "refused" => count);
@@ -262,6 +314,7 @@ impl Listener {
             gauge: gauge.clone(),
             subscribers: self.subscribers.clone(),
             listener: Some(ctx.address().recipient()),
+            shared: self.shared.clone(),
         };
         let addr = if self.arbiters.is_empty() {
             Session::start(stream, setup)
@@ -385,6 +438,35 @@ impl Handler<GetSessionStats> for Listener {
             .collect();
         stats.sort_by_key(|s| s.conn_id);
         MessageResult(stats)
+    }
+}
+
+impl Handler<GetListenerStats> for Listener {
+    type Result = MessageResult<GetListenerStats>;
+    fn handle(&mut self, _: GetListenerStats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(ListenerStats {
+            connections: self.sessions.len(),
+            refused: self.refused,
+            session_panics: self.shared.panics(),
+            buffered_bytes: self.shared.buffered(),
+            max_buffered_bytes: self.shared.max_buffered(),
+            max_connections: self.max_connections,
+            max_connection_memory: self.max_connection_memory,
+        })
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<InjectSessionPanic> for Listener {
+    type Result = bool;
+    fn handle(&mut self, msg: InjectSessionPanic, _: &mut Context<Self>) -> bool {
+        match self.sessions.get(&msg.conn_id) {
+            Some(entry) => {
+                entry.addr.do_send(crate::guard::InjectPanic(msg.reason));
+                true
+            }
+            None => false,
+        }
     }
 }
 

@@ -29,9 +29,14 @@ pub use client_session::{
     ClientHandle, ClientOptions, ClientSession, GetLinkState, LinkState, MAX_INBOUND, Oneway,
 };
 pub use client_table::{ClientSessions, Lane, resolve_addr};
+#[cfg(feature = "fault-injection")]
+pub use listener::InjectSessionPanic;
 pub use listener::{
     CloseConnection, GetSessionStats, Listener, ListenerOptions, PushTo, StopListener,
     SubscribeClosed,
+};
+pub use listener::{
+    DEFAULT_MAX_CONNECTION_MEMORY, DEFAULT_MAX_CONNECTIONS, GetListenerStats, ListenerStats,
 };
 pub use reply::{PULL_STATUSES, STORED_STATUSES, decode_reply, reply_frame};
 pub use router::{ReplyFuture, Router};

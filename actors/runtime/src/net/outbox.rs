@@ -62,19 +62,36 @@ impl Outbox {
         self.len == 0
     }
 
+    /// Drops everything unwritten.
+    pub(crate) fn clear(&mut self) {
+        self.chunks.clear();
+        self.tail.clear();
+        self.len = 0;
+    }
+
     /// Encodes `frame` at the end; fails (and buffers nothing) if the frame
     /// is over the frame cap.
     pub(crate) fn push(&mut self, frame: &Frame) -> actormq_protocol::Result<()> {
         let before = self.tail.len();
         frame.encode_head(&mut self.tail, self.max_frame_len)?;
-        self.len += self.tail.len() - before + frame.body.len();
+        let head = self.tail.len() - before;
         if frame.body.len() < COPY_MAX {
             self.tail.extend_from_slice(&frame.body);
         } else {
             self.chunks.push_back(self.tail.split().freeze());
             self.chunks.push_back(frame.body.clone());
         }
+        // Counted last: a push cut short (a panic half way) leaves `len`
+        // short of the buffered bytes, which `is_consistent` detects.
+        self.len += head + frame.body.len();
         Ok(())
+    }
+
+    /// Whether the buffered bytes are exactly the frames pushed (none cut
+    /// short by a panic during [`push`](Self::push)), so more frames can
+    /// follow them on the wire.
+    pub(crate) fn is_consistent(&self) -> bool {
+        self.len == self.chunks.iter().map(Bytes::len).sum::<usize>() + self.tail.len()
     }
 
     /// Writes until empty (`Ready(Ok)`), the socket is full (`Pending`) or

@@ -30,8 +30,36 @@
 //! writing side, requests already read are still answered, then the
 //! session closes. Every close is logged and announced as
 //! [`ConnectionClosed`] to the listener's subscribers.
+//!
+//! **Memory across connections**: every session charges what it holds
+//! (its read buffer's capacity, the bytes of the requests it is serving and
+//! its unsent replies) to a budget shared by all sessions of its listener
+//! ([`ListenerOptions::max_connection_memory`](super::ListenerOptions)),
+//! at once for each frame read. While the total is at or over the cap, a
+//! session reads a new frame only when it has nothing in flight and
+//! nothing unsent (so a peer that reads its replies is still served, one
+//! request at a time, while peers that do not read hold the memory);
+//! everything else waits, unread, in the kernel. Nothing already read is
+//! dropped and no request is refused for memory: the requests already read
+//! are served and their replies go out. So the total passes the cap by at
+//! most what one admission adds per connection: one frame, the read-ahead
+//! of its buffer, and a reply that is bigger than its request (a pull).
+//!
+//! **Panics**: the driver's poll and the session's handlers run behind
+//! `catch_unwind` ([`poison_on_panic`]). A panic poisons the session: it
+//! stops reading, answers every request it has in flight with a
+//! `SYSTEM_ERROR` reply ("outcome unknown": the request may have been
+//! carried out), writes what it had buffered, closes the connection and
+//! logs the panic with the peer's address (error level); the listener
+//! counts it ([`ListenerStats::session_panics`](super::ListenerStats)).
+//! Requests the peer pipelined behind the panic are never read: the peer
+//! sees the connection close. Other connections and the listener are not
+//! affected. If the reply buffer itself was left half written by the
+//! panic, no error reply can follow it and the connection is closed at
+//! once; a second panic while winding down closes it at once too.
 
 use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,7 +73,7 @@ use actormq_protocol::{
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use slog::{Logger, debug, info, o, warn};
+use slog::{Logger, debug, error, info, o, warn};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -55,6 +83,7 @@ use tokio_util::codec::FramedRead;
 use super::outbox::Outbox;
 use super::router::{ReplyFuture, Router};
 use crate::call::{Call, Origin, Rpc, ServiceError};
+use crate::guard::{Guarded, GuardedReply, Poison, panic_message, poison_on_panic};
 
 /// Frames read per poll before the driver yields to other actors. Small
 /// enough that a client's burst of single sends is handled in slices: the
@@ -184,6 +213,60 @@ impl SessionGauge {
     }
 }
 
+/// What a listener shares with its sessions: the memory budget across
+/// connections and the panic count. See the module docs.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// Bytes held by all sessions now (read buffers + unsent replies).
+    buffered: AtomicUsize,
+    /// The most ever held at once.
+    max_buffered: AtomicUsize,
+    /// Cap on `buffered` (`usize::MAX`: none).
+    memory_cap: usize,
+    /// Sessions that panicked.
+    panics: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(memory_cap: Option<usize>) -> Shared {
+        Shared {
+            buffered: AtomicUsize::new(0),
+            max_buffered: AtomicUsize::new(0),
+            memory_cap: memory_cap.unwrap_or(usize::MAX),
+            panics: AtomicU64::new(0),
+        }
+    }
+
+    /// A session's holding went from `old` to `new` bytes.
+    fn charge(&self, old: usize, new: usize) {
+        if new > old {
+            let total = self.buffered.fetch_add(new - old, Ordering::Relaxed) + (new - old);
+            self.max_buffered.fetch_max(total, Ordering::Relaxed);
+        } else if old > new {
+            self.buffered.fetch_sub(old - new, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn buffered(&self) -> usize {
+        self.buffered.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn max_buffered(&self) -> usize {
+        self.max_buffered.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn panics(&self) -> u64 {
+        self.panics.load(Ordering::Relaxed)
+    }
+}
+
+/// The memory rule of the module docs: whether a session may read another
+/// frame, given the listener's total, its cap, and whether the session has
+/// nothing in flight and nothing unsent.
+fn memory_allows_read(total: usize, cap: usize, idle: bool) -> bool {
+    total < cap || idle
+}
+
 /// Who hears about closed connections (shared by a listener and its
 /// sessions).
 pub(crate) type Subscribers = Arc<Mutex<Vec<Recipient<ConnectionClosed>>>>;
@@ -205,6 +288,8 @@ pub struct Session {
     subscribers: Subscribers,
     listener: Option<Recipient<SessionEnded>>,
     close_requested: bool,
+    /// Set by a panic in a handler or in the driver.
+    poison: Poison,
     /// Oneway requests to send to the peer, moved into the outbox by the
     /// driver right after the mailbox is processed.
     pushes: Vec<Frame>,
@@ -235,6 +320,7 @@ pub(crate) struct SessionSetup {
     pub(crate) gauge: Arc<SessionGauge>,
     pub(crate) subscribers: Subscribers,
     pub(crate) listener: Option<Recipient<SessionEnded>>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl Session {
@@ -258,13 +344,13 @@ impl Session {
                 Err(err) => {
                     warn!(logger, "cannot register connection"; "error" => %err);
                     ctx.stop();
-                    Session::idle(setup)
+                    Session::idle(&setup)
                 }
             }
         })
     }
 
-    fn idle(setup: SessionSetup) -> Session {
+    fn idle(setup: &SessionSetup) -> Session {
         let logger = setup.logger.new(
             o!("actor" => "Session", "peer" => setup.peer.to_string(), "conn" => setup.conn_id),
         );
@@ -274,11 +360,12 @@ impl Session {
                 peer: setup.peer,
             },
             logger,
-            gauge: setup.gauge,
+            gauge: setup.gauge.clone(),
             limits: setup.limits,
-            subscribers: setup.subscribers,
-            listener: setup.listener,
+            subscribers: setup.subscribers.clone(),
+            listener: setup.listener.clone(),
             close_requested: false,
+            poison: Poison::default(),
             pushes: Vec::new(),
             next_push_id: 1,
             pending_reason: None,
@@ -288,7 +375,7 @@ impl Session {
 
     fn init(stream: TcpStream, setup: SessionSetup, ctx: &mut Context<Session>) -> Session {
         let (router, limits) = (setup.router.clone(), setup.limits);
-        let session = Session::idle(setup);
+        let session = Session::idle(&setup);
         let _ = stream.set_nodelay(true);
         let (read, write) = stream.into_split();
         let driver = Driver {
@@ -303,6 +390,10 @@ impl Session {
             deadline: None,
             frames_read: 0,
             max_buffered: 0,
+            shared: setup.shared,
+            charged: 0,
+            in_flight_bytes: 0,
+            failed: false,
         };
         debug!(session.logger, "connection accepted");
         ctx.spawn(driver.map(|reason, act: &mut Session, ctx| {
@@ -321,7 +412,16 @@ impl Session {
                 warn!(self.logger, "connection cut"; "reason" => %reason)
             }
             CloseReason::Io(_) => info!(self.logger, "connection lost"; "reason" => %reason),
+            CloseReason::Panicked { .. } => {
+                info!(self.logger, "connection closed"; "reason" => %reason)
+            }
         }
+    }
+}
+
+impl Guarded for Session {
+    fn poison(&mut self) -> &mut Poison {
+        &mut self.poison
     }
 }
 
@@ -341,19 +441,39 @@ impl Actor for Session {
     }
 }
 
+// The handlers poison the session on a panic but leave stopping to the
+// driver, which runs right after the mailbox in the same poll and winds
+// the connection down (module docs).
+
 impl Handler<CloseSession> for Session {
-    type Result = ();
-    fn handle(&mut self, _: CloseSession, _: &mut Context<Self>) {
+    type Result = GuardedReply<()>;
+    fn handle(&mut self, _: CloseSession, ctx: &mut Context<Self>) -> Self::Result {
         // The driver runs right after the mailbox in this same poll and
         // sees the flag.
-        self.close_requested = true;
+        poison_on_panic(self, ctx, |act, _| act.close_requested = true)
+    }
+}
+
+/// Test hook: the session's handler panics (the connection is wound down
+/// as after any panic in it).
+#[cfg(feature = "fault-injection")]
+impl Handler<crate::guard::InjectPanic> for Session {
+    type Result = GuardedReply<()>;
+    fn handle(&mut self, msg: crate::guard::InjectPanic, ctx: &mut Context<Self>) -> Self::Result {
+        poison_on_panic(self, ctx, |_, _| panic!("{}", msg.0))
     }
 }
 
 impl<R: Rpc> Handler<Push<R>> for Session {
-    type Result = Result<(), ServiceError>;
+    type Result = GuardedReply<Result<(), ServiceError>>;
 
-    fn handle(&mut self, msg: Push<R>, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Push<R>, ctx: &mut Context<Self>) -> Self::Result {
+        poison_on_panic(self, ctx, |act, _| act.push(msg))
+    }
+}
+
+impl Session {
+    fn push<R: Rpc>(&mut self, msg: Push<R>) -> Result<(), ServiceError> {
         if self.gauge.buffered.load(Ordering::Relaxed) >= self.limits.max_write_buffer {
             return Err(ServiceError::busy(format!(
                 "connection {} is not reading",
@@ -392,6 +512,11 @@ enum CloseReason {
     Malformed(ProtocolError),
     Stalled(Duration),
     Io(std::io::Error),
+    Panicked {
+        reason: String,
+        /// In-flight requests answered with an error.
+        answered: usize,
+    },
 }
 
 impl std::fmt::Display for CloseReason {
@@ -407,6 +532,10 @@ impl std::fmt::Display for CloseReason {
                 )
             }
             CloseReason::Io(e) => write!(f, "I/O error: {e}"),
+            CloseReason::Panicked { reason, answered } => write!(
+                f,
+                "session panicked: {reason}; {answered} request(s) in flight answered with an error"
+            ),
         }
     }
 }
@@ -423,12 +552,30 @@ enum Phase {
     Lingering,
 }
 
+/// A request being served: its reply future and, unless it is oneway,
+/// its request id (to answer it with an error if the session panics).
+struct InFlight {
+    id: Option<u64>,
+    /// The request's bytes (fields + body), charged while it is served.
+    bytes: usize,
+    reply: ReplyFuture,
+}
+
+impl std::future::Future for InFlight {
+    /// The request's bytes and the reply.
+    type Output = (usize, Option<Frame>);
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let bytes = self.bytes;
+        self.reply.as_mut().poll(cx).map(|reply| (bytes, reply))
+    }
+}
+
 /// The session's I/O, polled as an actor future.
 struct Driver {
     reader: FramedRead<OwnedReadHalf, FrameCodec>,
     writer: OwnedWriteHalf,
     out: Outbox,
-    pending: FuturesUnordered<ReplyFuture>,
+    pending: FuturesUnordered<InFlight>,
     router: Router,
     limits: SessionLimits,
     phase: Phase,
@@ -438,6 +585,21 @@ struct Driver {
     deadline: Option<Pin<Box<Sleep>>>,
     frames_read: u64,
     max_buffered: usize,
+    /// The listener's memory budget and counters.
+    shared: Arc<Shared>,
+    /// What this session has charged to `shared` (read buffer + requests
+    /// being served + outbox).
+    charged: usize,
+    /// Bytes of the requests being served.
+    in_flight_bytes: usize,
+    /// Winding down after a panic.
+    failed: bool,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.shared.charge(self.charged, 0);
+    }
 }
 
 impl Driver {
@@ -445,6 +607,48 @@ impl Driver {
         self.phase == Phase::Open
             && self.pending.len() < self.limits.max_in_flight
             && self.out.len() < self.limits.max_write_buffer
+            && memory_allows_read(
+                self.shared.buffered(),
+                self.shared.memory_cap,
+                self.pending.is_empty() && self.out.is_empty(),
+            )
+    }
+
+    /// Charges what the session holds now to the listener's budget.
+    fn account(&mut self) {
+        let now = self.reader.read_buffer().capacity() + self.in_flight_bytes + self.out.len();
+        self.shared.charge(self.charged, now);
+        self.charged = now;
+    }
+
+    /// After a panic: stop reading, answer every request in flight with an
+    /// error (if the outbox can still take frames), then drain and close.
+    /// Returns how many requests were answered; `None` when nothing can be
+    /// written any more (close at once).
+    fn fail(&mut self, reason: &str) -> Option<usize> {
+        self.failed = true;
+        self.shared.panics.fetch_add(1, Ordering::Relaxed);
+        self.phase = Phase::Draining;
+        let ids: Vec<u64> = self.pending.iter().filter_map(|p| p.id).collect();
+        self.pending = FuturesUnordered::new();
+        self.in_flight_bytes = 0;
+        if !self.out.is_consistent() {
+            self.out.clear();
+            return None;
+        }
+        for &id in &ids {
+            self.push_reply(Frame::error(
+                id,
+                ResponseCode::SystemError,
+                format!(
+                    "connection failed, the request's outcome is unknown: session panicked: {reason}"
+                ),
+            ));
+        }
+        self.deadline = Some(Box::pin(tokio::time::sleep(
+            self.limits.write_stall_timeout,
+        )));
+        Some(ids.len())
     }
 
     fn push_reply(&mut self, reply: Frame) {
@@ -463,8 +667,9 @@ impl Driver {
     /// Moves finished replies into the outbox; false when none was ready.
     fn collect_replies(&mut self, cx: &mut TaskContext<'_>) -> bool {
         let mut any = false;
-        while let Poll::Ready(Some(reply)) = self.pending.poll_next_unpin(cx) {
+        while let Poll::Ready(Some((bytes, reply))) = self.pending.poll_next_unpin(cx) {
             any = true;
+            self.in_flight_bytes -= bytes;
             if let Some(reply) = reply {
                 self.push_reply(reply);
             }
@@ -484,6 +689,7 @@ impl Driver {
     }
 
     fn publish(&mut self, gauge: &SessionGauge) {
+        self.account();
         let buffered = self.out.len();
         self.max_buffered = self.max_buffered.max(buffered);
         gauge.in_flight.store(self.pending.len(), Ordering::Relaxed);
@@ -517,7 +723,14 @@ impl Driver {
                             // Nothing is asked of clients yet: ignore.
                             continue;
                         }
-                        self.pending.push(self.router.dispatch(frame, Some(origin)));
+                        let id = (!frame.is_oneway()).then_some(frame.header.request_id);
+                        let bytes = frame.fields.len() + frame.body.len();
+                        let reply = self.router.dispatch(frame, Some(origin));
+                        self.pending.push(InFlight { id, bytes, reply });
+                        self.in_flight_bytes += bytes;
+                        // Charged at once: the next frame's read is
+                        // decided on the total including this one.
+                        self.account();
                     }
                     Poll::Ready(Some(Err(err))) => {
                         *reason = Some(self.malformed(err));
@@ -534,13 +747,14 @@ impl Driver {
                 self.collect_replies(cx);
             }
             // One vectored write for everything ready now.
-            let over_before = self.out.len() >= self.limits.max_write_buffer;
+            let could_read = self.can_read();
             if let Poll::Ready(Err(err)) = self.out.poll_flush(&mut self.writer, cx) {
                 return Poll::Ready(CloseReason::Io(err));
             }
-            let over = self.out.len() >= self.limits.max_write_buffer;
-            if over_before && !over && budget > 0 && self.can_read() {
-                continue; // room again: read on
+            if !could_read && budget > 0 && self.can_read() {
+                // Room again (write buffer, or memory: nothing unsent any
+                // more): read on, which also registers for readability.
+                continue;
             }
             if budget == 0 && self.can_read() {
                 // Yield to other actors; come back at once.
@@ -561,6 +775,61 @@ impl ActorFuture<Session> for Driver {
         cx: &mut TaskContext<'_>,
     ) -> Poll<CloseReason> {
         let this = self.get_mut();
+        if !this.failed
+            && let Some(reason) = act.poison.reason().map(str::to_owned)
+        {
+            // A handler panicked (in the mailbox, just before this poll).
+            if let Some(done) = this.start_failing(act, reason) {
+                return Poll::Ready(done);
+            }
+        }
+        match catch_unwind(AssertUnwindSafe(|| this.poll_inner(act, cx))) {
+            Ok(poll) => poll,
+            Err(payload) => {
+                let reason = panic_message(payload.as_ref());
+                act.poison.poison(reason.clone());
+                if this.failed {
+                    // A second panic while winding down: close at once.
+                    return Poll::Ready(act.pending_reason.take().unwrap_or(
+                        CloseReason::Panicked {
+                            reason,
+                            answered: 0,
+                        },
+                    ));
+                }
+                if let Some(done) = this.start_failing(act, reason) {
+                    return Poll::Ready(done);
+                }
+                // Come back at once to write the error replies.
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Driver {
+    /// [`Driver::fail`], recording why for the final log line; returns the
+    /// reason when the connection must close at once.
+    fn start_failing(&mut self, act: &mut Session, reason: String) -> Option<CloseReason> {
+        act.pushes.clear();
+        let in_flight = self.pending.iter().filter(|p| p.id.is_some()).count();
+        error!(act.logger, "session panicked: answering its requests with an error and closing its connection";
+            "reason" => %reason, "in_flight" => in_flight);
+        match self.fail(&reason) {
+            Some(answered) => {
+                act.pending_reason = Some(CloseReason::Panicked { reason, answered });
+                None
+            }
+            None => Some(CloseReason::Panicked {
+                reason,
+                answered: 0,
+            }),
+        }
+    }
+
+    fn poll_inner(&mut self, act: &mut Session, cx: &mut TaskContext<'_>) -> Poll<CloseReason> {
+        let this = self;
         if act.close_requested {
             return Poll::Ready(CloseReason::Requested);
         }
@@ -586,7 +855,9 @@ impl ActorFuture<Session> for Driver {
         if this.phase != Phase::Open {
             act.announce_closed();
         }
-        if let Some(r) = reason {
+        if let Some(r) = reason
+            && !this.failed
+        {
             // Remember why we started draining, for the final log line.
             act.pending_reason = Some(r);
         }
@@ -671,6 +942,22 @@ mod tests {
     use tokio_util::codec::Decoder;
 
     use super::*;
+
+    #[test]
+    fn over_the_memory_cap_only_idle_sessions_read() {
+        assert!(memory_allows_read(10, 100, false));
+        assert!(!memory_allows_read(100, 100, false));
+        assert!(!memory_allows_read(500, 100, false));
+        assert!(memory_allows_read(500, 100, true), "an idle peer is served");
+        let shared = Shared::new(Some(100));
+        shared.charge(0, 70);
+        shared.charge(0, 50);
+        shared.charge(70, 10);
+        assert_eq!((shared.buffered(), shared.max_buffered()), (60, 120));
+        shared.charge(50, 0);
+        shared.charge(10, 0);
+        assert_eq!(shared.buffered(), 0);
+    }
 
     #[test]
     fn an_announced_large_frame_reserves_only_what_arrives() {
