@@ -357,15 +357,33 @@ impl Supervisor {
     ) {
         let name = spec.name.clone();
         info!(self.logger, "starting child"; "child" => &name);
-        self.children.push(ChildEntry {
+        let mut entry = ChildEntry {
             name,
             child: Box::new(Typed { spec, handle }),
             budget: RestartBudget::new(self.policy),
             generation: 0,
             stop: None,
             retired: false,
-        });
-        let index = self.children.len() - 1;
+        };
+        // A slot of a child stopped for good is reused (children come and
+        // go, e.g. a consumer's pull services as queues move), so the
+        // table does not grow. Its generation goes on, so stale exit
+        // notices and scheduled restarts of the old child are ignored.
+        let index = match self
+            .children
+            .iter()
+            .position(|c| c.retired && c.stop.is_none())
+        {
+            Some(index) => {
+                entry.generation = self.children[index].generation;
+                self.children[index] = entry;
+                index
+            }
+            None => {
+                self.children.push(entry);
+                self.children.len() - 1
+            }
+        };
         self.start_child(index, ctx);
     }
 
@@ -392,8 +410,12 @@ impl Supervisor {
                     "child" => &entry.name,
                     "restarts" => entry.budget.total_restarts(),
                     "backoff_ms" => after.as_millis() as u64);
+                let generation = entry.generation;
                 ctx.run_later(after, move |act, ctx| {
-                    if !act.shutting_down && !act.children[index].retired {
+                    let entry = &act.children[index];
+                    // Not if the child was stopped for good meanwhile, or
+                    // its slot went to another child.
+                    if !act.shutting_down && !entry.retired && entry.generation == generation {
                         act.start_child(index, ctx);
                     }
                 });

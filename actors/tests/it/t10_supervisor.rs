@@ -8,7 +8,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use actormq_actors::runtime::{
     ChildEscalated, ChildRef, ChildSpec, Escalation, GetChildStatus, Guarded, GuardedReply, Poison,
-    RestartPolicy, SpawnChild, StopSupervisor, Supervisor, guarded,
+    RestartPolicy, SpawnChild, StopChild, StopSupervisor, Supervisor, guarded,
 };
 use slog::{Drain, Logger, o};
 use tokio::sync::mpsc;
@@ -546,5 +546,50 @@ async fn queued_messages_behind_a_panic_are_refused_and_the_child_restarts() {
     let status = sup.send(GetChildStatus).await.unwrap();
     assert_eq!(status[0].restarts, 1);
     assert!(status[0].running);
+    sup.send(StopSupervisor).await.unwrap();
+}
+
+#[actix_rt::test]
+async fn children_stopped_for_good_leave_no_entries_behind() {
+    let capture = Capture::default();
+    let sup = Supervisor::new(
+        "s",
+        &capture.logger(),
+        fast_policy(3),
+        Escalation::StopSystem,
+    )
+    .start();
+    let keep_starts = Arc::new(AtomicU32::new(0));
+    let keeper = sup
+        .send(SpawnChild(counting_spec("keeper", &keep_starts)))
+        .await
+        .unwrap();
+    // 100 children come and go (as a consumer's pull services do).
+    for i in 0..100 {
+        let starts = Arc::new(AtomicU32::new(0));
+        let name = format!("passing-{i}");
+        let child = sup
+            .send(SpawnChild(counting_spec(&name, &starts)))
+            .await
+            .unwrap();
+        assert_eq!(child.addr().unwrap().send(Ping).await.unwrap(), 1);
+        assert_eq!(sup.send(StopChild(name)).await.unwrap(), 1);
+    }
+    let status = sup.send(GetChildStatus).await.unwrap();
+    assert!(status.len() <= 2, "{status:?}");
+    // A child in a reused slot is supervised like any other: a panic
+    // restarts it, and only it.
+    let starts = Arc::new(AtomicU32::new(0));
+    let last = sup
+        .send(SpawnChild(counting_spec("last", &starts)))
+        .await
+        .unwrap();
+    let first = last.addr().unwrap();
+    let _ = first.send(Crash).await;
+    let second = next_incarnation(&last, &first).await;
+    assert_eq!(second.send(Ping).await.unwrap(), 1);
+    assert_eq!(starts.load(Ordering::SeqCst), 2);
+    assert_eq!(keep_starts.load(Ordering::SeqCst), 1);
+    assert_eq!(keeper.addr().unwrap().send(Ping).await.unwrap(), 1);
     sup.send(StopSupervisor).await.unwrap();
 }
