@@ -1021,3 +1021,63 @@ async fn wait_for_members(broker: SocketAddr, group: &str, mut want: Vec<String>
         actix_rt::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[actix_rt::test]
+async fn t70_slow_consumer_facing_a_fast_producer_stays_bounded_and_loses_nothing() {
+    bounded(async {
+        let node = combined(NO_ARGS);
+        let (ns, broker) = (node.namesrv(), node.broker());
+        let topic = "t70-flow";
+        let queues = 4;
+        create_routed(ns, broker, topic, queues).await;
+        let seen: Seen = Default::default();
+        // One worker, 1 ms per message: far slower than the producer.
+        let (cache, batch) = (50usize, 16usize);
+        let c = consumer(ns, "t70-flow-g", topic, "*", &seen, |b| {
+            b.workers(1)
+                .configure(|c| {
+                    c.cache_max_messages = cache;
+                    c.pull_batch_size = batch as u32;
+                })
+                .listener(collector(&seen, Duration::from_millis(1)))
+        })
+        .await;
+        let total = 2_000;
+        let producing = send(broker, topic, queues, 0, total, |_| "x".into());
+        let sampling = async {
+            // Until every message was delivered, the client never caches
+            // more than the flow-control limit per queue (plus one pull
+            // batch in flight per queue).
+            let mut max_cached = 0;
+            let start = Instant::now();
+            while bodies(&seen).len() < total {
+                assert!(
+                    start.elapsed() < WAIT,
+                    "slow consumer got {}",
+                    bodies(&seen).len()
+                );
+                max_cached = max_cached.max(c.cached_messages());
+                actix_rt::time::sleep(Duration::from_millis(2)).await;
+            }
+            max_cached
+        };
+        let (sent, max_cached) = tokio::join!(producing, sampling);
+        let bound = queues as usize * (cache + batch);
+        eprintln!("slow consumer: at most {max_cached} cached (bound {bound})");
+        assert!(max_cached <= bound, "cached {max_cached} > {bound}");
+        // The backlog was real: pulling must have paused for a while.
+        assert!(
+            max_cached > cache,
+            "never cached more than {max_cached}: no backlog formed"
+        );
+        wait_drained(broker, "t70-flow-g", topic, queues, total as u64, &[&c]).await;
+        let mut got = bodies(&seen);
+        got.sort();
+        let mut want = sent;
+        want.sort();
+        assert_eq!(got.len(), want.len(), "nothing lost, nothing twice");
+        assert_eq!(got, want);
+        c.shutdown().await;
+    })
+    .await;
+}
