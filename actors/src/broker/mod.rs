@@ -14,6 +14,7 @@ pub mod persist;
 pub mod plugin;
 pub mod pull_hold;
 pub mod query_service;
+pub mod queue_locks;
 pub mod registrar;
 pub mod retention_cleaner;
 pub mod stored_codec;

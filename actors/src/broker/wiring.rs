@@ -8,6 +8,7 @@
 //! ├── topic-manager    ← 17, 21, 215; resolves topics for the writer
 //! ├── offset-manager   ← 14, 15; commit offsets piggybacked on pulls
 //! ├── group-manager    ← 34, 38; group changes → the listener (notify)
+//! ├── queue-locks      ← 41, 42 (orderly consumption; in memory)
 //! ├── dispatcher       (own arbiter with `dispatcher_thread`)
 //! ├── pull-hold        ← 11; stored events through the stored fan-out
 //! ├── query            ← 12, 29, 30, 31, 33
@@ -27,9 +28,9 @@ use actix::prelude::*;
 use actormq_protocol::request::{
     CreateTopicRequest, DeleteTopicInBrokerRequest, GetAllTopicConfigRequest,
     GetConsumerListByGroupRequest, GetMaxOffsetRequest, GetMinOffsetRequest, HeartbeatRequest,
-    PullMessageRequest, QueryConsumerOffsetRequest, QueryMessageRequest,
+    LockBatchMqRequest, PullMessageRequest, QueryConsumerOffsetRequest, QueryMessageRequest,
     SearchOffsetByTimestampRequest, SendBatchMessageRequest, SendMessageRequest,
-    UpdateConsumerOffsetRequest, ViewMessageByIdRequest,
+    UnlockBatchMqRequest, UpdateConsumerOffsetRequest, ViewMessageByIdRequest,
 };
 use actormq_store::StoreConfig;
 use slog::{Logger, info, o, warn};
@@ -43,6 +44,7 @@ use super::group_notifier::GroupNotifier;
 use super::offset_manager::{OffsetBounds, OffsetManager, OffsetManagerConfig};
 use super::pull_hold::{PullHold, PullHoldConfig};
 use super::query_service::QueryService;
+use super::queue_locks::{DEFAULT_LOCK_EXPIRY, QueueLockManager};
 use super::retention_cleaner::{RetentionCleaner, RetentionConfig};
 use super::stored_fanout::{StoredFanout, StoredSubscribers};
 use super::topic_manager::{TopicManager, TopicManagerConfig, TopicView};
@@ -142,6 +144,8 @@ pub struct BrokerActors {
     pub offsets: ChildRef<OffsetManager>,
     /// Producer and consumer groups.
     pub groups: ChildRef<GroupManager>,
+    /// Queue locks of orderly consumers.
+    pub locks: ChildRef<QueueLockManager>,
     /// The single writer.
     pub writer: ChildRef<CommitLogActor>,
     /// The dispatcher.
@@ -239,6 +243,14 @@ impl BrokerActors {
         let groups = spawn(
             supervisor,
             ChildSpec::new("group-manager", move || Ok(GroupManager::new(c, &log))),
+        )
+        .await?;
+        let log = logger.clone();
+        let locks = spawn(
+            supervisor,
+            ChildSpec::new("queue-locks", move || {
+                Ok(QueueLockManager::new(DEFAULT_LOCK_EXPIRY, &log))
+            }),
         )
         .await?;
 
@@ -347,6 +359,7 @@ impl BrokerActors {
             topics,
             offsets,
             groups,
+            locks,
             writer,
             dispatcher,
             pull,
@@ -378,6 +391,8 @@ impl BrokerActors {
         route_child::<UpdateConsumerOffsetRequest, _>(router, &self.offsets);
         route_child::<HeartbeatRequest, _>(router, &self.groups);
         route_child::<GetConsumerListByGroupRequest, _>(router, &self.groups);
+        route_child::<LockBatchMqRequest, _>(router, &self.locks);
+        route_child::<UnlockBatchMqRequest, _>(router, &self.locks);
     }
 
     /// Turns consumer-group changes into `NOTIFY_CONSUMER_IDS_CHANGED`

@@ -832,6 +832,8 @@ async fn the_broker_wiring_serves_its_request_codes() {
         C::UpdateConsumerOffset,
         C::HeartBeat,
         C::GetConsumerListByGroup,
+        C::LockBatchMq,
+        C::UnlockBatchMq,
     ]
     .iter()
     .map(|c| c.as_u32())
@@ -878,5 +880,52 @@ async fn retention_removes_expired_segments_and_pulls_move_on() {
     assert_eq!(r.fields.next_begin_offset, min);
     let got = node.pull_n(topic, 0, min, (60 - min) as usize).await;
     assert_eq!(got.last().unwrap().queue_offset, 59);
+    node.stop().await;
+}
+
+/// Sends `req` through the broker's router, as a connection would.
+async fn through_router<R: actormq_protocol::Request>(
+    node: &Node,
+    req: &R,
+) -> Result<actormq_actors::runtime::Reply<R::Response>, actormq_actors::runtime::ServiceError> {
+    let frame = actormq_protocol::Frame::request(1, req, actormq_protocol::Bytes::new()).unwrap();
+    let reply = node.router.dispatch(frame, None).await.expect("a reply");
+    actormq_actors::runtime::net::decode_reply::<R::Response>(&reply)
+}
+
+#[actix_rt::test]
+async fn orderly_consumers_lock_queues_one_holder_at_a_time() {
+    use actormq_protocol::MessageQueue;
+    use actormq_protocol::request::{LockBatchMqRequest, UnlockBatchMqRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), Opts::default()).await;
+    let mqs: Vec<MessageQueue> = (0..4)
+        .map(|q| MessageQueue {
+            topic: "orders".into(),
+            broker_name: "broker-a".into(),
+            queue_id: q,
+        })
+        .collect();
+    let lock = |client: &str, mqs: &[MessageQueue]| LockBatchMqRequest {
+        consumer_group: "g".into(),
+        client_id: client.into(),
+        mq_set: mqs.to_vec(),
+    };
+    // a takes queues 0 and 1; b asks for all four and gets only 2 and 3.
+    let a = through_router(&node, &lock("a", &mqs[..2])).await.unwrap();
+    assert_eq!(a.fields.lock_ok_mq_set, mqs[..2].to_vec());
+    let b = through_router(&node, &lock("b", &mqs)).await.unwrap();
+    assert_eq!(b.fields.lock_ok_mq_set, mqs[2..].to_vec());
+    // a renews its own; a rebalance moves queue 1: a unlocks it, b locks it.
+    let a = through_router(&node, &lock("a", &mqs[..2])).await.unwrap();
+    assert_eq!(a.fields.lock_ok_mq_set, mqs[..2].to_vec());
+    let unlock = UnlockBatchMqRequest {
+        consumer_group: "g".into(),
+        client_id: "a".into(),
+        mq_set: vec![mqs[1].clone()],
+    };
+    through_router(&node, &unlock).await.unwrap();
+    let b = through_router(&node, &lock("b", &mqs)).await.unwrap();
+    assert_eq!(b.fields.lock_ok_mq_set, mqs[1..].to_vec());
     node.stop().await;
 }
