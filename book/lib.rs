@@ -58,6 +58,12 @@ pub mod producers {}
 #[doc = include_str!("src/consumers.md")]
 pub mod consumers {}
 
+/// Chapter "Looking messages up" (its code is `examples/src/queries.rs`,
+/// compiled and tested by the examples crate; the `{{#include}}` block is
+/// marked `ignore` here).
+#[doc = include_str!("src/queries.md")]
+pub mod queries {}
+
 /// Chapter "Benchmarking".
 #[doc = include_str!("src/benchmarking.md")]
 pub mod benchmarking {}

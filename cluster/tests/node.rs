@@ -193,7 +193,6 @@ fn cli_refuses_flags_of_missing_features_before_sending() {
             &["admin", "topic", "create", "-t", "T", "--order"][..],
             "--order",
         ),
-        (&["admin", "msg", "get", "--id", "X"][..], "admin msg get"),
         (
             &[
                 "admin",

@@ -15,6 +15,7 @@
 //! | [`broadcast`] | two broadcasting consumers of one group each get everything |
 //! | [`pull_consumer`] | explicit queues and offsets, commit and read back |
 //! | [`tag_filter`] | a push consumer with `paid \|\| shipped` |
+//! | [`queries`] | messages looked up by id, by key and by queue offset |
 //! | [`custom_actor`] | a custom actor plugged into a broker |
 //!
 //! **Place in the layering:** a user of `sdk`, with `cluster` to start an
@@ -28,6 +29,7 @@ pub mod custom_actor;
 pub mod node;
 pub mod producer;
 pub mod pull_consumer;
+pub mod queries;
 pub mod quickstart;
 pub mod tag_filter;
 pub mod wait;

@@ -137,3 +137,13 @@ async fn tag_filter_delivers_only_matching_tags() {
     expected.sort();
     assert_eq!(report.delivered, expected);
 }
+
+#[actix_rt::test]
+async fn queries_find_messages_by_id_key_and_offset() {
+    let report = actormq_examples::queries::run()
+        .await
+        .expect("scenario runs");
+    assert_eq!(report.by_id.as_deref(), Some("created"));
+    assert_eq!(report.by_key, ["created", "paid"]);
+    assert_eq!(report.by_offset.as_deref(), Some("paid"));
+}

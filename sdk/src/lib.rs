@@ -40,9 +40,11 @@ pub mod client_id;
 pub mod connections;
 pub mod error;
 pub mod producer;
+pub mod query;
 pub mod route;
 
 pub use connections::Connections;
 pub use error::ClientError;
 pub use producer::{Producer, ProducerBuilder, ProducerConfig, SendResult, SendStatus};
+pub use query::MessageQuery;
 pub use route::{RouteCache, TopicRoute};

@@ -203,16 +203,7 @@ pub async fn run(common: &CommonArgs, args: &AdminArgs, log: &Logger) -> Result<
         AdminCommand::Group {
             action: GroupCommand::Progress(a),
         } => run_group_progress(common, a, log).await,
-        AdminCommand::Msg {
-            action: MsgCommand::Get { .. },
-        } => Err(not_available(
-            "admin msg get (arrives with message query by id)",
-        )),
-        AdminCommand::Msg {
-            action: MsgCommand::Query { .. },
-        } => Err(not_available(
-            "admin msg query (arrives with message query by key)",
-        )),
+        AdminCommand::Msg { action } => super::msg::run(common, action, log).await,
         AdminCommand::Offset { .. } => Err(not_available(
             "admin offset reset (arrives with offset reset)",
         )),

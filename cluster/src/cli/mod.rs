@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod bench;
 pub mod consume;
+pub mod msg;
 pub mod produce;
 
 use std::process::ExitCode;
