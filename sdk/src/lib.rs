@@ -45,6 +45,8 @@ pub mod route;
 
 pub use connections::Connections;
 pub use error::ClientError;
-pub use producer::{Producer, ProducerBuilder, ProducerConfig, SendResult, SendStatus};
+pub use producer::{
+    Producer, ProducerBuilder, ProducerConfig, QueueSelector, SendResult, SendStatus,
+};
 pub use query::MessageQuery;
 pub use route::{RouteCache, TopicRoute};

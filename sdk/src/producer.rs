@@ -272,6 +272,27 @@ pub fn select_by_key<'a>(queues: &'a [MessageQueue], key: &str) -> Option<&'a Me
     queues.get(idx)
 }
 
+/// Picks the queue of a message among its topic's writable queues (sorted
+/// by broker name, then queue id), for [`Producer::send_with_queue_selector`].
+/// Messages that must keep their order relative to each other go to one
+/// queue; [`select_by_key`] is the built-in choice (hash of a key).
+/// A closure `|queues: &[MessageQueue], msg: &Message| -> Option<usize>`
+/// is one.
+pub trait QueueSelector: Send + Sync {
+    /// The index in `queues` of the queue for `msg`, or `None` to refuse
+    /// the send (an index out of range refuses it too).
+    fn select(&self, queues: &[MessageQueue], msg: &Message) -> Option<usize>;
+}
+
+impl<F> QueueSelector for F
+where
+    F: Fn(&[MessageQueue], &Message) -> Option<usize> + Send + Sync,
+{
+    fn select(&self, queues: &[MessageQueue], msg: &Message) -> Option<usize> {
+        self(queues, msg)
+    }
+}
+
 /// Which failures a send retries, and how often.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -628,6 +649,22 @@ impl Producer {
             .await
     }
 
+    /// Sends `msg` to the queue `selector` picks among the topic's writable
+    /// queues (e.g. by an order id, so an order's events keep their
+    /// order). Retries stay on that queue. A selector that picks no queue
+    /// refuses the send ([`ClientError::Invalid`]).
+    pub async fn send_with_queue_selector(
+        &self,
+        msg: Message,
+        selector: impl QueueSelector + 'static,
+    ) -> Result<SendResult, ClientError> {
+        let policy = RetryPolicy {
+            retries: self.inner.config.retries,
+        };
+        self.send_with_policy(msg, policy, Mode::Selector(Box::new(selector)))
+            .await
+    }
+
     /// Sends `msgs` (one topic, no delay) as one batch to one queue;
     /// retried like [`Producer::send`]. The result's `msg_id` holds the ids
     /// joined by `,` and `queue_offset` the first message's offset.
@@ -784,12 +821,27 @@ impl Producer {
                 (Mode::OtherBroker, _) | (Mode::SameQueue, None) => {
                     self.pick(&route, avoid.as_deref(), now)
                 }
-                (Mode::SameQueue, Some(q)) | (Mode::Key(_), Some(q)) => route
+                (Mode::SameQueue, Some(q))
+                | (Mode::Key(_), Some(q))
+                | (Mode::Selector(_), Some(q)) => route
                     .master_addr(&q.broker_name)
                     .ok_or_else(no_route)
                     .map(|a| (q, a)),
                 (Mode::Key(key), None) => select_by_key(&route.write_queues, key)
                     .ok_or_else(no_route)
+                    .and_then(|q| {
+                        route
+                            .master_addr(&q.broker_name)
+                            .ok_or_else(no_route)
+                            .map(|a| (q, a))
+                    }),
+                (Mode::Selector(_), None) if route.write_queues.is_empty() => Err(no_route()),
+                (Mode::Selector(selector), None) => selector
+                    .select(&route.write_queues, &msg)
+                    .and_then(|i| route.write_queues.get(i))
+                    .ok_or_else(|| {
+                        ClientError::Invalid("the queue selector picked no queue".into())
+                    })
                     .and_then(|q| {
                         route
                             .master_addr(&q.broker_name)
@@ -1032,11 +1084,11 @@ impl Producer {
     }
 }
 
-#[derive(Debug, Clone)]
 enum Mode {
     OtherBroker,
     SameQueue,
     Key(String),
+    Selector(Box<dyn QueueSelector>),
 }
 
 fn remaining(deadline: Instant) -> Result<Duration, ClientError> {

@@ -535,3 +535,41 @@ async fn t60_producer_services_restart_and_past_the_budget_sends_go_on() {
     })
     .await;
 }
+
+#[actix_rt::test]
+async fn t60_a_user_queue_selector_picks_the_queue() {
+    bounded(async {
+        let node = combined(NO_ARGS);
+        let topic = "t60-selector";
+        create_topic(node.broker(), topic, 4).await;
+        wait_route(node.namesrv(), topic, "broker-a", node.broker(), 4).await;
+        let p = producer(node.namesrv(), Duration::from_secs(30)).await;
+        // A selector of our own: the queue named by the "shard" property.
+        let by_shard = |queues: &[actormq_protocol::MessageQueue], msg: &Message| {
+            let shard: usize = msg.properties.get("shard")?.parse().ok()?;
+            Some(shard % queues.len())
+        };
+        for i in 0..8u32 {
+            let mut m = Message::new(topic, format!("m{i}"));
+            m.properties.insert("shard".into(), (i % 4).to_string());
+            let r = p.send_with_queue_selector(m, by_shard).await.expect("send");
+            assert_eq!(r.queue_id, i % 4, "message {i}");
+        }
+        // A selector that picks nothing refuses the send.
+        let err = p
+            .send_with_queue_selector(Message::new(topic, "x"), by_shard)
+            .await
+            .expect_err("no shard: no queue");
+        assert!(matches!(err, ClientError::Invalid(_)), "{err:?}");
+        let stored = pull_topic(node.broker(), topic, 4).await;
+        for m in &stored {
+            let i: u32 = String::from_utf8_lossy(&m.message.body)[1..]
+                .parse()
+                .unwrap();
+            assert_eq!(m.queue_id, i % 4);
+        }
+        assert_eq!(stored.len(), 8);
+        p.shutdown().await;
+    })
+    .await;
+}
