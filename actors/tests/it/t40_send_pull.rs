@@ -832,6 +832,9 @@ async fn the_broker_wiring_serves_its_request_codes() {
         C::UpdateConsumerOffset,
         C::HeartBeat,
         C::GetConsumerListByGroup,
+        C::UpdateAndCreateSubscriptionGroup,
+        C::GetAllSubscriptionGroupConfig,
+        C::DeleteSubscriptionGroup,
     ]
     .iter()
     .map(|c| c.as_u32())
