@@ -58,6 +58,12 @@ pub mod producers {}
 #[doc = include_str!("src/consumers.md")]
 pub mod consumers {}
 
+/// Chapter "Subscription groups" (its code is
+/// `examples/src/subscription_group.rs`, compiled and tested by the
+/// examples crate; the `{{#include}}` blocks are marked `ignore` here).
+#[doc = include_str!("src/subscription-groups.md")]
+pub mod subscription_groups {}
+
 /// Chapter "Benchmarking".
 #[doc = include_str!("src/benchmarking.md")]
 pub mod benchmarking {}

@@ -137,3 +137,20 @@ async fn tag_filter_delivers_only_matching_tags() {
     expected.sort();
     assert_eq!(report.delivered, expected);
 }
+
+#[actix_rt::test]
+async fn subscription_group_is_auto_created_then_updated() {
+    use actormq_sdk::protocol::request::SubscriptionGroupConfig;
+    let report = actormq_examples::subscription_group::run()
+        .await
+        .expect("scenario runs");
+    assert_eq!(
+        report.auto_created,
+        SubscriptionGroupConfig::new("order-processors"),
+        "defaults: retry max 16, not orderly, broadcast allowed"
+    );
+    assert_eq!(report.auto_created.retry_max_times, 16);
+    assert!(report.after_update.consume_message_orderly);
+    assert_eq!(report.after_update.retry_max_times, 5);
+    assert_eq!(report.listed, vec!["order-processors".to_string()]);
+}
