@@ -211,20 +211,16 @@ pub async fn run(common: &CommonArgs, args: &AdminArgs, log: &Logger) -> Result<
                 TopicCommand::Delete(a) => topic_delete(common, &routes, &a.topic).await,
             }
         }
-        AdminCommand::Group {
-            action: GroupCommand::Progress(a),
-        } => run_group_progress(common, a, log).await,
-        AdminCommand::Group { action } => {
-            let routes = common.route_cache(log)?;
-            match action {
-                GroupCommand::Progress(_) => unreachable!("matched above"),
-                GroupCommand::List => subscription_group::list(common, &routes).await,
-                GroupCommand::Create(a) => subscription_group::create(common, &routes, a).await,
-                GroupCommand::Delete(a) => {
-                    subscription_group::delete(common, &routes, &a.group).await
-                }
+        AdminCommand::Group { action } => match action {
+            GroupCommand::Progress(a) => run_group_progress(common, a, log).await,
+            GroupCommand::List => subscription_group::list(common, &common.route_cache(log)?).await,
+            GroupCommand::Create(a) => {
+                subscription_group::create(common, &common.route_cache(log)?, a).await
             }
-        }
+            GroupCommand::Delete(a) => {
+                subscription_group::delete(common, &common.route_cache(log)?, &a.group).await
+            }
+        },
         AdminCommand::Msg {
             action: MsgCommand::Get { .. },
         } => Err(not_available(
