@@ -63,6 +63,11 @@ pub mod consumers {}
 /// marked `ignore` here).
 #[doc = include_str!("src/queries.md")]
 pub mod queries {}
+/// Chapter "Subscription groups" (its code is
+/// `examples/src/subscription_group.rs`, compiled and tested by the
+/// examples crate; the `{{#include}}` blocks are marked `ignore` here).
+#[doc = include_str!("src/subscription-groups.md")]
+pub mod subscription_groups {}
 
 /// Chapter "Benchmarking".
 #[doc = include_str!("src/benchmarking.md")]

@@ -145,6 +145,12 @@ pub struct BrokerSection {
     pub auto_create_topic: bool,
     /// Queues of an auto-created topic, 1..=1024. Default `4`.
     pub default_queues: u32,
+    /// Create a consumer group's config (defaults: retry max 16, not
+    /// orderly, broadcast allowed) on the group's first heartbeat. Default
+    /// `true` (RocketMQ's `autoCreateSubscriptionGroup`). With `false`, a
+    /// consumer of a group not created with `actormq admin group create` is
+    /// refused with `SUBSCRIPTION_GROUP_NOT_EXIST`.
+    pub auto_create_subscription_group: bool,
     /// Delay levels, space-separated durations (`s`, `m`, `h`, `d`).
     /// Default `1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h`.
     /// Not available yet (no delayed delivery): other values are refused.
@@ -212,6 +218,7 @@ impl Default for BrokerSection {
             master: None,
             auto_create_topic: true,
             default_queues: 4,
+            auto_create_subscription_group: true,
             message_delay_level: DEFAULT_DELAY_LEVELS.into(),
             max_reconsume_times: 16,
             enable_property_filter: true,

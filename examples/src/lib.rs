@@ -16,6 +16,7 @@
 //! | [`pull_consumer`] | explicit queues and offsets, commit and read back |
 //! | [`tag_filter`] | a push consumer with `paid \|\| shipped` |
 //! | [`queries`] | messages looked up by id, by key and by queue offset |
+//! | [`subscription_group`] | a group's config: auto-created by its first consumer, updated by an admin |
 //! | [`custom_actor`] | a custom actor plugged into a broker |
 //!
 //! **Place in the layering:** a user of `sdk`, with `cluster` to start an
@@ -31,5 +32,6 @@ pub mod producer;
 pub mod pull_consumer;
 pub mod queries;
 pub mod quickstart;
+pub mod subscription_group;
 pub mod tag_filter;
 pub mod wait;

@@ -147,3 +147,20 @@ async fn queries_find_messages_by_id_key_and_offset() {
     assert_eq!(report.by_key, ["created", "paid"]);
     assert_eq!(report.by_offset.as_deref(), Some("paid"));
 }
+
+#[actix_rt::test]
+async fn subscription_group_is_auto_created_then_updated() {
+    use actormq_sdk::protocol::request::SubscriptionGroupConfig;
+    let report = actormq_examples::subscription_group::run()
+        .await
+        .expect("scenario runs");
+    assert_eq!(
+        report.auto_created,
+        SubscriptionGroupConfig::new("order-processors"),
+        "defaults: retry max 16, not orderly, broadcast allowed"
+    );
+    assert_eq!(report.auto_created.retry_max_times, 16);
+    assert!(report.after_update.consume_message_orderly);
+    assert_eq!(report.after_update.retry_max_times, 5);
+    assert_eq!(report.listed, vec!["order-processors".to_string()]);
+}

@@ -118,9 +118,18 @@ wire_codes! {
         GetRouteInfoByTopic = 105 => "GET_ROUTEINFO_BY_TOPIC",
         /// Clusters and their brokers ([`crate::request::GetBrokerClusterInfoRequest`]).
         GetBrokerClusterInfo = 106 => "GET_BROKER_CLUSTER_INFO",
+        /// Create or update a consumer group's config
+        /// ([`crate::request::CreateSubscriptionGroupRequest`]).
+        UpdateAndCreateSubscriptionGroup = 200 => "UPDATE_AND_CREATE_SUBSCRIPTIONGROUP",
+        /// Every consumer group config of a broker
+        /// ([`crate::request::GetAllSubscriptionGroupRequest`]).
+        GetAllSubscriptionGroupConfig = 201 => "GET_ALL_SUBSCRIPTIONGROUP_CONFIG",
         /// All topic names known to a name server
         /// ([`crate::request::GetAllTopicListFromNamesrvRequest`]).
         GetAllTopicListFromNameserver = 206 => "GET_ALL_TOPIC_LIST_FROM_NAMESERVER",
+        /// Delete a consumer group's config
+        /// ([`crate::request::DeleteSubscriptionGroupRequest`]).
+        DeleteSubscriptionGroup = 207 => "DELETE_SUBSCRIPTIONGROUP",
         /// Delete a topic on a broker ([`crate::request::DeleteTopicInBrokerRequest`]).
         DeleteTopicInBroker = 215 => "DELETE_TOPIC_IN_BROKER",
         /// Delete a topic's route on a name server

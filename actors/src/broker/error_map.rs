@@ -3,7 +3,8 @@
 //! Every data-path actor ([`super::CommitLogActor`], [`super::PullHold`],
 //! [`super::QueryService`], ...) reports store failures through
 //! [`store_error`] (or [`StoreResultExt::or_reply`]), so a client always
-//! sees the same code for the same cause.
+//! sees the same code for the same cause. Refusals about consumer groups
+//! are made here too ([`subscription_group_not_exist`]).
 
 use actormq_protocol::ResponseCode;
 use actormq_store::Error;
@@ -30,6 +31,19 @@ pub fn store_error(err: Error) -> ServiceError {
         };
         ServiceError::new(code, err.to_string())
     }
+}
+
+/// The refusal of a request naming a consumer group the broker has no
+/// config for (RocketMQ's `SUBSCRIPTION_GROUP_NOT_EXIST`).
+pub fn subscription_group_not_exist(group: &str) -> ServiceError {
+    ServiceError::new(
+        ResponseCode::SubscriptionGroupNotExist,
+        format!(
+            "subscription group {group} does not exist on this broker \
+             (create it with `actormq admin group create -g {group}`, \
+             or enable broker.auto_create_subscription_group)"
+        ),
+    )
 }
 
 /// `?`-friendly mapping of store results to replies.

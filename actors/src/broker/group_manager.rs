@@ -5,6 +5,12 @@
 //! session layer turns it into `NOTIFY_CONSUMER_IDS_CHANGED` for the
 //! group's clients, which then rebalance).
 //!
+//! A heartbeat's consumer groups are first resolved by the
+//! [`SubscriptionGroupManager`](super::SubscriptionGroupManager) when one
+//! is attached ([`GroupManager::with_subscription_groups`]): it creates
+//! unknown groups or refuses the heartbeat, and the reply carries each
+//! group's config to the consumer.
+//!
 //! The decision logic is [`GroupTable`], a plain struct.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,12 +19,13 @@ use std::time::Duration;
 use actix::prelude::*;
 use actormq_protocol::ResponseCode;
 use actormq_protocol::request::{
-    ConsumerData, Empty, GetConsumerListByGroupRequest, GetConsumerListByGroupResponse,
-    HeartbeatRequest,
+    ConsumerData, GetConsumerListByGroupRequest, GetConsumerListByGroupResponse, HeartbeatRequest,
+    HeartbeatResponse,
 };
 use actormq_protocol::unique_key::system_time_ms;
 use slog::{Logger, info, o};
 
+use super::subscription_group_manager::ResolveGroups;
 use crate::runtime::guard::{Guarded, GuardedReply, Poison, guarded};
 use crate::runtime::net::ConnectionClosed;
 use crate::runtime::{Call, Reply, ServiceError};
@@ -201,6 +208,7 @@ pub struct GroupManager {
     table: GroupTable,
     config: GroupManagerConfig,
     subscribers: Vec<Recipient<ConsumerGroupChanged>>,
+    subscription_groups: Option<Recipient<ResolveGroups>>,
     logger: Logger,
     now_ms: fn() -> u64,
     poison: Poison,
@@ -218,10 +226,19 @@ impl GroupManager {
             table: GroupTable::default(),
             config,
             subscribers: Vec::new(),
+            subscription_groups: None,
             logger: logger.new(o!("actor" => "GroupManager")),
             now_ms,
             poison: Poison::default(),
         }
+    }
+
+    /// Resolves every heartbeat's consumer groups through `resolver`
+    /// before applying it (see the module docs). Without one, heartbeats
+    /// are applied as they come and their replies carry no configs.
+    pub fn with_subscription_groups(mut self, resolver: Recipient<ResolveGroups>) -> Self {
+        self.subscription_groups = Some(resolver);
+        self
     }
 
     fn announce(&mut self, groups: Vec<String>) {
@@ -299,26 +316,59 @@ impl Handler<crate::runtime::guard::InjectPanic> for GroupManager {
     }
 }
 
+type HeartbeatReply =
+    ResponseActFuture<GroupManager, Result<Reply<HeartbeatResponse>, ServiceError>>;
+
 impl Handler<Call<HeartbeatRequest>> for GroupManager {
-    type Result = GuardedReply<Result<Reply<Empty>, ServiceError>>;
+    type Result = GuardedReply<HeartbeatReply>;
     fn handle(&mut self, msg: Call<HeartbeatRequest>, ctx: &mut Context<Self>) -> Self::Result {
         guarded(self, ctx, |act, _| act.heartbeat(msg))
     }
 }
 
 impl GroupManager {
-    fn heartbeat(&mut self, msg: Call<HeartbeatRequest>) -> Result<Reply<Empty>, ServiceError> {
+    fn heartbeat(&mut self, msg: Call<HeartbeatRequest>) -> HeartbeatReply {
         if msg.req.client_id.is_empty() {
-            return Err(ServiceError::new(
+            return Box::pin(actix::fut::ready(Err(ServiceError::new(
                 ResponseCode::InvalidParameter,
                 "client_id is required",
-            ));
+            ))));
         }
+        let mut groups: Vec<String> = msg
+            .req
+            .consumer_data_set
+            .iter()
+            .map(|c| c.group_name.clone())
+            .collect();
+        groups.dedup();
+        let resolver = match &self.subscription_groups {
+            Some(r) if !groups.is_empty() => r.clone(),
+            _ => {
+                self.apply_heartbeat(&msg);
+                return Box::pin(actix::fut::ready(Ok(Reply::ok(
+                    HeartbeatResponse::default(),
+                ))));
+            }
+        };
+        // Applied only once its groups are known (or created): a refused
+        // heartbeat does not make its client a member.
+        let resolved = resolver.send(ResolveGroups { groups });
+        Box::pin(
+            actix::fut::wrap_future::<_, Self>(resolved).map(move |res, act, _| {
+                let subscription_groups = res.map_err(ServiceError::from)??;
+                act.apply_heartbeat(&msg);
+                Ok(Reply::ok(HeartbeatResponse {
+                    subscription_groups,
+                }))
+            }),
+        )
+    }
+
+    fn apply_heartbeat(&mut self, msg: &Call<HeartbeatRequest>) {
         let changed = self
             .table
             .heartbeat(&msg.req, (self.now_ms)(), msg.conn_id());
         self.announce(changed);
-        Ok(Reply::ok(Empty {}))
     }
 }
 

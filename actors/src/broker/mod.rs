@@ -19,6 +19,7 @@ pub mod registrar;
 pub mod retention_cleaner;
 pub mod stored_codec;
 pub mod stored_fanout;
+pub mod subscription_group_manager;
 pub mod topic_manager;
 pub mod wiring;
 
@@ -33,5 +34,8 @@ pub use pull_hold::{PullHold, PullHoldConfig};
 pub use query_service::QueryService;
 pub use retention_cleaner::{RetentionCleaner, RetentionConfig};
 pub use stored_fanout::{StoredFanout, StoredSubscribers};
+pub use subscription_group_manager::{
+    SubscriptionGroupManager, SubscriptionGroupManagerConfig, SubscriptionGroupTable,
+};
 pub use topic_manager::{TopicManager, TopicManagerConfig, TopicTable, TopicView};
 pub use wiring::{BrokerActors, BrokerActorsConfig, WiringError};

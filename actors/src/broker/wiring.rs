@@ -7,6 +7,7 @@
 //! supervisor (the caller's; one-for-one)
 //! ├── topic-manager    ← 17, 21, 215; resolves topics for the writer
 //! ├── offset-manager   ← 14, 15; commit offsets piggybacked on pulls
+//! ├── subscription-group-manager ← 200, 201, 207; resolves a heartbeat's groups
 //! ├── group-manager    ← 34, 38; group changes → the listener (notify)
 //! ├── queue-locks      ← 41, 42 (orderly consumption; in memory)
 //! ├── dispatcher       (own arbiter with `dispatcher_thread`)
@@ -25,6 +26,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use actix::prelude::*;
+use actormq_protocol::request::{
+    CreateSubscriptionGroupRequest, DeleteSubscriptionGroupRequest, GetAllSubscriptionGroupRequest,
+};
 use actormq_protocol::request::{
     CreateTopicRequest, DeleteTopicInBrokerRequest, GetAllTopicConfigRequest,
     GetConsumerListByGroupRequest, GetMaxOffsetRequest, GetMinOffsetRequest, HeartbeatRequest,
@@ -47,6 +51,7 @@ use super::query_service::QueryService;
 use super::queue_locks::{DEFAULT_LOCK_EXPIRY, QueueLockManager};
 use super::retention_cleaner::{RetentionCleaner, RetentionConfig};
 use super::stored_fanout::{StoredFanout, StoredSubscribers};
+use super::subscription_group_manager::{SubscriptionGroupManager, SubscriptionGroupManagerConfig};
 use super::topic_manager::{TopicManager, TopicManagerConfig, TopicView};
 use crate::runtime::net::{Listener, Router};
 use crate::runtime::{CallRelay, ChildRef, ChildSpec, Relay, SpawnChild, Supervisor, route_child};
@@ -62,6 +67,9 @@ pub struct BrokerActorsConfig {
     pub offsets: OffsetManagerConfig,
     /// Producer and consumer groups.
     pub groups: GroupManagerConfig,
+    /// Consumer group configs (`<data>/config/subscription_groups.msgpack`,
+    /// auto-created on a group's first heartbeat by default).
+    pub subscription_groups: SubscriptionGroupManagerConfig,
     /// The commit-log writer; `store_host` is the broker's advertised
     /// address, stamped into every message id.
     pub writer: CommitLogConfig,
@@ -96,6 +104,10 @@ impl BrokerActorsConfig {
                 persist_interval: Duration::from_secs(5),
             },
             groups: GroupManagerConfig::default(),
+            subscription_groups: SubscriptionGroupManagerConfig {
+                path: data_dir.join("config/subscription_groups.msgpack"),
+                auto_create: true,
+            },
             writer: CommitLogConfig {
                 store_host,
                 ..CommitLogConfig::default()
@@ -146,6 +158,8 @@ pub struct BrokerActors {
     pub groups: ChildRef<GroupManager>,
     /// Queue locks of orderly consumers.
     pub locks: ChildRef<QueueLockManager>,
+    /// Consumer group configs.
+    pub subscription_groups: ChildRef<SubscriptionGroupManager>,
     /// The single writer.
     pub writer: ChildRef<CommitLogActor>,
     /// The dispatcher.
@@ -205,7 +219,11 @@ impl BrokerActors {
         logger: &Logger,
     ) -> Result<Self, WiringError> {
         let logger = logger.new(o!());
-        for path in [&config.topics.path, &config.offsets.path] {
+        for path in [
+            &config.topics.path,
+            &config.offsets.path,
+            &config.subscription_groups.path,
+        ] {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(|source| WiringError::StateDir {
                     dir: dir.to_path_buf(),
@@ -222,6 +240,8 @@ impl BrokerActors {
             .map_err(|e| WiringError::Start(format!("topic manager: {e}")))?;
         OffsetManager::load(config.offsets.clone(), &logger)
             .map_err(|e| WiringError::Start(format!("offset manager: {e}")))?;
+        SubscriptionGroupManager::load(config.subscription_groups.clone(), &logger)
+            .map_err(|e| WiringError::Start(format!("subscription group manager: {e}")))?;
         let (c, v, log) = (config.topics.clone(), view.clone(), logger.clone());
         let topics = spawn(
             supervisor,
@@ -239,10 +259,22 @@ impl BrokerActors {
             }),
         )
         .await?;
+        let (c, log) = (config.subscription_groups.clone(), logger.clone());
+        let subscription_groups = spawn(
+            supervisor,
+            ChildSpec::new("subscription-group-manager", move || {
+                Ok(SubscriptionGroupManager::load(c.clone(), &log)?)
+            }),
+        )
+        .await?;
         let (c, log) = (config.groups, logger.clone());
+        let resolver = CallRelay::new(subscription_groups.clone()).start();
         let groups = spawn(
             supervisor,
-            ChildSpec::new("group-manager", move || Ok(GroupManager::new(c, &log))),
+            ChildSpec::new("group-manager", move || {
+                Ok(GroupManager::new(c, &log)
+                    .with_subscription_groups(resolver.clone().recipient()))
+            }),
         )
         .await?;
         let log = logger.clone();
@@ -360,6 +392,7 @@ impl BrokerActors {
             offsets,
             groups,
             locks,
+            subscription_groups,
             writer,
             dispatcher,
             pull,
@@ -393,6 +426,9 @@ impl BrokerActors {
         route_child::<GetConsumerListByGroupRequest, _>(router, &self.groups);
         route_child::<LockBatchMqRequest, _>(router, &self.locks);
         route_child::<UnlockBatchMqRequest, _>(router, &self.locks);
+        route_child::<CreateSubscriptionGroupRequest, _>(router, &self.subscription_groups);
+        route_child::<GetAllSubscriptionGroupRequest, _>(router, &self.subscription_groups);
+        route_child::<DeleteSubscriptionGroupRequest, _>(router, &self.subscription_groups);
     }
 
     /// Turns consumer-group changes into `NOTIFY_CONSUMER_IDS_CHANGED`

@@ -6,6 +6,7 @@ mod t12_guarded_broker;
 mod t15_registry;
 mod t16_broker_meta;
 mod t17_registrar;
+mod t18_subscription_groups;
 mod t20_net;
 mod t21_client_session;
 mod t22_session_faults;

@@ -834,6 +834,9 @@ async fn the_broker_wiring_serves_its_request_codes() {
         C::GetConsumerListByGroup,
         C::LockBatchMq,
         C::UnlockBatchMq,
+        C::UpdateAndCreateSubscriptionGroup,
+        C::GetAllSubscriptionGroupConfig,
+        C::DeleteSubscriptionGroup,
     ]
     .iter()
     .map(|c| c.as_u32())

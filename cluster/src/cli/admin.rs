@@ -1,5 +1,6 @@
 //! `actormq admin`: clusters and topics (through the name servers and the
-//! brokers); group progress is in [`super::consume`]; the message / offset
+//! brokers); group progress is in [`super::consume`], group configs in
+//! [`super::subscription_group`]; the message / offset
 //! / DLQ commands are stubs until their features land.
 
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use clap::{ArgGroup, Args, Subcommand};
 use serde_json::json;
 use slog::Logger;
 
+use super::subscription_group::{self, CreateGroupArgs, GroupArg};
 use super::{CliError, CommonArgs, GroupProgressArgs, emit, not_available, run_group_progress};
 
 /// `actormq admin`.
@@ -125,6 +127,15 @@ pub enum TopicCommand {
 pub enum GroupCommand {
     /// Per queue: broker offset, consumer offset, lag; then the total lag.
     Progress(GroupProgressArgs),
+    /// Every consumer group config of every master broker: one line per
+    /// group and broker.
+    List,
+    /// Create a consumer group's config on every master broker, or replace
+    /// it where it exists (flags not given take their defaults).
+    Create(CreateGroupArgs),
+    /// Delete a consumer group's config from every master broker; fails
+    /// when no broker has it.
+    Delete(GroupArg),
 }
 
 /// `admin msg …`.
@@ -200,9 +211,16 @@ pub async fn run(common: &CommonArgs, args: &AdminArgs, log: &Logger) -> Result<
                 TopicCommand::Delete(a) => topic_delete(common, &routes, &a.topic).await,
             }
         }
-        AdminCommand::Group {
-            action: GroupCommand::Progress(a),
-        } => run_group_progress(common, a, log).await,
+        AdminCommand::Group { action } => match action {
+            GroupCommand::Progress(a) => run_group_progress(common, a, log).await,
+            GroupCommand::List => subscription_group::list(common, &common.route_cache(log)?).await,
+            GroupCommand::Create(a) => {
+                subscription_group::create(common, &common.route_cache(log)?, a).await
+            }
+            GroupCommand::Delete(a) => {
+                subscription_group::delete(common, &common.route_cache(log)?, &a.group).await
+            }
+        },
         AdminCommand::Msg { action } => super::msg::run(common, action, log).await,
         AdminCommand::Offset { .. } => Err(not_available(
             "admin offset reset (arrives with offset reset)",

@@ -8,6 +8,7 @@
 //! | `produce` | [`produce`] |
 //! | `admin cluster …`, `admin topic …` | [`admin`] |
 //! | `consume`, `admin group progress` | [`consume`] |
+//! | `admin group list`, `admin group create`, `admin group delete` | [`subscription_group`] |
 //! | `bench produce`, `bench consume`, `bench e2e` | [`bench`] |
 //! | `admin msg …`, `admin offset reset`, `admin dlq resend` | stubs: "not available yet" |
 
@@ -16,6 +17,7 @@ pub mod bench;
 pub mod consume;
 pub mod msg;
 pub mod produce;
+pub mod subscription_group;
 
 use std::process::ExitCode;
 use std::time::Duration;

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::SubscriptionGroupConfig;
+
 /// How a consumer gets messages.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConsumeType {
@@ -79,7 +81,7 @@ pub struct ConsumerData {
     pub subscription_data_set: Vec<SubscriptionData>,
 }
 
-/// Client heartbeat (every 30 s). Reply: [`Empty`](super::Empty).
+/// Client heartbeat (every 30 s). Reply: [`HeartbeatResponse`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatRequest {
     /// Client id (`ip@instance`).
@@ -90,4 +92,15 @@ pub struct HeartbeatRequest {
     /// Consumer groups.
     #[serde(default)]
     pub consumer_data_set: Vec<ConsumerData>,
+}
+
+/// Reply to a [`HeartbeatRequest`]: the broker's config of each consumer
+/// group in the heartbeat (created with defaults when the broker
+/// auto-creates groups; a heartbeat naming an unknown group is refused
+/// with `SUBSCRIPTION_GROUP_NOT_EXIST` when it does not).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    /// One config per consumer group of the heartbeat.
+    #[serde(default)]
+    pub subscription_groups: Vec<SubscriptionGroupConfig>,
 }

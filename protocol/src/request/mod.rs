@@ -11,7 +11,7 @@
 //!
 //! One file per area: [`send`], [`pull`], [`query`], [`offset`],
 //! [`consumer`], [`heartbeat`], [`transaction`], [`pop`], [`topic`],
-//! [`route`], [`broker`].
+//! [`subscription_group`], [`route`], [`broker`].
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -27,6 +27,7 @@ pub mod pull;
 pub mod query;
 pub mod route;
 pub mod send;
+pub mod subscription_group;
 pub mod topic;
 pub mod transaction;
 
@@ -39,6 +40,7 @@ pub use pull::*;
 pub use query::*;
 pub use route::*;
 pub use send::*;
+pub use subscription_group::*;
 pub use topic::*;
 pub use transaction::*;
 
@@ -82,7 +84,7 @@ request! {
     LockBatchMqRequest => LockBatchMq, LockBatchMqResponse;
     UnlockBatchMqRequest => UnlockBatchMq, Empty;
     ConsumerSendMsgBackRequest => ConsumerSendMsgBack, Empty;
-    HeartbeatRequest => HeartBeat, Empty;
+    HeartbeatRequest => HeartBeat, HeartbeatResponse;
     EndTransactionRequest => EndTransaction, Empty;
     CheckTransactionStateRequest => CheckTransactionState, Empty;
     PopMessageRequest => PopMessage, PopMessageResponse;
@@ -93,6 +95,9 @@ request! {
     DeleteTopicInNamesrvRequest => DeleteTopicInNamesrv, Empty;
     GetAllTopicListFromNamesrvRequest => GetAllTopicListFromNameserver, TopicList;
     GetAllTopicConfigRequest => GetAllTopicConfig, AllTopicConfig;
+    CreateSubscriptionGroupRequest => UpdateAndCreateSubscriptionGroup, Empty;
+    GetAllSubscriptionGroupRequest => GetAllSubscriptionGroupConfig, AllSubscriptionGroupConfig;
+    DeleteSubscriptionGroupRequest => DeleteSubscriptionGroup, Empty;
     GetRouteInfoByTopicRequest => GetRouteInfoByTopic, TopicRouteData;
     GetBrokerClusterInfoRequest => GetBrokerClusterInfo, ClusterInfo;
     RegisterBrokerRequest => RegisterBroker, RegisterBrokerResponse;
@@ -134,6 +139,9 @@ mod tests {
             DeleteTopicInNamesrvRequest::CODE,
             GetAllTopicListFromNamesrvRequest::CODE,
             GetAllTopicConfigRequest::CODE,
+            CreateSubscriptionGroupRequest::CODE,
+            GetAllSubscriptionGroupRequest::CODE,
+            DeleteSubscriptionGroupRequest::CODE,
             GetRouteInfoByTopicRequest::CODE,
             GetBrokerClusterInfoRequest::CODE,
             RegisterBrokerRequest::CODE,

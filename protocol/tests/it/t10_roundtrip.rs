@@ -198,6 +198,16 @@ sample_struct! {
         group_name, consume_type, message_model, consume_from_where, subscription_data_set,
     }
     HeartbeatRequest { client_id, producer_data_set, consumer_data_set }
+    HeartbeatResponse { subscription_groups }
+    RetryPolicy { first_delay_level }
+    SubscriptionGroupConfig {
+        group_name, consume_enable, consume_from_where, consume_timestamp_ms,
+        consume_broadcast_enable, consume_message_orderly, retry_max_times, retry_policy,
+    }
+    CreateSubscriptionGroupRequest { config }
+    DeleteSubscriptionGroupRequest { group_name }
+    GetAllSubscriptionGroupRequest {}
+    AllSubscriptionGroupConfig { subscription_group_table, data_version }
     EndTransactionRequest {
         producer_group, tran_state_table_offset, commit_log_offset, decision,
         from_transaction_check, msg_id, transaction_id,
@@ -314,6 +324,9 @@ roundtrip! {
     delete_topic_in_namesrv: DeleteTopicInNamesrvRequest;
     get_all_topic_list: GetAllTopicListFromNamesrvRequest;
     get_all_topic_config: GetAllTopicConfigRequest;
+    create_subscription_group: CreateSubscriptionGroupRequest;
+    delete_subscription_group: DeleteSubscriptionGroupRequest;
+    get_all_subscription_group: GetAllSubscriptionGroupRequest;
     get_route_info_by_topic: GetRouteInfoByTopicRequest;
     get_broker_cluster_info: GetBrokerClusterInfoRequest;
     register_broker: RegisterBrokerRequest;

@@ -54,14 +54,15 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use actormq_protocol::ResponseCode;
 use actormq_protocol::request::{
     ConsumeFromWhere, ConsumeType, ConsumerData, GetConsumerListByGroupRequest, HeartbeatRequest,
-    MessageModel,
+    MessageModel, SubscriptionGroupConfig,
 };
 use actormq_protocol::{MessageQueue, StoredMessage};
 use actormq_runtime::{
-    ChildEscalated, ChildRef, ChildSpec, Escalation, FactoryError, RestartPolicy, SpawnChildInto,
-    StopChild, StopSupervisor, Supervisor,
+    ChildEscalated, ChildRef, ChildSpec, Escalation, FactoryError, RestartPolicy, ServiceError,
+    SpawnChildInto, StopChild, StopSupervisor, Supervisor,
 };
 use serde::{Deserialize, Serialize};
 use slog::{Logger, debug, error, info, o, warn};
@@ -447,6 +448,7 @@ impl PushConsumerBuilder {
             incarnations: AtomicU64::new(0),
             ready: watch::Sender::new(0),
             pull_restarts: AtomicU64::new(0),
+            group_config: Mutex::new(None),
             logger,
         });
         // Routes first (so the brokers are known), then heartbeat, then the
@@ -464,7 +466,14 @@ impl PushConsumerBuilder {
             core.client.close();
             return Err(e);
         }
-        core.heartbeat().await;
+        // A broker that does not know the group (and does not create
+        // groups on first use) refuses the consumer: fail the start with
+        // its remark instead of idling with no queues.
+        if let Err(e) = core.heartbeat_checked().await {
+            core.supervisor.do_send(StopSupervisor);
+            core.client.close();
+            return Err(e.into());
+        }
         core.rebalance().await;
         let weak = Arc::downgrade(&core);
         let spec = ChildSpec::new("service", move || ConsumerService::reload(&weak));
@@ -709,6 +718,19 @@ impl PushConsumer {
         &self.core.client_id
     }
 
+    /// The group's config as the brokers hand it out with their heartbeat
+    /// replies (the last one received; refreshed every heartbeat): retry
+    /// max, orderly, broadcast allowed, where a new group starts. `None`
+    /// until a broker answered. This version only reports it: the
+    /// consumer does not change how it consumes because of it.
+    pub fn group_config(&self) -> Option<SubscriptionGroupConfig> {
+        self.core
+            .group_config
+            .lock()
+            .expect("group config lock")
+            .clone()
+    }
+
     /// The queues this instance consumes now, sorted.
     pub fn assigned_queues(&self) -> Vec<MessageQueue> {
         self.core.assigned()
@@ -898,6 +920,8 @@ struct Core {
     ready: watch::Sender<u64>,
     /// Restarts of pull services (all queues).
     pull_restarts: AtomicU64,
+    /// The group's config from the last heartbeat reply that carried one.
+    group_config: Mutex<Option<SubscriptionGroupConfig>>,
     logger: Logger,
 }
 
@@ -1006,6 +1030,14 @@ impl Core {
     }
 
     async fn heartbeat(&self) {
+        // Refusals are logged in `heartbeat_checked`; later heartbeats retry.
+        let _ = self.heartbeat_checked().await;
+    }
+
+    /// Heartbeats every broker; keeps the group config of the replies.
+    /// Fails only when a broker refuses the group
+    /// (`SUBSCRIPTION_GROUP_NOT_EXIST`); other failures are logged.
+    async fn heartbeat_checked(&self) -> Result<(), ServiceError> {
         let data = ConsumerData {
             group_name: self.cfg.group.clone(),
             consume_type: ConsumeType::ConsumePassively,
@@ -1030,11 +1062,24 @@ impl Core {
             producer_data_set: Vec::new(),
             consumer_data_set: vec![data],
         };
+        let mut refused = Ok(());
         for broker in self.client.all_brokers() {
-            if let Err(e) = self.client.call(broker, req.clone()).await {
-                warn!(self.logger, "heartbeat failed"; "broker" => %broker, "error" => %e);
+            match self.client.call(broker, req.clone()).await {
+                Ok(reply) => {
+                    let cfg = reply.fields.subscription_groups.into_iter().next();
+                    if cfg.is_some() {
+                        *self.group_config.lock().expect("group config lock") = cfg;
+                    }
+                }
+                Err(e) => {
+                    warn!(self.logger, "heartbeat failed"; "broker" => %broker, "error" => %e);
+                    if e.code == ResponseCode::SubscriptionGroupNotExist {
+                        refused = Err(e);
+                    }
+                }
             }
         }
+        refused
     }
 
     async fn rebalance(self: &Arc<Self>) {
