@@ -832,6 +832,7 @@ async fn the_broker_wiring_serves_its_request_codes() {
         C::UpdateConsumerOffset,
         C::HeartBeat,
         C::GetConsumerListByGroup,
+        C::InvokeBrokerToResetOffset,
     ]
     .iter()
     .map(|c| c.as_u32())

@@ -77,6 +77,7 @@ request! {
     GetMinOffsetRequest => GetMinOffset, OffsetResponse;
     SearchOffsetByTimestampRequest => SearchOffsetByTimestamp, OffsetResponse;
     ResetOffsetRequest => InvokeBrokerToResetOffset, ResetOffsetResponse;
+    ResetConsumerClientOffsetRequest => ResetConsumerClientOffset, Empty;
     GetConsumerListByGroupRequest => GetConsumerListByGroup, GetConsumerListByGroupResponse;
     NotifyConsumerIdsChangedRequest => NotifyConsumerIdsChanged, Empty;
     LockBatchMqRequest => LockBatchMq, LockBatchMqResponse;
@@ -118,6 +119,7 @@ mod tests {
             GetMinOffsetRequest::CODE,
             SearchOffsetByTimestampRequest::CODE,
             ResetOffsetRequest::CODE,
+            ResetConsumerClientOffsetRequest::CODE,
             GetConsumerListByGroupRequest::CODE,
             NotifyConsumerIdsChangedRequest::CODE,
             LockBatchMqRequest::CODE,
