@@ -10,7 +10,7 @@ use actormq_protocol::request::{
 use actormq_protocol::{MessageQueue, ResponseCode, StoredMessage, batch};
 use slog::Logger;
 
-use super::client::ClusterClient;
+use super::client::{ClusterClient, Pushes};
 use super::{ConsumerError, TagFilter};
 
 /// What a pull found.
@@ -281,7 +281,7 @@ impl PullConsumer {
             client: ClusterClient::new(
                 &[namesrv.to_string()],
                 logger,
-                None,
+                Pushes::default(),
                 Duration::from_secs(20),
             )?,
         })
