@@ -195,20 +195,6 @@ fn cli_refuses_flags_of_missing_features_before_sending() {
         ),
         (&["admin", "msg", "get", "--id", "X"][..], "admin msg get"),
         (
-            &[
-                "admin",
-                "offset",
-                "reset",
-                "-g",
-                "G",
-                "-t",
-                "T",
-                "--timestamp-ms",
-                "1",
-            ][..],
-            "admin offset reset",
-        ),
-        (
             &["admin", "dlq", "resend", "-g", "G"][..],
             "admin dlq resend",
         ),

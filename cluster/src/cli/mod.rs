@@ -6,10 +6,10 @@
 //! | command | file |
 //! |---|---|
 //! | `produce` | [`produce`] |
-//! | `admin cluster …`, `admin topic …` | [`admin`] |
+//! | `admin cluster …`, `admin topic …`, `admin offset reset` | [`admin`] |
 //! | `consume`, `admin group progress` | [`consume`] |
 //! | `bench produce`, `bench consume`, `bench e2e` | [`bench`] |
-//! | `admin msg …`, `admin offset reset`, `admin dlq resend` | stubs: "not available yet" |
+//! | `admin msg …`, `admin dlq resend` | stubs: "not available yet" |
 
 pub mod admin;
 pub mod bench;
