@@ -58,6 +58,12 @@ pub mod producers {}
 #[doc = include_str!("src/consumers.md")]
 pub mod consumers {}
 
+/// Chapter "Offset reset" (its Rust code is `examples/src/offset_reset.rs`,
+/// compiled and tested by the examples crate; the `{{#include}}` block is
+/// marked `ignore` here).
+#[doc = include_str!("src/offset-reset.md")]
+pub mod offset_reset {}
+
 /// Chapter "Benchmarking".
 #[doc = include_str!("src/benchmarking.md")]
 pub mod benchmarking {}

@@ -15,6 +15,7 @@
 //! | [`broadcast`] | two broadcasting consumers of one group each get everything |
 //! | [`pull_consumer`] | explicit queues and offsets, commit and read back |
 //! | [`tag_filter`] | a push consumer with `paid \|\| shipped` |
+//! | [`offset_reset`] | a running group reset to a time gets the messages from there again |
 //! | [`custom_actor`] | a custom actor plugged into a broker |
 //!
 //! **Place in the layering:** a user of `sdk`, with `cluster` to start an
@@ -26,6 +27,7 @@ pub mod batch;
 pub mod broadcast;
 pub mod custom_actor;
 pub mod node;
+pub mod offset_reset;
 pub mod producer;
 pub mod pull_consumer;
 pub mod quickstart;

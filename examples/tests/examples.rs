@@ -137,3 +137,22 @@ async fn tag_filter_delivers_only_matching_tags() {
     expected.sort();
     assert_eq!(report.delivered, expected);
 }
+
+#[actix_rt::test]
+async fn offset_reset_replays_from_the_time_without_a_restart() {
+    let report = actormq_examples::offset_reset::run(5)
+        .await
+        .expect("scenario runs");
+    let morning: Vec<String> = (0..5).map(|i| format!("morning-{i}")).collect();
+    let evening: Vec<String> = (0..5).map(|i| format!("evening-{i}")).collect();
+    let mut both = [evening.clone(), morning].concat();
+    both.sort();
+    assert_eq!(report.first_pass, both, "{report:?}");
+    assert_eq!(
+        report.replayed, evening,
+        "evening again, once each: {report:?}"
+    );
+    // The default topic has 4 queues; each now starts at its first
+    // evening message, so together they skip the 5 morning ones.
+    assert_eq!(report.new_offsets.iter().sum::<u64>(), 5, "{report:?}");
+}
