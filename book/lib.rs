@@ -68,6 +68,11 @@ pub mod queries {}
 /// examples crate; the `{{#include}}` blocks are marked `ignore` here).
 #[doc = include_str!("src/subscription-groups.md")]
 pub mod subscription_groups {}
+/// Chapter "Offset reset" (its Rust code is `examples/src/offset_reset.rs`,
+/// compiled and tested by the examples crate; the `{{#include}}` block is
+/// marked `ignore` here).
+#[doc = include_str!("src/offset-reset.md")]
+pub mod offset_reset {}
 
 /// Chapter "Benchmarking".
 #[doc = include_str!("src/benchmarking.md")]

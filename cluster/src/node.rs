@@ -453,6 +453,7 @@ fn broker_actors_config(config: &NodeConfig, store_host: SocketAddr) -> BrokerAc
     c.topics.auto_create = b.auto_create_topic;
     c.topics.default_queues = b.default_queues;
     c.subscription_groups.auto_create = b.auto_create_subscription_group;
+    c.broker_name = b.broker_name.clone();
     let long_polling_max = Duration::from_millis(b.long_polling_max_ms);
     c.pull.long_polling_enabled = long_polling_max > Duration::ZERO;
     c.pull.long_polling_max = long_polling_max;

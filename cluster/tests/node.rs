@@ -194,20 +194,6 @@ fn cli_refuses_flags_of_missing_features_before_sending() {
             "--order",
         ),
         (
-            &[
-                "admin",
-                "offset",
-                "reset",
-                "-g",
-                "G",
-                "-t",
-                "T",
-                "--timestamp-ms",
-                "1",
-            ][..],
-            "admin offset reset",
-        ),
-        (
             &["admin", "dlq", "resend", "-g", "G"][..],
             "admin dlq resend",
         ),

@@ -17,6 +17,7 @@
 //! | [`tag_filter`] | a push consumer with `paid \|\| shipped` |
 //! | [`queries`] | messages looked up by id, by key and by queue offset |
 //! | [`subscription_group`] | a group's config: auto-created by its first consumer, updated by an admin |
+//! | [`offset_reset`] | a running group reset to a time gets the messages from there again |
 //! | [`custom_actor`] | a custom actor plugged into a broker |
 //!
 //! **Place in the layering:** a user of `sdk`, with `cluster` to start an
@@ -28,6 +29,7 @@ pub mod batch;
 pub mod broadcast;
 pub mod custom_actor;
 pub mod node;
+pub mod offset_reset;
 pub mod producer;
 pub mod pull_consumer;
 pub mod queries;

@@ -164,3 +164,22 @@ async fn subscription_group_is_auto_created_then_updated() {
     assert_eq!(report.after_update.retry_max_times, 5);
     assert_eq!(report.listed, vec!["order-processors".to_string()]);
 }
+
+#[actix_rt::test]
+async fn offset_reset_replays_from_the_time_without_a_restart() {
+    let report = actormq_examples::offset_reset::run(5)
+        .await
+        .expect("scenario runs");
+    let morning: Vec<String> = (0..5).map(|i| format!("morning-{i}")).collect();
+    let evening: Vec<String> = (0..5).map(|i| format!("evening-{i}")).collect();
+    let mut both = [evening.clone(), morning].concat();
+    both.sort();
+    assert_eq!(report.first_pass, both, "{report:?}");
+    assert_eq!(
+        report.replayed, evening,
+        "evening again, once each: {report:?}"
+    );
+    // The default topic has 4 queues; each now starts at its first
+    // evening message, so together they skip the 5 morning ones.
+    assert_eq!(report.new_offsets.iter().sum::<u64>(), 5, "{report:?}");
+}

@@ -135,6 +135,9 @@ wire_codes! {
         /// Delete a topic's route on a name server
         /// ([`crate::request::DeleteTopicInNamesrvRequest`]).
         DeleteTopicInNamesrv = 216 => "DELETE_TOPIC_IN_NAMESRV",
+        /// Broker → consumer: move to these offsets now
+        /// ([`crate::request::ResetConsumerClientOffsetRequest`]).
+        ResetConsumerClientOffset = 220 => "RESET_CONSUMER_CLIENT_OFFSET",
         /// Reset a group's offsets to a time ([`crate::request::ResetOffsetRequest`]).
         InvokeBrokerToResetOffset = 222 => "INVOKE_BROKER_TO_RESET_OFFSET",
         /// Send many messages of one topic ([`crate::request::SendBatchMessageRequest`]).

@@ -398,6 +398,24 @@ impl GroupManager {
     }
 }
 
+/// The connections of a consumer group's members online (to push to them,
+/// e.g. an offset reset); empty when none is.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "BTreeSet<u64>")]
+pub struct GetConsumerConnections {
+    /// Consumer group.
+    pub group: String,
+}
+
+impl Handler<GetConsumerConnections> for GroupManager {
+    type Result = GuardedReply<MessageResult<GetConsumerConnections>>;
+    fn handle(&mut self, msg: GetConsumerConnections, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, |act, _| {
+            MessageResult(act.table.consumer_connections(&msg.group))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use actormq_protocol::request::ProducerData;

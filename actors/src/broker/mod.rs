@@ -10,6 +10,7 @@ pub mod flush_service;
 pub mod group_manager;
 pub mod group_notifier;
 pub mod offset_manager;
+pub mod offset_reset;
 pub mod persist;
 pub mod plugin;
 pub mod pull_hold;

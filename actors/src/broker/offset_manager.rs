@@ -60,11 +60,63 @@ impl OffsetTable {
             .unwrap_or_default()
     }
 
+    /// Whether `group` committed an offset of any topic here.
+    pub fn has_group(&self, group: &str) -> bool {
+        self.groups.get(group).is_some_and(|t| !t.is_empty())
+    }
+
+    /// Resets `group` on `topic` (see [`reset_target`] for each queue);
+    /// returns the offset each queue now has.
+    pub fn reset(
+        &mut self,
+        group: &str,
+        topic: &str,
+        queues: &[QueueSpan],
+        force: bool,
+    ) -> BTreeMap<u32, u64> {
+        let mut out = BTreeMap::new();
+        for q in queues {
+            let committed = self.get(group, topic, q.queue_id);
+            let offset = reset_target(q, committed, force);
+            self.commit(group, topic, q.queue_id, offset);
+            out.insert(q.queue_id, offset);
+        }
+        out
+    }
+
     /// Forgets `topic` for every group (topic deleted).
     pub fn remove_topic(&mut self, topic: &str) {
         for topics in self.groups.values_mut() {
             topics.remove(topic);
         }
+    }
+}
+
+/// What an offset reset needs to know of one queue, from the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSpan {
+    /// Queue.
+    pub queue_id: u32,
+    /// The offset of the first message stored at or after the reset's
+    /// time (the store's search: the max offset when none is).
+    pub by_time: u64,
+    /// The queue's min offset (first kept message).
+    pub min: u64,
+    /// The queue's max offset (one past the last message).
+    pub max: u64,
+}
+
+/// Where an offset reset puts one queue: the offset of the first message
+/// stored at or after the time, within the queue's `[min, max]` (a time
+/// after the last message gives `max`, one before the first gives `min`).
+/// Without `force`, as RocketMQ does, a committed offset already before
+/// that is kept: the reset only moves back. A queue never committed takes
+/// the target either way.
+pub fn reset_target(q: &QueueSpan, committed: Option<u64>, force: bool) -> u64 {
+    let target = q.by_time.clamp(q.min, q.max.max(q.min));
+    match committed {
+        Some(c) if !force && c < target => c,
+        _ => target,
     }
 }
 
@@ -331,6 +383,50 @@ impl Handler<Call<UpdateConsumerOffsetRequest>> for OffsetManager {
     }
 }
 
+/// Resets a group's offsets on a topic (`INVOKE_BROKER_TO_RESET_OFFSET`,
+/// after the store was asked for each queue's [`QueueSpan`]). Replies the
+/// new offset of each queue; `SUBSCRIPTION_GROUP_NOT_EXIST` when the group
+/// has no member `online` and never committed an offset here. Persisted at
+/// once.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<BTreeMap<u32, u64>, ServiceError>")]
+pub struct ResetOffsets {
+    /// Consumer group.
+    pub group: String,
+    /// Topic.
+    pub topic: String,
+    /// Every queue of the topic.
+    pub queues: Vec<QueueSpan>,
+    /// Move forward too (see [`reset_target`]).
+    pub force: bool,
+    /// Whether a member of the group is online.
+    pub online: bool,
+}
+
+impl Handler<ResetOffsets> for OffsetManager {
+    type Result = GuardedReply<Result<BTreeMap<u32, u64>, ServiceError>>;
+    fn handle(&mut self, msg: ResetOffsets, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, |act, ctx| {
+            check_names(&msg.group, &msg.topic)?;
+            if !msg.online && !act.table.has_group(&msg.group) {
+                return Err(ServiceError::new(
+                    ResponseCode::SubscriptionGroupNotExist,
+                    format!(
+                        "consumer group {} does not exist (no member online, no committed offset)",
+                        msg.group
+                    ),
+                ));
+            }
+            let out = act
+                .table
+                .reset(&msg.group, &msg.topic, &msg.queues, msg.force);
+            act.dirty = true;
+            act.persist_async(ctx);
+            Ok(out)
+        })
+    }
+}
+
 #[cfg(feature = "fault-injection")]
 impl Handler<crate::runtime::guard::InjectPanic> for OffsetManager {
     type Result = GuardedReply<()>;
@@ -420,6 +516,61 @@ mod tests {
             code(check_commit(Some(&cfg), "t", 0, u64::MAX, || 10)),
             Err(ResponseCode::InvalidParameter)
         );
+    }
+
+    #[test]
+    fn reset_goes_to_the_time_within_the_queue_forward_or_back() {
+        let q = |by_time, min, max| QueueSpan {
+            queue_id: 0,
+            by_time,
+            min,
+            max,
+        };
+        // Back: from 90 to the first message at or after the time (40).
+        assert_eq!(reset_target(&q(40, 10, 100), Some(90), true), 40);
+        assert_eq!(reset_target(&q(40, 10, 100), Some(90), false), 40);
+        // Forward only with force; without, the earlier offset is kept.
+        assert_eq!(reset_target(&q(95, 10, 100), Some(20), true), 95);
+        assert_eq!(reset_target(&q(95, 10, 100), Some(20), false), 20);
+        // A time after the last message: the max offset.
+        assert_eq!(reset_target(&q(100, 10, 100), Some(20), true), 100);
+        // Before the first kept message (older ones removed): the min.
+        assert_eq!(reset_target(&q(3, 10, 100), Some(50), true), 10);
+        // Beyond the max (the queue shrank meanwhile): the max.
+        assert_eq!(reset_target(&q(120, 10, 100), None, false), 100);
+        // Never committed: the target, with or without force.
+        assert_eq!(reset_target(&q(60, 10, 100), None, false), 60);
+        // An empty queue.
+        assert_eq!(reset_target(&q(0, 0, 0), Some(0), true), 0);
+    }
+
+    #[test]
+    fn table_reset_sets_every_queue_and_reports_it() {
+        let mut t = OffsetTable::default();
+        assert!(!t.has_group("g"));
+        t.commit("g", "t", 0, 50);
+        t.commit("g", "other", 0, 7);
+        assert!(t.has_group("g"));
+        let spans = [
+            QueueSpan {
+                queue_id: 0,
+                by_time: 30,
+                min: 0,
+                max: 60,
+            },
+            QueueSpan {
+                queue_id: 1,
+                by_time: 60,
+                min: 0,
+                max: 60,
+            },
+        ];
+        let out = t.reset("g", "t", &spans, true);
+        assert_eq!(out.into_iter().collect::<Vec<_>>(), vec![(0, 30), (1, 60)]);
+        assert_eq!(t.get("g", "t", 0), Some(30));
+        assert_eq!(t.get("g", "t", 1), Some(60));
+        assert_eq!(t.get("g", "other", 0), Some(7), "other topics untouched");
+        assert_eq!(t.get("h", "t", 0), None, "other groups untouched");
     }
 
     #[test]

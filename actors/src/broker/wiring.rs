@@ -13,6 +13,7 @@
 //! ├── dispatcher       (own arbiter with `dispatcher_thread`)
 //! ├── pull-hold        ← 11; stored events through the stored fan-out
 //! ├── query            ← 12, 29, 30, 31, 33
+//! ├── offset-reset     ← 222; pushes 220 through the group notifier
 //! ├── flush
 //! ├── retention
 //! └── commit-log       ← 10, 320 (own arbiter with `writer_thread`)
@@ -33,8 +34,8 @@ use actormq_protocol::request::{
     CreateTopicRequest, DeleteTopicInBrokerRequest, GetAllTopicConfigRequest,
     GetConsumerListByGroupRequest, GetMaxOffsetRequest, GetMinOffsetRequest, HeartbeatRequest,
     LockBatchMqRequest, PullMessageRequest, QueryConsumerOffsetRequest, QueryMessageRequest,
-    SearchOffsetByTimestampRequest, SendBatchMessageRequest, SendMessageRequest,
-    UnlockBatchMqRequest, UpdateConsumerOffsetRequest, ViewMessageByIdRequest,
+    ResetOffsetRequest, SearchOffsetByTimestampRequest, SendBatchMessageRequest,
+    SendMessageRequest, UnlockBatchMqRequest, UpdateConsumerOffsetRequest, ViewMessageByIdRequest,
 };
 use actormq_store::StoreConfig;
 use slog::{Logger, info, o, warn};
@@ -46,6 +47,7 @@ use super::flush_service::{FlushAndCheckpoint, FlushService, FlushServiceConfig}
 use super::group_manager::{GroupManager, GroupManagerConfig, SubscribeGroups};
 use super::group_notifier::GroupNotifier;
 use super::offset_manager::{OffsetBounds, OffsetManager, OffsetManagerConfig};
+use super::offset_reset::OffsetResetService;
 use super::pull_hold::{PullHold, PullHoldConfig};
 use super::query_service::QueryService;
 use super::queue_locks::{DEFAULT_LOCK_EXPIRY, QueueLockManager};
@@ -54,7 +56,9 @@ use super::stored_fanout::{StoredFanout, StoredSubscribers};
 use super::subscription_group_manager::{SubscriptionGroupManager, SubscriptionGroupManagerConfig};
 use super::topic_manager::{TopicManager, TopicManagerConfig, TopicView};
 use crate::runtime::net::{Listener, Router};
-use crate::runtime::{CallRelay, ChildRef, ChildSpec, Relay, SpawnChild, Supervisor, route_child};
+use crate::runtime::{
+    CallRelay, ChildRef, ChildSpec, Relay, SpawnChild, SpawnChildInto, Supervisor, route_child,
+};
 
 /// Settings of every broker actor (each field documents its defaults).
 #[derive(Debug, Clone)]
@@ -81,6 +85,9 @@ pub struct BrokerActorsConfig {
     pub flush: FlushServiceConfig,
     /// Retention.
     pub retention: RetentionConfig,
+    /// The broker's name, in the queues an offset reset pushes to
+    /// consumers. Default `broker-a`.
+    pub broker_name: String,
     /// Run the writer on an arbiter (thread) of its own. Default: off, the
     /// writer shares the supervisor's arbiter (one hop fewer per request).
     pub writer_thread: bool,
@@ -116,6 +123,7 @@ impl BrokerActorsConfig {
             pull: PullHoldConfig::default(),
             flush: FlushServiceConfig::default(),
             retention: RetentionConfig::default(),
+            broker_name: "broker-a".into(),
             writer_thread: false,
             dispatcher_thread: false,
         }
@@ -172,6 +180,10 @@ pub struct BrokerActors {
     pub flush: ChildRef<FlushService>,
     /// Retention.
     pub retention: ChildRef<RetentionCleaner>,
+    /// Offset resets.
+    pub offset_reset: ChildRef<OffsetResetService>,
+    /// The group notifier (empty until [`Self::notify_groups_through`]).
+    pub notifier: ChildRef<GroupNotifier>,
     /// Where "message stored" events can be subscribed to (stable across
     /// dispatcher restarts).
     pub stored: Recipient<SubscribeStored>,
@@ -359,6 +371,32 @@ impl BrokerActors {
         )
         .await?;
 
+        let notifier = ChildRef::empty();
+        let (s, v, o, g, n, name, log) = (
+            store.clone(),
+            view.clone(),
+            offsets.clone(),
+            groups.clone(),
+            notifier.clone(),
+            config.broker_name.clone(),
+            logger.clone(),
+        );
+        let offset_reset = spawn(
+            supervisor,
+            ChildSpec::new("offset-reset", move || {
+                Ok(OffsetResetService::new(
+                    s.clone(),
+                    v.clone(),
+                    o.clone(),
+                    g.clone(),
+                    n.clone(),
+                    &name,
+                    &log,
+                ))
+            }),
+        )
+        .await?;
+
         let writer_arbiter = config.writer_thread.then(|| Arbiter::new().handle());
         let mut writer_cfg = config.writer.clone();
         if config.dispatcher_thread && writer_cfg.nudge_interval.is_zero() {
@@ -399,6 +437,8 @@ impl BrokerActors {
             query,
             flush,
             retention,
+            offset_reset,
+            notifier,
             stored: Relay::new(fanout).start().recipient(),
             writer_arbiter,
             dispatcher_arbiter,
@@ -429,24 +469,28 @@ impl BrokerActors {
         route_child::<CreateSubscriptionGroupRequest, _>(router, &self.subscription_groups);
         route_child::<GetAllSubscriptionGroupRequest, _>(router, &self.subscription_groups);
         route_child::<DeleteSubscriptionGroupRequest, _>(router, &self.subscription_groups);
+        route_child::<ResetOffsetRequest, _>(router, &self.offset_reset);
     }
 
     /// Turns consumer-group changes into `NOTIFY_CONSUMER_IDS_CHANGED`
-    /// pushes over `listener`'s connections, so clients rebalance at once
-    /// (a supervised `group-notifier` child).
+    /// pushes over `listener`'s connections, so clients rebalance at once,
+    /// and offset resets into `RESET_CONSUMER_CLIENT_OFFSET` pushes (a
+    /// supervised `group-notifier` child).
     pub async fn notify_groups_through(
         &self,
         supervisor: &Addr<Supervisor>,
         listener: ChildRef<Listener>,
     ) -> Result<(), WiringError> {
-        let notifier = spawn(
-            supervisor,
-            ChildSpec::new("group-notifier", move || {
-                Ok(GroupNotifier::new(listener.clone()))
-            }),
-        )
-        .await?;
-        let to_notifier = Relay::new(notifier).start();
+        supervisor
+            .send(SpawnChildInto {
+                spec: ChildSpec::new("group-notifier", move || {
+                    Ok(GroupNotifier::new(listener.clone()))
+                }),
+                handle: self.notifier.clone(),
+            })
+            .await
+            .map_err(|e| WiringError::Start(e.to_string()))?;
+        let to_notifier = Relay::new(self.notifier.clone()).start();
         follow(&self.groups, move |gm| {
             gm.do_send(SubscribeGroups(to_notifier.clone().recipient()))
         });

@@ -837,6 +837,7 @@ async fn the_broker_wiring_serves_its_request_codes() {
         C::UpdateAndCreateSubscriptionGroup,
         C::GetAllSubscriptionGroupConfig,
         C::DeleteSubscriptionGroup,
+        C::InvokeBrokerToResetOffset,
     ]
     .iter()
     .map(|c| c.as_u32())

@@ -1,7 +1,8 @@
 //! `actormq admin`: clusters and topics (through the name servers and the
 //! brokers); group progress is in [`super::consume`], group configs in
-//! [`super::subscription_group`]; the message / offset
-//! / DLQ commands are stubs until their features land.
+//! [`super::subscription_group`], message lookups in [`super::msg`];
+//! offset reset asks every master broker of the topic's route; the DLQ
+//! command is a stub until its feature lands.
 
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,8 @@ use actormq_sdk::ClientError;
 use actormq_sdk::protocol::request::{
     ClusterInfo, CreateTopicRequest, DeleteTopicInBrokerRequest, DeleteTopicInNamesrvRequest,
     GetAllTopicListFromNamesrvRequest, GetBrokerClusterInfoRequest, GetMaxOffsetRequest,
-    GetMinOffsetRequest, GetRouteInfoByTopicRequest, Perm, TopicConfig, TopicRouteData,
+    GetMinOffsetRequest, GetRouteInfoByTopicRequest, Perm, ResetOffsetRequest, TopicConfig,
+    TopicRouteData,
 };
 use actormq_sdk::protocol::{Bytes, ResponseCode};
 use actormq_sdk::route::RouteCache;
@@ -167,7 +169,12 @@ pub enum MsgCommand {
 /// `admin offset …`.
 #[derive(Debug, Clone, Subcommand)]
 pub enum OffsetCommand {
-    /// Reset a group's offsets on a topic to a time.
+    /// Reset a group's offsets on every queue of a topic to the first
+    /// message stored at or after a time (forward or back; after the last
+    /// message: the end; before the first: the start). Consumers online
+    /// continue from there without a restart; with none online, the next
+    /// one starts there. One line per queue: topic, broker, queue, new
+    /// offset.
     Reset {
         /// Consumer group.
         #[arg(short, long)]
@@ -222,9 +229,7 @@ pub async fn run(common: &CommonArgs, args: &AdminArgs, log: &Logger) -> Result<
             }
         },
         AdminCommand::Msg { action } => super::msg::run(common, action, log).await,
-        AdminCommand::Offset { .. } => Err(not_available(
-            "admin offset reset (arrives with offset reset)",
-        )),
+        AdminCommand::Offset { action } => offset_reset(common, action, log).await,
         AdminCommand::Dlq { .. } => Err(not_available(
             "admin dlq resend (arrives with retries and dead letters)",
         )),
@@ -520,5 +525,61 @@ async fn topic_delete(
         &json!({"topic": topic, "deleted": true, "brokers": brokers, "namesrvs": namesrvs}),
         || format!("deleted {topic} from brokers {brokers:?} and name servers {namesrvs:?}"),
     );
+    Ok(())
+}
+
+/// `admin offset reset`: `INVOKE_BROKER_TO_RESET_OFFSET` (forced: forward
+/// or back) to every master broker of the topic's route.
+async fn offset_reset(
+    common: &CommonArgs,
+    action: &OffsetCommand,
+    log: &Logger,
+) -> Result<(), CliError> {
+    let OffsetCommand::Reset {
+        group,
+        topic,
+        timestamp_ms,
+    } = action;
+    if group.is_empty() {
+        return Err(CliError("a consumer group is required (-g)".into()));
+    }
+    actormq_sdk::protocol::validate_topic(topic).map_err(|e| CliError(e.to_string()))?;
+    let routes = common.route_cache(log)?;
+    let data = route_data(&routes, topic).await?;
+    let mut brokers: Vec<(String, String)> = data
+        .broker_datas
+        .iter()
+        .filter_map(|b| Some((b.broker_name.clone(), b.master_addr()?.to_owned())))
+        .collect();
+    brokers.sort();
+    if brokers.is_empty() {
+        return Err(CliError(format!("no master broker serves topic {topic}")));
+    }
+    for (name, addr) in &brokers {
+        let req = ResetOffsetRequest {
+            consumer_group: group.clone(),
+            topic: topic.clone(),
+            timestamp_ms: *timestamp_ms,
+            force: true,
+        };
+        let reply = routes
+            .connections()
+            .call(addr, req, Bytes::new(), common.timeout())
+            .await
+            .map_err(|e| CliError(format!("reset on {name} ({addr}): {e}")))?;
+        for qo in &reply.fields.offsets {
+            emit(
+                common.json,
+                &json!({"group": group, "topic": topic, "broker": qo.queue.broker_name,
+                    "queue_id": qo.queue.queue_id, "offset": qo.offset}),
+                || {
+                    format!(
+                        "{topic}\t{}\t{}\toffset={}",
+                        qo.queue.broker_name, qo.queue.queue_id, qo.offset
+                    )
+                },
+            );
+        }
+    }
     Ok(())
 }

@@ -6,11 +6,11 @@
 //! | command | file |
 //! |---|---|
 //! | `produce` | [`produce`] |
-//! | `admin cluster …`, `admin topic …` | [`admin`] |
+//! | `admin cluster …`, `admin topic …`, `admin offset reset` | [`admin`] |
 //! | `consume`, `admin group progress` | [`consume`] |
 //! | `admin group list`, `admin group create`, `admin group delete` | [`subscription_group`] |
 //! | `bench produce`, `bench consume`, `bench e2e` | [`bench`] |
-//! | `admin msg …`, `admin offset reset`, `admin dlq resend` | stubs: "not available yet" |
+//! | `admin msg …`, `admin dlq resend` | stubs: "not available yet" |
 
 pub mod admin;
 pub mod bench;

@@ -79,6 +79,7 @@ request! {
     GetMinOffsetRequest => GetMinOffset, OffsetResponse;
     SearchOffsetByTimestampRequest => SearchOffsetByTimestamp, OffsetResponse;
     ResetOffsetRequest => InvokeBrokerToResetOffset, ResetOffsetResponse;
+    ResetConsumerClientOffsetRequest => ResetConsumerClientOffset, Empty;
     GetConsumerListByGroupRequest => GetConsumerListByGroup, GetConsumerListByGroupResponse;
     NotifyConsumerIdsChangedRequest => NotifyConsumerIdsChanged, Empty;
     LockBatchMqRequest => LockBatchMq, LockBatchMqResponse;
@@ -123,6 +124,7 @@ mod tests {
             GetMinOffsetRequest::CODE,
             SearchOffsetByTimestampRequest::CODE,
             ResetOffsetRequest::CODE,
+            ResetConsumerClientOffsetRequest::CODE,
             GetConsumerListByGroupRequest::CODE,
             NotifyConsumerIdsChangedRequest::CODE,
             LockBatchMqRequest::CODE,

@@ -1,6 +1,7 @@
 //! Offsets: `QUERY_CONSUMER_OFFSET` (14), `UPDATE_CONSUMER_OFFSET` (15),
 //! `SEARCH_OFFSET_BY_TIMESTAMP` (29), `GET_MAX_OFFSET` (30),
-//! `GET_MIN_OFFSET` (31), `INVOKE_BROKER_TO_RESET_OFFSET` (222).
+//! `GET_MIN_OFFSET` (31), `INVOKE_BROKER_TO_RESET_OFFSET` (222) and the
+//! broker's push to consumers `RESET_CONSUMER_CLIENT_OFFSET` (220).
 
 use serde::{Deserialize, Serialize};
 
@@ -76,8 +77,9 @@ pub struct ResetOffsetRequest {
     pub topic: String,
     /// Target time, ms since the epoch (forward or back).
     pub timestamp_ms: u64,
-    /// Reset even where that moves the offset forward past unconsumed
-    /// messages.
+    /// Move forward too. Without it, as in RocketMQ, a queue whose
+    /// committed offset is already before the time's offset keeps it (only
+    /// moves back); `actormq admin offset reset` always sets it.
     #[serde(default)]
     pub force: bool,
 }
@@ -95,5 +97,20 @@ pub struct QueueOffset {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResetOffsetResponse {
     /// New offsets.
+    pub offsets: Vec<QueueOffset>,
+}
+
+/// Broker → each consumer of a group (oneway): the group's offsets on
+/// `topic` were reset; drop what is cached of these queues and continue
+/// at these offsets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResetConsumerClientOffsetRequest {
+    /// Consumer group.
+    pub consumer_group: String,
+    /// Topic.
+    pub topic: String,
+    /// The time the offsets were reset to, ms since the epoch.
+    pub timestamp_ms: u64,
+    /// The new offset of every queue of the topic on the pushing broker.
     pub offsets: Vec<QueueOffset>,
 }

@@ -5,7 +5,8 @@
 //!
 //! A consumer has two sessions per broker, two [`Lane`]s of that table:
 //! - [`Lane::Main`] carries heartbeats, member lists and offsets, and
-//!   serves `NOTIFY_CONSUMER_IDS_CHANGED`, which the broker pushes on the
+//!   serves `NOTIFY_CONSUMER_IDS_CHANGED` and
+//!   `RESET_CONSUMER_CLIENT_OFFSET`, which the broker pushes on the
 //!   connection the heartbeat went over;
 //! - [`Lane::LongPoll`] carries long-polling pulls, with a deadline above
 //!   the broker's hold (15 s).
@@ -21,7 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actormq_protocol::MessageQueue;
-use actormq_protocol::request::{Empty, NotifyConsumerIdsChangedRequest};
+use actormq_protocol::request::{
+    Empty, NotifyConsumerIdsChangedRequest, ResetConsumerClientOffsetRequest,
+};
 use actormq_runtime::net::Router;
 use actormq_runtime::{Reply, Rpc, ServiceError};
 use slog::Logger;
@@ -33,6 +36,18 @@ use crate::route::{RouteCache, TopicRoute};
 
 /// Callback for a broker's "group membership changed" push (the group).
 pub(crate) type NotifyFn = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Callback for a broker's "offsets reset" push.
+pub(crate) type ResetFn = Arc<dyn Fn(ResetConsumerClientOffsetRequest) + Send + Sync>;
+
+/// What a consumer serves on its control connections.
+#[derive(Clone, Default)]
+pub(crate) struct Pushes {
+    /// `NOTIFY_CONSUMER_IDS_CHANGED`.
+    pub(crate) notify: Option<NotifyFn>,
+    /// `RESET_CONSUMER_CLIENT_OFFSET`.
+    pub(crate) reset: Option<ResetFn>,
+}
 
 /// Splits `host:port[,host:port...]` lists.
 pub(crate) fn split_addrs(list: &[String]) -> Vec<String> {
@@ -59,19 +74,26 @@ impl ClusterClient {
     pub(crate) fn new(
         namesrv: &[String],
         logger: Logger,
-        notify: Option<NotifyFn>,
+        pushes: Pushes,
         call_timeout: Duration,
     ) -> Result<ClusterClient, ConsumerError> {
-        let conns = match notify {
-            Some(notify) => {
-                let mut handlers = Router::new();
+        let conns = if pushes.notify.is_none() && pushes.reset.is_none() {
+            Connections::new(&logger)
+        } else {
+            let mut handlers = Router::new();
+            if let Some(notify) = pushes.notify {
                 handlers.route_fn::<NotifyConsumerIdsChangedRequest, _, _>(move |call| {
                     notify(&call.req.consumer_group);
                     async { Ok(Reply::ok(Empty {})) }
                 });
-                Connections::serving(handlers, &logger)
             }
-            None => Connections::new(&logger),
+            if let Some(reset) = pushes.reset {
+                handlers.route_fn::<ResetConsumerClientOffsetRequest, _, _>(move |call| {
+                    reset(call.req);
+                    async { Ok(Reply::ok(Empty {})) }
+                });
+            }
+            Connections::serving(handlers, &logger)
         };
         let routes = RouteCache::new(
             split_addrs(namesrv),

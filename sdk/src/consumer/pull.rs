@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use actormq_protocol::request::{
     GetMaxOffsetRequest, GetMinOffsetRequest, PullMessageRequest, QueryConsumerOffsetRequest,
-    SearchOffsetByTimestampRequest, UpdateConsumerOffsetRequest,
+    ResetOffsetRequest, SearchOffsetByTimestampRequest, UpdateConsumerOffsetRequest,
 };
 use actormq_protocol::{MessageQueue, ResponseCode, StoredMessage, batch};
 use slog::Logger;
 
-use super::client::ClusterClient;
+use super::client::{ClusterClient, Pushes};
 use super::{ConsumerError, TagFilter};
 
 /// What a pull found.
@@ -281,7 +281,7 @@ impl PullConsumer {
             client: ClusterClient::new(
                 &[namesrv.to_string()],
                 logger,
-                None,
+                Pushes::default(),
                 Duration::from_secs(20),
             )?,
         })
@@ -345,6 +345,47 @@ impl PullConsumer {
         timestamp_ms: u64,
     ) -> Result<u64, ConsumerError> {
         offset_at(&self.client, mq, Position::Time(timestamp_ms)).await
+    }
+
+    /// Resets the group's offsets on every queue of `topic` (every master
+    /// broker of its route) to the first message stored at or after
+    /// `timestamp_ms`, forward or back (`actormq admin offset reset`). The
+    /// group's push consumers online continue from there without a
+    /// restart; with none online, the next one starts there. Returns each
+    /// queue's new offset. Fails for a topic or group the broker does not
+    /// know (a group is known while a member is online or once it
+    /// committed an offset there).
+    pub async fn reset_offsets_to_time(
+        &self,
+        topic: &str,
+        timestamp_ms: u64,
+    ) -> Result<Vec<(MessageQueue, u64)>, ConsumerError> {
+        let route = self.client.refresh(topic).await?;
+        let mut out = Vec::new();
+        for broker in route.broker_names() {
+            let addr = route
+                .master_addr(broker)
+                .ok_or_else(|| ConsumerError::NoRoute(format!("{topic} on {broker}")))?;
+            let addr: SocketAddr = addr
+                .parse()
+                .map_err(|_| ConsumerError::Config(format!("bad broker address {addr:?}")))?;
+            let req = ResetOffsetRequest {
+                consumer_group: self.group.clone(),
+                topic: topic.to_string(),
+                timestamp_ms,
+                force: true,
+            };
+            let reply = self.client.call(addr, req).await?;
+            out.extend(
+                reply
+                    .fields
+                    .offsets
+                    .into_iter()
+                    .map(|q| (q.queue, q.offset)),
+            );
+        }
+        out.sort();
+        Ok(out)
     }
 
     /// The group this consumer commits for.

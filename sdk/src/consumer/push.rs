@@ -34,6 +34,12 @@
 //!   subscribed topics;
 //! - **commit**: every 5 s, changed offsets go to the broker
 //!   (clustering) or to a local file (broadcasting);
+//! - **offset reset** (`RESET_CONSUMER_CLIENT_OFFSET`, pushed by a broker
+//!   when `actormq admin offset reset` moved the group's offsets): each
+//!   queue named that this instance holds is released at once (its pull
+//!   stopped, what it cached dropped undelivered, no old offset committed),
+//!   the new offset is committed, and a rebalance takes the queue again
+//!   from there; no restart;
 //! - one **pull loop** per queue: long-polling pulls with the tag
 //!   subscription (the broker filters by tag hash; the client rechecks the
 //!   tag string), paused while the queue's [`ProcessQueue`] holds 1000
@@ -57,7 +63,7 @@ use actix::prelude::*;
 use actormq_protocol::ResponseCode;
 use actormq_protocol::request::{
     ConsumeFromWhere, ConsumeType, ConsumerData, GetConsumerListByGroupRequest, HeartbeatRequest,
-    MessageModel, SubscriptionGroupConfig,
+    MessageModel, ResetConsumerClientOffsetRequest, SubscriptionGroupConfig,
 };
 use actormq_protocol::{MessageQueue, StoredMessage};
 use actormq_runtime::{
@@ -68,7 +74,7 @@ use serde::{Deserialize, Serialize};
 use slog::{Logger, debug, error, info, o, warn};
 use tokio::sync::{Notify, Semaphore, watch};
 
-use super::client::{ClusterClient, NotifyFn};
+use super::client::{ClusterClient, NotifyFn, Pushes, ResetFn};
 use super::offset_store::{LocalOffsetFile, OffsetTable};
 use super::process_queue::{FlowLimits, ProcessQueue};
 use super::pull::{Position, PullStatus, commit_offset, offset_at, pull_queue, query_offset};
@@ -402,10 +408,20 @@ impl PushConsumerBuilder {
                 }
             })
         };
+        // Offset resets are applied one at a time, off the session's
+        // handler, by a task started once the core exists.
+        let (reset_tx, mut reset_rx) =
+            tokio::sync::mpsc::unbounded_channel::<ResetConsumerClientOffsetRequest>();
+        let reset: ResetFn = Arc::new(move |req| {
+            let _ = reset_tx.send(req);
+        });
         let client = ClusterClient::new(
             &cfg.namesrv,
             logger.clone(),
-            Some(notify),
+            Pushes {
+                notify: Some(notify),
+                reset: Some(reset),
+            },
             Duration::from_millis(cfg.pull_suspend_ms + 5_000),
         )?;
         let filters = cfg
@@ -450,6 +466,16 @@ impl PushConsumerBuilder {
             pull_restarts: AtomicU64::new(0),
             group_config: Mutex::new(None),
             logger,
+        });
+        let weak = Arc::downgrade(&core);
+        actix_rt::spawn(async move {
+            while let Some(req) = reset_rx.recv().await {
+                let Some(core) = weak.upgrade() else { return };
+                if core.halted() {
+                    return;
+                }
+                core.reset_offsets(req).await;
+            }
         });
         // Routes first (so the brokers are known), then heartbeat, then the
         // first rebalance (it starts the pull services, which wait for the
@@ -888,6 +914,13 @@ struct QueueSlot {
 }
 
 impl QueueSlot {
+    /// Marks the queue released, under its lock: a pull or delivery that
+    /// finishes later records nothing (see `consume`).
+    fn drop_queue(&self) {
+        let _pq = self.pq.lock().expect("pq lock");
+        self.dropped.store(true, Ordering::SeqCst);
+    }
+
     /// Stops the queue's pull service for good (dropping a pull in
     /// flight).
     fn stop_pull(&self, supervisor: &Addr<Supervisor>) {
@@ -1154,7 +1187,7 @@ impl Core {
                 .collect()
         };
         for slot in removed {
-            slot.dropped.store(true, Ordering::SeqCst);
+            slot.drop_queue();
             slot.stop_pull(&self.supervisor);
             self.queues.lock().expect("queues lock").remove(&slot.mq);
             let offset = self.offsets.lock().expect("offsets lock").remove(&slot.mq);
@@ -1279,19 +1312,21 @@ impl Core {
                             .iter()
                             .map(|m| (m.queue_offset, m.message.body.len()))
                             .collect::<Vec<_>>();
-                        let commit = {
+                        {
                             let mut pq = slot.pq.lock().expect("pq lock");
+                            if slot.dropped.load(Ordering::SeqCst) {
+                                return; // released meanwhile (reset, rebalance)
+                            }
                             if r.status == PullStatus::OffsetIllegal {
                                 pq.correct(r.next_begin_offset);
                             } else {
                                 pq.put(items, r.next_begin_offset);
                             }
-                            pq.commit_offset()
-                        };
-                        self.offsets
-                            .lock()
-                            .expect("offsets lock")
-                            .update(&slot.mq, commit);
+                            self.offsets
+                                .lock()
+                                .expect("offsets lock")
+                                .update(&slot.mq, pq.commit_offset());
+                        }
                         offset = r.next_begin_offset;
                         // Move the messages into their batches (no copy).
                         let size = self.cfg.consume_batch_size.max(1);
@@ -1305,15 +1340,17 @@ impl Core {
                     PullStatus::NoNewMsg if r.next_begin_offset > offset => {
                         // The records at `offset` are gone (retention): go on
                         // where the broker says the queue continues.
-                        let commit = {
+                        {
                             let mut pq = slot.pq.lock().expect("pq lock");
+                            if slot.dropped.load(Ordering::SeqCst) {
+                                return;
+                            }
                             pq.correct(r.next_begin_offset);
-                            pq.commit_offset()
-                        };
-                        self.offsets
-                            .lock()
-                            .expect("offsets lock")
-                            .update(&slot.mq, commit);
+                            self.offsets
+                                .lock()
+                                .expect("offsets lock")
+                                .update(&slot.mq, pq.commit_offset());
+                        }
                         offset = r.next_begin_offset;
                     }
                     PullStatus::NoNewMsg => {
@@ -1359,14 +1396,14 @@ impl Core {
             });
             match result {
                 ConsumeResult::Success => {
+                    // Checked under the queue's lock, which a release
+                    // (reset, rebalance) takes to set `dropped`: a released
+                    // queue's old offset never reaches the table again.
+                    let mut pq = slot.pq.lock().expect("pq lock");
                     if slot.dropped.load(Ordering::SeqCst) {
                         return;
                     }
-                    let commit = slot
-                        .pq
-                        .lock()
-                        .expect("pq lock")
-                        .remove(msgs.iter().map(|m| m.queue_offset));
+                    let commit = pq.remove(msgs.iter().map(|m| m.queue_offset));
                     self.offsets
                         .lock()
                         .expect("offsets lock")
@@ -1382,6 +1419,38 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Applies an offset reset pushed by a broker (see the module docs):
+    /// each queue held is released without committing its old offset, its
+    /// new offset is committed, and a rebalance takes it again from there.
+    async fn reset_offsets(self: &Arc<Self>, req: ResetConsumerClientOffsetRequest) {
+        if req.consumer_group != self.cfg.group {
+            return;
+        }
+        let mut reset = Vec::new();
+        for qo in &req.offsets {
+            let slot = self.queues.lock().expect("queues lock").remove(&qo.queue);
+            let Some(slot) = slot else {
+                continue; // not ours: its holder (or the broker) has it
+            };
+            slot.drop_queue();
+            slot.stop_pull(&self.supervisor);
+            self.offsets
+                .lock()
+                .expect("offsets lock")
+                .update(&qo.queue, qo.offset);
+            reset.push((qo.queue.queue_id, qo.offset));
+        }
+        if reset.is_empty() {
+            return;
+        }
+        info!(self.logger, "offsets reset by the broker"; "topic" => &req.topic,
+            "timestamp_ms" => req.timestamp_ms, "queues" => ?reset);
+        // The broker set them already; committing them again overrides a
+        // commit of the old offsets that crossed the reset.
+        self.persist().await;
+        self.wake.notify_one();
     }
 
     async fn persist_one(&self, mq: &MessageQueue, offset: u64) {

@@ -16,6 +16,7 @@
 //! | `t65_queries` | `admin msg get / query` and the SDK's `MessageQuery` |
 //! | `t70_consumer` | SDK push consumers (rebalance, broadcasting, tags, restart, supervised services; the SDK's `fault-injection` feature) |
 //! | `t75_subscription_groups` | `actormq admin group …`, group auto-creation on and off, restarts |
+//! | `t71_offset_reset` | SDK push consumers and `actormq admin offset reset` / `consume --from TS` |
 //! | `t80_bench` | `actormq bench` (produce, e2e) |
 //!
 //! Run: `cargo test -p actormq-tests --test e2e` (one module:
@@ -34,5 +35,6 @@ mod t56_disk_full;
 mod t60_producer;
 mod t65_queries;
 mod t70_consumer;
+mod t71_offset_reset;
 mod t75_subscription_groups;
 mod t80_bench;
