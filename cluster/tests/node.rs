@@ -197,6 +197,14 @@ fn cli_refuses_flags_of_missing_features_before_sending() {
             &["admin", "dlq", "resend", "-g", "G"][..],
             "admin dlq resend",
         ),
+        (
+            &["admin", "group", "create", "-g", "G", "--orderly"][..],
+            "--orderly",
+        ),
+        (
+            &["admin", "group", "create", "-g", "G", "--retry-max", "5"][..],
+            "--retry-max",
+        ),
     ] {
         let all: Vec<&str> = n.iter().chain(args).copied().collect();
         let err = refusal(&run(cli, &all, &[]));

@@ -1,10 +1,10 @@
 //! Subscription groups: a consumer group's config on the broker. The
 //! first consumer of a group creates it with defaults (the broker's
 //! `auto_create_subscription_group`, on by default) and reads it back from
-//! its heartbeat reply; an admin then replaces it (what `actormq admin
-//! group create -g order-processors --orderly --retry-max 5` sends), and
-//! the next consumer gets the new config. The book's "Subscription groups"
-//! chapter includes this file.
+//! its heartbeat reply. An admin who asks for an orderly group with fewer
+//! retries is refused: orderly consumption and broker-side retries do not
+//! exist in this version, and a setting nothing acts on is not accepted.
+//! The book's "Subscription groups" chapter includes this file.
 
 use std::time::Duration;
 
@@ -20,9 +20,11 @@ use actormq_sdk::{Connections, ProducerBuilder};
 pub struct GroupReport {
     /// The config the first consumer got (auto-created, defaults).
     pub auto_created: SubscriptionGroupConfig,
-    /// The config a consumer got after the admin's update.
+    /// Why the broker refused the orderly config.
+    pub orderly_refused: String,
+    /// The config a consumer got after the refused update.
     pub after_update: SubscriptionGroupConfig,
-    /// Groups the broker lists after the update.
+    /// Groups the broker lists.
     pub listed: Vec<String>,
 }
 
@@ -58,7 +60,8 @@ pub async fn run() -> Result<GroupReport, Box<dyn std::error::Error>> {
     // ANCHOR_END: auto
 
     // ANCHOR: update
-    // An admin replaces the config (fields not set take their defaults).
+    // An admin asks for an orderly group with 5 retries: refused, since
+    // nothing would act on it yet; the group keeps its config.
     let log = slog::Logger::root(slog::Discard, slog::o!());
     let conns = Connections::new(&log);
     let config = SubscriptionGroupConfig {
@@ -68,7 +71,10 @@ pub async fn run() -> Result<GroupReport, Box<dyn std::error::Error>> {
     };
     let timeout = Duration::from_secs(5);
     let create = CreateSubscriptionGroupRequest { config };
-    conns.call(&broker, create, Bytes::new(), timeout).await?;
+    let orderly_refused = match conns.call(&broker, create, Bytes::new(), timeout).await {
+        Ok(_) => return Err("an orderly group was accepted".into()),
+        Err(e) => e.to_string(),
+    };
     let all = conns
         .call(
             &broker,
@@ -87,6 +93,7 @@ pub async fn run() -> Result<GroupReport, Box<dyn std::error::Error>> {
     example.node.shutdown().await;
     Ok(GroupReport {
         auto_created,
+        orderly_refused,
         after_update,
         listed,
     })

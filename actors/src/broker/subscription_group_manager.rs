@@ -68,6 +68,52 @@ pub struct SubscriptionGroupTable {
     data_version: u64,
 }
 
+/// A config field whose behaviour is not built yet may only hold its
+/// default: nothing would act on another value (orderly consumption,
+/// retries to the broker and the dead-letter queue, a group switched off,
+/// broadcasting refused, a start position set by the broker). Each lifts
+/// its refusal as its feature lands.
+pub fn refuse_what_does_not_work_yet(cfg: &SubscriptionGroupConfig) -> Result<(), ServiceError> {
+    let d = SubscriptionGroupConfig::new(&cfg.group_name);
+    let not_yet = [
+        (
+            cfg.consume_message_orderly != d.consume_message_orderly,
+            "orderly (orderly consumption)",
+        ),
+        (
+            cfg.retry_max_times != d.retry_max_times,
+            "retry max other than 16 (broker-side retries)",
+        ),
+        (
+            cfg.retry_policy != d.retry_policy,
+            "retry policy (broker-side retries)",
+        ),
+        (
+            cfg.consume_enable != d.consume_enable,
+            "consume enable = false (switching a group off)",
+        ),
+        (
+            cfg.consume_broadcast_enable != d.consume_broadcast_enable,
+            "broadcast enable = false (refusing broadcast consumers)",
+        ),
+        (
+            cfg.consume_from_where != d.consume_from_where
+                || cfg.consume_timestamp_ms != d.consume_timestamp_ms,
+            "consume from where (a start position set by the broker; consumers set their own)",
+        ),
+    ];
+    match not_yet.iter().find(|(set, _)| *set) {
+        Some((_, what)) => Err(ServiceError::new(
+            ResponseCode::InvalidParameter,
+            format!(
+                "subscription group {}: {what} is not available yet",
+                cfg.group_name
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 impl SubscriptionGroupTable {
     /// The config of `group`.
     pub fn get(&self, group: &str) -> Option<&SubscriptionGroupConfig> {
@@ -93,6 +139,7 @@ impl SubscriptionGroupTable {
                 "retry policy: the first delay level must be at least 1",
             ));
         }
+        refuse_what_does_not_work_yet(&cfg)?;
         if self.groups.get(&cfg.group_name) == Some(&cfg) {
             return Ok(false);
         }
@@ -325,13 +372,48 @@ mod tests {
         assert!(t.upsert(SubscriptionGroupConfig::new("g")).unwrap());
         assert!(!t.upsert(SubscriptionGroupConfig::new("g")).unwrap());
         assert_eq!(t.data_version(), 1);
-        let orderly = SubscriptionGroupConfig {
-            consume_message_orderly: true,
-            retry_max_times: 3,
-            ..SubscriptionGroupConfig::new("g")
-        };
-        assert!(t.upsert(orderly.clone()).unwrap(), "an update is a change");
-        assert_eq!(t.get("g"), Some(&orderly));
+        // Values whose feature is not built yet are refused, each named.
+        let not_yet = [
+            (
+                "orderly",
+                SubscriptionGroupConfig {
+                    consume_message_orderly: true,
+                    ..SubscriptionGroupConfig::new("g")
+                },
+            ),
+            (
+                "retry max",
+                SubscriptionGroupConfig {
+                    retry_max_times: 3,
+                    ..SubscriptionGroupConfig::new("g")
+                },
+            ),
+            (
+                "consume enable",
+                SubscriptionGroupConfig {
+                    consume_enable: false,
+                    ..SubscriptionGroupConfig::new("g")
+                },
+            ),
+            (
+                "broadcast enable",
+                SubscriptionGroupConfig {
+                    consume_broadcast_enable: false,
+                    ..SubscriptionGroupConfig::new("g")
+                },
+            ),
+        ];
+        for (what, cfg) in not_yet {
+            let err = t.upsert(cfg).unwrap_err();
+            assert_eq!(err.code, ResponseCode::InvalidParameter);
+            assert!(
+                err.remark.contains(what) && err.remark.contains("not available yet"),
+                "{err}"
+            );
+        }
+        assert_eq!(t.get("g"), Some(&SubscriptionGroupConfig::new("g")));
+        assert_eq!(t.data_version(), 1);
+        assert!(t.upsert(SubscriptionGroupConfig::new("h")).unwrap());
         assert_eq!(t.data_version(), 2);
         for bad in ["", "bad name", &"x".repeat(MAX_GROUP_LEN + 1)] {
             let err = t.upsert(SubscriptionGroupConfig::new(bad)).unwrap_err();
@@ -374,11 +456,7 @@ mod tests {
     #[test]
     fn the_table_round_trips_through_messagepack() {
         let mut t = SubscriptionGroupTable::default();
-        t.upsert(SubscriptionGroupConfig {
-            consume_message_orderly: true,
-            ..SubscriptionGroupConfig::new("a")
-        })
-        .unwrap();
+        t.upsert(SubscriptionGroupConfig::new("a")).unwrap();
         t.upsert(SubscriptionGroupConfig::new("b")).unwrap();
         let bytes = rmp_serde::to_vec_named(&t).unwrap();
         let back: SubscriptionGroupTable = rmp_serde::from_slice(&bytes).unwrap();

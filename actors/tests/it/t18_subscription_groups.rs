@@ -58,7 +58,7 @@ fn heartbeat(client: &str, group: &str) -> Call<HeartbeatRequest> {
 }
 
 #[actix_rt::test]
-async fn groups_survive_a_restart_and_updates_replace() {
+async fn groups_survive_a_restart_and_values_not_built_yet_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), true);
     let sgm = SubscriptionGroupManager::load(cfg.clone(), &log())
@@ -73,8 +73,19 @@ async fn groups_survive_a_restart_and_updates_replace() {
         .await
         .unwrap()
         .unwrap();
-    // Creating an existing group updates it.
-    sgm.send(create(orderly.clone())).await.unwrap().unwrap();
+    // Orderly consumption and broker retries do not exist yet: refused,
+    // and the group keeps its config.
+    let refused = sgm
+        .send(create(orderly.clone()))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(refused.code, ResponseCode::InvalidParameter);
+    assert!(
+        refused.remark.contains("not available yet"),
+        "{}",
+        refused.remark
+    );
     sgm.send(create(SubscriptionGroupConfig::new("gone")))
         .await
         .unwrap()
@@ -111,9 +122,9 @@ async fn groups_survive_a_restart_and_updates_replace() {
         .fields;
     assert_eq!(
         all.subscription_group_table.into_iter().collect::<Vec<_>>(),
-        vec![("orders".to_string(), orderly)]
+        vec![("orders".to_string(), SubscriptionGroupConfig::new("orders"))]
     );
-    assert_eq!(all.data_version, 4, "create, update, create, delete");
+    assert_eq!(all.data_version, 3, "create, create, delete");
 }
 
 /// A garbage file with a good backup: the manager starts with the
@@ -205,17 +216,15 @@ async fn a_heartbeat_creates_its_group_or_is_refused() {
     assert!(members(&gm, "unknown").await.is_empty());
     assert!(names(&sgm).await.is_empty(), "nothing created");
 
-    let orderly = SubscriptionGroupConfig {
-        consume_message_orderly: true,
-        ..SubscriptionGroupConfig::new("unknown")
-    };
-    sgm.send(create(orderly.clone())).await.unwrap().unwrap();
+    // Once an admin created it, the heartbeat is served with its config.
+    let created = SubscriptionGroupConfig::new("unknown");
+    sgm.send(create(created.clone())).await.unwrap().unwrap();
     let reply = gm
         .send(heartbeat("c1", "unknown"))
         .await
         .unwrap()
         .unwrap()
         .fields;
-    assert_eq!(reply.subscription_groups, vec![orderly]);
+    assert_eq!(reply.subscription_groups, vec![created]);
     assert_eq!(members(&gm, "unknown").await, vec!["c1"]);
 }

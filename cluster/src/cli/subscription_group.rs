@@ -24,14 +24,13 @@ pub struct CreateGroupArgs {
     /// Consumer group.
     #[arg(short, long)]
     pub group: String,
-    /// Mark the group orderly in its config. This version stores the flag
-    /// and hands it to the group's consumers; they do not consume orderly
-    /// because of it yet.
+    /// Make the group orderly. Not available yet (orderly consumption does
+    /// not exist in this version): refused.
     #[arg(long)]
     pub orderly: bool,
-    /// Retries before a message goes to the dead-letter queue, 0..=64,
-    /// stored in the group's config. This version stores it and hands it
-    /// to the group's consumers; there is no broker-side retry yet.
+    /// Retries before a message goes to the dead-letter queue, 0..=64.
+    /// Not available yet (broker-side retries do not exist in this
+    /// version): any value but the default 16 is refused.
     #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(0..=64))]
     pub retry_max: u32,
 }
@@ -125,6 +124,16 @@ pub async fn create(
     routes: &RouteCache,
     a: &CreateGroupArgs,
 ) -> Result<(), CliError> {
+    if a.orderly {
+        return Err(super::not_available(
+            "group create --orderly (orderly consumption)",
+        ));
+    }
+    if a.retry_max != 16 {
+        return Err(super::not_available(
+            "group create --retry-max (broker-side retries and the dead-letter queue)",
+        ));
+    }
     let config = SubscriptionGroupConfig {
         consume_message_orderly: a.orderly,
         retry_max_times: a.retry_max,

@@ -8,7 +8,9 @@ use std::process::Output;
 
 use actormq_protocol::Bytes;
 use actormq_protocol::ResponseCode;
-use actormq_protocol::request::{ConsumerData, HeartbeatRequest, HeartbeatResponse};
+use actormq_protocol::request::{
+    ConsumerData, HeartbeatRequest, HeartbeatResponse, SubscriptionGroupConfig,
+};
 use actormq_sdk::consumer::{ConsumeResult, PushConsumerBuilder};
 use actormq_tests::node::{Bin, NodeProcess};
 use serde_json::Value;
@@ -76,47 +78,35 @@ async fn t75_cli_create_list_delete_and_restart() {
 
         let created = json_lines(&actormq(
             ns,
-            &[
-                "admin",
-                "group",
-                "create",
-                "-g",
-                "g1",
-                "--orderly",
-                "--retry-max",
-                "5",
-                "--json",
-            ],
+            &["admin", "group", "create", "-g", "g1", "--json"],
         ));
         assert_eq!(created.len(), 1, "one line per broker: {created:?}");
         assert_eq!(created[0]["created"], true);
-        assert_eq!(created[0]["orderly"], true);
+        assert_eq!(created[0]["orderly"], false);
         json_lines(&actormq(
             ns,
             &["admin", "group", "create", "-g", "g2", "--json"],
         ));
         assert_eq!(
             listed(ns),
-            vec![("g1".into(), true, 5), ("g2".into(), false, 16)]
+            vec![("g1".into(), false, 16), ("g2".into(), false, 16)]
         );
 
-        // Creating an existing group replaces its config.
-        json_lines(&actormq(
-            ns,
-            &[
-                "admin",
-                "group",
-                "create",
-                "-g",
-                "g2",
-                "--retry-max",
-                "3",
-                "--json",
-            ],
-        ));
+        // Orderly consumption and broker-side retries do not exist yet:
+        // asking for them is refused before anything is sent, and the
+        // groups keep their configs.
+        for flags in [&["--orderly"][..], &["--retry-max", "3"][..]] {
+            let mut args = vec!["admin", "group", "create", "-g", "g2"];
+            args.extend_from_slice(flags);
+            let out = actormq(ns, &args);
+            assert!(!out.status.success(), "{flags:?} accepted");
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(err.contains("not available yet"), "{err}");
+            assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        }
         assert_eq!(
             listed(ns),
-            vec![("g1".into(), true, 5), ("g2".into(), false, 3)]
+            vec![("g1".into(), false, 16), ("g2".into(), false, 16)]
         );
         let text = actormq(ns, &["admin", "group", "list"]);
         assert!(text.status.success());
@@ -126,7 +116,7 @@ async fn t75_cli_create_list_delete_and_restart() {
             text.lines()
                 .next()
                 .unwrap()
-                .starts_with("g1\tbroker-a\torderly=true"),
+                .starts_with("g1\tbroker-a\torderly=false"),
             "{text}"
         );
 
@@ -152,10 +142,10 @@ async fn t75_cli_create_list_delete_and_restart() {
         // The configs survive a restart (clean stop, then kill -9).
         node.terminate().expect("stop the node");
         node.restart().expect("restart the node");
-        assert_eq!(listed(node.namesrv()), vec![("g1".into(), true, 5)]);
+        assert_eq!(listed(node.namesrv()), vec![("g1".into(), false, 16)]);
         node.kill().expect("kill the node");
         node.restart().expect("restart the node");
-        assert_eq!(listed(node.namesrv()), vec![("g1".into(), true, 5)]);
+        assert_eq!(listed(node.namesrv()), vec![("g1".into(), false, 16)]);
     })
     .await;
 }
@@ -180,20 +170,10 @@ async fn t75_first_heartbeat_creates_the_group_by_default() {
         assert!(cfgs[0].consume_broadcast_enable && cfgs[0].consume_enable);
         assert_eq!(listed(ns), vec![("auto-g".into(), false, 16)]);
 
-        // A push consumer sees the config an admin set.
+        // A push consumer sees the config of a group an admin created.
         json_lines(&actormq(
             ns,
-            &[
-                "admin",
-                "group",
-                "create",
-                "-g",
-                "sdk-g",
-                "--orderly",
-                "--retry-max",
-                "7",
-                "--json",
-            ],
+            &["admin", "group", "create", "-g", "sdk-g", "--json"],
         ));
         let topic = "t75-sdk";
         create_topic(broker, topic, 1).await;
@@ -208,9 +188,7 @@ async fn t75_first_heartbeat_creates_the_group_by_default() {
         let cfg = consumer
             .group_config()
             .expect("the heartbeat reply carried it");
-        assert_eq!(cfg.group_name, "sdk-g");
-        assert!(cfg.consume_message_orderly);
-        assert_eq!(cfg.retry_max_times, 7);
+        assert_eq!(cfg, SubscriptionGroupConfig::new("sdk-g"));
         consumer.shutdown().await;
     })
     .await;
