@@ -439,6 +439,25 @@ impl NodeProcess {
         tail(&self.stderr_path, lines)
     }
 
+    /// Waits until the last `lines` lines of the node's log contain
+    /// `needle` (the node's log drain writes asynchronously, so a line may
+    /// land a moment after the event it reports) and returns them; panics
+    /// with the tail after `within`.
+    pub async fn wait_log(&self, needle: &str, lines: usize, within: Duration) -> String {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let log = self.stderr_tail(lines);
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {needle:?} in the node's log within {within:?}:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Path of the captured stderr.
     pub fn stderr_path(&self) -> &Path {
         &self.stderr_path
