@@ -34,9 +34,10 @@
 //!   subscribed topics;
 //! - **commit**: every 5 s, changed offsets go to the broker
 //!   (clustering) or to a local file (broadcasting);
-//! - one **pull loop** per queue: long-polling pulls with the tag
-//!   subscription (the broker filters by tag hash; the client rechecks the
-//!   tag string), paused while the queue's [`ProcessQueue`] holds 1000
+//! - one **pull loop** per queue: long-polling pulls with the
+//!   subscription (tags: the broker filters by tag hash, the client
+//!   rechecks the tag string; SQL92: the broker evaluates it, the client
+//!   rechecks with the same code), paused while the queue's [`ProcessQueue`] holds 1000
 //!   messages or 100 MiB (or spans 2000 offsets);
 //! - the **listener** runs in `spawn_blocking`, at most `workers` at once.
 //!
@@ -153,6 +154,9 @@ pub struct PushConsumerConfig {
     pub namesrv: Vec<String>,
     /// Topic → tag expression (`*`, `A || B`).
     pub subscriptions: BTreeMap<String, String>,
+    /// Topic → SQL92 expression over properties (a topic is in one of
+    /// the two maps, not both).
+    pub sql_subscriptions: BTreeMap<String, String>,
     /// Clustering (default) or broadcasting.
     pub message_model: MessageModelConfig,
     /// Start position of a new group.
@@ -207,6 +211,7 @@ impl Default for PushConsumerConfig {
             group: String::new(),
             namesrv: vec!["127.0.0.1:9876".into()],
             subscriptions: BTreeMap::new(),
+            sql_subscriptions: BTreeMap::new(),
             message_model: MessageModelConfig::Clustering,
             consume_from: ConsumeFrom::Last,
             allocate_strategy: "average".into(),
@@ -244,6 +249,24 @@ impl PushConsumerConfig {
                 )));
             }
         })
+    }
+
+    /// The compiled subscriptions by topic; a bad expression, or a topic
+    /// subscribed both by tags and by SQL92, is refused.
+    fn filters(&self) -> Result<BTreeMap<String, TagFilter>, ConsumerError> {
+        let mut filters = BTreeMap::new();
+        for (topic, expr) in &self.subscriptions {
+            filters.insert(topic.clone(), TagFilter::parse(expr)?);
+        }
+        for (topic, expr) in &self.sql_subscriptions {
+            if filters.contains_key(topic) {
+                return Err(ConsumerError::Config(format!(
+                    "topic {topic} is subscribed both by tags and by SQL92"
+                )));
+            }
+            filters.insert(topic.clone(), TagFilter::sql(expr)?);
+        }
+        Ok(filters)
     }
 }
 
@@ -313,6 +336,16 @@ impl PushConsumerBuilder {
         self
     }
 
+    /// Subscribes to `topic` with a SQL92 expression over message
+    /// properties (`a > 5 AND b IN ('x', 'y')`), evaluated by the broker;
+    /// a bad expression fails [`start`](Self::start).
+    pub fn subscribe_sql(mut self, topic: &str, expr: &str) -> Self {
+        self.config
+            .sql_subscriptions
+            .insert(topic.to_string(), expr.to_string());
+        self
+    }
+
     /// Broadcasting instead of clustering.
     pub fn broadcasting(mut self) -> Self {
         self.config.message_model = MessageModelConfig::Broadcasting;
@@ -377,9 +410,10 @@ impl PushConsumerBuilder {
         if cfg.group.is_empty() {
             return Err(ConsumerError::Config("empty consumer group".into()));
         }
-        if cfg.subscriptions.is_empty() {
+        if cfg.subscriptions.is_empty() && cfg.sql_subscriptions.is_empty() {
             return Err(ConsumerError::Config("no subscription".into()));
         }
+        let filters = cfg.filters()?;
         let listener = self
             .listener
             .ok_or_else(|| ConsumerError::Config("no listener".into()))?;
@@ -407,11 +441,6 @@ impl PushConsumerBuilder {
             Some(notify),
             Duration::from_millis(cfg.pull_suspend_ms + 5_000),
         )?;
-        let filters = cfg
-            .subscriptions
-            .iter()
-            .map(|(t, e)| (t.clone(), TagFilter::parse(e)))
-            .collect();
         let local = (cfg.message_model == MessageModelConfig::Broadcasting).then(|| {
             let dir = match &cfg.instance_name {
                 Some(name) => cfg.offset_dir.join(
@@ -453,7 +482,7 @@ impl PushConsumerBuilder {
         // first rebalance (it starts the pull services, which wait for the
         // service actor), then the service actor, before returning.
         let begun = async {
-            for topic in core.cfg.subscriptions.keys() {
+            for topic in core.filters.keys() {
                 core.client.refresh(topic).await?;
             }
             Ok::<_, ConsumerError>(())
@@ -464,7 +493,14 @@ impl PushConsumerBuilder {
             core.client.close();
             return Err(e);
         }
-        core.heartbeat().await;
+        // A broker refusing the subscription (a bad expression, or SQL92
+        // with property filtering off) fails the start, as RocketMQ's
+        // client check does.
+        if let Some(e) = core.heartbeat().await {
+            core.supervisor.do_send(StopSupervisor);
+            core.client.close();
+            return Err(e.into());
+        }
         core.rebalance().await;
         let weak = Arc::downgrade(&core);
         let spec = ChildSpec::new("service", move || ConsumerService::reload(&weak));
@@ -565,7 +601,7 @@ impl Actor for ConsumerService {
             let core = self.core.clone();
             ctx.wait(
                 async move {
-                    core.heartbeat().await;
+                    let _ = core.heartbeat().await;
                     core.rebalance().await;
                 }
                 .into_actor(self)
@@ -583,10 +619,10 @@ impl Actor for ConsumerService {
             let core = act.core.clone();
             ctx.spawn(
                 async move {
-                    for topic in core.cfg.subscriptions.keys() {
+                    for topic in core.filters.keys() {
                         let _ = core.client.refresh(topic).await;
                     }
-                    core.heartbeat().await;
+                    let _ = core.heartbeat().await;
                 }
                 .into_actor(act),
             );
@@ -1005,7 +1041,9 @@ impl Core {
         }
     }
 
-    async fn heartbeat(&self) {
+    /// Sends a heartbeat to every broker; the first refusal of the
+    /// subscriptions, if a broker answered one (other failures are logged).
+    async fn heartbeat(&self) -> Option<actormq_runtime::ServiceError> {
         let data = ConsumerData {
             group_name: self.cfg.group.clone(),
             consume_type: ConsumeType::ConsumePassively,
@@ -1030,15 +1068,24 @@ impl Core {
             producer_data_set: Vec::new(),
             consumer_data_set: vec![data],
         };
+        let mut refused = None;
         for broker in self.client.all_brokers() {
             if let Err(e) = self.client.call(broker, req.clone()).await {
                 warn!(self.logger, "heartbeat failed"; "broker" => %broker, "error" => %e);
+                let subscription = e.code
+                    == actormq_protocol::ResponseCode::SubscriptionParseFailed
+                    || (e.code == actormq_protocol::ResponseCode::SystemError
+                        && e.remark.contains("SQL92"));
+                if subscription && refused.is_none() {
+                    refused = Some(e);
+                }
             }
         }
+        refused
     }
 
     async fn rebalance(self: &Arc<Self>) {
-        for topic in self.cfg.subscriptions.keys() {
+        for topic in self.filters.keys() {
             let all = match self.client.queues(topic).await {
                 Ok(q) => q,
                 Err(e) => {
@@ -1057,7 +1104,7 @@ impl Core {
                     // The broker does not know us (e.g. it restarted since
                     // our last heartbeat): heartbeat, ask again, and keep
                     // our queues for now if we are still not listed.
-                    self.heartbeat().await;
+                    let _ = self.heartbeat().await;
                     ids = self.members(topic, &all).await;
                 }
                 match ids {

@@ -14,6 +14,7 @@
 //! | `t56_disk_full` | a node on a small tmpfs (root; skipped where mount is not permitted) |
 //! | `t60_producer` | the SDK producer and the `actormq` CLI (combined and split nodes) |
 //! | `t70_consumer` | SDK push consumers (rebalance, broadcasting, tags, restart, supervised services; the SDK's `fault-injection` feature) |
+//! | `t75_sql_filter` | SQL92 filters: the `actormq consume --sql` CLI, an SDK push consumer, raw pulls and heartbeats; `enable_property_filter = false` |
 //! | `t80_bench` | `actormq bench` (produce, e2e) |
 //!
 //! Run: `cargo test -p actormq-tests --test e2e` (one module:
@@ -31,4 +32,5 @@ mod t55_data_dir;
 mod t56_disk_full;
 mod t60_producer;
 mod t70_consumer;
+mod t75_sql_filter;
 mod t80_bench;
