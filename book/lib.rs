@@ -58,6 +58,13 @@ pub mod producers {}
 #[doc = include_str!("src/consumers.md")]
 pub mod consumers {}
 
+/// Chapter "SQL92 filters" (its consumer code is
+/// `examples/src/sql_filter.rs`, compiled and tested by the examples crate;
+/// the `{{#include}}` blocks are marked `ignore` here; the evaluator
+/// example runs as a doc-test).
+#[doc = include_str!("src/sql-filters.md")]
+pub mod sql_filters {}
+
 /// Chapter "Benchmarking".
 #[doc = include_str!("src/benchmarking.md")]
 pub mod benchmarking {}

@@ -15,6 +15,7 @@
 //! | [`broadcast`] | two broadcasting consumers of one group each get everything |
 //! | [`pull_consumer`] | explicit queues and offsets, commit and read back |
 //! | [`tag_filter`] | a push consumer with `paid \|\| shipped` |
+//! | [`sql_filter`] | a push consumer with a SQL92 expression over properties |
 //! | [`custom_actor`] | a custom actor plugged into a broker |
 //!
 //! **Place in the layering:** a user of `sdk`, with `cluster` to start an
@@ -29,5 +30,6 @@ pub mod node;
 pub mod producer;
 pub mod pull_consumer;
 pub mod quickstart;
+pub mod sql_filter;
 pub mod tag_filter;
 pub mod wait;

@@ -137,3 +137,19 @@ async fn tag_filter_delivers_only_matching_tags() {
     expected.sort();
     assert_eq!(report.delivered, expected);
 }
+
+#[actix_rt::test]
+async fn sql_filter_delivers_exactly_the_matching_orders() {
+    use actormq_examples::sql_filter::{matches, run};
+    let report = run(12).await.expect("scenario runs");
+    assert!(report.caught_up, "{report:?}");
+    let mut expected: Vec<String> = (0..12)
+        .filter(|i| matches(*i))
+        .map(|i| format!("order-{i}"))
+        .collect();
+    expected.sort();
+    // Only orders 1 and 10 (us, 150); the others are too small, of
+    // another region, without a region (7) or with amount "n/a" (4).
+    assert_eq!(expected, ["order-1", "order-10"]);
+    assert_eq!(report.delivered, expected);
+}
