@@ -34,7 +34,10 @@
 //! The expression is parsed by the `sqlparser` crate's expression parser;
 //! anything after the expression (`a > 5; DROP TABLE t`) is refused, and
 //! only the node kinds above are accepted: functions, arithmetic, `LIKE`,
-//! subqueries, `CASE`, ... are refused with an error naming them.
+//! subqueries, `CASE`, ... are refused with an error naming them, and so
+//! is an expression longer than [`MAX_SQL_LEN`] bytes or deeper than
+//! [`MAX_SQL_DEPTH`] levels (compiling and evaluating recurse per level:
+//! the bound keeps a chain of `AND`s from exhausting a thread's stack).
 //! Compiling builds a small tree of our own; evaluating it allocates
 //! nothing.
 
@@ -58,6 +61,9 @@ pub const PROPERTY_TAGS: &str = "TAGS";
 pub const PROPERTY_KEYS: &str = "KEYS";
 /// Longest SQL92 expression accepted, in bytes.
 pub const MAX_SQL_LEN: usize = 4096;
+/// Deepest SQL92 expression tree accepted (each `AND` / `OR` / `NOT` /
+/// comparison / parenthesis is a level; an `IN` list is one).
+pub const MAX_SQL_DEPTH: usize = 64;
 
 /// Why an expression was refused. Each is one line naming the cause.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -496,7 +502,7 @@ impl SqlExpr {
             )));
         }
         let c = Compiler { expr };
-        let root = c.condition(&parsed)?;
+        let root = c.condition(&parsed, 0)?;
         Ok(SqlExpr {
             expr: expr.trim().to_string(),
             root,
@@ -524,6 +530,16 @@ struct Compiler<'e> {
 }
 
 impl Compiler<'_> {
+    /// Compiling, evaluating and dropping the tree recurse once per
+    /// level: a bound keeps a 4 KiB chain of `AND`s from exhausting a
+    /// thread's stack.
+    fn check_depth(&self, depth: usize) -> Result<(), FilterError> {
+        if depth >= MAX_SQL_DEPTH {
+            return self.refuse(format!("nesting deeper than {MAX_SQL_DEPTH} levels"));
+        }
+        Ok(())
+    }
+
     fn refuse<T>(&self, what: impl Into<String>) -> Result<T, FilterError> {
         Err(FilterError::NotAllowed {
             expr: self.expr.to_string(),
@@ -532,9 +548,11 @@ impl Compiler<'_> {
     }
 
     /// An expression that must be true / false / unknown.
-    fn condition(&self, e: &Expr) -> Result<Node, FilterError> {
+    fn condition(&self, e: &Expr, depth: usize) -> Result<Node, FilterError> {
+        self.check_depth(depth)?;
+        let depth = depth + 1;
         match e {
-            Expr::Nested(inner) => self.condition(inner),
+            Expr::Nested(inner) => self.condition(inner, depth),
             Expr::Value(v) => match &v.value {
                 Value::Boolean(b) => Ok(Node::Const(*b)),
                 _ => self.refuse(format!("the literal {v} as a condition")),
@@ -542,19 +560,19 @@ impl Compiler<'_> {
             Expr::UnaryOp {
                 op: UnaryOperator::Not,
                 expr,
-            } => Ok(Node::Not(Box::new(self.condition(expr)?))),
+            } => Ok(Node::Not(Box::new(self.condition(expr, depth)?))),
             Expr::BinaryOp { left, op, right } => {
                 let cmp = match op {
                     BinaryOperator::And => {
                         return Ok(Node::And(
-                            Box::new(self.condition(left)?),
-                            Box::new(self.condition(right)?),
+                            Box::new(self.condition(left, depth)?),
+                            Box::new(self.condition(right, depth)?),
                         ));
                     }
                     BinaryOperator::Or => {
                         return Ok(Node::Or(
-                            Box::new(self.condition(left)?),
-                            Box::new(self.condition(right)?),
+                            Box::new(self.condition(left, depth)?),
+                            Box::new(self.condition(right, depth)?),
                         ));
                     }
                     BinaryOperator::Eq => Cmp::Eq,
@@ -565,7 +583,7 @@ impl Compiler<'_> {
                     BinaryOperator::GtEq => Cmp::Ge,
                     other => return self.refuse(format!("the operator {other}")),
                 };
-                let (l, r) = (self.operand(left)?, self.operand(right)?);
+                let (l, r) = (self.operand(left, depth)?, self.operand(right, depth)?);
                 if !matches!(cmp, Cmp::Eq | Cmp::Ne) {
                     for o in [&l, &r] {
                         if let Operand::Lit(Lit::Str(_) | Lit::Bool(_)) = o {
@@ -578,7 +596,7 @@ impl Compiler<'_> {
                 Ok(Node::Cmp(cmp, l, r))
             }
             Expr::IsNull(inner) | Expr::IsNotNull(inner) => Ok(Node::IsNull {
-                prop: self.property(inner)?,
+                prop: self.property(inner, depth)?,
                 negated: matches!(e, Expr::IsNotNull(_)),
             }),
             Expr::In {
@@ -587,10 +605,10 @@ impl Compiler<'_> {
                 negated,
                 global: false,
             } => {
-                let prop = self.property(expr)?;
+                let prop = self.property(expr, depth)?;
                 let list = list
                     .iter()
-                    .map(|l| match self.operand(l)? {
+                    .map(|l| match self.operand(l, depth)? {
                         Operand::Lit(l @ (Lit::Str(_) | Lit::Num(_))) => Ok(l),
                         _ => self.refuse(format!(
                             "{l} in an IN list (string or number literals only)"
@@ -609,8 +627,8 @@ impl Compiler<'_> {
                 low,
                 high,
             } => {
-                let prop = self.property(expr)?;
-                let bound = |b: &Expr| match self.operand(b)? {
+                let prop = self.property(expr, depth)?;
+                let bound = |b: &Expr| match self.operand(b, depth)? {
                     Operand::Lit(Lit::Num(n)) => Ok(n),
                     _ => self.refuse(format!("{b} as a BETWEEN bound (number literals only)")),
                 };
@@ -628,16 +646,18 @@ impl Compiler<'_> {
         }
     }
 
-    fn property(&self, e: &Expr) -> Result<String, FilterError> {
-        match self.operand(e)? {
+    fn property(&self, e: &Expr, depth: usize) -> Result<String, FilterError> {
+        match self.operand(e, depth)? {
             Operand::Prop(p) => Ok(p),
             Operand::Lit(_) => self.refuse(format!("the literal {e} where a property is expected")),
         }
     }
 
-    fn operand(&self, e: &Expr) -> Result<Operand, FilterError> {
+    fn operand(&self, e: &Expr, depth: usize) -> Result<Operand, FilterError> {
+        self.check_depth(depth)?;
+        let depth = depth + 1;
         match e {
-            Expr::Nested(inner) => self.operand(inner),
+            Expr::Nested(inner) => self.operand(inner, depth),
             Expr::Identifier(id) => Ok(Operand::Prop(id.value.clone())),
             Expr::CompoundIdentifier(ids) => Ok(Operand::Prop(
                 ids.iter()
@@ -658,7 +678,7 @@ impl Compiler<'_> {
             Expr::UnaryOp {
                 op: op @ (UnaryOperator::Minus | UnaryOperator::Plus),
                 expr,
-            } => match self.operand(expr)? {
+            } => match self.operand(expr, depth)? {
                 Operand::Lit(Lit::Num(n)) => {
                     Ok(Operand::Lit(Lit::Num(if *op == UnaryOperator::Minus {
                         n.neg()
@@ -918,6 +938,18 @@ mod tests {
         }
         let long = format!("a = '{}'", "x".repeat(MAX_SQL_LEN));
         assert!(SqlExpr::compile(&long).is_err());
+        // A chain of AND (a left-deep tree: the parser loops, our
+        // compiler and evaluator recurse) compiles up to the depth bound;
+        // the longest one that fits in MAX_SQL_LEN is refused, no crash.
+        let chain = |n: usize| format!("{}a = 1", "TRUE AND ".repeat(n));
+        let ok = chain(MAX_SQL_DEPTH - 3);
+        assert!(m(&ok, &[("a", "1")]) && !m(&ok, &[("a", "2")]));
+        let long = chain((MAX_SQL_LEN - 5) / 9);
+        assert!(long.len() <= MAX_SQL_LEN);
+        let e = SqlExpr::compile(&long).unwrap_err().to_string();
+        assert!(e.contains("nesting deeper than"), "{e}");
+        let ors = format!("{}a = 1", "a = 1 OR ".repeat(400));
+        assert!(SqlExpr::compile(&ors).is_err());
         // Deep nesting is refused by the parser's depth limit, not a crash.
         let deep = format!("{}a = 1{}", "(".repeat(500), ")".repeat(500));
         assert!(SqlExpr::compile(&deep).is_err());
