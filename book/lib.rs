@@ -73,6 +73,12 @@ pub mod subscription_groups {}
 /// marked `ignore` here).
 #[doc = include_str!("src/offset-reset.md")]
 pub mod offset_reset {}
+/// Chapter "SQL92 filters" (its consumer code is
+/// `examples/src/sql_filter.rs`, compiled and tested by the examples crate;
+/// the `{{#include}}` blocks are marked `ignore` here; the evaluator
+/// example runs as a doc-test).
+#[doc = include_str!("src/sql-filters.md")]
+pub mod sql_filters {}
 
 /// Chapter "Benchmarking".
 #[doc = include_str!("src/benchmarking.md")]

@@ -18,7 +18,7 @@
 //! - [`namesrv`]: the route `Registry`.
 //!
 //! Not built yet (later issues): scheduling of delayed messages,
-//! transactions, retry/DLQ topics, SQL92 filters, replication.
+//! transactions, retry/DLQ topics, replication.
 #![forbid(unsafe_code)]
 
 pub mod broker;

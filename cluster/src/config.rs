@@ -158,8 +158,10 @@ pub struct BrokerSection {
     /// Redeliveries before a message goes to `%DLQ%<group>`, 0..=64. Default `16`.
     /// Not available yet (no broker-side retry): other values are refused.
     pub max_reconsume_times: u32,
-    /// Allow SQL92 property filters. Default `true`. Not available yet (no
-    /// SQL92 filters): `false` is refused.
+    /// Allow SQL92 property filters (subscriptions with `--sql`). Default
+    /// `true`; with `false` a SQL92 subscription is refused (heartbeat and
+    /// pull) with "the broker does not support consumer to filter message
+    /// by SQL92".
     pub enable_property_filter: bool,
     /// Longest a pull that found nothing is held, ms, 0..=60000. Default `15000`.
     pub long_polling_max_ms: u64,
@@ -482,7 +484,7 @@ impl NodeConfig {
         let d = BrokerSection::default();
         const HA: &str = "master/slave replication does not exist in this version";
         const TX: &str = "transactional messages do not exist in this version";
-        let checks: [(bool, &'static str, &'static str); 9] = [
+        let checks: [(bool, &'static str, &'static str); 8] = [
             (b.ha_role != d.ha_role, "broker.ha_role", HA),
             (b.ha_listen.is_some(), "broker.ha_listen", HA),
             (b.master.is_some(), "broker.master", HA),
@@ -495,11 +497,6 @@ impl NodeConfig {
                 b.max_reconsume_times != d.max_reconsume_times,
                 "broker.max_reconsume_times",
                 "broker-side retries and dead-letter queues do not exist in this version",
-            ),
-            (
-                b.enable_property_filter != d.enable_property_filter,
-                "broker.enable_property_filter",
-                "SQL92 property filters do not exist in this version",
             ),
             (
                 b.transaction_timeout_ms != d.transaction_timeout_ms,
@@ -770,11 +767,6 @@ mod tests {
                 "ACTORMQ_BROKER__MAX_RECONSUME_TIMES",
                 "3",
                 "broker.max_reconsume_times",
-            ),
-            (
-                "ACTORMQ_BROKER__ENABLE_PROPERTY_FILTER",
-                "false",
-                "broker.enable_property_filter",
             ),
             (
                 "ACTORMQ_BROKER__TRANSACTION_TIMEOUT_MS",

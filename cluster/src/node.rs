@@ -457,6 +457,8 @@ fn broker_actors_config(config: &NodeConfig, store_host: SocketAddr) -> BrokerAc
     let long_polling_max = Duration::from_millis(b.long_polling_max_ms);
     c.pull.long_polling_enabled = long_polling_max > Duration::ZERO;
     c.pull.long_polling_max = long_polling_max;
+    c.pull.property_filter = b.enable_property_filter;
+    c.groups.property_filter = b.enable_property_filter;
     // The sessions' arbiter by default: one hop fewer per request, which
     // on 2 cores beats a thread of its own (broker.writer_thread).
     c.writer_thread = b.writer_thread;

@@ -134,11 +134,6 @@ fn node_refuses_flags_and_keys_of_missing_features() {
             "1s",
             "broker.message_delay_level",
         ),
-        (
-            "ACTORMQ_BROKER__ENABLE_PROPERTY_FILTER",
-            "false",
-            "broker.enable_property_filter",
-        ),
     ] {
         let err = refusal(&run(node, &base, &[(var, value)]));
         assert!(err.contains(key), "{err:?} names {key}");
@@ -180,10 +175,6 @@ fn cli_refuses_flags_of_missing_features_before_sending() {
         (
             &["produce", "-t", "T", "--delay-ms", "1000"][..],
             "--delay-ms",
-        ),
-        (
-            &["consume", "-t", "T", "-g", "G", "--sql", "a > 1"][..],
-            "--sql",
         ),
         (
             &["consume", "-t", "T", "-g", "G", "--orderly"][..],

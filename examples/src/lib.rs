@@ -18,6 +18,7 @@
 //! | [`queries`] | messages looked up by id, by key and by queue offset |
 //! | [`subscription_group`] | a group's config: auto-created by its first consumer, updated by an admin |
 //! | [`offset_reset`] | a running group reset to a time gets the messages from there again |
+//! | [`sql_filter`] | a push consumer with a SQL92 expression over properties |
 //! | [`custom_actor`] | a custom actor plugged into a broker |
 //!
 //! **Place in the layering:** a user of `sdk`, with `cluster` to start an
@@ -34,6 +35,7 @@ pub mod producer;
 pub mod pull_consumer;
 pub mod queries;
 pub mod quickstart;
+pub mod sql_filter;
 pub mod subscription_group;
 pub mod tag_filter;
 pub mod wait;

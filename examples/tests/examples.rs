@@ -187,3 +187,19 @@ async fn offset_reset_replays_from_the_time_without_a_restart() {
     // evening message, so together they skip the 5 morning ones.
     assert_eq!(report.new_offsets.iter().sum::<u64>(), 5, "{report:?}");
 }
+
+#[actix_rt::test]
+async fn sql_filter_delivers_exactly_the_matching_orders() {
+    use actormq_examples::sql_filter::{matches, run};
+    let report = run(12).await.expect("scenario runs");
+    assert!(report.caught_up, "{report:?}");
+    let mut expected: Vec<String> = (0..12)
+        .filter(|i| matches(*i))
+        .map(|i| format!("order-{i}"))
+        .collect();
+    expected.sort();
+    // Only orders 1 and 10 (us, 150); the others are too small, of
+    // another region, without a region (7) or with amount "n/a" (4).
+    assert_eq!(expected, ["order-1", "order-10"]);
+    assert_eq!(report.delivered, expected);
+}

@@ -60,6 +60,7 @@
 //! | [`message_id`] | [`MessageId`] hex encoding |
 //! | [`unique_key`] | [`UniqueKeyGenerator`] |
 //! | [`tag_hash`](mod@tag_hash) | [`tag_hash()`](fn@tag_hash) (Java `String.hashCode`) |
+//! | [`filter`] | subscription filters: tags and SQL92, compiled once |
 //! | [`batch`] | the batch body encoding; [`batch::MessageRef`] borrowed view |
 //! | [`validate`] | topic / size / batch rules |
 //! | [`error`] | [`Error`] and its response codes |
@@ -70,6 +71,7 @@ pub mod batch;
 pub mod code;
 pub mod codec;
 pub mod error;
+pub mod filter;
 pub mod frame;
 pub mod header;
 pub mod message;

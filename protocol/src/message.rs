@@ -90,6 +90,17 @@ impl Message {
         })
     }
 
+    /// A property as a subscription filter sees it
+    /// ([`crate::filter`]): `TAGS` and `KEYS` are the typed fields, any
+    /// other name a user property.
+    pub fn property(&self, key: &str) -> Option<&str> {
+        match key {
+            crate::filter::PROPERTY_TAGS => self.tags.as_deref(),
+            crate::filter::PROPERTY_KEYS => self.keys.as_deref(),
+            _ => self.properties.get(key).map(String::as_str),
+        }
+    }
+
     /// The individual keys (split on spaces, empty parts dropped).
     pub fn key_list(&self) -> impl Iterator<Item = &str> {
         self.keys

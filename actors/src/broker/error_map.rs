@@ -1,5 +1,7 @@
 //! The one place where a storage error becomes a response code.
 //!
+//! (And, in [`filter_error`], where a refused subscription does.)
+//!
 //! Every data-path actor ([`super::CommitLogActor`], [`super::PullHold`],
 //! [`super::QueryService`], ...) reports store failures through
 //! [`store_error`] (or [`StoreResultExt::or_reply`]), so a client always
@@ -7,6 +9,7 @@
 //! are made here too ([`subscription_group_not_exist`]).
 
 use actormq_protocol::ResponseCode;
+use actormq_protocol::filter::FilterError;
 use actormq_store::Error;
 
 use crate::runtime::ServiceError;
@@ -44,6 +47,18 @@ pub fn subscription_group_not_exist(group: &str) -> ServiceError {
              or enable broker.auto_create_subscription_group)"
         ),
     )
+}
+
+/// The response a client sees for a refused subscription expression:
+/// `SUBSCRIPTION_PARSE_FAILED`, or, for SQL92 on a broker with
+/// `enable_property_filter = false`, `SYSTEM_ERROR` with RocketMQ's remark
+/// ("The broker does not support consumer to filter message by SQL92").
+pub fn filter_error(err: FilterError) -> ServiceError {
+    let code = match err {
+        FilterError::SqlDisabled => ResponseCode::SystemError,
+        _ => ResponseCode::SubscriptionParseFailed,
+    };
+    ServiceError::new(code, err.to_string())
 }
 
 /// `?`-friendly mapping of store results to replies.

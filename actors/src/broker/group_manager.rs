@@ -3,7 +3,9 @@
 //! 10 s), and at once when its connection closes. When the membership of a
 //! consumer group changes, subscribers get [`ConsumerGroupChanged`] (the
 //! session layer turns it into `NOTIFY_CONSUMER_IDS_CHANGED` for the
-//! group's clients, which then rebalance).
+//! group's clients, which then rebalance). A heartbeat whose subscription
+//! does not compile (a bad tag or SQL92 expression, or SQL92 with
+//! `enable_property_filter = false`) is refused whole.
 //!
 //! A heartbeat's consumer groups are first resolved by the
 //! [`SubscriptionGroupManager`](super::SubscriptionGroupManager) when one
@@ -25,6 +27,8 @@ use actormq_protocol::request::{
 use actormq_protocol::unique_key::system_time_ms;
 use slog::{Logger, info, o};
 
+use super::error_map::filter_error;
+use super::pull_hold::compile_filter;
 use super::subscription_group_manager::ResolveGroups;
 use crate::runtime::guard::{Guarded, GuardedReply, Poison, guarded};
 use crate::runtime::net::ConnectionClosed;
@@ -192,6 +196,9 @@ pub struct GroupManagerConfig {
     pub client_timeout: Duration,
     /// Scan interval. Default 10 s.
     pub scan_interval: Duration,
+    /// SQL92 subscriptions accepted (`enable_property_filter`). Default
+    /// true.
+    pub property_filter: bool,
 }
 
 impl Default for GroupManagerConfig {
@@ -199,6 +206,7 @@ impl Default for GroupManagerConfig {
         Self {
             client_timeout: Duration::from_millis(DEFAULT_CLIENT_TIMEOUT_MS),
             scan_interval: Duration::from_secs(10),
+            property_filter: true,
         }
     }
 }
@@ -333,6 +341,26 @@ impl GroupManager {
                 ResponseCode::InvalidParameter,
                 "client_id is required",
             ))));
+        }
+        // A subscription whose expression does not compile (or SQL92 with
+        // property filtering off) is refused at subscribe time, the whole
+        // heartbeat with it.
+        for c in &msg.req.consumer_data_set {
+            for sub in &c.subscription_data_set {
+                let compiled = compile_filter(
+                    Some(&sub.sub_string),
+                    Some(&sub.expression_type),
+                    self.config.property_filter,
+                )
+                .map_err(|e| {
+                    let mut e = filter_error(e);
+                    e.remark = format!("topic {}: {}", sub.topic, e.remark);
+                    e
+                });
+                if let Err(e) = compiled {
+                    return Box::pin(actix::fut::ready(Err(e)));
+                }
+            }
         }
         let mut groups: Vec<String> = msg
             .req

@@ -3,8 +3,14 @@
 //!
 //! A pull reads the consume queue through
 //! [`Store::get_messages`](actormq_store::Store::get_messages) (lock-free;
-//! message bodies are views of the mapped segments), filtered by the tag
-//! hashes of the request's subscription (`"TagA || TagB"`, `*` = all). The
+//! message bodies are views of the mapped segments), filtered by the
+//! request's subscription, compiled once ([`FilterCache`],
+//! [`actormq_protocol::filter`]): a tag expression (`"TagA || TagB"`,
+//! `*` = all) by the consume queue's tag hashes, a SQL92 expression by
+//! evaluating it on each record read (only SQL92 subscriptions pay for
+//! that). A bad expression is refused with `SUBSCRIPTION_PARSE_FAILED`,
+//! SQL92 with `enable_property_filter = false` with `SYSTEM_ERROR` (as
+//! RocketMQ does). The
 //! store status maps to a response code exactly as RocketMQ's
 //! `PullMessageProcessor` maps `GetMessageStatus` ([`pull_code`]). Found
 //! messages travel in the reply body as a stored-message batch
@@ -17,7 +23,7 @@
 //! is **held**, keyed by topic and queue, for
 //! `min(suspend_timeout_ms, long_polling_max)` (default max 15 s). The
 //! [`super::Dispatcher`]'s [`MessagesStored`] event for that queue wakes it
-//! and it is answered at once; a held pull that sees only messages its tag
+//! and it is answered at once; a held pull that sees only messages its
 //! filter rejects keeps waiting at the advanced offset. At its deadline it
 //! is answered with whatever a pull finds then (normally
 //! `PULL_NOT_FOUND`). At most [`PullHoldConfig::max_held`] pulls are held;
@@ -25,11 +31,13 @@
 //!
 //! The bookkeeping is [`HoldTable`], a plain struct tested without a runtime.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actormq_protocol::ResponseCode;
+use actormq_protocol::filter::{self, Filter, FilterError};
 use actormq_protocol::request::{
     PullMessageRequest, PullMessageResponse, UpdateConsumerOffsetRequest,
 };
@@ -40,7 +48,8 @@ use tokio::sync::oneshot;
 
 use super::broker_store::BrokerStore;
 use super::dispatcher::MessagesStored;
-use super::stored_codec::encode_views;
+use super::error_map::filter_error;
+use super::stored_codec::{encode_views, filter_property};
 use super::topic_manager::TopicView;
 use crate::runtime::guard::{Guarded, GuardedReply, Poison, guarded};
 use crate::runtime::{Call, Reply, ServiceError};
@@ -61,6 +70,9 @@ pub struct PullHoldConfig {
     /// About the most bytes in one pull reply (at least one message).
     /// Default: 1 MiB.
     pub max_pull_bytes: usize,
+    /// SQL92 subscriptions accepted (`enable_property_filter`). Default:
+    /// true.
+    pub property_filter: bool,
 }
 
 impl Default for PullHoldConfig {
@@ -72,46 +84,82 @@ impl Default for PullHoldConfig {
             check_interval: Duration::from_millis(50),
             max_pull_messages: 256,
             max_pull_bytes: 1 << 20,
+            property_filter: true,
         }
     }
 }
 
-/// The tag hashes a subscription accepts; `None` = every message.
-///
-/// `expression_type` `None` or `"TAG"`: `"*"`, `""` or no expression match
-/// all; otherwise tags separated by `||`. Other expression types (SQL92)
-/// are refused with `SUBSCRIPTION_PARSE_FAILED` (not evaluated here).
-pub fn parse_tag_filter(
+/// Compiles a pull's or heartbeat's subscription
+/// ([`actormq_protocol::filter`]: the one tag grammar, and SQL92). With
+/// `sql_enabled` false (`enable_property_filter = false`) a SQL92
+/// subscription is refused, as RocketMQ refuses it without
+/// `enablePropertyFilter`. The error is mapped by
+/// [`super::error_map::filter_error`].
+pub fn compile_filter(
     subscription: Option<&str>,
     expression_type: Option<&str>,
-) -> Result<Option<HashSet<i64>>, ServiceError> {
-    if let Some(t) = expression_type {
-        if !t.eq_ignore_ascii_case("TAG") {
-            return Err(ServiceError::new(
-                ResponseCode::SubscriptionParseFailed,
-                format!("expression type {t} is not supported by pull filtering"),
-            ));
+    sql_enabled: bool,
+) -> Result<Filter, FilterError> {
+    if !sql_enabled && filter::is_sql92(expression_type)? {
+        return Err(FilterError::SqlDisabled);
+    }
+    Filter::compile(subscription, expression_type)
+}
+
+/// Compiled filters by expression type and text, so that a consumer's
+/// subscription is compiled once, not on every pull. Bounded: when
+/// full it starts over (a consumer's next pull compiles again).
+#[derive(Debug)]
+pub struct FilterCache {
+    sql_enabled: bool,
+    cap: usize,
+    /// Tag filters and SQL92 filters by expression.
+    maps: [HashMap<String, Arc<Filter>>; 2],
+}
+
+impl FilterCache {
+    /// An empty cache of at most `cap` filters.
+    pub fn new(sql_enabled: bool, cap: usize) -> Self {
+        Self {
+            sql_enabled,
+            cap: cap.max(1),
+            maps: [HashMap::new(), HashMap::new()],
         }
     }
-    let Some(expr) = subscription.map(str::trim) else {
-        return Ok(None);
-    };
-    if expr.is_empty() || expr == "*" {
-        return Ok(None);
+
+    /// The compiled filter of a subscription ([`compile_filter`]).
+    pub fn get(
+        &mut self,
+        subscription: Option<&str>,
+        expression_type: Option<&str>,
+    ) -> Result<Arc<Filter>, FilterError> {
+        let sql = filter::is_sql92(expression_type)?;
+        let text = subscription.unwrap_or("");
+        // A hit allocates nothing; the key is built only on a miss.
+        if let Some(f) = self.maps[usize::from(sql)].get(text) {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(compile_filter(
+            subscription,
+            expression_type,
+            self.sql_enabled,
+        )?);
+        if self.len() >= self.cap {
+            self.maps.iter_mut().for_each(HashMap::clear);
+        }
+        self.maps[usize::from(sql)].insert(text.to_string(), f.clone());
+        Ok(f)
     }
-    let tags: HashSet<i64> = expr
-        .split("||")
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(actormq_protocol::tag_hash)
-        .collect();
-    if tags.is_empty() {
-        return Err(ServiceError::new(
-            ResponseCode::SubscriptionParseFailed,
-            format!("bad tag expression {expr:?}"),
-        ));
+
+    /// Filters held.
+    pub fn len(&self) -> usize {
+        self.maps.iter().map(HashMap::len).sum()
     }
-    Ok(Some(tags))
+
+    /// Whether no filter is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// RocketMQ's `GetMessageStatus` → response code mapping
@@ -292,7 +340,7 @@ type Tx = oneshot::Sender<Result<Reply<PullMessageResponse>, ServiceError>>;
 
 struct Held {
     req: PullMessageRequest,
-    filter: Option<HashSet<i64>>,
+    filter: Arc<Filter>,
     tx: Tx,
 }
 
@@ -302,6 +350,7 @@ pub struct PullHold {
     topics: TopicView,
     config: PullHoldConfig,
     table: HoldTable<Held>,
+    filters: FilterCache,
     stats: PullStats,
     offsets: Option<Recipient<Call<UpdateConsumerOffsetRequest>>>,
     logger: Logger,
@@ -319,12 +368,15 @@ impl PullHold {
         config: PullHoldConfig,
         logger: &Logger,
     ) -> Self {
-        let cap = config.max_held;
+        let (cap, sql) = (config.max_held, config.property_filter);
+        /// Compiled subscriptions kept (distinct expressions).
+        const FILTER_CACHE_CAP: usize = 4096;
         Self {
             store,
             topics,
             config,
             table: HoldTable::new(cap),
+            filters: FilterCache::new(sql, FILTER_CACHE_CAP),
             stats: PullStats::default(),
             offsets: None,
             logger: logger.new(o!("actor" => "PullHold")),
@@ -381,17 +433,27 @@ impl PullHold {
     fn execute(
         &self,
         req: &PullMessageRequest,
-        filter: Option<&HashSet<i64>>,
+        filter: &Filter,
     ) -> (Reply<PullMessageResponse>, bool) {
         let max_count = (req.max_msg_nums as usize).clamp(1, self.config.max_pull_messages.max(1));
-        let r = self.store.get_messages(
+        // Tags: the consume queue's tag hashes (no record read for a
+        // mismatch). SQL92: each record read is evaluated on its
+        // properties, and the reply keeps the matching ones.
+        let mut r = self.store.get_messages(
             &req.topic,
             req.queue_id,
             req.queue_offset,
             max_count,
             self.config.max_pull_bytes,
-            filter,
+            filter.tag_codes(),
         );
+        if let Some(sql) = filter.sql() {
+            r.messages
+                .retain(|m| sql.matches(|k| filter_property(m, k)));
+            if r.status == GetStatus::Found && r.messages.is_empty() {
+                r.status = GetStatus::NoMatchedMessage;
+            }
+        }
         let (code, holdable) = pull_code(r.status, req.queue_offset, r.max_offset);
         let fields = PullMessageResponse {
             next_begin_offset: r.next_begin_offset,
@@ -419,7 +481,7 @@ impl PullHold {
             if h.tx.is_closed() {
                 continue;
             }
-            let (reply, _) = self.execute(&h.req, h.filter.as_ref());
+            let (reply, _) = self.execute(&h.req, &h.filter);
             if reply.code == ResponseCode::PullRetryImmediately && Instant::now() < deadline {
                 // Only messages the filter rejects: keep waiting past them.
                 h.req.queue_offset = reply.fields.next_begin_offset;
@@ -445,7 +507,7 @@ impl PullHold {
             if h.tx.is_closed() {
                 continue;
             }
-            let (reply, _) = self.execute(&h.req, h.filter.as_ref());
+            let (reply, _) = self.execute(&h.req, &h.filter);
             drop(h.tx.send(Ok(reply)));
         }
     }
@@ -507,12 +569,14 @@ impl PullHold {
             return ready(Err(e));
         }
         self.commit_offset(&req);
-        let filter =
-            match parse_tag_filter(req.subscription.as_deref(), req.expression_type.as_deref()) {
-                Ok(f) => f,
-                Err(e) => return ready(Err(e)),
-            };
-        let (reply, holdable) = self.execute(&req, filter.as_ref());
+        let filter = match self
+            .filters
+            .get(req.subscription.as_deref(), req.expression_type.as_deref())
+        {
+            Ok(f) => f,
+            Err(e) => return ready(Err(filter_error(e))),
+        };
+        let (reply, holdable) = self.execute(&req, &filter);
         let hold_for = self.hold_for(&req);
         let (true, Some(hold_for)) = (holdable, hold_for) else {
             return ready(Ok(reply));
@@ -570,23 +634,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tag_filters() {
-        assert_eq!(parse_tag_filter(None, None).unwrap(), None);
-        assert_eq!(parse_tag_filter(Some(" * "), Some("TAG")).unwrap(), None);
-        assert_eq!(parse_tag_filter(Some(""), None).unwrap(), None);
-        let f = parse_tag_filter(Some("TagA || TagB"), None)
-            .unwrap()
-            .unwrap();
-        assert_eq!(f.len(), 2);
-        assert!(f.contains(&actormq_protocol::tag_hash("TagA")));
-        assert!(f.contains(&actormq_protocol::tag_hash("TagB")));
-        assert_eq!(
-            parse_tag_filter(Some("a > 1"), Some("SQL92"))
-                .unwrap_err()
-                .code,
-            ResponseCode::SubscriptionParseFailed
-        );
-        assert!(parse_tag_filter(Some("||"), None).is_err());
+    fn filters_compiled_once_and_refused_with_their_code() {
+        let mut c = FilterCache::new(true, 3);
+        let a = c.get(Some("TagA || TagB"), None).unwrap();
+        let b = c.get(Some("TagA || TagB"), Some("TAG")).unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "compiled once");
+        assert_eq!(a.tag_codes().unwrap().len(), 2);
+        assert!(c.get(Some(" * "), None).unwrap().is_all());
+        let s = c.get(Some("a > 1"), Some("SQL92")).unwrap();
+        assert!(Arc::ptr_eq(
+            &s,
+            &c.get(Some("a > 1"), Some("SQL92")).unwrap()
+        ));
+        assert!(s.sql().is_some() && s.tag_codes().is_none());
+        // The same text as tags is another filter.
+        assert!(c.get(Some("a > 1"), None).unwrap().sql().is_none());
+        assert!(c.len() <= 3);
+        let e = filter_error(c.get(Some("a >"), Some("SQL92")).unwrap_err());
+        assert_eq!(e.code, ResponseCode::SubscriptionParseFailed);
+        let e = filter_error(c.get(Some("||"), None).unwrap_err());
+        assert_eq!(e.code, ResponseCode::SubscriptionParseFailed);
+        let e = filter_error(c.get(Some("a"), Some("XPATH")).unwrap_err());
+        assert_eq!(e.code, ResponseCode::SubscriptionParseFailed);
+        // Property filtering off: SQL92 refused as RocketMQ does, tags not.
+        let mut off = FilterCache::new(false, 8);
+        let e = filter_error(off.get(Some("a > 1"), Some("SQL92")).unwrap_err());
+        assert_eq!(e.code, ResponseCode::SystemError);
+        assert!(e.remark.contains("enable_property_filter"), "{}", e.remark);
+        assert!(off.get(Some("A"), None).is_ok());
     }
 
     #[test]

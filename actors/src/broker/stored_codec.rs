@@ -34,6 +34,16 @@ const RESERVED: [&str; 4] = [
     PROPERTY_DELIVER_AT_MS,
 ];
 
+/// A record's property as a subscription filter sees it, the same as
+/// [`Message::property`] on the client: `TAGS`, `KEYS` and user
+/// properties (the delay fields are not properties there).
+pub fn filter_property<'a>(view: &'a MessageView, key: &str) -> Option<&'a str> {
+    match key {
+        PROPERTY_DELAY | PROPERTY_DELIVER_AT_MS => None,
+        _ => view.property(key),
+    }
+}
+
 /// The address used where a record has no host (in-process sends).
 pub const UNKNOWN_HOST: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);

@@ -611,10 +611,27 @@ async fn tag_filtering() {
     let r = node.pull(topic, 2, 0, 0, Some("none")).await.unwrap();
     assert_eq!(r.code, ResponseCode::PullRetryImmediately);
     assert_eq!(r.fields.next_begin_offset, 30);
-    let mut req = pull_req(topic, 2, 0, 0, Some("a > 1"));
+    // A bad SQL92 expression is refused; a good one filters by property
+    // (these messages have none: nothing matches, retry from past them).
+    let mut req = pull_req(topic, 2, 0, 0, Some("a > 1;"));
     req.expression_type = Some("SQL92".into());
-    let e = node.pull.send(Call::new(req)).await.unwrap().unwrap_err();
+    let e = node
+        .pull
+        .send(Call::new(req.clone()))
+        .await
+        .unwrap()
+        .unwrap_err();
     assert_eq!(e.code, ResponseCode::SubscriptionParseFailed);
+    req.subscription = Some("a > 1".into());
+    let r = node.pull.send(Call::new(req)).await.unwrap().unwrap();
+    assert_eq!(r.code, ResponseCode::PullRetryImmediately);
+    assert_eq!(r.fields.next_begin_offset, 30);
+    let mut req = pull_req(topic, 2, 0, 0, Some("TAGS = 'odd'"));
+    req.expression_type = Some("SQL92".into());
+    let r = node.pull.send(Call::new(req)).await.unwrap().unwrap();
+    let got = batch::decode_stored(&r.body).unwrap();
+    assert_eq!(got.len(), 15);
+    assert!(got.iter().all(|m| m.message.tags.as_deref() == Some("odd")));
     node.stop().await;
 }
 

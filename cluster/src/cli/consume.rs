@@ -37,7 +37,9 @@ pub struct ConsumeArgs {
     /// Tag expression: `*` or `A || B`.
     #[arg(long, value_name = "EXPR", default_value = "*", conflicts_with = "sql")]
     pub tag_expr: String,
-    /// SQL92 filter over user properties.
+    /// SQL92 filter over message properties, evaluated by the broker:
+    /// `=, <>, <, <=, >, >=, AND, OR, NOT, IN, BETWEEN, IS [NOT] NULL`,
+    /// 'strings', numbers, TRUE/FALSE (e.g. "a > 5 AND b IN ('x','y')").
     #[arg(long, value_name = "EXPR")]
     pub sql: Option<String>,
     /// Start position of a new group: last, first, or a timestamp (ms).
@@ -141,8 +143,10 @@ pub async fn run_consume(
 ) -> Result<(), CliError> {
     let namesrv = common.namesrv.join(",");
     let as_json = common.json;
-    if args.sql.is_some() {
-        return Err(super::not_available("consume --sql (SQL92 filters)"));
+    // A bad expression is refused here, before anything is sent.
+    if let Some(sql) = &args.sql {
+        actormq_sdk::protocol::filter::SqlExpr::compile(sql)
+            .map_err(|e| CliError(format!("--sql: {e}")))?;
     }
     if args.orderly {
         return Err(super::not_available(
@@ -182,9 +186,12 @@ pub async fn run_consume(
             ConsumeResult::Success
         }
     };
-    let mut builder = PushConsumerBuilder::new(&args.group)
-        .namesrv(&namesrv)
-        .subscribe(&args.topic, &args.tag_expr)
+    let mut builder = PushConsumerBuilder::new(&args.group).namesrv(&namesrv);
+    builder = match &args.sql {
+        Some(sql) => builder.subscribe_sql(&args.topic, sql),
+        None => builder.subscribe(&args.topic, &args.tag_expr),
+    };
+    let mut builder = builder
         .consume_from(from)
         .logger(logger.clone())
         .configure(|c| c.later_delay_ms = 500)

@@ -69,7 +69,7 @@ pub(crate) async fn pull_queue(
         commit_offset: None,
         suspend_timeout_ms: suspend.as_millis() as u64,
         subscription: (!filter.is_all()).then(|| filter.expression().to_string()),
-        expression_type: (!filter.is_all()).then(|| "TAG".to_string()),
+        expression_type: (!filter.is_all()).then(|| filter.expression_type().to_string()),
     };
     let mut reply = client.call_pull(addr, req.clone()).await;
     let retry = match &reply {
@@ -104,7 +104,7 @@ pub(crate) async fn pull_queue(
             let total = msgs.len();
             let messages: Vec<StoredMessage> = msgs
                 .into_iter()
-                .filter(|m| filter.matches(m.message.tags.as_deref()))
+                .filter(|m| filter.matches(&m.message))
                 .collect();
             let status = if messages.is_empty() && total > 0 {
                 PullStatus::NoMatchedMsg
@@ -313,7 +313,7 @@ impl PullConsumer {
         tag_expr: &str,
         suspend: Duration,
     ) -> Result<PullResult, ConsumerError> {
-        let filter = TagFilter::parse(tag_expr);
+        let filter = TagFilter::parse(tag_expr)?;
         pull_queue(&self.client, &self.group, mq, offset, max, &filter, suspend).await
     }
 

@@ -40,9 +40,10 @@
 //!   stopped, what it cached dropped undelivered, no old offset committed),
 //!   the new offset is committed, and a rebalance takes the queue again
 //!   from there; no restart;
-//! - one **pull loop** per queue: long-polling pulls with the tag
-//!   subscription (the broker filters by tag hash; the client rechecks the
-//!   tag string), paused while the queue's [`ProcessQueue`] holds 1000
+//! - one **pull loop** per queue: long-polling pulls with the
+//!   subscription (tags: the broker filters by tag hash, the client
+//!   rechecks the tag string; SQL92: the broker evaluates it, the client
+//!   rechecks with the same code), paused while the queue's [`ProcessQueue`] holds 1000
 //!   messages or 100 MiB (or spans 2000 offsets);
 //! - the **listener** runs in `spawn_blocking`, at most `workers` at once.
 //!
@@ -160,6 +161,9 @@ pub struct PushConsumerConfig {
     pub namesrv: Vec<String>,
     /// Topic → tag expression (`*`, `A || B`).
     pub subscriptions: BTreeMap<String, String>,
+    /// Topic → SQL92 expression over properties (a topic is in one of
+    /// the two maps, not both).
+    pub sql_subscriptions: BTreeMap<String, String>,
     /// Clustering (default) or broadcasting.
     pub message_model: MessageModelConfig,
     /// Start position of a new group.
@@ -214,6 +218,7 @@ impl Default for PushConsumerConfig {
             group: String::new(),
             namesrv: vec!["127.0.0.1:9876".into()],
             subscriptions: BTreeMap::new(),
+            sql_subscriptions: BTreeMap::new(),
             message_model: MessageModelConfig::Clustering,
             consume_from: ConsumeFrom::Last,
             allocate_strategy: "average".into(),
@@ -251,6 +256,24 @@ impl PushConsumerConfig {
                 )));
             }
         })
+    }
+
+    /// The compiled subscriptions by topic; a bad expression, or a topic
+    /// subscribed both by tags and by SQL92, is refused.
+    fn filters(&self) -> Result<BTreeMap<String, TagFilter>, ConsumerError> {
+        let mut filters = BTreeMap::new();
+        for (topic, expr) in &self.subscriptions {
+            filters.insert(topic.clone(), TagFilter::parse(expr)?);
+        }
+        for (topic, expr) in &self.sql_subscriptions {
+            if filters.contains_key(topic) {
+                return Err(ConsumerError::Config(format!(
+                    "topic {topic} is subscribed both by tags and by SQL92"
+                )));
+            }
+            filters.insert(topic.clone(), TagFilter::sql(expr)?);
+        }
+        Ok(filters)
     }
 }
 
@@ -320,6 +343,16 @@ impl PushConsumerBuilder {
         self
     }
 
+    /// Subscribes to `topic` with a SQL92 expression over message
+    /// properties (`a > 5 AND b IN ('x', 'y')`), evaluated by the broker;
+    /// a bad expression fails [`start`](Self::start).
+    pub fn subscribe_sql(mut self, topic: &str, expr: &str) -> Self {
+        self.config
+            .sql_subscriptions
+            .insert(topic.to_string(), expr.to_string());
+        self
+    }
+
     /// Broadcasting instead of clustering.
     pub fn broadcasting(mut self) -> Self {
         self.config.message_model = MessageModelConfig::Broadcasting;
@@ -384,9 +417,10 @@ impl PushConsumerBuilder {
         if cfg.group.is_empty() {
             return Err(ConsumerError::Config("empty consumer group".into()));
         }
-        if cfg.subscriptions.is_empty() {
+        if cfg.subscriptions.is_empty() && cfg.sql_subscriptions.is_empty() {
             return Err(ConsumerError::Config("no subscription".into()));
         }
+        let filters = cfg.filters()?;
         let listener = self
             .listener
             .ok_or_else(|| ConsumerError::Config("no listener".into()))?;
@@ -424,11 +458,6 @@ impl PushConsumerBuilder {
             },
             Duration::from_millis(cfg.pull_suspend_ms + 5_000),
         )?;
-        let filters = cfg
-            .subscriptions
-            .iter()
-            .map(|(t, e)| (t.clone(), TagFilter::parse(e)))
-            .collect();
         let local = (cfg.message_model == MessageModelConfig::Broadcasting).then(|| {
             let dir = match &cfg.instance_name {
                 Some(name) => cfg.offset_dir.join(
@@ -481,7 +510,7 @@ impl PushConsumerBuilder {
         // first rebalance (it starts the pull services, which wait for the
         // service actor), then the service actor, before returning.
         let begun = async {
-            for topic in core.cfg.subscriptions.keys() {
+            for topic in core.filters.keys() {
                 core.client.refresh(topic).await?;
             }
             Ok::<_, ConsumerError>(())
@@ -492,9 +521,10 @@ impl PushConsumerBuilder {
             core.client.close();
             return Err(e);
         }
-        // A broker that does not know the group (and does not create
-        // groups on first use) refuses the consumer: fail the start with
-        // its remark instead of idling with no queues.
+        // A broker refusing the consumer (a group it does not know and does
+        // not create on first use, a bad subscription expression, or SQL92
+        // with property filtering off) fails the start with its remark
+        // instead of idling with no queues, as RocketMQ's client check does.
         if let Err(e) = core.heartbeat_checked().await {
             core.supervisor.do_send(StopSupervisor);
             core.client.close();
@@ -600,7 +630,7 @@ impl Actor for ConsumerService {
             let core = self.core.clone();
             ctx.wait(
                 async move {
-                    core.heartbeat().await;
+                    let _ = core.heartbeat().await;
                     core.rebalance().await;
                 }
                 .into_actor(self)
@@ -618,10 +648,10 @@ impl Actor for ConsumerService {
             let core = act.core.clone();
             ctx.spawn(
                 async move {
-                    for topic in core.cfg.subscriptions.keys() {
+                    for topic in core.filters.keys() {
                         let _ = core.client.refresh(topic).await;
                     }
-                    core.heartbeat().await;
+                    let _ = core.heartbeat().await;
                 }
                 .into_actor(act),
             );
@@ -1068,8 +1098,9 @@ impl Core {
     }
 
     /// Heartbeats every broker; keeps the group config of the replies.
-    /// Fails only when a broker refuses the group
-    /// (`SUBSCRIPTION_GROUP_NOT_EXIST`); other failures are logged.
+    /// Fails only when a broker refuses the consumer: the group
+    /// (`SUBSCRIPTION_GROUP_NOT_EXIST`) or a subscription (a bad expression,
+    /// or SQL92 with property filtering off); other failures are logged.
     async fn heartbeat_checked(&self) -> Result<(), ServiceError> {
         let data = ConsumerData {
             group_name: self.cfg.group.clone(),
@@ -1106,7 +1137,10 @@ impl Core {
                 }
                 Err(e) => {
                     warn!(self.logger, "heartbeat failed"; "broker" => %broker, "error" => %e);
-                    if e.code == ResponseCode::SubscriptionGroupNotExist {
+                    let subscription = e.code == ResponseCode::SubscriptionParseFailed
+                        || (e.code == ResponseCode::SystemError && e.remark.contains("SQL92"));
+                    let refusal = e.code == ResponseCode::SubscriptionGroupNotExist || subscription;
+                    if refusal && refused.is_ok() {
                         refused = Err(e);
                     }
                 }
@@ -1116,7 +1150,7 @@ impl Core {
     }
 
     async fn rebalance(self: &Arc<Self>) {
-        for topic in self.cfg.subscriptions.keys() {
+        for topic in self.filters.keys() {
             let all = match self.client.queues(topic).await {
                 Ok(q) => q,
                 Err(e) => {
@@ -1135,7 +1169,7 @@ impl Core {
                     // The broker does not know us (e.g. it restarted since
                     // our last heartbeat): heartbeat, ask again, and keep
                     // our queues for now if we are still not listed.
-                    self.heartbeat().await;
+                    let _ = self.heartbeat().await;
                     ids = self.members(topic, &all).await;
                 }
                 match ids {
