@@ -234,10 +234,8 @@ impl OffsetManager {
 
     /// Stages the table now (change order) and writes it on a blocking
     /// thread, coalesced with other writes of the file.
-    fn write(&self) -> actix_rt::task::JoinHandle<Result<(), persist::PersistError>> {
-        let state = std::sync::Arc::clone(&self.state);
-        let staged = state.stage(&self.table);
-        actix_rt::task::spawn_blocking(move || state.wait(staged?))
+    fn write(&self) -> impl Future<Output = Result<(), persist::PersistError>> + use<> {
+        self.state.persist(&self.table)
     }
 
     fn persist_async(&mut self, ctx: &mut Context<Self>) {
@@ -249,7 +247,7 @@ impl OffsetManager {
         let write = self.write();
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(write).map(move |res, act, _ctx| {
-                if !matches!(res, Ok(Ok(()))) {
+                if res.is_err() {
                     error!(logger, "cannot persist consumer offsets; will retry");
                     act.dirty = true;
                 }
@@ -307,16 +305,11 @@ impl OffsetManager {
         self.dirty = false;
         let write = self.write();
         Box::pin(
-            actix::fut::wrap_future::<_, Self>(write).map(|res, act, _| match res {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => {
+            actix::fut::wrap_future::<_, Self>(write).map(|res, act, _| {
+                res.map_err(|e| {
                     act.dirty = true;
-                    Err(ServiceError::system(e.to_string()))
-                }
-                Err(e) => {
-                    act.dirty = true;
-                    Err(ServiceError::system(e.to_string()))
-                }
+                    ServiceError::system(e.to_string())
+                })
             }),
         )
     }

@@ -4,7 +4,8 @@
 //! Every file has one [`StateFile`] per process ([`StateFile::for_path`]),
 //! shared by every writer of it (actor restarts included). A change is
 //! [`StateFile::stage`]d (the newest staged state replaces an older one not
-//! yet written) and then [`StateFile::wait`]ed for on a blocking thread:
+//! yet written) and then [`StateFile::wait`]ed for on a blocking thread
+//! ([`StateFile::persist`] does both):
 //! one write is in flight per file; whoever waits while none is writes the
 //! newest staged state, so changes made during a write are coalesced into
 //! the next one, no staged state is lost, and an older state is never
@@ -26,9 +27,12 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 
+use actix::prelude::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use slog::{Logger, error, warn};
+
+use crate::runtime::ServiceError;
 
 /// Why a state file could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -262,6 +266,51 @@ impl StateFile {
             self.written.notify_all();
         }
     }
+}
+
+impl StateFile {
+    /// Stages `value` now (call in change order) and resolves once it, or
+    /// a newer state, is on disk; the write runs on a blocking thread.
+    pub fn persist<T: Serialize>(
+        self: &Arc<Self>,
+        value: &T,
+    ) -> impl Future<Output = Result<(), PersistError>> + use<T> {
+        let state = Arc::clone(self);
+        let staged = state.stage(value);
+        async move {
+            let seq = staged?;
+            let path = state.path.clone();
+            actix_rt::task::spawn_blocking(move || state.wait(seq))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(PersistError::Io {
+                        path,
+                        source: io::Error::other(e.to_string()),
+                    })
+                })
+        }
+    }
+}
+
+/// The reply of a change an actor acknowledges only once its state file
+/// holds it: `write` (from [`StateFile::persist`]) done, or a failed write
+/// logged (naming `what`), the actor stopped (its supervisor reloads the
+/// last good file) and `SYSTEM_ERROR` answered.
+pub fn written_or_stop<A>(
+    write: impl Future<Output = Result<(), PersistError>> + 'static,
+    logger: Logger,
+    what: &'static str,
+) -> impl ActorFuture<A, Output = Result<(), ServiceError>>
+where
+    A: Actor<Context = Context<A>>,
+{
+    actix::fut::wrap_future::<_, A>(write).map(move |res, _act, ctx| {
+        res.map_err(|e| {
+            error!(logger, "cannot persist state"; "what" => what, "error" => %e);
+            ctx.stop();
+            ServiceError::system(format!("cannot persist {what}: {e}"))
+        })
+    })
 }
 
 /// Stages `value` for `path` and waits until it (or a newer state) is on

@@ -24,7 +24,7 @@ use actormq_protocol::request::{
     Empty, GetAllSubscriptionGroupRequest, SubscriptionGroupConfig,
 };
 use serde::{Deserialize, Serialize};
-use slog::{Logger, error, info, o};
+use slog::{Logger, info, o};
 
 use super::error_map::subscription_group_not_exist;
 use super::persist;
@@ -241,21 +241,8 @@ impl SubscriptionGroupManager {
     /// Persists the table off the event loop; resolves once the file is
     /// written. A failed write stops the actor (the supervisor reloads).
     fn changed(&mut self) -> impl ActorFuture<Self, Output = Result<(), ServiceError>> + use<> {
-        let state = Arc::clone(&self.state);
-        let staged = state.stage(&self.table);
-        let write = actix_rt::task::spawn_blocking(move || state.wait(staged?));
-        actix::fut::wrap_future::<_, Self>(write).map(|res, act: &mut Self, ctx| {
-            let err = match res {
-                Ok(Ok(())) => return Ok(()),
-                Ok(Err(e)) => e.to_string(),
-                Err(e) => e.to_string(),
-            };
-            error!(act.logger, "cannot persist subscription groups"; "error" => &err);
-            ctx.stop();
-            Err(ServiceError::system(format!(
-                "cannot persist subscription groups: {err}"
-            )))
-        })
+        let write = self.state.persist(&self.table);
+        persist::written_or_stop(write, self.logger.clone(), "subscription groups")
     }
 }
 

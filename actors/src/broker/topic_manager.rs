@@ -20,7 +20,7 @@ use actormq_protocol::request::{
     GetAllTopicConfigRequest, Perm, TopicConfig,
 };
 use serde::{Deserialize, Serialize};
-use slog::{Logger, error, info, o};
+use slog::{Logger, info, o};
 
 use super::persist;
 use crate::runtime::guard::{Guarded, GuardedReply, Poison, guarded};
@@ -235,21 +235,8 @@ impl TopicManager {
         }
         // Staged here, in change order; written (coalesced with later
         // changes, one write in flight) on a blocking thread.
-        let state = Arc::clone(&self.state);
-        let staged = state.stage(&*table);
-        let write = actix_rt::task::spawn_blocking(move || state.wait(staged?));
-        actix::fut::wrap_future::<_, Self>(write).map(|res, act: &mut Self, ctx| {
-            let err = match res {
-                Ok(Ok(())) => return Ok(()),
-                Ok(Err(e)) => e.to_string(),
-                Err(e) => e.to_string(),
-            };
-            error!(act.logger, "cannot persist topics"; "error" => &err);
-            ctx.stop();
-            Err(ServiceError::system(format!(
-                "cannot persist topics: {err}"
-            )))
-        })
+        let write = self.state.persist(&*table);
+        persist::written_or_stop(write, self.logger.clone(), "topics")
     }
 }
 
