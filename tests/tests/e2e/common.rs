@@ -331,3 +331,34 @@ pub async fn pull_all_at_least(
         assert_eq!(fields.next_begin_offset, next, "next_begin_offset");
     }
 }
+
+// ------------------------------------------------------------- the CLI
+
+/// Runs the `actormq` CLI against the name server `namesrv` with `args`
+/// (stdin closed) and returns what it did.
+pub fn actormq(namesrv: impl std::fmt::Display, args: &[&str]) -> std::process::Output {
+    let exe = actormq_tests::node::bin_dir()
+        .expect("binaries built")
+        .join("actormq");
+    std::process::Command::new(&exe)
+        .arg("-n")
+        .arg(namesrv.to_string())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", exe.display()))
+}
+
+/// The stdout JSON lines of a successful run.
+pub fn json_lines(out: &std::process::Output) -> Vec<serde_json::Value> {
+    assert!(
+        out.status.success(),
+        "exit {:?}, stderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect()
+}

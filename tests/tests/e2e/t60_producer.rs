@@ -6,13 +6,13 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use actormq_protocol::{Message, StoredMessage};
 use actormq_sdk::{ClientError, Producer, ProducerBuilder, SendStatus};
 use actormq_tests::eventually;
-use actormq_tests::node::{Bin, NodeProcess, bin_dir};
+use actormq_tests::node::{Bin, NodeProcess};
 
 use crate::common::*;
 
@@ -299,33 +299,6 @@ async fn t60_cached_routes_keep_a_producer_sending_while_the_namesrv_is_down() {
 
 // ------------------------------------------------------------------- CLI
 
-fn actormq(namesrv: SocketAddr, args: &[&str]) -> Output {
-    let exe = bin_dir().expect("binaries built").join("actormq");
-    Command::new(&exe)
-        .arg("-n")
-        .arg(namesrv.to_string())
-        .arg("--timeout-ms")
-        .arg(SEND_TIMEOUT.as_millis().to_string())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("run {}: {e}", exe.display()))
-}
-
-/// The stdout JSON lines of a successful run.
-fn json_lines(out: &Output) -> Vec<serde_json::Value> {
-    assert!(
-        out.status.success(),
-        "exit {:?}, stderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
-        .collect()
-}
-
 /// The one stderr line of a failed run.
 fn failure_line(out: &Output) -> String {
     assert!(!out.status.success(), "should fail: {out:?}");
@@ -572,4 +545,12 @@ async fn t60_a_user_queue_selector_picks_the_queue() {
         p.shutdown().await;
     })
     .await;
+}
+
+/// The CLI with this module's timeout.
+fn actormq(namesrv: SocketAddr, args: &[&str]) -> Output {
+    let timeout = SEND_TIMEOUT.as_millis().to_string();
+    let mut all = vec!["--timeout-ms", timeout.as_str()];
+    all.extend_from_slice(args);
+    crate::common::actormq(namesrv, &all)
 }

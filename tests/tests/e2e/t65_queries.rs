@@ -3,37 +3,11 @@
 //! (spec/cli.md), and the SDK's `MessageQuery` by queue and offset.
 
 use std::net::SocketAddr;
-use std::process::{Command, Output, Stdio};
 
 use actormq_protocol::MessageQueue;
 use actormq_sdk::MessageQuery;
-use actormq_tests::node::bin_dir;
 
 use crate::common::*;
-
-fn actormq(namesrv: SocketAddr, args: &[&str]) -> Output {
-    let exe = bin_dir().expect("binaries built").join("actormq");
-    Command::new(&exe)
-        .arg("-n")
-        .arg(namesrv.to_string())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("run {}: {e}", exe.display()))
-}
-
-fn json_lines(out: &Output) -> Vec<serde_json::Value> {
-    assert!(
-        out.status.success(),
-        "exit {:?}, stderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
-        .collect()
-}
 
 /// Sends one message with `keys` and `body`; returns its JSON result line.
 fn produce(ns: SocketAddr, topic: &str, keys: &str, body: &str) -> serde_json::Value {

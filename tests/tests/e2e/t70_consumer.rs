@@ -24,7 +24,9 @@ use actormq_sdk::consumer::{
 };
 use actormq_tests::client::Client;
 
-use crate::common::{NO_ARGS, bounded, combined, connect, create_topic, max_offset, wait_route};
+use crate::common::{
+    NO_ARGS, actormq, bounded, combined, connect, create_topic, json_lines, max_offset, wait_route,
+};
 
 /// Creates `topic` on the combined node's broker (`broker-a`) and waits
 /// until its name server routes it, so a consumer started next finds it.
@@ -486,32 +488,6 @@ async fn t70_restarted_consumer_continues_from_committed_offset() {
 }
 
 // ------------------------------------------------------------------- CLI
-
-fn actormq(namesrv: SocketAddr, args: &[&str]) -> std::process::Output {
-    let exe = actormq_tests::node::bin_dir()
-        .expect("binaries built")
-        .join("actormq");
-    std::process::Command::new(&exe)
-        .arg("-n")
-        .arg(namesrv.to_string())
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("run {}: {e}", exe.display()))
-}
-
-fn json_lines(out: &std::process::Output) -> Vec<serde_json::Value> {
-    assert!(
-        out.status.success(),
-        "exit {:?}, stderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
-        .collect()
-}
 
 #[actix_rt::test]
 async fn t70_cli_consume_paused_past_idle_reads_its_backlog_on_resume() {

@@ -26,7 +26,8 @@ use actormq_tests::client::Client;
 use actormq_tests::now_ms;
 
 use crate::common::{
-    NO_ARGS, bounded, combined, connect, create_topic, max_offset, pull_all_at_least, wait_route,
+    NO_ARGS, actormq, bounded, combined, connect, create_topic, max_offset, pull_all_at_least,
+    wait_route,
 };
 
 const QUEUES: u32 = 2;
@@ -220,19 +221,6 @@ async fn wait_drained(broker: SocketAddr, group: &str, topic: &str, consumer: &P
         );
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-fn actormq(namesrv: SocketAddr, args: &[&str]) -> std::process::Output {
-    let exe = actormq_tests::node::bin_dir()
-        .expect("binaries built")
-        .join("actormq");
-    std::process::Command::new(&exe)
-        .arg("-n")
-        .arg(namesrv.to_string())
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("run {}: {e}", exe.display()))
 }
 
 /// `admin offset reset --json`: the new offset of each queue, by queue id.

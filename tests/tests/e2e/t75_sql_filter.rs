@@ -20,8 +20,8 @@ use actormq_tests::client::Client;
 use actormq_tests::node::{Bin, NodeProcess};
 
 use crate::common::{
-    NO_ARGS, bounded, combined, connect, create_topic, max_offset, pull_request, wait_max_offset,
-    wait_route,
+    NO_ARGS, actormq, bounded, combined, connect, create_topic, max_offset, pull_request,
+    wait_max_offset, wait_route,
 };
 
 /// Which message numbers an expression should select.
@@ -85,23 +85,11 @@ fn expected(topic: &str, pred: impl Fn(usize) -> bool) -> BTreeSet<String> {
         .collect()
 }
 
-fn actormq(namesrv: &str, args: &[&str]) -> std::process::Output {
-    let exe = actormq_tests::node::bin_dir()
-        .expect("binaries built")
-        .join("actormq");
-    std::process::Command::new(&exe)
-        .args(["-n", namesrv])
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("run {}: {e}", exe.display()))
-}
-
 /// Runs `actormq consume --sql EXPR` from the first offset until idle;
 /// the bodies it printed.
 fn consume_sql(namesrv: SocketAddr, topic: &str, group: &str, sql: &str) -> Vec<String> {
     let out = actormq(
-        &namesrv.to_string(),
+        namesrv,
         &[
             "consume",
             "-t",
@@ -364,7 +352,7 @@ async fn t75_property_filter_off_refuses_sql_subscriptions() {
 
         // The CLI (through the SDK's start): one line, non-zero.
         let out = actormq(
-            &ns.to_string(),
+            ns,
             &[
                 "consume",
                 "-t",

@@ -4,7 +4,6 @@
 //! being refused (`broker.auto_create_subscription_group = false`).
 
 use std::net::SocketAddr;
-use std::process::Output;
 
 use actormq_protocol::Bytes;
 use actormq_protocol::ResponseCode;
@@ -13,35 +12,10 @@ use actormq_protocol::request::{
 };
 use actormq_sdk::consumer::{ConsumeResult, PushConsumerBuilder};
 use actormq_tests::node::{Bin, NodeProcess};
-use serde_json::Value;
 
-use crate::common::{NO_ARGS, bounded, combined, connect, create_topic, wait_route};
-
-fn actormq(namesrv: SocketAddr, args: &[&str]) -> Output {
-    let exe = actormq_tests::node::bin_dir()
-        .expect("binaries built")
-        .join("actormq");
-    std::process::Command::new(&exe)
-        .arg("-n")
-        .arg(namesrv.to_string())
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("run {}: {e}", exe.display()))
-}
-
-fn json_lines(out: &Output) -> Vec<Value> {
-    assert!(
-        out.status.success(),
-        "exit {:?}, stderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
-        .collect()
-}
+use crate::common::{
+    NO_ARGS, actormq, bounded, combined, connect, create_topic, json_lines, wait_route,
+};
 
 /// `group list --json`: `(group, orderly, retry_max)` per line.
 fn listed(namesrv: SocketAddr) -> Vec<(String, bool, u64)> {

@@ -3,24 +3,9 @@
 //! message and report no errors.
 
 use std::net::SocketAddr;
-use std::process::{Command, Output, Stdio};
-
-use actormq_tests::node::bin_dir;
+use std::process::Output;
 
 use crate::common::*;
-
-fn actormq(namesrv: SocketAddr, args: &[&str]) -> Output {
-    let exe = bin_dir().expect("binaries built").join("actormq");
-    Command::new(&exe)
-        .arg("-n")
-        .arg(namesrv.to_string())
-        .arg("--timeout-ms")
-        .arg("10000")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("run {}: {e}", exe.display()))
-}
 
 /// The summary (last stdout line) of a successful run, checked field by
 /// field.
@@ -133,4 +118,12 @@ async fn t81_bench_rate_paces_produce_and_e2e() {
         assert!(!zero.status.success(), "--rate 0 must be refused");
     })
     .await;
+}
+
+/// The CLI with this module's timeout.
+fn actormq(namesrv: SocketAddr, args: &[&str]) -> Output {
+    let timeout = "10000".to_string();
+    let mut all = vec!["--timeout-ms", timeout.as_str()];
+    all.extend_from_slice(args);
+    crate::common::actormq(namesrv, &all)
 }
