@@ -6,13 +6,12 @@
 
 use std::time::Duration;
 
-use actix_rt::time::{Instant, interval};
 use actormq_sdk::ProducerBuilder;
-use actormq_sdk::consumer::{ConsumeFrom, ConsumeResult, PullConsumer, PushConsumerBuilder};
+use actormq_sdk::consumer::{ConsumeFrom, ConsumeResult, PushConsumerBuilder};
 use actormq_sdk::protocol::Message;
 use tokio::sync::mpsc::unbounded_channel;
 
-use crate::wait::recv_n;
+use crate::wait::{caught_up, recv_n, rest};
 
 /// What the scenario saw.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -65,28 +64,12 @@ pub async fn run(n: usize) -> Result<TagFilterReport, Box<dyn std::error::Error>
     // ANCHOR_END: push
     let mut delivered = recv_n(&mut rx, 2 * n, Duration::from_secs(20)).await;
 
-    // Wait (bounded) until the group has consumed every queue to its end:
-    // the skipped `created` messages have no delivery to wait for, so ask
-    // for a commit and compare the committed offsets with the queue ends.
-    let log = slog::Logger::root(slog::Discard, slog::o!());
-    let probe = PullConsumer::new("billing", &namesrv, log)?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut tick = interval(Duration::from_millis(100));
-    let mut caught_up = false;
-    while !caught_up && Instant::now() < deadline {
-        tick.tick().await;
-        consumer.commit_now().await;
-        caught_up = true;
-        for mq in probe.fetch_queues("orders").await? {
-            let end = probe.max_offset(&mq).await?;
-            caught_up &= probe.committed(&mq).await? == Some(end);
-        }
-    }
+    // Wait (bounded) until the group has consumed every queue to its end
+    // (the skipped `created` messages have no delivery to wait for).
+    let caught_up = caught_up(&consumer, &namesrv, "billing", "orders").await?;
     consumer.shutdown().await;
-    // Anything delivered meanwhile counts too.
-    while let Ok(item) = rx.try_recv() {
-        delivered.push(item);
-    }
+    // Anything delivered meanwhile counts too (a duplicate would show).
+    delivered.extend(rest(&mut rx));
     delivered.sort();
     example.node.shutdown().await;
     Ok(TagFilterReport {

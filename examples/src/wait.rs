@@ -37,3 +37,32 @@ pub fn rest<T>(rx: &mut UnboundedReceiver<T>) -> Vec<T> {
 pub fn body_text(m: &actormq_sdk::protocol::StoredMessage) -> String {
     String::from_utf8_lossy(&m.message.body).into_owned()
 }
+
+/// Waits (at most 20 s) until `consumer`'s group has consumed every queue
+/// of `topic` to its end: asks it to commit and compares the committed
+/// offsets with the queue ends. For filtered subscriptions, whose skipped
+/// messages have no delivery to wait for. Returns whether it caught up.
+pub async fn caught_up(
+    consumer: &actormq_sdk::consumer::PushConsumer,
+    namesrv: &str,
+    group: &str,
+    topic: &str,
+) -> Result<bool, Box<dyn std::error::Error>> {
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    let probe = actormq_sdk::consumer::PullConsumer::new(group, namesrv, log)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut tick = actix_rt::time::interval(Duration::from_millis(100));
+    while Instant::now() < deadline {
+        tick.tick().await;
+        consumer.commit_now().await;
+        let mut all = true;
+        for mq in probe.fetch_queues(topic).await? {
+            let end = probe.max_offset(&mq).await?;
+            all &= probe.committed(&mq).await? == Some(end);
+        }
+        if all {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
