@@ -444,18 +444,18 @@ impl NodeProcess {
     /// land a moment after the event it reports) and returns them; panics
     /// with the tail after `within`.
     pub async fn wait_log(&self, needle: &str, lines: usize, within: Duration) -> String {
-        let deadline = std::time::Instant::now() + within;
-        loop {
+        crate::eventually(within, || {
             let log = self.stderr_tail(lines);
-            if log.contains(needle) {
-                return log;
+            async move {
+                if log.contains(needle) {
+                    Ok(log)
+                } else {
+                    Err(format!("no {needle:?} in the node's log:\n{log}"))
+                }
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no {needle:?} in the node's log within {within:?}:\n{log}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Path of the captured stderr.

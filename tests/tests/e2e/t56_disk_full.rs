@@ -7,7 +7,6 @@ use std::process::Command;
 
 use actormq_protocol::request::{PullMessageResponse, SendMessageResponse};
 use actormq_protocol::{Bytes, ResponseCode};
-use actormq_tests::eventually;
 use actormq_tests::node::{Bin, NodeProcess};
 
 use crate::common::*;
@@ -109,18 +108,7 @@ async fn t56_full_data_dir_answers_disk_full_and_the_node_keeps_serving() {
         assert_eq!(fields.next_begin_offset, last + 1);
         assert!(!got.is_empty());
         // The node logs through an async drain: wait for the line.
-        eventually(CONVERGE, || {
-            let log = node.stderr_tail(400);
-            async move {
-                if log.contains("disk full") {
-                    Ok(())
-                } else {
-                    Err(format!("no \"disk full\" logged yet:\n{log}"))
-                }
-            }
-        })
-        .await
-        .expect("the full disk is logged");
+        node.wait_log("disk full", 400, CONVERGE).await;
 
         // Not a page left. A small message still fits the active segment,
         // and its queue's first consume-queue file cannot be made: before
@@ -142,18 +130,9 @@ async fn t56_full_data_dir_answers_disk_full_and_the_node_keeps_serving() {
             .ok()
             .expect("a small message fits the active segment");
         assert_eq!(r.queue_offset, 0);
-        eventually(CONVERGE, || {
-            let log = node.stderr_tail(400);
-            async move {
-                if log.contains("dispatch stopped: disk full") {
-                    Ok(())
-                } else {
-                    Err("no failed dispatch yet".to_string())
-                }
-            }
-        })
-        .await
-        .expect("the dispatcher hit the full disk");
+        // The dispatcher hit the full disk.
+        node.wait_log("dispatch stopped: disk full", 400, CONVERGE)
+            .await;
         assert!(node.is_alive(), "the node must survive a full disk");
         // Space again: the dispatcher catches up by itself.
         std::fs::remove_file(&filler).unwrap();
