@@ -59,6 +59,7 @@
 //! | [`message`] | [`Message`], [`StoredMessage`], [`Delay`], [`MessageQueue`] |
 //! | [`message_id`] | [`MessageId`] hex encoding |
 //! | [`unique_key`] | [`UniqueKeyGenerator`] |
+//! | [`system_topic`] | `%RETRY%`, `%DLQ%`, `SCHEDULE_TOPIC_XXXX` and their properties |
 //! | [`tag_hash`](mod@tag_hash) | [`tag_hash()`](fn@tag_hash) (Java `String.hashCode`) |
 //! | [`filter`] | subscription filters: tags and SQL92, compiled once |
 //! | [`batch`] | the batch body encoding; [`batch::MessageRef`] borrowed view |
@@ -78,6 +79,7 @@ pub mod message;
 pub mod message_id;
 mod mpack;
 pub mod request;
+pub mod system_topic;
 pub mod tag_hash;
 pub mod unique_key;
 pub mod validate;

@@ -58,7 +58,12 @@ use actix::prelude::*;
 use actormq_protocol::request::{
     SendBatchMessageRequest, SendBatchMessageResponse, SendMessageRequest, SendMessageResponse,
 };
-use actormq_protocol::{BatchCheck, MessageId, MessageIdEncoder, ResponseCode, validate_message};
+use actormq_protocol::system_topic::{
+    self, PROPERTY_REAL_QUEUE_ID, PROPERTY_REAL_TOPIC, SCHEDULE_TOPIC,
+};
+use actormq_protocol::{
+    BatchCheck, Delay, MessageId, MessageIdEncoder, ResponseCode, validate_message,
+};
 use actormq_store::{AppendMessage, Appended, FlushMode, FlushOutcome};
 use bytes::Bytes;
 use slog::{Logger, error, o, warn};
@@ -98,7 +103,19 @@ pub struct CommitLogConfig {
     /// writer's thread; a node with `broker.dispatcher_thread` uses 1 ms,
     /// so many small appends do not cost a thread wake-up each.
     pub nudge_interval: Duration,
+    /// Delay of each level in ms, level 1 first (`message_delay_level`).
+    /// A message sent with level `l` is parked in `SCHEDULE_TOPIC_XXXX`,
+    /// queue `min(l, max) - 1`, its consume-queue tag hash holding the
+    /// time it is due; the [`super::ScheduleService`] moves it to its
+    /// topic then. Default RocketMQ's table (`1s 5s 10s 30s 1m … 2h`).
+    pub delay_levels_ms: Vec<u64>,
 }
+
+/// RocketMQ's delay levels in ms (`1s 5s 10s 30s 1m 2m … 10m 20m 30m 1h 2h`).
+pub const DEFAULT_DELAY_LEVELS_MS: [u64; 18] = [
+    1_000, 5_000, 10_000, 30_000, 60_000, 120_000, 180_000, 240_000, 300_000, 360_000, 420_000,
+    480_000, 540_000, 600_000, 1_200_000, 1_800_000, 3_600_000, 7_200_000,
+];
 
 impl Default for CommitLogConfig {
     fn default() -> Self {
@@ -110,8 +127,74 @@ impl Default for CommitLogConfig {
             max_batch_bytes: 16 << 20,
             mailbox_capacity: 8192,
             nudge_interval: Duration::ZERO,
+            delay_levels_ms: DEFAULT_DELAY_LEVELS_MS.to_vec(),
         }
     }
+}
+
+/// Where a delayed message waits: `SCHEDULE_TOPIC_XXXX`, queue `queue_id`,
+/// due at `due_ms` (kept as its consume-queue tag hash).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parking {
+    /// Queue of the schedule topic (level − 1).
+    pub queue_id: u32,
+    /// When it is due (ms since the Unix epoch).
+    pub due_ms: u64,
+}
+
+/// Where a message sent with delay `level` at `now_ms` waits, given the
+/// level table (a level above the max means the max). `None` for level 0
+/// or an empty table (no delay).
+pub fn park(levels_ms: &[u64], level: u8, now_ms: u64) -> Option<Parking> {
+    if level == 0 || levels_ms.is_empty() {
+        return None;
+    }
+    let level = usize::from(level).min(levels_ms.len());
+    Some(Parking {
+        queue_id: (level - 1) as u32,
+        due_ms: now_ms.saturating_add(levels_ms[level - 1]),
+    })
+}
+
+/// A message the broker writes itself (a delayed message coming due, a
+/// consumer's send-back, a dead-letter resend): appended through the same
+/// buffer as client sends ([`PutInternal`]).
+#[derive(Debug, Clone)]
+pub struct InternalMessage {
+    /// Topic.
+    pub topic: String,
+    /// Queue.
+    pub queue_id: u32,
+    /// Body.
+    pub body: Bytes,
+    /// Encoded record properties ([`actormq_store::encode_properties`]).
+    pub properties: Vec<u8>,
+    /// Consume-queue tag hash (of the `TAGS` property; 0 for none).
+    pub tag_hash: i64,
+    /// Flags.
+    pub flags: u32,
+    /// Born timestamp of the original message.
+    pub born_timestamp_ms: u64,
+    /// Born host of the original message.
+    pub born_host: Option<SocketAddr>,
+    /// Redeliveries so far.
+    pub reconsume_times: u32,
+    /// Park it for this delay level first (0: deliver at once); the
+    /// commit log adds `DELAY`, `REAL_TOPIC` and `REAL_QID`.
+    pub delay_level: u8,
+}
+
+/// Append `messages` ([`InternalMessage`]); each answer is the message's
+/// place, or why it was not stored. The topic is resolved with `create_as`
+/// when given (a system topic, created whatever `auto_create` says).
+/// A stored message counts as stored even when a sync flush timed out.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<Result<Appended, ServiceError>>")]
+pub struct PutInternal {
+    /// The messages, each appended as its own request.
+    pub messages: Vec<InternalMessage>,
+    /// The topic config to create a missing topic with.
+    pub create_as: Option<actormq_protocol::request::TopicConfig>,
 }
 
 /// What to do about the dispatcher after an append ([`NudgeThrottle`]).
@@ -256,6 +339,18 @@ impl<T> SendBuffer<T> {
     }
 }
 
+/// Refuses a client send to a topic only the broker writes
+/// (`SCHEDULE_TOPIC_XXXX`, `%DLQ%…`, `RMQ_SYS_…`).
+fn refuse_broker_only(topic: &str) -> Result<(), ServiceError> {
+    if system_topic::is_broker_only(topic) {
+        return Err(ServiceError::new(
+            ResponseCode::NoPermission,
+            format!("topic {topic} is written by the broker only"),
+        ));
+    }
+    Ok(())
+}
+
 /// The response code of a stored send, given how its flush ended.
 pub fn flush_code(outcome: FlushOutcome) -> ResponseCode {
     match outcome {
@@ -342,7 +437,10 @@ where
 enum Responder {
     Single(Slot<SendMessageResponse>),
     Batch(Slot<SendBatchMessageResponse>),
+    Internal(InternalTx),
 }
+
+type InternalTx = tokio::sync::oneshot::Sender<Result<Appended, ServiceError>>;
 
 impl Responder {
     fn single() -> (Self, SendReply<SendMessageResponse>) {
@@ -366,6 +464,7 @@ impl Responder {
         match self {
             Responder::Single(s) => Answer::Single(s.borrow_mut().take()),
             Responder::Batch(s) => Answer::Batch(s.borrow_mut().take()),
+            Responder::Internal(tx) => Answer::Internal(tx),
         }
     }
 
@@ -378,6 +477,7 @@ impl Responder {
 enum Answer {
     Single(Option<Tx<SendMessageResponse>>),
     Batch(Option<Tx<SendBatchMessageResponse>>),
+    Internal(InternalTx),
 }
 
 impl Answer {
@@ -386,6 +486,7 @@ impl Answer {
         match self {
             Answer::Single(Some(tx)) => drop(tx.send(Err(err))),
             Answer::Batch(Some(tx)) => drop(tx.send(Err(err))),
+            Answer::Internal(tx) => drop(tx.send(Err(err))),
             _ => {}
         }
     }
@@ -435,6 +536,13 @@ impl Answer {
                 };
                 drop(tx.send(Ok(Reply::ok(fields).with_code(code))));
             }
+            Answer::Internal(tx) => {
+                // Stored: a flush that timed out does not undo that.
+                let res = appended.first().copied().ok_or_else(|| {
+                    ServiceError::new(ResponseCode::SystemError, "nothing appended")
+                });
+                drop(tx.send(res));
+            }
             _ => {}
         }
     }
@@ -453,6 +561,11 @@ struct Part {
 struct Pending {
     topic: String,
     queue_id: u32,
+    /// The queue the sender asked for (answered; `queue_id` differs for a
+    /// parked delayed message).
+    reply_queue: u32,
+    /// Park it in the schedule topic for this delay level first (0: no).
+    delay_level: u8,
     born_timestamp_ms: u64,
     born_host: Option<SocketAddr>,
     reconsume_times: u32,
@@ -567,6 +680,17 @@ impl CommitLogActor {
         );
         let msg = call.req.into_message(call.body)?;
         validate_message(&msg, self.config.max_message_size)?;
+        refuse_broker_only(&msg.topic)?;
+        let delay_level = match msg.delay {
+            Delay::None => 0,
+            Delay::Level(l) => l,
+            Delay::DeliverAtMs(_) => {
+                return Err(ServiceError::new(
+                    ResponseCode::MessageIllegal,
+                    "deliver-at delivery is not available yet: use a delay level",
+                ));
+            }
+        };
         let mut props = Vec::new();
         encode_property_parts_into(
             msg.tags.as_deref(),
@@ -587,6 +711,8 @@ impl CommitLogActor {
         Ok(Pending {
             topic: msg.topic,
             queue_id,
+            reply_queue: queue_id,
+            delay_level,
             born_timestamp_ms,
             born_host,
             reconsume_times,
@@ -603,6 +729,7 @@ impl CommitLogActor {
         responder: Responder,
     ) -> Result<Pending, ServiceError> {
         actormq_protocol::validate_topic(&call.req.topic)?;
+        refuse_broker_only(&call.req.topic)?;
         // One pass over a borrowed view of the batch: checked, properties
         // encoded and parts noted per entry, no owned message or list of
         // entries.
@@ -655,6 +782,8 @@ impl CommitLogActor {
         Ok(Pending {
             topic: call.req.topic,
             queue_id: call.req.queue_id,
+            reply_queue: call.req.queue_id,
+            delay_level: 0,
             born_timestamp_ms: call.req.born_timestamp_ms,
             born_host: call.origin.map(|o| o.peer),
             reconsume_times: 0,
@@ -682,9 +811,7 @@ impl CommitLogActor {
             self.enqueue(p, arrival, ctx);
             return Ok(());
         }
-        let ask = self.topic_manager.send(ResolveTopic {
-            topic: p.topic.clone(),
-        });
+        let ask = self.topic_manager.send(ResolveTopic::send(p.topic.clone()));
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(ask).map(move |res, act, ctx| {
                 let cfg = match res {
@@ -703,7 +830,94 @@ impl CommitLogActor {
         Ok(())
     }
 
-    fn enqueue(&mut self, p: Pending, arrival: Instant, ctx: &mut Context<Self>) {
+    /// As [`Self::admit`] for a message the broker writes itself: a
+    /// system topic is created with `create_as` when missing; not counted
+    /// as a client request.
+    fn admit_internal(
+        &mut self,
+        p: Pending,
+        create_as: Option<actormq_protocol::request::TopicConfig>,
+        ctx: &mut Context<Self>,
+    ) {
+        let snapshot = self.topics.snapshot();
+        if let Some(cfg) = snapshot.get(&p.topic) {
+            let wide_enough = create_as
+                .as_ref()
+                .is_none_or(|want| cfg.write_queue_nums >= want.write_queue_nums);
+            if wide_enough {
+                match check_writable(cfg, p.queue_id) {
+                    Ok(()) => self.enqueue(p, Instant::now(), ctx),
+                    Err(e) => p.responder.fail(e),
+                }
+                return;
+            }
+        }
+        let ask = self.topic_manager.send(ResolveTopic {
+            topic: p.topic.clone(),
+            create_as,
+        });
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(ask).map(move |res, act, ctx| {
+                let cfg = match res {
+                    Ok(Ok(cfg)) => cfg,
+                    Ok(Err(e)) => return p.responder.fail(e),
+                    Err(e) => return p.responder.fail(e.into()),
+                };
+                match check_writable(&cfg, p.queue_id) {
+                    Ok(()) => act.enqueue(p, Instant::now(), ctx),
+                    Err(e) => p.responder.fail(e),
+                }
+            }),
+        );
+    }
+
+    /// A delayed message (its topic resolved and writable) goes to the
+    /// schedule topic instead, due at now + its level's delay; `REAL_TOPIC`
+    /// and `REAL_QID` say where it is delivered then.
+    fn park_if_delayed(&self, p: &mut Pending) -> Result<(), ServiceError> {
+        let Some(parking) = park(&self.config.delay_levels_ms, p.delay_level, super::now_ms())
+        else {
+            return Ok(());
+        };
+        let [part] = &mut p.parts[..] else {
+            return Err(ServiceError::new(
+                ResponseCode::MessageIllegal,
+                "a batch cannot carry delayed messages",
+            ));
+        };
+        let mut props = p.props[part.props.clone()].to_vec();
+        let real_queue = p.queue_id.to_string();
+        let added = [
+            (PROPERTY_REAL_TOPIC.as_bytes(), p.topic.as_bytes()),
+            (PROPERTY_REAL_QUEUE_ID.as_bytes(), real_queue.as_bytes()),
+        ];
+        actormq_store::encode_properties_into(added, &mut props)
+            .map_err(|e| ServiceError::new(ResponseCode::MessageIllegal, e.to_string()))?;
+        let record = actormq_store::record::HEADER_LEN
+            + SCHEDULE_TOPIC.len()
+            + props.len()
+            + part.body.len();
+        if record > self.max_record {
+            return Err(ServiceError::new(
+                ResponseCode::MessageIllegal,
+                format!(
+                    "message too large: record of {record} bytes > max {}",
+                    self.max_record
+                ),
+            ));
+        }
+        part.props = 0..props.len();
+        part.tag_hash = parking.due_ms as i64;
+        p.props = props;
+        p.topic = SCHEDULE_TOPIC.to_owned();
+        p.queue_id = parking.queue_id;
+        Ok(())
+    }
+
+    fn enqueue(&mut self, mut p: Pending, arrival: Instant, ctx: &mut Context<Self>) {
+        if let Err(e) = self.park_if_delayed(&mut p) {
+            return p.responder.fail(e);
+        }
         let (msgs, bytes) = (p.parts.len(), p.bytes());
         if self.buffer.messages() + msgs > self.config.max_batch_messages {
             // A full batch is waiting: append it now rather than at the end
@@ -808,7 +1022,7 @@ impl CommitLogActor {
             let n = p.parts.len();
             let slots: Vec<Appended> = self.appended[at..at + n].to_vec();
             at += n;
-            done.push((p.responder.take(), p.queue_id, slots));
+            done.push((p.responder.take(), p.reply_queue, slots));
         }
         if self.sync_flush {
             let timeouts = Arc::clone(&self.flush_timeouts);
@@ -893,6 +1107,62 @@ impl Handler<Call<SendBatchMessageRequest>> for CommitLogActor {
     }
 }
 
+impl Handler<PutInternal> for CommitLogActor {
+    type Result = GuardedReply<ResponseFuture<Vec<Result<Appended, ServiceError>>>>;
+
+    fn handle(&mut self, put: PutInternal, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, |act, ctx| {
+            let mut answers = Vec::with_capacity(put.messages.len());
+            for m in put.messages {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                answers.push(rx);
+                let part = match act.part(
+                    &m.topic,
+                    0..m.body.len(),
+                    0..m.properties.len(),
+                    None,
+                    m.flags,
+                ) {
+                    Ok(mut part) => {
+                        part.tag_hash = m.tag_hash;
+                        part
+                    }
+                    Err(e) => {
+                        drop(tx.send(Err(e)));
+                        continue;
+                    }
+                };
+                let p = Pending {
+                    topic: m.topic,
+                    queue_id: m.queue_id,
+                    reply_queue: m.queue_id,
+                    delay_level: m.delay_level,
+                    born_timestamp_ms: m.born_timestamp_ms,
+                    born_host: m.born_host,
+                    reconsume_times: m.reconsume_times,
+                    body: m.body,
+                    props: m.properties,
+                    parts: vec![part],
+                    responder: Responder::Internal(tx),
+                };
+                act.admit_internal(p, put.create_as.clone(), ctx);
+            }
+            Box::pin(async move {
+                let mut out = Vec::with_capacity(answers.len());
+                for rx in answers {
+                    out.push(rx.await.unwrap_or_else(|_| {
+                        Err(ServiceError::new(
+                            ResponseCode::SystemError,
+                            "the commit log dropped the message (restarting)",
+                        ))
+                    }));
+                }
+                out
+            }) as ResponseFuture<_>
+        })
+    }
+}
+
 impl Handler<Drain> for CommitLogActor {
     type Result = GuardedReply<()>;
     fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) -> Self::Result {
@@ -928,6 +1198,30 @@ impl Handler<crate::runtime::guard::InjectPanic> for CommitLogActor {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_delayed_message_parks_in_its_level_queue_until_due() {
+        let levels = DEFAULT_DELAY_LEVELS_MS;
+        assert_eq!(park(&levels, 0, 1_000), None);
+        assert_eq!(
+            park(&levels, 1, 1_000),
+            Some(Parking {
+                queue_id: 0,
+                due_ms: 2_000
+            })
+        );
+        assert_eq!(park(&levels, 3, 0).unwrap().due_ms, 10_000);
+        // Above the max means the max.
+        assert_eq!(
+            park(&levels, 200, 0),
+            Some(Parking {
+                queue_id: 17,
+                due_ms: 7_200_000
+            })
+        );
+        assert_eq!(park(&[], 3, 0), None);
+    }
+
     use super::*;
 
     #[test]

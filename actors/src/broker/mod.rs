@@ -24,6 +24,13 @@ pub mod subscription_group_manager;
 pub mod topic_manager;
 pub mod wiring;
 
+/// Wall-clock time in ms since the Unix epoch (0 before it).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 pub use broker_store::BrokerStore;
 pub use commit_log::{CommitLogActor, CommitLogConfig, Nudge, NudgeThrottle};
 pub use dispatcher::{Dispatcher, DispatcherConfig, MessagesStored, SubscribeStored};

@@ -27,11 +27,15 @@ pub const PROPERTY_DELAY: &str = "DELAY";
 /// Property holding the absolute delivery time (ms).
 pub const PROPERTY_DELIVER_AT_MS: &str = "DELIVER_AT_MS";
 
-const RESERVED: [&str; 4] = [
+/// Set by the broker only: a sender's values are dropped (`REAL_TOPIC`
+/// and `REAL_QID` say where a parked delayed message is delivered).
+const RESERVED: [&str; 6] = [
     PROPERTY_TAGS,
     PROPERTY_KEYS,
     PROPERTY_DELAY,
     PROPERTY_DELIVER_AT_MS,
+    actormq_protocol::system_topic::PROPERTY_REAL_TOPIC,
+    actormq_protocol::system_topic::PROPERTY_REAL_QUEUE_ID,
 ];
 
 /// A record's property as a subscription filter sees it, the same as

@@ -83,6 +83,29 @@ impl TopicTable {
         existed
     }
 
+    /// The config a system topic written by the broker uses: `want` when
+    /// missing, the existing one widened to `want`'s queue counts when it
+    /// has fewer. `(cfg, changed)`.
+    pub fn resolve_system(
+        &mut self,
+        want: &TopicConfig,
+    ) -> Result<(TopicConfig, bool), ServiceError> {
+        if let Some(cfg) = self.topics.get(&want.topic_name) {
+            if cfg.write_queue_nums >= want.write_queue_nums
+                && cfg.read_queue_nums >= want.read_queue_nums
+            {
+                return Ok((cfg.clone(), false));
+            }
+            let mut wider = cfg.clone();
+            wider.write_queue_nums = wider.write_queue_nums.max(want.write_queue_nums);
+            wider.read_queue_nums = wider.read_queue_nums.max(want.read_queue_nums);
+            self.upsert(wider.clone())?;
+            return Ok((wider, true));
+        }
+        self.upsert(want.clone())?;
+        Ok((want.clone(), true))
+    }
+
     /// The config a send to `topic` uses: the existing one, or a new one
     /// with `default_queues` when `auto_create` allows. `Ok((cfg, created))`.
     pub fn resolve_for_send(
@@ -171,6 +194,21 @@ pub struct SubscribeTopics(pub Recipient<TopicsChanged>);
 pub struct ResolveTopic {
     /// Topic name.
     pub topic: String,
+    /// A system topic the broker writes itself (`%RETRY%…`, `%DLQ%…`,
+    /// `SCHEDULE_TOPIC_XXXX`): created with this config when missing,
+    /// whatever `auto_create` says, and widened to its queue count when
+    /// it has fewer. `None` for client sends.
+    pub create_as: Option<TopicConfig>,
+}
+
+impl ResolveTopic {
+    /// A client send's resolution (auto-create as configured).
+    pub fn send(topic: impl Into<String>) -> Self {
+        Self {
+            topic: topic.into(),
+            create_as: None,
+        }
+    }
 }
 
 /// Settings of the topic manager.
@@ -284,11 +322,14 @@ impl TopicManager {
         &mut self,
         msg: ResolveTopic,
     ) -> ResponseActFuture<Self, Result<TopicConfig, ServiceError>> {
-        let resolved = self.table.resolve_for_send(
-            &msg.topic,
-            self.config.auto_create,
-            self.config.default_queues,
-        );
+        let resolved = match &msg.create_as {
+            Some(want) => self.table.resolve_system(want),
+            None => self.table.resolve_for_send(
+                &msg.topic,
+                self.config.auto_create,
+                self.config.default_queues,
+            ),
+        };
         match resolved {
             Ok((cfg, true)) => {
                 info!(self.logger, "topic auto-created"; "topic" => &msg.topic, "queues" => cfg.write_queue_nums);
@@ -423,6 +464,22 @@ mod tests {
         let (_, created) = t.resolve_for_send("new", true, 4).unwrap();
         assert!(!created);
         assert!(t.resolve_for_send("bad topic", true, 4).is_err());
+    }
+
+    #[test]
+    fn system_topics_are_created_whatever_auto_create_and_widened() {
+        let mut t = TopicTable::default();
+        let (c, changed) = t.resolve_system(&cfg("%RETRY%g", 1)).unwrap();
+        assert!(changed);
+        assert_eq!(c.write_queue_nums, 1);
+        let (_, changed) = t.resolve_system(&cfg("%RETRY%g", 1)).unwrap();
+        assert!(!changed);
+        let (c, changed) = t.resolve_system(&cfg("%RETRY%g", 3)).unwrap();
+        assert!(changed);
+        assert_eq!((c.read_queue_nums, c.write_queue_nums), (3, 3));
+        let (c, changed) = t.resolve_system(&cfg("%RETRY%g", 2)).unwrap();
+        assert!(!changed, "never narrowed");
+        assert_eq!(c.write_queue_nums, 3);
     }
 
     #[test]

@@ -60,20 +60,9 @@ async fn topics_survive_a_restart_and_reach_the_view() {
         },
     };
     tm.send(Call::new(create)).await.unwrap().unwrap();
-    let auto = tm
-        .send(ResolveTopic {
-            topic: "auto".into(),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let auto = tm.send(ResolveTopic::send("auto")).await.unwrap().unwrap();
     assert_eq!(auto.write_queue_nums, 4);
-    let bad = tm
-        .send(ResolveTopic {
-            topic: "bad topic".into(),
-        })
-        .await
-        .unwrap();
+    let bad = tm.send(ResolveTopic::send("bad topic")).await.unwrap();
     assert!(bad.is_err());
     let gone = tm.send(Call::new(DeleteTopicInBrokerRequest {
         topic: "nope".into(),

@@ -1,0 +1,73 @@
+//! The topics the broker writes itself and the properties it stamps on
+//! the messages it moves (RocketMQ's names, so a RocketMQ user recognises
+//! them in a dump).
+//!
+//! | topic | what |
+//! |---|---|
+//! | `%RETRY%<group>` | a group's failed messages, redelivered after a delay |
+//! | `%DLQ%<group>` | a group's dead letters (not delivered to subscribers) |
+//! | `SCHEDULE_TOPIC_XXXX` | delayed messages parked until due (queue = level − 1) |
+
+/// Prefix of a group's retry topic.
+pub const RETRY_PREFIX: &str = "%RETRY%";
+/// Prefix of a group's dead-letter topic.
+pub const DLQ_PREFIX: &str = "%DLQ%";
+/// Where delayed messages wait for their level's delay.
+pub const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";
+
+/// On a parked (delayed) message: the topic it is delivered to.
+pub const PROPERTY_REAL_TOPIC: &str = "REAL_TOPIC";
+/// On a parked (delayed) message: the queue it is delivered to.
+pub const PROPERTY_REAL_QUEUE_ID: &str = "REAL_QID";
+/// On a retried or dead message: the topic it was first consumed from.
+pub const PROPERTY_RETRY_TOPIC: &str = "RETRY_TOPIC";
+/// On a retried or dead message: the id of the message that first failed.
+pub const PROPERTY_ORIGIN_MESSAGE_ID: &str = "ORIGIN_MESSAGE_ID";
+
+/// `%RETRY%<group>`.
+pub fn retry_topic(group: &str) -> String {
+    format!("{RETRY_PREFIX}{group}")
+}
+
+/// `%DLQ%<group>`.
+pub fn dlq_topic(group: &str) -> String {
+    format!("{DLQ_PREFIX}{group}")
+}
+
+/// Whether `topic` is a group's retry topic.
+pub fn is_retry_topic(topic: &str) -> bool {
+    topic.starts_with(RETRY_PREFIX)
+}
+
+/// Whether `topic` is a group's dead-letter topic.
+pub fn is_dlq_topic(topic: &str) -> bool {
+    topic.starts_with(DLQ_PREFIX)
+}
+
+/// Whether clients may not send to `topic` themselves: the schedule
+/// topic and the dead-letter topics are written by the broker only.
+pub fn is_broker_only(topic: &str) -> bool {
+    topic == SCHEDULE_TOPIC || is_dlq_topic(topic) || topic.starts_with("RMQ_SYS_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_rocketmqs() {
+        assert_eq!(retry_topic("g"), "%RETRY%g");
+        assert_eq!(dlq_topic("g"), "%DLQ%g");
+        assert!(is_retry_topic("%RETRY%g") && !is_retry_topic("g"));
+        assert!(is_dlq_topic("%DLQ%g") && !is_dlq_topic("%RETRY%g"));
+        for t in [SCHEDULE_TOPIC, "%DLQ%g", "RMQ_SYS_TRANS_HALF_TOPIC"] {
+            assert!(is_broker_only(t), "{t}");
+        }
+        for t in ["orders", "%RETRY%g"] {
+            assert!(!is_broker_only(t), "{t}");
+        }
+        for t in [retry_topic("g"), dlq_topic("g"), SCHEDULE_TOPIC.to_owned()] {
+            crate::validate_topic(&t).unwrap();
+        }
+    }
+}
