@@ -73,6 +73,16 @@ pub mod subscription_groups {}
 /// marked `ignore` here).
 #[doc = include_str!("src/offset-reset.md")]
 pub mod offset_reset {}
+/// Chapter "Delayed messages" (its code is `examples/src/delayed.rs`,
+/// compiled and tested by the examples crate; the `{{#include}}` block is
+/// marked `ignore` here).
+#[doc = include_str!("src/delayed-messages.md")]
+pub mod delayed_messages {}
+/// Chapter "Retries and dead letters" (its code is
+/// `examples/src/retry_dlq.rs`, compiled and tested by the examples crate;
+/// the `{{#include}}` blocks are marked `ignore` here).
+#[doc = include_str!("src/retries-and-dead-letters.md")]
+pub mod retries_and_dead_letters {}
 /// Chapter "SQL92 filters" (its consumer code is
 /// `examples/src/sql_filter.rs`, compiled and tested by the examples crate;
 /// the `{{#include}}` blocks are marked `ignore` here; the evaluator

@@ -153,10 +153,13 @@ pub struct BrokerSection {
     pub auto_create_subscription_group: bool,
     /// Delay levels, space-separated durations (`s`, `m`, `h`, `d`).
     /// Default `1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h`.
-    /// Not available yet (no delayed delivery): other values are refused.
+    /// At most 255 levels. Shorter tables (e.g. `"1s 1s 1s"`) make retries
+    /// quick in tests.
     pub message_delay_level: String,
-    /// Redeliveries before a message goes to `%DLQ%<group>`, 0..=64. Default `16`.
-    /// Not available yet (no broker-side retry): other values are refused.
+    /// Redeliveries before a message goes to `%DLQ%<group>`, 0..=64, as
+    /// the `retry_max_times` of an auto-created subscription group (a
+    /// group created with `admin group create --retry-max` keeps its own).
+    /// Default `16`.
     pub max_reconsume_times: u32,
     /// Allow SQL92 property filters (subscriptions with `--sql`). Default
     /// `true`; with `false` a SQL92 subscription is refused (heartbeat and
@@ -484,20 +487,10 @@ impl NodeConfig {
         let d = BrokerSection::default();
         const HA: &str = "master/slave replication does not exist in this version";
         const TX: &str = "transactional messages do not exist in this version";
-        let checks: [(bool, &'static str, &'static str); 8] = [
+        let checks: [(bool, &'static str, &'static str); 6] = [
             (b.ha_role != d.ha_role, "broker.ha_role", HA),
             (b.ha_listen.is_some(), "broker.ha_listen", HA),
             (b.master.is_some(), "broker.master", HA),
-            (
-                b.message_delay_level != d.message_delay_level,
-                "broker.message_delay_level",
-                "delayed messages do not exist in this version",
-            ),
-            (
-                b.max_reconsume_times != d.max_reconsume_times,
-                "broker.max_reconsume_times",
-                "broker-side retries and dead-letter queues do not exist in this version",
-            ),
             (
                 b.transaction_timeout_ms != d.transaction_timeout_ms,
                 "broker.transaction_timeout_ms",
@@ -550,6 +543,9 @@ pub fn parse_delay_levels(levels: &str) -> Result<Vec<u64>, String> {
         .collect::<Result<_, _>>()?;
     if out.is_empty() {
         return Err("no delay levels".into());
+    }
+    if out.len() > usize::from(u8::MAX) {
+        return Err(format!("{} delay levels > 255", out.len()));
     }
     Ok(out)
 }
@@ -758,16 +754,6 @@ mod tests {
                 "broker.ha_listen",
             ),
             ("ACTORMQ_BROKER__MASTER", "127.0.0.1:10912", "broker.master"),
-            (
-                "ACTORMQ_BROKER__MESSAGE_DELAY_LEVEL",
-                "1s 2s",
-                "broker.message_delay_level",
-            ),
-            (
-                "ACTORMQ_BROKER__MAX_RECONSUME_TIMES",
-                "3",
-                "broker.max_reconsume_times",
-            ),
             (
                 "ACTORMQ_BROKER__TRANSACTION_TIMEOUT_MS",
                 "1000",

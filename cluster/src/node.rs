@@ -55,7 +55,7 @@ use actormq_protocol::request::{
 use actormq_store::StoreConfig;
 use slog::{Logger, info, o, warn};
 
-use crate::config::{FlushMode, NodeConfig, Role};
+use crate::config::{FlushMode, NodeConfig, Role, parse_delay_levels};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -453,6 +453,10 @@ fn broker_actors_config(config: &NodeConfig, store_host: SocketAddr) -> BrokerAc
     c.topics.auto_create = b.auto_create_topic;
     c.topics.default_queues = b.default_queues;
     c.subscription_groups.auto_create = b.auto_create_subscription_group;
+    c.subscription_groups.default_retry_max = b.max_reconsume_times;
+    // Validated with the config: a bad table never gets here.
+    c.writer.delay_levels_ms = parse_delay_levels(&b.message_delay_level)
+        .unwrap_or_else(|_| actormq_actors::broker::commit_log::DEFAULT_DELAY_LEVELS_MS.to_vec());
     c.broker_name = b.broker_name.clone();
     let long_polling_max = Duration::from_millis(b.long_polling_max_ms);
     c.pull.long_polling_enabled = long_polling_max > Duration::ZERO;

@@ -120,19 +120,9 @@ fn node_refuses_flags_and_keys_of_missing_features() {
     for (var, value, key) in [
         ("ACTORMQ_BROKER__HA_ROLE", "slave", "broker.ha_role"),
         (
-            "ACTORMQ_BROKER__MAX_RECONSUME_TIMES",
-            "3",
-            "broker.max_reconsume_times",
-        ),
-        (
             "ACTORMQ_BROKER__TRANSACTION_CHECK_MAX",
             "1",
             "broker.transaction_check_max",
-        ),
-        (
-            "ACTORMQ_BROKER__MESSAGE_DELAY_LEVEL",
-            "1s",
-            "broker.message_delay_level",
         ),
     ] {
         let err = refusal(&run(node, &base, &[(var, value)]));
@@ -165,10 +155,6 @@ fn cli_refuses_flags_of_missing_features_before_sending() {
     let n = ["-n", "127.0.0.1:1", "--timeout-ms", "300"];
     for (args, needle) in [
         (
-            &["produce", "-t", "T", "--delay-level", "3"][..],
-            "--delay-level",
-        ),
-        (
             &["produce", "-t", "T", "--deliver-at-ms", "1"][..],
             "--deliver-at-ms",
         ),
@@ -185,16 +171,8 @@ fn cli_refuses_flags_of_missing_features_before_sending() {
             "--order",
         ),
         (
-            &["admin", "dlq", "resend", "-g", "G"][..],
-            "admin dlq resend",
-        ),
-        (
             &["admin", "group", "create", "-g", "G", "--orderly"][..],
             "--orderly",
-        ),
-        (
-            &["admin", "group", "create", "-g", "G", "--retry-max", "5"][..],
-            "--retry-max",
         ),
     ] {
         let all: Vec<&str> = n.iter().chain(args).copied().collect();

@@ -19,6 +19,8 @@
 //! | [`subscription_group`] | a group's config: auto-created by its first consumer, updated by an admin |
 //! | [`offset_reset`] | a running group reset to a time gets the messages from there again |
 //! | [`sql_filter`] | a push consumer with a SQL92 expression over properties |
+//! | [`delayed`] | an order-timeout check sent with a delay level arrives after it |
+//! | [`retry_dlq`] | failed messages retried by the broker, then a dead letter |
 //! | [`custom_actor`] | a custom actor plugged into a broker |
 //!
 //! **Place in the layering:** a user of `sdk`, with `cluster` to start an
@@ -29,12 +31,14 @@ pub mod async_oneway;
 pub mod batch;
 pub mod broadcast;
 pub mod custom_actor;
+pub mod delayed;
 pub mod node;
 pub mod offset_reset;
 pub mod producer;
 pub mod pull_consumer;
 pub mod queries;
 pub mod quickstart;
+pub mod retry_dlq;
 pub mod sql_filter;
 pub mod subscription_group;
 pub mod tag_filter;

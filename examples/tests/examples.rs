@@ -203,3 +203,50 @@ async fn sql_filter_delivers_exactly_the_matching_orders() {
     assert_eq!(expected, ["order-1", "order-10"]);
     assert_eq!(report.delivered, expected);
 }
+
+#[actix_rt::test]
+async fn retry_dlq_retries_then_moves_to_the_dead_letter_queue() {
+    let report = actormq_examples::retry_dlq::run()
+        .await
+        .expect("scenario runs");
+    assert_eq!(
+        report.payment,
+        vec![
+            (0, "orders".to_string()),
+            (1, "orders".to_string()),
+            (2, "orders".to_string())
+        ],
+        "{report:?}"
+    );
+    assert_eq!(report.broken, vec![0, 1, 2], "{report:?}");
+    assert_eq!(
+        report.dead_letter,
+        Some((
+            "%DLQ%shipping".to_string(),
+            "orders".to_string(),
+            "ship order-2".to_string()
+        )),
+        "{report:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn delayed_checks_arrive_after_their_delay() {
+    let report = actormq_examples::delayed::run()
+        .await
+        .expect("scenario runs");
+    let mut d = report.decisions.clone();
+    d.sort();
+    assert_eq!(
+        d,
+        vec![
+            ("order-1".to_string(), "keep"),
+            ("order-2".to_string(), "cancel")
+        ],
+        "{report:?}"
+    );
+    assert!(
+        report.waited >= std::time::Duration::from_millis(1_900),
+        "{report:?}"
+    );
+}

@@ -149,6 +149,9 @@ wire_codes! {
         /// Change a popped message's invisible time
         /// ([`crate::request::ChangeInvisibleTimeRequest`]).
         ChangeMessageInvisibleTime = 200053 => "CHANGE_MESSAGE_INVISIBLETIME",
+        /// Resend a group's dead letters (actormq's;
+        /// [`crate::request::ResendDeadLettersRequest`]).
+        ResendDeadLetters = 10001 => "RESEND_DEAD_LETTERS",
     }
 }
 

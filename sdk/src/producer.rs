@@ -1193,15 +1193,14 @@ impl Handler<actormq_runtime::guard::InjectPanic> for HeartbeatService {
     }
 }
 
-/// Delayed delivery does not exist yet: the broker would store the delay
-/// and deliver at once, so a delayed message is refused, not sent.
+/// Delivery at a time needs the broker's durable timer, which does not
+/// exist yet: such a message is refused, not sent (delay levels work).
 fn refuse_delay(msg: &Message) -> Result<(), ClientError> {
-    if msg.delay == actormq_protocol::Delay::None {
-        Ok(())
-    } else {
-        Err(ClientError::Invalid(
-            "delayed delivery is not available yet (the message would be delivered at once)".into(),
-        ))
+    match msg.delay {
+        actormq_protocol::Delay::DeliverAtMs(_) => Err(ClientError::Invalid(
+            "delivery at a time is not available yet: use a delay level".into(),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -1214,14 +1213,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn delayed_messages_are_refused_not_sent_at_once() {
+    fn delivery_at_a_time_is_refused_not_sent_at_once() {
         let mut m = Message::new("t", "x");
         assert_eq!(refuse_delay(&m), Ok(()));
         m.delay = actormq_protocol::Delay::Level(3);
+        assert_eq!(refuse_delay(&m), Ok(()));
+        m.delay = actormq_protocol::Delay::DeliverAtMs(1);
         let err = refuse_delay(&m).unwrap_err();
         assert!(err.to_string().contains("not available yet"), "{err}");
-        m.delay = actormq_protocol::Delay::DeliverAtMs(1);
-        assert!(refuse_delay(&m).is_err());
     }
 
     fn queues(spec: &[(&str, u32)]) -> Vec<MessageQueue> {

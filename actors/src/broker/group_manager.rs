@@ -11,7 +11,10 @@
 //! [`SubscriptionGroupManager`](super::SubscriptionGroupManager) when one
 //! is attached ([`GroupManager::with_subscription_groups`]): it creates
 //! unknown groups or refuses the heartbeat, and the reply carries each
-//! group's config to the consumer.
+//! group's config to the consumer. A clustering group's retry topic
+//! `%RETRY%<group>` is created then too (with
+//! [`GroupManager::with_retry_topics`]), so its consumers can subscribe to
+//! it before anything failed.
 //!
 //! The decision logic is [`GroupTable`], a plain struct.
 
@@ -22,14 +25,16 @@ use actix::prelude::*;
 use actormq_protocol::ResponseCode;
 use actormq_protocol::request::{
     ConsumerData, GetConsumerListByGroupRequest, GetConsumerListByGroupResponse, HeartbeatRequest,
-    HeartbeatResponse,
+    HeartbeatResponse, MessageModel,
 };
 use actormq_protocol::unique_key::system_time_ms;
 use slog::{Logger, info, o};
 
 use super::error_map::filter_error;
 use super::pull_hold::compile_filter;
+use super::retry_service::retry_topic_config;
 use super::subscription_group_manager::ResolveGroups;
+use super::topic_manager::ResolveTopic;
 use crate::runtime::guard::{Guarded, GuardedReply, Poison, guarded};
 use crate::runtime::net::ConnectionClosed;
 use crate::runtime::{Call, Reply, ServiceError};
@@ -217,6 +222,7 @@ pub struct GroupManager {
     config: GroupManagerConfig,
     subscribers: Vec<Recipient<ConsumerGroupChanged>>,
     subscription_groups: Option<Recipient<ResolveGroups>>,
+    topics: Option<Recipient<ResolveTopic>>,
     logger: Logger,
     now_ms: fn() -> u64,
     poison: Poison,
@@ -235,6 +241,7 @@ impl GroupManager {
             config,
             subscribers: Vec::new(),
             subscription_groups: None,
+            topics: None,
             logger: logger.new(o!("actor" => "GroupManager")),
             now_ms,
             poison: Poison::default(),
@@ -246,6 +253,13 @@ impl GroupManager {
     /// are applied as they come and their replies carry no configs.
     pub fn with_subscription_groups(mut self, resolver: Recipient<ResolveGroups>) -> Self {
         self.subscription_groups = Some(resolver);
+        self
+    }
+
+    /// Creates a clustering group's retry topic through `topics` when its
+    /// heartbeat is resolved (see the module docs).
+    pub fn with_retry_topics(mut self, topics: Recipient<ResolveTopic>) -> Self {
+        self.topics = Some(topics);
         self
     }
 
@@ -380,10 +394,31 @@ impl GroupManager {
         };
         // Applied only once its groups are known (or created): a refused
         // heartbeat does not make its client a member.
-        let resolved = resolver.send(ResolveGroups { groups });
+        let retry: Vec<String> = msg
+            .req
+            .consumer_data_set
+            .iter()
+            .filter(|c| c.message_model == MessageModel::Clustering)
+            .map(|c| c.group_name.clone())
+            .collect();
+        let topics = self.topics.clone();
+        let resolved = async move {
+            let cfgs = resolver.send(ResolveGroups { groups }).await??;
+            if let Some(topics) = topics {
+                for group in retry {
+                    topics
+                        .send(ResolveTopic {
+                            topic: retry_topic_config(&group).topic_name,
+                            create_as: Some(retry_topic_config(&group)),
+                        })
+                        .await??;
+                }
+            }
+            Ok::<_, ServiceError>(cfgs)
+        };
         Box::pin(
             actix::fut::wrap_future::<_, Self>(resolved).map(move |res, act, _| {
-                let subscription_groups = res.map_err(ServiceError::from)??;
+                let subscription_groups = res?;
                 act.apply_heartbeat(&msg);
                 Ok(Reply::ok(HeartbeatResponse {
                     subscription_groups,

@@ -18,6 +18,8 @@ pub mod query_service;
 pub mod queue_locks;
 pub mod registrar;
 pub mod retention_cleaner;
+pub mod retry_service;
+pub mod schedule_service;
 pub mod stored_codec;
 pub mod stored_fanout;
 pub mod subscription_group_manager;
@@ -41,6 +43,8 @@ pub use offset_manager::{OffsetBounds, OffsetManager, OffsetManagerConfig, Offse
 pub use pull_hold::{PullHold, PullHoldConfig};
 pub use query_service::QueryService;
 pub use retention_cleaner::{RetentionCleaner, RetentionConfig};
+pub use retry_service::RetryService;
+pub use schedule_service::{ScheduleConfig, ScheduleService};
 pub use stored_fanout::{StoredFanout, StoredSubscribers};
 pub use subscription_group_manager::{
     SubscriptionGroupManager, SubscriptionGroupManagerConfig, SubscriptionGroupTable,

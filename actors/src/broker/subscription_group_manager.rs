@@ -70,7 +70,7 @@ pub struct SubscriptionGroupTable {
 
 /// A config field whose behaviour is not built yet may only hold its
 /// default: nothing would act on another value (orderly consumption,
-/// retries to the broker and the dead-letter queue, a group switched off,
+/// a group switched off,
 /// broadcasting refused, a start position set by the broker). Each lifts
 /// its refusal as its feature lands.
 pub fn refuse_what_does_not_work_yet(cfg: &SubscriptionGroupConfig) -> Result<(), ServiceError> {
@@ -79,14 +79,6 @@ pub fn refuse_what_does_not_work_yet(cfg: &SubscriptionGroupConfig) -> Result<()
         (
             cfg.consume_message_orderly != d.consume_message_orderly,
             "orderly (orderly consumption)",
-        ),
-        (
-            cfg.retry_max_times != d.retry_max_times,
-            "retry max other than 16 (broker-side retries)",
-        ),
-        (
-            cfg.retry_policy != d.retry_policy,
-            "retry policy (broker-side retries)",
         ),
         (
             cfg.consume_enable != d.consume_enable,
@@ -165,6 +157,7 @@ impl SubscriptionGroupTable {
         &mut self,
         groups: &[String],
         auto_create: bool,
+        retry_max: u32,
     ) -> Result<(Vec<SubscriptionGroupConfig>, Vec<String>), ServiceError> {
         for g in groups {
             validate_group(g)?;
@@ -178,7 +171,8 @@ impl SubscriptionGroupTable {
             let cfg = match self.groups.get(g) {
                 Some(cfg) => cfg.clone(),
                 None => {
-                    let cfg = SubscriptionGroupConfig::new(g);
+                    let mut cfg = SubscriptionGroupConfig::new(g);
+                    cfg.retry_max_times = retry_max;
                     self.upsert(cfg.clone())?;
                     created.push(g.clone());
                     cfg
@@ -207,6 +201,9 @@ pub struct SubscriptionGroupManagerConfig {
     /// Create a group with defaults on its first heartbeat (RocketMQ's
     /// `autoCreateSubscriptionGroup`). Default true.
     pub auto_create: bool,
+    /// `retry_max_times` of an auto-created group (the broker's
+    /// `max_reconsume_times`). Default 16.
+    pub default_retry_max: u32,
 }
 
 /// The subscription group manager actor. See the module docs.
@@ -271,7 +268,11 @@ impl Handler<ResolveGroups> for SubscriptionGroupManager {
 
 impl SubscriptionGroupManager {
     fn resolve(&mut self, msg: ResolveGroups) -> GroupsReply {
-        match self.table.resolve(&msg.groups, self.config.auto_create) {
+        match self.table.resolve(
+            &msg.groups,
+            self.config.auto_create,
+            self.config.default_retry_max,
+        ) {
             Ok((configs, created)) if !created.is_empty() => {
                 info!(self.logger, "subscription groups auto-created"; "groups" => ?created);
                 Box::pin(self.changed().map(move |res, _, _| res.map(|()| configs)))
@@ -369,13 +370,6 @@ mod tests {
                 },
             ),
             (
-                "retry max",
-                SubscriptionGroupConfig {
-                    retry_max_times: 3,
-                    ..SubscriptionGroupConfig::new("g")
-                },
-            ),
-            (
                 "consume enable",
                 SubscriptionGroupConfig {
                     consume_enable: false,
@@ -402,6 +396,12 @@ mod tests {
         assert_eq!(t.data_version(), 1);
         assert!(t.upsert(SubscriptionGroupConfig::new("h")).unwrap());
         assert_eq!(t.data_version(), 2);
+        // Retries exist: a group's max and policy are its own.
+        let mut retry = SubscriptionGroupConfig::new("r");
+        retry.retry_max_times = 3;
+        retry.retry_policy.first_delay_level = 1;
+        assert!(t.upsert(retry.clone()).unwrap());
+        assert_eq!(t.get("r"), Some(&retry));
         for bad in ["", "bad name", &"x".repeat(MAX_GROUP_LEN + 1)] {
             let err = t.upsert(SubscriptionGroupConfig::new(bad)).unwrap_err();
             assert_eq!(err.code, ResponseCode::InvalidParameter, "{bad:?}");
@@ -414,29 +414,29 @@ mod tests {
         );
         assert!(t.remove("g"));
         assert!(!t.remove("g"));
-        assert_eq!(t.data_version(), 3);
+        assert_eq!(t.data_version(), 4);
     }
 
     #[test]
     fn resolution_creates_with_defaults_only_when_allowed() {
         let mut t = SubscriptionGroupTable::default();
-        let err = t.resolve(&names(&["new"]), false).unwrap_err();
+        let err = t.resolve(&names(&["new"]), false, 16).unwrap_err();
         assert_eq!(err.code, ResponseCode::SubscriptionGroupNotExist);
         assert!(err.remark.contains("new"), "{}", err.remark);
         assert!(t.all().is_empty());
 
-        let (cfgs, created) = t.resolve(&names(&["new"]), true).unwrap();
+        let (cfgs, created) = t.resolve(&names(&["new"]), true, 16).unwrap();
         assert_eq!(created, names(&["new"]));
         assert_eq!(cfgs, vec![SubscriptionGroupConfig::new("new")]);
         assert_eq!(cfgs[0].retry_max_times, 16);
         assert!(cfgs[0].consume_broadcast_enable && cfgs[0].consume_enable);
 
         // Known groups resolve without auto-creation; one unknown refuses all.
-        let (_, created) = t.resolve(&names(&["new"]), false).unwrap();
+        let (_, created) = t.resolve(&names(&["new"]), false, 16).unwrap();
         assert!(created.is_empty());
-        assert!(t.resolve(&names(&["new", "other"]), false).is_err());
+        assert!(t.resolve(&names(&["new", "other"]), false, 16).is_err());
         assert!(t.get("other").is_none());
-        assert!(t.resolve(&names(&["bad group"]), true).is_err());
+        assert!(t.resolve(&names(&["bad group"]), true, 16).is_err());
         assert!(t.get("bad group").is_none());
     }
 

@@ -16,7 +16,9 @@
 //! ├── offset-reset     ← 222; pushes 220 through the group notifier
 //! ├── flush
 //! ├── retention
-//! └── commit-log       ← 10, 320 (own arbiter with `writer_thread`)
+//! ├── commit-log       ← 10, 320 (own arbiter with `writer_thread`)
+//! ├── schedule         moves due delayed messages back to the writer
+//! └── retry            ← 36, 10001 (send-back to %RETRY%, dead letters)
 //! ```
 //!
 //! Every link between them goes through a [`ChildRef`] (routes and
@@ -27,6 +29,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use actix::prelude::*;
+use actormq_protocol::request::{ConsumerSendMsgBackRequest, ResendDeadLettersRequest};
 use actormq_protocol::request::{
     CreateSubscriptionGroupRequest, DeleteSubscriptionGroupRequest, GetAllSubscriptionGroupRequest,
 };
@@ -48,10 +51,13 @@ use super::group_manager::{GroupManager, GroupManagerConfig, SubscribeGroups};
 use super::group_notifier::GroupNotifier;
 use super::offset_manager::{OffsetBounds, OffsetManager, OffsetManagerConfig};
 use super::offset_reset::OffsetResetService;
+use super::persist;
 use super::pull_hold::{PullHold, PullHoldConfig};
 use super::query_service::QueryService;
 use super::queue_locks::{DEFAULT_LOCK_EXPIRY, QueueLockManager};
 use super::retention_cleaner::{RetentionCleaner, RetentionConfig};
+use super::retry_service::RetryService;
+use super::schedule_service::{ScheduleConfig, ScheduleService};
 use super::stored_fanout::{StoredFanout, StoredSubscribers};
 use super::subscription_group_manager::{SubscriptionGroupManager, SubscriptionGroupManagerConfig};
 use super::topic_manager::{TopicManager, TopicManagerConfig, TopicView};
@@ -85,6 +91,9 @@ pub struct BrokerActorsConfig {
     pub flush: FlushServiceConfig,
     /// Retention.
     pub retention: RetentionConfig,
+    /// Delayed delivery (`<data>/config/delay_offsets.msgpack`); its level
+    /// count always follows `writer.delay_levels_ms`.
+    pub schedule: ScheduleConfig,
     /// The broker's name, in the queues an offset reset pushes to
     /// consumers. Default `broker-a`.
     pub broker_name: String,
@@ -114,6 +123,7 @@ impl BrokerActorsConfig {
             subscription_groups: SubscriptionGroupManagerConfig {
                 path: data_dir.join("config/subscription_groups.msgpack"),
                 auto_create: true,
+                default_retry_max: 16,
             },
             writer: CommitLogConfig {
                 store_host,
@@ -123,6 +133,10 @@ impl BrokerActorsConfig {
             pull: PullHoldConfig::default(),
             flush: FlushServiceConfig::default(),
             retention: RetentionConfig::default(),
+            schedule: ScheduleConfig::new(
+                data_dir.join("config/delay_offsets.msgpack"),
+                super::commit_log::DEFAULT_DELAY_LEVELS_MS.len() as u32,
+            ),
             broker_name: "broker-a".into(),
             writer_thread: false,
             dispatcher_thread: false,
@@ -182,6 +196,10 @@ pub struct BrokerActors {
     pub retention: ChildRef<RetentionCleaner>,
     /// Offset resets.
     pub offset_reset: ChildRef<OffsetResetService>,
+    /// Delayed delivery.
+    pub schedule: ChildRef<ScheduleService>,
+    /// Send-back and dead letters.
+    pub retry: ChildRef<RetryService>,
     /// The group notifier (empty until [`Self::notify_groups_through`]).
     pub notifier: ChildRef<GroupNotifier>,
     /// Where "message stored" events can be subscribed to (stable across
@@ -235,6 +253,7 @@ impl BrokerActors {
             &config.topics.path,
             &config.offsets.path,
             &config.subscription_groups.path,
+            &config.schedule.path,
         ] {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(|source| WiringError::StateDir {
@@ -254,6 +273,13 @@ impl BrokerActors {
             .map_err(|e| WiringError::Start(format!("offset manager: {e}")))?;
         SubscriptionGroupManager::load(config.subscription_groups.clone(), &logger)
             .map_err(|e| WiringError::Start(format!("subscription group manager: {e}")))?;
+        let mut schedule_cfg = config.schedule.clone();
+        schedule_cfg.levels = config.writer.delay_levels_ms.len() as u32;
+        persist::load_or_backup::<super::schedule_service::DelayProgress>(
+            &schedule_cfg.path,
+            &logger,
+        )
+        .map_err(|e| WiringError::Start(format!("schedule service: {e}")))?;
         let (c, v, log) = (config.topics.clone(), view.clone(), logger.clone());
         let topics = spawn(
             supervisor,
@@ -281,11 +307,13 @@ impl BrokerActors {
         .await?;
         let (c, log) = (config.groups, logger.clone());
         let resolver = CallRelay::new(subscription_groups.clone()).start();
+        let topic_resolver = CallRelay::new(topics.clone()).start();
         let groups = spawn(
             supervisor,
             ChildSpec::new("group-manager", move || {
                 Ok(GroupManager::new(c, &log)
-                    .with_subscription_groups(resolver.clone().recipient()))
+                    .with_subscription_groups(resolver.clone().recipient())
+                    .with_retry_topics(topic_resolver.clone().recipient()))
             }),
         )
         .await?;
@@ -423,6 +451,42 @@ impl BrokerActors {
         };
         let writer = spawn(supervisor, spec).await?;
 
+        let (s, w, log) = (store.clone(), writer.clone(), logger.clone());
+        let schedule = spawn(
+            supervisor,
+            ChildSpec::new("schedule", move || {
+                Ok(ScheduleService::load(
+                    s.clone(),
+                    w.clone(),
+                    schedule_cfg.clone(),
+                    &log,
+                )?)
+            }),
+        )
+        .await?;
+        let (s, v, w, g, o, log) = (
+            store.clone(),
+            view.clone(),
+            writer.clone(),
+            subscription_groups.clone(),
+            offsets.clone(),
+            logger.clone(),
+        );
+        let retry = spawn(
+            supervisor,
+            ChildSpec::new("retry", move || {
+                Ok(RetryService::new(
+                    s.clone(),
+                    v.clone(),
+                    w.clone(),
+                    g.clone(),
+                    o.clone(),
+                    &log,
+                ))
+            }),
+        )
+        .await?;
+
         Ok(Self {
             store,
             view,
@@ -438,6 +502,8 @@ impl BrokerActors {
             flush,
             retention,
             offset_reset,
+            schedule,
+            retry,
             notifier,
             stored: Relay::new(fanout).start().recipient(),
             writer_arbiter,
@@ -470,6 +536,8 @@ impl BrokerActors {
         route_child::<GetAllSubscriptionGroupRequest, _>(router, &self.subscription_groups);
         route_child::<DeleteSubscriptionGroupRequest, _>(router, &self.subscription_groups);
         route_child::<ResetOffsetRequest, _>(router, &self.offset_reset);
+        route_child::<ConsumerSendMsgBackRequest, _>(router, &self.retry);
+        route_child::<ResendDeadLettersRequest, _>(router, &self.retry);
     }
 
     /// Turns consumer-group changes into `NOTIFY_CONSUMER_IDS_CHANGED`

@@ -26,6 +26,7 @@ fn config(dir: &std::path::Path, auto_create: bool) -> SubscriptionGroupManagerC
     SubscriptionGroupManagerConfig {
         path: dir.join("config/subscription_groups.msgpack"),
         auto_create,
+        default_retry_max: 16,
     }
 }
 

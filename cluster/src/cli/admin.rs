@@ -1,8 +1,8 @@
 //! `actormq admin`: clusters and topics (through the name servers and the
 //! brokers); group progress is in [`super::consume`], group configs in
 //! [`super::subscription_group`], message lookups in [`super::msg`];
-//! offset reset asks every master broker of the topic's route; the DLQ
-//! command is a stub until its feature lands.
+//! offset reset asks every master broker of the topic's route; dead
+//! letters in [`super::dlq`].
 
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ use serde_json::json;
 use slog::Logger;
 
 use super::subscription_group::{self, CreateGroupArgs, GroupArg};
-use super::{CliError, CommonArgs, GroupProgressArgs, emit, not_available, run_group_progress};
+use super::{CliError, CommonArgs, GroupProgressArgs, emit, run_group_progress};
 
 /// `actormq admin`.
 #[derive(Debug, Clone, Args)]
@@ -191,7 +191,9 @@ pub enum OffsetCommand {
 /// `admin dlq …`.
 #[derive(Debug, Clone, Subcommand)]
 pub enum DlqCommand {
-    /// Send dead letters of a group back to their topics.
+    /// Send dead letters of a group back to the topics they first failed
+    /// on (reconsume times 0); a second run resends only newer ones.
+    /// One line per message, then {"resent":N,"remaining":M}.
     Resend {
         /// Consumer group.
         #[arg(short, long)]
@@ -230,9 +232,9 @@ pub async fn run(common: &CommonArgs, args: &AdminArgs, log: &Logger) -> Result<
         },
         AdminCommand::Msg { action } => super::msg::run(common, action, log).await,
         AdminCommand::Offset { action } => offset_reset(common, action, log).await,
-        AdminCommand::Dlq { .. } => Err(not_available(
-            "admin dlq resend (arrives with retries and dead letters)",
-        )),
+        AdminCommand::Dlq {
+            action: DlqCommand::Resend { group, count },
+        } => super::dlq::resend(common, &common.route_cache(log)?, group, *count).await,
     }
 }
 

@@ -466,7 +466,7 @@ async fn start_consumer(
                 }
                 if d.count.load(Ordering::Relaxed) >= limit {
                     // Past --messages: leave the rest for the next consumer.
-                    return ConsumeResult::Later;
+                    return ConsumeResult::Retain;
                 }
                 stats.record_us(delivery_latency_us(m, now));
                 stats.ok(1, m.message.body.len() as u64);

@@ -3,9 +3,11 @@
 //! `consume` subscribes as a push consumer of the group, prints one line
 //! per delivered message, and exits after `--count` successful deliveries
 //! or `--idle-exit-ms` with nothing new, committing offsets first.
-//! `--fail-every K` makes every K-th delivery fail ("later": redelivered in
-//! process after a short delay, see the SDK's push consumer docs); failed
-//! deliveries are printed with `"failed":true`. A consumer whose services
+//! `--fail-every K` makes every K-th delivery fail ("later": sent back to
+//! the broker, which redelivers it through the group's retry topic after
+//! its delay level, or moves it to the dead-letter queue after the
+//! group's max; see the SDK's push consumer docs); failed deliveries are
+//! printed with `"failed":true`. A consumer whose services
 //! failed for good (see the SDK's `PushConsumer::state`) pulls nothing
 //! more: `consume` prints what was delivered, then exits non-zero with the
 //! reason on one line.
@@ -179,7 +181,7 @@ pub async fn run_consume(
                     .is_ok();
                 if !took {
                     // Past --count: leave it for the next consumer.
-                    return ConsumeResult::Later;
+                    return ConsumeResult::Retain;
                 }
                 let _ = tx.send((m.clone(), false));
             }

@@ -10,11 +10,13 @@
 //! | `consume`, `admin group progress` | [`consume`] |
 //! | `admin group list`, `admin group create`, `admin group delete` | [`subscription_group`] |
 //! | `bench produce`, `bench consume`, `bench e2e` | [`bench`] |
-//! | `admin msg …`, `admin dlq resend` | stubs: "not available yet" |
+//! | `admin msg get`, `admin msg query` | [`msg`] |
+//! | `admin dlq resend` | [`dlq`] |
 
 pub mod admin;
 pub mod bench;
 pub mod consume;
+pub mod dlq;
 pub mod msg;
 pub mod produce;
 pub mod subscription_group;

@@ -29,11 +29,14 @@ pub enum Mode {
 #[derive(Debug, Clone, Args)]
 #[command(
     group(ArgGroup::new("delay").args(["delay_level", "deliver_at_ms", "delay_ms"])),
-    after_help = "Delayed messages (--delay-level, --deliver-at-ms, --delay-ms) are not \
-        available yet: the broker has no delay scheduling, so these flags are refused.\n\n\
+    after_help = "--delay-level L parks each message on the broker for level L's delay \
+        (the broker's message_delay_level table; default 1s 5s 10s 30s 1m … 2h, a level \
+        above the max means the max). --deliver-at-ms and --delay-ms (a durable timer) are \
+        not available yet and are refused.\n\n\
         Examples:\n  actormq produce -t orders --body hello\n  \
         actormq produce -t orders --count 1000 --size 128 --mode async --json\n  \
-        seq 10 | actormq produce -t orders --stdin --queue-key customer-7"
+        seq 10 | actormq produce -t orders --stdin --queue-key customer-7\n  \
+        actormq produce -t orders --body later --delay-level 3   # delivered after 10 s"
 )]
 pub struct ProduceArgs {
     /// Topic (created by the broker on first send if it allows auto-creation).
@@ -63,7 +66,7 @@ pub struct ProduceArgs {
     /// Send mode.
     #[arg(long, value_enum, default_value_t = Mode::Sync)]
     pub mode: Mode,
-    /// Delay level (1 = 1s … 18 = 2h). Not available yet: refused.
+    /// Delay level (1 = 1s … 18 = 2h with the default table).
     #[arg(long, value_name = "L", value_parser = clap::value_parser!(u8).range(1..))]
     pub delay_level: Option<u8>,
     /// Deliver at this time (ms since the epoch). Not available yet: refused.
@@ -103,9 +106,7 @@ impl ProduceArgs {
     /// The first flag given whose feature does not exist yet: delayed
     /// delivery (the broker would deliver such a message at once).
     pub fn unavailable_flag(&self) -> Option<&'static str> {
-        if self.delay_level.is_some() {
-            Some("--delay-level")
-        } else if self.deliver_at_ms.is_some() {
+        if self.deliver_at_ms.is_some() {
             Some("--deliver-at-ms")
         } else if self.delay_ms.is_some() {
             Some("--delay-ms")
@@ -122,7 +123,7 @@ impl ProduceArgs {
             keys: self.keys.clone(),
             body,
             properties: self.props.iter().cloned().collect::<BTreeMap<_, _>>(),
-            delay: Delay::None,
+            delay: self.delay_level.map_or(Delay::None, Delay::Level),
             flags: 0,
         }
     }
@@ -175,7 +176,8 @@ async fn send_one(
 pub async fn run(common: &CommonArgs, args: &ProduceArgs, log: &Logger) -> Result<(), CliError> {
     if let Some(flag) = args.unavailable_flag() {
         return Err(CliError(format!(
-            "{flag} is not available yet: delayed delivery does not exist in this version"
+            "{flag} is not available yet: delivery at a time (a durable timer) does not exist \
+             in this version; use --delay-level"
         )));
     }
     let producer = ProducerBuilder::from_config(ProducerConfig {
@@ -269,7 +271,8 @@ mod tests {
         assert_eq!(a.body(1).len(), 10);
         assert_eq!(a.unavailable_flag(), Some("--delay-ms"));
         let a = parse("produce -t T --delay-level 3").unwrap();
-        assert_eq!(a.unavailable_flag(), Some("--delay-level"));
+        assert_eq!(a.unavailable_flag(), None);
+        assert_eq!(a.message(a.body(0)).delay, Delay::Level(3));
         let a = parse("produce -t T --deliver-at-ms 5").unwrap();
         assert_eq!(a.unavailable_flag(), Some("--deliver-at-ms"));
     }

@@ -28,9 +28,8 @@ pub struct CreateGroupArgs {
     /// not exist in this version): refused.
     #[arg(long)]
     pub orderly: bool,
-    /// Retries before a message goes to the dead-letter queue, 0..=64.
-    /// Not available yet (broker-side retries do not exist in this
-    /// version): any value but the default 16 is refused.
+    /// Retries before a message goes to the dead-letter queue
+    /// (`%DLQ%<group>`), 0..=64.
     #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(0..=64))]
     pub retry_max: u32,
 }
@@ -44,7 +43,7 @@ pub struct GroupArg {
 }
 
 /// Every master broker: `(name, addr)`, sorted by name.
-async fn masters(routes: &RouteCache) -> Result<Vec<(String, String)>, CliError> {
+pub(super) async fn masters(routes: &RouteCache) -> Result<Vec<(String, String)>, CliError> {
     let info = routes
         .namesrv_call(GetBrokerClusterInfoRequest {})
         .await?
@@ -127,11 +126,6 @@ pub async fn create(
     if a.orderly {
         return Err(super::not_available(
             "group create --orderly (orderly consumption)",
-        ));
-    }
-    if a.retry_max != 16 {
-        return Err(super::not_available(
-            "group create --retry-max (broker-side retries and the dead-letter queue)",
         ));
     }
     let config = SubscriptionGroupConfig {

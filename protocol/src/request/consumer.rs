@@ -57,8 +57,10 @@ pub struct UnlockBatchMqRequest {
 }
 
 /// A consumer returns a message it failed to consume: the broker stores it
-/// in `%RETRY%<group>` with delay level `delay_level` (0 = broker picks
-/// `3 + reconsume times`), or in `%DLQ%<group>` after `max_reconsume_times`.
+/// in `%RETRY%<group>` with delay level `delay_level` (0 = the group's
+/// retry policy: `first_delay_level + reconsume times`), or in
+/// `%DLQ%<group>` once its reconsume times reach the max. Reply:
+/// [`Empty`](super::Empty).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsumerSendMsgBackRequest {
     /// Consumer group.
@@ -72,6 +74,49 @@ pub struct ConsumerSendMsgBackRequest {
     pub origin_msg_id: String,
     /// Topic it was consumed from.
     pub origin_topic: String,
-    /// Retries before the dead-letter queue (RocketMQ default 16).
-    pub max_reconsume_times: u32,
+    /// Retries before the dead-letter queue; `None`: the group's
+    /// `retry_max_times` (RocketMQ default 16).
+    #[serde(default)]
+    pub max_reconsume_times: Option<u32>,
+    /// Deliveries the consumer counted beyond the stored record's (an
+    /// orderly consumer retries locally): the broker uses the larger.
+    #[serde(default)]
+    pub reconsume_times: Option<u32>,
+}
+
+/// Put a group's dead letters back on the topics they first failed on
+/// (actormq's; `actormq admin dlq resend`). The broker resends from the
+/// group's offset on its `%DLQ%<group>` topic and commits past what it
+/// resent, so a second call resends only newer dead letters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResendDeadLettersRequest {
+    /// Consumer group.
+    pub consumer_group: String,
+    /// Most dead letters to resend (0: all).
+    #[serde(default)]
+    pub max_count: u32,
+}
+
+/// One resent dead letter.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResentMessage {
+    /// The new message's id.
+    pub msg_id: String,
+    /// The id of the message that first failed.
+    pub origin_msg_id: String,
+    /// Where it went.
+    pub topic: String,
+    /// Queue.
+    pub queue_id: u32,
+    /// Queue offset.
+    pub queue_offset: u64,
+}
+
+/// Reply to [`ResendDeadLettersRequest`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResendDeadLettersResponse {
+    /// What was resent, in dead-letter order.
+    pub resent: Vec<ResentMessage>,
+    /// Dead letters still waiting (beyond `max_count`).
+    pub remaining: u64,
 }

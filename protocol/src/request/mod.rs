@@ -85,6 +85,7 @@ request! {
     LockBatchMqRequest => LockBatchMq, LockBatchMqResponse;
     UnlockBatchMqRequest => UnlockBatchMq, Empty;
     ConsumerSendMsgBackRequest => ConsumerSendMsgBack, Empty;
+    ResendDeadLettersRequest => ResendDeadLetters, ResendDeadLettersResponse;
     HeartbeatRequest => HeartBeat, HeartbeatResponse;
     EndTransactionRequest => EndTransaction, Empty;
     CheckTransactionStateRequest => CheckTransactionState, Empty;
@@ -130,6 +131,7 @@ mod tests {
             LockBatchMqRequest::CODE,
             UnlockBatchMqRequest::CODE,
             ConsumerSendMsgBackRequest::CODE,
+            ResendDeadLettersRequest::CODE,
             HeartbeatRequest::CODE,
             EndTransactionRequest::CODE,
             CheckTransactionStateRequest::CODE,

@@ -76,6 +76,7 @@ pub fn serve(bytes: &[u8]) -> Result<Option<Frame>> {
             NotifyConsumerIdsChangedRequest,
             LockBatchMqRequest,
             UnlockBatchMqRequest,
+            ResendDeadLettersRequest,
             HeartbeatRequest,
             EndTransactionRequest,
             PopMessageRequest,

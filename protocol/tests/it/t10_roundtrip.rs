@@ -190,8 +190,11 @@ sample_struct! {
     UnlockBatchMqRequest { consumer_group, client_id, mq_set }
     ConsumerSendMsgBackRequest {
         consumer_group, commit_log_offset, delay_level, origin_msg_id, origin_topic,
-        max_reconsume_times,
+        max_reconsume_times, reconsume_times,
     }
+    ResendDeadLettersRequest { consumer_group, max_count }
+    ResentMessage { msg_id, origin_msg_id, topic, queue_id, queue_offset }
+    ResendDeadLettersResponse { resent, remaining }
     SubscriptionData { topic, sub_string, expression_type, tags_set, code_set, sub_version }
     ProducerData { group_name }
     ConsumerData {
@@ -313,6 +316,7 @@ roundtrip! {
     lock_batch_mq: LockBatchMqRequest;
     unlock_batch_mq: UnlockBatchMqRequest;
     consumer_send_msg_back: ConsumerSendMsgBackRequest;
+    resend_dead_letters: ResendDeadLettersRequest;
     heartbeat: HeartbeatRequest;
     end_transaction: EndTransactionRequest;
     check_transaction_state: CheckTransactionStateRequest;

@@ -47,12 +47,19 @@
 //!   messages or 100 MiB (or spans 2000 offsets);
 //! - the **listener** runs in `spawn_blocking`, at most `workers` at once.
 //!
-//! **"Later" results** are redelivered in process after `later_delay_ms`
-//! (with `reconsume_times` incremented), and the committed offset never
-//! passes such a message. Sending it back to a `%RETRY%` topic arrives
-//! with the retry feature; until then a message that keeps failing holds
-//! back its queue's committed offset, and a consumer stopped meanwhile
-//! leaves it to be delivered again from that offset.
+//! **Retries** (clustering): a "later" result or a listener panic sends
+//! each message of the batch back to its broker (`CONSUMER_SEND_MSG_BACK`),
+//! which stores it in the group's retry topic `%RETRY%<group>` for
+//! redelivery after delay level `3 + reconsume times` (10 s, 30 s, 1 m, …)
+//! or, after the group's `retry_max_times` (16), in its dead-letter topic
+//! `%DLQ%<group>`, which no consumer is delivered. The queue's offset then
+//! moves past the message as if it was consumed. Every clustering
+//! consumer subscribes to its group's retry topic by itself (from its
+//! first message), and a retried message reaches the listener under the
+//! topic it was first consumed from (`RETRY_TOPIC`) with its
+//! `reconsume_times`. Only when the broker cannot take a message back (or
+//! when broadcasting) is it redelivered in process after `later_delay_ms`
+//! with `reconsume_times` incremented, the offset held before it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -63,9 +70,11 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actormq_protocol::ResponseCode;
 use actormq_protocol::request::{
-    ConsumeFromWhere, ConsumeType, ConsumerData, GetConsumerListByGroupRequest, HeartbeatRequest,
-    MessageModel, ResetConsumerClientOffsetRequest, SubscriptionGroupConfig,
+    ConsumeFromWhere, ConsumeType, ConsumerData, ConsumerSendMsgBackRequest,
+    GetConsumerListByGroupRequest, HeartbeatRequest, MessageModel,
+    ResetConsumerClientOffsetRequest, SubscriptionGroupConfig,
 };
+use actormq_protocol::system_topic::{self, PROPERTY_RETRY_TOPIC};
 use actormq_protocol::{MessageQueue, StoredMessage};
 use actormq_runtime::{
     ChildEscalated, ChildRef, ChildSpec, Escalation, FactoryError, RestartPolicy, ServiceError,
@@ -89,8 +98,14 @@ use crate::rebalance::{
 pub enum ConsumeResult {
     /// Consumed; the offset may move past them.
     Success,
-    /// Not now: redeliver later (in process for now; see the module docs).
+    /// Not now: back to the broker for a delayed retry (see the module docs).
     Later,
+    /// Not consumed, and not a failure: kept here and offered again after
+    /// `later_delay_ms` (no retry, `reconsume_times` unchanged), the
+    /// offset held before it. For a listener that is about to stop (e.g.
+    /// a tool that printed the messages it was asked for) and leaves the
+    /// rest to the next consumer of the group.
+    Retain,
 }
 
 /// What a [`PushConsumer`] is doing; see [`PushConsumer::state`].
@@ -272,6 +287,14 @@ impl PushConsumerConfig {
                 )));
             }
             filters.insert(topic.clone(), TagFilter::sql(expr)?);
+        }
+        if self.message_model == MessageModelConfig::Clustering {
+            // The group's failed messages come back through its retry
+            // topic (see the module docs).
+            filters.insert(
+                system_topic::retry_topic(&self.group),
+                TagFilter::parse("*")?,
+            );
         }
         Ok(filters)
     }
@@ -509,9 +532,12 @@ impl PushConsumerBuilder {
         // Routes first (so the brokers are known), then heartbeat, then the
         // first rebalance (it starts the pull services, which wait for the
         // service actor), then the service actor, before returning.
+        // (The retry topic is created by the brokers on the heartbeat.)
         let begun = async {
             for topic in core.filters.keys() {
-                core.client.refresh(topic).await?;
+                if !system_topic::is_retry_topic(topic) {
+                    core.client.refresh(topic).await?;
+                }
             }
             Ok::<_, ConsumerError>(())
         }
@@ -530,6 +556,7 @@ impl PushConsumerBuilder {
             core.client.close();
             return Err(e.into());
         }
+        core.await_retry_route().await;
         core.rebalance().await;
         let weak = Arc::downgrade(&core);
         let spec = ChildSpec::new("service", move || ConsumerService::reload(&weak));
@@ -787,9 +814,12 @@ impl PushConsumer {
             .clone()
     }
 
-    /// The queues this instance consumes now, sorted.
+    /// The queues of the subscribed topics this instance consumes now,
+    /// sorted (the group's retry queue, held too, is not listed).
     pub fn assigned_queues(&self) -> Vec<MessageQueue> {
-        self.core.assigned()
+        let mut q = self.core.assigned();
+        q.retain(|mq| !system_topic::is_retry_topic(&mq.topic));
+        q
     }
 
     /// Messages pulled but not yet consumed, over every queue held (flow
@@ -1289,6 +1319,9 @@ impl Core {
         }
         drop(offsets);
         let pos = match self.cfg.consume_from {
+            // Everything in the retry topic is for the group, whenever it
+            // failed (RocketMQ starts a retry topic at 0 too).
+            _ if system_topic::is_retry_topic(&mq.topic) => Position::Min,
             ConsumeFrom::Last => Position::Max,
             ConsumeFrom::First => Position::Min,
             ConsumeFrom::Timestamp(ts) => Position::Time(ts),
@@ -1401,7 +1434,15 @@ impl Core {
         }
     }
 
-    async fn consume(self: Arc<Self>, slot: Arc<QueueSlot>, msgs: Vec<StoredMessage>) {
+    async fn consume(self: Arc<Self>, slot: Arc<QueueSlot>, mut msgs: Vec<StoredMessage>) {
+        if system_topic::is_retry_topic(&slot.mq.topic) {
+            // A retried message shows the topic it was first consumed from.
+            for m in &mut msgs {
+                if let Some(t) = m.message.properties.get(PROPERTY_RETRY_TOPIC) {
+                    m.message.topic = t.clone();
+                }
+            }
+        }
         // Shared with the listener's thread, not copied for it.
         let mut msgs = Arc::new(msgs);
         loop {
@@ -1444,7 +1485,24 @@ impl Core {
                         .update(&slot.mq, commit);
                     return;
                 }
+                ConsumeResult::Retain => {
+                    tokio::time::sleep(Duration::from_millis(self.cfg.later_delay_ms)).await;
+                }
                 ConsumeResult::Later => {
+                    // Back to the broker (its retry topic): consumed here.
+                    if self.send_back(&slot, &msgs).await {
+                        let mut pq = slot.pq.lock().expect("pq lock");
+                        if slot.dropped.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        let commit = pq.remove(msgs.iter().map(|m| m.queue_offset));
+                        self.offsets
+                            .lock()
+                            .expect("offsets lock")
+                            .update(&slot.mq, commit);
+                        return;
+                    }
+                    // The broker did not take them: redeliver here later.
                     // The listener's handle is gone: no copy unless shared.
                     for m in Arc::make_mut(&mut msgs).iter_mut() {
                         m.reconsume_times += 1;
@@ -1453,6 +1511,62 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Waits (up to 3 s) for the name servers to route the group's retry
+    /// topic, which the brokers create on the first heartbeat and register
+    /// at once; a slower registration is picked up by a later rebalance.
+    async fn await_retry_route(&self) {
+        if self.broadcasting() {
+            return;
+        }
+        let topic = system_topic::retry_topic(&self.cfg.group);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while self.client.refresh(&topic).await.is_err() {
+            if tokio::time::Instant::now() >= deadline {
+                debug!(self.logger, "retry topic not routed yet"; "topic" => &topic);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Returns failed messages to the broker of their queue
+    /// (`CONSUMER_SEND_MSG_BACK`): each goes to the group's retry topic
+    /// with a delay, or to its dead-letter queue after the group's max.
+    /// `false` when any was not taken (broadcasting never sends back).
+    async fn send_back(&self, slot: &QueueSlot, msgs: &[StoredMessage]) -> bool {
+        if self.broadcasting() {
+            return false;
+        }
+        let broker = match self
+            .client
+            .broker_addr(&slot.mq.topic, &slot.mq.broker_name)
+            .await
+        {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(self.logger, "send-back: no broker"; "broker" => &slot.mq.broker_name, "error" => %e);
+                return false;
+            }
+        };
+        for m in msgs {
+            let req = ConsumerSendMsgBackRequest {
+                consumer_group: self.cfg.group.clone(),
+                commit_log_offset: m.commit_log_offset,
+                delay_level: 0,
+                origin_msg_id: m.msg_id().encode(),
+                origin_topic: m.message.topic.clone(),
+                max_reconsume_times: None,
+                reconsume_times: None,
+            };
+            if let Err(e) = self.client.call(broker, req).await {
+                warn!(self.logger, "send-back failed; redelivering here";
+                    "queue" => slot.mq.queue_id, "offset" => m.queue_offset, "error" => %e);
+                return false;
+            }
+        }
+        true
     }
 
     /// Applies an offset reset pushed by a broker (see the module docs):

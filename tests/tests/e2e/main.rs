@@ -37,6 +37,7 @@ mod t60_producer;
 mod t65_queries;
 mod t70_consumer;
 mod t71_offset_reset;
+mod t72_retry;
 mod t75_sql_filter;
 mod t75_subscription_groups;
 mod t80_bench;

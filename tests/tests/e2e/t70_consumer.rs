@@ -666,8 +666,9 @@ async fn t70_cli_consume_and_group_progress() {
         }
         assert_eq!(progress[2]["total_lag"], 0);
 
-        // Tag filter and --fail-every: failed deliveries are printed and
-        // delivered again.
+        // Tag filter and --fail-every: failed deliveries are printed (they
+        // come back through the retry topic after their delay level:
+        // t72_retry follows them).
         let tagged = json_lines(&actormq(
             ns,
             &[
@@ -683,7 +684,7 @@ async fn t70_cli_consume_and_group_progress() {
                 "--fail-every",
                 "2",
                 "--count",
-                "3",
+                "2",
                 "--json",
             ],
         ));
@@ -692,10 +693,7 @@ async fn t70_cli_consume_and_group_progress() {
             .iter()
             .filter(|l| l.get("failed").is_none())
             .collect();
-        let failed: Vec<_> = tagged.iter().filter(|l| l["failed"] == true).collect();
-        assert_eq!(ok.len(), 3);
-        assert!(!failed.is_empty());
-        assert!(ok.iter().any(|l| l["reconsume_times"].as_u64() > Some(0)));
+        assert_eq!(ok.len(), 2);
 
         // A bad SQL92 expression, not yet available, and unknown topics:
         // one line, non-zero exit.
