@@ -59,7 +59,7 @@ use actormq_protocol::request::{
     SendBatchMessageRequest, SendBatchMessageResponse, SendMessageRequest, SendMessageResponse,
 };
 use actormq_protocol::system_topic::{
-    self, PROPERTY_REAL_QUEUE_ID, PROPERTY_REAL_TOPIC, SCHEDULE_TOPIC,
+    self, PROPERTY_REAL_QUEUE_ID, PROPERTY_REAL_TOPIC, SCHEDULE_TOPIC, TRANS_HALF_TOPIC,
 };
 use actormq_protocol::{
     BatchCheck, Delay, MessageId, MessageIdEncoder, ResponseCode, validate_message,
@@ -914,8 +914,51 @@ impl CommitLogActor {
         Ok(())
     }
 
+    /// A transactional half message (`TRAN_MSG=true`; its topic resolved
+    /// and writable) goes to `RMQ_SYS_TRANS_HALF_TOPIC` queue 0 instead,
+    /// invisible until committed ([`super::half_message`]); a delay it
+    /// carries applies from the commit.
+    fn park_if_half(&self, p: &mut Pending) -> Result<(), ServiceError> {
+        if p.topic == TRANS_HALF_TOPIC || !super::half_message::is_prepared(&p.props) {
+            return Ok(());
+        }
+        let [part] = &mut p.parts[..] else {
+            return Err(ServiceError::new(
+                ResponseCode::MessageIllegal,
+                "a batch cannot carry transactional messages",
+            ));
+        };
+        let props = super::half_message::half_properties(
+            &p.props[part.props.clone()],
+            &p.topic,
+            p.queue_id,
+        )?;
+        let record = actormq_store::record::HEADER_LEN
+            + TRANS_HALF_TOPIC.len()
+            + props.len()
+            + part.body.len();
+        if record > self.max_record {
+            return Err(ServiceError::new(
+                ResponseCode::MessageIllegal,
+                format!(
+                    "message too large: record of {record} bytes > max {}",
+                    self.max_record
+                ),
+            ));
+        }
+        part.props = 0..props.len();
+        p.props = props;
+        p.topic = TRANS_HALF_TOPIC.to_owned();
+        p.queue_id = 0;
+        p.delay_level = 0;
+        Ok(())
+    }
+
     fn enqueue(&mut self, mut p: Pending, arrival: Instant, ctx: &mut Context<Self>) {
-        if let Err(e) = self.park_if_delayed(&mut p) {
+        if let Err(e) = self
+            .park_if_half(&mut p)
+            .and_then(|()| self.park_if_delayed(&mut p))
+        {
             return p.responder.fail(e);
         }
         let (msgs, bytes) = (p.parts.len(), p.bytes());

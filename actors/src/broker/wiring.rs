@@ -16,7 +16,9 @@
 //! ├── offset-reset     ← 222; pushes 220 through the group notifier
 //! ├── flush
 //! ├── retention
-//! └── commit-log       ← 10, 320 (own arbiter with `writer_thread`)
+//! ├── commit-log       ← 10, 320 (own arbiter with `writer_thread`)
+//! ├── end-transaction  ← 37; re-puts committed half messages, op records
+//! └── transaction-checker (checks pushed through the group notifier)
 //! ```
 //!
 //! Every link between them goes through a [`ChildRef`] (routes and
@@ -28,7 +30,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actormq_protocol::request::{
-    CreateSubscriptionGroupRequest, DeleteSubscriptionGroupRequest, GetAllSubscriptionGroupRequest,
+    CreateSubscriptionGroupRequest, DeleteSubscriptionGroupRequest, EndTransactionRequest,
+    GetAllSubscriptionGroupRequest,
 };
 use actormq_protocol::request::{
     CreateTopicRequest, DeleteTopicInBrokerRequest, GetAllTopicConfigRequest,
@@ -43,6 +46,7 @@ use slog::{Logger, info, o, warn};
 use super::broker_store::BrokerStore;
 use super::commit_log::{CommitLogActor, CommitLogConfig};
 use super::dispatcher::{Dispatcher, DispatcherConfig, SubscribeStored};
+use super::end_transaction::EndTransactionService;
 use super::flush_service::{FlushAndCheckpoint, FlushService, FlushServiceConfig};
 use super::group_manager::{GroupManager, GroupManagerConfig, SubscribeGroups};
 use super::group_notifier::GroupNotifier;
@@ -55,6 +59,7 @@ use super::retention_cleaner::{RetentionCleaner, RetentionConfig};
 use super::stored_fanout::{StoredFanout, StoredSubscribers};
 use super::subscription_group_manager::{SubscriptionGroupManager, SubscriptionGroupManagerConfig};
 use super::topic_manager::{TopicManager, TopicManagerConfig, TopicView};
+use super::transaction_checker::{TransactionChecker, TransactionConfig};
 use crate::runtime::net::{Listener, Router};
 use crate::runtime::{
     CallRelay, ChildRef, ChildSpec, Relay, SpawnChild, SpawnChildInto, Supervisor, route_child,
@@ -85,6 +90,9 @@ pub struct BrokerActorsConfig {
     pub flush: FlushServiceConfig,
     /// Retention.
     pub retention: RetentionConfig,
+    /// Transactions: the checker's timing and its progress file
+    /// (`<data>/config/transaction_checker.msgpack`).
+    pub transactions: TransactionConfig,
     /// The broker's name, in the queues an offset reset pushes to
     /// consumers. Default `broker-a`.
     pub broker_name: String,
@@ -123,6 +131,10 @@ impl BrokerActorsConfig {
             pull: PullHoldConfig::default(),
             flush: FlushServiceConfig::default(),
             retention: RetentionConfig::default(),
+            transactions: TransactionConfig::new(
+                data_dir.join("config/transaction_checker.msgpack"),
+                store_host,
+            ),
             broker_name: "broker-a".into(),
             writer_thread: false,
             dispatcher_thread: false,
@@ -182,6 +194,10 @@ pub struct BrokerActors {
     pub retention: ChildRef<RetentionCleaner>,
     /// Offset resets.
     pub offset_reset: ChildRef<OffsetResetService>,
+    /// Commits and rollbacks of half messages.
+    pub end_transaction: ChildRef<EndTransactionService>,
+    /// The transaction checker.
+    pub transaction_checker: ChildRef<TransactionChecker>,
     /// The group notifier (empty until [`Self::notify_groups_through`]).
     pub notifier: ChildRef<GroupNotifier>,
     /// Where "message stored" events can be subscribed to (stable across
@@ -235,6 +251,7 @@ impl BrokerActors {
             &config.topics.path,
             &config.offsets.path,
             &config.subscription_groups.path,
+            &config.transactions.path,
         ] {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(|source| WiringError::StateDir {
@@ -423,6 +440,49 @@ impl BrokerActors {
         };
         let writer = spawn(supervisor, spec).await?;
 
+        let (s, w, log) = (store.clone(), writer.clone(), logger.clone());
+        let end_transaction = spawn(
+            supervisor,
+            ChildSpec::new("end-transaction", move || {
+                Ok(EndTransactionService::new(s.clone(), w.clone(), &log))
+            }),
+        )
+        .await?;
+        TransactionChecker::load(
+            config.transactions.clone(),
+            store.clone(),
+            writer.clone(),
+            end_transaction.clone(),
+            groups.clone(),
+            notifier.clone(),
+            &logger,
+        )
+        .map_err(|e| WiringError::Start(format!("transaction checker: {e}")))?;
+        let (c, s, w, e, g, n, log) = (
+            config.transactions.clone(),
+            store.clone(),
+            writer.clone(),
+            end_transaction.clone(),
+            groups.clone(),
+            notifier.clone(),
+            logger.clone(),
+        );
+        let transaction_checker = spawn(
+            supervisor,
+            ChildSpec::new("transaction-checker", move || {
+                Ok(TransactionChecker::load(
+                    c.clone(),
+                    s.clone(),
+                    w.clone(),
+                    e.clone(),
+                    g.clone(),
+                    n.clone(),
+                    &log,
+                )?)
+            }),
+        )
+        .await?;
+
         Ok(Self {
             store,
             view,
@@ -438,6 +498,8 @@ impl BrokerActors {
             flush,
             retention,
             offset_reset,
+            end_transaction,
+            transaction_checker,
             notifier,
             stored: Relay::new(fanout).start().recipient(),
             writer_arbiter,
@@ -470,6 +532,7 @@ impl BrokerActors {
         route_child::<GetAllSubscriptionGroupRequest, _>(router, &self.subscription_groups);
         route_child::<DeleteSubscriptionGroupRequest, _>(router, &self.subscription_groups);
         route_child::<ResetOffsetRequest, _>(router, &self.offset_reset);
+        route_child::<EndTransactionRequest, _>(router, &self.end_transaction);
     }
 
     /// Turns consumer-group changes into `NOTIFY_CONSUMER_IDS_CHANGED`
