@@ -165,9 +165,8 @@ pub struct BrokerSection {
     pub enable_property_filter: bool,
     /// Longest a pull that found nothing is held, ms, 0..=60000. Default `15000`.
     pub long_polling_max_ms: u64,
-    /// Age of an undecided half message before it is checked, ms. Default `6000`.
-    /// The `transaction_*` keys are not available yet (no transactions):
-    /// values other than their defaults are refused.
+    /// Age of an undecided transactional half message before the broker
+    /// asks a producer of its group for its state, ms. Default `6000`.
     pub transaction_timeout_ms: u64,
     /// Interval of the transaction checker, ms, >0. Default `60000`.
     pub transaction_check_interval_ms: u64,
@@ -483,8 +482,7 @@ impl NodeConfig {
         let b = &self.broker;
         let d = BrokerSection::default();
         const HA: &str = "master/slave replication does not exist in this version";
-        const TX: &str = "transactional messages do not exist in this version";
-        let checks: [(bool, &'static str, &'static str); 8] = [
+        let checks: [(bool, &'static str, &'static str); 5] = [
             (b.ha_role != d.ha_role, "broker.ha_role", HA),
             (b.ha_listen.is_some(), "broker.ha_listen", HA),
             (b.master.is_some(), "broker.master", HA),
@@ -497,21 +495,6 @@ impl NodeConfig {
                 b.max_reconsume_times != d.max_reconsume_times,
                 "broker.max_reconsume_times",
                 "broker-side retries and dead-letter queues do not exist in this version",
-            ),
-            (
-                b.transaction_timeout_ms != d.transaction_timeout_ms,
-                "broker.transaction_timeout_ms",
-                TX,
-            ),
-            (
-                b.transaction_check_interval_ms != d.transaction_check_interval_ms,
-                "broker.transaction_check_interval_ms",
-                TX,
-            ),
-            (
-                b.transaction_check_max != d.transaction_check_max,
-                "broker.transaction_check_max",
-                TX,
             ),
         ];
         checks
@@ -748,6 +731,22 @@ mod tests {
     }
 
     #[test]
+    fn transaction_keys_are_taken() {
+        let env = [
+            ("ACTORMQ_BROKER__TRANSACTION_TIMEOUT_MS", "1000"),
+            ("ACTORMQ_BROKER__TRANSACTION_CHECK_INTERVAL_MS", "500"),
+            ("ACTORMQ_BROKER__TRANSACTION_CHECK_MAX", "3"),
+        ];
+        let c = NodeConfig::load(None, env, Overrides::default()).expect("accepted");
+        assert_eq!(c.broker.transaction_timeout_ms, 1000);
+        assert_eq!(c.broker.transaction_check_interval_ms, 500);
+        assert_eq!(c.broker.transaction_check_max, 3);
+        let zero = [("ACTORMQ_BROKER__TRANSACTION_CHECK_INTERVAL_MS", "0")];
+        let err = NodeConfig::load(None, zero, Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("transaction_check_interval_ms"));
+    }
+
+    #[test]
     fn keys_of_missing_features_are_refused_unless_default() {
         let cases = [
             ("ACTORMQ_BROKER__HA_ROLE", "slave", "broker.ha_role"),
@@ -767,21 +766,6 @@ mod tests {
                 "ACTORMQ_BROKER__MAX_RECONSUME_TIMES",
                 "3",
                 "broker.max_reconsume_times",
-            ),
-            (
-                "ACTORMQ_BROKER__TRANSACTION_TIMEOUT_MS",
-                "1000",
-                "broker.transaction_timeout_ms",
-            ),
-            (
-                "ACTORMQ_BROKER__TRANSACTION_CHECK_INTERVAL_MS",
-                "1000",
-                "broker.transaction_check_interval_ms",
-            ),
-            (
-                "ACTORMQ_BROKER__TRANSACTION_CHECK_MAX",
-                "3",
-                "broker.transaction_check_max",
             ),
         ];
         for (var, value, key) in cases {

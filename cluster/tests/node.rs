@@ -125,11 +125,6 @@ fn node_refuses_flags_and_keys_of_missing_features() {
             "broker.max_reconsume_times",
         ),
         (
-            "ACTORMQ_BROKER__TRANSACTION_CHECK_MAX",
-            "1",
-            "broker.transaction_check_max",
-        ),
-        (
             "ACTORMQ_BROKER__MESSAGE_DELAY_LEVEL",
             "1s",
             "broker.message_delay_level",

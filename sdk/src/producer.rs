@@ -401,11 +401,25 @@ impl ProducerBuilder {
     /// Starts the producer (its route refresher and heartbeat run on the
     /// current arbiter). Must run inside an actix `System`.
     pub async fn build(self) -> Result<Producer, ClientError> {
-        Producer::start(self.config, self.logger).await
+        Producer::start(self.config, self.logger, None).await
+    }
+
+    /// Starts a transactional producer: `listener` runs each local
+    /// transaction and answers the broker's checks (see
+    /// [`crate::transaction`]).
+    pub async fn build_transactional(
+        self,
+        listener: impl crate::transaction::TransactionListener,
+    ) -> Result<crate::transaction::TransactionProducer, ClientError> {
+        let listener: Arc<dyn crate::transaction::TransactionListener> = Arc::new(listener);
+        let producer = Producer::start(self.config, self.logger, Some(listener.clone())).await?;
+        Ok(crate::transaction::TransactionProducer::new(
+            producer, listener,
+        ))
     }
 }
 
-struct Inner {
+pub(crate) struct Inner {
     config: ProducerConfig,
     client_id: String,
     routes: RouteCache,
@@ -420,6 +434,8 @@ struct Inner {
     /// Why the services were given up, once they were.
     service_failure: Arc<Mutex<Option<String>>>,
     heartbeat: ChildRef<HeartbeatService>,
+    /// Answers the broker's transaction checks (transactional producers).
+    checks: ChildRef<crate::transaction::CheckService>,
     logger: Logger,
 }
 
@@ -479,6 +495,7 @@ impl Producer {
     async fn start(
         config: ProducerConfig,
         logger: Option<Logger>,
+        listener: Option<Arc<dyn crate::transaction::TransactionListener>>,
     ) -> Result<Producer, ClientError> {
         if config.group.is_empty() {
             return Err(ClientError::Invalid("empty producer group".into()));
@@ -486,7 +503,15 @@ impl Producer {
         let logger = logger
             .unwrap_or_else(|| Logger::root(slog::Discard, o!()))
             .new(o!("producer_group" => config.group.clone()));
-        let conns = Connections::new(&logger);
+        let checks = ChildRef::empty();
+        let conns = match &listener {
+            // The broker's CHECK_TRANSACTION_STATE reaches the check
+            // service's current incarnation.
+            Some(_) => {
+                Connections::serving(crate::transaction::check_router(checks.clone()), &logger)
+            }
+            None => Connections::new(&logger),
+        };
         let routes = RouteCache::new(
             config.namesrv.clone(),
             conns.clone(),
@@ -528,6 +553,7 @@ impl Producer {
             services,
             service_failure,
             heartbeat: ChildRef::empty(),
+            checks,
             client_id,
             routes,
             conns,
@@ -542,6 +568,13 @@ impl Producer {
             spec: ChildSpec::new("heartbeat", move || Ok(hb.clone())),
             handle: inner.heartbeat.clone(),
         });
+        if let Some(listener) = listener {
+            let service = crate::transaction::CheckService::new(Arc::downgrade(&inner), listener);
+            inner.services.do_send(actormq_runtime::SpawnChildInto {
+                spec: ChildSpec::new("transaction-check", move || Ok(service.clone())),
+                handle: inner.checks.clone(),
+            });
+        }
         Ok(Producer { inner })
     }
 
@@ -581,6 +614,37 @@ impl Producer {
             }
             _ => false,
         }
+    }
+
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Producer {
+        Producer { inner }
+    }
+
+    pub(crate) fn logger(&self) -> &Logger {
+        &self.inner.logger
+    }
+
+    /// The address of broker `name` as last sent to.
+    pub(crate) fn broker_addr(&self, name: &str) -> Option<String> {
+        lock(&self.inner.brokers).get(name).cloned()
+    }
+
+    /// Calls `req` on the broker at `addr` within the send timeout.
+    pub(crate) async fn call_broker<R: Rpc>(
+        &self,
+        addr: &str,
+        req: R,
+    ) -> Result<actormq_runtime::Reply<R::Response>, ClientError> {
+        self.check_open()?;
+        self.inner
+            .conns
+            .call(
+                addr,
+                req,
+                Bytes::new(),
+                ms(self.inner.config.send_timeout_ms),
+            )
+            .await
     }
 
     /// The route cache (shared with whoever else uses this producer's
