@@ -436,6 +436,9 @@ pub(crate) struct Inner {
     heartbeat: ChildRef<HeartbeatService>,
     /// Answers the broker's transaction checks (transactional producers).
     checks: ChildRef<crate::transaction::CheckService>,
+    /// Topics whose brokers always get heartbeats (transactional
+    /// producers: their brokers check with them).
+    announced: Mutex<std::collections::BTreeSet<String>>,
     logger: Logger,
 }
 
@@ -554,6 +557,7 @@ impl Producer {
             service_failure,
             heartbeat: ChildRef::empty(),
             checks,
+            announced: Mutex::new(std::collections::BTreeSet::new()),
             client_id,
             routes,
             conns,
@@ -622,6 +626,15 @@ impl Producer {
 
     pub(crate) fn logger(&self) -> &Logger {
         &self.inner.logger
+    }
+
+    /// Keeps heartbeating the brokers of `topic`, even after its route
+    /// was dropped.
+    pub(crate) fn announce(&self, topic: &str) {
+        let mut a = lock(&self.inner.announced);
+        if !a.contains(topic) {
+            a.insert(topic.to_owned());
+        }
     }
 
     /// The address of broker `name` as last sent to.
@@ -1140,11 +1153,21 @@ impl Producer {
         addrs
     }
 
-    /// Sends one heartbeat of the group to every known broker.
+    /// Sends one heartbeat of the group to every known broker, all at
+    /// once: a broker that does not answer (restarted elsewhere) does not
+    /// hold up the others.
     pub async fn heartbeat(&self) {
-        for addr in self.heartbeat_targets() {
-            self.heartbeat_to(&addr).await;
+        // Topics whose brokers must hear from this producer (transactional
+        // producers answer checks): a route dropped while its broker was
+        // away (restarting) is fetched again.
+        let announced: Vec<String> = lock(&self.inner.announced).iter().cloned().collect();
+        for topic in announced {
+            if self.inner.routes.cached(&topic).is_none() {
+                let _ = self.inner.routes.refresh(&topic).await;
+            }
         }
+        let targets = self.heartbeat_targets();
+        futures_util::future::join_all(targets.iter().map(|addr| self.heartbeat_to(addr))).await;
     }
 }
 

@@ -49,6 +49,7 @@ use slog::{Logger, debug, error, info, warn};
 
 use crate::error::ClientError;
 use crate::producer::{Inner, Producer, SendResult, SendStatus, stamp};
+use crate::route::is_unreachable;
 
 /// The state of a local transaction, as the listener reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -154,6 +155,7 @@ impl TransactionProducer {
         msg.properties.insert(PROPERTY_PRODUCER_GROUP.into(), group);
         stamp(&mut msg);
         let transaction_id = msg.unique_key().unwrap_or_default().to_owned();
+        self.producer.announce(&msg.topic);
         let send = self.producer.send(msg.clone()).await?;
         let state = if send.status == SendStatus::SendOk {
             let listener = Arc::clone(&self.listener);
@@ -206,7 +208,29 @@ impl TransactionProducer {
             msg_id: send.msg_id.clone(),
             transaction_id: Some(transaction_id.to_owned()),
         };
-        self.producer.call_broker(&addr, req).await.map(drop)
+        match self.producer.call_broker(&addr, req.clone()).await {
+            // The broker may have restarted elsewhere meanwhile: ask the
+            // name servers where it is now and try once more.
+            Err(e) if is_unreachable(&e) => {
+                let route = self.producer.routes().refresh(&send.topic).await?;
+                let Some(now) = route.master_addr(&send.broker) else {
+                    return Err(e);
+                };
+                self.producer.call_broker(now, req).await.map(drop)
+            }
+            other => other.map(drop),
+        }
+    }
+
+    /// Announces this producer to the brokers of `topic` (route fetched,
+    /// heartbeat sent), so a member of the group that has not sent yet
+    /// answers checks of transactions other members began. Heartbeats then
+    /// go on every `heartbeat_interval_ms`.
+    pub async fn serve_checks_for(&self, topic: &str) -> Result<(), ClientError> {
+        self.producer.announce(topic);
+        self.producer.routes().refresh(topic).await?;
+        self.producer.heartbeat().await;
+        Ok(())
     }
 
     /// Stops the producer (its check service too).
