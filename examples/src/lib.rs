@@ -19,6 +19,7 @@
 //! | [`subscription_group`] | a group's config: auto-created by its first consumer, updated by an admin |
 //! | [`offset_reset`] | a running group reset to a time gets the messages from there again |
 //! | [`sql_filter`] | a push consumer with a SQL92 expression over properties |
+//! | [`transfer`] | a money transfer as a transactional message, with a check-back from the ledger |
 //! | [`custom_actor`] | a custom actor plugged into a broker |
 //!
 //! **Place in the layering:** a user of `sdk`, with `cluster` to start an
@@ -38,4 +39,5 @@ pub mod quickstart;
 pub mod sql_filter;
 pub mod subscription_group;
 pub mod tag_filter;
+pub mod transfer;
 pub mod wait;
