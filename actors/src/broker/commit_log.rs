@@ -808,6 +808,8 @@ impl CommitLogActor {
         let snapshot = self.topics.snapshot();
         if let Some(cfg) = snapshot.get(&p.topic) {
             check_writable(cfg, p.queue_id)?;
+            let mut p = p;
+            self.park(&mut p)?;
             self.enqueue(p, arrival, ctx);
             return Ok(());
         }
@@ -819,7 +821,8 @@ impl CommitLogActor {
                     Ok(Err(e)) => return p.responder.fail(e),
                     Err(e) => return p.responder.fail(e.into()),
                 };
-                match check_writable(&cfg, p.queue_id) {
+                let mut p = p;
+                match check_writable(&cfg, p.queue_id).and_then(|()| act.park(&mut p)) {
                     // Flow control measures the wait for the writer, not
                     // the topic creation (persisted before it answers).
                     Ok(()) => act.enqueue(p, Instant::now(), ctx),
@@ -845,7 +848,8 @@ impl CommitLogActor {
                 .as_ref()
                 .is_none_or(|want| cfg.write_queue_nums >= want.write_queue_nums);
             if wide_enough {
-                match check_writable(cfg, p.queue_id) {
+                let mut p = p;
+                match check_writable(cfg, p.queue_id).and_then(|()| self.park(&mut p)) {
                     Ok(()) => self.enqueue(p, Instant::now(), ctx),
                     Err(e) => p.responder.fail(e),
                 }
@@ -863,7 +867,8 @@ impl CommitLogActor {
                     Ok(Err(e)) => return p.responder.fail(e),
                     Err(e) => return p.responder.fail(e.into()),
                 };
-                match check_writable(&cfg, p.queue_id) {
+                let mut p = p;
+                match check_writable(&cfg, p.queue_id).and_then(|()| act.park(&mut p)) {
                     Ok(()) => act.enqueue(p, Instant::now(), ctx),
                     Err(e) => p.responder.fail(e),
                 }
@@ -954,13 +959,16 @@ impl CommitLogActor {
         Ok(())
     }
 
-    fn enqueue(&mut self, mut p: Pending, arrival: Instant, ctx: &mut Context<Self>) {
-        if let Err(e) = self
-            .park_if_half(&mut p)
-            .and_then(|()| self.park_if_delayed(&mut p))
-        {
-            return p.responder.fail(e);
-        }
+    /// Where a resolved message really goes: a half message to the half
+    /// topic, a delayed one to the schedule topic. Called before
+    /// [`Self::enqueue`]; inside a send handler an error must be returned
+    /// (its reply slot is not filled yet), elsewhere it fails the responder.
+    fn park(&self, p: &mut Pending) -> Result<(), ServiceError> {
+        self.park_if_half(p)?;
+        self.park_if_delayed(p)
+    }
+
+    fn enqueue(&mut self, p: Pending, arrival: Instant, ctx: &mut Context<Self>) {
         let (msgs, bytes) = (p.parts.len(), p.bytes());
         if self.buffer.messages() + msgs > self.config.max_batch_messages {
             // A full batch is waiting: append it now rather than at the end

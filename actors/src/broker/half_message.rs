@@ -65,12 +65,16 @@ fn illegal(reason: impl Into<String>) -> ServiceError {
 }
 
 /// Whether encoded record properties mark a transactional half message
-/// (`TRAN_MSG=true`). A cheap substring test first: sends without it pay
-/// one scan of their property bytes.
+/// (`TRAN_MSG=true`; for a batch's properties, back to back: whether any
+/// entry does). A SIMD substring search first: sends without it pay one
+/// fast scan of their property bytes.
 pub fn is_prepared(props: &[u8]) -> bool {
-    let key = PROPERTY_TRANSACTION_PREPARED.as_bytes();
-    props.windows(key.len()).any(|w| w == key)
-        && property(props, PROPERTY_TRANSACTION_PREPARED) == Some("true")
+    static KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| {
+            memchr::memmem::Finder::new(PROPERTY_TRANSACTION_PREPARED.as_bytes())
+        });
+    KEY.find(props).is_some()
+        && properties_iter(props).any(|(k, v)| k == PROPERTY_TRANSACTION_PREPARED && v == "true")
 }
 
 /// The properties of a half message stored for `real_topic`/`real_queue`:
@@ -282,6 +286,10 @@ mod tests {
         assert!(!is_prepared(&props(&[("TRAN_MSG", "false")])));
         assert!(!is_prepared(&props(&[("A", "TRAN_MSG")])));
         assert!(!is_prepared(&[]));
+        // A batch's properties back to back: any entry counts.
+        let mut batch = props(&[("A", "b")]);
+        batch.extend(props(&[("TRAN_MSG", "true")]));
+        assert!(is_prepared(&batch));
     }
 
     #[test]

@@ -859,6 +859,7 @@ async fn the_broker_wiring_serves_its_request_codes() {
         C::GetAllSubscriptionGroupConfig,
         C::DeleteSubscriptionGroup,
         C::InvokeBrokerToResetOffset,
+        C::EndTransaction,
     ]
     .iter()
     .map(|c| c.as_u32())
