@@ -296,7 +296,11 @@ impl TransactionChecker {
             .progress
             .op
             .max(store.min_offset(TRANS_OP_HALF_TOPIC, 0));
-        let op_to = store.max_offset(TRANS_OP_HALF_TOPIC, 0);
+        // Bounded too: op records past the cap are found through the key
+        // index meanwhile, and read once the progress gets to them.
+        let op_to = store
+            .max_offset(TRANS_OP_HALF_TOPIC, 0)
+            .min(op_from + 4 * self.config.max_walk as u64);
         let mut ops = Vec::new();
         for q in op_from..op_to {
             // Unreadable op records are skipped (they decide nothing).
@@ -429,13 +433,13 @@ impl TransactionChecker {
                 let (half, result) = match action {
                     Action::RollBack(h) => {
                         let r = roll_back(&end, &h).await;
-                        if r.is_ok() {
+                        if let Ok(true) = r {
                             out.rolled_back += 1;
                             warn!(logger, "half message rolled back after its last check";
                                 "transaction_id" => &h.transaction_id, "checks" => h.check_times,
                                 "topic" => &h.real_topic);
                         }
-                        (h, r)
+                        (h, r.map(drop))
                     }
                     Action::Check(h) => {
                         let r = check(
@@ -475,10 +479,11 @@ struct Outcome {
     round_robin: usize,
 }
 
+/// Rolls `h` back; `Ok(false)` when it was decided meanwhile.
 async fn roll_back(
     end: &ChildRef<EndTransactionService>,
     h: &HalfMessage,
-) -> Result<(), ServiceError> {
+) -> Result<bool, ServiceError> {
     let Some(end) = end.addr() else {
         return Err(ServiceError::busy(
             "the end-transaction service is restarting",
@@ -494,9 +499,9 @@ async fn roll_back(
         transaction_id: Some(h.transaction_id.clone()),
     };
     match end.send(Call::new(req)).await.map_err(ServiceError::from)? {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(true),
         // Decided meanwhile: nothing to roll back.
-        Err(e) if e.code == ResponseCode::TransactionFailed => Ok(()),
+        Err(e) if e.code == ResponseCode::TransactionFailed => Ok(false),
         Err(e) => Err(e),
     }
 }
