@@ -143,12 +143,43 @@ impl TransactionProducer {
         &self.producer
     }
 
-    /// Sends `msg` as a half message, runs the local transaction and ends
-    /// the transaction with its answer. See the module docs.
+    /// Sends `msg` as a half message, runs the listener's local
+    /// transaction and ends the transaction with its answer. See the
+    /// module docs.
     pub async fn send_in_transaction(
         &self,
-        mut msg: Message,
+        msg: Message,
     ) -> Result<TransactionSendResult, ClientError> {
+        let listener = Arc::clone(&self.listener);
+        self.send_with_local(msg, move |m: &Message| {
+            listener.execute_local_transaction(m)
+        })
+        .await
+    }
+
+    /// As [`Self::send_in_transaction`], with `local` as this send's local
+    /// transaction instead of the listener's (RocketMQ's per-send `arg`:
+    /// capture what it needs). Checks still go to the listener. Runs on a
+    /// blocking thread; a panic counts as `Unknown`.
+    pub async fn send_in_transaction_with<F>(
+        &self,
+        msg: Message,
+        local: F,
+    ) -> Result<TransactionSendResult, ClientError>
+    where
+        F: FnOnce(&Message) -> TransactionState + Send + 'static,
+    {
+        self.send_with_local(msg, local).await
+    }
+
+    async fn send_with_local<F>(
+        &self,
+        mut msg: Message,
+        local: F,
+    ) -> Result<TransactionSendResult, ClientError>
+    where
+        F: FnOnce(&Message) -> TransactionState + Send + 'static,
+    {
         let group = self.producer.config().group.clone();
         msg.properties
             .insert(PROPERTY_TRANSACTION_PREPARED.into(), "true".into());
@@ -158,12 +189,11 @@ impl TransactionProducer {
         self.producer.announce(&msg.topic);
         let send = self.producer.send(msg.clone()).await?;
         let state = if send.status == SendStatus::SendOk {
-            let listener = Arc::clone(&self.listener);
-            let local = msg.clone();
+            let sent = msg.clone();
             run_callback(
                 self.producer.logger(),
                 "execute_local_transaction",
-                move || listener.execute_local_transaction(&local),
+                move || local(&sent),
             )
             .await
         } else {

@@ -172,13 +172,25 @@ async fn t62_commit_delivers_once_rollback_never() {
             }
         }
         assert_eq!(l.0.executed.load(Ordering::SeqCst), 6);
-        // Six decisions, then exactly the committed three in the topic,
+        // A local transaction of its own for one send (the listener is
+        // not asked).
+        let r = p
+            .send_in_transaction_with(Message::new(topic, "own"), |m| {
+                assert_eq!(&m.body[..], b"own");
+                TransactionState::Commit
+            })
+            .await
+            .expect("transactional send");
+        assert_eq!(r.state, TransactionState::Commit);
+        committed.push(r);
+        assert_eq!(l.0.executed.load(Ordering::SeqCst), 6);
+        // Seven decisions, then exactly the committed four in the topic,
         // each under its transaction id.
-        let ops = decisions(node.broker(), 6).await;
-        assert_eq!(ops.len(), 6);
-        assert_eq!(ops.iter().filter(|(_, d)| d == "commit").count(), 3);
-        let msgs = delivered(node.broker(), topic, 3).await;
-        assert_eq!(bodies(&msgs), ["commit-0", "commit-1", "commit-2"]);
+        let ops = decisions(node.broker(), 7).await;
+        assert_eq!(ops.len(), 7);
+        assert_eq!(ops.iter().filter(|(_, d)| d == "commit").count(), 4);
+        let msgs = delivered(node.broker(), topic, 4).await;
+        assert_eq!(bodies(&msgs), ["commit-0", "commit-1", "commit-2", "own"]);
         for (m, r) in msgs.iter().zip(&committed) {
             assert_eq!(m.message.unique_key(), Some(r.transaction_id.as_str()));
             assert!(!m.message.properties.contains_key("TRAN_MSG"));
@@ -215,10 +227,10 @@ async fn t62_commit_delivers_once_rollback_never() {
             .send(Message::new(topic, "marker"))
             .await
             .expect("plain send");
-        let msgs = delivered(node.broker(), topic, 4).await;
+        let msgs = delivered(node.broker(), topic, 5).await;
         assert_eq!(
             bodies(&msgs),
-            ["commit-0", "commit-1", "commit-2", "marker"]
+            ["commit-0", "commit-1", "commit-2", "marker", "own"]
         );
         assert_eq!(l.0.checks.load(Ordering::SeqCst), 0, "nothing checked");
         p.shutdown().await;
