@@ -350,6 +350,18 @@ impl Handler<GetEndTransactionStats> for EndTransactionService {
     }
 }
 
+#[cfg(feature = "fault-injection")]
+impl Handler<crate::runtime::guard::InjectPanic> for EndTransactionService {
+    type Result = GuardedReply<()>;
+    fn handle(
+        &mut self,
+        msg: crate::runtime::guard::InjectPanic,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        guarded(self, ctx, |_, _| panic!("{}", msg.0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

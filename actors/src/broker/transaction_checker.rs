@@ -624,6 +624,18 @@ impl Handler<GetCheckerStats> for TransactionChecker {
     }
 }
 
+#[cfg(feature = "fault-injection")]
+impl Handler<crate::runtime::guard::InjectPanic> for TransactionChecker {
+    type Result = GuardedReply<()>;
+    fn handle(
+        &mut self,
+        msg: crate::runtime::guard::InjectPanic,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        guarded(self, ctx, |_, _| panic!("{}", msg.0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

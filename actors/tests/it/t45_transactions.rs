@@ -256,3 +256,114 @@ async fn decisions_survive_a_restart() {
     assert_eq!(node.store.max_offset("tx", 0), 2, "each delivered once");
     node.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_restarted_checker_goes_on_from_its_progress() {
+    use std::time::Duration;
+
+    use actix::prelude::*;
+    use actormq_actors::broker::transaction_checker::{GetCheckerStats, RunCheckPass};
+    use actormq_actors::broker::{BrokerActors, BrokerActorsConfig};
+    use actormq_actors::runtime::guard::InjectPanic;
+    use actormq_actors::runtime::{Escalation, RestartPolicy, Supervisor};
+    use actormq_protocol::request::SendMessageRequest;
+    use actormq_store::StoreConfig;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = BrokerActorsConfig::new(
+        StoreConfig::small(dir.path().join("store"), 1 << 20),
+        dir.path(),
+        "127.0.0.1:10911".parse().unwrap(),
+    );
+    config.transactions.timeout = Duration::from_millis(1);
+    config.transactions.check_interval = Duration::from_secs(3600);
+    config.transactions.check_max = 2;
+    let log = super::t40_send_pull::log();
+    let supervisor = Supervisor::new(
+        "broker",
+        &log,
+        RestartPolicy::default(),
+        Escalation::StopSystem,
+    )
+    .start();
+    let actors = BrokerActors::start(&supervisor, config, &log)
+        .await
+        .unwrap();
+    let msg = half("tx", "a", "K-A");
+    let req = SendMessageRequest::new("pg", 0, super::t40_send_pull::now_ms(), &msg);
+    actors
+        .writer
+        .addr()
+        .unwrap()
+        .send(Call::with_body(req, msg.body.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    let wait = |topic: &'static str, n: u64| {
+        let store = actors.store.clone();
+        async move {
+            for _ in 0..500 {
+                if store.max_offset(topic, 0) >= n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("{topic} never reached {n}");
+        }
+    };
+    wait(TRANS_HALF_TOPIC, 1).await;
+    tokio::time::sleep(Duration::from_millis(5)).await; // older than the 1 ms timeout
+    // First check: a copy with one check.
+    let checker = actors.transaction_checker.addr().unwrap();
+    checker.send(RunCheckPass).await.unwrap();
+    wait(TRANS_HALF_TOPIC, 2).await;
+    // The progress is written once the pass's re-put is stored.
+    let mut stats = checker.send(GetCheckerStats).await.unwrap();
+    for _ in 0..1000 {
+        if stats.progress.half == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        stats = checker.send(GetCheckerStats).await.unwrap();
+    }
+    assert_eq!(stats.progress.half, 1, "{stats:?}");
+    assert_eq!(stats.checks_unanswerable, 1);
+
+    // The checker dies; its successor starts from the persisted progress.
+    checker.do_send(InjectPanic("test".into()));
+    let mut rx = actors.transaction_checker.subscribe();
+    let next = actix_rt::time::timeout(
+        Duration::from_secs(10),
+        rx.wait_for(|a| matches!(a, Some(new) if *new != checker)),
+    )
+    .await
+    .expect("restarted")
+    .unwrap()
+    .clone()
+    .unwrap();
+    assert_eq!(next.send(GetCheckerStats).await.unwrap().progress.half, 1);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    next.send(RunCheckPass).await.unwrap();
+    wait(TRANS_HALF_TOPIC, 3).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // Checked twice: the next pass rolls it back.
+    for _ in 0..500 {
+        next.send(RunCheckPass).await.unwrap();
+        if actors.store.max_offset(TRANS_OP_HALF_TOPIC, 0) >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        actors.store.max_offset(TRANS_OP_HALF_TOPIC, 0),
+        1,
+        "rolled back"
+    );
+    // One copy per check, none made twice across the restart.
+    assert_eq!(actors.store.max_offset(TRANS_HALF_TOPIC, 0), 3);
+    assert_eq!(actors.store.max_offset("tx", 0), 0);
+    supervisor
+        .send(actormq_actors::runtime::StopSupervisor)
+        .await
+        .unwrap();
+}
