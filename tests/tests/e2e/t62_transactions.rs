@@ -246,19 +246,31 @@ async fn t62_unknown_is_committed_by_the_check_back() {
         create_topic(node.broker(), topic, 1).await;
         wait_route(node.namesrv(), topic, "broker-a", node.broker(), 1).await;
         let l = Listener::default();
-        l.0.check_commit.store(true, Ordering::SeqCst);
         let p = tx_producer(node.namesrv(), "t62-g2", "a", &l).await;
         let r = p
             .send_in_transaction(Message::new(topic, "first"))
             .await
             .expect("transactional send");
         assert_eq!(r.state, TransactionState::Unknown);
-        // Invisible until the check-back commits it.
+        // Checked and answered unknown: still invisible.
+        eventually(CONVERGE, || {
+            let n = l.0.checks.load(Ordering::SeqCst);
+            async move {
+                if n >= 1 {
+                    Ok(())
+                } else {
+                    Err("no check yet".to_string())
+                }
+            }
+        })
+        .await
+        .expect("checked");
         let mut c = connect(node.broker()).await;
         assert_eq!(max_offset(&mut c, topic, 0).await, 0);
+        // The next check commits it.
+        l.0.check_commit.store(true, Ordering::SeqCst);
         let msgs = delivered(node.broker(), topic, 1).await;
         assert_eq!(bodies(&msgs), ["first"]);
-        assert!(l.0.checks.load(Ordering::SeqCst) >= 1);
         // A second transaction resolved the same way: once it is there,
         // the checker made further passes, and "first" is still there once.
         p.send_in_transaction(Message::new(topic, "second"))
