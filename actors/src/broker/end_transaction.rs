@@ -159,21 +159,31 @@ impl EndTransactionService {
     }
 
     /// The decision the store holds for `half`: its op record, or for a
-    /// commit cut short by a crash, the committed message in its topic.
-    fn durable_decision(&self, half: &HalfMessage) -> Option<TransactionDecision> {
+    /// commit cut short by a crash (the message delivered, its op record
+    /// not written), the committed message in its topic. A commit asked
+    /// then is not refused: it completes the first one (op record only).
+    fn durable_decision(
+        &self,
+        half: &HalfMessage,
+        asked: TransactionDecision,
+    ) -> Option<TransactionDecision> {
         let id = &half.transaction_id;
         let op = self
             .store
             .query_by_key(TRANS_OP_HALF_TOPIC, id, 0, u64::MAX, 4)
-            .ok()?
-            .iter()
-            .filter_map(OpRecord::from_view)
-            .find(|r| &r.transaction_id == id)
-            .map(|r| r.decision);
-        op.or_else(|| {
-            self.committed_exists(half)
-                .then_some(TransactionDecision::Commit)
-        })
+            .ok()
+            .and_then(|views| {
+                views
+                    .iter()
+                    .filter_map(OpRecord::from_view)
+                    .find(|r| &r.transaction_id == id)
+                    .map(|r| r.decision)
+            });
+        if op.is_some() {
+            return op;
+        }
+        (asked != TransactionDecision::Commit && self.committed_exists(half))
+            .then_some(TransactionDecision::Commit)
     }
 
     fn committed_exists(&self, half: &HalfMessage) -> bool {
@@ -222,7 +232,7 @@ impl EndTransactionService {
         }
         let durable = match self.decisions.get(&half.transaction_id) {
             Some(_) => None,
-            None => self.durable_decision(&half),
+            None => self.durable_decision(&half, req.decision),
         };
         match self
             .decisions

@@ -367,3 +367,59 @@ async fn a_restarted_checker_goes_on_from_its_progress() {
         .await
         .unwrap();
 }
+
+#[actix_rt::test]
+async fn a_commit_cut_short_is_completed_not_repeated() {
+    use actormq_actors::broker::commit_log::PutInternal;
+    use actormq_actors::broker::half_message::{HalfMessage, committed};
+
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), Opts::default()).await;
+    node.create_topic("tx", 1).await;
+    let a = node.send(0, &half("tx", "a", "K-A")).await.unwrap();
+    // A crash between the commit's re-put and its op record: the message
+    // is in its topic, no op record exists.
+    let offset = MessageId::decode(&a.fields.msg_id)
+        .unwrap()
+        .commit_log_offset;
+    let view = node.store.read_at(offset).unwrap();
+    let h = HalfMessage::from_view(&view).unwrap();
+    let put = node
+        .writer
+        .send(PutInternal {
+            messages: vec![committed(&view, &h).unwrap()],
+            create_as: None,
+        })
+        .await
+        .unwrap();
+    assert!(put[0].is_ok());
+    node.wait_dispatched("tx", 0, 1).await;
+
+    // A rollback now is refused; a commit writes the op record only.
+    let e = end(
+        &node,
+        end_req(
+            &a.fields.msg_id,
+            a.fields.queue_offset,
+            "K-A",
+            TransactionDecision::Rollback,
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.remark.contains("already committed"), "{e}");
+    end(
+        &node,
+        end_req(
+            &a.fields.msg_id,
+            a.fields.queue_offset,
+            "K-A",
+            TransactionDecision::Commit,
+        ),
+    )
+    .await
+    .unwrap();
+    node.wait_dispatched(TRANS_OP_HALF_TOPIC, 0, 1).await;
+    assert_eq!(node.store.max_offset("tx", 0), 1, "not delivered again");
+    node.stop().await;
+}
