@@ -89,6 +89,12 @@ pub mod retries_and_dead_letters {}
 /// example runs as a doc-test).
 #[doc = include_str!("src/sql-filters.md")]
 pub mod sql_filters {}
+/// Chapter "Transactional messages" (its Rust code is
+/// `examples/src/transfer.rs`, compiled and tested by the examples crate;
+/// the `{{#include}}` blocks are marked `ignore` here; the checker's
+/// `plan_pass` example runs as a doc-test).
+#[doc = include_str!("src/transactions.md")]
+pub mod transactions {}
 
 /// Chapter "Benchmarking".
 #[doc = include_str!("src/benchmarking.md")]

@@ -168,9 +168,8 @@ pub struct BrokerSection {
     pub enable_property_filter: bool,
     /// Longest a pull that found nothing is held, ms, 0..=60000. Default `15000`.
     pub long_polling_max_ms: u64,
-    /// Age of an undecided half message before it is checked, ms. Default `6000`.
-    /// The `transaction_*` keys are not available yet (no transactions):
-    /// values other than their defaults are refused.
+    /// Age of an undecided transactional half message before the broker
+    /// asks a producer of its group for its state, ms. Default `6000`.
     pub transaction_timeout_ms: u64,
     /// Interval of the transaction checker, ms, >0. Default `60000`.
     pub transaction_check_interval_ms: u64,
@@ -486,26 +485,10 @@ impl NodeConfig {
         let b = &self.broker;
         let d = BrokerSection::default();
         const HA: &str = "master/slave replication does not exist in this version";
-        const TX: &str = "transactional messages do not exist in this version";
-        let checks: [(bool, &'static str, &'static str); 6] = [
+        let checks: [(bool, &'static str, &'static str); 3] = [
             (b.ha_role != d.ha_role, "broker.ha_role", HA),
             (b.ha_listen.is_some(), "broker.ha_listen", HA),
             (b.master.is_some(), "broker.master", HA),
-            (
-                b.transaction_timeout_ms != d.transaction_timeout_ms,
-                "broker.transaction_timeout_ms",
-                TX,
-            ),
-            (
-                b.transaction_check_interval_ms != d.transaction_check_interval_ms,
-                "broker.transaction_check_interval_ms",
-                TX,
-            ),
-            (
-                b.transaction_check_max != d.transaction_check_max,
-                "broker.transaction_check_max",
-                TX,
-            ),
         ];
         checks
             .into_iter()
@@ -744,6 +727,22 @@ mod tests {
     }
 
     #[test]
+    fn transaction_keys_are_taken() {
+        let env = [
+            ("ACTORMQ_BROKER__TRANSACTION_TIMEOUT_MS", "1000"),
+            ("ACTORMQ_BROKER__TRANSACTION_CHECK_INTERVAL_MS", "500"),
+            ("ACTORMQ_BROKER__TRANSACTION_CHECK_MAX", "3"),
+        ];
+        let c = NodeConfig::load(None, env, Overrides::default()).expect("accepted");
+        assert_eq!(c.broker.transaction_timeout_ms, 1000);
+        assert_eq!(c.broker.transaction_check_interval_ms, 500);
+        assert_eq!(c.broker.transaction_check_max, 3);
+        let zero = [("ACTORMQ_BROKER__TRANSACTION_CHECK_INTERVAL_MS", "0")];
+        let err = NodeConfig::load(None, zero, Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("transaction_check_interval_ms"));
+    }
+
+    #[test]
     fn keys_of_missing_features_are_refused_unless_default() {
         let cases = [
             ("ACTORMQ_BROKER__HA_ROLE", "slave", "broker.ha_role"),
@@ -754,21 +753,6 @@ mod tests {
                 "broker.ha_listen",
             ),
             ("ACTORMQ_BROKER__MASTER", "127.0.0.1:10912", "broker.master"),
-            (
-                "ACTORMQ_BROKER__TRANSACTION_TIMEOUT_MS",
-                "1000",
-                "broker.transaction_timeout_ms",
-            ),
-            (
-                "ACTORMQ_BROKER__TRANSACTION_CHECK_INTERVAL_MS",
-                "1000",
-                "broker.transaction_check_interval_ms",
-            ),
-            (
-                "ACTORMQ_BROKER__TRANSACTION_CHECK_MAX",
-                "3",
-                "broker.transaction_check_max",
-            ),
         ];
         for (var, value, key) in cases {
             let err = NodeConfig::load(None, [(var, value)], Overrides::default())

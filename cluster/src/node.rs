@@ -467,6 +467,9 @@ fn broker_actors_config(config: &NodeConfig, store_host: SocketAddr) -> BrokerAc
     // on 2 cores beats a thread of its own (broker.writer_thread).
     c.writer_thread = b.writer_thread;
     c.dispatcher_thread = b.dispatcher_thread;
+    c.transactions.timeout = Duration::from_millis(b.transaction_timeout_ms);
+    c.transactions.check_interval = Duration::from_millis(b.transaction_check_interval_ms);
+    c.transactions.check_max = b.transaction_check_max;
     c
 }
 

@@ -117,14 +117,8 @@ fn node_refuses_flags_and_keys_of_missing_features() {
         assert!(err.contains(needle), "{err:?} names {needle}");
         assert!(err.contains("not available yet"), "{err:?}");
     }
-    for (var, value, key) in [
-        ("ACTORMQ_BROKER__HA_ROLE", "slave", "broker.ha_role"),
-        (
-            "ACTORMQ_BROKER__TRANSACTION_CHECK_MAX",
-            "1",
-            "broker.transaction_check_max",
-        ),
-    ] {
+    {
+        let (var, value, key) = ("ACTORMQ_BROKER__HA_ROLE", "slave", "broker.ha_role");
         let err = refusal(&run(node, &base, &[(var, value)]));
         assert!(err.contains(key), "{err:?} names {key}");
         assert!(err.contains("not available yet"), "{err:?}");

@@ -27,7 +27,7 @@ pub struct DelayedReport {
 
 /// Runs the scenario: orders 1 and 2 are placed, only order 1 is paid.
 pub async fn run() -> Result<DelayedReport, Box<dyn std::error::Error>> {
-    let example = crate::node::start_with_env(
+    let example = crate::node::start_with(
         Vec::new(),
         &[("ACTORMQ_BROKER__MESSAGE_DELAY_LEVEL", "1s 2s")],
     )

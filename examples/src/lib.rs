@@ -21,6 +21,7 @@
 //! | [`sql_filter`] | a push consumer with a SQL92 expression over properties |
 //! | [`delayed`] | an order-timeout check sent with a delay level arrives after it |
 //! | [`retry_dlq`] | failed messages retried by the broker, then a dead letter |
+//! | [`transfer`] | a money transfer as a transactional message, with a check-back from the ledger |
 //! | [`custom_actor`] | a custom actor plugged into a broker |
 //!
 //! **Place in the layering:** a user of `sdk`, with `cluster` to start an
@@ -42,4 +43,5 @@ pub mod retry_dlq;
 pub mod sql_filter;
 pub mod subscription_group;
 pub mod tag_filter;
+pub mod transfer;
 pub mod wait;

@@ -24,14 +24,14 @@ impl ExampleNode {
 
 /// Starts a combined node with `plugins` inside the current actix `System`.
 pub async fn start(plugins: Vec<Box<dyn BrokerPlugin>>) -> Result<ExampleNode, NodeError> {
-    start_with_env(plugins, &[]).await
+    start_with(plugins, &[]).await
 }
 
-/// As [`start`], with extra `ACTORMQ_*` settings (e.g. a short
-/// `ACTORMQ_BROKER__MESSAGE_DELAY_LEVEL` so retries come in seconds).
-pub async fn start_with_env(
+/// As [`start`], with extra `ACTORMQ_*` settings (e.g.
+/// `ACTORMQ_BROKER__TRANSACTION_TIMEOUT_MS`).
+pub async fn start_with(
     plugins: Vec<Box<dyn BrokerPlugin>>,
-    extra: &[(&str, &str)],
+    settings: &[(&str, &str)],
 ) -> Result<ExampleNode, NodeError> {
     let data = tempfile::tempdir().map_err(|source| NodeError::DataDir {
         dir: std::env::temp_dir(),
@@ -44,7 +44,7 @@ pub async fn start_with_env(
         ..Overrides::default()
     };
     let mut env = vec![("ACTORMQ_BROKER__COMMIT_LOG_SEGMENT_SIZE", "8388608")];
-    env.extend_from_slice(extra);
+    env.extend_from_slice(settings);
     let config = NodeConfig::load(None, env, flags).expect("example config is valid");
     let log = slog::Logger::root(slog::Discard, slog::o!());
     let node = Node::start_with(&config, &log, plugins).await?;

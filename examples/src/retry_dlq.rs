@@ -31,7 +31,7 @@ pub struct RetryReport {
 
 /// Runs the scenario.
 pub async fn run() -> Result<RetryReport, Box<dyn std::error::Error>> {
-    let example = crate::node::start_with_env(
+    let example = crate::node::start_with(
         Vec::new(),
         &[
             ("ACTORMQ_BROKER__MESSAGE_DELAY_LEVEL", "1s 1s 1s 1s"),

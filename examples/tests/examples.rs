@@ -250,3 +250,23 @@ async fn delayed_checks_arrive_after_their_delay() {
         "{report:?}"
     );
 }
+
+#[actix_rt::test]
+async fn transfer_commits_once_rolls_back_and_resolves_by_check_back() {
+    use actormq_sdk::TransactionState;
+    let report = actormq_examples::transfer::run()
+        .await
+        .expect("scenario runs");
+    assert_eq!(report.local["t-1"], TransactionState::Commit);
+    assert_eq!(report.local["t-2"], TransactionState::Rollback);
+    assert_eq!(report.local["t-3-crash"], TransactionState::Unknown);
+    let mut credited = report.credited.clone();
+    credited.sort();
+    assert_eq!(
+        credited,
+        ["t-1 alice bob 30", "t-3-crash alice carol 20"],
+        "each committed transfer once, the rolled back one never"
+    );
+    assert!(report.checks >= 1, "t-3 was resolved by a check");
+    assert_eq!(report.balances["alice"], 50);
+}

@@ -7,6 +7,8 @@
 //! | `%RETRY%<group>` | a group's failed messages, redelivered after a delay |
 //! | `%DLQ%<group>` | a group's dead letters (not delivered to subscribers) |
 //! | `SCHEDULE_TOPIC_XXXX` | delayed messages parked until due (queue = level − 1) |
+//! | `RMQ_SYS_TRANS_HALF_TOPIC` | transactional half messages until decided (queue 0) |
+//! | `RMQ_SYS_TRANS_OP_HALF_TOPIC` | decisions on half messages (op records, queue 0) |
 
 /// Prefix of a group's retry topic.
 pub const RETRY_PREFIX: &str = "%RETRY%";
@@ -14,6 +16,25 @@ pub const RETRY_PREFIX: &str = "%RETRY%";
 pub const DLQ_PREFIX: &str = "%DLQ%";
 /// Where delayed messages wait for their level's delay.
 pub const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";
+
+/// Where a transactional message waits, invisible, for its producer's
+/// commit or rollback (queue 0; `REAL_TOPIC` and `REAL_QID` say where a
+/// commit delivers it).
+pub const TRANS_HALF_TOPIC: &str = "RMQ_SYS_TRANS_HALF_TOPIC";
+/// Op records: one per decided half message (queue 0; body = the half
+/// message's queue offset, keys = its transaction id, the unique key).
+pub const TRANS_OP_HALF_TOPIC: &str = "RMQ_SYS_TRANS_OP_HALF_TOPIC";
+/// The system group whose progress the transaction checker keeps.
+pub const TRANS_CHECK_GROUP: &str = "CID_SYS_RMQ_TRANS";
+
+/// On a message a producer sends: `"true"` makes it a transactional half
+/// message (RocketMQ's `TRAN_MSG`).
+pub const PROPERTY_TRANSACTION_PREPARED: &str = "TRAN_MSG";
+/// On a half message: the producer group asked when it is checked
+/// (RocketMQ's `PGROUP`).
+pub const PROPERTY_PRODUCER_GROUP: &str = "PGROUP";
+/// On a half message: how many times its state was checked so far.
+pub const PROPERTY_TRANSACTION_CHECK_TIMES: &str = "TRANSACTION_CHECK_TIMES";
 
 /// On a parked (delayed) message: the topic it is delivered to.
 pub const PROPERTY_REAL_TOPIC: &str = "REAL_TOPIC";
@@ -60,13 +81,24 @@ mod tests {
         assert_eq!(dlq_topic("g"), "%DLQ%g");
         assert!(is_retry_topic("%RETRY%g") && !is_retry_topic("g"));
         assert!(is_dlq_topic("%DLQ%g") && !is_dlq_topic("%RETRY%g"));
-        for t in [SCHEDULE_TOPIC, "%DLQ%g", "RMQ_SYS_TRANS_HALF_TOPIC"] {
+        for t in [
+            SCHEDULE_TOPIC,
+            "%DLQ%g",
+            TRANS_HALF_TOPIC,
+            TRANS_OP_HALF_TOPIC,
+        ] {
             assert!(is_broker_only(t), "{t}");
         }
         for t in ["orders", "%RETRY%g"] {
             assert!(!is_broker_only(t), "{t}");
         }
-        for t in [retry_topic("g"), dlq_topic("g"), SCHEDULE_TOPIC.to_owned()] {
+        for t in [
+            retry_topic("g"),
+            dlq_topic("g"),
+            SCHEDULE_TOPIC.to_owned(),
+            TRANS_HALF_TOPIC.to_owned(),
+            TRANS_OP_HALF_TOPIC.to_owned(),
+        ] {
             crate::validate_topic(&t).unwrap();
         }
     }

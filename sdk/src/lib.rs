@@ -42,6 +42,7 @@ pub mod error;
 pub mod producer;
 pub mod query;
 pub mod route;
+pub mod transaction;
 
 pub use connections::Connections;
 pub use error::ClientError;
@@ -50,3 +51,6 @@ pub use producer::{
 };
 pub use query::MessageQuery;
 pub use route::{RouteCache, TopicRoute};
+pub use transaction::{
+    TransactionListener, TransactionProducer, TransactionSendResult, TransactionState,
+};

@@ -401,11 +401,25 @@ impl ProducerBuilder {
     /// Starts the producer (its route refresher and heartbeat run on the
     /// current arbiter). Must run inside an actix `System`.
     pub async fn build(self) -> Result<Producer, ClientError> {
-        Producer::start(self.config, self.logger).await
+        Producer::start(self.config, self.logger, None).await
+    }
+
+    /// Starts a transactional producer: `listener` runs each local
+    /// transaction and answers the broker's checks (see
+    /// [`crate::transaction`]).
+    pub async fn build_transactional(
+        self,
+        listener: impl crate::transaction::TransactionListener,
+    ) -> Result<crate::transaction::TransactionProducer, ClientError> {
+        let listener: Arc<dyn crate::transaction::TransactionListener> = Arc::new(listener);
+        let producer = Producer::start(self.config, self.logger, Some(listener.clone())).await?;
+        Ok(crate::transaction::TransactionProducer::new(
+            producer, listener,
+        ))
     }
 }
 
-struct Inner {
+pub(crate) struct Inner {
     config: ProducerConfig,
     client_id: String,
     routes: RouteCache,
@@ -420,6 +434,11 @@ struct Inner {
     /// Why the services were given up, once they were.
     service_failure: Arc<Mutex<Option<String>>>,
     heartbeat: ChildRef<HeartbeatService>,
+    /// Answers the broker's transaction checks (transactional producers).
+    checks: ChildRef<crate::transaction::CheckService>,
+    /// Topics whose brokers always get heartbeats (transactional
+    /// producers: their brokers check with them).
+    announced: Mutex<std::collections::BTreeSet<String>>,
     logger: Logger,
 }
 
@@ -479,6 +498,7 @@ impl Producer {
     async fn start(
         config: ProducerConfig,
         logger: Option<Logger>,
+        listener: Option<Arc<dyn crate::transaction::TransactionListener>>,
     ) -> Result<Producer, ClientError> {
         if config.group.is_empty() {
             return Err(ClientError::Invalid("empty producer group".into()));
@@ -486,7 +506,15 @@ impl Producer {
         let logger = logger
             .unwrap_or_else(|| Logger::root(slog::Discard, o!()))
             .new(o!("producer_group" => config.group.clone()));
-        let conns = Connections::new(&logger);
+        let checks = ChildRef::empty();
+        let conns = match &listener {
+            // The broker's CHECK_TRANSACTION_STATE reaches the check
+            // service's current incarnation.
+            Some(_) => {
+                Connections::serving(crate::transaction::check_router(checks.clone()), &logger)
+            }
+            None => Connections::new(&logger),
+        };
         let routes = RouteCache::new(
             config.namesrv.clone(),
             conns.clone(),
@@ -528,6 +556,8 @@ impl Producer {
             services,
             service_failure,
             heartbeat: ChildRef::empty(),
+            checks,
+            announced: Mutex::new(std::collections::BTreeSet::new()),
             client_id,
             routes,
             conns,
@@ -542,6 +572,13 @@ impl Producer {
             spec: ChildSpec::new("heartbeat", move || Ok(hb.clone())),
             handle: inner.heartbeat.clone(),
         });
+        if let Some(listener) = listener {
+            let service = crate::transaction::CheckService::new(Arc::downgrade(&inner), listener);
+            inner.services.do_send(actormq_runtime::SpawnChildInto {
+                spec: ChildSpec::new("transaction-check", move || Ok(service.clone())),
+                handle: inner.checks.clone(),
+            });
+        }
         Ok(Producer { inner })
     }
 
@@ -581,6 +618,46 @@ impl Producer {
             }
             _ => false,
         }
+    }
+
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Producer {
+        Producer { inner }
+    }
+
+    pub(crate) fn logger(&self) -> &Logger {
+        &self.inner.logger
+    }
+
+    /// Keeps heartbeating the brokers of `topic`, even after its route
+    /// was dropped.
+    pub(crate) fn announce(&self, topic: &str) {
+        let mut a = lock(&self.inner.announced);
+        if !a.contains(topic) {
+            a.insert(topic.to_owned());
+        }
+    }
+
+    /// The address of broker `name` as last sent to.
+    pub(crate) fn broker_addr(&self, name: &str) -> Option<String> {
+        lock(&self.inner.brokers).get(name).cloned()
+    }
+
+    /// Calls `req` on the broker at `addr` within the send timeout.
+    pub(crate) async fn call_broker<R: Rpc>(
+        &self,
+        addr: &str,
+        req: R,
+    ) -> Result<actormq_runtime::Reply<R::Response>, ClientError> {
+        self.check_open()?;
+        self.inner
+            .conns
+            .call(
+                addr,
+                req,
+                Bytes::new(),
+                ms(self.inner.config.send_timeout_ms),
+            )
+            .await
     }
 
     /// The route cache (shared with whoever else uses this producer's
@@ -1076,11 +1153,21 @@ impl Producer {
         addrs
     }
 
-    /// Sends one heartbeat of the group to every known broker.
+    /// Sends one heartbeat of the group to every known broker, all at
+    /// once: a broker that does not answer (restarted elsewhere) does not
+    /// hold up the others.
     pub async fn heartbeat(&self) {
-        for addr in self.heartbeat_targets() {
-            self.heartbeat_to(&addr).await;
+        // Topics whose brokers must hear from this producer (transactional
+        // producers answer checks): a route dropped while its broker was
+        // away (restarting) is fetched again.
+        let announced: Vec<String> = lock(&self.inner.announced).iter().cloned().collect();
+        for topic in announced {
+            if self.inner.routes.cached(&topic).is_none() {
+                let _ = self.inner.routes.refresh(&topic).await;
+            }
         }
+        let targets = self.heartbeat_targets();
+        futures_util::future::join_all(targets.iter().map(|addr| self.heartbeat_to(addr))).await;
     }
 }
 

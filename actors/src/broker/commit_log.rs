@@ -59,7 +59,7 @@ use actormq_protocol::request::{
     SendBatchMessageRequest, SendBatchMessageResponse, SendMessageRequest, SendMessageResponse,
 };
 use actormq_protocol::system_topic::{
-    self, PROPERTY_REAL_QUEUE_ID, PROPERTY_REAL_TOPIC, SCHEDULE_TOPIC,
+    self, PROPERTY_REAL_QUEUE_ID, PROPERTY_REAL_TOPIC, SCHEDULE_TOPIC, TRANS_HALF_TOPIC,
 };
 use actormq_protocol::{
     BatchCheck, Delay, MessageId, MessageIdEncoder, ResponseCode, validate_message,
@@ -808,6 +808,8 @@ impl CommitLogActor {
         let snapshot = self.topics.snapshot();
         if let Some(cfg) = snapshot.get(&p.topic) {
             check_writable(cfg, p.queue_id)?;
+            let mut p = p;
+            self.park(&mut p)?;
             self.enqueue(p, arrival, ctx);
             return Ok(());
         }
@@ -819,7 +821,8 @@ impl CommitLogActor {
                     Ok(Err(e)) => return p.responder.fail(e),
                     Err(e) => return p.responder.fail(e.into()),
                 };
-                match check_writable(&cfg, p.queue_id) {
+                let mut p = p;
+                match check_writable(&cfg, p.queue_id).and_then(|()| act.park(&mut p)) {
                     // Flow control measures the wait for the writer, not
                     // the topic creation (persisted before it answers).
                     Ok(()) => act.enqueue(p, Instant::now(), ctx),
@@ -845,7 +848,8 @@ impl CommitLogActor {
                 .as_ref()
                 .is_none_or(|want| cfg.write_queue_nums >= want.write_queue_nums);
             if wide_enough {
-                match check_writable(cfg, p.queue_id) {
+                let mut p = p;
+                match check_writable(cfg, p.queue_id).and_then(|()| self.park(&mut p)) {
                     Ok(()) => self.enqueue(p, Instant::now(), ctx),
                     Err(e) => p.responder.fail(e),
                 }
@@ -863,7 +867,8 @@ impl CommitLogActor {
                     Ok(Err(e)) => return p.responder.fail(e),
                     Err(e) => return p.responder.fail(e.into()),
                 };
-                match check_writable(&cfg, p.queue_id) {
+                let mut p = p;
+                match check_writable(&cfg, p.queue_id).and_then(|()| act.park(&mut p)) {
                     Ok(()) => act.enqueue(p, Instant::now(), ctx),
                     Err(e) => p.responder.fail(e),
                 }
@@ -914,10 +919,56 @@ impl CommitLogActor {
         Ok(())
     }
 
-    fn enqueue(&mut self, mut p: Pending, arrival: Instant, ctx: &mut Context<Self>) {
-        if let Err(e) = self.park_if_delayed(&mut p) {
-            return p.responder.fail(e);
+    /// A transactional half message (`TRAN_MSG=true`; its topic resolved
+    /// and writable) goes to `RMQ_SYS_TRANS_HALF_TOPIC` queue 0 instead,
+    /// invisible until committed ([`super::half_message`]); a delay it
+    /// carries applies from the commit.
+    fn park_if_half(&self, p: &mut Pending) -> Result<(), ServiceError> {
+        if p.topic == TRANS_HALF_TOPIC || !super::half_message::is_prepared(&p.props) {
+            return Ok(());
         }
+        let [part] = &mut p.parts[..] else {
+            return Err(ServiceError::new(
+                ResponseCode::MessageIllegal,
+                "a batch cannot carry transactional messages",
+            ));
+        };
+        let props = super::half_message::half_properties(
+            &p.props[part.props.clone()],
+            &p.topic,
+            p.queue_id,
+        )?;
+        let record = actormq_store::record::HEADER_LEN
+            + TRANS_HALF_TOPIC.len()
+            + props.len()
+            + part.body.len();
+        if record > self.max_record {
+            return Err(ServiceError::new(
+                ResponseCode::MessageIllegal,
+                format!(
+                    "message too large: record of {record} bytes > max {}",
+                    self.max_record
+                ),
+            ));
+        }
+        part.props = 0..props.len();
+        p.props = props;
+        p.topic = TRANS_HALF_TOPIC.to_owned();
+        p.queue_id = 0;
+        p.delay_level = 0;
+        Ok(())
+    }
+
+    /// Where a resolved message really goes: a half message to the half
+    /// topic, a delayed one to the schedule topic. Called before
+    /// [`Self::enqueue`]; inside a send handler an error must be returned
+    /// (its reply slot is not filled yet), elsewhere it fails the responder.
+    fn park(&self, p: &mut Pending) -> Result<(), ServiceError> {
+        self.park_if_half(p)?;
+        self.park_if_delayed(p)
+    }
+
+    fn enqueue(&mut self, p: Pending, arrival: Instant, ctx: &mut Context<Self>) {
         let (msgs, bytes) = (p.parts.len(), p.bytes());
         if self.buffer.messages() + msgs > self.config.max_batch_messages {
             // A full batch is waiting: append it now rather than at the end

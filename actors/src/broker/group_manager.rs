@@ -168,6 +168,15 @@ impl GroupTable {
         self.consumers.keys().cloned().collect()
     }
 
+    /// The connections of producer group `group`'s members (to ask one
+    /// of them for a transaction's state).
+    pub fn producer_connections(&self, group: &str) -> BTreeSet<u64> {
+        self.producers
+            .get(group)
+            .map(|m| m.values().filter_map(|m| m.conn_id).collect())
+            .unwrap_or_default()
+    }
+
     /// Client ids of producer group `group`.
     pub fn producer_ids(&self, group: &str) -> Vec<String> {
         self.producers
@@ -475,6 +484,24 @@ impl Handler<GetConsumerConnections> for GroupManager {
     fn handle(&mut self, msg: GetConsumerConnections, ctx: &mut Context<Self>) -> Self::Result {
         guarded(self, ctx, |act, _| {
             MessageResult(act.table.consumer_connections(&msg.group))
+        })
+    }
+}
+
+/// The connections of a producer group's members online (to ask one for
+/// a transaction's state); empty when none is.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "BTreeSet<u64>")]
+pub struct GetProducerConnections {
+    /// Producer group.
+    pub group: String,
+}
+
+impl Handler<GetProducerConnections> for GroupManager {
+    type Result = GuardedReply<MessageResult<GetProducerConnections>>;
+    fn handle(&mut self, msg: GetProducerConnections, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, |act, _| {
+            MessageResult(act.table.producer_connections(&msg.group))
         })
     }
 }

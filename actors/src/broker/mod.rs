@@ -5,10 +5,12 @@
 pub mod broker_store;
 pub mod commit_log;
 pub mod dispatcher;
+pub mod end_transaction;
 pub mod error_map;
 pub mod flush_service;
 pub mod group_manager;
 pub mod group_notifier;
+pub mod half_message;
 pub mod offset_manager;
 pub mod offset_reset;
 pub mod persist;
@@ -24,6 +26,7 @@ pub mod stored_codec;
 pub mod stored_fanout;
 pub mod subscription_group_manager;
 pub mod topic_manager;
+pub mod transaction_checker;
 pub mod wiring;
 
 /// Wall-clock time in ms since the Unix epoch (0 before it).
@@ -36,6 +39,7 @@ pub fn now_ms() -> u64 {
 pub use broker_store::BrokerStore;
 pub use commit_log::{CommitLogActor, CommitLogConfig, Nudge, NudgeThrottle};
 pub use dispatcher::{Dispatcher, DispatcherConfig, MessagesStored, SubscribeStored};
+pub use end_transaction::EndTransactionService;
 pub use flush_service::{FlushService, FlushServiceConfig};
 pub use group_manager::{GroupManager, GroupManagerConfig, GroupTable};
 pub use group_notifier::GroupNotifier;
@@ -50,4 +54,5 @@ pub use subscription_group_manager::{
     SubscriptionGroupManager, SubscriptionGroupManagerConfig, SubscriptionGroupTable,
 };
 pub use topic_manager::{TopicManager, TopicManagerConfig, TopicTable, TopicView};
+pub use transaction_checker::{TransactionChecker, TransactionConfig};
 pub use wiring::{BrokerActors, BrokerActorsConfig, WiringError};

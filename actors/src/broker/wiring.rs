@@ -18,7 +18,9 @@
 //! ├── retention
 //! ├── commit-log       ← 10, 320 (own arbiter with `writer_thread`)
 //! ├── schedule         moves due delayed messages back to the writer
-//! └── retry            ← 36, 10001 (send-back to %RETRY%, dead letters)
+//! ├── retry            ← 36, 10001 (send-back to %RETRY%, dead letters)
+//! ├── end-transaction  ← 37; re-puts committed half messages, op records
+//! └── transaction-checker (checks pushed through the group notifier)
 //! ```
 //!
 //! Every link between them goes through a [`ChildRef`] (routes and
@@ -31,7 +33,8 @@ use std::time::Duration;
 use actix::prelude::*;
 use actormq_protocol::request::{ConsumerSendMsgBackRequest, ResendDeadLettersRequest};
 use actormq_protocol::request::{
-    CreateSubscriptionGroupRequest, DeleteSubscriptionGroupRequest, GetAllSubscriptionGroupRequest,
+    CreateSubscriptionGroupRequest, DeleteSubscriptionGroupRequest, EndTransactionRequest,
+    GetAllSubscriptionGroupRequest,
 };
 use actormq_protocol::request::{
     CreateTopicRequest, DeleteTopicInBrokerRequest, GetAllTopicConfigRequest,
@@ -46,6 +49,7 @@ use slog::{Logger, info, o, warn};
 use super::broker_store::BrokerStore;
 use super::commit_log::{CommitLogActor, CommitLogConfig};
 use super::dispatcher::{Dispatcher, DispatcherConfig, SubscribeStored};
+use super::end_transaction::EndTransactionService;
 use super::flush_service::{FlushAndCheckpoint, FlushService, FlushServiceConfig};
 use super::group_manager::{GroupManager, GroupManagerConfig, SubscribeGroups};
 use super::group_notifier::GroupNotifier;
@@ -61,6 +65,7 @@ use super::schedule_service::{ScheduleConfig, ScheduleService};
 use super::stored_fanout::{StoredFanout, StoredSubscribers};
 use super::subscription_group_manager::{SubscriptionGroupManager, SubscriptionGroupManagerConfig};
 use super::topic_manager::{TopicManager, TopicManagerConfig, TopicView};
+use super::transaction_checker::{TransactionChecker, TransactionConfig};
 use crate::runtime::net::{Listener, Router};
 use crate::runtime::{
     CallRelay, ChildRef, ChildSpec, Relay, SpawnChild, SpawnChildInto, Supervisor, route_child,
@@ -94,6 +99,9 @@ pub struct BrokerActorsConfig {
     /// Delayed delivery (`<data>/config/delay_offsets.msgpack`); its level
     /// count always follows `writer.delay_levels_ms`.
     pub schedule: ScheduleConfig,
+    /// Transactions: the checker's timing and its progress file
+    /// (`<data>/config/transaction_checker.msgpack`).
+    pub transactions: TransactionConfig,
     /// The broker's name, in the queues an offset reset pushes to
     /// consumers. Default `broker-a`.
     pub broker_name: String,
@@ -136,6 +144,10 @@ impl BrokerActorsConfig {
             schedule: ScheduleConfig::new(
                 data_dir.join("config/delay_offsets.msgpack"),
                 super::commit_log::DEFAULT_DELAY_LEVELS_MS.len() as u32,
+            ),
+            transactions: TransactionConfig::new(
+                data_dir.join("config/transaction_checker.msgpack"),
+                store_host,
             ),
             broker_name: "broker-a".into(),
             writer_thread: false,
@@ -200,6 +212,10 @@ pub struct BrokerActors {
     pub schedule: ChildRef<ScheduleService>,
     /// Send-back and dead letters.
     pub retry: ChildRef<RetryService>,
+    /// Commits and rollbacks of half messages.
+    pub end_transaction: ChildRef<EndTransactionService>,
+    /// The transaction checker.
+    pub transaction_checker: ChildRef<TransactionChecker>,
     /// The group notifier (empty until [`Self::notify_groups_through`]).
     pub notifier: ChildRef<GroupNotifier>,
     /// Where "message stored" events can be subscribed to (stable across
@@ -254,6 +270,7 @@ impl BrokerActors {
             &config.offsets.path,
             &config.subscription_groups.path,
             &config.schedule.path,
+            &config.transactions.path,
         ] {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(|source| WiringError::StateDir {
@@ -464,6 +481,48 @@ impl BrokerActors {
             }),
         )
         .await?;
+        let (s, w, log) = (store.clone(), writer.clone(), logger.clone());
+        let end_transaction = spawn(
+            supervisor,
+            ChildSpec::new("end-transaction", move || {
+                Ok(EndTransactionService::new(s.clone(), w.clone(), &log))
+            }),
+        )
+        .await?;
+        TransactionChecker::load(
+            config.transactions.clone(),
+            store.clone(),
+            writer.clone(),
+            end_transaction.clone(),
+            groups.clone(),
+            notifier.clone(),
+            &logger,
+        )
+        .map_err(|e| WiringError::Start(format!("transaction checker: {e}")))?;
+        let (c, s, w, e, g, n, log) = (
+            config.transactions.clone(),
+            store.clone(),
+            writer.clone(),
+            end_transaction.clone(),
+            groups.clone(),
+            notifier.clone(),
+            logger.clone(),
+        );
+        let transaction_checker = spawn(
+            supervisor,
+            ChildSpec::new("transaction-checker", move || {
+                Ok(TransactionChecker::load(
+                    c.clone(),
+                    s.clone(),
+                    w.clone(),
+                    e.clone(),
+                    g.clone(),
+                    n.clone(),
+                    &log,
+                )?)
+            }),
+        )
+        .await?;
         let (s, v, w, g, o, log) = (
             store.clone(),
             view.clone(),
@@ -504,6 +563,8 @@ impl BrokerActors {
             offset_reset,
             schedule,
             retry,
+            end_transaction,
+            transaction_checker,
             notifier,
             stored: Relay::new(fanout).start().recipient(),
             writer_arbiter,
@@ -538,6 +599,7 @@ impl BrokerActors {
         route_child::<ResetOffsetRequest, _>(router, &self.offset_reset);
         route_child::<ConsumerSendMsgBackRequest, _>(router, &self.retry);
         route_child::<ResendDeadLettersRequest, _>(router, &self.retry);
+        route_child::<EndTransactionRequest, _>(router, &self.end_transaction);
     }
 
     /// Turns consumer-group changes into `NOTIFY_CONSUMER_IDS_CHANGED`

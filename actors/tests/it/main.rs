@@ -16,3 +16,4 @@ mod t41_long_poll;
 mod t42_batching;
 mod t43_disk_full;
 mod t44_offset_bounds;
+mod t45_transactions;

@@ -861,6 +861,7 @@ async fn the_broker_wiring_serves_its_request_codes() {
         C::InvokeBrokerToResetOffset,
         C::ConsumerSendMsgBack,
         C::ResendDeadLetters,
+        C::EndTransaction,
     ]
     .iter()
     .map(|c| c.as_u32())

@@ -13,6 +13,7 @@
 //! | `t55_data_dir` | two `actormq-node` processes on one data dir |
 //! | `t56_disk_full` | a node on a small tmpfs (root; skipped where mount is not permitted) |
 //! | `t60_producer` | the SDK producer and the `actormq` CLI (combined and split nodes) |
+//! | `t62_transactions` | transactional producers: commit, rollback, check-back, another member, broker restarts, check max |
 //! | `t65_queries` | `admin msg get / query` and the SDK's `MessageQuery` |
 //! | `t70_consumer` | SDK push consumers (rebalance, broadcasting, tags, restart, supervised services; the SDK's `fault-injection` feature) |
 //! | `t75_subscription_groups` | `actormq admin group …`, group auto-creation on and off, restarts |
@@ -34,6 +35,7 @@ mod t50_crash;
 mod t55_data_dir;
 mod t56_disk_full;
 mod t60_producer;
+mod t62_transactions;
 mod t65_queries;
 mod t70_consumer;
 mod t71_offset_reset;

@@ -27,9 +27,10 @@
 //!   reply and at most [`ClientOptions::max_write_buffer`] bytes wait to be
 //!   written; past either a call fails at once with `SYSTEM_BUSY`.
 //! - **Server push**: requests the server sends on the connection (e.g.
-//!   `NOTIFY_CONSUMER_IDS_CHANGED`, later `CHECK_TRANSACTION_STATE`) are
-//!   served by the [`Router`] given at creation; replies go back unless
-//!   the request is oneway. At most [`MAX_INBOUND`] are served at once.
+//!   `NOTIFY_CONSUMER_IDS_CHANGED`, `CHECK_TRANSACTION_STATE`) are
+//!   served by the [`Router`] given at creation, their origin the server's
+//!   address (connection id 0); replies go back unless the request is
+//!   oneway. At most [`MAX_INBOUND`] are served at once.
 //! - **Supervision**: the actor runs under a [`Supervisor`] and is
 //!   re-created from its factory after a panic. The driver catches a panic
 //!   of its own and stops the incarnation cleanly. Whatever ends an
@@ -892,7 +893,13 @@ impl Driver {
             }
             return;
         }
-        conn.serving.push(router.dispatch(frame, None));
+        // The handler may answer the server by another call (a producer's
+        // END_TRANSACTION answers CHECK_TRANSACTION_STATE): say who asked.
+        let origin = crate::call::Origin {
+            conn_id: 0,
+            peer: shared.remote,
+        };
+        conn.serving.push(router.dispatch(frame, Some(origin)));
     }
 
     /// Fails calls past their deadline; armed while calls are pending.
