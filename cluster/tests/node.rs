@@ -149,14 +149,6 @@ fn cli_refuses_flags_of_missing_features_before_sending() {
     let n = ["-n", "127.0.0.1:1", "--timeout-ms", "300"];
     for (args, needle) in [
         (
-            &["produce", "-t", "T", "--deliver-at-ms", "1"][..],
-            "--deliver-at-ms",
-        ),
-        (
-            &["produce", "-t", "T", "--delay-ms", "1000"][..],
-            "--delay-ms",
-        ),
-        (
             &["consume", "-t", "T", "-g", "G", "--orderly"][..],
             "--orderly",
         ),

@@ -7,6 +7,7 @@
 //! | `%RETRY%<group>` | a group's failed messages, redelivered after a delay |
 //! | `%DLQ%<group>` | a group's dead letters (not delivered to subscribers) |
 //! | `SCHEDULE_TOPIC_XXXX` | delayed messages parked until due (queue = level − 1) |
+//! | `rmq_sys_wheel_timer` | messages sent with a deliver-at time, until due (queue 0) |
 //! | `RMQ_SYS_TRANS_HALF_TOPIC` | transactional half messages until decided (queue 0) |
 //! | `RMQ_SYS_TRANS_OP_HALF_TOPIC` | decisions on half messages (op records, queue 0) |
 
@@ -16,6 +17,8 @@ pub const RETRY_PREFIX: &str = "%RETRY%";
 pub const DLQ_PREFIX: &str = "%DLQ%";
 /// Where delayed messages wait for their level's delay.
 pub const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";
+/// Where messages sent with a deliver-at time wait (RocketMQ 5's name).
+pub const TIMER_TOPIC: &str = "rmq_sys_wheel_timer";
 
 /// Where a transactional message waits, invisible, for its producer's
 /// commit or rollback (queue 0; `REAL_TOPIC` and `REAL_QID` say where a
@@ -68,7 +71,10 @@ pub fn is_dlq_topic(topic: &str) -> bool {
 /// Whether clients may not send to `topic` themselves: the schedule
 /// topic and the dead-letter topics are written by the broker only.
 pub fn is_broker_only(topic: &str) -> bool {
-    topic == SCHEDULE_TOPIC || is_dlq_topic(topic) || topic.starts_with("RMQ_SYS_")
+    topic == SCHEDULE_TOPIC
+        || is_dlq_topic(topic)
+        || topic.starts_with("RMQ_SYS_")
+        || topic.starts_with("rmq_sys_")
 }
 
 #[cfg(test)]

@@ -855,7 +855,6 @@ impl Producer {
     /// Validates `msg` and stamps its unique key.
     fn prepare(&self, msg: &mut Message) -> Result<(), ClientError> {
         self.check_open()?;
-        refuse_delay(msg)?;
         stamp(msg);
         validate_message(msg, self.inner.config.max_message_size)?;
         Ok(())
@@ -1280,17 +1279,6 @@ impl Handler<actormq_runtime::guard::InjectPanic> for HeartbeatService {
     }
 }
 
-/// Delivery at a time needs the broker's durable timer, which does not
-/// exist yet: such a message is refused, not sent (delay levels work).
-fn refuse_delay(msg: &Message) -> Result<(), ClientError> {
-    match msg.delay {
-        actormq_protocol::Delay::DeliverAtMs(_) => Err(ClientError::Invalid(
-            "delivery at a time is not available yet: use a delay level".into(),
-        )),
-        _ => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -1298,17 +1286,6 @@ mod tests {
     use actormq_protocol::request::BrokerData;
 
     use super::*;
-
-    #[test]
-    fn delivery_at_a_time_is_refused_not_sent_at_once() {
-        let mut m = Message::new("t", "x");
-        assert_eq!(refuse_delay(&m), Ok(()));
-        m.delay = actormq_protocol::Delay::Level(3);
-        assert_eq!(refuse_delay(&m), Ok(()));
-        m.delay = actormq_protocol::Delay::DeliverAtMs(1);
-        let err = refuse_delay(&m).unwrap_err();
-        assert!(err.to_string().contains("not available yet"), "{err}");
-    }
 
     fn queues(spec: &[(&str, u32)]) -> Vec<MessageQueue> {
         spec.iter()

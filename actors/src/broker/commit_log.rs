@@ -59,7 +59,8 @@ use actormq_protocol::request::{
     SendBatchMessageRequest, SendBatchMessageResponse, SendMessageRequest, SendMessageResponse,
 };
 use actormq_protocol::system_topic::{
-    self, PROPERTY_REAL_QUEUE_ID, PROPERTY_REAL_TOPIC, SCHEDULE_TOPIC, TRANS_HALF_TOPIC,
+    self, PROPERTY_REAL_QUEUE_ID, PROPERTY_REAL_TOPIC, SCHEDULE_TOPIC, TIMER_TOPIC,
+    TRANS_HALF_TOPIC,
 };
 use actormq_protocol::{
     BatchCheck, Delay, MessageId, MessageIdEncoder, ResponseCode, validate_message,
@@ -109,6 +110,9 @@ pub struct CommitLogConfig {
     /// time it is due; the [`super::ScheduleService`] moves it to its
     /// topic then. Default RocketMQ's table (`1s 5s 10s 30s 1m … 2h`).
     pub delay_levels_ms: Vec<u64>,
+    /// Furthest a deliver-at time may be ahead; later ones are refused
+    /// with `MESSAGE_ILLEGAL`. Default 400 days.
+    pub max_deliver_delay_ms: u64,
 }
 
 /// RocketMQ's delay levels in ms (`1s 5s 10s 30s 1m 2m … 10m 20m 30m 1h 2h`).
@@ -128,6 +132,7 @@ impl Default for CommitLogConfig {
             mailbox_capacity: 8192,
             nudge_interval: Duration::ZERO,
             delay_levels_ms: DEFAULT_DELAY_LEVELS_MS.to_vec(),
+            max_deliver_delay_ms: 400 * 86_400_000,
         }
     }
 }
@@ -566,6 +571,9 @@ struct Pending {
     reply_queue: u32,
     /// Park it in the schedule topic for this delay level first (0: no).
     delay_level: u8,
+    /// Park it in the timer topic until this time (a client's deliver-at
+    /// send; `None` for the broker's own writes).
+    deliver_at_ms: Option<u64>,
     born_timestamp_ms: u64,
     born_host: Option<SocketAddr>,
     reconsume_times: u32,
@@ -681,14 +689,21 @@ impl CommitLogActor {
         let msg = call.req.into_message(call.body)?;
         validate_message(&msg, self.config.max_message_size)?;
         refuse_broker_only(&msg.topic)?;
-        let delay_level = match msg.delay {
-            Delay::None => 0,
-            Delay::Level(l) => l,
-            Delay::DeliverAtMs(_) => {
-                return Err(ServiceError::new(
-                    ResponseCode::MessageIllegal,
-                    "deliver-at delivery is not available yet: use a delay level",
-                ));
+        let (delay_level, deliver_at_ms) = match msg.delay {
+            Delay::None => (0, None),
+            Delay::Level(l) => (l, None),
+            Delay::DeliverAtMs(t) => {
+                let max = super::now_ms().saturating_add(self.config.max_deliver_delay_ms);
+                if t > max {
+                    return Err(ServiceError::new(
+                        ResponseCode::MessageIllegal,
+                        format!(
+                            "deliver-at {t} is more than {} ms ahead (the broker's max)",
+                            self.config.max_deliver_delay_ms
+                        ),
+                    ));
+                }
+                (0, Some(t))
             }
         };
         let mut props = Vec::new();
@@ -713,6 +728,7 @@ impl CommitLogActor {
             queue_id,
             reply_queue: queue_id,
             delay_level,
+            deliver_at_ms,
             born_timestamp_ms,
             born_host,
             reconsume_times,
@@ -784,6 +800,7 @@ impl CommitLogActor {
             queue_id: call.req.queue_id,
             reply_queue: call.req.queue_id,
             delay_level: 0,
+            deliver_at_ms: None,
             born_timestamp_ms: call.req.born_timestamp_ms,
             born_host: call.origin.map(|o| o.peer),
             reconsume_times: 0,
@@ -877,12 +894,26 @@ impl CommitLogActor {
     }
 
     /// A delayed message (its topic resolved and writable) goes to the
-    /// schedule topic instead, due at now + its level's delay; `REAL_TOPIC`
-    /// and `REAL_QID` say where it is delivered then.
+    /// schedule topic instead, due at now + its level's delay, and a
+    /// deliver-at one (due later than now) to the timer topic
+    /// ([`super::TimerService`]); `REAL_TOPIC` and `REAL_QID` say where it
+    /// is delivered then.
     fn park_if_delayed(&self, p: &mut Pending) -> Result<(), ServiceError> {
-        let Some(parking) = park(&self.config.delay_levels_ms, p.delay_level, super::now_ms())
-        else {
-            return Ok(());
+        let now = super::now_ms();
+        let (topic, parking) = match p.deliver_at_ms.take() {
+            // Due already: delivered at once.
+            Some(t) if t <= now => return Ok(()),
+            Some(t) => (
+                TIMER_TOPIC,
+                Parking {
+                    queue_id: 0,
+                    due_ms: t,
+                },
+            ),
+            None => match park(&self.config.delay_levels_ms, p.delay_level, now) {
+                Some(parking) => (SCHEDULE_TOPIC, parking),
+                None => return Ok(()),
+            },
         };
         let [part] = &mut p.parts[..] else {
             return Err(ServiceError::new(
@@ -898,10 +929,8 @@ impl CommitLogActor {
         ];
         actormq_store::encode_properties_into(added, &mut props)
             .map_err(|e| ServiceError::new(ResponseCode::MessageIllegal, e.to_string()))?;
-        let record = actormq_store::record::HEADER_LEN
-            + SCHEDULE_TOPIC.len()
-            + props.len()
-            + part.body.len();
+        let record =
+            actormq_store::record::HEADER_LEN + topic.len() + props.len() + part.body.len();
         if record > self.max_record {
             return Err(ServiceError::new(
                 ResponseCode::MessageIllegal,
@@ -914,7 +943,7 @@ impl CommitLogActor {
         part.props = 0..props.len();
         part.tag_hash = parking.due_ms as i64;
         p.props = props;
-        p.topic = SCHEDULE_TOPIC.to_owned();
+        p.topic = topic.to_owned();
         p.queue_id = parking.queue_id;
         Ok(())
     }
@@ -1188,6 +1217,7 @@ impl Handler<PutInternal> for CommitLogActor {
                     queue_id: m.queue_id,
                     reply_queue: m.queue_id,
                     delay_level: m.delay_level,
+                    deliver_at_ms: None,
                     born_timestamp_ms: m.born_timestamp_ms,
                     born_host: m.born_host,
                     reconsume_times: m.reconsume_times,

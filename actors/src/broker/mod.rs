@@ -25,6 +25,8 @@ pub mod schedule_service;
 pub mod stored_codec;
 pub mod stored_fanout;
 pub mod subscription_group_manager;
+pub mod timer_service;
+pub mod timer_wheel;
 pub mod topic_manager;
 pub mod transaction_checker;
 pub mod wiring;
@@ -53,6 +55,7 @@ pub use stored_fanout::{StoredFanout, StoredSubscribers};
 pub use subscription_group_manager::{
     SubscriptionGroupManager, SubscriptionGroupManagerConfig, SubscriptionGroupTable,
 };
+pub use timer_service::{TimerConfig, TimerService};
 pub use topic_manager::{TopicManager, TopicManagerConfig, TopicTable, TopicView};
 pub use transaction_checker::{TransactionChecker, TransactionConfig};
 pub use wiring::{BrokerActors, BrokerActorsConfig, WiringError};

@@ -45,7 +45,7 @@ use slog::{Logger, error, info, o, warn};
 use super::broker_store::BrokerStore;
 use super::commit_log::{CommitLogActor, InternalMessage, PutInternal};
 use super::persist;
-use super::stored_codec::{PROPERTY_DELAY, PROPERTY_TAGS, tag_hash_of};
+use super::stored_codec::{PROPERTY_DELAY, PROPERTY_DELIVER_AT_MS, PROPERTY_TAGS, tag_hash_of};
 use crate::runtime::guard::{Guarded, GuardedReply, Poison, guarded};
 use crate::runtime::{ChildRef, ServiceError};
 
@@ -125,8 +125,10 @@ pub fn scan_level(
     scan
 }
 
-/// The message a parked record is delivered as, or why it cannot be.
-fn unparked(view: &actormq_store::MessageView) -> Result<InternalMessage, String> {
+/// The message a parked record (delayed or timed) is delivered as, or why
+/// it cannot be: its real topic and queue, the parking properties
+/// (`REAL_TOPIC`, `REAL_QID`, `DELAY`, `DELIVER_AT_MS`) removed.
+pub(super) fn unparked(view: &actormq_store::MessageView) -> Result<InternalMessage, String> {
     let h = view.header();
     let (mut topic, mut queue) = (None, None);
     let mut props = Vec::with_capacity(view.properties().len());
@@ -138,7 +140,7 @@ fn unparked(view: &actormq_store::MessageView) -> Result<InternalMessage, String
             queue = std::str::from_utf8(v)
                 .ok()
                 .and_then(|q| q.parse::<u32>().ok());
-        } else if k != PROPERTY_DELAY.as_bytes() {
+        } else if k != PROPERTY_DELAY.as_bytes() && k != PROPERTY_DELIVER_AT_MS.as_bytes() {
             kept.push((k, v));
         }
     }

@@ -18,6 +18,7 @@
 //! ├── retention
 //! ├── commit-log       ← 10, 320 (own arbiter with `writer_thread`)
 //! ├── schedule         moves due delayed messages back to the writer
+//! ├── timer            delivery at a time: a durable timing wheel
 //! ├── retry            ← 36, 10001 (send-back to %RETRY%, dead letters)
 //! ├── end-transaction  ← 37; re-puts committed half messages, op records
 //! └── transaction-checker (checks pushed through the group notifier)
@@ -64,6 +65,7 @@ use super::retry_service::RetryService;
 use super::schedule_service::{ScheduleConfig, ScheduleService};
 use super::stored_fanout::{StoredFanout, StoredSubscribers};
 use super::subscription_group_manager::{SubscriptionGroupManager, SubscriptionGroupManagerConfig};
+use super::timer_service::{TimerConfig, TimerService};
 use super::topic_manager::{TopicManager, TopicManagerConfig, TopicView};
 use super::transaction_checker::{TransactionChecker, TransactionConfig};
 use crate::runtime::net::{Listener, Router};
@@ -99,6 +101,8 @@ pub struct BrokerActorsConfig {
     /// Delayed delivery (`<data>/config/delay_offsets.msgpack`); its level
     /// count always follows `writer.delay_levels_ms`.
     pub schedule: ScheduleConfig,
+    /// Delivery at a time (`<data>/timer`, `<data>/config/timer_state.msgpack`).
+    pub timer: TimerConfig,
     /// Transactions: the checker's timing and its progress file
     /// (`<data>/config/transaction_checker.msgpack`).
     pub transactions: TransactionConfig,
@@ -141,6 +145,7 @@ impl BrokerActorsConfig {
             pull: PullHoldConfig::default(),
             flush: FlushServiceConfig::default(),
             retention: RetentionConfig::default(),
+            timer: TimerConfig::new(data_dir),
             schedule: ScheduleConfig::new(
                 data_dir.join("config/delay_offsets.msgpack"),
                 super::commit_log::DEFAULT_DELAY_LEVELS_MS.len() as u32,
@@ -210,6 +215,8 @@ pub struct BrokerActors {
     pub offset_reset: ChildRef<OffsetResetService>,
     /// Delayed delivery.
     pub schedule: ChildRef<ScheduleService>,
+    /// Delivery at a time.
+    pub timer: ChildRef<TimerService>,
     /// Send-back and dead letters.
     pub retry: ChildRef<RetryService>,
     /// Commits and rollbacks of half messages.
@@ -270,6 +277,7 @@ impl BrokerActors {
             &config.offsets.path,
             &config.subscription_groups.path,
             &config.schedule.path,
+            &config.timer.state_path,
             &config.transactions.path,
         ] {
             if let Some(dir) = path.parent() {
@@ -481,6 +489,21 @@ impl BrokerActors {
             }),
         )
         .await?;
+        let (s, w, c, log) = (
+            store.clone(),
+            writer.clone(),
+            config.timer.clone(),
+            logger.clone(),
+        );
+        TimerService::load(store.clone(), writer.clone(), config.timer.clone(), &logger)
+            .map_err(|e| WiringError::Start(format!("timer service: {e}")))?;
+        let timer = spawn(
+            supervisor,
+            ChildSpec::new("timer", move || {
+                TimerService::load(s.clone(), w.clone(), c.clone(), &log)
+            }),
+        )
+        .await?;
         let (s, w, log) = (store.clone(), writer.clone(), logger.clone());
         let end_transaction = spawn(
             supervisor,
@@ -562,6 +585,7 @@ impl BrokerActors {
             retention,
             offset_reset,
             schedule,
+            timer,
             retry,
             end_transaction,
             transaction_checker,

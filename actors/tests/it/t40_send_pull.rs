@@ -51,6 +51,8 @@ pub struct Opts {
     pub segment_size: u64,
     pub store: Option<fn(&mut StoreConfig)>,
     pub dispatcher: DispatcherConfig,
+    /// The timer wheel's window in seconds (`None`: the default).
+    pub timer_slots: Option<u64>,
 }
 
 impl Default for Opts {
@@ -63,6 +65,7 @@ impl Default for Opts {
             segment_size: 1 << 20,
             store: None,
             dispatcher: DispatcherConfig::default(),
+            timer_slots: None,
         }
     }
 }
@@ -98,6 +101,9 @@ impl Node {
         config.writer = opts.writer;
         config.pull = opts.pull;
         config.dispatcher = opts.dispatcher;
+        if let Some(slots) = opts.timer_slots {
+            config.timer.slots = slots;
+        }
         let supervisor = Supervisor::new(
             "broker",
             &log(),

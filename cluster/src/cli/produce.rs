@@ -31,8 +31,9 @@ pub enum Mode {
     group(ArgGroup::new("delay").args(["delay_level", "deliver_at_ms", "delay_ms"])),
     after_help = "--delay-level L parks each message on the broker for level L's delay \
         (the broker's message_delay_level table; default 1s 5s 10s 30s 1m … 2h, a level \
-        above the max means the max). --deliver-at-ms and --delay-ms (a durable timer) are \
-        not available yet and are refused.\n\n\
+        above the max means the max). --deliver-at-ms TS delivers at that time (ms since the \
+        epoch; a time past is delivered at once, at most 400 days ahead) and --delay-ms MS \
+        MS ms from now, both through the broker's durable timer.\n\n\
         Examples:\n  actormq produce -t orders --body hello\n  \
         actormq produce -t orders --count 1000 --size 128 --mode async --json\n  \
         seq 10 | actormq produce -t orders --stdin --queue-key customer-7\n  \
@@ -69,10 +70,10 @@ pub struct ProduceArgs {
     /// Delay level (1 = 1s … 18 = 2h with the default table).
     #[arg(long, value_name = "L", value_parser = clap::value_parser!(u8).range(1..))]
     pub delay_level: Option<u8>,
-    /// Deliver at this time (ms since the epoch). Not available yet: refused.
+    /// Deliver at this time (ms since the epoch; second precision).
     #[arg(long, value_name = "TS")]
     pub deliver_at_ms: Option<u64>,
-    /// Deliver after MS ms. Not available yet: refused.
+    /// Deliver MS ms from now.
     #[arg(long, value_name = "MS")]
     pub delay_ms: Option<u64>,
     /// Pick the queue by hash of KEY (ordered messages).
@@ -103,15 +104,18 @@ pub fn generated_body(size: usize, seq: u64) -> Bytes {
 }
 
 impl ProduceArgs {
-    /// The first flag given whose feature does not exist yet: delayed
-    /// delivery (the broker would deliver such a message at once).
-    pub fn unavailable_flag(&self) -> Option<&'static str> {
-        if self.deliver_at_ms.is_some() {
-            Some("--deliver-at-ms")
-        } else if self.delay_ms.is_some() {
-            Some("--delay-ms")
-        } else {
-            None
+    /// The delay the flags ask for (`--delay-ms` from now).
+    pub fn delay(&self) -> Delay {
+        match (self.delay_level, self.deliver_at_ms, self.delay_ms) {
+            (Some(l), _, _) => Delay::Level(l),
+            (_, Some(t), _) => Delay::DeliverAtMs(t),
+            (_, _, Some(ms)) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                Delay::DeliverAtMs(now.saturating_add(ms))
+            }
+            _ => Delay::None,
         }
     }
 
@@ -123,7 +127,7 @@ impl ProduceArgs {
             keys: self.keys.clone(),
             body,
             properties: self.props.iter().cloned().collect::<BTreeMap<_, _>>(),
-            delay: self.delay_level.map_or(Delay::None, Delay::Level),
+            delay: self.delay(),
             flags: 0,
         }
     }
@@ -174,12 +178,6 @@ async fn send_one(
 
 /// `actormq produce`.
 pub async fn run(common: &CommonArgs, args: &ProduceArgs, log: &Logger) -> Result<(), CliError> {
-    if let Some(flag) = args.unavailable_flag() {
-        return Err(CliError(format!(
-            "{flag} is not available yet: delivery at a time (a durable timer) does not exist \
-             in this version; use --delay-level"
-        )));
-    }
     let producer = ProducerBuilder::from_config(ProducerConfig {
         group: "actormq-cli-producer".into(),
         namesrv: common.namesrv.clone(),
@@ -252,7 +250,6 @@ mod tests {
         assert_eq!(m.properties["y"], "a=b");
         assert_eq!(&m.body[..], b"hi");
         assert_eq!(m.delay, Delay::None);
-        assert_eq!(a.unavailable_flag(), None);
         assert_eq!(a.mode, Mode::Sync);
     }
 
@@ -266,15 +263,21 @@ mod tests {
     }
 
     #[test]
-    fn sizes_and_unavailable_delays() {
+    fn sizes_and_delays() {
         let a = parse("produce -t T --count 3 --size 10 --delay-ms 1000").unwrap();
         assert_eq!(a.body(1).len(), 10);
-        assert_eq!(a.unavailable_flag(), Some("--delay-ms"));
+        let Delay::DeliverAtMs(t) = a.delay() else {
+            panic!("--delay-ms is a deliver-at time");
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        assert!(t > now && t <= now + 1000, "{t} vs {now}");
         let a = parse("produce -t T --delay-level 3").unwrap();
-        assert_eq!(a.unavailable_flag(), None);
         assert_eq!(a.message(a.body(0)).delay, Delay::Level(3));
         let a = parse("produce -t T --deliver-at-ms 5").unwrap();
-        assert_eq!(a.unavailable_flag(), Some("--deliver-at-ms"));
+        assert_eq!(a.delay(), Delay::DeliverAtMs(5));
     }
 
     #[test]

@@ -139,7 +139,7 @@ async fn t72_delay_levels_park_then_deliver() {
         let d = deliveries_of(&log, "delayed");
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(d[0].topic, "t72-delay");
-        // The CLI's --delay-level works; --deliver-at-ms is still refused.
+        // The CLI's --delay-level works.
         let out = actormq(
             ns,
             &[
@@ -159,19 +159,6 @@ async fn t72_delay_levels_park_then_deliver() {
             !deliveries_of(&log, "cli").is_empty()
         })
         .await;
-        let out = actormq(
-            ns,
-            &[
-                "produce",
-                "-t",
-                "t72-delay",
-                "--body",
-                "x",
-                "--deliver-at-ms",
-                "1",
-            ],
-        );
-        assert!(!out.status.success());
         c.shutdown().await;
         p.shutdown().await;
     })
@@ -354,6 +341,95 @@ async fn t72_cli_fail_every_comes_back_through_the_retry_topic() {
         assert!(lines.iter().any(|l| l["failed"] == true), "{lines:?}");
         assert!(ok.values().any(|t| *t > 0), "{lines:?}");
         assert!(lines.iter().all(|l| l["topic"] == topic), "{lines:?}");
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn t72_delivery_at_a_time_is_on_time_and_survives_a_kill() {
+    bounded(async {
+        let mut node = node();
+        let ns = node.namesrv();
+        let topic = "t72-timer";
+        let p = producer(ns).await;
+        let log: Log = Log::default();
+        p.send(Message::new(topic, "warm-up")).await.unwrap();
+        let c = consumer(ns, "t72-timer-g", topic, log.clone(), |_, _| false).await;
+        wait_for("the warm-up message", || {
+            !deliveries_of(&log, "warm-up").is_empty()
+        })
+        .await;
+        // A time past is delivered at once; --delay-ms 1500 after 1.5 s,
+        // at most a second late.
+        let out = actormq(
+            ns,
+            &[
+                "produce",
+                "-t",
+                topic,
+                "--body",
+                "past",
+                "--deliver-at-ms",
+                "1",
+            ],
+        );
+        assert!(out.status.success(), "{out:?}");
+        let sent = actormq_tests::now_ms();
+        let out = actormq(
+            ns,
+            &[
+                "produce",
+                "-t",
+                topic,
+                "--body",
+                "timed",
+                "--delay-ms",
+                "1500",
+            ],
+        );
+        assert!(out.status.success(), "{out:?}");
+        wait_for("the timed message", || {
+            !deliveries_of(&log, "timed").is_empty()
+        })
+        .await;
+        let late = actormq_tests::now_ms() - sent;
+        assert!((1_500..2_600).contains(&late), "delivered after {late} ms");
+        assert_eq!(deliveries_of(&log, "past").len(), 1);
+        // Past the broker's max: refused, one line.
+        let far = (actormq_tests::now_ms() + 500 * 86_400_000).to_string();
+        let out = actormq(
+            ns,
+            &[
+                "produce",
+                "-t",
+                topic,
+                "--body",
+                "x",
+                "--deliver-at-ms",
+                &far,
+            ],
+        );
+        assert!(!out.status.success());
+
+        // Parked, then the broker is killed before it is due: after the
+        // restart it is delivered once, when due.
+        let due = actormq_tests::now_ms() + 3_000;
+        let mut m = Message::new(topic, "survivor");
+        m.delay = actormq_protocol::Delay::DeliverAtMs(due);
+        p.send(m).await.unwrap();
+        c.shutdown().await;
+        p.shutdown().await;
+        node.kill().expect("SIGKILL");
+        node.restart().expect("restart");
+        let ns = node.namesrv();
+        let c = consumer(ns, "t72-timer-g", topic, log.clone(), |_, _| false).await;
+        wait_for("the timed message after the restart", || {
+            !deliveries_of(&log, "survivor").is_empty()
+        })
+        .await;
+        assert!(actormq_tests::now_ms() >= due, "not before it was due");
+        c.shutdown().await;
+        assert_eq!(deliveries_of(&log, "survivor").len(), 1);
     })
     .await;
 }
