@@ -69,17 +69,12 @@ pub struct SubscriptionGroupTable {
 }
 
 /// A config field whose behaviour is not built yet may only hold its
-/// default: nothing would act on another value (orderly consumption,
-/// retries to the broker and the dead-letter queue, a group switched off,
+/// default: nothing would act on another value (retries to the broker and the dead-letter queue, a group switched off,
 /// broadcasting refused, a start position set by the broker). Each lifts
 /// its refusal as its feature lands.
 pub fn refuse_what_does_not_work_yet(cfg: &SubscriptionGroupConfig) -> Result<(), ServiceError> {
     let d = SubscriptionGroupConfig::new(&cfg.group_name);
     let not_yet = [
-        (
-            cfg.consume_message_orderly != d.consume_message_orderly,
-            "orderly (orderly consumption)",
-        ),
         (
             cfg.retry_max_times != d.retry_max_times,
             "retry max other than 16 (broker-side retries)",
@@ -362,13 +357,6 @@ mod tests {
         // Values whose feature is not built yet are refused, each named.
         let not_yet = [
             (
-                "orderly",
-                SubscriptionGroupConfig {
-                    consume_message_orderly: true,
-                    ..SubscriptionGroupConfig::new("g")
-                },
-            ),
-            (
                 "retry max",
                 SubscriptionGroupConfig {
                     retry_max_times: 3,
@@ -415,6 +403,13 @@ mod tests {
         assert!(t.remove("g"));
         assert!(!t.remove("g"));
         assert_eq!(t.data_version(), 3);
+        // Orderly groups exist (the SDK's orderly push consumer).
+        let orderly = SubscriptionGroupConfig {
+            consume_message_orderly: true,
+            ..SubscriptionGroupConfig::new("o")
+        };
+        assert!(t.upsert(orderly.clone()).unwrap());
+        assert_eq!(t.get("o"), Some(&orderly));
     }
 
     #[test]

@@ -697,11 +697,10 @@ async fn t70_cli_consume_and_group_progress() {
         assert!(!failed.is_empty());
         assert!(ok.iter().any(|l| l["reconsume_times"].as_u64() > Some(0)));
 
-        // A bad SQL92 expression, not yet available, and unknown topics:
-        // one line, non-zero exit.
+        // A bad SQL92 expression and unknown topics: one line, non-zero
+        // exit.
         for args in [
             &["consume", "-t", topic, "-g", "x", "--sql", "a > 1 ;"][..],
-            &["consume", "-t", topic, "-g", "x", "--orderly"][..],
             &["consume", "-t", "t70-no-such-topic", "-g", "x"][..],
         ] {
             let out = actormq(ns, args);
