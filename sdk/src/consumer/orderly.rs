@@ -30,8 +30,12 @@
 //!   is delivered and the offset does not pass it meanwhile. Once a
 //!   message has been reconsumed the group's max times
 //!   (`SubscriptionGroupConfig::retry_max_times` as the broker handed it,
-//!   16 until a broker answered), it is handed to
-//!   [`Core::to_dead_letter`] (see there for what it does in this version).
+//!   16 until a broker answered), it goes to the after-max step, the
+//!   consumer's `to_dead_letter` (in this file). **In this version that
+//!   step logs each message at `WARN` and the queue moves past it (its
+//!   offset is committed past it): the message is skipped**, as the
+//!   broker's send-back to `%DLQ%<group>` (`CONSUMER_SEND_MSG_BACK`) is
+//!   not wired here yet.
 //!
 //! The bookkeeping is in plain structs tested without a runtime:
 //! [`LockTable`] (which queue is locked, until when, what a lock reply

@@ -45,7 +45,13 @@
 //!   rechecks the tag string; SQL92: the broker evaluates it, the client
 //!   rechecks with the same code), paused while the queue's [`ProcessQueue`] holds 1000
 //!   messages or 100 MiB (or spans 2000 offsets);
-//! - the **listener** runs in `spawn_blocking`, at most `workers` at once.
+//! - the **listener** runs in `spawn_blocking`, at most `workers` at once;
+//! - **orderly** mode ([`PushConsumerBuilder::orderly`]): queues are locked
+//!   at the broker before they are pulled, the locks renewed every 20 s and
+//!   released (after the queue's listener call and offset commit) when
+//!   rebalance drops a queue and on shutdown; one worker per queue delivers
+//!   in queue order and retries a failed batch in place. See
+//!   [`orderly`](super::orderly).
 //!
 //! **"Later" results** are redelivered in process after `later_delay_ms`
 //! (with `reconsume_times` incremented), and the committed offset never
@@ -91,6 +97,8 @@ pub enum ConsumeResult {
     /// Consumed; the offset may move past them.
     Success,
     /// Not now: redeliver later (in process for now; see the module docs).
+    /// In orderly mode: suspend the queue and deliver the same messages
+    /// again (see [`orderly`](super::orderly)).
     Later,
 }
 
@@ -123,7 +131,9 @@ enum End {
 }
 
 /// The listener of a [`PushConsumer`]: called off the actor loop (in
-/// `spawn_blocking`), up to `workers` calls at once, order not kept.
+/// `spawn_blocking`), up to `workers` calls at once, order not kept; in
+/// orderly mode ([`PushConsumerBuilder::orderly`]) one call at a time per
+/// queue, in queue order.
 pub type Listener = Arc<dyn Fn(&[StoredMessage]) -> ConsumeResult + Send + Sync>;
 
 /// Clustering (share the queues) or broadcasting (every instance gets
@@ -1591,6 +1601,7 @@ impl Core {
             return;
         }
         let mut reset = Vec::new();
+        let mut released = Vec::new();
         for qo in &req.offsets {
             let slot = self.queues.lock().expect("queues lock").remove(&qo.queue);
             let Some(slot) = slot else {
@@ -1613,6 +1624,7 @@ impl Core {
                 .expect("offsets lock")
                 .update(&qo.queue, qo.offset);
             reset.push((qo.queue.queue_id, qo.offset));
+            released.push(qo.queue.clone());
         }
         if reset.is_empty() {
             return;
@@ -1622,6 +1634,12 @@ impl Core {
         // The broker set them already; committing them again overrides a
         // commit of the old offsets that crossed the reset.
         self.persist().await;
+        if self.cfg.orderly {
+            // Unlocked after their listener calls (waited for above) and
+            // the new offsets: the rebalance below locks them again (or
+            // their new holder does, if the group changed meanwhile).
+            self.unlock_queues(&released).await;
+        }
         self.wake.notify_one();
     }
 
