@@ -79,6 +79,12 @@ pub mod offset_reset {}
 /// example runs as a doc-test).
 #[doc = include_str!("src/sql-filters.md")]
 pub mod sql_filters {}
+/// Chapter "Orderly consumption" (its consumer code is
+/// `examples/src/orderly.rs`, compiled and tested by the examples crate;
+/// the `{{#include}}` blocks are marked `ignore` here; the lock
+/// bookkeeping example runs as a doc-test).
+#[doc = include_str!("src/orderly-consumption.md")]
+pub mod orderly_consumption {}
 
 /// Chapter "Benchmarking".
 #[doc = include_str!("src/benchmarking.md")]
