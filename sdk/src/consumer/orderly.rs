@@ -175,6 +175,13 @@ impl LockTable {
         self.queues.remove(mq);
     }
 
+    /// Every queue known (locked or not, not forgotten), sorted.
+    pub fn known(&self) -> Vec<MessageQueue> {
+        let mut v: Vec<MessageQueue> = self.queues.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
     /// Queues known (locked or not).
     pub fn len(&self) -> usize {
         self.queues.len()
@@ -393,22 +400,33 @@ impl Core {
         o.arrived.notify_one();
         o.lock_changed.notify_waiters();
         self.queues.lock().expect("queues lock").remove(&slot.mq);
-        let offset = self.offsets.lock().expect("offsets lock").remove(&slot.mq);
+        // Committed before the entry leaves the table: if the release is
+        // cut short (the service stopped), shutdown still commits it.
+        let offset = self.offsets.lock().expect("offsets lock").get(&slot.mq);
         if let Some(offset) = offset {
             self.persist_one(&slot.mq, offset).await;
         }
+        self.offsets.lock().expect("offsets lock").remove(&slot.mq);
         self.unlock_queues(std::slice::from_ref(&slot.mq)).await;
         drop(guard);
         info!(self.logger, "queue released"; "queue" => slot.mq.queue_id, "broker" => &slot.mq.broker_name);
     }
 
     /// Unlocks every queue of `slots` whose worker is not in a listener
-    /// call (shutdown, failure; offsets persisted before). A queue whose
-    /// listener still runs keeps its broker lock until it expires, so no
-    /// other instance starts on it meanwhile.
+    /// call (shutdown, failure; offsets persisted before), and every queue
+    /// still locked that no slot holds any more (a release cut short). A
+    /// queue whose listener still runs keeps its broker lock until it
+    /// expires, so no other instance starts on it meanwhile.
     pub(crate) async fn unlock_idle(&self, slots: &[Arc<QueueSlot>]) {
         let mut guards = Vec::new();
-        let mut idle = Vec::new();
+        let mut idle: Vec<MessageQueue> = self
+            .locks
+            .lock()
+            .expect("locks lock")
+            .known()
+            .into_iter()
+            .filter(|mq| !slots.iter().any(|s| &s.mq == mq))
+            .collect();
         for slot in slots {
             let Some(o) = &slot.orderly else { continue };
             match o.consume_lock.try_lock() {
@@ -598,6 +616,7 @@ mod tests {
         t.forget(&mq("a", 0));
         assert!(!t.is_locked(&mq("a", 0), t0 + Duration::from_secs(2)));
         assert_eq!(t.len(), 1);
+        assert_eq!(t.known(), vec![mq("a", 1)]);
     }
 
     #[test]
