@@ -14,7 +14,8 @@
 //! - locks are renewed (a consumer that trusts a lock only 1 s keeps
 //!   delivering for many seconds) and released on shutdown (a second
 //!   instance takes the queues at once, and a third client can lock them
-//!   after both stopped);
+//!   after both stopped); a lock not renewed stops delivery once its
+//!   client-side life is over;
 //! - `actormq consume --orderly --fail-every K`.
 
 use std::collections::BTreeMap;
@@ -531,6 +532,83 @@ async fn t72_locks_are_renewed_and_released_on_shutdown() {
         // Released on shutdown: anyone may lock them now.
         assert_eq!(intruder_locks(broker, group, &mqs).await, 2);
         assert_one_consumer_per_queue(&calls.lock().expect("calls"));
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn t72_a_lock_not_renewed_stops_delivery_at_once() {
+    bounded(async {
+        let node = combined(NO_ARGS);
+        let (ns, broker) = (node.namesrv(), node.broker());
+        let (topic, group) = ("t72-expiry", "t72-expiry-g");
+        create_routed(ns, broker, topic, 1).await;
+        let producer = ProducerBuilder::new("t72-producer")
+            .namesrv([ns.to_string()])
+            .build()
+            .await
+            .expect("producer");
+        // A trusts its lock 1 s and renews it only every 10 minutes.
+        let calls: Calls = Arc::default();
+        let started = Instant::now();
+        let a = orderly(
+            ns,
+            group,
+            topic,
+            "a",
+            recorder("a", &calls, Duration::ZERO, |_| ConsumeResult::Success),
+            |b| {
+                b.configure(|c| {
+                    c.lock_renew_interval_ms = 600_000;
+                    c.lock_max_live_ms = 1_000;
+                })
+            },
+        )
+        .await;
+        producer
+            .send(Message::new(topic, "k:0"))
+            .await
+            .expect("send");
+        wait_calls(&calls, "k:0 delivered", |c| c.len() == 1).await;
+        // Past the client-side lock life: what arrives now is not
+        // delivered (time itself is the event here).
+        let past = Duration::from_millis(1_200).saturating_sub(started.elapsed());
+        actix_rt::time::sleep(past).await;
+        producer
+            .send(Message::new(topic, "k:1"))
+            .await
+            .expect("send");
+        actix_rt::time::sleep(Duration::from_millis(1_500)).await;
+        assert_eq!(
+            calls.lock().expect("calls").len(),
+            1,
+            "delivered without a lock"
+        );
+        assert_eq!(a.assigned_queues().len(), 1, "still assigned");
+        // Shut down (unlocking): the next instance gets k:1, nothing lost.
+        a.shutdown().await;
+        let b = orderly(
+            ns,
+            group,
+            topic,
+            "b",
+            recorder("b", &calls, Duration::ZERO, |_| ConsumeResult::Success),
+            |b| b,
+        )
+        .await;
+        wait_calls(&calls, "k:1 delivered by b", |c| {
+            c.iter().any(|c| c.instance == "b" && c.seq == 1)
+        })
+        .await;
+        b.shutdown().await;
+        producer.shutdown().await;
+        let seqs: Vec<(&str, u64)> = calls
+            .lock()
+            .expect("calls")
+            .iter()
+            .map(|c| (c.instance, c.seq))
+            .collect();
+        assert_eq!(seqs, vec![("a", 0), ("b", 1)]);
     })
     .await;
 }
