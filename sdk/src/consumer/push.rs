@@ -53,7 +53,7 @@
 //!   in queue order and retries a failed batch in place. See
 //!   [`orderly`](super::orderly).
 //!
-//! **"Later" results** are redelivered in process after `later_delay_ms`
+//! **"Later" results** (concurrent mode) are redelivered in process after `later_delay_ms`
 //! (with `reconsume_times` incremented), and the committed offset never
 //! passes such a message. Sending it back to a `%RETRY%` topic arrives
 //! with the retry feature; until then a message that keeps failing holds
@@ -853,8 +853,9 @@ impl PushConsumer {
     /// The group's config as the brokers hand it out with their heartbeat
     /// replies (the last one received; refreshed every heartbeat): retry
     /// max, orderly, broadcast allowed, where a new group starts. `None`
-    /// until a broker answered. This version only reports it: the
-    /// consumer does not change how it consumes because of it.
+    /// until a broker answered. An orderly consumer takes its retry max
+    /// from it (how often a failed message is retried in place before the
+    /// after-max step); otherwise it only reports it.
     pub fn group_config(&self) -> Option<SubscriptionGroupConfig> {
         self.core
             .group_config
