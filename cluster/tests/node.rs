@@ -177,20 +177,12 @@ fn cli_refuses_flags_of_missing_features_before_sending() {
             "--delay-ms",
         ),
         (
-            &["consume", "-t", "T", "-g", "G", "--orderly"][..],
-            "--orderly",
-        ),
-        (
             &["admin", "topic", "create", "-t", "T", "--order"][..],
             "--order",
         ),
         (
             &["admin", "dlq", "resend", "-g", "G"][..],
             "admin dlq resend",
-        ),
-        (
-            &["admin", "group", "create", "-g", "G", "--orderly"][..],
-            "--orderly",
         ),
         (
             &["admin", "group", "create", "-g", "G", "--retry-max", "5"][..],

@@ -309,7 +309,8 @@ async fn t72_a_failed_message_is_retried_in_place() {
                 .expect("send");
         }
 
-        // seq 3 fails twice, then succeeds; seq 6 always fails.
+        // seq 3 fails twice, then succeeds; seq 6 always fails; the
+        // listener panics on the first delivery of seq 8.
         let calls: Calls = Arc::default();
         let failures = Arc::new(Mutex::new(0u32));
         let verdict = {
@@ -325,6 +326,7 @@ async fn t72_a_failed_message_is_retried_in_place() {
                     }
                 }
                 6 => ConsumeResult::Later,
+                8 if m.reconsume_times == 0 => panic!("t72: listener panics on seq 8"),
                 _ => ConsumeResult::Success,
             }
         };
@@ -356,7 +358,9 @@ async fn t72_a_failed_message_is_retried_in_place() {
         ];
         // seq 6: delivered 1 + max times, then passed (the after-max step).
         want.extend((0..=max).map(|r| (6, r)));
-        want.extend([(7, 0), (8, 0), (9, 0)]);
+        // seq 8: the panicking call recorded nothing; it came again, one
+        // reconsume higher, before seq 9.
+        want.extend([(7, 0), (8, 1), (9, 0)]);
         assert_eq!(order, want);
         // The offset moved past everything: a new consumer of the group
         // gets nothing again.
