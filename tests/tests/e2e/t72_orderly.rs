@@ -11,6 +11,9 @@
 //! - a failed message is retried in place (nothing later of its queue is
 //!   delivered before it succeeds), with `reconsume_times` counting up; one
 //!   that always fails is passed after the group's max reconsume times;
+//! - a queue changes hands only after the old holder's listener call on
+//!   it returned and its offset was committed (the new holder's locks are
+//!   refused meanwhile, and it does not get that message again);
 //! - locks are renewed (a consumer that trusts a lock only 1 s keeps
 //!   delivering for many seconds) and released on shutdown (a second
 //!   instance takes the queues at once, and a third client can lock them
@@ -536,6 +539,135 @@ async fn t72_locks_are_renewed_and_released_on_shutdown() {
         // Released on shutdown: anyone may lock them now.
         assert_eq!(intruder_locks(broker, group, &mqs).await, 2);
         assert_one_consumer_per_queue(&calls.lock().expect("calls"));
+    })
+    .await;
+}
+
+/// A gate listener calls wait at until the test opens it (bounded, so a
+/// failing test does not hang a blocking thread for good).
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    cv: std::sync::Condvar,
+}
+
+impl Gate {
+    fn wait(&self) {
+        let open = self.open.lock().expect("gate");
+        let _open = self
+            .cv
+            .wait_timeout_while(open, Duration::from_secs(60), |o| !*o)
+            .expect("gate");
+    }
+
+    fn open(&self) {
+        *self.open.lock().expect("gate") = true;
+        self.cv.notify_all();
+    }
+}
+
+#[actix_rt::test]
+async fn t72_a_queue_changes_hands_only_after_its_listener_call_and_commit() {
+    bounded(async {
+        let node = combined(NO_ARGS);
+        let (ns, broker) = (node.namesrv(), node.broker());
+        let (topic, group) = ("t72-handover", "t72-handover-g");
+        create_routed(ns, broker, topic, 2).await;
+        let producer = ProducerBuilder::new("t72-producer")
+            .namesrv([ns.to_string()])
+            .build()
+            .await
+            .expect("producer");
+        let send_to = |q: usize, seq: u64| {
+            let msg = Message::new(topic, format!("q{q}:{seq}"));
+            let p = &producer;
+            async move {
+                p.send_with_queue_selector(msg, move |_: &[MessageQueue], _: &Message| Some(q))
+                    .await
+                    .expect("send")
+            }
+        };
+
+        // A's listener holds seq 0 of both queues until the gate opens.
+        let calls: Calls = Arc::default();
+        let gate = Arc::new(Gate::default());
+        let entered = Arc::new(Mutex::new(0usize));
+        let a_listener = {
+            let (gate, entered) = (gate.clone(), entered.clone());
+            recorder("a", &calls, Duration::ZERO, move |m| {
+                if key_seq(m).1 == 0 {
+                    *entered.lock().expect("entered") += 1;
+                    gate.wait();
+                }
+                ConsumeResult::Success
+            })
+        };
+        let a = orderly(ns, group, topic, "a", a_listener, |b| b).await;
+        send_to(0, 0).await;
+        send_to(1, 0).await;
+        eventually(WAIT, || {
+            let n = *entered.lock().expect("entered");
+            async move {
+                if n == 2 {
+                    Ok(())
+                } else {
+                    Err(format!("{n} calls in flight"))
+                }
+            }
+        })
+        .await
+        .unwrap();
+
+        // B joins: one queue is B's now, but A's call on it is in flight,
+        // so A has not unlocked it and B's locks are refused (B retries
+        // every second).
+        let b = orderly(
+            ns,
+            group,
+            topic,
+            "b",
+            recorder("b", &calls, Duration::ZERO, |_| ConsumeResult::Success),
+            |b| b,
+        )
+        .await;
+        actix_rt::time::sleep(Duration::from_millis(2_500)).await;
+        assert!(b.assigned_queues().is_empty(), "b took a queue in use");
+        assert_eq!(intruder_locks(broker, group, &a.assigned_queues()).await, 0);
+
+        // The calls return: A commits, unlocks, and B takes its queue.
+        gate.open();
+        eventually(WAIT, || {
+            let (na, nb) = (a.assigned_queues().len(), b.assigned_queues().len());
+            async move {
+                if na == 1 && nb == 1 {
+                    Ok(())
+                } else {
+                    Err(format!("a holds {na}, b holds {nb}"))
+                }
+            }
+        })
+        .await
+        .unwrap();
+        let taken = b.assigned_queues()[0].queue_id as usize;
+        send_to(0, 1).await;
+        send_to(1, 1).await;
+        wait_calls(&calls, "seq 1 of both queues", |c| {
+            c.iter().filter(|c| c.seq == 1).count() == 2
+        })
+        .await;
+        a.shutdown().await;
+        b.shutdown().await;
+        producer.shutdown().await;
+        let calls = calls.lock().expect("calls").clone();
+        assert_one_consumer_per_queue(&calls);
+        let on_taken: Vec<(&str, u64)> = calls
+            .iter()
+            .filter(|c| c.queue_id as usize == taken)
+            .map(|c| (c.instance, c.seq))
+            .collect();
+        // Seq 0 consumed by A once (committed before the unlock: B does not
+        // get it again), seq 1 by B.
+        assert_eq!(on_taken, vec![("a", 0), ("b", 1)]);
     })
     .await;
 }
