@@ -13,11 +13,14 @@
 //!   lock is older than `lock_max_live_ms` (30 s; the broker keeps a lock
 //!   60 s) is neither pulled nor delivered from that moment until it is
 //!   locked again;
-//! - **release**: when rebalance drops a queue, the release waits for the
-//!   queue's listener call in flight, records and commits its offset, and
-//!   only then unlocks the queue (`UNLOCK_BATCH_MQ`), so the next holder
-//!   starts where this one stopped and two instances never consume one
-//!   queue at once. Shutdown does the same for every queue (a queue whose
+//! - **release**: when rebalance drops a queue, its pull stops at once and
+//!   a release task waits for the queue's listener call in flight, records
+//!   and commits its offset, and only then unlocks the queue
+//!   (`UNLOCK_BATCH_MQ`), so the next holder starts where this one stopped
+//!   and two instances never consume one queue at once. The rebalance
+//!   itself does not wait (a long listener call holds up neither the
+//!   service's timers nor the other queues); the queue's lock is renewed
+//!   until the release is done, and the queue is not taken again before. Shutdown does the same for every queue (a queue whose
 //!   listener is still running after the 5 s shutdown grace keeps its
 //!   broker lock until it expires);
 //! - **one worker per queue**: a task per queue held takes the cached
@@ -367,16 +370,23 @@ impl Core {
         }
     }
 
-    /// Renews the locks of every queue held (the renew timer); wakes the
-    /// queues locked again.
+    /// Renews the locks of every queue held or being released (the renew
+    /// timer); wakes the queues locked again.
     pub(crate) async fn renew_locks(&self) {
-        let held: Vec<Arc<QueueSlot>> = self
+        let mut held: Vec<Arc<QueueSlot>> = self
             .queues
             .lock()
             .expect("queues lock")
             .values()
             .cloned()
             .collect();
+        held.extend(
+            self.releasing
+                .lock()
+                .expect("releasing lock")
+                .values()
+                .cloned(),
+        );
         if held.is_empty() {
             return;
         }
@@ -389,17 +399,29 @@ impl Core {
         }
     }
 
-    /// Releases a queue rebalance dropped (see the module docs): waits for
-    /// its listener call in flight, stops its pull, commits its offset,
-    /// then unlocks it at the broker.
-    pub(crate) async fn release_orderly(&self, slot: Arc<QueueSlot>) {
+    /// Starts releasing a queue rebalance dropped (see the module docs):
+    /// its pull stops at once; a task waits for its listener call in
+    /// flight, commits its offset, then unlocks it at the broker. The
+    /// rebalance does not wait (a long listener call holds up neither
+    /// the service's timers nor the other queues); until the release is
+    /// done the queue is renewed with the others and not taken again.
+    pub(crate) fn release_orderly(self: &Arc<Self>, slot: Arc<QueueSlot>) {
+        slot.stop_pull(&self.supervisor);
+        self.queues.lock().expect("queues lock").remove(&slot.mq);
+        self.releasing
+            .lock()
+            .expect("releasing lock")
+            .insert(slot.mq.clone(), slot.clone());
+        actix_rt::spawn(self.clone().finish_release(slot));
+    }
+
+    /// The release task of [`Core::release_orderly`].
+    async fn finish_release(self: Arc<Self>, slot: Arc<QueueSlot>) {
         let Some(o) = &slot.orderly else { return };
         let guard = o.consume_lock.lock().await;
         slot.drop_queue();
-        slot.stop_pull(&self.supervisor);
         o.arrived.notify_one();
         o.lock_changed.notify_waiters();
-        self.queues.lock().expect("queues lock").remove(&slot.mq);
         // Committed before the entry leaves the table: if the release is
         // cut short (the service stopped), shutdown still commits it.
         let offset = self.offsets.lock().expect("offsets lock").get(&slot.mq);
@@ -408,8 +430,36 @@ impl Core {
         }
         self.offsets.lock().expect("offsets lock").remove(&slot.mq);
         self.unlock_queues(std::slice::from_ref(&slot.mq)).await;
+        self.releasing
+            .lock()
+            .expect("releasing lock")
+            .remove(&slot.mq);
         drop(guard);
+        self.released.notify_waiters();
         info!(self.logger, "queue released"; "queue" => slot.mq.queue_id, "broker" => &slot.mq.broker_name);
+    }
+
+    /// Waits (up to `deadline`) until no release is under way.
+    pub(crate) async fn releases_done(&self, deadline: tokio::time::Instant) {
+        loop {
+            let notified = self.released.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.releasing.lock().expect("releasing lock").is_empty() {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Whether `mq` is being released (not to be taken again until done).
+    pub(crate) fn is_releasing(&self, mq: &MessageQueue) -> bool {
+        self.releasing
+            .lock()
+            .expect("releasing lock")
+            .contains_key(mq)
     }
 
     /// Unlocks every queue of `slots` whose worker is not in a listener
@@ -418,7 +468,14 @@ impl Core {
     /// queue whose listener still runs keeps its broker lock until it
     /// expires, so no other instance starts on it meanwhile.
     pub(crate) async fn unlock_idle(&self, slots: &[Arc<QueueSlot>]) {
-        let mut guards = Vec::new();
+        let mut slots = slots.to_vec();
+        slots.extend(
+            self.releasing
+                .lock()
+                .expect("releasing lock")
+                .values()
+                .cloned(),
+        );
         let mut idle: Vec<MessageQueue> = self
             .locks
             .lock()
@@ -427,7 +484,8 @@ impl Core {
             .into_iter()
             .filter(|mq| !slots.iter().any(|s| &s.mq == mq))
             .collect();
-        for slot in slots {
+        let mut guards = Vec::new();
+        for slot in &slots {
             let Some(o) = &slot.orderly else { continue };
             match o.consume_lock.try_lock() {
                 Ok(g) => {

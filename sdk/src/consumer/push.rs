@@ -538,6 +538,8 @@ impl PushConsumerBuilder {
             group_config: Mutex::new(None),
             locks: Mutex::new(LockTable::new(Duration::from_millis(cfg_lock_live))),
             lock_pending: AtomicBool::new(false),
+            releasing: Mutex::new(HashMap::new()),
+            released: Notify::new(),
             logger,
         });
         let weak = Arc::downgrade(&core);
@@ -999,8 +1001,11 @@ impl PushConsumer {
         // dropped with its actor).
         let _ = core.supervisor.send(StopSupervisor).await;
         let n = core.cfg.workers.max(1) as u32;
-        let _idle =
-            tokio::time::timeout(Duration::from_secs(5), core.workers.acquire_many(n)).await;
+        let grace = tokio::time::Instant::now() + Duration::from_secs(5);
+        let _idle = tokio::time::timeout_at(grace, core.workers.acquire_many(n)).await;
+        if core.cfg.orderly {
+            core.releases_done(grace).await;
+        }
         core.persist().await;
         if core.cfg.orderly {
             // Offsets first, then the locks: the next holder starts where
@@ -1078,6 +1083,11 @@ pub(crate) struct Core {
     pub(crate) group_config: Mutex<Option<SubscriptionGroupConfig>>,
     /// Orderly: the queue locks as this client knows them.
     pub(crate) locks: Mutex<LockTable>,
+    /// Orderly: queues rebalance dropped whose release (wait for the
+    /// listener call, commit, unlock) is under way.
+    pub(crate) releasing: Mutex<HashMap<MessageQueue, Arc<QueueSlot>>>,
+    /// Orderly: a release finished.
+    pub(crate) released: Notify,
     /// Orderly: the last rebalance could not lock every queue assigned
     /// (retried after [`LOCK_RETRY`]).
     lock_pending: AtomicBool,
@@ -1320,7 +1330,7 @@ impl Core {
         };
         for slot in removed {
             if slot.orderly.is_some() {
-                self.release_orderly(slot).await;
+                self.release_orderly(slot);
                 continue;
             }
             slot.drop_queue();
@@ -1338,6 +1348,11 @@ impl Core {
                 .filter(|mq| !queues.contains_key(mq))
                 .collect()
         };
+        if self.cfg.orderly && new.iter().any(|mq| self.is_releasing(mq)) {
+            // Ours again before its release finished: taken on a retry.
+            new.retain(|mq| !self.is_releasing(mq));
+            self.lock_pending.store(true, Ordering::SeqCst);
+        }
         if self.cfg.orderly && !new.is_empty() {
             // Nothing of a queue is pulled before it is locked; a queue
             // another instance still holds is tried again shortly.
@@ -1604,7 +1619,17 @@ impl Core {
         let mut reset = Vec::new();
         let mut released = Vec::new();
         for qo in &req.offsets {
-            let slot = self.queues.lock().expect("queues lock").remove(&qo.queue);
+            let slot = self
+                .queues
+                .lock()
+                .expect("queues lock")
+                .remove(&qo.queue)
+                .or_else(|| {
+                    // Orderly: a queue being released gets the new offset
+                    // too (its release commits what the table holds).
+                    let releasing = self.releasing.lock().expect("releasing lock");
+                    releasing.get(&qo.queue).cloned()
+                });
             let Some(slot) = slot else {
                 continue; // not ours: its holder (or the broker) has it
             };
