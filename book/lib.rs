@@ -95,6 +95,12 @@ pub mod sql_filters {}
 /// `plan_pass` example runs as a doc-test).
 #[doc = include_str!("src/transactions.md")]
 pub mod transactions {}
+/// Chapter "Orderly consumption" (its consumer code is
+/// `examples/src/orderly.rs`, compiled and tested by the examples crate;
+/// the `{{#include}}` blocks are marked `ignore` here; the lock
+/// bookkeeping example runs as a doc-test).
+#[doc = include_str!("src/orderly-consumption.md")]
+pub mod orderly_consumption {}
 
 /// Chapter "Benchmarking".
 #[doc = include_str!("src/benchmarking.md")]

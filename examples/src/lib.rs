@@ -15,6 +15,7 @@
 //! | [`broadcast`] | two broadcasting consumers of one group each get everything |
 //! | [`pull_consumer`] | explicit queues and offsets, commit and read back |
 //! | [`tag_filter`] | a push consumer with `paid \|\| shipped` |
+//! | [`orderly`] | two orderly consumers get each order's created / paid / shipped in order; a failed event is retried in place |
 //! | [`queries`] | messages looked up by id, by key and by queue offset |
 //! | [`subscription_group`] | a group's config: auto-created by its first consumer, updated by an admin |
 //! | [`offset_reset`] | a running group reset to a time gets the messages from there again |
@@ -35,6 +36,7 @@ pub mod custom_actor;
 pub mod delayed;
 pub mod node;
 pub mod offset_reset;
+pub mod orderly;
 pub mod producer;
 pub mod pull_consumer;
 pub mod queries;

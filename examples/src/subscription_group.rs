@@ -2,8 +2,9 @@
 //! first consumer of a group creates it with defaults (the broker's
 //! `auto_create_subscription_group`, on by default) and reads it back from
 //! its heartbeat reply. An admin who asks for an orderly group with fewer
-//! retries is refused: orderly consumption and broker-side retries do not
-//! exist in this version, and a setting nothing acts on is not accepted.
+//! retries is refused: broker-side retries do not exist in this version,
+//! and a setting nothing acts on is not accepted (an orderly group alone
+//! is accepted: see the `orderly` example).
 //! The book's "Subscription groups" chapter includes this file.
 
 use std::time::Duration;
@@ -20,7 +21,8 @@ use actormq_sdk::{Connections, ProducerBuilder};
 pub struct GroupReport {
     /// The config the first consumer got (auto-created, defaults).
     pub auto_created: SubscriptionGroupConfig,
-    /// Why the broker refused the orderly config.
+    /// Why the broker refused the orderly config with 5 retries (the
+    /// retry max: orderly alone is accepted).
     pub orderly_refused: String,
     /// The config a consumer got after the refused update.
     pub after_update: SubscriptionGroupConfig,
@@ -61,7 +63,7 @@ pub async fn run() -> Result<GroupReport, Box<dyn std::error::Error>> {
 
     // ANCHOR: update
     // An admin asks for an orderly group with 5 retries: refused, since
-    // nothing would act on it yet; the group keeps its config.
+    // nothing acts on a retry max yet; the group keeps its config.
     let log = slog::Logger::root(slog::Discard, slog::o!());
     let conns = Connections::new(&log);
     let config = SubscriptionGroupConfig {

@@ -270,3 +270,36 @@ async fn transfer_commits_once_rolls_back_and_resolves_by_check_back() {
     assert!(report.checks >= 1, "t-3 was resolved by a check");
     assert_eq!(report.balances["alice"], 50);
 }
+
+#[actix_rt::test]
+async fn orderly_consumers_keep_each_orders_events_in_order() {
+    let report = actormq_examples::orderly::run(6)
+        .await
+        .expect("scenario runs");
+    let per_order = report.events_per_order();
+    assert_eq!(per_order.len(), 6, "{report:?}");
+    for (order, events) in &per_order {
+        assert_eq!(
+            events,
+            &["created", "paid", "shipped"],
+            "{order}: {report:?}"
+        );
+    }
+    // The failed `paid` of order-0 came again, one reconsume higher,
+    // before anything after it on its queue.
+    let failed: Vec<_> = report.deliveries.iter().filter(|d| d.failed).collect();
+    assert_eq!(failed.len(), 1, "{report:?}");
+    let at = report
+        .deliveries
+        .iter()
+        .position(|d| d.failed)
+        .expect("a failed delivery");
+    let retried = report.deliveries[at + 1..]
+        .iter()
+        .find(|d| d.order == "order-0")
+        .expect("order-0 delivered again");
+    assert_eq!(
+        (retried.event.as_str(), retried.reconsume_times),
+        ("paid", 1)
+    );
+}

@@ -69,17 +69,12 @@ pub struct SubscriptionGroupTable {
 }
 
 /// A config field whose behaviour is not built yet may only hold its
-/// default: nothing would act on another value (orderly consumption,
-/// a group switched off,
+/// default: nothing would act on another value (a group switched off,
 /// broadcasting refused, a start position set by the broker). Each lifts
 /// its refusal as its feature lands.
 pub fn refuse_what_does_not_work_yet(cfg: &SubscriptionGroupConfig) -> Result<(), ServiceError> {
     let d = SubscriptionGroupConfig::new(&cfg.group_name);
     let not_yet = [
-        (
-            cfg.consume_message_orderly != d.consume_message_orderly,
-            "orderly (orderly consumption)",
-        ),
         (
             cfg.consume_enable != d.consume_enable,
             "consume enable = false (switching a group off)",
@@ -363,13 +358,6 @@ mod tests {
         // Values whose feature is not built yet are refused, each named.
         let not_yet = [
             (
-                "orderly",
-                SubscriptionGroupConfig {
-                    consume_message_orderly: true,
-                    ..SubscriptionGroupConfig::new("g")
-                },
-            ),
-            (
                 "consume enable",
                 SubscriptionGroupConfig {
                     consume_enable: false,
@@ -415,6 +403,13 @@ mod tests {
         assert!(t.remove("g"));
         assert!(!t.remove("g"));
         assert_eq!(t.data_version(), 4);
+        // Orderly groups exist (the SDK's orderly push consumer).
+        let orderly = SubscriptionGroupConfig {
+            consume_message_orderly: true,
+            ..SubscriptionGroupConfig::new("o")
+        };
+        assert!(t.upsert(orderly.clone()).unwrap());
+        assert_eq!(t.get("o"), Some(&orderly));
     }
 
     #[test]

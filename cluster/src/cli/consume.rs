@@ -7,7 +7,10 @@
 //! the broker, which redelivers it through the group's retry topic after
 //! its delay level, or moves it to the dead-letter queue after the
 //! group's max; see the SDK's push consumer docs); failed deliveries are
-//! printed with `"failed":true`. A consumer whose services
+//! printed with `"failed":true`. `--orderly` consumes as an
+//! orderly push consumer (queues locked at the broker, each consumed in
+//! queue order): a failed message suspends its queue for 500 ms and is
+//! redelivered before any later message of that queue. A consumer whose services
 //! failed for good (see the SDK's `PushConsumer::state`) pulls nothing
 //! more: `consume` prints what was delivered, then exits non-zero with the
 //! reason on one line.
@@ -56,7 +59,10 @@ pub struct ConsumeArgs {
     /// Broadcasting instead of clustering.
     #[arg(long)]
     pub broadcast: bool,
-    /// Orderly consumption (one at a time per queue).
+    /// Orderly consumption: each queue locked at the broker and consumed
+    /// in queue order, one message at a time; a failed message
+    /// (`--fail-every`) suspends its queue and is delivered again before
+    /// any later message of that queue.
     #[arg(long)]
     pub orderly: bool,
     /// Make every K-th delivery fail.
@@ -150,11 +156,6 @@ pub async fn run_consume(
         actormq_sdk::protocol::filter::SqlExpr::compile(sql)
             .map_err(|e| CliError(format!("--sql: {e}")))?;
     }
-    if args.orderly {
-        return Err(super::not_available(
-            "consume --orderly (orderly consumption)",
-        ));
-    }
     let from = parse_from(&args.from).map_err(CliError)?;
     let limit = args.count.unwrap_or(u64::MAX);
     if limit == 0 {
@@ -200,6 +201,9 @@ pub async fn run_consume(
         .listener(listener);
     if args.broadcast {
         builder = builder.broadcasting();
+    }
+    if args.orderly {
+        builder = builder.orderly().configure(|c| c.suspend_ms = 500);
     }
     if let Some(name) = &args.instance_name {
         builder = builder.instance_name(name);

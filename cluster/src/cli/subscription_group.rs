@@ -24,8 +24,8 @@ pub struct CreateGroupArgs {
     /// Consumer group.
     #[arg(short, long)]
     pub group: String,
-    /// Make the group orderly. Not available yet (orderly consumption does
-    /// not exist in this version): refused.
+    /// Make the group orderly (its consumers consume each queue in order,
+    /// locking it at the broker: `actormq consume --orderly`).
     #[arg(long)]
     pub orderly: bool,
     /// Retries before a message goes to the dead-letter queue
@@ -123,11 +123,6 @@ pub async fn create(
     routes: &RouteCache,
     a: &CreateGroupArgs,
 ) -> Result<(), CliError> {
-    if a.orderly {
-        return Err(super::not_available(
-            "group create --orderly (orderly consumption)",
-        ));
-    }
     let config = SubscriptionGroupConfig {
         consume_message_orderly: a.orderly,
         retry_max_times: a.retry_max,

@@ -11,6 +11,7 @@ use actormq_runtime::ServiceError;
 
 mod client;
 pub mod offset_store;
+pub mod orderly;
 pub mod process_queue;
 mod pull;
 mod push;

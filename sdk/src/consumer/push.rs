@@ -45,9 +45,16 @@
 //!   rechecks the tag string; SQL92: the broker evaluates it, the client
 //!   rechecks with the same code), paused while the queue's [`ProcessQueue`] holds 1000
 //!   messages or 100 MiB (or spans 2000 offsets);
-//! - the **listener** runs in `spawn_blocking`, at most `workers` at once.
+//! - the **listener** runs in `spawn_blocking`, at most `workers` at once;
+//! - **orderly** mode ([`PushConsumerBuilder::orderly`]): queues are locked
+//!   at the broker before they are pulled, the locks renewed every 20 s and
+//!   released (after the queue's listener call and offset commit) when
+//!   rebalance drops a queue and on shutdown; one worker per queue delivers
+//!   in queue order and retries a failed batch in place. See
+//!   [`orderly`](super::orderly).
 //!
-//! **Retries** (clustering): a "later" result or a listener panic sends
+//! **Retries** (clustering, concurrent mode; orderly mode retries in
+//! place, see [`orderly`](super::orderly)): a "later" result or a listener panic sends
 //! each message of the batch back to its broker (`CONSUMER_SEND_MSG_BACK`),
 //! which stores it in the group's retry topic `%RETRY%<group>` for
 //! redelivery after delay level `3 + reconsume times` (10 s, 30 s, 1 m, …)
@@ -86,6 +93,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 
 use super::client::{ClusterClient, NotifyFn, Pushes, ResetFn};
 use super::offset_store::{LocalOffsetFile, OffsetTable};
+use super::orderly::{LOCK_RETRY, LockTable, OrderlySlot};
 use super::process_queue::{FlowLimits, ProcessQueue};
 use super::pull::{Position, PullStatus, commit_offset, offset_at, pull_queue, query_offset};
 use super::{ConsumerError, TagFilter};
@@ -98,7 +106,9 @@ use crate::rebalance::{
 pub enum ConsumeResult {
     /// Consumed; the offset may move past them.
     Success,
-    /// Not now: back to the broker for a delayed retry (see the module docs).
+    /// Not now: back to the broker for a delayed retry (see the module
+    /// docs). In orderly mode: suspend the queue and deliver the same
+    /// messages again (see [`orderly`](super::orderly)).
     Later,
     /// Not consumed, and not a failure: kept here and offered again after
     /// `later_delay_ms` (no retry, `reconsume_times` unchanged), the
@@ -137,7 +147,9 @@ enum End {
 }
 
 /// The listener of a [`PushConsumer`]: called off the actor loop (in
-/// `spawn_blocking`), up to `workers` calls at once, order not kept.
+/// `spawn_blocking`), up to `workers` calls at once, order not kept; in
+/// orderly mode ([`PushConsumerBuilder::orderly`]) one call at a time per
+/// queue, in queue order.
 pub type Listener = Arc<dyn Fn(&[StoredMessage]) -> ConsumeResult + Send + Sync>;
 
 /// Clustering (share the queues) or broadcasting (every instance gets
@@ -217,6 +229,19 @@ pub struct PushConsumerConfig {
     /// (default: the process id). The id stays unique with any name: see
     /// [`crate::client_id`].
     pub instance_name: Option<String>,
+    /// Orderly consumption (clustering only): each queue locked at the
+    /// broker and consumed by one worker at a time, in queue order; see
+    /// [`orderly`](super::orderly). Default false (concurrent).
+    pub orderly: bool,
+    /// Orderly: period of the lock renewal (every queue held, one
+    /// `LOCK_BATCH_MQ` per broker). Default 20 000; at least 100.
+    pub lock_renew_interval_ms: u64,
+    /// Orderly: a queue whose lock was not granted for this long is not
+    /// delivered any more (the broker keeps a lock 60 s). Default 30 000.
+    pub lock_max_live_ms: u64,
+    /// Orderly: how long a queue is suspended after a failed batch before
+    /// the same batch is delivered again. Default 1 000.
+    pub suspend_ms: u64,
 }
 
 /// `$HOME/.actormq_offsets`, or `./actormq-offsets` without `HOME`.
@@ -250,6 +275,10 @@ impl Default for PushConsumerConfig {
             cache_max_span: 2000,
             offset_dir: default_offset_dir(),
             instance_name: None,
+            orderly: false,
+            lock_renew_interval_ms: 20_000,
+            lock_max_live_ms: 30_000,
+            suspend_ms: 1_000,
         }
     }
 }
@@ -382,6 +411,14 @@ impl PushConsumerBuilder {
         self
     }
 
+    /// Orderly consumption: each queue locked at the broker and consumed
+    /// one batch at a time in queue order; a failed batch suspends its
+    /// queue and is retried in place (see [`orderly`](super::orderly)).
+    pub fn orderly(mut self) -> Self {
+        self.config.orderly = true;
+        self
+    }
+
     /// Start position of a new group.
     pub fn consume_from(mut self, from: ConsumeFrom) -> Self {
         self.config.consume_from = from;
@@ -443,6 +480,11 @@ impl PushConsumerBuilder {
         if cfg.subscriptions.is_empty() && cfg.sql_subscriptions.is_empty() {
             return Err(ConsumerError::Config("no subscription".into()));
         }
+        if cfg.orderly && cfg.message_model == MessageModelConfig::Broadcasting {
+            return Err(ConsumerError::Config(
+                "orderly consumption needs clustering (queue locks are per group)".into(),
+            ));
+        }
         let filters = cfg.filters()?;
         let listener = self
             .listener
@@ -498,6 +540,7 @@ impl PushConsumerBuilder {
             };
             LocalOffsetFile::new(&dir, &cfg.group)
         });
+        let cfg_lock_live = cfg.lock_max_live_ms;
         let core = Arc::new_cyclic(|weak: &Weak<Core>| Core {
             supervisor: start_supervisor(weak, &logger),
             workers: Arc::new(Semaphore::new(cfg.workers.max(1))),
@@ -517,6 +560,10 @@ impl PushConsumerBuilder {
             ready: watch::Sender::new(0),
             pull_restarts: AtomicU64::new(0),
             group_config: Mutex::new(None),
+            locks: Mutex::new(LockTable::new(Duration::from_millis(cfg_lock_live))),
+            lock_pending: AtomicBool::new(false),
+            releasing: Mutex::new(HashMap::new()),
+            released: Notify::new(),
             logger,
         });
         let weak = Arc::downgrade(&core);
@@ -621,6 +668,9 @@ struct ConsumerService {
     core: Arc<Core>,
     /// This incarnation's number (1 = the first).
     incarnation: u64,
+    /// Orderly: a rebalance is scheduled to lock queues assigned but not
+    /// locked yet.
+    lock_retry: bool,
 }
 
 impl ConsumerService {
@@ -628,7 +678,11 @@ impl ConsumerService {
     fn reload(core: &Weak<Core>) -> Result<ConsumerService, FactoryError> {
         let core = core.upgrade().ok_or("the consumer is gone")?;
         let incarnation = core.incarnations.fetch_add(1, Ordering::SeqCst) + 1;
-        Ok(ConsumerService { core, incarnation })
+        Ok(ConsumerService {
+            core,
+            incarnation,
+            lock_retry: false,
+        })
     }
 
     fn rebalance(&mut self, ctx: &mut Context<Self>) {
@@ -636,7 +690,24 @@ impl ConsumerService {
             return;
         }
         let core = self.core.clone();
-        ctx.wait(async move { core.rebalance().await }.into_actor(self));
+        ctx.wait(
+            async move { core.rebalance().await }
+                .into_actor(self)
+                .map(|(), act, ctx| act.retry_locks(ctx)),
+        );
+    }
+
+    /// Orderly: while some assigned queue could not be locked (another
+    /// instance still holds it), rebalance again after [`LOCK_RETRY`].
+    fn retry_locks(&mut self, ctx: &mut Context<Self>) {
+        if self.lock_retry || !self.core.lock_pending.load(Ordering::SeqCst) {
+            return;
+        }
+        self.lock_retry = true;
+        ctx.run_later(LOCK_RETRY, |act, ctx| {
+            act.lock_retry = false;
+            act.rebalance(ctx);
+        });
     }
 }
 
@@ -647,6 +718,7 @@ impl Actor for ConsumerService {
         if self.incarnation == 1 {
             // `start` did the first heartbeat and rebalance.
             self.core.ready.send_replace(self.incarnation);
+            self.retry_locks(ctx);
         } else if !self.core.halted() {
             // Heartbeats and membership notifications may have been missed
             // while no incarnation ran: catch up before anything is pulled
@@ -661,8 +733,9 @@ impl Actor for ConsumerService {
                     core.rebalance().await;
                 }
                 .into_actor(self)
-                .map(|(), act, _| {
+                .map(|(), act, ctx| {
                     act.core.ready.send_replace(act.incarnation);
+                    act.retry_locks(ctx);
                 }),
             );
         }
@@ -687,6 +760,12 @@ impl Actor for ConsumerService {
             let core = act.core.clone();
             ctx.spawn(async move { core.persist().await }.into_actor(act));
         });
+        if cfg.orderly {
+            ctx.run_interval(every(cfg.lock_renew_interval_ms), |act, ctx| {
+                let core = act.core.clone();
+                ctx.spawn(async move { core.renew_locks().await }.into_actor(act));
+            });
+        }
         // Notifications pushed by brokers on the control connections.
         let (wake, me) = (self.core.wake.clone(), ctx.address());
         ctx.spawn(
@@ -804,8 +883,9 @@ impl PushConsumer {
     /// The group's config as the brokers hand it out with their heartbeat
     /// replies (the last one received; refreshed every heartbeat): retry
     /// max, orderly, broadcast allowed, where a new group starts. `None`
-    /// until a broker answered. This version only reports it: the
-    /// consumer does not change how it consumes because of it.
+    /// until a broker answered. An orderly consumer takes its retry max
+    /// from it (how often a failed message is retried in place before the
+    /// after-max step); otherwise it only reports it.
     pub fn group_config(&self) -> Option<SubscriptionGroupConfig> {
         self.core
             .group_config
@@ -952,18 +1032,35 @@ impl PushConsumer {
         // dropped with its actor).
         let _ = core.supervisor.send(StopSupervisor).await;
         let n = core.cfg.workers.max(1) as u32;
-        let _idle =
-            tokio::time::timeout(Duration::from_secs(5), core.workers.acquire_many(n)).await;
+        let grace = tokio::time::Instant::now() + Duration::from_secs(5);
+        let _idle = tokio::time::timeout_at(grace, core.workers.acquire_many(n)).await;
+        if core.cfg.orderly {
+            core.releases_done(grace).await;
+        }
         core.persist().await;
+        if core.cfg.orderly {
+            // Offsets first, then the locks: the next holder starts where
+            // this one stopped.
+            let slots: Vec<Arc<QueueSlot>> = core
+                .queues
+                .lock()
+                .expect("queues lock")
+                .values()
+                .cloned()
+                .collect();
+            core.unlock_idle(&slots).await;
+        }
         core.client.close();
         info!(core.logger, "push consumer stopped");
     }
 }
 
-struct QueueSlot {
-    mq: MessageQueue,
-    pq: Mutex<ProcessQueue>,
-    dropped: AtomicBool,
+pub(crate) struct QueueSlot {
+    pub(crate) mq: MessageQueue,
+    pub(crate) pq: Mutex<ProcessQueue>,
+    pub(crate) dropped: AtomicBool,
+    /// Orderly mode: the queue's buffer, worker wake-ups and consume lock.
+    pub(crate) orderly: Option<OrderlySlot>,
     /// The supervised child that pulls this queue, and its name.
     pull: ChildRef<PullService>,
     pull_name: String,
@@ -976,31 +1073,31 @@ struct QueueSlot {
 impl QueueSlot {
     /// Marks the queue released, under its lock: a pull or delivery that
     /// finishes later records nothing (see `consume`).
-    fn drop_queue(&self) {
+    pub(crate) fn drop_queue(&self) {
         let _pq = self.pq.lock().expect("pq lock");
         self.dropped.store(true, Ordering::SeqCst);
     }
 
     /// Stops the queue's pull service for good (dropping a pull in
     /// flight).
-    fn stop_pull(&self, supervisor: &Addr<Supervisor>) {
+    pub(crate) fn stop_pull(&self, supervisor: &Addr<Supervisor>) {
         supervisor.do_send(StopChild(self.pull_name.clone()));
     }
 }
 
-struct Core {
+pub(crate) struct Core {
     /// Supervises the service actor and the pull services.
-    supervisor: Addr<Supervisor>,
-    cfg: PushConsumerConfig,
-    client_id: String,
-    client: ClusterClient,
+    pub(crate) supervisor: Addr<Supervisor>,
+    pub(crate) cfg: PushConsumerConfig,
+    pub(crate) client_id: String,
+    pub(crate) client: ClusterClient,
     strategy: Arc<dyn AllocateStrategy>,
-    listener: Listener,
+    pub(crate) listener: Listener,
     filters: BTreeMap<String, TagFilter>,
-    queues: Mutex<HashMap<MessageQueue, Arc<QueueSlot>>>,
-    offsets: Mutex<OffsetTable>,
+    pub(crate) queues: Mutex<HashMap<MessageQueue, Arc<QueueSlot>>>,
+    pub(crate) offsets: Mutex<OffsetTable>,
     local: Option<LocalOffsetFile>,
-    workers: Arc<Semaphore>,
+    pub(crate) workers: Arc<Semaphore>,
     wake: Arc<Notify>,
     /// Set once: failed (services could not be restarted) or stopped.
     end: watch::Sender<Option<End>>,
@@ -1014,18 +1111,28 @@ struct Core {
     /// Restarts of pull services (all queues).
     pull_restarts: AtomicU64,
     /// The group's config from the last heartbeat reply that carried one.
-    group_config: Mutex<Option<SubscriptionGroupConfig>>,
-    logger: Logger,
+    pub(crate) group_config: Mutex<Option<SubscriptionGroupConfig>>,
+    /// Orderly: the queue locks as this client knows them.
+    pub(crate) locks: Mutex<LockTable>,
+    /// Orderly: queues rebalance dropped whose release (wait for the
+    /// listener call, commit, unlock) is under way.
+    pub(crate) releasing: Mutex<HashMap<MessageQueue, Arc<QueueSlot>>>,
+    /// Orderly: a release finished.
+    pub(crate) released: Notify,
+    /// Orderly: the last rebalance could not lock every queue assigned
+    /// (retried after [`LOCK_RETRY`]).
+    lock_pending: AtomicBool,
+    pub(crate) logger: Logger,
 }
 
 impl Core {
     /// Failed or stopped: nothing more is pulled or delivered.
-    fn halted(&self) -> bool {
+    pub(crate) fn halted(&self) -> bool {
         self.end.borrow().is_some()
     }
 
     /// The current incarnation of the service runs and has caught up.
-    fn service_up(&self) -> bool {
+    pub(crate) fn service_up(&self) -> bool {
         self.service.addr().is_some_and(|a| a.connected())
             && *self.ready.borrow() == self.incarnations.load(Ordering::SeqCst)
     }
@@ -1044,7 +1151,7 @@ impl Core {
     /// Waits until the service actor runs (`true`), or the consumer
     /// failed or stopped (`false`). Pulls and deliveries pass here, so
     /// nothing is pulled or delivered while no incarnation runs.
-    async fn service_ready(&self) -> bool {
+    pub(crate) async fn service_ready(&self) -> bool {
         let mut service = self.service.subscribe();
         let mut ready = self.ready.subscribe();
         let mut end = self.end.subscribe();
@@ -1095,6 +1202,7 @@ impl Core {
         error!(self.logger, "consumer stopped pulling: its services cannot be restarted";
             "reason" => &reason, "queues_dropped" => slots.len());
         self.persist().await;
+        self.unlock_idle(&slots).await;
         self.client.close();
     }
 
@@ -1180,6 +1288,7 @@ impl Core {
     }
 
     async fn rebalance(self: &Arc<Self>) {
+        self.lock_pending.store(false, Ordering::SeqCst);
         for topic in self.filters.keys() {
             let all = match self.client.queues(topic).await {
                 Ok(q) => q,
@@ -1251,6 +1360,10 @@ impl Core {
                 .collect()
         };
         for slot in removed {
+            if slot.orderly.is_some() {
+                self.release_orderly(slot);
+                continue;
+            }
             slot.drop_queue();
             slot.stop_pull(&self.supervisor);
             self.queues.lock().expect("queues lock").remove(&slot.mq);
@@ -1260,14 +1373,41 @@ impl Core {
             }
             info!(self.logger, "queue released"; "queue" => slot.mq.queue_id, "broker" => &slot.mq.broker_name);
         }
-        for mq in mine {
-            if self.queues.lock().expect("queues lock").contains_key(&mq) {
-                continue;
+        let mut new: Vec<MessageQueue> = {
+            let queues = self.queues.lock().expect("queues lock");
+            mine.into_iter()
+                .filter(|mq| !queues.contains_key(mq))
+                .collect()
+        };
+        if self.cfg.orderly && new.iter().any(|mq| self.is_releasing(mq)) {
+            // Ours again before its release finished: taken on a retry.
+            new.retain(|mq| !self.is_releasing(mq));
+            self.lock_pending.store(true, Ordering::SeqCst);
+        }
+        if self.cfg.orderly && !new.is_empty() {
+            // Nothing of a queue is pulled before it is locked; a queue
+            // another instance still holds is tried again shortly.
+            let locked = self.lock_queues(&new).await;
+            let refused: Vec<u32> = new
+                .iter()
+                .filter(|mq| !locked.contains(mq))
+                .map(|mq| mq.queue_id)
+                .collect();
+            if !refused.is_empty() {
+                self.lock_pending.store(true, Ordering::SeqCst);
+                info!(self.logger, "queues assigned but locked by another instance; retrying";
+                    "topic" => topic, "queues" => ?refused);
             }
+            new.retain(|mq| locked.contains(mq));
+        }
+        for mq in new {
             let start = match self.start_offset(&mq).await {
                 Ok(o) => o,
                 Err(e) => {
                     warn!(self.logger, "no start offset"; "queue" => mq.queue_id, "error" => %e);
+                    if self.cfg.orderly {
+                        self.unlock_queues(std::slice::from_ref(&mq)).await;
+                    }
                     continue;
                 }
             };
@@ -1282,11 +1422,15 @@ impl Core {
                 pull: ChildRef::empty(),
                 pull_name: format!("pull {}:{}:{}", mq.broker_name, mq.topic, mq.queue_id),
                 pull_starts: AtomicU64::new(0),
+                orderly: self.cfg.orderly.then(OrderlySlot::default),
             });
             self.queues
                 .lock()
                 .expect("queues lock")
                 .insert(mq.clone(), slot.clone());
+            if self.cfg.orderly {
+                actix_rt::spawn(self.clone().orderly_worker(slot.clone()));
+            }
             let (core, weak) = (Arc::downgrade(self), Arc::downgrade(&slot));
             self.supervisor.do_send(SpawnChildInto {
                 spec: ChildSpec::new(slot.pull_name.clone(), move || {
@@ -1344,6 +1488,11 @@ impl Core {
             if !self.service_up() && !self.service_ready().await {
                 return;
             }
+            if !self.may_consume(&slot.mq) {
+                // Orderly: a queue whose lock was lost is not pulled.
+                self.wait_lock(&slot).await;
+                continue;
+            }
             if slot.pq.lock().expect("pq lock").should_pause(&limits) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
@@ -1395,6 +1544,12 @@ impl Core {
                                 .update(&slot.mq, pq.commit_offset());
                         }
                         offset = r.next_begin_offset;
+                        if let Some(o) = &slot.orderly {
+                            // The queue's worker takes them in order.
+                            o.buffer.lock().expect("buffer lock").put(r.messages);
+                            o.arrived.notify_one();
+                            continue;
+                        }
                         // Move the messages into their batches (no copy).
                         let size = self.cfg.consume_batch_size.max(1);
                         let mut rest = r.messages;
@@ -1577,10 +1732,31 @@ impl Core {
             return;
         }
         let mut reset = Vec::new();
+        let mut released = Vec::new();
         for qo in &req.offsets {
-            let slot = self.queues.lock().expect("queues lock").remove(&qo.queue);
+            let slot = self
+                .queues
+                .lock()
+                .expect("queues lock")
+                .remove(&qo.queue)
+                .or_else(|| {
+                    // Orderly: a queue being released gets the new offset
+                    // too (its release commits what the table holds).
+                    let releasing = self.releasing.lock().expect("releasing lock");
+                    releasing.get(&qo.queue).cloned()
+                });
             let Some(slot) = slot else {
                 continue; // not ours: its holder (or the broker) has it
+            };
+            // Orderly: after the listener call in flight (the queue stays
+            // locked: the rebalance below takes it again).
+            let _consuming = match &slot.orderly {
+                Some(o) => {
+                    let guard = o.consume_lock.lock().await;
+                    o.arrived.notify_one();
+                    Some(guard)
+                }
+                None => None,
             };
             slot.drop_queue();
             slot.stop_pull(&self.supervisor);
@@ -1589,6 +1765,7 @@ impl Core {
                 .expect("offsets lock")
                 .update(&qo.queue, qo.offset);
             reset.push((qo.queue.queue_id, qo.offset));
+            released.push(qo.queue.clone());
         }
         if reset.is_empty() {
             return;
@@ -1598,10 +1775,16 @@ impl Core {
         // The broker set them already; committing them again overrides a
         // commit of the old offsets that crossed the reset.
         self.persist().await;
+        if self.cfg.orderly {
+            // Unlocked after their listener calls (waited for above) and
+            // the new offsets: the rebalance below locks them again (or
+            // their new holder does, if the group changed meanwhile).
+            self.unlock_queues(&released).await;
+        }
         self.wake.notify_one();
     }
 
-    async fn persist_one(&self, mq: &MessageQueue, offset: u64) {
+    pub(crate) async fn persist_one(&self, mq: &MessageQueue, offset: u64) {
         self.write_offsets(vec![(mq.clone(), offset)]).await;
     }
 

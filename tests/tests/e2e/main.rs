@@ -17,6 +17,7 @@
 //! | `t65_queries` | `admin msg get / query` and the SDK's `MessageQuery` |
 //! | `t70_consumer` | SDK push consumers (rebalance, broadcasting, tags, restart, supervised services; the SDK's `fault-injection` feature) |
 //! | `t75_subscription_groups` | `actormq admin group …`, group auto-creation on and off, restarts |
+//! | `t72_orderly` | orderly push consumers (SDK `.orderly()`, queue selector producer) and `actormq consume --orderly` |
 //! | `t71_offset_reset` | SDK push consumers and `actormq admin offset reset` / `consume --from TS` |
 //! | `t75_sql_filter` | SQL92 filters: the `actormq consume --sql` CLI, an SDK push consumer, raw pulls and heartbeats; `enable_property_filter = false` |
 //! | `t80_bench` | `actormq bench` (produce, e2e) |
@@ -39,6 +40,7 @@ mod t62_transactions;
 mod t65_queries;
 mod t70_consumer;
 mod t71_offset_reset;
+mod t72_orderly;
 mod t72_retry;
 mod t75_sql_filter;
 mod t75_subscription_groups;

@@ -695,11 +695,10 @@ async fn t70_cli_consume_and_group_progress() {
             .collect();
         assert_eq!(ok.len(), 2);
 
-        // A bad SQL92 expression, not yet available, and unknown topics:
-        // one line, non-zero exit.
+        // A bad SQL92 expression and unknown topics: one line, non-zero
+        // exit.
         for args in [
             &["consume", "-t", topic, "-g", "x", "--sql", "a > 1 ;"][..],
-            &["consume", "-t", topic, "-g", "x", "--orderly"][..],
             &["consume", "-t", "t70-no-such-topic", "-g", "x"][..],
         ] {
             let out = actormq(ns, args);

@@ -66,16 +66,6 @@ async fn t75_cli_create_list_delete_and_restart() {
             vec![("g1".into(), false, 16), ("g2".into(), false, 16)]
         );
 
-        // Orderly consumption does not exist yet: asking for it is refused
-        // before anything is sent, and the groups keep their configs.
-        {
-            let args = ["admin", "group", "create", "-g", "g2", "--orderly"];
-            let out = actormq(ns, &args);
-            assert!(!out.status.success(), "--orderly accepted");
-            let err = String::from_utf8_lossy(&out.stderr).into_owned();
-            assert!(err.contains("not available yet"), "{err}");
-            assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-        }
         assert_eq!(
             listed(ns),
             vec![("g1".into(), false, 16), ("g2".into(), false, 16)]
@@ -111,13 +101,40 @@ async fn t75_cli_create_list_delete_and_restart() {
         let bad = actormq(ns, &["admin", "group", "create", "-g", "bad group"]);
         assert!(!bad.status.success(), "an invalid name is refused");
 
+        // Orderly groups are accepted and listed as such.
+        let created = json_lines(&actormq(
+            ns,
+            &[
+                "admin",
+                "group",
+                "create",
+                "-g",
+                "g3",
+                "--orderly",
+                "--json",
+            ],
+        ));
+        assert_eq!(created[0]["orderly"], true);
+        assert_eq!(
+            listed(ns),
+            vec![("g1".into(), false, 16), ("g3".into(), true, 16)]
+        );
+        let text = actormq(ns, &["admin", "group", "list"]);
+        let text = String::from_utf8_lossy(&text.stdout).into_owned();
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("g3\tbroker-a\torderly=true")),
+            "{text}"
+        );
+
         // The configs survive a restart (clean stop, then kill -9).
         node.terminate().expect("stop the node");
         node.restart().expect("restart the node");
-        assert_eq!(listed(node.namesrv()), vec![("g1".into(), false, 16)]);
+        let kept = vec![("g1".into(), false, 16), ("g3".into(), true, 16)];
+        assert_eq!(listed(node.namesrv()), kept);
         node.kill().expect("kill the node");
         node.restart().expect("restart the node");
-        assert_eq!(listed(node.namesrv()), vec![("g1".into(), false, 16)]);
+        assert_eq!(listed(node.namesrv()), kept);
     })
     .await;
 }
