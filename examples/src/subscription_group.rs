@@ -1,10 +1,9 @@
 //! Subscription groups: a consumer group's config on the broker. The
 //! first consumer of a group creates it with defaults (the broker's
 //! `auto_create_subscription_group`, on by default) and reads it back from
-//! its heartbeat reply. An admin who asks for an orderly group with fewer
-//! retries is refused: broker-side retries do not exist in this version,
-//! and a setting nothing acts on is not accepted (an orderly group alone
-//! is accepted: see the `orderly` example).
+//! its heartbeat reply. An admin makes it an orderly group with 5 retries,
+//! and the next consumer gets that config; a setting nothing acts on yet
+//! (switching the group off) is refused.
 //! The book's "Subscription groups" chapter includes this file.
 
 use std::time::Duration;
@@ -21,10 +20,10 @@ use actormq_sdk::{Connections, ProducerBuilder};
 pub struct GroupReport {
     /// The config the first consumer got (auto-created, defaults).
     pub auto_created: SubscriptionGroupConfig,
-    /// Why the broker refused the orderly config with 5 retries (the
-    /// retry max: orderly alone is accepted).
-    pub orderly_refused: String,
-    /// The config a consumer got after the refused update.
+    /// Why the broker refused to switch the group off (nothing acts on
+    /// `consume_enable` yet).
+    pub switch_off_refused: String,
+    /// The config a consumer got after the update.
     pub after_update: SubscriptionGroupConfig,
     /// Groups the broker lists.
     pub listed: Vec<String>,
@@ -62,8 +61,8 @@ pub async fn run() -> Result<GroupReport, Box<dyn std::error::Error>> {
     // ANCHOR_END: auto
 
     // ANCHOR: update
-    // An admin asks for an orderly group with 5 retries: refused, since
-    // nothing acts on a retry max yet; the group keeps its config.
+    // An admin makes it an orderly group with 5 retries before the dead
+    // letter queue.
     let log = slog::Logger::root(slog::Discard, slog::o!());
     let conns = Connections::new(&log);
     let config = SubscriptionGroupConfig {
@@ -73,8 +72,15 @@ pub async fn run() -> Result<GroupReport, Box<dyn std::error::Error>> {
     };
     let timeout = Duration::from_secs(5);
     let create = CreateSubscriptionGroupRequest { config };
-    let orderly_refused = match conns.call(&broker, create, Bytes::new(), timeout).await {
-        Ok(_) => return Err("an orderly group was accepted".into()),
+    conns.call(&broker, create, Bytes::new(), timeout).await?;
+    // Switching a group off is not built yet: refused, nothing changes.
+    let off = SubscriptionGroupConfig {
+        consume_enable: false,
+        ..SubscriptionGroupConfig::new(GROUP)
+    };
+    let create = CreateSubscriptionGroupRequest { config: off };
+    let switch_off_refused = match conns.call(&broker, create, Bytes::new(), timeout).await {
+        Ok(_) => return Err("switching a group off was accepted".into()),
         Err(e) => e.to_string(),
     };
     let all = conns
@@ -95,7 +101,7 @@ pub async fn run() -> Result<GroupReport, Box<dyn std::error::Error>> {
     example.node.shutdown().await;
     Ok(GroupReport {
         auto_created,
-        orderly_refused,
+        switch_off_refused,
         after_update,
         listed,
     })

@@ -161,11 +161,18 @@ async fn subscription_group_is_auto_created_then_updated() {
     );
     assert_eq!(report.auto_created.retry_max_times, 16);
     assert!(
-        report.orderly_refused.contains("not available yet"),
+        report.switch_off_refused.contains("not available yet"),
         "{}",
-        report.orderly_refused
+        report.switch_off_refused
     );
-    assert_eq!(report.after_update, report.auto_created);
+    assert_eq!(
+        report.after_update,
+        SubscriptionGroupConfig {
+            consume_message_orderly: true,
+            retry_max_times: 5,
+            ..SubscriptionGroupConfig::new("order-processors")
+        }
+    );
     assert_eq!(report.listed, vec!["order-processors".to_string()]);
 }
 

@@ -65,19 +65,18 @@ async fn groups_survive_a_restart_and_values_not_built_yet_are_refused() {
     let sgm = SubscriptionGroupManager::load(cfg.clone(), &log())
         .unwrap()
         .start();
-    let orderly = SubscriptionGroupConfig {
-        consume_message_orderly: true,
-        retry_max_times: 5,
+    let switched_off = SubscriptionGroupConfig {
+        consume_enable: false,
         ..SubscriptionGroupConfig::new("orders")
     };
     sgm.send(create(SubscriptionGroupConfig::new("orders")))
         .await
         .unwrap()
         .unwrap();
-    // Orderly consumption and broker retries do not exist yet: refused,
-    // and the group keeps its config.
+    // Switching a group off does not exist yet: refused, and the group
+    // keeps its config.
     let refused = sgm
-        .send(create(orderly.clone()))
+        .send(create(switched_off.clone()))
         .await
         .unwrap()
         .unwrap_err();

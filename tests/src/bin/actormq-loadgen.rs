@@ -76,6 +76,10 @@ struct Args {
     /// Connections (one thread each).
     #[arg(long, default_value_t = 1)]
     connections: usize,
+    /// Produce delivery-at-a-time messages due this many ms after the run
+    /// starts (singles only: --batch 1), to load the broker's timer.
+    #[arg(long, value_name = "MS")]
+    deliver_in_ms: Option<u64>,
     /// Per-request timeout for the setup calls, ms.
     #[arg(long, default_value_t = 10_000)]
     timeout_ms: u64,
@@ -136,9 +140,14 @@ fn send_templates(args: &Args) -> Result<Vec<Frame>, String> {
                     topic: args.topic.clone(),
                     queue_id: q,
                     born_timestamp_ms: born,
+                    deliver_at_ms: args.deliver_in_ms.map(|ms| born + ms),
                     ..SendMessageRequest::default()
                 };
                 Frame::request(0, &req, body.clone())
+            } else if args.deliver_in_ms.is_some() {
+                Err(actormq_protocol::Error::InvalidMessage(
+                    "--deliver-in-ms needs --batch 1 (a batch cannot be delayed)",
+                ))
             } else {
                 let msgs: Vec<Message> = (0..args.batch)
                     .map(|_| Message::new(args.topic.clone(), body.clone()))
