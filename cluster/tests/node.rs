@@ -143,23 +143,6 @@ fn node_refuses_flags_and_keys_of_missing_features() {
 }
 
 #[test]
-fn cli_refuses_flags_of_missing_features_before_sending() {
-    let cli = env!("CARGO_BIN_EXE_actormq");
-    // Nothing listens on port 1: a refusal must come before any connection.
-    let n = ["-n", "127.0.0.1:1", "--timeout-ms", "300"];
-    {
-        let (args, needle) = (
-            &["admin", "topic", "create", "-t", "T", "--order"][..],
-            "--order",
-        );
-        let all: Vec<&str> = n.iter().chain(args).copied().collect();
-        let err = refusal(&run(cli, &all, &[]));
-        assert!(err.contains(needle), "{err:?} names {needle}");
-        assert!(err.contains("not available yet"), "{err:?}");
-    }
-}
-
-#[test]
 fn produce_refuses_invalid_messages_with_one_line_and_no_panic() {
     let cli = env!("CARGO_BIN_EXE_actormq");
     let long = "t".repeat(300);

@@ -893,7 +893,14 @@ impl Producer {
                 topic: msg.topic.clone(),
             };
             // Borrowed from the route: nothing is cloned on the way out.
+            // An ordered topic (`admin topic create --order`) keeps every
+            // send on the queue it was first given, whatever the mode.
+            let ordered = route.is_ordered();
             let picked = match (&mode, &fixed) {
+                (Mode::OtherBroker, Some(q)) if ordered => route
+                    .master_addr(&q.broker_name)
+                    .ok_or_else(no_route)
+                    .map(|a| (q, a)),
                 (Mode::OtherBroker, _) | (Mode::SameQueue, None) => {
                     self.pick(&route, avoid.as_deref(), now)
                 }
@@ -986,7 +993,7 @@ impl Producer {
                             _ => e,
                         });
                     }
-                    if !matches!(mode, Mode::OtherBroker) && fixed.is_none() {
+                    if (ordered || !matches!(mode, Mode::OtherBroker)) && fixed.is_none() {
                         fixed = Some(mq.clone());
                     }
                     avoid = Some(mq.broker_name);

@@ -102,6 +102,12 @@ pub struct TopicRoute {
 }
 
 impl TopicRoute {
+    /// Whether the topic is ordered (`admin topic create --order`: the
+    /// name servers send its order config): sends stay on their queue.
+    pub fn is_ordered(&self) -> bool {
+        self.data.order_topic_conf.is_some()
+    }
+
     /// Processes `data` for `topic`.
     pub fn new(topic: &str, data: TopicRouteData) -> TopicRoute {
         let masters: HashMap<String, String> = data

@@ -74,6 +74,9 @@ pub struct RouteTable {
     clusters: BTreeMap<String, BTreeSet<String>>,
     /// broker address → liveness.
     live: HashMap<String, LiveBroker>,
+    /// Ordered topics (`admin topic create --order`): topic → the broker
+    /// names whose config marks it ordered.
+    ordered: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl RouteTable {
@@ -160,6 +163,16 @@ impl RouteTable {
         for queues in self.topics.values_mut() {
             queues.remove(broker_name);
         }
+        for brokers in self.ordered.values_mut() {
+            brokers.remove(broker_name);
+        }
+        for cfg in req.topic_configs.iter().filter(|c| c.order) {
+            self.ordered
+                .entry(cfg.topic_name.clone())
+                .or_default()
+                .insert(broker_name.to_owned());
+        }
+        self.ordered.retain(|_, brokers| !brokers.is_empty());
         for cfg in &req.topic_configs {
             self.topics
                 .entry(cfg.topic_name.clone())
@@ -231,6 +244,10 @@ impl RouteTable {
                 queues.remove(&live.broker_name);
             }
             self.topics.retain(|_, queues| !queues.is_empty());
+            for brokers in self.ordered.values_mut() {
+                brokers.remove(&live.broker_name);
+            }
+            self.ordered.retain(|_, brokers| !brokers.is_empty());
         }
         Some(Dropped {
             broker_addr: addr.to_owned(),
@@ -251,10 +268,20 @@ impl RouteTable {
         if broker_datas.is_empty() {
             return None;
         }
+        // RocketMQ's form: `brokerName:queueNum;...` of the brokers that
+        // mark the topic ordered.
+        let order_topic_conf = self.ordered.get(topic).map(|brokers| {
+            queue_datas
+                .iter()
+                .filter(|q| brokers.contains(&q.broker_name))
+                .map(|q| format!("{}:{}", q.broker_name, q.write_queue_nums))
+                .collect::<Vec<_>>()
+                .join(";")
+        });
         Some(TopicRouteData {
             queue_datas,
             broker_datas,
-            order_topic_conf: None,
+            order_topic_conf,
         })
     }
 
@@ -342,6 +369,26 @@ mod tests {
             data_version: version,
             heartbeat_timeout_ms: 0,
         }
+    }
+
+    #[test]
+    fn ordered_topics_carry_their_order_conf() {
+        let mut t = RouteTable::new();
+        let mut ordered = topic("ledger", 1);
+        ordered.order = true;
+        t.register(
+            &reg("a", "h:1", 0, 1, &[ordered, topic("plain", 4)]),
+            0,
+            Some(1),
+        );
+        assert_eq!(
+            t.route("ledger").unwrap().order_topic_conf.as_deref(),
+            Some("a:1")
+        );
+        assert_eq!(t.route("plain").unwrap().order_topic_conf, None);
+        // A new registration without the flag clears it.
+        t.register(&reg("a", "h:1", 0, 2, &[topic("ledger", 1)]), 0, Some(1));
+        assert_eq!(t.route("ledger").unwrap().order_topic_conf, None);
     }
 
     #[test]

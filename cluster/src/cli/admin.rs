@@ -93,9 +93,9 @@ pub struct CreateTopicArgs {
     /// Topic.
     #[arg(short, long)]
     pub topic: String,
-    /// Read and write queues per broker.
-    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub queues: u32,
+    /// Read and write queues per broker [default: 8; 1 with --order].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub queues: Option<u32>,
     /// Create on this broker (its master) only.
     #[arg(long, value_name = "NAME")]
     pub broker: Option<String>,
@@ -103,7 +103,10 @@ pub struct CreateTopicArgs {
     /// broker the name servers know].
     #[arg(long, value_name = "NAME")]
     pub cluster: Option<String>,
-    /// An ordered topic. Not available yet: refused.
+    /// An ordered topic: producers keep every send on the queue it was
+    /// given (no failover to another queue), so each queue is in send
+    /// order; with one queue (the default with --order) the whole topic is
+    /// (global order). Consume it with `consume --orderly`.
     #[arg(long)]
     pub order: bool,
 }
@@ -290,15 +293,7 @@ async fn topic_create(
     routes: &RouteCache,
     a: &CreateTopicArgs,
 ) -> Result<(), CliError> {
-    if a.order {
-        // Stored but read nowhere: routes carry no order config and consumers
-        // no orderly mode, so the flag would be accepted and ignored.
-        return Err(CliError(
-            "--order is not available yet: ordered topics do not exist in this version \
-             (use `produce --queue-key` for per-key order)"
-                .into(),
-        ));
-    }
+    let queues = a.queues.unwrap_or(if a.order { 1 } else { 8 });
     actormq_sdk::protocol::validate_topic(&a.topic).map_err(|e| CliError(e.to_string()))?;
     let info = cluster_info(routes).await?;
     let mut targets: Vec<(String, String)> = Vec::new();
@@ -326,8 +321,8 @@ async fn topic_create(
         let req = CreateTopicRequest {
             config: TopicConfig {
                 topic_name: a.topic.clone(),
-                read_queue_nums: a.queues,
-                write_queue_nums: a.queues,
+                read_queue_nums: queues,
+                write_queue_nums: queues,
                 perm: Perm::READ_WRITE,
                 topic_sys_flag: 0,
                 order: a.order,
@@ -340,11 +335,11 @@ async fn topic_create(
             .map_err(|e| CliError(format!("create on {name} ({addr}): {e}")))?;
         emit(
             common.json,
-            &json!({"topic": a.topic, "broker": name, "addr": addr, "queues": a.queues, "order": a.order, "created": true}),
+            &json!({"topic": a.topic, "broker": name, "addr": addr, "queues": queues, "order": a.order, "created": true}),
             || {
                 format!(
                     "created {} on {name} ({addr}) with {} queues",
-                    a.topic, a.queues
+                    a.topic, queues
                 )
             },
         );

@@ -42,6 +42,7 @@ mod t70_consumer;
 mod t71_offset_reset;
 mod t72_orderly;
 mod t72_retry;
+mod t73_ordered_topic;
 mod t75_sql_filter;
 mod t75_subscription_groups;
 mod t80_bench;
