@@ -1427,7 +1427,7 @@ mod tests {
             queue_id: 2,
             born_timestamp_ms: 5,
             producer_id: None,
-            first_sequence: None,
+            sequence: None,
         };
         let borrowed = SendBatchRef {
             producer_group: "g",

@@ -17,3 +17,4 @@ mod t42_batching;
 mod t43_disk_full;
 mod t44_offset_bounds;
 mod t45_transactions;
+mod t46_idempotent;
