@@ -95,6 +95,11 @@ pub mod sql_filters {}
 /// `plan_pass` example runs as a doc-test).
 #[doc = include_str!("src/transactions.md")]
 pub mod transactions {}
+/// Chapter "Idempotent producer" (its Rust code is
+/// `examples/src/idempotent.rs`, compiled and tested by the examples crate;
+/// the `{{#include}}` block is marked `ignore` here).
+#[doc = include_str!("src/idempotent-producer.md")]
+pub mod idempotent_producer {}
 
 /// Chapter "Benchmarking".
 #[doc = include_str!("src/benchmarking.md")]
