@@ -1136,7 +1136,6 @@ impl CommitLogActor {
         let Some(state) = &self.dedup_state else {
             return;
         };
-        self.stats.dedup_evicted = self.dedup.evicted();
         if !self.dedup.is_dirty() {
             return;
         }
@@ -1393,6 +1392,7 @@ impl Handler<GetCommitLogStats> for CommitLogActor {
         guarded(self, ctx, |act, _| {
             let mut s = act.stats;
             s.flush_timeouts = act.flush_timeouts.load(Ordering::Relaxed);
+            s.dedup_evicted = act.dedup.evicted();
             MessageResult(s)
         })
     }
