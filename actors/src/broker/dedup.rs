@@ -499,14 +499,14 @@ impl Rebuild {
                 (Some(t), Some(q)) => (t, q),
                 _ => return,
             }
-        } else if system_topic::is_broker_only(r.topic)
-            || r.topic.starts_with(system_topic::RETRY_PREFIX)
-        {
-            // A copy the broker wrote (retry, dead letter, op record).
-            return;
         } else {
             (r.topic, r.queue_id)
         };
+        if system_topic::is_broker_only(topic) || topic.starts_with(system_topic::RETRY_PREFIX) {
+            // A copy the broker wrote (a retry, parked or not, a dead
+            // letter, an op record): not a producer's send.
+            return;
+        }
         let tag = DedupTag {
             key: DedupKey {
                 producer_id: id.to_owned(),
@@ -780,10 +780,19 @@ mod tests {
             t.check(&tag("p", 3, 7)),
             Verdict::Duplicate(Original { commit_log_offsets, .. }) if commit_log_offsets == vec![50]
         ));
-        // Retry and dead-letter copies are not sends.
+        // Retry and dead-letter copies are not sends, parked or not.
         let retry = record_props(&tag("p", 0, 9), 1, &[]);
         r.feed(&mut t, info("%RETRY%g", 0, 0, 70, &retry));
         r.feed(&mut t, info("%DLQ%g", 0, 0, 80, &retry));
+        let parked_retry = record_props(
+            &tag("p", 0, 9),
+            1,
+            &[
+                (PROPERTY_REAL_TOPIC, "%RETRY%g"),
+                (PROPERTY_REAL_QUEUE_ID, "0"),
+            ],
+        );
+        r.feed(&mut t, info(SCHEDULE_TOPIC, 2, 1, 85, &parked_retry));
         assert_eq!(t.producers(), 2);
         // A batch cut short by a crash is not remembered.
         let cut = record_props(&tag("p", 0, 10), 2, &[]);
