@@ -306,3 +306,36 @@ async fn t63_the_dedup_window_survives_a_broker_kill() {
     })
     .await;
 }
+
+#[actix_rt::test]
+async fn t63_the_window_size_is_a_node_setting() {
+    bounded(async {
+        let node = actormq_tests::node::NodeProcess::start_with_env(
+            actormq_tests::node::Bin::Node,
+            NO_ARGS,
+            &[("ACTORMQ_BROKER__PRODUCER_DEDUP_WINDOW", "2")],
+        )
+        .expect("start a combined node");
+        let topic = "t63-window";
+        create_topic(node.broker(), topic, 1).await;
+        let mut c = connect(node.broker()).await;
+        for seq in 0..4 {
+            send_seq(&mut c, topic, seq).await;
+        }
+        // Window of 2: 2 and 3 are remembered, 0 and 1 are below it.
+        let again = send_seq(&mut c, topic, 3).await;
+        assert_eq!(again.queue_offset, 3);
+        let reply = c
+            .call(&idem_request(topic, 1), idem_body(1))
+            .await
+            .expect("send");
+        assert_eq!(
+            reply.code,
+            ResponseCode::SequenceOutOfWindow,
+            "{:?}",
+            reply.remark
+        );
+        assert_eq!(wait_max_offset(&mut c, topic, 0, 4).await, 4);
+    })
+    .await;
+}
