@@ -101,6 +101,11 @@ pub mod transactions {}
 /// bookkeeping example runs as a doc-test).
 #[doc = include_str!("src/orderly-consumption.md")]
 pub mod orderly_consumption {}
+/// Chapter "Idempotent producer" (its Rust code is
+/// `examples/src/idempotent.rs`, compiled and tested by the examples crate;
+/// the `{{#include}}` block is marked `ignore` here).
+#[doc = include_str!("src/idempotent-producer.md")]
+pub mod idempotent_producer {}
 
 /// Chapter "Benchmarking".
 #[doc = include_str!("src/benchmarking.md")]

@@ -168,6 +168,13 @@ pub struct BrokerSection {
     pub enable_property_filter: bool,
     /// Longest a pull that found nothing is held, ms, 0..=60000. Default `15000`.
     pub long_polling_max_ms: u64,
+    /// Idempotent producers: sequences remembered per (producer, topic,
+    /// queue), 1..=4096; an older one is refused with
+    /// `SEQUENCE_OUT_OF_WINDOW`. Default `64`.
+    pub producer_dedup_window: u32,
+    /// Idempotent producers: most (producer, topic, queue) windows kept
+    /// (least recently used dropped first), at least 1. Default `10000`.
+    pub producer_dedup_max_producers: u32,
     /// Age of an undecided transactional half message before the broker
     /// asks a producer of its group for its state, ms. Default `6000`.
     pub transaction_timeout_ms: u64,
@@ -227,6 +234,8 @@ impl Default for BrokerSection {
             max_reconsume_times: 16,
             enable_property_filter: true,
             long_polling_max_ms: 15_000,
+            producer_dedup_window: 64,
+            producer_dedup_max_producers: 10_000,
             transaction_timeout_ms: 6_000,
             transaction_check_interval_ms: 60_000,
             transaction_check_max: 15,
@@ -428,6 +437,15 @@ impl NodeConfig {
                 "broker.long_polling_max_ms",
                 format!("{} > 60000", b.long_polling_max_ms),
             );
+        }
+        if !(1..=4096).contains(&b.producer_dedup_window) {
+            return invalid(
+                "broker.producer_dedup_window",
+                format!("{} is not in 1..=4096", b.producer_dedup_window),
+            );
+        }
+        if b.producer_dedup_max_producers == 0 {
+            return invalid("broker.producer_dedup_max_producers", "must be > 0".into());
         }
         if b.transaction_check_interval_ms == 0 {
             return invalid("broker.transaction_check_interval_ms", "must be > 0".into());
@@ -695,6 +713,16 @@ mod tests {
                 None,
                 vec![("ACTORMQ_BROKER__MAX_CONNECTIONS", "0")],
                 "broker.max_connections",
+            ),
+            (
+                None,
+                vec![("ACTORMQ_BROKER__PRODUCER_DEDUP_WINDOW", "0")],
+                "broker.producer_dedup_window",
+            ),
+            (
+                None,
+                vec![("ACTORMQ_BROKER__PRODUCER_DEDUP_MAX_PRODUCERS", "0")],
+                "broker.producer_dedup_max_producers",
             ),
             (
                 None,

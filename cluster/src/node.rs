@@ -458,6 +458,8 @@ fn broker_actors_config(config: &NodeConfig, store_host: SocketAddr) -> BrokerAc
     c.writer.delay_levels_ms = parse_delay_levels(&b.message_delay_level)
         .unwrap_or_else(|_| actormq_actors::broker::commit_log::DEFAULT_DELAY_LEVELS_MS.to_vec());
     c.broker_name = b.broker_name.clone();
+    c.writer.dedup.window = b.producer_dedup_window as usize;
+    c.writer.dedup.max_producers = b.producer_dedup_max_producers as usize;
     let long_polling_max = Duration::from_millis(b.long_polling_max_ms);
     c.pull.long_polling_enabled = long_polling_max > Duration::ZERO;
     c.pull.long_polling_max = long_polling_max;

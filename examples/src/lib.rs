@@ -22,6 +22,7 @@
 //! | [`sql_filter`] | a push consumer with a SQL92 expression over properties |
 //! | [`delayed`] | an order-timeout check sent with a delay level arrives after it |
 //! | [`retry_dlq`] | failed messages retried by the broker, then a dead letter |
+//! | [`idempotent`] | an idempotent producer behind a link that loses replies: each message stored once |
 //! | [`transfer`] | a money transfer as a transactional message, with a check-back from the ledger |
 //! | [`custom_actor`] | a custom actor plugged into a broker |
 //!
@@ -34,6 +35,7 @@ pub mod batch;
 pub mod broadcast;
 pub mod custom_actor;
 pub mod delayed;
+pub mod idempotent;
 pub mod node;
 pub mod offset_reset;
 pub mod orderly;

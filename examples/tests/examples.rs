@@ -310,3 +310,24 @@ async fn orderly_consumers_keep_each_orders_events_in_order() {
         ("paid", 1)
     );
 }
+
+#[actix_rt::test]
+async fn idempotent_retries_store_each_message_once() {
+    let report = actormq_examples::idempotent::run(9)
+        .await
+        .expect("scenario runs");
+    assert_eq!(report.producer_id.len(), 32);
+    assert!(report.lost_replies >= 3, "{report:?}");
+    assert!(
+        report
+            .results
+            .iter()
+            .all(|r| r.status == SendStatus::SendOk),
+        "{report:?}"
+    );
+    let mut stored = report.stored.clone();
+    stored.sort();
+    let mut sent: Vec<String> = (0..9).map(|i| format!("payment-{i}")).collect();
+    sent.sort();
+    assert_eq!(stored, sent, "each message exactly once");
+}

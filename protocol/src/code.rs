@@ -217,6 +217,11 @@ wire_codes! {
         /// actormq: an idempotent producer resent a message the broker
         /// already stored (producer id + sequence seen before).
         DuplicateMessage = 10001 => "DUPLICATE_MESSAGE",
+        /// actormq: an idempotent producer's sequence number is older than
+        /// the broker's dedup window for its (producer, topic, queue): the
+        /// broker can no longer tell whether it is a duplicate, so it
+        /// neither stores nor answers it as stored. Not retried.
+        SequenceOutOfWindow = 10002 => "SEQUENCE_OUT_OF_WINDOW",
     }
 }
 

@@ -39,6 +39,15 @@ pub const PROPERTY_PRODUCER_GROUP: &str = "PGROUP";
 /// On a half message: how many times its state was checked so far.
 pub const PROPERTY_TRANSACTION_CHECK_TIMES: &str = "TRANSACTION_CHECK_TIMES";
 
+/// On a message of an idempotent producer (the first of a batch): the
+/// producer's id. The broker rebuilds its dedup window from these.
+pub const PROPERTY_PRODUCER_ID: &str = "PRODUCER_ID";
+/// With [`PROPERTY_PRODUCER_ID`]: the send's sequence number.
+pub const PROPERTY_PRODUCER_SEQUENCE: &str = "PRODUCER_SEQ";
+/// With [`PROPERTY_PRODUCER_ID`] on the first message of a batch of more
+/// than one: how many messages the batch stored.
+pub const PROPERTY_PRODUCER_BATCH: &str = "PRODUCER_BATCH";
+
 /// On a parked (delayed) message: the topic it is delivered to.
 pub const PROPERTY_REAL_TOPIC: &str = "REAL_TOPIC";
 /// On a parked (delayed) message: the queue it is delivered to.

@@ -39,6 +39,7 @@ pub mod prelude {
 pub mod client_id;
 pub mod connections;
 pub mod error;
+pub mod idempotence;
 pub mod producer;
 pub mod query;
 pub mod route;

@@ -11,6 +11,12 @@
 //!   same queue; oneway sends never retry. Flow-control refusals
 //!   (`SYSTEM_BUSY`) and invalid messages are not retried. All tries of one
 //!   send share the send timeout (3 s by default).
+//! - **Idempotence** ([`ProducerConfig::idempotent`], opt-in): each send
+//!   carries the producer's id and a per-queue sequence, and all its tries
+//!   go to one queue with one sequence, so a retry after a lost reply is
+//!   answered with the original result instead of being stored twice; each
+//!   try then waits at most its share of the send timeout. See
+//!   [`crate::idempotence`].
 //! - **Checks**: topic rules and the max message size (4 MiB) before
 //!   anything is sent; the unique key (`UNIQ_KEY`) is stamped on every
 //!   message that has none.
@@ -100,6 +106,11 @@ pub struct ProducerConfig {
     /// (default: the process id). The id stays unique with any name: see
     /// [`crate::client_id`].
     pub instance_name: Option<String>,
+    /// Idempotent sends ([`crate::idempotence`]): a producer id and a
+    /// per-queue sequence on every sync, async and batch send, retries to
+    /// the same queue with the same sequence, each try waiting at most
+    /// `send_timeout_ms / (retries + 1)`. Default `false`.
+    pub idempotent: bool,
 }
 
 impl Default for ProducerConfig {
@@ -116,6 +127,7 @@ impl Default for ProducerConfig {
             route_refresh_interval_ms: 30_000,
             default_topic_queues: 4,
             instance_name: None,
+            idempotent: false,
         }
     }
 }
@@ -316,7 +328,9 @@ impl RetryPolicy {
         match err {
             ClientError::Broker { code, .. } => !matches!(
                 code,
-                ResponseCode::SystemBusy | ResponseCode::MessageIllegal
+                ResponseCode::SystemBusy
+                    | ResponseCode::MessageIllegal
+                    | ResponseCode::SequenceOutOfWindow
             ),
             ClientError::Timeout(_) | ClientError::NoRoute { .. } => true,
             _ => false,
@@ -391,6 +405,13 @@ impl ProducerBuilder {
         self
     }
 
+    /// Idempotent sends (see [`ProducerConfig::idempotent`]).
+    #[must_use]
+    pub fn idempotent(mut self) -> ProducerBuilder {
+        self.config.idempotent = true;
+        self
+    }
+
     /// The logger (default: discard).
     #[must_use]
     pub fn logger(mut self, logger: &Logger) -> ProducerBuilder {
@@ -439,6 +460,10 @@ pub(crate) struct Inner {
     /// Topics whose brokers always get heartbeats (transactional
     /// producers: their brokers check with them).
     announced: Mutex<std::collections::BTreeSet<String>>,
+    /// Idempotent producers: the producer id.
+    producer_id: Option<String>,
+    /// Idempotent producers: the next sequence per queue.
+    sequences: Mutex<crate::idempotence::Sequencer>,
     logger: Logger,
 }
 
@@ -558,6 +583,8 @@ impl Producer {
             heartbeat: ChildRef::empty(),
             checks,
             announced: Mutex::new(std::collections::BTreeSet::new()),
+            producer_id: config.idempotent.then(crate::idempotence::new_producer_id),
+            sequences: Mutex::new(crate::idempotence::Sequencer::default()),
             client_id,
             routes,
             conns,
@@ -590,6 +617,33 @@ impl Producer {
     /// The client id announced in heartbeats.
     pub fn client_id(&self) -> &str {
         &self.inner.client_id
+    }
+
+    /// The producer id of an idempotent producer (32 hex digits, stable
+    /// for the producer's life); `None` when not idempotent.
+    pub fn producer_id(&self) -> Option<&str> {
+        self.inner.producer_id.as_deref()
+    }
+
+    /// An idempotent send's (producer id, sequence) on `mq`, taken once per
+    /// send; `None` when not idempotent.
+    fn sequence_for(&self, mq: &MessageQueue) -> Option<u64> {
+        self.inner.producer_id.as_ref()?;
+        Some(lock(&self.inner.sequences).next(&mq.broker_name, &mq.topic, mq.queue_id))
+    }
+
+    /// When one try gives up waiting: the send's deadline, or for an
+    /// idempotent producer its share of the send timeout.
+    fn try_deadline(&self, deadline: Instant, now: Instant, policy: RetryPolicy) -> Instant {
+        if self.inner.producer_id.is_none() {
+            return deadline;
+        }
+        crate::idempotence::attempt_deadline(
+            deadline,
+            now,
+            ms(self.inner.config.send_timeout_ms),
+            policy.attempts(),
+        )
     }
 
     /// Why the producer's services (heartbeat, route refresh) were given
@@ -778,25 +832,42 @@ impl Producer {
         let deadline = Instant::now() + ms(self.inner.config.send_timeout_ms);
         let mut avoid: Option<String> = None;
         let mut attempt = 0;
+        // Idempotent: the queue and sequence of the first try, kept.
+        let mut fixed: Option<MessageQueue> = None;
+        let mut sequence: Option<u64> = None;
         loop {
             let route = self.route_for(&topic).await?;
             let now = Instant::now();
-            let (mq, addr) = self.pick(&route, avoid.as_deref(), now)?;
+            let (mq, addr) = match &fixed {
+                Some(q) => route
+                    .master_addr(&q.broker_name)
+                    .map(|a| (q, a))
+                    .ok_or_else(|| ClientError::NoRoute {
+                        topic: topic.clone(),
+                    })?,
+                None => self.pick(&route, avoid.as_deref(), now)?,
+            };
+            if sequence.is_none() {
+                sequence = self.sequence_for(mq);
+            }
             self.note_broker(&mq.broker_name, addr);
             let req = SendBatchRef {
                 producer_group: &self.inner.config.group,
                 topic: &topic,
                 queue_id: mq.queue_id,
                 born_timestamp_ms: system_time_ms(),
+                producer_id: sequence.and(self.inner.producer_id.as_deref()),
+                sequence,
             };
             remaining_at(deadline, now)?;
+            let try_deadline = self.try_deadline(deadline, now, policy);
             let res = match self.inner.conns.session(addr) {
                 Ok(session) => session
                     .call_until::<_, SendBatchMessageResponse>(
                         SEND_BATCH_MESSAGE,
                         &req,
                         &body,
-                        deadline,
+                        try_deadline,
                     )
                     .await
                     .map_err(ClientError::from),
@@ -820,6 +891,9 @@ impl Producer {
                     self.on_failure(&topic, &mq, &e).await;
                     if !policy.should_retry(&e, attempt) {
                         return Err(e);
+                    }
+                    if sequence.is_some() && fixed.is_none() {
+                        fixed = Some(mq.clone());
                     }
                     avoid = Some(mq.broker_name);
                     attempt += 1;
@@ -870,8 +944,10 @@ impl Producer {
         let mut now = Instant::now();
         let deadline = now + ms(self.inner.config.send_timeout_ms);
         let mut avoid: Option<String> = None;
-        // The queue retries stay on (SameQueue, Key), once chosen.
+        // The queue retries stay on (SameQueue, Key, idempotent), once
+        // chosen; an idempotent send's sequence, taken at its first try.
         let mut fixed: Option<MessageQueue> = None;
+        let mut sequence: Option<u64> = None;
         let mut attempt = 0;
         // The last broker that did not answer: when the route then empties
         // (the name servers dropped it) or time runs out, the error names
@@ -897,7 +973,7 @@ impl Producer {
             // send on the queue it was first given, whatever the mode.
             let ordered = route.is_ordered();
             let picked = match (&mode, &fixed) {
-                (Mode::OtherBroker, Some(q)) if ordered => route
+                (Mode::OtherBroker, Some(q)) if ordered || sequence.is_some() => route
                     .master_addr(&q.broker_name)
                     .ok_or_else(no_route)
                     .map(|a| (q, a)),
@@ -936,15 +1012,22 @@ impl Producer {
                 Ok(p) => p,
                 Err(e) => return Err(explain(e, &unreachable)),
             };
-            let req = SendMessageRef::new(
+            let mut req = SendMessageRef::new(
                 &self.inner.config.group,
                 mq.queue_id,
                 system_time_ms(),
                 &msg,
             );
+            if sequence.is_none() {
+                sequence = self.sequence_for(mq);
+            }
+            if let (Some(id), Some(seq)) = (self.inner.producer_id.as_deref(), sequence) {
+                req = req.idempotent(id, seq);
+            }
             if let Err(e) = remaining_at(deadline, now) {
                 return Err(explain(e, &unreachable));
             }
+            let try_deadline = self.try_deadline(deadline, now, policy);
             self.note_broker(&mq.broker_name, addr);
             let res = match self.inner.conns.session(addr) {
                 Ok(session) => session
@@ -955,7 +1038,7 @@ impl Producer {
                             Ok(())
                         },
                         &msg.body,
-                        deadline,
+                        try_deadline,
                     )
                     .await
                     .map_err(ClientError::from),
@@ -993,7 +1076,11 @@ impl Producer {
                             _ => e,
                         });
                     }
-                    if (ordered || !matches!(mode, Mode::OtherBroker)) && fixed.is_none() {
+                    // An idempotent send's retries carry its sequence, and an
+                    // ordered topic's sends keep their queue: same queue.
+                    let same_queue =
+                        ordered || sequence.is_some() || !matches!(mode, Mode::OtherBroker);
+                    if same_queue && fixed.is_none() {
                         fixed = Some(mq.clone());
                     }
                     avoid = Some(mq.broker_name);
@@ -1207,6 +1294,10 @@ struct SendBatchRef<'a> {
     topic: &'a str,
     queue_id: u32,
     born_timestamp_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    producer_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sequence: Option<u64>,
 }
 
 /// Stamps the unique key on `msg` unless it has one.
@@ -1411,13 +1502,26 @@ mod tests {
             queue_id: 2,
             born_timestamp_ms: 5,
             producer_id: None,
-            first_sequence: None,
+            sequence: None,
         };
         let borrowed = SendBatchRef {
             producer_group: "g",
             topic: "t",
             queue_id: 2,
             born_timestamp_ms: 5,
+            producer_id: None,
+            sequence: None,
+        };
+        assert_eq!(enc(&borrowed), enc(&owned));
+        let owned = SendBatchMessageRequest {
+            producer_id: Some("ab".into()),
+            sequence: Some(9),
+            ..owned
+        };
+        let borrowed = SendBatchRef {
+            producer_id: Some("ab"),
+            sequence: Some(9),
+            ..borrowed
         };
         assert_eq!(enc(&borrowed), enc(&owned));
     }

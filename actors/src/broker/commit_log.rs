@@ -42,6 +42,12 @@
 //!
 //! The bookkeeping (arrival order, expiry, batch cuts) is [`SendBuffer`], a
 //! plain struct tested without a runtime.
+//!
+//! **Idempotent producers**: a send carrying a producer id and sequence is
+//! judged by the dedup window ([`super::dedup`]) in the drain, right
+//! before the append (so the check is atomic with it): a duplicate is
+//! answered with the original reply and not appended. Sends without the
+//! fields skip it entirely.
 
 use super::error_map::store_error;
 use std::cell::RefCell;
@@ -70,6 +76,7 @@ use bytes::Bytes;
 use slog::{Logger, error, o, warn};
 
 use super::broker_store::BrokerStore;
+use super::dedup::{self, DedupConfig, DedupTable, DedupTag, Original, Verdict};
 use super::dispatcher::LogAppended;
 use super::stored_codec::{encode_property_parts_into, tag_hash_of};
 use super::topic_manager::{ResolveTopic, TopicView, check_writable};
@@ -113,6 +120,8 @@ pub struct CommitLogConfig {
     /// Furthest a deliver-at time may be ahead; later ones are refused
     /// with `MESSAGE_ILLEGAL`. Default 400 days.
     pub max_deliver_delay_ms: u64,
+    /// The idempotent producer's dedup window ([`super::dedup`]).
+    pub dedup: DedupConfig,
 }
 
 /// RocketMQ's delay levels in ms (`1s 5s 10s 30s 1m 2m … 10m 20m 30m 1h 2h`).
@@ -133,6 +142,7 @@ impl Default for CommitLogConfig {
             nudge_interval: Duration::ZERO,
             delay_levels_ms: DEFAULT_DELAY_LEVELS_MS.to_vec(),
             max_deliver_delay_ms: 400 * 86_400_000,
+            dedup: DedupConfig::default(),
         }
     }
 }
@@ -384,6 +394,12 @@ pub struct CommitLogStats {
     pub store_errors: u64,
     /// Sync-flush replies sent with `FLUSH_DISK_TIMEOUT`.
     pub flush_timeouts: u64,
+    /// Idempotent sends answered as duplicates (not appended again).
+    pub duplicates: u64,
+    /// Idempotent sends refused as older than the dedup window.
+    pub out_of_window: u64,
+    /// Producers dropped from the dedup table to stay within its bounds.
+    pub dedup_evicted: u64,
 }
 
 /// Ask the [`CommitLogActor`] for its counters.
@@ -584,6 +600,8 @@ struct Pending {
     props: Vec<u8>,
     parts: Vec<Part>,
     responder: Responder,
+    /// Idempotent send: its producer id and sequence.
+    dedup: Option<DedupTag>,
 }
 
 impl Pending {
@@ -605,6 +623,8 @@ pub struct CommitLogActor {
     drain_scheduled: bool,
     nudges: NudgeThrottle,
     appended: Vec<Appended>,
+    dedup: DedupTable,
+    dedup_state: Option<Arc<super::persist::StateFile>>,
     stats: CommitLogStats,
     flush_timeouts: Arc<AtomicU64>,
     logger: Logger,
@@ -623,6 +643,13 @@ impl CommitLogActor {
     ) -> Self {
         let sync_flush = store.config().flush_mode == FlushMode::Sync;
         let max_record = store.config().max_message_size;
+        let logger = logger.new(o!("actor" => "CommitLogActor"));
+        let dedup = dedup::recover(&store, &config.dedup, &logger);
+        let dedup_state = config
+            .dedup
+            .path
+            .as_deref()
+            .map(super::persist::StateFile::for_path);
         Self {
             store,
             topics,
@@ -635,9 +662,11 @@ impl CommitLogActor {
             drain_scheduled: false,
             nudges: NudgeThrottle::default(),
             appended: Vec::new(),
+            dedup,
+            dedup_state,
             stats: CommitLogStats::default(),
             flush_timeouts: Arc::new(AtomicU64::new(0)),
-            logger: logger.new(o!("actor" => "CommitLogActor")),
+            logger,
             poison: Poison::default(),
         }
     }
@@ -681,11 +710,16 @@ impl CommitLogActor {
         responder: Responder,
     ) -> Result<Pending, ServiceError> {
         let born_host = call.origin.map(|o| o.peer);
+        let mut call = call;
         let (queue_id, born_timestamp_ms, reconsume_times) = (
             call.req.queue_id,
             call.req.born_timestamp_ms,
             call.req.reconsume_times,
         );
+        let tag = match (call.req.producer_id.take(), call.req.sequence) {
+            (None, None) => None,
+            (id, seq) => DedupTag::from_request(id, seq, &call.req.topic, queue_id)?,
+        };
         let msg = call.req.into_message(call.body)?;
         validate_message(&msg, self.config.max_message_size)?;
         refuse_broker_only(&msg.topic)?;
@@ -716,6 +750,9 @@ impl CommitLogActor {
                 .map(|(k, v)| (k.as_bytes(), v.as_bytes())),
             &mut props,
         )?;
+        if let Some(tag) = &tag {
+            tag.encode_properties(1, &mut props)?;
+        }
         let part = self.part(
             &msg.topic,
             0..msg.body.len(),
@@ -736,6 +773,7 @@ impl CommitLogActor {
             props,
             parts: vec![part],
             responder,
+            dedup: tag,
         })
     }
 
@@ -746,6 +784,16 @@ impl CommitLogActor {
     ) -> Result<Pending, ServiceError> {
         actormq_protocol::validate_topic(&call.req.topic)?;
         refuse_broker_only(&call.req.topic)?;
+        let mut call = call;
+        let tag = match (call.req.producer_id.take(), call.req.sequence) {
+            (None, None) => None,
+            (id, seq) => DedupTag::from_request(id, seq, &call.req.topic, call.req.queue_id)?,
+        };
+        // The first record of an idempotent batch says how many follow.
+        let count = match tag {
+            Some(_) => actormq_protocol::batch::iter_raw(&call.body).count(),
+            None => 0,
+        };
         // One pass over a borrowed view of the batch: checked, properties
         // encoded and parts noted per entry, no owned message or list of
         // entries.
@@ -774,6 +822,11 @@ impl CommitLogActor {
                 m.properties.iter_bytes(),
                 &mut props,
             )?;
+            if parts.is_empty()
+                && let Some(tag) = &tag
+            {
+                tag.encode_properties(count, &mut props)?;
+            }
             // The body is a slice of `call.body`: keep its position only.
             let at = m.body.as_ptr() as usize - base;
             parts.push(self.part(
@@ -808,6 +861,7 @@ impl CommitLogActor {
             props,
             parts,
             responder,
+            dedup: tag,
         })
     }
 
@@ -1053,8 +1107,93 @@ impl CommitLogActor {
         }
     }
 
+    /// Judges the idempotent sends of `batch` ([`super::dedup`]):
+    /// duplicates of stored sends are answered here, sends below the
+    /// window refused; returns the sends to append and the duplicates of
+    /// sends in this very batch (answered after its append).
+    fn screen(&mut self, batch: Vec<Pending>) -> (Vec<Pending>, Vec<Pending>) {
+        let mut keep = Vec::with_capacity(batch.len());
+        let mut held = Vec::new();
+        let mut claimed = std::collections::HashSet::new();
+        for p in batch {
+            let Some(tag) = &p.dedup else {
+                keep.push(p);
+                continue;
+            };
+            match self.dedup.check(tag) {
+                Verdict::New => {
+                    if claimed.insert(tag.clone()) {
+                        keep.push(p);
+                    } else {
+                        held.push(p);
+                    }
+                }
+                Verdict::Duplicate(original) => self.answer_duplicate(p, &original),
+                Verdict::OutOfWindow { floor } => {
+                    self.stats.out_of_window += 1;
+                    let err = dedup::out_of_window(tag, floor);
+                    p.responder.fail(err);
+                }
+            }
+        }
+        (keep, held)
+    }
+
+    /// Answers a duplicate with its original's reply: at once, or in sync
+    /// flush mode once the original is on disk (as the original was).
+    fn answer_duplicate(&mut self, p: Pending, original: &Original) {
+        self.stats.duplicates += 1;
+        let appended = original.appended();
+        let (answer, queue) = (p.responder.take(), p.reply_queue);
+        let store_host = self.config.store_host;
+        if self.sync_flush {
+            self.store.on_flushed(
+                original.end_offset,
+                Box::new(move |outcome| {
+                    answer.succeed(store_host, &appended, queue, flush_code(outcome));
+                }),
+            );
+        } else {
+            answer.succeed(store_host, &appended, queue, ResponseCode::Success);
+        }
+    }
+
+    /// Writes the dedup table if it changed (every
+    /// [`DedupConfig::snapshot_interval`]): as of the end of the log, since
+    /// every append is in the table when this runs.
+    fn snapshot_dedup(&mut self, ctx: &mut Context<Self>) {
+        let Some(state) = &self.dedup_state else {
+            return;
+        };
+        if !self.dedup.is_dirty() {
+            return;
+        }
+        let snap = self.dedup.snapshot(self.store.commit_log_max_offset());
+        let write = state.persist(&snap);
+        let logger = self.logger.clone();
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(write).map(move |res, act, _| {
+                if let Err(e) = res {
+                    // Exact anyway: a restart scans the log from the last
+                    // good snapshot. Try again next time.
+                    error!(logger, "cannot persist the dedup window"; "error" => %e);
+                    act.dedup.mark_dirty();
+                }
+            }),
+        );
+    }
+
     /// One store append for `batch`; returns whether anything was stored.
     fn append(&mut self, batch: Vec<Pending>) -> bool {
+        // Only a batch holding an idempotent send looks at the table.
+        let (batch, held) = if batch.iter().any(|p| p.dedup.is_some()) {
+            self.screen(batch)
+        } else {
+            (batch, Vec::new())
+        };
+        if batch.is_empty() {
+            return false;
+        }
         let store_host = Some(self.config.store_host);
         // Sized up front: a flat map does not know its length, and growing
         // a vector of thousands of messages copies it again and again.
@@ -1085,7 +1224,7 @@ impl CommitLogActor {
                 error!(self.logger, "append failed"; "error" => %e, "requests" => batch.len());
                 let err = store_error(e);
                 self.stats.store_errors += batch.len() as u64;
-                for p in batch {
+                for p in batch.into_iter().chain(held) {
                     p.responder.fail(err.clone());
                 }
                 return false;
@@ -1102,7 +1241,21 @@ impl CommitLogActor {
             let n = p.parts.len();
             let slots: Vec<Appended> = self.appended[at..at + n].to_vec();
             at += n;
+            if let Some(tag) = p.dedup {
+                self.dedup.record(tag, Original::of(&slots));
+            }
             done.push((p.responder.take(), p.reply_queue, slots));
+        }
+        // Copies of a send appended just now get its reply.
+        for p in held {
+            let verdict = p.dedup.as_ref().map(|t| self.dedup.check(t));
+            match verdict {
+                Some(Verdict::Duplicate(original)) => self.answer_duplicate(p, &original),
+                _ => p.responder.fail(ServiceError::new(
+                    ResponseCode::SystemError,
+                    "the original of this duplicate was not recorded",
+                )),
+            }
         }
         if self.sync_flush {
             let timeouts = Arc::clone(&self.flush_timeouts);
@@ -1136,6 +1289,14 @@ impl Actor for CommitLogActor {
         // Sends from every session land here: a deep mailbox is what lets
         // big batches form (flow control bounds the wait).
         ctx.set_mailbox_capacity(self.config.mailbox_capacity);
+        if self.dedup_state.is_some() {
+            let every = self
+                .config
+                .dedup
+                .snapshot_interval
+                .max(Duration::from_millis(10));
+            ctx.run_interval(every, |act, ctx| act.snapshot_dedup(ctx));
+        }
     }
 }
 
@@ -1225,6 +1386,7 @@ impl Handler<PutInternal> for CommitLogActor {
                     props: m.properties,
                     parts: vec![part],
                     responder: Responder::Internal(tx),
+                    dedup: None,
                 };
                 act.admit_internal(p, put.create_as.clone(), ctx);
             }
@@ -1260,6 +1422,7 @@ impl Handler<GetCommitLogStats> for CommitLogActor {
         guarded(self, ctx, |act, _| {
             let mut s = act.stats;
             s.flush_timeouts = act.flush_timeouts.load(Ordering::Relaxed);
+            s.dedup_evicted = act.dedup.evicted();
             MessageResult(s)
         })
     }

@@ -4,6 +4,7 @@
 
 pub mod broker_store;
 pub mod commit_log;
+pub mod dedup;
 pub mod dispatcher;
 pub mod end_transaction;
 pub mod error_map;

@@ -8,6 +8,9 @@
 //! turns them back into the typed fields, so a message pulled back equals
 //! the message sent.
 
+use actormq_protocol::system_topic::{
+    PROPERTY_PRODUCER_BATCH, PROPERTY_PRODUCER_ID, PROPERTY_PRODUCER_SEQUENCE,
+};
 use std::net::{Ipv4Addr, SocketAddr};
 
 use actormq_protocol::batch::StoredRef;
@@ -28,14 +31,19 @@ pub const PROPERTY_DELAY: &str = "DELAY";
 pub const PROPERTY_DELIVER_AT_MS: &str = "DELIVER_AT_MS";
 
 /// Set by the broker only: a sender's values are dropped (`REAL_TOPIC`
-/// and `REAL_QID` say where a parked delayed message is delivered).
-const RESERVED: [&str; 6] = [
+/// and `REAL_QID` say where a parked delayed message is delivered; the
+/// `PRODUCER_*` ones key the idempotent producer's dedup window and are
+/// not shown to readers).
+const RESERVED: [&str; 9] = [
     PROPERTY_TAGS,
     PROPERTY_KEYS,
     PROPERTY_DELAY,
     PROPERTY_DELIVER_AT_MS,
     actormq_protocol::system_topic::PROPERTY_REAL_TOPIC,
     actormq_protocol::system_topic::PROPERTY_REAL_QUEUE_ID,
+    PROPERTY_PRODUCER_ID,
+    PROPERTY_PRODUCER_SEQUENCE,
+    PROPERTY_PRODUCER_BATCH,
 ];
 
 /// A record's property as a subscription filter sees it, the same as
@@ -138,6 +146,9 @@ where
                     delay = Delay::DeliverAtMs(t);
                 }
             }
+            // The idempotent producer's bookkeeping (the broker's dedup
+            // window): not part of the message sent.
+            PROPERTY_PRODUCER_ID | PROPERTY_PRODUCER_SEQUENCE | PROPERTY_PRODUCER_BATCH => {}
             _ => match user.binary_search_by(|(uk, _)| (*uk).cmp(k)) {
                 Ok(i) => user[i].1 = v,
                 Err(i) => user.insert(i, (k, v)),

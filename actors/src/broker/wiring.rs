@@ -88,7 +88,8 @@ pub struct BrokerActorsConfig {
     /// auto-created on a group's first heartbeat by default).
     pub subscription_groups: SubscriptionGroupManagerConfig,
     /// The commit-log writer; `store_host` is the broker's advertised
-    /// address, stamped into every message id.
+    /// address, stamped into every message id; the idempotent producer's
+    /// dedup window snapshot is `<data>/config/producer_dedup.msgpack`.
     pub writer: CommitLogConfig,
     /// The dispatcher.
     pub dispatcher: DispatcherConfig,
@@ -139,6 +140,10 @@ impl BrokerActorsConfig {
             },
             writer: CommitLogConfig {
                 store_host,
+                dedup: super::dedup::DedupConfig {
+                    path: Some(data_dir.join("config/producer_dedup.msgpack")),
+                    ..super::dedup::DedupConfig::default()
+                },
                 ..CommitLogConfig::default()
             },
             dispatcher: DispatcherConfig::default(),

@@ -17,4 +17,5 @@ mod t42_batching;
 mod t43_disk_full;
 mod t44_offset_bounds;
 mod t45_transactions;
+mod t46_idempotent;
 mod t46_timer;

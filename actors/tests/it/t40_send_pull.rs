@@ -191,7 +191,7 @@ impl Node {
             queue_id,
             born_timestamp_ms: now_ms(),
             producer_id: None,
-            first_sequence: None,
+            sequence: None,
         };
         self.writer
             .send(Call::with_body(req, batch::messages_to_bytes(msgs)))

@@ -45,10 +45,13 @@ pub struct SendMessageRequest {
     /// Times this message was already reconsumed (retry topic sends).
     #[serde(default)]
     pub reconsume_times: u32,
-    /// Idempotent producer: producer id (with `sequence`).
+    /// Idempotent producer: the producer's id (32 hex digits, stable for
+    /// the producer's life). Absent: not idempotent. Given with
+    /// `sequence` or not at all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub producer_id: Option<u64>,
-    /// Idempotent producer: per-queue sequence number of this message.
+    pub producer_id: Option<String>,
+    /// Idempotent producer: the send's sequence number in its
+    /// (producer, topic, queue); every retry of one send carries the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequence: Option<u64>,
 }
@@ -86,6 +89,12 @@ pub struct SendMessageRef<'a> {
     pub flags: u32,
     /// See [`SendMessageRequest::reconsume_times`].
     pub reconsume_times: u32,
+    /// See [`SendMessageRequest::producer_id`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub producer_id: Option<&'a str>,
+    /// See [`SendMessageRequest::sequence`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
 }
 
 fn no_properties(p: &&BTreeMap<String, String>) -> bool {
@@ -113,7 +122,17 @@ impl<'a> SendMessageRef<'a> {
             deliver_at_ms,
             flags: msg.flags,
             reconsume_times: 0,
+            producer_id: None,
+            sequence: None,
         }
+    }
+
+    /// The same request, idempotent: `producer_id` and this send's
+    /// `sequence` (see [`SendMessageRequest::producer_id`]).
+    pub fn idempotent(mut self, producer_id: &'a str, sequence: u64) -> Self {
+        self.producer_id = Some(producer_id);
+        self.sequence = Some(sequence);
+        self
     }
 
     /// Appends the MessagePack map serde writes for this request (the
@@ -125,7 +144,9 @@ impl<'a> SendMessageRef<'a> {
             + usize::from(self.keys.is_some())
             + usize::from(props)
             + usize::from(self.delay_level.is_some())
-            + usize::from(self.deliver_at_ms.is_some());
+            + usize::from(self.deliver_at_ms.is_some())
+            + usize::from(self.producer_id.is_some())
+            + usize::from(self.sequence.is_some());
         let prop_len: usize = self
             .properties
             .iter()
@@ -169,6 +190,14 @@ impl<'a> SendMessageRef<'a> {
         mpack::put_uint(dst, u64::from(self.flags));
         mpack::put_str(dst, "reconsume_times");
         mpack::put_uint(dst, u64::from(self.reconsume_times));
+        if let Some(id) = self.producer_id {
+            mpack::put_str(dst, "producer_id");
+            mpack::put_str(dst, id);
+        }
+        if let Some(seq) = self.sequence {
+            mpack::put_str(dst, "sequence");
+            mpack::put_uint(dst, seq);
+        }
     }
 }
 
@@ -233,13 +262,14 @@ pub struct SendBatchMessageRequest {
     pub queue_id: u32,
     /// When the producer created the batch, ms since the epoch.
     pub born_timestamp_ms: u64,
-    /// Idempotent producer: producer id.
+    /// Idempotent producer: the producer's id, as
+    /// [`SendMessageRequest::producer_id`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub producer_id: Option<u64>,
-    /// Idempotent producer: sequence of the first message (the others
-    /// follow consecutively).
+    pub producer_id: Option<String>,
+    /// Idempotent producer: the sequence number of the whole batch (one
+    /// per request; the batch is stored or answered as a whole).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first_sequence: Option<u64>,
+    pub sequence: Option<u64>,
 }
 
 /// Reply to [`SendBatchMessageRequest`].

@@ -162,7 +162,7 @@ sample_struct! {
     }
     SendMessageResponse { msg_id, queue_id, queue_offset, transaction_id }
     SendBatchMessageRequest {
-        producer_group, topic, queue_id, born_timestamp_ms, producer_id, first_sequence,
+        producer_group, topic, queue_id, born_timestamp_ms, producer_id, sequence,
     }
     SendBatchMessageResponse { msg_id, queue_id, queue_offset }
     PullMessageRequest {
@@ -502,5 +502,46 @@ fn borrowed_send_request_encodes_like_the_owned_one() {
         let mut direct = BytesMut::new();
         borrowed.encode_fields(&mut direct);
         assert_eq!(&direct[..], &owned[..], "{m:?}");
+        // Idempotent: the producer id and sequence go last, as serde
+        // writes them, and decode back.
+        let mut req = SendMessageRequest::new("g", 3, 77, m);
+        req.producer_id = Some("0123456789abcdef0123456789abcdef".into());
+        req.sequence = Some(u64::MAX - 1);
+        let owned = rmp_serde::to_vec_named(&req).unwrap();
+        let borrowed = borrowed.idempotent("0123456789abcdef0123456789abcdef", u64::MAX - 1);
+        assert_eq!(rmp_serde::to_vec_named(&borrowed).unwrap(), owned, "{m:?}");
+        let mut direct = BytesMut::new();
+        borrowed.encode_fields(&mut direct);
+        assert_eq!(&direct[..], &owned[..], "{m:?}");
+        let back: SendMessageRequest = rmp_serde::from_slice(&direct).unwrap();
+        assert_eq!(back, req);
     }
+}
+
+#[test]
+fn send_requests_without_idempotence_fields_decode_as_not_idempotent() {
+    // An older producer's request (no producer_id / sequence keys).
+    let m = Message::new("t", Bytes::from_static(b"b"));
+    let mut direct = BytesMut::new();
+    SendMessageRef::new("g", 1, 2, &m).encode_fields(&mut direct);
+    let back: SendMessageRequest = rmp_serde::from_slice(&direct).unwrap();
+    assert_eq!((back.producer_id, back.sequence), (None, None));
+    let batch = SendBatchMessageRequest {
+        producer_group: "g".into(),
+        topic: "t".into(),
+        queue_id: 1,
+        born_timestamp_ms: 2,
+        producer_id: Some("ab".into()),
+        sequence: Some(7),
+    };
+    let bytes = rmp_serde::to_vec_named(&batch).unwrap();
+    let back: SendBatchMessageRequest = rmp_serde::from_slice(&bytes).unwrap();
+    assert_eq!(back, batch);
+    let plain = SendBatchMessageRequest {
+        producer_id: None,
+        sequence: None,
+        ..batch
+    };
+    let bytes = rmp_serde::to_vec_named(&plain).unwrap();
+    assert!(!bytes.windows(8).any(|w| w == b"sequence"));
 }

@@ -14,6 +14,7 @@
 //! | `t56_disk_full` | a node on a small tmpfs (root; skipped where mount is not permitted) |
 //! | `t60_producer` | the SDK producer and the `actormq` CLI (combined and split nodes) |
 //! | `t62_transactions` | transactional producers: commit, rollback, check-back, another member, broker restarts, check max |
+//! | `t63_idempotent` | the idempotent SDK producer behind a reply-dropping TCP proxy (`--broker-advertise`); the dedup window across a SIGKILL |
 //! | `t65_queries` | `admin msg get / query` and the SDK's `MessageQuery` |
 //! | `t70_consumer` | SDK push consumers (rebalance, broadcasting, tags, restart, supervised services; the SDK's `fault-injection` feature) |
 //! | `t75_subscription_groups` | `actormq admin group …`, group auto-creation on and off, restarts |
@@ -37,6 +38,7 @@ mod t55_data_dir;
 mod t56_disk_full;
 mod t60_producer;
 mod t62_transactions;
+mod t63_idempotent;
 mod t65_queries;
 mod t70_consumer;
 mod t71_offset_reset;
