@@ -217,6 +217,12 @@ wire_codes! {
         /// actormq: an idempotent producer resent a message the broker
         /// already stored (producer id + sequence seen before).
         DuplicateMessage = 10001 => "DUPLICATE_MESSAGE",
+        /// actormq: a simple consumer's ack or change of invisible time
+        /// quoted a receipt handle that is malformed or no longer valid
+        /// (its invisible time passed and the message is visible again,
+        /// it was acked already, or its invisible time was changed and a
+        /// new handle replaced it).
+        InvalidReceiptHandle = 10010 => "INVALID_RECEIPT_HANDLE",
     }
 }
 

@@ -18,3 +18,4 @@ mod t43_disk_full;
 mod t44_offset_bounds;
 mod t45_transactions;
 mod t46_timer;
+mod t47_pop;
