@@ -594,6 +594,9 @@ impl PopService {
             let Some(v) = self.store.read_by_queue_offset(POP_REVIVE_TOPIC, 0, at) else {
                 continue;
             };
+            if v.body_slice().is_empty() {
+                continue; // the marker that created the topic
+            }
             match rmp_serde::from_slice::<Checkpoint>(v.body_slice()) {
                 Ok(ck) if self.book.is_acked(ck.id) => done.push(ck.id),
                 Ok(ck) => {
@@ -759,12 +762,28 @@ impl Handler<PopOnce> for PopService {
                 rest,
             } = taken;
             let writer = act.writer.addr();
+            let revive_topic_missing = act.view.snapshot().get(POP_REVIVE_TOPIC).is_none();
             let fut = async move {
+                let writer = writer.ok_or_else(|| down("commit log"))?;
+                if revive_topic_missing {
+                    // The timer delivers checkpoints there without
+                    // creating it: create it first (with an empty marker
+                    // record the revive pass skips), whatever the broker's
+                    // topic auto-creation says.
+                    for a in writer
+                        .send(PutInternal {
+                            messages: vec![record(POP_REVIVE_TOPIC, Vec::new(), Vec::new(), 0)],
+                            create_as: Some(internal_topic(POP_REVIVE_TOPIC)),
+                        })
+                        .await?
+                    {
+                        a?;
+                    }
+                }
                 let puts = checkpoints
                     .iter()
                     .map(checkpoint_message)
                     .collect::<Result<Vec<_>, _>>()?;
-                let writer = writer.ok_or_else(|| down("commit log"))?;
                 let answers = writer
                     .send(PutInternal {
                         messages: puts,

@@ -282,3 +282,21 @@ async fn in_flight_state_and_acks_survive_a_restart() {
     );
     node.stop().await;
 }
+
+#[actix_rt::test]
+async fn works_without_topic_auto_creation() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Opts {
+        auto_create: false,
+        ..Opts::default()
+    };
+    let node = Node::start(dir.path(), opts).await;
+    send(&node, 1).await;
+    let first = pop_n(&node, "g", 1, 1_000).await;
+    assert_eq!(first[0].reconsume_times, 0);
+    // The revive topic and the pop retry topic are the broker's own.
+    let back = pop_n(&node, "g", 1, 1_000).await;
+    assert_eq!(back[0].reconsume_times, 1);
+    ack(&node, "g", &handle(&back[0])).await.unwrap();
+    node.stop().await;
+}
