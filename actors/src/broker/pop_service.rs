@@ -315,6 +315,14 @@ pub fn check_pop(req: &PopMessageRequest) -> Result<(), ServiceError> {
     if req.consumer_group.is_empty() {
         return bad("consumer_group is empty".into());
     }
+    // Where its unacked messages come back must be a valid topic.
+    let retry = system_topic::pop_retry_topic(&req.consumer_group, &req.topic);
+    if let Err(e) = actormq_protocol::validate_topic(&retry) {
+        return bad(format!(
+            "group {} cannot pop {}: its retry topic is invalid ({e})",
+            req.consumer_group, req.topic
+        ));
+    }
     if req.max_msg_nums == 0 || req.max_msg_nums > MAX_POP_MESSAGES {
         return bad(format!(
             "max_msg_nums {} out of 1..={MAX_POP_MESSAGES}",
@@ -342,6 +350,17 @@ fn check_invisible(ms: u64) -> Result<(), ServiceError> {
         ));
     }
     Ok(())
+}
+
+/// Whether a put failure will not go away by retrying.
+fn permanent(e: &ServiceError) -> bool {
+    matches!(
+        e.code,
+        ResponseCode::TopicNotExist
+            | ResponseCode::InvalidParameter
+            | ResponseCode::NoPermission
+            | ResponseCode::MessageIllegal
+    )
 }
 
 fn internal_topic(name: &str) -> TopicConfig {
@@ -657,7 +676,14 @@ impl PopService {
                     commit_log_offset: unit.commit_log_offset,
                 }
                 .encode();
-                let mut msg = retry_message(&view, &ck.group, &to, &origin, 0)?;
+                let mut msg = match retry_message(&view, &ck.group, &to, &origin, 0) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        error!(logger, "popped message cannot be revived; skipped";
+                            "topic" => &ck.topic, "offset" => ck.queue_offset, "error" => %e.remark);
+                        continue;
+                    }
+                };
                 let create_as = match to {
                     Destination::Retry { .. } => {
                         msg.topic = system_topic::pop_retry_topic(&ck.group, &ck.pop_topic);
@@ -677,8 +703,16 @@ impl PopService {
             let mut n = 0u64;
             for p in puts {
                 for a in p.await? {
-                    a?;
-                    n += 1;
+                    match a {
+                        Ok(_) => n += 1,
+                        // One message that can never be written must not
+                        // hold back every other revive.
+                        Err(e) if permanent(&e) => {
+                            error!(logger, "popped message cannot be revived; skipped";
+                                "error" => %e.remark)
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
             }
             Ok::<u64, ServiceError>(n)
@@ -1142,6 +1176,10 @@ mod tests {
         };
         assert_eq!(
             code(|r| r.max_msg_nums = 33).code,
+            ResponseCode::InvalidParameter
+        );
+        assert_eq!(
+            code(|r| r.consumer_group = "g".repeat(120)).code,
             ResponseCode::InvalidParameter
         );
         assert_eq!(
