@@ -12,7 +12,8 @@
 //! **checkpoint** with a fresh id and a **receipt handle**
 //! ([`ReceiptHandle`], in the message's `POP_CK` property). Nothing
 //! found: `NO_MESSAGE` at once, or, with `poll_time_ms`, the pop is held
-//! (looked at again every 50 ms, at most 20 s) and answers
+//! (at most 20 s; woken by the stored-message events of the broker's
+//! fan-out, and looked at again at least every 500 ms) and answers
 //! `POLLING_TIMEOUT` when nothing came.
 //!
 //! **Durability** (all in the store and one state file, nothing only in
@@ -73,6 +74,7 @@ use slog::{Logger, error, info, o, warn};
 
 use super::broker_store::BrokerStore;
 use super::commit_log::{CommitLogActor, InternalMessage, PutInternal};
+use super::dispatcher::MessagesStored;
 use super::error_map::{HandleError, receipt_handle_error};
 use super::persist;
 use super::retry_service::{Destination, destination, dlq_topic_config, retry_message};
@@ -88,8 +90,9 @@ pub const MAX_POP_MESSAGES: u32 = 32;
 pub const MIN_INVISIBLE_MS: u64 = 1_000;
 /// Longest invisible time accepted (ms): 12 h.
 pub const MAX_INVISIBLE_MS: u64 = 12 * 3600 * 1000;
-/// How often a held pop looks again.
-const POLL_STEP: Duration = Duration::from_millis(50);
+/// How often a held pop looks again at the latest (it is woken by every
+/// stored message; this bounds the cost of a missed wake-up).
+const RECHECK: Duration = Duration::from_millis(500);
 
 /// Settings of the [`PopService`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -455,6 +458,7 @@ pub struct PopService {
     state: Arc<persist::StateFile>,
     reviving: bool,
     revived: u64,
+    wake: Arc<tokio::sync::Notify>,
     logger: Logger,
     poison: Poison,
 }
@@ -500,6 +504,7 @@ impl PopService {
             book,
             reviving: false,
             revived: 0,
+            wake: Arc::new(tokio::sync::Notify::new()),
             logger,
             poison: Poison::default(),
         })
@@ -762,6 +767,18 @@ impl Handler<Revive> for PopService {
     }
 }
 
+impl Handler<MessagesStored> for PopService {
+    type Result = GuardedReply<()>;
+    fn handle(&mut self, ev: MessagesStored, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, |act, _| {
+            // Held pops look again (the broker's own topics wake nobody).
+            if !system_topic::is_broker_only(&ev.topic) {
+                act.wake.notify_waiters();
+            }
+        })
+    }
+}
+
 impl Handler<GetPopStatus> for PopService {
     type Result = GuardedReply<PopStatus>;
     fn handle(&mut self, _: GetPopStatus, ctx: &mut Context<Self>) -> Self::Result {
@@ -879,6 +896,7 @@ impl Handler<Call<PopMessageRequest>> for PopService {
             let me = ctx.address();
             let groups = act.groups.addr();
             let max_poll = act.config.max_poll;
+            let wake = act.wake.clone();
             Box::pin(async move {
                 let req = call.req;
                 check_pop(&req)?;
@@ -892,10 +910,16 @@ impl Handler<Call<PopMessageRequest>> for PopService {
                 let hold = Duration::from_millis(req.poll_time_ms).min(max_poll);
                 let deadline = Instant::now() + hold;
                 loop {
+                    // Listening before the look: a message stored during
+                    // it wakes the wait below.
+                    let woken = wake.notified();
+                    tokio::pin!(woken);
+                    woken.as_mut().enable();
                     if let Some(reply) = me.send(PopOnce(req.clone())).await?? {
                         return Ok(reply);
                     }
-                    if Instant::now() + POLL_STEP > deadline {
+                    let now = Instant::now();
+                    if now >= deadline {
                         let code = if hold.is_zero() {
                             ResponseCode::NoMessage
                         } else {
@@ -909,7 +933,7 @@ impl Handler<Call<PopMessageRequest>> for PopService {
                         })
                         .with_code(code));
                     }
-                    actix_rt::time::sleep(POLL_STEP).await;
+                    let _ = tokio::time::timeout(RECHECK.min(deadline - now), woken).await;
                 }
             }) as PopReply
         })

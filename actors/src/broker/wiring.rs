@@ -606,6 +606,11 @@ impl BrokerActors {
             }),
         )
         .await?;
+        // Held pops are woken by stored messages (the fan-out's subscriber
+        // list outlives its restarts: subscribed once).
+        if let Some(f) = fanout.addr() {
+            f.do_send(SubscribeStored(Relay::new(pop.clone()).start().recipient()));
+        }
 
         Ok(Self {
             store,

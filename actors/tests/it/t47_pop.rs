@@ -300,3 +300,41 @@ async fn works_without_topic_auto_creation() {
     ack(&node, "g", &handle(&back[0])).await.unwrap();
     node.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_held_pop_is_answered_when_a_message_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), Opts::default()).await;
+    node.create_topic(TOPIC, 2).await;
+    let addr = pop_addr(&node).await;
+    let held = actix_rt::spawn(async move {
+        let started = Instant::now();
+        let r = addr
+            .send(Call::new(PopMessageRequest {
+                consumer_group: "g".into(),
+                topic: TOPIC.into(),
+                max_msg_nums: 32,
+                invisible_time_ms: 1_000,
+                poll_time_ms: 10_000,
+                born_time_ms: now_ms(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .unwrap();
+        (
+            r.code,
+            batch::decode_stored(&r.body).unwrap(),
+            started.elapsed(),
+        )
+    });
+    actix_rt::time::sleep(Duration::from_millis(200)).await;
+    node.send(1, &Message::new(TOPIC, "late")).await.unwrap();
+    let (code, msgs, took) = held.await.unwrap();
+    assert_eq!(code, ResponseCode::Success);
+    assert_eq!(body(&msgs[0]), "late");
+    // Woken by the stored message (about 200 ms here; bounded loosely
+    // for loaded machines).
+    assert!(took < Duration::from_secs(2), "held for {took:?}");
+    node.stop().await;
+}
