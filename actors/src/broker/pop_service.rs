@@ -492,6 +492,16 @@ impl PopService {
                 }
             }
         }
+        // Acks whose checkpoint was read back already are done with.
+        let processed = store.min_offset(POP_REVIVE_TOPIC, 0)..book.revive_offset;
+        for at in processed {
+            let Some(v) = store.read_by_queue_offset(POP_REVIVE_TOPIC, 0, at) else {
+                continue;
+            };
+            if let Ok(ck) = rmp_serde::from_slice::<Checkpoint>(v.body_slice()) {
+                book.unmark(ck.id);
+            }
+        }
         info!(logger, "pop state loaded"; "acks" => book.acked_len(),
             "revive_offset" => book.revive_offset);
         Ok(Self {
