@@ -44,8 +44,19 @@
 //! acks the old checkpoint and makes a new one, due at now + the new
 //! time, under a new handle.
 //!
-//! Not built: orderly (FIFO) pop and filter expressions other than `*`
-//! (refused: "not available yet").
+//! **Orderly (FIFO) pop** (`order`): a queue's messages are handed out
+//! one batch at a time, in queue order, and nothing more of that queue
+//! until the batch is all acked or its invisible time passed (then its
+//! first unacked message and what follows are handed out again, their
+//! reconsume times one higher, acked ones skipped; past the group's max
+//! retries the first goes to `%DLQ%<group>`). The batch in flight on each
+//! queue is persisted with the pop positions; no checkpoint is parked for
+//! it. Its invisible time cannot be changed (refused: "not available
+//! yet"). A message group is kept in one queue by the producer's queue
+//! selector, so one consumer at a time has it.
+//!
+//! Not built: filter expressions other than `*` (refused: "not available
+//! yet").
 //!
 //! The decisions are in [`PopBook`] and [`check_pop`], plain code tested
 //! without a runtime.
@@ -141,6 +152,44 @@ pub struct PopState {
     pub revive_offset: u64,
     /// Checkpoint ids below this were handed out.
     pub next_checkpoint: u64,
+    /// The batch in flight on each queue popped orderly.
+    #[serde(default)]
+    pub orderly: Vec<OrderlyBatch>,
+}
+
+/// The messages of one queue handed out by an orderly (FIFO) pop, in
+/// queue order: nothing more of the queue is handed out until they are
+/// all acked or their invisible time passed (persisted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderlyBatch {
+    /// Consumer group.
+    pub group: String,
+    /// Topic.
+    pub topic: String,
+    /// Queue.
+    pub queue_id: u32,
+    /// Queue offsets handed out.
+    pub offsets: Vec<u64>,
+    /// Their checkpoint ids.
+    pub checkpoints: Vec<u64>,
+    /// Their reconsume times in this delivery.
+    pub reconsume: Vec<u32>,
+    /// When the batch becomes visible again (ms).
+    pub visible_at_ms: u64,
+}
+
+/// Where an orderly pop of one queue starts ([`PopBook::orderly_start`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderlyStart {
+    /// First queue offset to hand out.
+    pub from: u64,
+    /// Offsets handed out before and not acked: their reconsume times now.
+    pub again: BTreeMap<u64, u32>,
+    /// Offsets handed out before and acked: not handed out again.
+    pub skip: BTreeSet<u64>,
+    /// A message past its retries: to the dead-letter queue, with the
+    /// times it was delivered again.
+    pub dead: Option<(u64, u32)>,
 }
 
 /// A checkpoint: the body of its record in the timer, then revive, topic.
@@ -169,6 +218,9 @@ pub struct AckRecord {
     pub id: u64,
     /// When that checkpoint is due (ms).
     pub visible_at_ms: u64,
+    /// An ack of an orderly pop (no checkpoint comes back for it).
+    #[serde(default)]
+    pub orderly: bool,
 }
 
 type PositionKey = (String, String, u32);
@@ -183,6 +235,11 @@ struct Taken {
     moved: Vec<(PositionKey, u64)>,
     /// Messages left behind them.
     rest: u64,
+    /// Messages past their retries: (topic, queue, offset, group,
+    /// reconsume times).
+    dead: Vec<(String, u32, u64, String, u32)>,
+    /// Orderly batches replaced (to restore when the pop fails).
+    replaced: Vec<(PositionKey, Option<OrderlyBatch>)>,
 }
 
 /// The service's bookkeeping: pop positions, checkpoint ids, acked
@@ -194,6 +251,9 @@ pub struct PopBook {
     next_checkpoint: u64,
     acked: HashMap<u64, u64>,
     turn: u32,
+    orderly: BTreeMap<PositionKey, OrderlyBatch>,
+    /// Acks of released orderly batches: forgotten once expired.
+    released: Vec<(u64, u64)>,
 }
 
 impl PopBook {
@@ -211,6 +271,12 @@ impl PopBook {
             next_checkpoint: state.next_checkpoint.max(now_ms << 20),
             acked: HashMap::new(),
             turn: 0,
+            orderly: state
+                .orderly
+                .into_iter()
+                .map(|b| ((b.group.clone(), b.topic.clone(), b.queue_id), b))
+                .collect(),
+            released: Vec::new(),
         }
     }
 
@@ -229,7 +295,90 @@ impl PopBook {
                 .collect(),
             revive_offset: self.revive_offset,
             next_checkpoint: self.next_checkpoint,
+            orderly: self.orderly.values().cloned().collect(),
         }
+    }
+
+    /// Whether checkpoint `id` is one of an orderly batch in flight.
+    pub fn is_orderly(&self, id: u64) -> bool {
+        self.orderly.values().any(|b| b.checkpoints.contains(&id))
+    }
+
+    /// Where an orderly pop of `key` starts at `now_ms` (`None`: its batch
+    /// is still in flight), given the group's max retries. A batch all
+    /// acked is released; one whose invisible time passed is handed out
+    /// again from its first unacked message (its reconsume times one
+    /// higher; past `max_retries`, a dead letter and the next one).
+    pub fn orderly_start(
+        &mut self,
+        key: &PositionKey,
+        position: u64,
+        now_ms: u64,
+        max_retries: u32,
+    ) -> Option<OrderlyStart> {
+        let Some(batch) = self.orderly.get(key) else {
+            return Some(OrderlyStart {
+                from: position,
+                ..Default::default()
+            });
+        };
+        let first_unacked = batch
+            .checkpoints
+            .iter()
+            .position(|id| !self.acked.contains_key(id));
+        if first_unacked.is_some() && now_ms < batch.visible_at_ms {
+            return None;
+        }
+        let batch = self.orderly.remove(key)?;
+        for id in &batch.checkpoints {
+            if self.acked.remove(id).is_some() {
+                self.released.push((*id, batch.visible_at_ms));
+            }
+        }
+        let Some(k) = first_unacked else {
+            return Some(OrderlyStart {
+                from: position,
+                ..Default::default()
+            });
+        };
+        let mut start = OrderlyStart {
+            from: batch.offsets[k],
+            ..Default::default()
+        };
+        for i in k..batch.offsets.len() {
+            let acked = self
+                .released
+                .iter()
+                .any(|(id, _)| *id == batch.checkpoints[i]);
+            if acked {
+                start.skip.insert(batch.offsets[i]);
+            } else {
+                start.again.insert(batch.offsets[i], batch.reconsume[i] + 1);
+            }
+        }
+        if batch.reconsume[k] + 1 > max_retries {
+            start.dead = Some((batch.offsets[k], batch.reconsume[k] + 1));
+            start.again.remove(&batch.offsets[k]);
+            start.from = batch.offsets[k] + 1;
+        }
+        Some(start)
+    }
+
+    /// Records the batch an orderly pop handed out.
+    pub fn orderly_handed_out(&mut self, batch: OrderlyBatch) {
+        let key = (batch.group.clone(), batch.topic.clone(), batch.queue_id);
+        self.orderly.insert(key, batch);
+    }
+
+    /// Forgets the acks of released orderly batches expired at `now_ms`
+    /// (a late ack of theirs is refused as expired).
+    pub fn prune_released(&mut self, now_ms: u64) {
+        self.released.retain(|(_, at)| *at > now_ms);
+    }
+
+    /// Whether an ack of `id` is one of a released batch (stale).
+    pub fn was_released(&self, id: u64) -> bool {
+        self.released.iter().any(|(r, _)| *r == id)
     }
 
     /// The group's pop position on a queue, if it popped there.
@@ -271,7 +420,8 @@ impl PopBook {
 
     /// Whether `handle` may be acked or changed at `now_ms`.
     pub fn check(&self, handle: &ReceiptHandle, now_ms: u64) -> Result<(), HandleError> {
-        if self.acked.contains_key(&handle.checkpoint_id) {
+        if self.acked.contains_key(&handle.checkpoint_id) || self.was_released(handle.checkpoint_id)
+        {
             return Err(HandleError::Stale);
         }
         let visible_at_ms = handle.visible_again_at_ms();
@@ -333,9 +483,6 @@ pub fn check_pop(req: &PopMessageRequest) -> Result<(), ServiceError> {
         ));
     }
     check_invisible(req.invisible_time_ms)?;
-    if req.order {
-        return bad("orderly (FIFO) pop is not available yet".into());
-    }
     let expr = req.expression.as_deref().unwrap_or("*").trim();
     if !(expr.is_empty() || expr == "*") || req.expression_type.as_deref() == Some("SQL92") {
         return bad(format!(
@@ -440,7 +587,7 @@ pub struct PopStatus {
 /// Internal: one pop attempt (the answer, or `None` when nothing found).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Option<Reply<PopMessageResponse>>, ServiceError>")]
-struct PopOnce(PopMessageRequest);
+struct PopOnce(PopMessageRequest, u32);
 
 /// Internal: one revive pass.
 #[derive(Debug, Clone, Copy, Message)]
@@ -486,6 +633,8 @@ impl PopService {
                 continue;
             };
             match rmp_serde::from_slice::<AckRecord>(v.body_slice()) {
+                // An orderly ack matters only while its batch is in flight.
+                Ok(a) if a.orderly && !book.is_orderly(a.id) => {}
                 Ok(a) => book.mark_acked(a.id, a.visible_at_ms),
                 Err(e) => {
                     warn!(logger, "unreadable ack record skipped"; "offset" => at, "error" => %e)
@@ -523,7 +672,12 @@ impl PopService {
     /// Takes up to `req.max_msg_nums` messages: their stored form (handles
     /// in `POP_CK`) and checkpoints, positions advanced (the old ones
     /// returned for a rewind).
-    fn take(&mut self, req: &PopMessageRequest, now: u64) -> Result<Taken, ServiceError> {
+    fn take(
+        &mut self,
+        req: &PopMessageRequest,
+        now: u64,
+        max_retries: u32,
+    ) -> Result<Taken, ServiceError> {
         let snapshot = self.view.snapshot();
         let cfg = snapshot
             .get(&req.topic)
@@ -549,30 +703,74 @@ impl PopService {
             }
         };
         let group = &req.consumer_group;
-        let retry = system_topic::pop_retry_topic(group, &req.topic);
-        let mut sources = vec![(retry, 0u32)];
+        let mut sources = Vec::new();
+        if !req.order {
+            // Orderly pops hand out again in place, not through a retry topic.
+            sources.push((system_topic::pop_retry_topic(group, &req.topic), 0u32));
+        }
         sources.extend(queues.into_iter().map(|q| (req.topic.clone(), q)));
         let want = req.max_msg_nums as usize;
         let (mut msgs, mut cks, mut moved) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut dead, mut replaced) = (Vec::new(), Vec::new());
         let mut rest = 0u64;
         for (topic, q) in sources {
             let (min, max) = (
                 self.store.min_offset(&topic, q),
                 self.store.max_offset(&topic, q),
             );
-            let start = self.book.position(group, &topic, q).unwrap_or(min).max(min);
+            let pos = self.book.position(group, &topic, q).unwrap_or(min).max(min);
+            let key = (group.clone(), topic.clone(), q);
+            let orderly = if req.order {
+                if msgs.len() >= want {
+                    break;
+                }
+                let before = self.book.orderly.get(&key).cloned();
+                match self.book.orderly_start(&key, pos, now, max_retries) {
+                    None => {
+                        rest += max.saturating_sub(pos);
+                        continue;
+                    }
+                    Some(s) => {
+                        replaced.push((key.clone(), before));
+                        Some(s)
+                    }
+                }
+            } else {
+                None
+            };
+            if let Some((off, times)) = orderly.as_ref().and_then(|o| o.dead) {
+                dead.push((topic.clone(), q, off, group.clone(), times));
+            }
+            let start = orderly.as_ref().map_or(pos, |o| o.from.max(min));
+            let mut batch = OrderlyBatch {
+                group: group.clone(),
+                topic: topic.clone(),
+                queue_id: q,
+                offsets: Vec::new(),
+                checkpoints: Vec::new(),
+                reconsume: Vec::new(),
+                visible_at_ms: now.saturating_add(req.invisible_time_ms),
+            };
             let mut at = start;
             while at < max && msgs.len() < want {
+                if orderly.as_ref().is_some_and(|o| o.skip.contains(&at)) {
+                    at += 1;
+                    continue;
+                }
                 let Some(view) = self.store.read_by_queue_offset(&topic, q, at) else {
                     at += 1;
                     continue;
                 };
+                let reconsume = orderly
+                    .as_ref()
+                    .and_then(|o| o.again.get(&at).copied())
+                    .unwrap_or(view.header().reconsume_times);
                 let id = self.book.new_checkpoint();
                 let handle = ReceiptHandle {
                     checkpoint_id: id,
                     pop_time_ms: now,
                     invisible_time_ms: req.invisible_time_ms,
-                    reconsume_times: view.header().reconsume_times,
+                    reconsume_times: reconsume,
                     topic: topic.clone(),
                     queue_id: q,
                     queue_offset: at,
@@ -580,23 +778,33 @@ impl PopService {
                 let mut m = to_stored(&view);
                 // A message delivered again shows under its topic.
                 m.message.topic = req.topic.clone();
+                m.reconsume_times = reconsume;
                 m.message
                     .properties
                     .insert(PROPERTY_POP_CK.to_owned(), handle.encode());
                 msgs.push(m);
-                cks.push(Checkpoint {
-                    id,
-                    group: group.clone(),
-                    pop_topic: req.topic.clone(),
-                    topic: topic.clone(),
-                    queue_id: q,
-                    queue_offset: at,
-                    visible_at_ms: handle.visible_again_at_ms(),
-                });
+                if orderly.is_some() {
+                    batch.offsets.push(at);
+                    batch.checkpoints.push(id);
+                    batch.reconsume.push(reconsume);
+                } else {
+                    cks.push(Checkpoint {
+                        id,
+                        group: group.clone(),
+                        pop_topic: req.topic.clone(),
+                        topic: topic.clone(),
+                        queue_id: q,
+                        queue_offset: at,
+                        visible_at_ms: handle.visible_again_at_ms(),
+                    });
+                }
                 at += 1;
             }
-            if at != start {
-                moved.push(((group.clone(), topic.clone(), q), start));
+            if !batch.offsets.is_empty() {
+                self.book.orderly_handed_out(batch);
+            }
+            if at != pos {
+                moved.push((key, pos));
                 self.book.set_position(group, &topic, q, at);
             }
             rest += max.saturating_sub(at);
@@ -606,10 +814,13 @@ impl PopService {
             checkpoints: cks,
             moved,
             rest,
+            dead,
+            replaced,
         })
     }
 
     fn revive_pass(&mut self, ctx: &mut Context<Self>) {
+        self.book.prune_released(super::now_ms());
         if self.reviving {
             return;
         }
@@ -807,10 +1018,14 @@ impl Handler<PopOnce> for PopService {
 
     fn handle(&mut self, msg: PopOnce, ctx: &mut Context<Self>) -> Self::Result {
         guarded(self, ctx, |act, _| {
-            let req = msg.0;
+            let (req, max_retries) = (msg.0, msg.1);
             let now = super::now_ms();
-            let taken = match act.take(&req, now) {
-                Ok(t) if t.messages.is_empty() => {
+            let taken = match act.take(&req, now, max_retries) {
+                Ok(t)
+                    if t.messages.is_empty()
+                        && t.dead.is_empty()
+                        && t.replaced.iter().all(|(_, before)| before.is_none()) =>
+                {
                     return AtomicResponse::new(Box::pin(actix::fut::ready(Ok(None))));
                 }
                 Ok(t) => t,
@@ -821,8 +1036,12 @@ impl Handler<PopOnce> for PopService {
                 checkpoints,
                 moved,
                 rest,
+                dead,
+                replaced,
             } = taken;
+            let found = !messages.is_empty();
             let writer = act.writer.addr();
+            let store = act.store.clone();
             let revive_topic_missing = act.view.snapshot().get(POP_REVIVE_TOPIC).is_none();
             let fut = async move {
                 let writer = writer.ok_or_else(|| down("commit log"))?;
@@ -841,18 +1060,50 @@ impl Handler<PopOnce> for PopService {
                         a?;
                     }
                 }
+                // Orderly messages past their retries: dead letters.
+                for (topic, q, off, group, times) in dead {
+                    let Some(unit) = store.unit(&topic, q, off) else {
+                        continue;
+                    };
+                    let Some(view) = store.read_at(unit.commit_log_offset) else {
+                        continue;
+                    };
+                    let origin = MessageId {
+                        store_host: view.header().store_host.unwrap_or(UNKNOWN_HOST),
+                        commit_log_offset: unit.commit_log_offset,
+                    }
+                    .encode();
+                    let msg = retry_message(
+                        &view,
+                        &group,
+                        &Destination::DeadLetter,
+                        &origin,
+                        times.saturating_sub(1),
+                    )?;
+                    for a in writer
+                        .send(PutInternal {
+                            messages: vec![msg],
+                            create_as: Some(dlq_topic_config(&group)),
+                        })
+                        .await?
+                    {
+                        a?;
+                    }
+                }
                 let puts = checkpoints
                     .iter()
                     .map(checkpoint_message)
                     .collect::<Result<Vec<_>, _>>()?;
-                let answers = writer
-                    .send(PutInternal {
-                        messages: puts,
-                        create_as: Some(internal_topic(TIMER_TOPIC)),
-                    })
-                    .await?;
-                for a in answers {
-                    a?;
+                if !puts.is_empty() {
+                    let answers = writer
+                        .send(PutInternal {
+                            messages: puts,
+                            create_as: Some(internal_topic(TIMER_TOPIC)),
+                        })
+                        .await?;
+                    for a in answers {
+                        a?;
+                    }
                 }
                 let mut body = BytesMut::new();
                 batch::encode_stored(&messages, &mut body);
@@ -877,13 +1128,21 @@ impl Handler<PopOnce> for PopService {
                                     act.logger.clone(),
                                     "pop state",
                                 )
-                                .map(move |r, _, _| r.map(|()| Some(reply))),
+                                .map(move |r, _, _| r.map(|()| found.then_some(reply))),
                             )
                         }
                         Err(e) => {
                             // Nothing handed out: the messages go back.
                             for ((g, t, q), old) in moved {
-                                act.book.rewind(&g, &t, q, old);
+                                act.book.set_position(&g, &t, q, old);
+                            }
+                            for (key, batch) in replaced {
+                                match batch {
+                                    Some(b) => act.book.orderly_handed_out(b),
+                                    None => {
+                                        act.book.orderly.remove(&key);
+                                    }
+                                }
                             }
                             Box::pin(actix::fut::ready(Err(e)))
                         }
@@ -912,11 +1171,13 @@ impl Handler<Call<PopMessageRequest>> for PopService {
                 check_pop(&req)?;
                 let groups = groups.ok_or_else(|| down("subscription group manager"))?;
                 // Refuses a group the broker does not know (or creates it).
-                groups
+                let max_retries = groups
                     .send(ResolveGroups {
                         groups: vec![req.consumer_group.clone()],
                     })
-                    .await??;
+                    .await??
+                    .pop()
+                    .map_or(16, |g| g.retry_max_times);
                 let hold = Duration::from_millis(req.poll_time_ms).min(max_poll);
                 let deadline = Instant::now() + hold;
                 loop {
@@ -925,7 +1186,7 @@ impl Handler<Call<PopMessageRequest>> for PopService {
                     let woken = wake.notified();
                     tokio::pin!(woken);
                     woken.as_mut().enable();
-                    if let Some(reply) = me.send(PopOnce(req.clone())).await?? {
+                    if let Some(reply) = me.send(PopOnce(req.clone(), max_retries)).await?? {
                         return Ok(reply);
                     }
                     let now = Instant::now();
@@ -992,6 +1253,7 @@ impl Handler<Call<AckMessageRequest>> for PopService {
                 }
             };
             let id = h.checkpoint_id;
+            let orderly = act.book.is_orderly(id);
             // Marked before it is stored: a revive pass meanwhile skips it.
             act.book.mark_acked(id, h.visible_again_at_ms());
             let writer = act.writer.addr();
@@ -999,6 +1261,7 @@ impl Handler<Call<AckMessageRequest>> for PopService {
                 let m = ack_message(&AckRecord {
                     id,
                     visible_at_ms: h.visible_again_at_ms(),
+                    orderly,
                 })?;
                 let writer = writer.ok_or_else(|| down("commit log"))?;
                 for a in writer
@@ -1050,6 +1313,13 @@ impl Handler<Call<ChangeInvisibleTimeRequest>> for PopService {
                 .map_err(receipt_handle_error)
             });
             let old = match checked {
+                Ok(h) if act.book.is_orderly(h.checkpoint_id) => {
+                    let e = ServiceError::new(
+                        ResponseCode::InvalidParameter,
+                        "changing the invisible time of an orderly pop is not available yet",
+                    );
+                    return Box::pin(actix::fut::ready(Err(e))) as ChangeReply;
+                }
                 Ok(h) => h,
                 Err(e) => return Box::pin(actix::fut::ready(Err(e))) as ChangeReply,
             };
@@ -1082,6 +1352,7 @@ impl Handler<Call<ChangeInvisibleTimeRequest>> for PopService {
                         ack_message(&AckRecord {
                             id: old.checkpoint_id,
                             visible_at_ms: old.visible_again_at_ms(),
+                            orderly: false,
                         })?,
                         POP_ACK_TOPIC,
                     ),
@@ -1185,6 +1456,63 @@ mod tests {
         assert_eq!(restored.position("g", "t", 0), Some(3));
     }
 
+    fn key() -> PositionKey {
+        ("g".into(), "t".into(), 0)
+    }
+
+    fn batch(offsets: &[u64], checkpoints: &[u64], reconsume: &[u32], at: u64) -> OrderlyBatch {
+        OrderlyBatch {
+            group: "g".into(),
+            topic: "t".into(),
+            queue_id: 0,
+            offsets: offsets.to_vec(),
+            checkpoints: checkpoints.to_vec(),
+            reconsume: reconsume.to_vec(),
+            visible_at_ms: at,
+        }
+    }
+
+    #[test]
+    fn an_orderly_queue_waits_for_its_batch() {
+        let mut book = PopBook::default();
+        let start = book.orderly_start(&key(), 5, 0, 2).unwrap();
+        assert_eq!((start.from, start.dead), (5, None));
+        book.orderly_handed_out(batch(&[5, 6, 7], &[1, 2, 3], &[0, 0, 0], 1_000));
+        assert!(book.is_orderly(2) && !book.is_orderly(9));
+        // In flight: nothing more of the queue.
+        assert_eq!(book.orderly_start(&key(), 8, 500, 2), None);
+        // 5 and 7 acked, 6 not: from 6 again (once more), 7 skipped.
+        book.mark_acked(1, 1_000);
+        book.mark_acked(3, 1_000);
+        assert_eq!(book.orderly_start(&key(), 8, 500, 2), None);
+        let again = book.orderly_start(&key(), 8, 1_000, 2).unwrap();
+        assert_eq!(again.from, 6);
+        assert_eq!(again.again, BTreeMap::from([(6, 1)]));
+        assert_eq!(again.skip, BTreeSet::from([7]));
+        assert_eq!(again.dead, None);
+        assert!(!book.is_orderly(2));
+        // The released acks stay stale until they expire.
+        assert_eq!(
+            book.check(&handle(1, 0, 1_000), 10),
+            Err(HandleError::Stale)
+        );
+        book.prune_released(1_000);
+        assert!(!book.was_released(1));
+        // Past its retries: a dead letter, the next one follows.
+        book.orderly_handed_out(batch(&[6], &[4], &[2], 2_000));
+        let dead = book.orderly_start(&key(), 7, 2_000, 2).unwrap();
+        assert_eq!((dead.from, dead.dead), (7, Some((6, 3))));
+        assert!(dead.again.is_empty());
+        // All acked: released, from the position.
+        book.orderly_handed_out(batch(&[7], &[5], &[0], 3_000));
+        book.mark_acked(5, 3_000);
+        let next = book.orderly_start(&key(), 8, 10, 2).unwrap();
+        assert_eq!((next.from, next.dead), (8, None));
+        // Batches are persisted.
+        book.orderly_handed_out(batch(&[8], &[6], &[0], 4_000));
+        assert!(PopBook::from_state(book.state(), 0).is_orderly(6));
+    }
+
     #[test]
     fn turns_rotate_over_the_queues() {
         let mut book = PopBook::default();
@@ -1224,11 +1552,9 @@ mod tests {
             code(|r| r.invisible_time_ms = 999).code,
             ResponseCode::InvalidParameter
         );
-        assert!(
-            code(|r| r.order = true)
-                .remark
-                .contains("not available yet")
-        );
+        let mut orderly = ok.clone();
+        orderly.order = true;
+        assert!(check_pop(&orderly).is_ok());
         assert!(
             code(|r| r.expression = Some("A || B".into()))
                 .remark

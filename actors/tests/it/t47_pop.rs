@@ -338,3 +338,114 @@ async fn a_held_pop_is_answered_when_a_message_arrives() {
     assert!(took < Duration::from_secs(2), "held for {took:?}");
     node.stop().await;
 }
+
+/// An orderly pop of the one-queue topic `fifo`.
+async fn pop_orderly(node: &Node, group: &str, max: u32, poll_ms: u64) -> Vec<StoredMessage> {
+    let r = pop_addr(node)
+        .await
+        .send(Call::new(PopMessageRequest {
+            consumer_group: group.into(),
+            topic: "fifo".into(),
+            max_msg_nums: max,
+            invisible_time_ms: 1_000,
+            poll_time_ms: poll_ms,
+            born_time_ms: now_ms(),
+            order: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .unwrap();
+    if r.code == ResponseCode::Success {
+        batch::decode_stored(&r.body).unwrap()
+    } else {
+        Vec::new()
+    }
+}
+
+async fn ack_orderly(
+    node: &Node,
+    group: &str,
+    m: &StoredMessage,
+) -> Result<Reply<Empty>, ServiceError> {
+    let h = handle(m);
+    let p = ReceiptHandle::parse(&h).unwrap();
+    pop_addr(node)
+        .await
+        .send(Call::new(AckMessageRequest {
+            consumer_group: group.into(),
+            topic: "fifo".into(),
+            queue_id: p.queue_id,
+            offset: p.queue_offset,
+            extra_info: h,
+        }))
+        .await
+        .unwrap()
+}
+
+#[actix_rt::test]
+async fn orderly_pops_hand_out_a_queue_one_batch_at_a_time_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), Opts::default()).await;
+    let mut cfg = SubscriptionGroupConfig::new("fo");
+    cfg.retry_max_times = 1;
+    node.actors
+        .subscription_groups
+        .addr()
+        .unwrap()
+        .send(Call::new(CreateSubscriptionGroupRequest { config: cfg }))
+        .await
+        .unwrap()
+        .unwrap();
+    node.create_topic("fifo", 1).await;
+    for b in ["m0", "m1", "m2", "m3"] {
+        node.send(0, &Message::new("fifo", b)).await.unwrap();
+    }
+    node.wait_dispatched("fifo", 0, 4).await;
+    let first = pop_orderly(&node, "fo", 2, 0).await;
+    let bodies: Vec<String> = first.iter().map(body).collect();
+    assert_eq!(bodies, ["m0", "m1"]);
+    // The queue is held by that batch: nothing more, even with m0 acked.
+    assert!(pop_orderly(&node, "fo", 32, 0).await.is_empty());
+    ack_orderly(&node, "fo", &first[0]).await.unwrap();
+    assert!(pop_orderly(&node, "fo", 32, 0).await.is_empty());
+    // A change of invisible time is refused for orderly pops.
+    assert!(
+        change(&node, "fo", &handle(&first[1]), 5_000)
+            .await
+            .is_err()
+    );
+    // m1 not acked: after 1 s it comes first again, then what follows.
+    let start = Instant::now();
+    let mut again = Vec::new();
+    while again.is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "m1 never came back"
+        );
+        again = pop_orderly(&node, "fo", 2, 1_000).await;
+    }
+    let got: Vec<(String, u32)> = again.iter().map(|m| (body(m), m.reconsume_times)).collect();
+    assert_eq!(got, [("m1".to_string(), 1), ("m2".to_string(), 0)]);
+    // The first delivery's receipt is void.
+    assert!(ack_orderly(&node, "fo", &first[1]).await.is_err());
+    // m1 fails again (past the max of 1): a dead letter; m2 acked, m3 next.
+    ack_orderly(&node, "fo", &again[1]).await.unwrap();
+    let start = Instant::now();
+    let mut next = Vec::new();
+    while next.is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(10), "m3 never came");
+        next = pop_orderly(&node, "fo", 32, 1_000).await;
+    }
+    let got: Vec<(String, u32)> = next.iter().map(|m| (body(m), m.reconsume_times)).collect();
+    assert_eq!(got, [("m3".to_string(), 0)]);
+    let dead = node.store.read_by_queue_offset("%DLQ%fo", 0, 0).unwrap();
+    assert_eq!(String::from_utf8_lossy(dead.body_slice()), "m1");
+    assert_eq!(dead.header().reconsume_times, 2);
+    ack_orderly(&node, "fo", &next[0]).await.unwrap();
+    // A restart keeps the queue's place.
+    node.stop().await;
+    let node = Node::start(dir.path(), Opts::default()).await;
+    assert!(pop_orderly(&node, "fo", 32, 1_500).await.is_empty());
+    node.stop().await;
+}
