@@ -15,7 +15,9 @@
 //! duration of `--invisible-ms` (default 30 000), each message acked once
 //! printed; a failed one (`--fail-every`) is not acked and comes back after
 //! its invisible duration with `reconsume_times` one higher (after the
-//! group's max retries, to its dead-letter queue). A consumer whose services
+//! group's max retries, to its dead-letter queue); with `--orderly` the
+//! pops are orderly (each queue in order, one batch at a time, a failed
+//! message first again). A consumer whose services
 //! failed for good (see the SDK's `PushConsumer::state`) pulls nothing
 //! more: `consume` prints what was delivered, then exits non-zero with the
 //! reason on one line.
@@ -75,7 +77,9 @@ pub struct ConsumeArgs {
     /// Consume as a simple (pop) consumer: receive batches invisible to
     /// the group's other consumers for `--invisible-ms`, ack each message
     /// handled.
-    #[arg(long, conflicts_with_all = ["broadcast", "orderly", "sql"])]
+    /// With `--orderly`: orderly (FIFO) pops, each queue handed out one
+    /// batch at a time in queue order.
+    #[arg(long, conflicts_with_all = ["broadcast", "sql"])]
     pub simple: bool,
     /// With `--simple`: how long a received message stays invisible unless
     /// acked (at least 1000).
@@ -358,6 +362,11 @@ async fn run_simple(
     )
     .map_err(consumer_error)?
     .with_await_duration(idle_limit.min(Duration::from_secs(2)));
+    let consumer = if args.orderly {
+        consumer.orderly()
+    } else {
+        consumer
+    };
     let (mut handled, mut deliveries) = (0u64, 0u64);
     let mut last_new = std::time::Instant::now();
     while handled < limit && last_new.elapsed() < idle_limit {
@@ -372,7 +381,13 @@ async fn run_simple(
         if !got.is_empty() {
             last_new = std::time::Instant::now();
         }
+        // Orderly: after a failure, the rest of that queue's batch waits
+        // (not handled, not acked): it comes back after the failed one.
+        let mut held_queues = std::collections::BTreeSet::new();
         for r in got {
+            if args.orderly && held_queues.contains(&r.message.queue_id) {
+                continue;
+            }
             deliveries += 1;
             let mut m = r.message;
             m.message
@@ -381,6 +396,7 @@ async fn run_simple(
             if fail_every.is_some_and(|k| deliveries % k == 0) {
                 // Not acked: back after its invisible duration.
                 print_message(&m, true, common.json);
+                held_queues.insert(m.queue_id);
                 continue;
             }
             print_message(&m, false, common.json);

@@ -12,8 +12,14 @@
 //!
 //! A receipt names one delivery: acking a stale receipt (acked already,
 //! replaced by a change, or whose invisible time passed) fails with
-//! `INVALID_RECEIPT_HANDLE` ([`ConsumerError::Service`]). Not available
-//! yet: orderly (FIFO) pop and filter expressions other than `*`.
+//! `INVALID_RECEIPT_HANDLE` ([`ConsumerError::Service`]).
+//!
+//! An **orderly** simple consumer ([`SimpleConsumer::orderly`]) gets each
+//! queue's messages in queue order, one batch per queue at a time: nothing
+//! more of a queue until its batch is acked or its invisible time passed
+//! (then its first unacked message comes first again). Its invisible
+//! duration cannot be changed. Not available yet: filter expressions other
+//! than `*`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -86,6 +92,7 @@ pub struct SimpleConsumer {
     topic: String,
     client: ClusterClient,
     await_duration: Duration,
+    orderly: bool,
     turn: AtomicUsize,
 }
 
@@ -127,6 +134,7 @@ impl SimpleConsumer {
                 Duration::from_secs(30),
             )?,
             await_duration: DEFAULT_AWAIT,
+            orderly: false,
             turn: AtomicUsize::new(0),
         })
     }
@@ -135,6 +143,13 @@ impl SimpleConsumer {
     /// holds the request; at most 20 s). Zero: answer at once.
     pub fn with_await_duration(mut self, d: Duration) -> Self {
         self.await_duration = d.min(Duration::from_secs(20));
+        self
+    }
+
+    /// Orderly (FIFO) receives: each queue in order, one batch at a time
+    /// (see the module docs).
+    pub fn orderly(mut self) -> Self {
+        self.orderly = true;
         self
     }
 
@@ -204,7 +219,7 @@ impl SimpleConsumer {
             born_time_ms: now_ms(),
             expression: None,
             expression_type: None,
-            order: false,
+            order: self.orderly,
         };
         let empty = |code| matches!(code, ResponseCode::NoMessage | ResponseCode::PollingTimeout);
         let reply = match self.client.call_pull(broker, req).await {

@@ -2,7 +2,8 @@
 //! SDK's `SimpleConsumer` (receive, ack, change of invisible duration,
 //! stale receipts, a SIGKILL of the broker with deliveries in flight) and
 //! `actormq consume --simple` (`--fail-every`, retries ending in the
-//! group's dead-letter queue).
+//! group's dead-letter queue, `--orderly` keeping queue order through
+//! failures).
 //!
 //! Every wait is on an event (a receive that returns, a command's output)
 //! with a bound; invisible durations of 1–2 s keep it fast.
@@ -276,6 +277,57 @@ async fn t76_cli_simple_fail_every_and_dead_letters() {
         );
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("not available yet"));
+        p.shutdown().await;
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn t76_cli_simple_orderly_keeps_queue_order_through_failures() {
+    bounded(async {
+        let node = node();
+        let ns = node.namesrv();
+        let topic = "t76-fifo";
+        let out = actormq(
+            ns,
+            &["admin", "topic", "create", "-t", topic, "--queues", "1"],
+        );
+        assert!(out.status.success(), "{out:?}");
+        let p = producer(ns).await;
+        for i in 0..4 {
+            p.send(Message::new(topic, format!("m{i}"))).await.unwrap();
+        }
+        let out = actormq(
+            ns,
+            &[
+                "consume",
+                "-t",
+                topic,
+                "-g",
+                "t76-fifo-g",
+                "--simple",
+                "--orderly",
+                "--invisible-ms",
+                "1000",
+                "--fail-every",
+                "2",
+                "--count",
+                "4",
+                "--idle-exit-ms",
+                "10000",
+                "--json",
+            ],
+        );
+        let lines = json_lines(&out);
+        let ok: Vec<&str> = lines
+            .iter()
+            .filter(|l| l.get("failed").is_none())
+            .map(|l| l["body"].as_str().unwrap())
+            .collect();
+        // Handled in queue order although every second delivery failed.
+        assert_eq!(ok, ["m0", "m1", "m2", "m3"], "{lines:?}");
+        let failed = lines.iter().filter(|l| l["failed"] == true).count();
+        assert!(failed >= 2, "{lines:?}");
         p.shutdown().await;
     })
     .await;
