@@ -83,6 +83,11 @@ pub mod delayed_messages {}
 /// the `{{#include}}` blocks are marked `ignore` here).
 #[doc = include_str!("src/retries-and-dead-letters.md")]
 pub mod retries_and_dead_letters {}
+/// Chapter "Simple consumer" (its code is `examples/src/simple_consumer.rs`,
+/// compiled and tested by the examples crate; the `{{#include}}` blocks
+/// are marked `ignore` here).
+#[doc = include_str!("src/simple-consumer.md")]
+pub mod simple_consumer {}
 /// Chapter "SQL92 filters" (its consumer code is
 /// `examples/src/sql_filter.rs`, compiled and tested by the examples crate;
 /// the `{{#include}}` blocks are marked `ignore` here; the evaluator

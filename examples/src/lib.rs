@@ -23,6 +23,7 @@
 //! | [`delayed`] | an order-timeout check sent with a delay level arrives after it |
 //! | [`retry_dlq`] | failed messages retried by the broker, then a dead letter |
 //! | [`idempotent`] | an idempotent producer behind a link that loses replies: each message stored once |
+//! | [`simple_consumer`] | a simple (pop) consumer acks jobs, extends one, and gets an unacked one back with its reconsume times one higher |
 //! | [`transfer`] | a money transfer as a transactional message, with a check-back from the ledger |
 //! | [`custom_actor`] | a custom actor plugged into a broker |
 //!
@@ -44,6 +45,7 @@ pub mod pull_consumer;
 pub mod queries;
 pub mod quickstart;
 pub mod retry_dlq;
+pub mod simple_consumer;
 pub mod sql_filter;
 pub mod subscription_group;
 pub mod tag_filter;

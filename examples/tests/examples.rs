@@ -331,3 +331,27 @@ async fn idempotent_retries_store_each_message_once() {
     sent.sort();
     assert_eq!(stored, sent, "each message exactly once");
 }
+
+#[actix_rt::test]
+async fn simple_consumer_acks_extends_and_gets_an_unacked_job_back() {
+    let report = actormq_examples::simple_consumer::run()
+        .await
+        .expect("scenario runs");
+    assert!(report.stale_refused, "{report:?}");
+    let mut done = report.done.clone();
+    done.sort();
+    assert_eq!(
+        done,
+        vec![
+            ("resize photo-1".to_string(), 0),
+            ("resize photo-2".to_string(), 1),
+            ("transcode video-1".to_string(), 0),
+        ],
+        "{report:?}"
+    );
+    // The crashed job came back last.
+    assert_eq!(
+        report.done.last().unwrap(),
+        &("resize photo-2".to_string(), 1)
+    );
+}

@@ -222,6 +222,12 @@ wire_codes! {
         /// broker can no longer tell whether it is a duplicate, so it
         /// neither stores nor answers it as stored. Not retried.
         SequenceOutOfWindow = 10002 => "SEQUENCE_OUT_OF_WINDOW",
+        /// actormq: a simple consumer's ack or change of invisible time
+        /// quoted a receipt handle that is malformed or no longer valid
+        /// (its invisible time passed and the message is visible again,
+        /// it was acked already, or its invisible time was changed and a
+        /// new handle replaced it).
+        InvalidReceiptHandle = 10010 => "INVALID_RECEIPT_HANDLE",
     }
 }
 

@@ -67,6 +67,20 @@ pub fn dlq_topic(group: &str) -> String {
     format!("{DLQ_PREFIX}{group}")
 }
 
+/// Where the broker parks a simple (pop) consumer's checkpoints until
+/// they are due (one queue; broker-internal).
+pub const POP_REVIVE_TOPIC: &str = "rmq_sys_pop_revive";
+
+/// Where the broker records a simple consumer's acks (one queue;
+/// broker-internal).
+pub const POP_ACK_TOPIC: &str = "rmq_sys_pop_ack";
+
+/// `%RETRY%<group>_<topic>`: where a message popped by `group` from
+/// `topic` and not acked in time comes back (RocketMQ's pop retry topic).
+pub fn pop_retry_topic(group: &str, topic: &str) -> String {
+    format!("{RETRY_PREFIX}{group}_{topic}")
+}
+
 /// Whether `topic` is a group's retry topic.
 pub fn is_retry_topic(topic: &str) -> bool {
     topic.starts_with(RETRY_PREFIX)
@@ -94,6 +108,8 @@ mod tests {
     fn names_are_rocketmqs() {
         assert_eq!(retry_topic("g"), "%RETRY%g");
         assert_eq!(dlq_topic("g"), "%DLQ%g");
+        assert_eq!(pop_retry_topic("g", "t"), "%RETRY%g_t");
+        assert!(is_broker_only(POP_REVIVE_TOPIC) && is_broker_only(POP_ACK_TOPIC));
         assert!(is_retry_topic("%RETRY%g") && !is_retry_topic("g"));
         assert!(is_dlq_topic("%DLQ%g") && !is_dlq_topic("%RETRY%g"));
         for t in [

@@ -61,6 +61,32 @@ pub fn filter_error(err: FilterError) -> ServiceError {
     ServiceError::new(code, err.to_string())
 }
 
+/// Why a simple consumer's receipt handle is refused
+/// ([`receipt_handle_error`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandleError {
+    /// Not a receipt handle, or one of another message than named.
+    #[error("malformed receipt handle {0:?}")]
+    Malformed(String),
+    /// Its invisible time passed: the message is visible again (and will
+    /// be, or was, delivered again with a new handle).
+    #[error("receipt handle expired at {visible_at_ms} ms: the message is visible again")]
+    Expired {
+        /// When it became visible again.
+        visible_at_ms: u64,
+    },
+    /// Acked already, or replaced by a change of invisible time.
+    #[error("stale receipt handle: the delivery was acked or its invisible time changed")]
+    Stale,
+}
+
+/// The response a simple consumer sees for a refused receipt handle:
+/// `INVALID_RECEIPT_HANDLE` with the reason as remark.
+pub fn receipt_handle_error(err: HandleError) -> ServiceError {
+    ServiceError::new(ResponseCode::InvalidReceiptHandle, err.to_string())
+}
+
 /// `?`-friendly mapping of store results to replies.
 pub trait StoreResultExt<T> {
     /// Maps the error through [`store_error`].
@@ -96,5 +122,8 @@ mod tests {
             store_error(Error::Io(std::io::Error::other("boom"))).code,
             ResponseCode::SystemError
         );
+        let e = receipt_handle_error(HandleError::Stale);
+        assert_eq!(e.code, ResponseCode::InvalidReceiptHandle);
+        assert!(e.remark.contains("stale"));
     }
 }

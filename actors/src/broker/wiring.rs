@@ -20,6 +20,8 @@
 //! ├── schedule         moves due delayed messages back to the writer
 //! ├── timer            delivery at a time: a durable timing wheel
 //! ├── retry            ← 36, 10001 (send-back to %RETRY%, dead letters)
+//! ├── pop              ← 200050, 200051, 200053 (simple consumer; checkpoints
+//! │                      through the timer, revive to %RETRY%<g>_<t> / %DLQ%)
 //! ├── end-transaction  ← 37; re-puts committed half messages, op records
 //! └── transaction-checker (checks pushed through the group notifier)
 //! ```
@@ -32,6 +34,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use actix::prelude::*;
+use actormq_protocol::request::{AckMessageRequest, ChangeInvisibleTimeRequest, PopMessageRequest};
 use actormq_protocol::request::{ConsumerSendMsgBackRequest, ResendDeadLettersRequest};
 use actormq_protocol::request::{
     CreateSubscriptionGroupRequest, DeleteSubscriptionGroupRequest, EndTransactionRequest,
@@ -57,6 +60,7 @@ use super::group_notifier::GroupNotifier;
 use super::offset_manager::{OffsetBounds, OffsetManager, OffsetManagerConfig};
 use super::offset_reset::OffsetResetService;
 use super::persist;
+use super::pop_service::{PopConfig, PopService};
 use super::pull_hold::{PullHold, PullHoldConfig};
 use super::query_service::QueryService;
 use super::queue_locks::{DEFAULT_LOCK_EXPIRY, QueueLockManager};
@@ -107,6 +111,9 @@ pub struct BrokerActorsConfig {
     /// Transactions: the checker's timing and its progress file
     /// (`<data>/config/transaction_checker.msgpack`).
     pub transactions: TransactionConfig,
+    /// The simple (pop) consumer: pop positions and revive progress
+    /// (`<data>/config/pop_state.msgpack`).
+    pub pop: PopConfig,
     /// The broker's name, in the queues an offset reset pushes to
     /// consumers. Default `broker-a`.
     pub broker_name: String,
@@ -159,6 +166,7 @@ impl BrokerActorsConfig {
                 data_dir.join("config/transaction_checker.msgpack"),
                 store_host,
             ),
+            pop: PopConfig::new(data_dir.join("config/pop_state.msgpack")),
             broker_name: "broker-a".into(),
             writer_thread: false,
             dispatcher_thread: false,
@@ -224,6 +232,8 @@ pub struct BrokerActors {
     pub timer: ChildRef<TimerService>,
     /// Send-back and dead letters.
     pub retry: ChildRef<RetryService>,
+    /// The simple (pop) consumer.
+    pub pop: ChildRef<PopService>,
     /// Commits and rollbacks of half messages.
     pub end_transaction: ChildRef<EndTransactionService>,
     /// The transaction checker.
@@ -284,6 +294,7 @@ impl BrokerActors {
             &config.schedule.path,
             &config.timer.state_path,
             &config.transactions.path,
+            &config.pop.path,
         ] {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(|source| WiringError::StateDir {
@@ -574,6 +585,38 @@ impl BrokerActors {
         )
         .await?;
 
+        // The simple (pop) consumer: after the writer, the timer (which
+        // delivers its checkpoints) and the group configs.
+        let (s, v, w, g, c, log) = (
+            store.clone(),
+            view.clone(),
+            writer.clone(),
+            subscription_groups.clone(),
+            config.pop.clone(),
+            logger.clone(),
+        );
+        persist::load_or_backup::<super::pop_service::PopState>(&c.path, &logger)
+            .map_err(|e| WiringError::Start(format!("pop service: {e}")))?;
+        let pop = spawn(
+            supervisor,
+            ChildSpec::new("pop", move || {
+                Ok(PopService::load(
+                    s.clone(),
+                    v.clone(),
+                    w.clone(),
+                    g.clone(),
+                    c.clone(),
+                    &log,
+                )?)
+            }),
+        )
+        .await?;
+        // Held pops are woken by stored messages (the fan-out's subscriber
+        // list outlives its restarts: subscribed once).
+        if let Some(f) = fanout.addr() {
+            f.do_send(SubscribeStored(Relay::new(pop.clone()).start().recipient()));
+        }
+
         Ok(Self {
             store,
             view,
@@ -592,6 +635,7 @@ impl BrokerActors {
             schedule,
             timer,
             retry,
+            pop,
             end_transaction,
             transaction_checker,
             notifier,
@@ -629,6 +673,9 @@ impl BrokerActors {
         route_child::<ConsumerSendMsgBackRequest, _>(router, &self.retry);
         route_child::<ResendDeadLettersRequest, _>(router, &self.retry);
         route_child::<EndTransactionRequest, _>(router, &self.end_transaction);
+        route_child::<PopMessageRequest, _>(router, &self.pop);
+        route_child::<AckMessageRequest, _>(router, &self.pop);
+        route_child::<ChangeInvisibleTimeRequest, _>(router, &self.pop);
     }
 
     /// Turns consumer-group changes into `NOTIFY_CONSUMER_IDS_CHANGED`

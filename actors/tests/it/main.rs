@@ -19,3 +19,4 @@ mod t44_offset_bounds;
 mod t45_transactions;
 mod t46_idempotent;
 mod t46_timer;
+mod t47_pop;

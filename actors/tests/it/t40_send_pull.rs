@@ -868,6 +868,9 @@ async fn the_broker_wiring_serves_its_request_codes() {
         C::ConsumerSendMsgBack,
         C::ResendDeadLetters,
         C::EndTransaction,
+        C::PopMessage,
+        C::AckMessage,
+        C::ChangeMessageInvisibleTime,
     ]
     .iter()
     .map(|c| c.as_u32())

@@ -10,7 +10,14 @@
 //! printed with `"failed":true`. `--orderly` consumes as an
 //! orderly push consumer (queues locked at the broker, each consumed in
 //! queue order): a failed message suspends its queue for 500 ms and is
-//! redelivered before any later message of that queue. A consumer whose services
+//! redelivered before any later message of that queue. `--simple`
+//! consumes as a simple (pop) consumer: batches received with an invisible
+//! duration of `--invisible-ms` (default 30 000), each message acked once
+//! printed; a failed one (`--fail-every`) is not acked and comes back after
+//! its invisible duration with `reconsume_times` one higher (after the
+//! group's max retries, to its dead-letter queue); with `--orderly` the
+//! pops are orderly (each queue in order, one batch at a time, a failed
+//! message first again). A consumer whose services
 //! failed for good (see the SDK's `PushConsumer::state`) pulls nothing
 //! more: `consume` prints what was delivered, then exits non-zero with the
 //! reason on one line.
@@ -47,9 +54,11 @@ pub struct ConsumeArgs {
     /// 'strings', numbers, TRUE/FALSE (e.g. "a > 5 AND b IN ('x','y')").
     #[arg(long, value_name = "EXPR")]
     pub sql: Option<String>,
-    /// Start position of a new group: last, first, or a timestamp (ms).
-    #[arg(long, value_name = "last|first|TIMESTAMP_MS", default_value = "last")]
-    pub from: String,
+    /// Start position of a new group: last, first, or a timestamp (ms)
+    /// [default: last]. Not with `--simple` (a new group pops from the
+    /// first kept message).
+    #[arg(long, value_name = "last|first|TIMESTAMP_MS")]
+    pub from: Option<String>,
     /// Exit after this many messages.
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
@@ -65,6 +74,17 @@ pub struct ConsumeArgs {
     /// any later message of that queue.
     #[arg(long)]
     pub orderly: bool,
+    /// Consume as a simple (pop) consumer: receive batches invisible to
+    /// the group's other consumers for `--invisible-ms`, ack each message
+    /// handled.
+    /// With `--orderly`: orderly (FIFO) pops, each queue handed out one
+    /// batch at a time in queue order.
+    #[arg(long, conflicts_with_all = ["broadcast", "sql"])]
+    pub simple: bool,
+    /// With `--simple`: how long a received message stays invisible unless
+    /// acked (at least 1000).
+    #[arg(long, value_name = "MS", default_value_t = 30_000, requires = "simple")]
+    pub invisible_ms: u64,
     /// Make every K-th delivery fail.
     #[arg(long, value_name = "K")]
     pub fail_every: Option<u64>,
@@ -156,7 +176,10 @@ pub async fn run_consume(
         actormq_sdk::protocol::filter::SqlExpr::compile(sql)
             .map_err(|e| CliError(format!("--sql: {e}")))?;
     }
-    let from = parse_from(&args.from).map_err(CliError)?;
+    if args.simple {
+        return run_simple(common, args, logger).await;
+    }
+    let from = parse_from(args.from.as_deref().unwrap_or("last")).map_err(CliError)?;
     let limit = args.count.unwrap_or(u64::MAX);
     if limit == 0 {
         return Ok(());
@@ -292,6 +315,100 @@ impl IdleClock {
         }
         self.idle >= self.limit
     }
+}
+
+/// `actormq consume --simple`: receive, print, ack (or leave a failed one
+/// unacked), until `--count` messages were handled or nothing new came
+/// for `--idle-exit-ms`.
+async fn run_simple(
+    common: &CommonArgs,
+    args: &ConsumeArgs,
+    logger: &Logger,
+) -> Result<(), CliError> {
+    if args.from.is_some() {
+        return Err(CliError(
+            "--from with --simple is not available yet (a new group pops from the first kept message)"
+                .into(),
+        ));
+    }
+    if args.tag_expr.trim() != "*" {
+        return Err(CliError(
+            "--tag-expr with --simple is not available yet (pops take every message)".into(),
+        ));
+    }
+    if args.instance_name.is_some() {
+        return Err(CliError(
+            "--instance-name with --simple is not available yet".into(),
+        ));
+    }
+    if args.invisible_ms < 1_000 {
+        return Err(CliError(format!(
+            "--invisible-ms {} is below the minimum of 1000",
+            args.invisible_ms
+        )));
+    }
+    let limit = args.count.unwrap_or(u64::MAX);
+    if limit == 0 {
+        return Ok(());
+    }
+    let fail_every = args.fail_every.filter(|k| *k > 0);
+    let invisible = Duration::from_millis(args.invisible_ms);
+    let idle_limit = Duration::from_millis(args.idle_exit_ms);
+    let consumer = actormq_sdk::consumer::SimpleConsumer::new(
+        &args.group,
+        &common.namesrv.join(","),
+        &args.topic,
+        logger.clone(),
+    )
+    .map_err(consumer_error)?
+    .with_await_duration(idle_limit.min(Duration::from_secs(2)));
+    let consumer = if args.orderly {
+        consumer.orderly()
+    } else {
+        consumer
+    };
+    let (mut handled, mut deliveries) = (0u64, 0u64);
+    let mut last_new = std::time::Instant::now();
+    while handled < limit && last_new.elapsed() < idle_limit {
+        let max = (limit - handled).min(32) as u32;
+        let got = match consumer.receive(max, invisible).await {
+            Ok(got) => got,
+            Err(e) => {
+                consumer.shutdown();
+                return Err(consumer_error(e));
+            }
+        };
+        if !got.is_empty() {
+            last_new = std::time::Instant::now();
+        }
+        // Orderly: after a failure, the rest of that queue's batch waits
+        // (not handled, not acked): it comes back after the failed one.
+        let mut held_queues = std::collections::BTreeSet::new();
+        for r in got {
+            if args.orderly && held_queues.contains(&r.message.queue_id) {
+                continue;
+            }
+            deliveries += 1;
+            let mut m = r.message;
+            m.message
+                .properties
+                .remove(actormq_sdk::protocol::message::PROPERTY_POP_CK);
+            if fail_every.is_some_and(|k| deliveries % k == 0) {
+                // Not acked: back after its invisible duration.
+                print_message(&m, true, common.json);
+                held_queues.insert(m.queue_id);
+                continue;
+            }
+            print_message(&m, false, common.json);
+            if let Err(e) = consumer.ack(&r.receipt).await {
+                consumer.shutdown();
+                return Err(consumer_error(e));
+            }
+            handled += 1;
+        }
+    }
+    consumer.shutdown();
+    Ok(())
 }
 
 fn consumer_error(e: ConsumerError) -> CliError {

@@ -138,6 +138,11 @@ impl ClusterClient {
         Ok(self.routes.refresh(topic).await?)
     }
 
+    /// The route of `topic`: cached, or fetched once.
+    pub(crate) async fn route(&self, topic: &str) -> Result<Arc<TopicRoute>, ConsumerError> {
+        Ok(self.routes.route(topic).await?)
+    }
+
     /// The readable queues of `topic`, sorted (route refreshed first).
     pub(crate) async fn queues(&self, topic: &str) -> Result<Vec<MessageQueue>, ConsumerError> {
         Ok(self.refresh(topic).await?.read_queues.clone())

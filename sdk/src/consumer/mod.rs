@@ -15,6 +15,7 @@ pub mod orderly;
 pub mod process_queue;
 mod pull;
 mod push;
+mod simple;
 mod tags;
 
 pub use pull::{PullConsumer, PullResult, PullStatus};
@@ -22,6 +23,7 @@ pub use push::{
     ConsumeFrom, ConsumeResult, ConsumerState, Listener, MessageModelConfig, PushConsumer,
     PushConsumerBuilder, PushConsumerConfig,
 };
+pub use simple::{Receipt, Received, SimpleConsumer};
 pub use tags::TagFilter;
 
 /// What can go wrong in a consumer.

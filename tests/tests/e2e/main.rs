@@ -21,6 +21,7 @@
 //! | `t72_orderly` | orderly push consumers (SDK `.orderly()`, queue selector producer) and `actormq consume --orderly` |
 //! | `t71_offset_reset` | SDK push consumers and `actormq admin offset reset` / `consume --from TS` |
 //! | `t75_sql_filter` | SQL92 filters: the `actormq consume --sql` CLI, an SDK push consumer, raw pulls and heartbeats; `enable_property_filter = false` |
+//! | `t76_simple` | the simple (pop) consumer: SDK `SimpleConsumer` (ack, redelivery, change of invisible duration, stale receipts, SIGKILL) and `actormq consume --simple [--orderly]` (`--fail-every`, dead letters, queue order) |
 //! | `t80_bench` | `actormq bench` (produce, e2e) |
 //!
 //! Run: `cargo test -p actormq-tests --test e2e` (one module:
@@ -47,4 +48,5 @@ mod t72_retry;
 mod t73_ordered_topic;
 mod t75_sql_filter;
 mod t75_subscription_groups;
+mod t76_simple;
 mod t80_bench;
