@@ -348,6 +348,9 @@ impl Handler<Call<ResendDeadLettersRequest>> for RetryService {
                 let snapshot = view.snapshot();
                 let mut messages = Vec::new();
                 let mut origins = Vec::new();
+                // The DLQ offset of each message resent (a failure commits
+                // only up to the first one not stored).
+                let mut at_offsets = Vec::new();
                 let mut next_queue: std::collections::BTreeMap<String, u32> = Default::default();
                 for at in from..until {
                     let Some(v) = store.read_by_queue_offset(&dlq, 0, at) else {
@@ -372,6 +375,7 @@ impl Handler<Call<ResendDeadLettersRequest>> for RetryService {
                                 .to_owned(),
                         );
                         messages.push(m);
+                        at_offsets.push(at);
                     }
                 }
                 let targets: Vec<(String, u32)> = messages
@@ -379,6 +383,8 @@ impl Handler<Call<ResendDeadLettersRequest>> for RetryService {
                     .map(|m| (m.topic.clone(), m.queue_id))
                     .collect();
                 let mut resent = Vec::new();
+                let mut commit_to = until;
+                let mut failure = None;
                 if !messages.is_empty() {
                     let writer = writer.ok_or_else(|| down("commit log"))?;
                     let answers = writer
@@ -387,12 +393,23 @@ impl Handler<Call<ResendDeadLettersRequest>> for RetryService {
                             create_as: None,
                         })
                         .await?;
-                    for ((answer, (topic, queue_id)), origin) in
-                        answers.into_iter().zip(targets).zip(origins)
+                    for (((answer, (topic, queue_id)), origin), at) in answers
+                        .into_iter()
+                        .zip(targets)
+                        .zip(origins)
+                        .zip(at_offsets)
                     {
                         // Stop at the first failure: the offset commits
-                        // only past what was resent.
-                        let a = answer?;
+                        // only up to it, so the next resend starts there
+                        // (what was stored before it is not resent again).
+                        let a = match answer {
+                            Ok(a) => a,
+                            Err(e) => {
+                                commit_to = at;
+                                failure = Some(e);
+                                break;
+                            }
+                        };
                         resent.push(ResentMessage {
                             msg_id: MessageId {
                                 store_host: store_host(&store, a.commit_log_offset),
@@ -406,15 +423,24 @@ impl Handler<Call<ResendDeadLettersRequest>> for RetryService {
                         });
                     }
                 }
-                if until > committed {
+                if commit_to > committed {
                     offsets
                         .send(Call::new(UpdateConsumerOffsetRequest {
                             consumer_group: group.clone(),
                             topic: dlq.clone(),
                             queue_id: 0,
-                            commit_offset: until,
+                            commit_offset: commit_to,
                         }))
                         .await??;
+                }
+                if let Some(e) = failure {
+                    let mut e = e;
+                    e.remark = format!(
+                        "{} resent, then: {} (run it again to go on)",
+                        resent.len(),
+                        e.remark
+                    );
+                    return Err(e);
                 }
                 info!(logger, "dead letters resent"; "group" => &group, "count" => resent.len(),
                     "from" => from, "to" => until);
