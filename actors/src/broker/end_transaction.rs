@@ -285,7 +285,9 @@ impl EndTransactionService {
             put_one(
                 &writer,
                 op,
-                Some(half_message::system_topic_config(TRANS_OP_HALF_TOPIC)),
+                Some(super::topic_manager::system_topic_config(
+                    TRANS_OP_HALF_TOPIC,
+                )),
             )
             .await
         };

@@ -36,6 +36,21 @@ pub fn store_error(err: Error) -> ServiceError {
     }
 }
 
+/// Whether a broker-internal put ([`super::commit_log::PutInternal`])
+/// failed for good: the message's topic or queue is gone, or the message
+/// cannot be stored as it is. The schedule, timer and pop services then
+/// log it and skip it; any other failure (busy, restarting, disk full) is
+/// retried.
+pub fn put_failed_for_good(e: &ServiceError) -> bool {
+    matches!(
+        e.code,
+        ResponseCode::TopicNotExist
+            | ResponseCode::InvalidParameter
+            | ResponseCode::NoPermission
+            | ResponseCode::MessageIllegal
+    )
+}
+
 /// The refusal of a request naming a consumer group the broker has no
 /// config for (RocketMQ's `SUBSCRIPTION_GROUP_NOT_EXIST`).
 pub fn subscription_group_not_exist(group: &str) -> ServiceError {

@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 
 use actormq_protocol::ResponseCode;
 use actormq_protocol::message::PROPERTY_UNIQUE_KEY;
-use actormq_protocol::request::{TopicConfig, TransactionDecision};
+use actormq_protocol::request::TransactionDecision;
 use actormq_protocol::system_topic::{
     PROPERTY_PRODUCER_GROUP, PROPERTY_REAL_QUEUE_ID, PROPERTY_REAL_TOPIC,
     PROPERTY_TRANSACTION_CHECK_TIMES, PROPERTY_TRANSACTION_PREPARED, TRANS_HALF_TOPIC,
@@ -49,16 +49,6 @@ const TRANSACTION_PROPERTIES: [&str; 5] = [
     PROPERTY_REAL_QUEUE_ID,
     PROPERTY_TRANSACTION_CHECK_TIMES,
 ];
-
-/// The config the half and op topics are created with (one queue).
-pub fn system_topic_config(topic: &str) -> TopicConfig {
-    TopicConfig {
-        topic_name: topic.to_owned(),
-        read_queue_nums: 1,
-        write_queue_nums: 1,
-        ..TopicConfig::default()
-    }
-}
 
 fn illegal(reason: impl Into<String>) -> ServiceError {
     ServiceError::new(ResponseCode::MessageIllegal, reason)

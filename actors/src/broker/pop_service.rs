@@ -72,8 +72,8 @@ use actormq_protocol::batch;
 use actormq_protocol::message::PROPERTY_POP_CK;
 use actormq_protocol::request::{
     AckMessageRequest, ChangeInvisibleTimeRequest, ChangeInvisibleTimeResponse,
-    ConsumerSendMsgBackRequest, Empty, Perm, PopMessageRequest, PopMessageResponse, ReceiptHandle,
-    SubscriptionGroupConfig, TopicConfig,
+    ConsumerSendMsgBackRequest, Empty, PopMessageRequest, PopMessageResponse, ReceiptHandle,
+    SubscriptionGroupConfig,
 };
 use actormq_protocol::system_topic::{
     self, POP_ACK_TOPIC, POP_REVIVE_TOPIC, PROPERTY_REAL_QUEUE_ID, PROPERTY_REAL_TOPIC, TIMER_TOPIC,
@@ -86,12 +86,12 @@ use slog::{Logger, error, info, o, warn};
 use super::broker_store::BrokerStore;
 use super::commit_log::{CommitLogActor, InternalMessage, PutInternal};
 use super::dispatcher::MessagesStored;
-use super::error_map::{HandleError, receipt_handle_error};
+use super::error_map::{HandleError, put_failed_for_good, receipt_handle_error};
 use super::persist;
 use super::retry_service::{Destination, destination, dlq_topic_config, retry_message};
 use super::stored_codec::{UNKNOWN_HOST, to_stored};
 use super::subscription_group_manager::{ResolveGroups, SubscriptionGroupManager};
-use super::topic_manager::TopicView;
+use super::topic_manager::{TopicView, system_topic_config};
 use crate::runtime::guard::{Guarded, GuardedReply, Poison, guarded};
 use crate::runtime::{Call, ChildRef, Reply, ServiceError};
 
@@ -502,27 +502,6 @@ fn check_invisible(ms: u64) -> Result<(), ServiceError> {
     Ok(())
 }
 
-/// Whether a put failure will not go away by retrying.
-fn permanent(e: &ServiceError) -> bool {
-    matches!(
-        e.code,
-        ResponseCode::TopicNotExist
-            | ResponseCode::InvalidParameter
-            | ResponseCode::NoPermission
-            | ResponseCode::MessageIllegal
-    )
-}
-
-fn internal_topic(name: &str) -> TopicConfig {
-    TopicConfig {
-        topic_name: name.to_owned(),
-        read_queue_nums: 1,
-        write_queue_nums: 1,
-        perm: Perm::READ_WRITE,
-        ..TopicConfig::default()
-    }
-}
-
 fn down(what: &str) -> ServiceError {
     ServiceError::busy(format!("{what} restarting"))
 }
@@ -913,7 +892,7 @@ impl PopService {
                 let create_as = match to {
                     Destination::Retry { .. } => {
                         msg.topic = system_topic::pop_retry_topic(&ck.group, &ck.pop_topic);
-                        internal_topic(&msg.topic)
+                        system_topic_config(&msg.topic)
                     }
                     Destination::DeadLetter => {
                         info!(logger, "popped message past its retries: dead letter";
@@ -933,7 +912,7 @@ impl PopService {
                         Ok(_) => n += 1,
                         // One message that can never be written must not
                         // hold back every other revive.
-                        Err(e) if permanent(&e) => {
+                        Err(e) if put_failed_for_good(&e) => {
                             error!(logger, "popped message cannot be revived; skipped";
                                 "error" => %e.remark)
                         }
@@ -1053,7 +1032,7 @@ impl Handler<PopOnce> for PopService {
                     for a in writer
                         .send(PutInternal {
                             messages: vec![record(POP_REVIVE_TOPIC, Vec::new(), Vec::new(), 0)],
-                            create_as: Some(internal_topic(POP_REVIVE_TOPIC)),
+                            create_as: Some(system_topic_config(POP_REVIVE_TOPIC)),
                         })
                         .await?
                     {
@@ -1098,7 +1077,7 @@ impl Handler<PopOnce> for PopService {
                     let answers = writer
                         .send(PutInternal {
                             messages: puts,
-                            create_as: Some(internal_topic(TIMER_TOPIC)),
+                            create_as: Some(system_topic_config(TIMER_TOPIC)),
                         })
                         .await?;
                     for a in answers {
@@ -1267,7 +1246,7 @@ impl Handler<Call<AckMessageRequest>> for PopService {
                 for a in writer
                     .send(PutInternal {
                         messages: vec![m],
-                        create_as: Some(internal_topic(POP_ACK_TOPIC)),
+                        create_as: Some(system_topic_config(POP_ACK_TOPIC)),
                     })
                     .await?
                 {
@@ -1360,7 +1339,7 @@ impl Handler<Call<ChangeInvisibleTimeRequest>> for PopService {
                     for a in writer
                         .send(PutInternal {
                             messages: vec![m],
-                            create_as: Some(internal_topic(topic)),
+                            create_as: Some(system_topic_config(topic)),
                         })
                         .await?
                     {

@@ -43,30 +43,21 @@ use super::commit_log::{CommitLogActor, InternalMessage, PutInternal};
 use super::offset_manager::OffsetManager;
 use super::stored_codec::{PROPERTY_DELAY, PROPERTY_TAGS, tag_hash_of};
 use super::subscription_group_manager::{ResolveGroups, SubscriptionGroupManager};
-use super::topic_manager::TopicView;
+use super::topic_manager::{TopicView, system_topic_config};
 use crate::runtime::guard::{Guarded, GuardedReply, Poison, guarded};
 use crate::runtime::{Call, ChildRef, Reply, ServiceError};
 
 /// The config of a group's retry topic (RocketMQ: one queue, read-write).
 pub fn retry_topic_config(group: &str) -> TopicConfig {
-    TopicConfig {
-        topic_name: system_topic::retry_topic(group),
-        read_queue_nums: 1,
-        write_queue_nums: 1,
-        perm: Perm::READ_WRITE,
-        ..TopicConfig::default()
-    }
+    system_topic_config(&system_topic::retry_topic(group))
 }
 
 /// The config of a group's dead-letter topic: one queue, write-only, so
 /// no consumer is ever delivered a dead letter.
 pub fn dlq_topic_config(group: &str) -> TopicConfig {
     TopicConfig {
-        topic_name: system_topic::dlq_topic(group),
-        read_queue_nums: 1,
-        write_queue_nums: 1,
         perm: Perm::WRITE,
-        ..TopicConfig::default()
+        ..system_topic_config(&system_topic::dlq_topic(group))
     }
 }
 

@@ -35,7 +35,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actormq_protocol::ResponseCode;
 use actormq_protocol::system_topic::{PROPERTY_REAL_QUEUE_ID, PROPERTY_REAL_TOPIC, SCHEDULE_TOPIC};
 use actormq_store::Unit;
 use actormq_store::record::properties_iter_bytes;
@@ -44,10 +43,11 @@ use slog::{Logger, error, info, o, warn};
 
 use super::broker_store::BrokerStore;
 use super::commit_log::{CommitLogActor, InternalMessage, PutInternal};
+use super::error_map::put_failed_for_good;
 use super::persist;
 use super::stored_codec::{PROPERTY_DELAY, PROPERTY_DELIVER_AT_MS, PROPERTY_TAGS, tag_hash_of};
+use crate::runtime::ChildRef;
 use crate::runtime::guard::{Guarded, GuardedReply, Poison, guarded};
-use crate::runtime::{ChildRef, ServiceError};
 
 /// Settings of the [`ScheduleService`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,17 +160,6 @@ pub(super) fn unparked(view: &actormq_store::MessageView) -> Result<InternalMess
         reconsume_times: h.reconsume_times,
         delay_level: 0,
     })
-}
-
-/// Whether a put failure will not go away by retrying.
-fn permanent(e: &ServiceError) -> bool {
-    matches!(
-        e.code,
-        ResponseCode::TopicNotExist
-            | ResponseCode::InvalidParameter
-            | ResponseCode::NoPermission
-            | ResponseCode::MessageIllegal
-    )
 }
 
 /// Ask the [`ScheduleService`] for its progress (tests, status).
@@ -302,7 +291,7 @@ impl ScheduleService {
                 for (at, answer) in offsets.iter().zip(answers) {
                     match answer {
                         Ok(_) => next = Some(at + 1),
-                        Err(e) if permanent(&e) => {
+                        Err(e) if put_failed_for_good(&e) => {
                             error!(act.logger, "parked message cannot be delivered; skipped";
                                 "level" => q + 1, "offset" => at, "error" => %e);
                             next = Some(at + 1);

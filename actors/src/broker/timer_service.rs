@@ -36,17 +36,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actormq_protocol::ResponseCode;
 use actormq_protocol::system_topic::TIMER_TOPIC;
 use slog::{Logger, error, info, o, warn};
 
 use super::broker_store::BrokerStore;
 use super::commit_log::{CommitLogActor, InternalMessage, PutInternal};
+use super::error_map::put_failed_for_good;
 use super::persist;
 use super::schedule_service::unparked;
 use super::timer_wheel::{TimerEntry, TimerError, TimerState, TimerWheel};
 use crate::runtime::guard::{Guarded, GuardedReply, Poison, guarded};
-use crate::runtime::{ChildRef, FactoryError, ServiceError};
+use crate::runtime::{ChildRef, FactoryError};
 
 /// Settings of the [`TimerService`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -298,7 +298,7 @@ impl TimerService {
                 for a in answers {
                     match a {
                         Ok(_) => ok += 1,
-                        Err(e) if permanent(&e) => {
+                        Err(e) if put_failed_for_good(&e) => {
                             error!(act.logger, "timed message cannot be delivered; skipped";
                                 "error" => %e);
                             ok += 1;
@@ -378,17 +378,6 @@ impl TimerService {
         error!(self.logger, "timer wheel failed; restarting"; "error" => %e);
         ctx.stop();
     }
-}
-
-/// Whether a put failure will not go away by retrying.
-fn permanent(e: &ServiceError) -> bool {
-    matches!(
-        e.code,
-        ResponseCode::TopicNotExist
-            | ResponseCode::InvalidParameter
-            | ResponseCode::NoPermission
-            | ResponseCode::MessageIllegal
-    )
 }
 
 impl Actor for TimerService {

@@ -132,6 +132,19 @@ impl TopicTable {
     }
 }
 
+/// The config the broker creates a system topic it writes itself with
+/// (retry, half, op, revive, ack, timer topics): one queue, read-write,
+/// as RocketMQ does. Pass it as [`ResolveTopic::create_as`].
+pub fn system_topic_config(topic: &str) -> TopicConfig {
+    TopicConfig {
+        topic_name: topic.to_owned(),
+        read_queue_nums: 1,
+        write_queue_nums: 1,
+        perm: Perm::READ_WRITE,
+        ..TopicConfig::default()
+    }
+}
+
 /// Checks that `queue_id` is a writable queue of `cfg`.
 pub fn check_writable(cfg: &TopicConfig, queue_id: u32) -> Result<(), ServiceError> {
     if !cfg.perm.is_writable() {

@@ -528,7 +528,7 @@ async fn check(
     let appended = writer
         .send(PutInternal {
             messages: vec![copy],
-            create_as: Some(half_message::system_topic_config(TRANS_HALF_TOPIC)),
+            create_as: Some(super::topic_manager::system_topic_config(TRANS_HALF_TOPIC)),
         })
         .await
         .map_err(ServiceError::from)?
