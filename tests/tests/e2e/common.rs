@@ -332,6 +332,17 @@ pub async fn pull_all_at_least(
     }
 }
 
+/// Waits until `cond` holds (checked every 20 ms), or panics naming
+/// `what` after `limit`. For conditions a test observes through its own
+/// state (deliveries a listener recorded, a consumer's queues).
+pub async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 // ------------------------------------------------------------- the CLI
 
 /// Runs the `actormq` CLI against the name server `namesrv` with `args`

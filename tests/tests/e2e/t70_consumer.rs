@@ -25,7 +25,8 @@ use actormq_sdk::consumer::{
 use actormq_tests::client::Client;
 
 use crate::common::{
-    NO_ARGS, actormq, bounded, combined, connect, create_topic, json_lines, max_offset, wait_route,
+    NO_ARGS, actormq, bounded, combined, connect, create_topic, json_lines, max_offset, wait_for,
+    wait_route,
 };
 
 /// Creates `topic` on the combined node's broker (`broker-a`) and waits
@@ -111,15 +112,6 @@ fn bodies(seen: &Seen) -> Vec<String> {
         .iter()
         .map(|(b, _)| b.clone())
         .collect()
-}
-
-/// Waits until `cond` holds, or panics with `what` after `limit`.
-async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 const WAIT: Duration = Duration::from_secs(30);

@@ -27,7 +27,7 @@ use actormq_tests::now_ms;
 
 use crate::common::{
     NO_ARGS, actormq, bounded, combined, connect, create_topic, max_offset, pull_all_at_least,
-    wait_route,
+    wait_for, wait_route,
 };
 
 const QUEUES: u32 = 2;
@@ -173,14 +173,6 @@ fn count(counts: &Counts, prefix: &str) -> (usize, u32) {
     (of.len(), of.iter().sum())
 }
 
-async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
-        actix_rt::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn committed(c: &mut Client, group: &str, topic: &str) -> Vec<Option<u64>> {
     let mut out = Vec::new();
     for q in 0..QUEUES {
@@ -284,7 +276,10 @@ async fn t71_reset_back_and_forward_while_the_consumer_runs() {
 
         // Back to TS: batch 2 again, batch 1 not, without a restart.
         assert_eq!(reset(ns, group, topic, ts), first_b2);
-        wait_for("batch 2 delivered again", || count(&counts, "b2-").1 == 40).await;
+        wait_for(WAIT, "batch 2 delivered again", || {
+            count(&counts, "b2-").1 == 40
+        })
+        .await;
         wait_drained(broker, group, topic, &running).await;
         assert_eq!(count(&counts, "b1-"), (20, 20), "batch 1 not again");
         assert_eq!(count(&counts, "b2-"), (20, 40), "batch 2 exactly twice");
@@ -294,7 +289,7 @@ async fn t71_reset_back_and_forward_while_the_consumer_runs() {
         gate.set(true);
         let entered = gate.entered.load(Ordering::SeqCst);
         send(broker, topic, "b3", 20).await;
-        wait_for("a batch-3 delivery held", || {
+        wait_for(WAIT, "a batch-3 delivery held", || {
             gate.entered.load(Ordering::SeqCst) > entered
         })
         .await;
@@ -307,10 +302,10 @@ async fn t71_reset_back_and_forward_while_the_consumer_runs() {
         // Applied by the running consumer: the queues were taken again at
         // the end, so nothing is cached any more (the held message belongs
         // to a released queue).
-        wait_for("the reset applied", || running.cached_messages() == 0).await;
+        wait_for(WAIT, "the reset applied", || running.cached_messages() == 0).await;
         gate.set(false);
         send(broker, topic, "b4", 4).await;
-        wait_for("batch 4", || count(&counts, "b4-").1 == 4).await;
+        wait_for(WAIT, "batch 4", || count(&counts, "b4-").1 == 4).await;
         wait_drained(broker, group, topic, &running).await;
         assert_eq!(
             count(&counts, "b3-"),
@@ -347,7 +342,7 @@ async fn t71_reset_with_no_consumer_online_applies_to_the_next_one() {
         assert_eq!(committed(&mut c, group, topic).await, want);
         let second = Counts::default();
         let c2 = consumer(ns, group, topic, &second).await;
-        wait_for("batch 2 again", || count(&second, "b2-").1 == 20).await;
+        wait_for(WAIT, "batch 2 again", || count(&second, "b2-").1 == 20).await;
         wait_drained(broker, group, topic, &c2).await;
         assert_eq!(count(&second, "b1-"), (0, 0), "batch 1 skipped");
         assert_eq!(count(&second, "b2-"), (20, 20));
@@ -362,7 +357,7 @@ async fn t71_reset_with_no_consumer_online_applies_to_the_next_one() {
         let third = Counts::default();
         let c3 = consumer(ns, group, topic, &third).await;
         send(broker, topic, "b4", 4).await;
-        wait_for("batch 4", || count(&third, "b4-").1 == 4).await;
+        wait_for(WAIT, "batch 4", || count(&third, "b4-").1 == 4).await;
         wait_drained(broker, group, topic, &c3).await;
         assert_eq!(count(&third, "b3-"), (0, 0), "batch 3 skipped");
         assert_eq!(count(&third, "b2-"), (0, 0));

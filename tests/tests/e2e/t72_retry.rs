@@ -15,7 +15,7 @@ use actormq_sdk::consumer::{ConsumeFrom, ConsumeResult, PushConsumer, PushConsum
 use actormq_sdk::{Producer, ProducerBuilder};
 use actormq_tests::node::{Bin, NodeProcess};
 
-use crate::common::{actormq, bounded, json_lines};
+use crate::common::{actormq, bounded, json_lines, wait_for};
 
 const WAIT: Duration = Duration::from_secs(40);
 
@@ -43,14 +43,6 @@ type Log = Arc<Mutex<Vec<Delivery>>>;
 
 fn body(m: &StoredMessage) -> String {
     String::from_utf8_lossy(&m.message.body).into_owned()
-}
-
-async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
-        actix_rt::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn producer(namesrv: std::net::SocketAddr) -> Producer {
@@ -118,7 +110,7 @@ async fn t72_delay_levels_park_then_deliver() {
         // before its level's delay.
         p.send(Message::new("t72-delay", "warm-up")).await.unwrap();
         let c = consumer(ns, "t72-delay-g", "t72-delay", log.clone(), |_, _| false).await;
-        wait_for("the warm-up message", || {
+        wait_for(WAIT, "the warm-up message", || {
             !deliveries_of(&log, "warm-up").is_empty()
         })
         .await;
@@ -127,7 +119,7 @@ async fn t72_delay_levels_park_then_deliver() {
         let sent_at = Instant::now();
         let r = p.send(m).await.unwrap();
         assert_eq!(r.status, actormq_sdk::SendStatus::SendOk);
-        wait_for("the delayed message", || {
+        wait_for(WAIT, "the delayed message", || {
             !deliveries_of(&log, "delayed").is_empty()
         })
         .await;
@@ -155,7 +147,7 @@ async fn t72_delay_levels_park_then_deliver() {
         );
         assert!(out.status.success(), "{out:?}");
         assert_eq!(json_lines(&out)[0]["status"], "SEND_OK");
-        wait_for("the CLI's delayed message", || {
+        wait_for(WAIT, "the CLI's delayed message", || {
             !deliveries_of(&log, "cli").is_empty()
         })
         .await;
@@ -199,12 +191,12 @@ async fn t72_failed_messages_retry_then_die_and_are_resent() {
         .await;
         for k in 0..3u32 {
             let b = format!("k{k}");
-            wait_for(&format!("{b} delivered {} times", k + 1), || {
+            wait_for(WAIT, &format!("{b} delivered {} times", k + 1), || {
                 deliveries_of(&log, &b).len() as u32 > k
             })
             .await;
         }
-        wait_for("poison delivered 3 times", || {
+        wait_for(WAIT, "poison delivered 3 times", || {
             deliveries_of(&log, "poison").len() >= 3
         })
         .await;
@@ -236,7 +228,7 @@ async fn t72_failed_messages_retry_then_die_and_are_resent() {
         assert_eq!(resent[0]["topic"], topic);
         // Resent, it comes back once, with reconsume times 0; it was never
         // delivered from the DLQ (3 failed deliveries, then this one).
-        wait_for("the resent dead letter", || {
+        wait_for(WAIT, "the resent dead letter", || {
             deliveries_of(&log, "poison").len() >= 4
         })
         .await;
@@ -251,7 +243,7 @@ async fn t72_failed_messages_retry_then_die_and_are_resent() {
         // parked retry survives and is delivered once ("again" fails once).
         log.lock().unwrap().clear();
         p.send(Message::new(topic, "again")).await.unwrap();
-        wait_for("the first delivery", || {
+        wait_for(WAIT, "the first delivery", || {
             !deliveries_of(&log, "again").is_empty()
         })
         .await;
@@ -282,7 +274,7 @@ async fn t72_failed_messages_retry_then_die_and_are_resent() {
         node.restart().expect("restart");
         let ns = node.namesrv();
         let c = consumer(ns, group, topic, log.clone(), |_, _| false).await;
-        wait_for("the retry after the restart", || {
+        wait_for(WAIT, "the retry after the restart", || {
             deliveries_of(&log, "again").len() >= 2
         })
         .await;
@@ -355,7 +347,7 @@ async fn t72_delivery_at_a_time_is_on_time_and_survives_a_kill() {
         let log: Log = Log::default();
         p.send(Message::new(topic, "warm-up")).await.unwrap();
         let c = consumer(ns, "t72-timer-g", topic, log.clone(), |_, _| false).await;
-        wait_for("the warm-up message", || {
+        wait_for(WAIT, "the warm-up message", || {
             !deliveries_of(&log, "warm-up").is_empty()
         })
         .await;
@@ -388,7 +380,7 @@ async fn t72_delivery_at_a_time_is_on_time_and_survives_a_kill() {
             ],
         );
         assert!(out.status.success(), "{out:?}");
-        wait_for("the timed message", || {
+        wait_for(WAIT, "the timed message", || {
             !deliveries_of(&log, "timed").is_empty()
         })
         .await;
@@ -423,7 +415,7 @@ async fn t72_delivery_at_a_time_is_on_time_and_survives_a_kill() {
         node.restart().expect("restart");
         let ns = node.namesrv();
         let c = consumer(ns, "t72-timer-g", topic, log.clone(), |_, _| false).await;
-        wait_for("the timed message after the restart", || {
+        wait_for(WAIT, "the timed message after the restart", || {
             !deliveries_of(&log, "survivor").is_empty()
         })
         .await;
