@@ -953,6 +953,9 @@ impl CommitLogActor {
     /// ([`super::TimerService`]); `REAL_TOPIC` and `REAL_QID` say where it
     /// is delivered then.
     fn park_if_delayed(&self, p: &mut Pending) -> Result<(), ServiceError> {
+        if p.delay_level == 0 && p.deliver_at_ms.is_none() {
+            return Ok(()); // the common case: no clock read
+        }
         let now = super::now_ms();
         let (topic, parking) = match p.deliver_at_ms.take() {
             // Due already: delivered at once.
