@@ -15,6 +15,7 @@
 //! | [`broadcast`] | two broadcasting consumers of one group each get everything |
 //! | [`pull_consumer`] | explicit queues and offsets, commit and read back |
 //! | [`tag_filter`] | a push consumer with `paid \|\| shipped` |
+//! | [`fast_consumer`] | a push consumer of borrowed messages (`view_listener`) totals readings |
 //! | [`orderly`] | two orderly consumers get each order's created / paid / shipped in order; a failed event is retried in place |
 //! | [`queries`] | messages looked up by id, by key and by queue offset |
 //! | [`subscription_group`] | a group's config: auto-created by its first consumer, updated by an admin |
@@ -36,6 +37,7 @@ pub mod batch;
 pub mod broadcast;
 pub mod custom_actor;
 pub mod delayed;
+pub mod fast_consumer;
 pub mod idempotent;
 pub mod node;
 pub mod offset_reset;

@@ -139,6 +139,23 @@ async fn tag_filter_delivers_only_matching_tags() {
 }
 
 #[actix_rt::test]
+async fn fast_consumer_reads_borrowed_messages() {
+    let n = 3000;
+    let report = actormq_examples::fast_consumer::run(n)
+        .await
+        .expect("scenario runs");
+    assert_eq!(report.delivered, n, "{report:?}");
+    let total: u64 = (0..n as u64).map(|i| i * 7 % 1000).sum();
+    assert_eq!(report.total, total);
+    let mut highest = std::collections::BTreeMap::new();
+    for i in 0..n as u64 {
+        let h = highest.entry(format!("m{}", i % 3)).or_insert(0);
+        *h = (*h).max(i * 7 % 1000);
+    }
+    assert_eq!(report.highest, highest);
+}
+
+#[actix_rt::test]
 async fn queries_find_messages_by_id_key_and_offset() {
     let report = actormq_examples::queries::run()
         .await

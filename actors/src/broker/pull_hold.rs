@@ -46,6 +46,8 @@ use bytes::Bytes;
 use slog::{Logger, debug, o};
 use tokio::sync::oneshot;
 
+use actormq_protocol::records::encode_records;
+
 use super::broker_store::BrokerStore;
 use super::dispatcher::MessagesStored;
 use super::error_map::filter_error;
@@ -460,11 +462,15 @@ impl PullHold {
             min_offset: r.min_offset,
             max_offset: r.max_offset,
             suggest_which_broker_id: 0,
+            records: req.records,
         };
-        let body = if r.status == GetStatus::Found {
-            encode_views(&r.messages)
-        } else {
+        let body = if r.status != GetStatus::Found {
             Bytes::new()
+        } else if req.records {
+            // The records as stored: one copy, mapped segment -> reply.
+            encode_records(r.messages.iter().map(|m| &m.record()[..]))
+        } else {
+            encode_views(&r.messages)
         };
         (Reply::with_body(fields, body).with_code(code), holdable)
     }

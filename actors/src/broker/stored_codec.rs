@@ -11,7 +11,6 @@
 use actormq_protocol::system_topic::{
     PROPERTY_PRODUCER_BATCH, PROPERTY_PRODUCER_ID, PROPERTY_PRODUCER_SEQUENCE,
 };
-use std::net::{Ipv4Addr, SocketAddr};
 
 use actormq_protocol::batch::StoredRef;
 use actormq_protocol::{Delay, Message, ResponseCode, StoredMessage};
@@ -21,14 +20,9 @@ use bytes::{Bytes, BytesMut};
 
 use crate::runtime::ServiceError;
 
-/// Property holding the tags.
-pub const PROPERTY_TAGS: &str = "TAGS";
-/// Property holding the space-separated keys.
-pub const PROPERTY_KEYS: &str = "KEYS";
-/// Property holding the delay level.
-pub const PROPERTY_DELAY: &str = "DELAY";
-/// Property holding the absolute delivery time (ms).
-pub const PROPERTY_DELIVER_AT_MS: &str = "DELIVER_AT_MS";
+pub use actormq_protocol::records::{
+    PROPERTY_DELAY, PROPERTY_DELIVER_AT_MS, PROPERTY_KEYS, PROPERTY_TAGS, UNKNOWN_HOST,
+};
 
 /// Set by the broker only: a sender's values are dropped (`REAL_TOPIC`
 /// and `REAL_QID` say where a parked delayed message is delivered; the
@@ -55,10 +49,6 @@ pub fn filter_property<'a>(view: &'a MessageView, key: &str) -> Option<&'a str> 
         _ => view.property(key),
     }
 }
-
-/// The address used where a record has no host (in-process sends).
-pub const UNKNOWN_HOST: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
 
 /// Encodes the typed fields and user properties of `msg` as record
 /// properties. Fails with `MESSAGE_ILLEGAL` when a key or value holds a
@@ -236,6 +226,7 @@ const VIEW_ENTRY_OVERHEAD: usize = 8 + 96 + 256;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
 
     #[test]
     fn typed_fields_go_first_and_reserved_user_keys_are_dropped() {
@@ -312,6 +303,13 @@ mod tests {
             back[0].message.properties.keys().collect::<Vec<_>>(),
             ["alpha", "zeta"]
         );
+        // The records form of a pull reply reads back as the same messages:
+        // the protocol's record reader and this conversion agree.
+        let records =
+            actormq_protocol::records::encode_records(views.iter().map(|v| &v.record()[..]));
+        let read = actormq_protocol::records::decode_records(&records).unwrap();
+        let read: Vec<StoredMessage> = read.iter().map(|v| v.to_stored()).collect();
+        assert_eq!(read, owned);
     }
 
     #[test]

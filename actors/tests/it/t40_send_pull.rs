@@ -274,6 +274,7 @@ pub fn pull_req(
         suspend_timeout_ms: suspend_ms,
         subscription: subscription.map(str::to_owned),
         expression_type: None,
+        records: false,
     }
 }
 
@@ -643,6 +644,40 @@ async fn tag_filtering() {
     assert_eq!(got.len(), 15);
     assert!(got.iter().all(|m| m.message.tags.as_deref() == Some("odd")));
     node.stop().await;
+}
+
+#[actix_rt::test]
+async fn records_replies_read_back_as_the_batch_replies() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), Opts::default()).await;
+    let topic = "records";
+    for i in 0..40 {
+        node.send(1, &message(topic, i)).await.unwrap();
+    }
+    node.wait_dispatched(topic, 1, 40).await;
+    for filter in [None, Some("odd")] {
+        let batch_reply = node.pull(topic, 1, 3, 0, filter).await.unwrap();
+        let mut req = pull_req(topic, 1, 3, 0, filter);
+        req.records = true;
+        let rec_reply = node.pull.send(Call::new(req)).await.unwrap().unwrap();
+        assert_eq!(rec_reply.code, ResponseCode::Success);
+        assert!(rec_reply.fields.records && !batch_reply.fields.records);
+        assert_eq!(
+            rec_reply.fields.next_begin_offset,
+            batch_reply.fields.next_begin_offset
+        );
+        let owned = batch::decode_stored(&batch_reply.body).unwrap();
+        let views = actormq_protocol::records::decode_records(&rec_reply.body).unwrap();
+        assert!(!views.is_empty());
+        let read: Vec<StoredMessage> = views.iter().map(|v| v.to_stored()).collect();
+        assert_eq!(read, owned, "filter {filter:?}");
+    }
+    // Nothing found: no body either way.
+    let mut req = pull_req(topic, 1, 40, 0, None);
+    req.records = true;
+    let r = node.pull.send(Call::new(req)).await.unwrap().unwrap();
+    assert_eq!(r.code, ResponseCode::PullNotFound);
+    assert!(r.body.is_empty());
 }
 
 #[actix_rt::test]

@@ -29,6 +29,10 @@ pub struct PullMessageRequest {
     /// `TAG` (default) or `SQL92`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expression_type: Option<String>,
+    /// Ask for the reply body as stored records ([`crate::records`])
+    /// instead of a batch of stored messages.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub records: bool,
 }
 
 /// Reply to [`PullMessageRequest`]. Response code `SUCCESS` (body: a batch
@@ -45,4 +49,8 @@ pub struct PullMessageResponse {
     /// Broker id to pull from next (0 = master; a slave when advised).
     #[serde(default)]
     pub suggest_which_broker_id: u64,
+    /// The body is stored records ([`crate::records`]), as the request
+    /// asked; absent or false: a batch of stored messages.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub records: bool,
 }

@@ -167,9 +167,11 @@ sample_struct! {
     SendBatchMessageResponse { msg_id, queue_id, queue_offset }
     PullMessageRequest {
         consumer_group, topic, queue_id, queue_offset, max_msg_nums, commit_offset,
-        suspend_timeout_ms, subscription, expression_type,
+        suspend_timeout_ms, subscription, expression_type, records,
     }
-    PullMessageResponse { next_begin_offset, min_offset, max_offset, suggest_which_broker_id }
+    PullMessageResponse {
+        next_begin_offset, min_offset, max_offset, suggest_which_broker_id, records,
+    }
     QueryMessageRequest { topic, key, max_num, begin_timestamp_ms, end_timestamp_ms }
     QueryMessageResponse { index_last_update_timestamp_ms, index_last_update_phy_offset }
     ViewMessageByIdRequest { commit_log_offset }

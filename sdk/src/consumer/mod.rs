@@ -18,10 +18,11 @@ mod push;
 mod simple;
 mod tags;
 
+pub use actormq_protocol::StoredView;
 pub use pull::{PullConsumer, PullResult, PullStatus};
 pub use push::{
     ConsumeFrom, ConsumeResult, ConsumerState, Listener, MessageModelConfig, PushConsumer,
-    PushConsumerBuilder, PushConsumerConfig,
+    PushConsumerBuilder, PushConsumerConfig, ViewListener,
 };
 pub use simple::{Receipt, Received, SimpleConsumer};
 pub use tags::TagFilter;

@@ -61,7 +61,7 @@ use actormq_protocol::{MessageQueue, StoredMessage};
 use slog::{info, warn};
 use tokio::sync::Notify;
 
-use super::push::{ConsumeResult, Core, QueueSlot};
+use super::push::{AnyListener, ConsumeResult, Core, QueueSlot};
 
 /// Default max reconsume times, until a broker handed the group's config.
 pub(crate) const DEFAULT_MAX_RECONSUME: u32 = 16;
@@ -585,7 +585,10 @@ impl Core {
             if !self.service_up() || !self.may_consume(&slot.mq) {
                 continue; // wait (above) for the service or the lock
             }
-            let listener = self.listener.clone();
+            // The builder refuses a view listener for orderly consumption.
+            let AnyListener::Owned(listener) = self.listener.clone() else {
+                return;
+            };
             let shared = Arc::new(std::mem::take(&mut batch));
             let call = shared.clone();
             let result = actix_rt::task::spawn_blocking(move || listener(&call[..])).await;

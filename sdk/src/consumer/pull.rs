@@ -7,7 +7,7 @@ use actormq_protocol::request::{
     GetMaxOffsetRequest, GetMinOffsetRequest, PullMessageRequest, QueryConsumerOffsetRequest,
     ResetOffsetRequest, SearchOffsetByTimestampRequest, UpdateConsumerOffsetRequest,
 };
-use actormq_protocol::{MessageQueue, ResponseCode, StoredMessage, batch};
+use actormq_protocol::{MessageQueue, ResponseCode, StoredMessage, StoredView, records};
 use slog::Logger;
 
 use super::client::{ClusterClient, Pushes};
@@ -41,15 +41,18 @@ pub struct PullResult {
     pub messages: Vec<StoredMessage>,
 }
 
-/// Pulls `mq` from `offset` through `client`; shared by both consumers.
-///
-/// A non-`SUCCESS` pull status arrives as an `Ok` reply with its fields
-/// (`next_begin_offset`, `min_offset`, `max_offset`): `PULL_NOT_FOUND`
-/// means caught up, `PULL_OFFSET_MOVED` says where to go on, and
-/// `PULL_RETRY_IMMEDIATELY` (only filtered-out messages) is followed by
-/// one unfiltered pull whose messages the client filters. An old peer
-/// that answers those codes without fields is handled as before (the
-/// offset kept, a min/max query after `PULL_OFFSET_MOVED`).
+/// What a pull found, as views of the records the broker sent.
+#[derive(Debug, Clone)]
+pub(crate) struct PulledViews {
+    pub status: PullStatus,
+    pub next_begin_offset: u64,
+    pub min_offset: u64,
+    pub max_offset: u64,
+    pub messages: Vec<StoredView>,
+}
+
+/// Pulls `mq` from `offset` through `client` ([`pull_views`]) and hands
+/// the messages over owned.
 pub(crate) async fn pull_queue(
     client: &ClusterClient,
     group: &str,
@@ -59,6 +62,37 @@ pub(crate) async fn pull_queue(
     filter: &TagFilter,
     suspend: Duration,
 ) -> Result<PullResult, ConsumerError> {
+    let p = pull_views(client, group, mq, offset, max, filter, suspend).await?;
+    Ok(PullResult {
+        status: p.status,
+        next_begin_offset: p.next_begin_offset,
+        min_offset: p.min_offset,
+        max_offset: p.max_offset,
+        messages: p.messages.iter().map(StoredView::to_stored).collect(),
+    })
+}
+
+/// Pulls `mq` from `offset` through `client`; shared by every consumer.
+/// The broker answers with its stored records as they are on disk
+/// ([`actormq_protocol::records`]); the messages are views of that reply
+/// (no string or map per message).
+///
+/// A non-`SUCCESS` pull status arrives as an `Ok` reply with its fields
+/// (`next_begin_offset`, `min_offset`, `max_offset`): `PULL_NOT_FOUND`
+/// means caught up, `PULL_OFFSET_MOVED` says where to go on, and
+/// `PULL_RETRY_IMMEDIATELY` (only filtered-out messages) is followed by
+/// one unfiltered pull whose messages the client filters. An old peer
+/// that answers those codes without fields is handled as before (the
+/// offset kept, a min/max query after `PULL_OFFSET_MOVED`).
+pub(crate) async fn pull_views(
+    client: &ClusterClient,
+    group: &str,
+    mq: &MessageQueue,
+    offset: u64,
+    max: u32,
+    filter: &TagFilter,
+    suspend: Duration,
+) -> Result<PulledViews, ConsumerError> {
     let addr = client.broker_addr(&mq.topic, &mq.broker_name).await?;
     let mut req = PullMessageRequest {
         consumer_group: group.to_string(),
@@ -70,6 +104,7 @@ pub(crate) async fn pull_queue(
         suspend_timeout_ms: suspend.as_millis() as u64,
         subscription: (!filter.is_all()).then(|| filter.expression().to_string()),
         expression_type: (!filter.is_all()).then(|| filter.expression_type().to_string()),
+        records: true,
     };
     let mut reply = client.call_pull(addr, req.clone()).await;
     let retry = match &reply {
@@ -82,7 +117,7 @@ pub(crate) async fn pull_queue(
         req.suspend_timeout_ms = 0;
         reply = client.call(addr, req).await;
     }
-    let empty = |status, f: &actormq_protocol::request::PullMessageResponse| PullResult {
+    let empty = |status, f: &actormq_protocol::request::PullMessageResponse| PulledViews {
         status,
         next_begin_offset: f.next_begin_offset,
         min_offset: f.min_offset,
@@ -99,19 +134,26 @@ pub(crate) async fn pull_queue(
             Ok(empty(PullStatus::NoMatchedMsg, &r.fields))
         }
         Ok(r) => {
-            let msgs =
-                batch::decode_stored(&r.body).map_err(actormq_runtime::ServiceError::from)?;
-            let total = msgs.len();
-            let messages: Vec<StoredMessage> = msgs
-                .into_iter()
-                .filter(|m| filter.matches(&m.message))
-                .collect();
+            if !r.fields.records && !r.body.is_empty() {
+                let e = actormq_protocol::Error::BadBatchEntry {
+                    index: 0,
+                    reason: "the broker answered a pull without stored records (an older broker?)"
+                        .into(),
+                };
+                return Err(actormq_runtime::ServiceError::from(e).into());
+            }
+            let mut messages =
+                records::decode_records(&r.body).map_err(actormq_runtime::ServiceError::from)?;
+            let total = messages.len();
+            if !filter.is_all() {
+                messages.retain(|m| filter.matches_view(m));
+            }
             let status = if messages.is_empty() && total > 0 {
                 PullStatus::NoMatchedMsg
             } else {
                 PullStatus::Found
             };
-            Ok(PullResult {
+            Ok(PulledViews {
                 status,
                 next_begin_offset: r.fields.next_begin_offset,
                 min_offset: r.fields.min_offset,
@@ -119,7 +161,7 @@ pub(crate) async fn pull_queue(
                 messages,
             })
         }
-        Err(e) if e.code == ResponseCode::PullNotFound => Ok(PullResult {
+        Err(e) if e.code == ResponseCode::PullNotFound => Ok(PulledViews {
             status: PullStatus::NoNewMsg,
             next_begin_offset: offset,
             min_offset: 0,
@@ -128,7 +170,7 @@ pub(crate) async fn pull_queue(
         }),
         Err(e) if e.code == ResponseCode::PullOffsetMoved => {
             let (min, max) = min_max(client, addr, mq).await?;
-            Ok(PullResult {
+            Ok(PulledViews {
                 status: PullStatus::OffsetIllegal,
                 next_begin_offset: offset.clamp(min, max),
                 min_offset: min,

@@ -81,8 +81,8 @@ use actormq_protocol::request::{
     GetConsumerListByGroupRequest, HeartbeatRequest, MessageModel,
     ResetConsumerClientOffsetRequest, SubscriptionGroupConfig,
 };
-use actormq_protocol::system_topic::{self, PROPERTY_RETRY_TOPIC};
-use actormq_protocol::{MessageQueue, StoredMessage};
+use actormq_protocol::system_topic;
+use actormq_protocol::{MessageQueue, StoredMessage, StoredView};
 use actormq_runtime::{
     ChildEscalated, ChildRef, ChildSpec, Escalation, FactoryError, RestartPolicy, ServiceError,
     SpawnChildInto, StopChild, StopSupervisor, Supervisor,
@@ -95,7 +95,7 @@ use super::client::{ClusterClient, NotifyFn, Pushes, ResetFn};
 use super::offset_store::{LocalOffsetFile, OffsetTable};
 use super::orderly::{LOCK_RETRY, LockTable, OrderlySlot};
 use super::process_queue::{FlowLimits, ProcessQueue};
-use super::pull::{Position, PullStatus, commit_offset, offset_at, pull_queue, query_offset};
+use super::pull::{Position, PullStatus, commit_offset, offset_at, pull_views, query_offset};
 use super::{ConsumerError, TagFilter};
 use crate::rebalance::{
     AllocateAveragely, AllocateAveragelyByCircle, AllocateConsistentHash, AllocateStrategy,
@@ -151,6 +151,34 @@ enum End {
 /// orderly mode ([`PushConsumerBuilder::orderly`]) one call at a time per
 /// queue, in queue order.
 pub type Listener = Arc<dyn Fn(&[StoredMessage]) -> ConsumeResult + Send + Sync>;
+
+/// A listener of borrowed messages ([`PushConsumerBuilder::view_listener`]):
+/// each [`StoredView`] reads its fields where they lie in the pull reply,
+/// so nothing is decoded or allocated per message for it. Called as a
+/// [`Listener`] is.
+pub type ViewListener = Arc<dyn Fn(&[StoredView]) -> ConsumeResult + Send + Sync>;
+
+/// The listener a consumer was built with.
+#[derive(Clone)]
+pub(crate) enum AnyListener {
+    /// Owned messages: each view is turned into a [`StoredMessage`] on the
+    /// listener's thread, just before the call.
+    Owned(Listener),
+    /// Borrowed messages.
+    Views(ViewListener),
+}
+
+impl AnyListener {
+    fn call(&self, msgs: &[StoredView]) -> ConsumeResult {
+        match self {
+            AnyListener::Owned(f) => {
+                let owned: Vec<StoredMessage> = msgs.iter().map(StoredView::to_stored).collect();
+                f(&owned)
+            }
+            AnyListener::Views(f) => f(msgs),
+        }
+    }
+}
 
 /// Clustering (share the queues) or broadcasting (every instance gets
 /// every message).
@@ -344,7 +372,7 @@ pub struct PushConsumerBuilder {
     config: PushConsumerConfig,
     namesrv_set: bool,
     strategy: Option<Arc<dyn AllocateStrategy>>,
-    listener: Option<Listener>,
+    listener: Option<AnyListener>,
     logger: Option<Logger>,
 }
 
@@ -455,12 +483,25 @@ impl PushConsumerBuilder {
         self
     }
 
-    /// The listener (required).
+    /// The listener (required, this or [`view_listener`](Self::view_listener)).
     pub fn listener<F>(mut self, f: F) -> Self
     where
         F: Fn(&[StoredMessage]) -> ConsumeResult + Send + Sync + 'static,
     {
-        self.listener = Some(Arc::new(f));
+        self.listener = Some(AnyListener::Owned(Arc::new(f)));
+        self
+    }
+
+    /// A listener of borrowed messages, the fastest way to consume: each
+    /// [`StoredView`] reads its fields straight from the pull reply (no
+    /// strings, no property map per message; `to_stored()` makes an owned
+    /// copy where one is needed). Not for orderly consumption
+    /// ([`orderly`](Self::orderly) takes [`listener`](Self::listener)).
+    pub fn view_listener<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&[StoredView]) -> ConsumeResult + Send + Sync + 'static,
+    {
+        self.listener = Some(AnyListener::Views(Arc::new(f)));
         self
     }
 
@@ -489,6 +530,11 @@ impl PushConsumerBuilder {
         let listener = self
             .listener
             .ok_or_else(|| ConsumerError::Config("no listener".into()))?;
+        if cfg.orderly && matches!(listener, AnyListener::Views(_)) {
+            return Err(ConsumerError::Config(
+                "orderly consumption takes `listener` (owned messages), not `view_listener`".into(),
+            ));
+        }
         let strategy = match self.strategy {
             Some(s) => s,
             None => cfg.strategy()?,
@@ -1092,7 +1138,7 @@ pub(crate) struct Core {
     pub(crate) client_id: String,
     pub(crate) client: ClusterClient,
     strategy: Arc<dyn AllocateStrategy>,
-    pub(crate) listener: Listener,
+    pub(crate) listener: AnyListener,
     filters: BTreeMap<String, TagFilter>,
     pub(crate) queues: Mutex<HashMap<MessageQueue, Arc<QueueSlot>>>,
     pub(crate) offsets: Mutex<OffsetTable>,
@@ -1498,7 +1544,7 @@ impl Core {
                 continue;
             }
             let began = Instant::now();
-            let result = pull_queue(
+            let result = pull_views(
                 &self.client,
                 &self.cfg.group,
                 &slot.mq,
@@ -1526,7 +1572,7 @@ impl Core {
                         let items = r
                             .messages
                             .iter()
-                            .map(|m| (m.queue_offset, m.message.body.len()))
+                            .map(|m| (m.queue_offset(), m.body().len()))
                             .collect::<Vec<_>>();
                         {
                             let mut pq = slot.pq.lock().expect("pq lock");
@@ -1546,7 +1592,8 @@ impl Core {
                         offset = r.next_begin_offset;
                         if let Some(o) = &slot.orderly {
                             // The queue's worker takes them in order.
-                            o.buffer.lock().expect("buffer lock").put(r.messages);
+                            let owned = r.messages.iter().map(StoredView::to_stored);
+                            o.buffer.lock().expect("buffer lock").put(owned);
                             o.arrived.notify_one();
                             continue;
                         }
@@ -1589,13 +1636,11 @@ impl Core {
         }
     }
 
-    async fn consume(self: Arc<Self>, slot: Arc<QueueSlot>, mut msgs: Vec<StoredMessage>) {
+    async fn consume(self: Arc<Self>, slot: Arc<QueueSlot>, mut msgs: Vec<StoredView>) {
         if system_topic::is_retry_topic(&slot.mq.topic) {
             // A retried message shows the topic it was first consumed from.
             for m in &mut msgs {
-                if let Some(t) = m.message.properties.get(PROPERTY_RETRY_TOPIC) {
-                    m.message.topic = t.clone();
-                }
+                m.show_origin_topic();
             }
         }
         // Shared with the listener's thread, not copied for it.
@@ -1618,7 +1663,7 @@ impl Core {
             }
             let listener = self.listener.clone();
             let batch = msgs.clone();
-            let result = actix_rt::task::spawn_blocking(move || listener(&batch[..])).await;
+            let result = actix_rt::task::spawn_blocking(move || listener.call(&batch[..])).await;
             drop(permit);
             let result = result.unwrap_or_else(|_| {
                 warn!(self.logger, "listener panicked; redelivering later");
@@ -1633,7 +1678,7 @@ impl Core {
                     if slot.dropped.load(Ordering::SeqCst) {
                         return;
                     }
-                    let commit = pq.remove(msgs.iter().map(|m| m.queue_offset));
+                    let commit = pq.remove(msgs.iter().map(|m| m.queue_offset()));
                     self.offsets
                         .lock()
                         .expect("offsets lock")
@@ -1650,7 +1695,7 @@ impl Core {
                         if slot.dropped.load(Ordering::SeqCst) {
                             return;
                         }
-                        let commit = pq.remove(msgs.iter().map(|m| m.queue_offset));
+                        let commit = pq.remove(msgs.iter().map(|m| m.queue_offset()));
                         self.offsets
                             .lock()
                             .expect("offsets lock")
@@ -1660,7 +1705,7 @@ impl Core {
                     // The broker did not take them: redeliver here later.
                     // The listener's handle is gone: no copy unless shared.
                     for m in Arc::make_mut(&mut msgs).iter_mut() {
-                        m.reconsume_times += 1;
+                        m.set_reconsume_times(m.reconsume_times() + 1);
                     }
                     tokio::time::sleep(Duration::from_millis(self.cfg.later_delay_ms)).await;
                 }
@@ -1690,7 +1735,7 @@ impl Core {
     /// (`CONSUMER_SEND_MSG_BACK`): each goes to the group's retry topic
     /// with a delay, or to its dead-letter queue after the group's max.
     /// `false` when any was not taken (broadcasting never sends back).
-    async fn send_back(&self, slot: &QueueSlot, msgs: &[StoredMessage]) -> bool {
+    async fn send_back(&self, slot: &QueueSlot, msgs: &[StoredView]) -> bool {
         if self.broadcasting() {
             return false;
         }
@@ -1708,16 +1753,16 @@ impl Core {
         for m in msgs {
             let req = ConsumerSendMsgBackRequest {
                 consumer_group: self.cfg.group.clone(),
-                commit_log_offset: m.commit_log_offset,
+                commit_log_offset: m.commit_log_offset(),
                 delay_level: 0,
                 origin_msg_id: m.msg_id().encode(),
-                origin_topic: m.message.topic.clone(),
+                origin_topic: m.topic().to_owned(),
                 max_reconsume_times: None,
                 reconsume_times: None,
             };
             if let Err(e) = self.client.call(broker, req).await {
                 warn!(self.logger, "send-back failed; redelivering here";
-                    "queue" => slot.mq.queue_id, "offset" => m.queue_offset, "error" => %e);
+                    "queue" => slot.mq.queue_id, "offset" => m.queue_offset(), "error" => %e);
                 return false;
             }
         }
@@ -1875,5 +1920,20 @@ mod tests {
         assert_eq!(b.config.workers, 1);
         assert_eq!(b.config.message_model, MessageModelConfig::Broadcasting);
         assert_eq!(b.config.subscriptions["t"], "A || B");
+    }
+
+    #[actix_rt::test]
+    async fn orderly_consumption_refuses_a_view_listener() {
+        let started = PushConsumerBuilder::new("g")
+            .namesrv("127.0.0.1:1")
+            .subscribe("t", "*")
+            .orderly()
+            .view_listener(|_| ConsumeResult::Success)
+            .start()
+            .await;
+        let Err(err) = started else {
+            panic!("an orderly consumer with a view listener started");
+        };
+        assert!(err.to_string().contains("view_listener"), "{err}");
     }
 }

@@ -58,6 +58,11 @@ impl TagFilter {
         self.filter.matches(|k| m.property(k))
     }
 
+    /// [`matches`](Self::matches) for a message still in its pull reply.
+    pub fn matches_view(&self, m: &actormq_protocol::StoredView) -> bool {
+        self.filter.matches(|k| m.property(k))
+    }
+
     /// The subscription announced in heartbeats.
     pub fn subscription(&self, topic: &str) -> SubscriptionData {
         let (tags_set, code_set) = match &self.filter {

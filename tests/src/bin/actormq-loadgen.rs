@@ -32,7 +32,7 @@ use actormq_protocol::request::{
     CreateTopicRequest, GetMaxOffsetRequest, GetMinOffsetRequest, Perm, PullMessageRequest,
     SendBatchMessageRequest, SendMessageRequest, TopicConfig,
 };
-use actormq_protocol::{Bytes, Frame, Message, ResponseCode, batch};
+use actormq_protocol::{Bytes, Frame, Message, ResponseCode, batch, records};
 use actormq_tests::client::Client;
 use clap::{Parser, ValueEnum};
 
@@ -73,6 +73,10 @@ struct Args {
     /// Messages per pull request (pull).
     #[arg(long, default_value_t = 32)]
     pull_batch: u32,
+    /// Pull replies as stored records (what the SDK asks for) instead of
+    /// batches of stored messages (pull).
+    #[arg(long)]
+    records: bool,
     /// Connections (one thread each).
     #[arg(long, default_value_t = 1)]
     connections: usize,
@@ -281,6 +285,7 @@ fn frames_of(args: &Args, work: Work) -> Result<Box<dyn Iterator<Item = Frame> +
                         queue_id: q,
                         queue_offset: off,
                         max_msg_nums: n,
+                        records: args.records,
                         ..PullMessageRequest::default()
                     };
                     Frame::request(0, &req, Bytes::new()).map_err(|e| e.to_string())
@@ -319,9 +324,18 @@ async fn run_one(args: &Args, work: Work, start: &Barrier) -> Result<Outcome, St
             .map_err(|e| format!("send: {e}"))?;
         }
         Mode::Pull => {
+            let records = args.records;
             c.send_many(frames, args.inflight, |_, at, reply| {
                 let mut ok = reply.header.code == ResponseCode::Success.as_u32();
-                if ok {
+                if ok && records {
+                    match records::decode_records(&reply.body) {
+                        Ok(views) => {
+                            out.messages += views.len() as u64;
+                            out.bytes += views.iter().map(|v| v.body().len() as u64).sum::<u64>();
+                        }
+                        Err(_) => ok = false,
+                    }
+                } else if ok {
                     for m in batch::iter_messages(&reply.body) {
                         match m {
                             Ok(m) => {
