@@ -149,6 +149,9 @@ wire_codes! {
         /// Change a popped message's invisible time
         /// ([`crate::request::ChangeInvisibleTimeRequest`]).
         ChangeMessageInvisibleTime = 200053 => "CHANGE_MESSAGE_INVISIBLETIME",
+        /// Ack many popped messages of one topic
+        /// ([`crate::request::BatchAckMessageRequest`]).
+        BatchAckMessage = 200151 => "BATCH_ACK_MESSAGE",
         /// Resend a group's dead letters (actormq's;
         /// [`crate::request::ResendDeadLettersRequest`]).
         ResendDeadLetters = 10001 => "RESEND_DEAD_LETTERS",

@@ -1357,6 +1357,7 @@ impl Handler<PutInternal> for CommitLogActor {
     fn handle(&mut self, put: PutInternal, ctx: &mut Context<Self>) -> Self::Result {
         guarded(self, ctx, |act, ctx| {
             let mut answers = Vec::with_capacity(put.messages.len());
+            let mut pending = Vec::with_capacity(put.messages.len());
             for m in put.messages {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 answers.push(rx);
@@ -1391,7 +1392,46 @@ impl Handler<PutInternal> for CommitLogActor {
                     responder: Responder::Internal(tx),
                     dedup: None,
                 };
-                act.admit_internal(p, put.create_as.clone(), ctx);
+                pending.push(p);
+            }
+            // Topics to resolve (create) first: once, before any of the
+            // messages is admitted, so they are stored in the order given.
+            let snapshot = act.topics.snapshot();
+            let mut missing: Vec<String> = pending
+                .iter()
+                .filter(|p| {
+                    snapshot.get(&p.topic).is_none_or(|cfg| {
+                        put.create_as
+                            .as_ref()
+                            .is_some_and(|want| cfg.write_queue_nums < want.write_queue_nums)
+                    })
+                })
+                .map(|p| p.topic.clone())
+                .collect();
+            missing.sort();
+            missing.dedup();
+            let create_as = put.create_as;
+            if missing.is_empty() {
+                for p in pending {
+                    act.admit_internal(p, create_as.clone(), ctx);
+                }
+            } else {
+                let asks = missing.into_iter().map(|topic| {
+                    act.topic_manager.send(ResolveTopic {
+                        topic,
+                        create_as: create_as.clone(),
+                    })
+                });
+                let resolved = futures_util::future::join_all(asks);
+                ctx.spawn(
+                    actix::fut::wrap_future::<_, Self>(resolved).map(move |_, act, ctx| {
+                        // A topic that could not be resolved fails its
+                        // messages in `admit_internal` (it asks again).
+                        for p in pending {
+                            act.admit_internal(p, create_as.clone(), ctx);
+                        }
+                    }),
+                );
             }
             Box::pin(async move {
                 let mut out = Vec::with_capacity(answers.len());

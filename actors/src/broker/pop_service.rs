@@ -8,9 +8,11 @@
 //! group's pop retry topic of the topic (`%RETRY%<group>_<topic>`, where
 //! unacked messages come back), then from the topic's queues (one, or all
 //! in turn), each from the group's **pop position** there (a new group
-//! starts at the first kept message). Every message taken gets a
-//! **checkpoint** with a fresh id and a **receipt handle**
-//! ([`ReceiptHandle`], in the message's `POP_CK` property). Nothing
+//! starts at the first kept message). The messages a pop takes from one
+//! queue share one **checkpoint** (RocketMQ's batch `PopCheckPoint`);
+//! each gets its own checkpoint id (the checkpoint's first id plus its
+//! index) and a **receipt handle** ([`ReceiptHandle`], in the message's
+//! `POP_CK` property). Nothing
 //! found: `NO_MESSAGE` at once, or, with `poll_time_ms`, the pop is held
 //! (at most 20 s; woken by the stored-message events of the broker's
 //! fan-out, and looked at again at least every 500 ms) and answers
@@ -23,15 +25,25 @@
 //!   `rmq_sys_pop_revive`: the [`super::TimerService`] (durable timing
 //!   wheel) delivers it there when due;
 //! - an ack is a record in `rmq_sys_pop_ack` (read back when the service
-//!   starts);
+//!   starts); `BATCH_ACK_MESSAGE` (200151) stores many acks as one record;
 //! - the pop positions and the revive progress are in
-//!   `<data>/config/pop_state.msgpack`, written once the checkpoints of a
-//!   pop are stored and before the pop is answered (so a crash may deliver
-//!   a message twice, never lose one).
+//!   `<data>/config/pop_state.msgpack`, written with each revive pass and
+//!   at a clean stop. A normal pop is answered once its checkpoints are
+//!   stored and, after them, a [`ProgressRecord`] of the positions it
+//!   moved (in the pop log `rmq_sys_pop_ack`; records newer than the state
+//!   file are replayed on load). Pops go on concurrently; a position
+//!   written down (record or file) never passes a pop whose checkpoints
+//!   are not stored yet. An orderly pop waits for the state file (one at a
+//!   time). A crash may so deliver a message twice, never lose one.
+//!
+//! The acked checkpoint ids not yet revived are kept in memory as bits,
+//! one 64-bit word per block of 64 ids (a batch checkpoint's ids are one
+//! block).
 //!
 //! **Revive.** Every 100 ms the service reads the checkpoints the timer
-//! delivered to the revive topic. One that was not acked re-delivers its
-//! message: the group's retry policy ([`destination`], [`retry_message`]
+//! delivered to the revive topic (up to 1024 records a pass, the next pass
+//! at once while more are due). Each message of one that was not acked is
+//! delivered again: the group's retry policy ([`destination`], [`retry_message`]
 //! of the [`super::RetryService`]) decides between the pop retry topic
 //! (visible at once, `reconsume_times` one higher) and `%DLQ%<group>`
 //! after the group's `retry_max_times`.
@@ -71,9 +83,9 @@ use actix::prelude::*;
 use actormq_protocol::batch;
 use actormq_protocol::message::PROPERTY_POP_CK;
 use actormq_protocol::request::{
-    AckMessageRequest, ChangeInvisibleTimeRequest, ChangeInvisibleTimeResponse,
-    ConsumerSendMsgBackRequest, Empty, PopMessageRequest, PopMessageResponse, ReceiptHandle,
-    SubscriptionGroupConfig,
+    AckMessageRequest, BatchAckFailure, BatchAckMessageRequest, BatchAckMessageResponse,
+    ChangeInvisibleTimeRequest, ChangeInvisibleTimeResponse, ConsumerSendMsgBackRequest, Empty,
+    PopMessageRequest, PopMessageResponse, ReceiptHandle, SubscriptionGroupConfig,
 };
 use actormq_protocol::system_topic::{
     self, POP_ACK_TOPIC, POP_REVIVE_TOPIC, PROPERTY_REAL_QUEUE_ID, PROPERTY_REAL_TOPIC, TIMER_TOPIC,
@@ -114,7 +126,8 @@ pub struct PopConfig {
     pub revive_interval: Duration,
     /// Longest hold of a pop with `poll_time_ms`. Default 20 s.
     pub max_poll: Duration,
-    /// Most checkpoints revived per pass. Default 256.
+    /// Most checkpoint records read per pass (a pass that stops there is
+    /// followed by the next at once). Default 1024.
     pub revive_batch: usize,
 }
 
@@ -125,7 +138,7 @@ impl PopConfig {
             path,
             revive_interval: Duration::from_millis(100),
             max_poll: Duration::from_secs(20),
-            revive_batch: 256,
+            revive_batch: 1024,
         }
     }
 }
@@ -155,6 +168,21 @@ pub struct PopState {
     /// The batch in flight on each queue popped orderly.
     #[serde(default)]
     pub orderly: Vec<OrderlyBatch>,
+    /// Progress records up to this sequence number are reflected in
+    /// `positions` (newer ones, in the pop log, are applied on load).
+    #[serde(default)]
+    pub progress_seq: u64,
+}
+
+/// A normal pop's moved positions, recorded in the pop log
+/// (`rmq_sys_pop_ack`) once its checkpoints are stored and before it is
+/// answered, so they survive a crash without waiting for the state file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgressRecord {
+    /// Sequence number (grows with every pop that records progress).
+    pub seq: u64,
+    /// The positions as the pop left them.
+    pub positions: Vec<PopPosition>,
 }
 
 /// The messages of one queue handed out by an orderly (FIFO) pop, in
@@ -193,9 +221,13 @@ pub struct OrderlyStart {
 }
 
 /// A checkpoint: the body of its record in the timer, then revive, topic.
+/// It covers the messages one pop took from one queue: the one at
+/// `queue_offset` (id `id`), or when `offsets` is not empty the ones at
+/// `offsets[i]`, with ids `id + i` (each message's handle names its own
+/// id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
-    /// Its id (the handle's `checkpoint_id`).
+    /// Its (first) id (the handle's `checkpoint_id`).
     pub id: u64,
     /// Consumer group.
     pub group: String,
@@ -205,10 +237,24 @@ pub struct Checkpoint {
     pub topic: String,
     /// Queue of the message.
     pub queue_id: u32,
-    /// Queue offset of the message.
+    /// Queue offset of the (first) message.
     pub queue_offset: u64,
     /// When it is due (ms).
     pub visible_at_ms: u64,
+    /// Queue offsets of every message covered (empty: the one at
+    /// `queue_offset`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offsets: Vec<u64>,
+}
+
+impl Checkpoint {
+    /// `(id, queue offset)` of every message covered.
+    pub fn entries(&self) -> Vec<(u64, u64)> {
+        if self.offsets.is_empty() {
+            return vec![(self.id, self.queue_offset)];
+        }
+        (self.id..).zip(self.offsets.iter().copied()).collect()
+    }
 }
 
 /// An ack: the body of its record in `rmq_sys_pop_ack`.
@@ -221,6 +267,16 @@ pub struct AckRecord {
     /// An ack of an orderly pop (no checkpoint comes back for it).
     #[serde(default)]
     pub orderly: bool,
+    /// More checkpoint ids acked by the same record (a batch ack).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more: Vec<u64>,
+}
+
+impl AckRecord {
+    /// Every checkpoint id it acks.
+    pub fn ids(&self) -> impl Iterator<Item = u64> + '_ {
+        std::iter::once(self.id).chain(self.more.iter().copied())
+    }
 }
 
 type PositionKey = (String, String, u32);
@@ -249,11 +305,16 @@ pub struct PopBook {
     positions: BTreeMap<PositionKey, u64>,
     revive_offset: u64,
     next_checkpoint: u64,
+    /// Acked checkpoint ids not yet revived, as bits: id `i` is bit
+    /// `i % 64` of the entry `i - i % 64` (a batch checkpoint's ids share
+    /// one entry).
     acked: HashMap<u64, u64>,
     turn: u32,
     orderly: BTreeMap<PositionKey, OrderlyBatch>,
     /// Acks of released orderly batches: forgotten once expired.
     released: Vec<(u64, u64)>,
+    /// The last progress record's sequence number handed out.
+    progress_seq: u64,
 }
 
 impl PopBook {
@@ -277,7 +338,24 @@ impl PopBook {
                 .map(|b| ((b.group.clone(), b.topic.clone(), b.queue_id), b))
                 .collect(),
             released: Vec::new(),
+            progress_seq: state.progress_seq,
         }
+    }
+
+    /// Applies a progress record read back from the pop log (one newer
+    /// than the state file: see [`PopState::progress_seq`]).
+    pub fn apply_progress(&mut self, r: &ProgressRecord) {
+        if r.seq <= self.progress_seq {
+            return;
+        }
+        for p in &r.positions {
+            self.set_position(&p.group, &p.topic, p.queue_id, p.offset);
+        }
+    }
+
+    /// Done with loading: later records continue after every one read.
+    pub fn progress_loaded(&mut self, max_seq: u64) {
+        self.progress_seq = self.progress_seq.max(max_seq);
     }
 
     /// What is persisted.
@@ -296,6 +374,7 @@ impl PopBook {
             revive_offset: self.revive_offset,
             next_checkpoint: self.next_checkpoint,
             orderly: self.orderly.values().cloned().collect(),
+            progress_seq: self.progress_seq,
         }
     }
 
@@ -322,16 +401,13 @@ impl PopBook {
                 ..Default::default()
             });
         };
-        let first_unacked = batch
-            .checkpoints
-            .iter()
-            .position(|id| !self.acked.contains_key(id));
+        let first_unacked = batch.checkpoints.iter().position(|id| !self.is_acked(*id));
         if first_unacked.is_some() && now_ms < batch.visible_at_ms {
             return None;
         }
         let batch = self.orderly.remove(key)?;
         for id in &batch.checkpoints {
-            if self.acked.remove(id).is_some() {
+            if self.take_ack(*id) {
                 self.released.push((*id, batch.visible_at_ms));
             }
         }
@@ -411,6 +487,14 @@ impl PopBook {
         id
     }
 
+    /// The first of 64 fresh checkpoint ids that share one entry of the
+    /// acked set (a batch checkpoint's).
+    pub fn new_checkpoint_block(&mut self) -> u64 {
+        let base = self.next_checkpoint.div_ceil(64).saturating_mul(64);
+        self.next_checkpoint = base + 64;
+        base
+    }
+
     /// The queue to start a pop over `n` queues with (turns rotate).
     pub fn next_turn(&mut self, n: u32) -> u32 {
         let t = self.turn % n.max(1);
@@ -420,8 +504,7 @@ impl PopBook {
 
     /// Whether `handle` may be acked or changed at `now_ms`.
     pub fn check(&self, handle: &ReceiptHandle, now_ms: u64) -> Result<(), HandleError> {
-        if self.acked.contains_key(&handle.checkpoint_id) || self.was_released(handle.checkpoint_id)
-        {
+        if self.is_acked(handle.checkpoint_id) || self.was_released(handle.checkpoint_id) {
             return Err(HandleError::Stale);
         }
         let visible_at_ms = handle.visible_again_at_ms();
@@ -431,33 +514,50 @@ impl PopBook {
         Ok(())
     }
 
-    /// Records an ack of checkpoint `id` (due at `visible_at_ms`).
-    pub fn mark_acked(&mut self, id: u64, visible_at_ms: u64) {
-        self.acked.insert(id, visible_at_ms);
+    /// Records an ack of checkpoint `id`.
+    pub fn mark_acked(&mut self, id: u64) {
+        *self.acked.entry(id & !63).or_insert(0) |= 1 << (id & 63);
     }
 
-    /// Forgets an ack whose record could not be stored.
+    /// Forgets an ack whose record could not be stored (or whose
+    /// checkpoint was revived).
     pub fn unmark(&mut self, id: u64) {
-        self.acked.remove(&id);
+        self.take_ack(id);
+    }
+
+    /// Forgets the ack of `id`; whether there was one.
+    fn take_ack(&mut self, id: u64) -> bool {
+        let Some(bits) = self.acked.get_mut(&(id & !63)) else {
+            return false;
+        };
+        let bit = 1 << (id & 63);
+        let had = *bits & bit != 0;
+        *bits &= !bit;
+        if *bits == 0 {
+            self.acked.remove(&(id & !63));
+        }
+        had
     }
 
     /// Whether checkpoint `id` was acked.
     pub fn is_acked(&self, id: u64) -> bool {
-        self.acked.contains_key(&id)
+        self.acked
+            .get(&(id & !63))
+            .is_some_and(|bits| bits & (1 << (id & 63)) != 0)
     }
 
     /// Checkpoints `ids` were revived (or skipped as acked) and the revive
     /// topic was read up to `offset`.
     pub fn revived(&mut self, ids: &[u64], offset: u64) {
         for id in ids {
-            self.acked.remove(id);
+            self.take_ack(*id);
         }
         self.revive_offset = self.revive_offset.max(offset);
     }
 
     /// Acks known (tests, status).
     pub fn acked_len(&self) -> usize {
-        self.acked.len()
+        self.acked.values().map(|b| b.count_ones() as usize).sum()
     }
 }
 
@@ -542,6 +642,11 @@ pub fn checkpoint_message(ck: &Checkpoint) -> Result<InternalMessage, ServiceErr
     ))
 }
 
+/// A record of the pop log (`rmq_sys_pop_ack`) with `body`.
+fn record_message(topic: &str, body: Vec<u8>) -> InternalMessage {
+    record(topic, body, Vec::new(), 0)
+}
+
 fn ack_message(ack: &AckRecord) -> Result<InternalMessage, ServiceError> {
     let body = rmp_serde::to_vec_named(ack).map_err(|e| ServiceError::system(e.to_string()))?;
     Ok(record(POP_ACK_TOPIC, body, Vec::new(), 0))
@@ -568,6 +673,12 @@ pub struct PopStatus {
 #[rtype(result = "Result<Option<Reply<PopMessageResponse>>, ServiceError>")]
 struct PopOnce(PopMessageRequest, u32);
 
+/// Internal: one attempt of a normal (not orderly) pop, which does not
+/// wait for other pops.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Option<Reply<PopMessageResponse>>, ServiceError>")]
+struct PopFast(PopMessageRequest, u32);
+
 /// Internal: one revive pass.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
@@ -584,6 +695,12 @@ pub struct PopService {
     state: Arc<persist::StateFile>,
     reviving: bool,
     revived: u64,
+    /// Positions moved by normal pops since the state was last written.
+    dirty: bool,
+    /// Pops whose checkpoints are not stored yet: (token, position they
+    /// took from) per position they moved.
+    inflight: HashMap<PositionKey, Vec<(u64, u64)>>,
+    next_token: u64,
     wake: Arc<tokio::sync::Notify>,
     logger: Logger,
     poison: Poison,
@@ -607,19 +724,34 @@ impl PopService {
             store.min_offset(POP_ACK_TOPIC, 0),
             store.max_offset(POP_ACK_TOPIC, 0),
         );
+        // The pop log: acks, and the progress of normal pops (newer than
+        // the state file's).
+        let mut max_seq = 0;
         for at in min..max {
             let Some(v) = store.read_by_queue_offset(POP_ACK_TOPIC, 0, at) else {
                 continue;
             };
+            if let Ok(p) = rmp_serde::from_slice::<ProgressRecord>(v.body_slice()) {
+                book.apply_progress(&p);
+                max_seq = max_seq.max(p.seq);
+                continue;
+            }
             match rmp_serde::from_slice::<AckRecord>(v.body_slice()) {
-                // An orderly ack matters only while its batch is in flight.
-                Ok(a) if a.orderly && !book.is_orderly(a.id) => {}
-                Ok(a) => book.mark_acked(a.id, a.visible_at_ms),
+                Ok(a) => {
+                    for id in a.ids() {
+                        // An orderly ack matters only while its batch is
+                        // in flight.
+                        if !a.orderly || book.is_orderly(id) {
+                            book.mark_acked(id);
+                        }
+                    }
+                }
                 Err(e) => {
                     warn!(logger, "unreadable ack record skipped"; "offset" => at, "error" => %e)
                 }
             }
         }
+        book.progress_loaded(max_seq);
         // Acks whose checkpoint was read back already are done with.
         let processed = store.min_offset(POP_REVIVE_TOPIC, 0)..book.revive_offset;
         for at in processed {
@@ -627,7 +759,9 @@ impl PopService {
                 continue;
             };
             if let Ok(ck) = rmp_serde::from_slice::<Checkpoint>(v.body_slice()) {
-                book.unmark(ck.id);
+                for (id, _) in ck.entries() {
+                    book.unmark(id);
+                }
             }
         }
         info!(logger, "pop state loaded"; "acks" => book.acked_len(),
@@ -642,6 +776,9 @@ impl PopService {
             book,
             reviving: false,
             revived: 0,
+            dirty: false,
+            inflight: HashMap::new(),
+            next_token: 0,
             wake: Arc::new(tokio::sync::Notify::new()),
             logger,
             poison: Poison::default(),
@@ -730,6 +867,9 @@ impl PopService {
                 reconsume: Vec::new(),
                 visible_at_ms: now.saturating_add(req.invisible_time_ms),
             };
+            // A normal pop's messages of this queue share one checkpoint
+            // (ids `base + i`, at most 64).
+            let mut ck: Option<Checkpoint> = None;
             let mut at = start;
             while at < max && msgs.len() < want {
                 if orderly.as_ref().is_some_and(|o| o.skip.contains(&at)) {
@@ -744,7 +884,25 @@ impl PopService {
                     .as_ref()
                     .and_then(|o| o.again.get(&at).copied())
                     .unwrap_or(view.header().reconsume_times);
-                let id = self.book.new_checkpoint();
+                let id = if orderly.is_some() {
+                    self.book.new_checkpoint()
+                } else {
+                    if ck.as_ref().is_some_and(|c| c.offsets.len() >= 64) {
+                        cks.extend(ck.take());
+                    }
+                    let c = ck.get_or_insert_with(|| Checkpoint {
+                        id: self.book.new_checkpoint_block(),
+                        group: group.clone(),
+                        pop_topic: req.topic.clone(),
+                        topic: topic.clone(),
+                        queue_id: q,
+                        queue_offset: at,
+                        visible_at_ms: now.saturating_add(req.invisible_time_ms),
+                        offsets: Vec::new(),
+                    });
+                    c.offsets.push(at);
+                    c.id + c.offsets.len() as u64 - 1
+                };
                 let handle = ReceiptHandle {
                     checkpoint_id: id,
                     pop_time_ms: now,
@@ -766,19 +924,10 @@ impl PopService {
                     batch.offsets.push(at);
                     batch.checkpoints.push(id);
                     batch.reconsume.push(reconsume);
-                } else {
-                    cks.push(Checkpoint {
-                        id,
-                        group: group.clone(),
-                        pop_topic: req.topic.clone(),
-                        topic: topic.clone(),
-                        queue_id: q,
-                        queue_offset: at,
-                        visible_at_ms: handle.visible_again_at_ms(),
-                    });
                 }
                 at += 1;
             }
+            cks.extend(ck);
             if !batch.offsets.is_empty() {
                 self.book.orderly_handed_out(batch);
             }
@@ -798,7 +947,25 @@ impl PopService {
         })
     }
 
+    /// Writes the state if it changed since the last write (normal pops
+    /// move positions without waiting for the file: see the module docs).
+    /// A failed write is logged; the next change writes again.
+    fn persist_if_dirty(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        let w = self.state.persist(&self.safe_state());
+        let logger = self.logger.clone();
+        actix_rt::spawn(async move {
+            if let Err(e) = w.await {
+                error!(logger, "cannot persist the pop state"; "error" => %e);
+            }
+        });
+    }
+
     fn revive_pass(&mut self, ctx: &mut Context<Self>) {
+        self.persist_if_dirty();
         self.book.prune_released(super::now_ms());
         if self.reviving {
             return;
@@ -822,10 +989,13 @@ impl PopService {
                 continue; // the marker that created the topic
             }
             match rmp_serde::from_slice::<Checkpoint>(v.body_slice()) {
-                Ok(ck) if self.book.is_acked(ck.id) => done.push(ck.id),
                 Ok(ck) => {
-                    done.push(ck.id);
-                    due.push(ck);
+                    for (id, offset) in ck.entries() {
+                        done.push(id);
+                        if !self.book.is_acked(id) {
+                            due.push((ck.clone(), offset));
+                        }
+                    }
                 }
                 Err(e) => {
                     error!(self.logger, "unreadable checkpoint skipped"; "offset" => at, "error" => %e)
@@ -839,7 +1009,7 @@ impl PopService {
         let store = self.store.clone();
         let logger = self.logger.clone();
         let work = async move {
-            let names: BTreeSet<String> = due.iter().map(|c| c.group.clone()).collect();
+            let names: BTreeSet<String> = due.iter().map(|(c, _)| c.group.clone()).collect();
             let mut configs: HashMap<String, SubscriptionGroupConfig> = HashMap::new();
             for g in names {
                 let cfg = match groups
@@ -857,10 +1027,10 @@ impl PopService {
                 configs.insert(g, cfg);
             }
             let mut puts = Vec::new();
-            for ck in &due {
-                let Some(unit) = store.unit(&ck.topic, ck.queue_id, ck.queue_offset) else {
+            for (ck, offset) in &due {
+                let Some(unit) = store.unit(&ck.topic, ck.queue_id, *offset) else {
                     error!(logger, "popped message is gone (retention); not revived";
-                        "topic" => &ck.topic, "queue" => ck.queue_id, "offset" => ck.queue_offset);
+                        "topic" => &ck.topic, "queue" => ck.queue_id, "offset" => offset);
                     continue;
                 };
                 let Some(view) = store.read_at(unit.commit_log_offset) else {
@@ -885,7 +1055,7 @@ impl PopService {
                     Ok(m) => m,
                     Err(e) => {
                         error!(logger, "popped message cannot be revived; skipped";
-                            "topic" => &ck.topic, "offset" => ck.queue_offset, "error" => %e.remark);
+                            "topic" => &ck.topic, "offset" => offset, "error" => %e.remark);
                         continue;
                     }
                 };
@@ -923,19 +1093,18 @@ impl PopService {
             Ok::<u64, ServiceError>(n)
         };
         ctx.spawn(
-            actix::fut::wrap_future::<_, Self>(work).map(move |res, act, _ctx| {
+            actix::fut::wrap_future::<_, Self>(work).map(move |res, act, ctx| {
                 act.reviving = false;
                 match res {
                     Ok(n) => {
                         act.revived += n;
                         act.book.revived(&done, until);
-                        let w = act.state.persist(&act.book.state());
-                        let logger = act.logger.clone();
-                        actix_rt::spawn(async move {
-                            if let Err(e) = w.await {
-                                error!(logger, "cannot persist the pop state"; "error" => %e);
-                            }
-                        });
+                        act.dirty = true;
+                        act.persist_if_dirty();
+                        if until < max {
+                            // More checkpoints are due: read on at once.
+                            ctx.notify(Revive);
+                        }
                     }
                     Err(e) => {
                         warn!(act.logger, "revive pass failed; retried"; "error" => %e.remark)
@@ -951,6 +1120,20 @@ impl Actor for PopService {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(self.config.revive_interval, |_, ctx| ctx.notify(Revive));
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        // A clean stop leaves the positions of the last pops on disk (a
+        // small file, written once, here where nothing else waits).
+        if self.dirty {
+            let written = self
+                .state
+                .stage(&self.safe_state())
+                .and_then(|seq| self.state.wait(seq));
+            if let Err(e) = written {
+                error!(self.logger, "cannot persist the pop state"; "error" => %e);
+            }
+        }
     }
 }
 
@@ -992,115 +1175,238 @@ impl Handler<GetPopStatus> for PopService {
 
 type PopResult = Result<Option<Reply<PopMessageResponse>>, ServiceError>;
 
+/// A pop's work once [`PopService::take`] has moved the positions: the
+/// writes to make and answer, and what to undo if they fail.
+struct PopWork {
+    fut:
+        Pin<Box<dyn std::future::Future<Output = Result<Reply<PopMessageResponse>, ServiceError>>>>,
+    found: bool,
+    moved: Vec<(PositionKey, u64)>,
+    replaced: Vec<(PositionKey, Option<OrderlyBatch>)>,
+    /// Its entry in the in-flight table.
+    token: u64,
+}
+
+impl PopService {
+    /// Takes the messages of a pop and prepares its writes (checkpoints,
+    /// dead letters); `None` when there is nothing to hand out.
+    fn pop_work(
+        &mut self,
+        req: PopMessageRequest,
+        max_retries: u32,
+    ) -> Result<Option<PopWork>, ServiceError> {
+        let now = super::now_ms();
+        let taken = self.take(&req, now, max_retries)?;
+        if taken.messages.is_empty()
+            && taken.dead.is_empty()
+            && taken.replaced.iter().all(|(_, before)| before.is_none())
+        {
+            return Ok(None);
+        }
+        let Taken {
+            messages,
+            checkpoints,
+            moved,
+            rest,
+            dead,
+            replaced,
+        } = taken;
+        let act = self;
+        let found = !messages.is_empty();
+        // Until its checkpoints are stored, a pop holds back what is
+        // written of the positions it moved.
+        let token = act.next_token;
+        act.next_token += 1;
+        for (key, old) in &moved {
+            act.inflight
+                .entry(key.clone())
+                .or_default()
+                .push((token, *old));
+        }
+        let writer = act.writer.addr();
+        let store = act.store.clone();
+        let revive_topic_missing = act.view.snapshot().get(POP_REVIVE_TOPIC).is_none();
+        let fut = async move {
+            let writer = writer.ok_or_else(|| down("commit log"))?;
+            if revive_topic_missing {
+                // The timer delivers checkpoints there without
+                // creating it: create it first (with an empty marker
+                // record the revive pass skips), whatever the broker's
+                // topic auto-creation says.
+                for a in writer
+                    .send(PutInternal {
+                        messages: vec![record(POP_REVIVE_TOPIC, Vec::new(), Vec::new(), 0)],
+                        create_as: Some(system_topic_config(POP_REVIVE_TOPIC)),
+                    })
+                    .await?
+                {
+                    a?;
+                }
+            }
+            // Orderly messages past their retries: dead letters.
+            for (topic, q, off, group, times) in dead {
+                let Some(unit) = store.unit(&topic, q, off) else {
+                    continue;
+                };
+                let Some(view) = store.read_at(unit.commit_log_offset) else {
+                    continue;
+                };
+                let origin = MessageId {
+                    store_host: view.header().store_host.unwrap_or(UNKNOWN_HOST),
+                    commit_log_offset: unit.commit_log_offset,
+                }
+                .encode();
+                let msg = retry_message(
+                    &view,
+                    &group,
+                    &Destination::DeadLetter,
+                    &origin,
+                    times.saturating_sub(1),
+                )?;
+                for a in writer
+                    .send(PutInternal {
+                        messages: vec![msg],
+                        create_as: Some(dlq_topic_config(&group)),
+                    })
+                    .await?
+                {
+                    a?;
+                }
+            }
+            let puts = checkpoints
+                .iter()
+                .map(checkpoint_message)
+                .collect::<Result<Vec<_>, _>>()?;
+            if !puts.is_empty() {
+                let answers = writer
+                    .send(PutInternal {
+                        messages: puts,
+                        create_as: Some(system_topic_config(TIMER_TOPIC)),
+                    })
+                    .await?;
+                for a in answers {
+                    a?;
+                }
+            }
+            let mut body = BytesMut::new();
+            batch::encode_stored(&messages, &mut body);
+            Ok(Reply::with_body(
+                PopMessageResponse {
+                    pop_time_ms: now,
+                    invisible_time_ms: req.invisible_time_ms,
+                    revive_queue_id: 0,
+                    rest_num: rest,
+                },
+                body.freeze(),
+            ))
+        };
+        Ok(Some(PopWork {
+            fut: Box::pin(fut),
+            found,
+            moved,
+            replaced,
+            token,
+        }))
+    }
+
+    /// The pop `token`'s checkpoints are stored (or failed): it no longer
+    /// holds positions back.
+    fn end_inflight(&mut self, token: u64) {
+        self.inflight.retain(|_, pops| {
+            pops.retain(|(t, _)| *t != token);
+            !pops.is_empty()
+        });
+    }
+
+    /// The position of `key` that may be written down: no further than
+    /// where a pop whose checkpoints are not stored yet took from.
+    fn safe_position(&self, key: &PositionKey) -> Option<u64> {
+        let now = self.book.positions.get(key).copied()?;
+        let held = self
+            .inflight
+            .get(key)
+            .and_then(|pops| pops.iter().map(|(_, old)| *old).min());
+        Some(held.map_or(now, |h| h.min(now)))
+    }
+
+    /// The state to write: the book's, positions held back by pops in
+    /// flight.
+    fn safe_state(&self) -> PopState {
+        let mut state = self.book.state();
+        for p in &mut state.positions {
+            let key = (p.group.clone(), p.topic.clone(), p.queue_id);
+            if let Some(o) = self.safe_position(&key) {
+                p.offset = o;
+            }
+        }
+        state
+    }
+
+    /// A progress record of `keys` (safe positions).
+    fn progress(&mut self, keys: &[PositionKey]) -> ProgressRecord {
+        let positions = keys
+            .iter()
+            .filter_map(|k| {
+                self.safe_position(k).map(|offset| PopPosition {
+                    group: k.0.clone(),
+                    topic: k.1.clone(),
+                    queue_id: k.2,
+                    offset,
+                })
+            })
+            .collect();
+        self.book.progress_seq += 1;
+        ProgressRecord {
+            seq: self.book.progress_seq,
+            positions,
+        }
+    }
+
+    /// Gives the messages of a pop whose writes failed back.
+    fn undo_pop(
+        &mut self,
+        moved: Vec<(PositionKey, u64)>,
+        replaced: Vec<(PositionKey, Option<OrderlyBatch>)>,
+    ) {
+        for ((g, t, q), old) in moved {
+            self.book.rewind(&g, &t, q, old);
+        }
+        for (key, batch) in replaced {
+            match batch {
+                Some(b) => self.book.orderly_handed_out(b),
+                None => {
+                    self.book.orderly.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+/// An orderly pop: one at a time (the actor waits for its writes), and
+/// answered once the state file holds its batch.
 impl Handler<PopOnce> for PopService {
     type Result = GuardedReply<AtomicResponse<Self, PopResult>>;
 
     fn handle(&mut self, msg: PopOnce, ctx: &mut Context<Self>) -> Self::Result {
         guarded(self, ctx, |act, _| {
-            let (req, max_retries) = (msg.0, msg.1);
-            let now = super::now_ms();
-            let taken = match act.take(&req, now, max_retries) {
-                Ok(t)
-                    if t.messages.is_empty()
-                        && t.dead.is_empty()
-                        && t.replaced.iter().all(|(_, before)| before.is_none()) =>
-                {
-                    return AtomicResponse::new(Box::pin(actix::fut::ready(Ok(None))));
-                }
-                Ok(t) => t,
+            let work = match act.pop_work(msg.0, msg.1) {
+                Ok(Some(w)) => w,
+                Ok(None) => return AtomicResponse::new(Box::pin(actix::fut::ready(Ok(None)))),
                 Err(e) => return AtomicResponse::new(Box::pin(actix::fut::ready(Err(e)))),
             };
-            let Taken {
-                messages,
-                checkpoints,
+            let PopWork {
+                fut,
+                found,
                 moved,
-                rest,
-                dead,
                 replaced,
-            } = taken;
-            let found = !messages.is_empty();
-            let writer = act.writer.addr();
-            let store = act.store.clone();
-            let revive_topic_missing = act.view.snapshot().get(POP_REVIVE_TOPIC).is_none();
-            let fut = async move {
-                let writer = writer.ok_or_else(|| down("commit log"))?;
-                if revive_topic_missing {
-                    // The timer delivers checkpoints there without
-                    // creating it: create it first (with an empty marker
-                    // record the revive pass skips), whatever the broker's
-                    // topic auto-creation says.
-                    for a in writer
-                        .send(PutInternal {
-                            messages: vec![record(POP_REVIVE_TOPIC, Vec::new(), Vec::new(), 0)],
-                            create_as: Some(system_topic_config(POP_REVIVE_TOPIC)),
-                        })
-                        .await?
-                    {
-                        a?;
-                    }
-                }
-                // Orderly messages past their retries: dead letters.
-                for (topic, q, off, group, times) in dead {
-                    let Some(unit) = store.unit(&topic, q, off) else {
-                        continue;
-                    };
-                    let Some(view) = store.read_at(unit.commit_log_offset) else {
-                        continue;
-                    };
-                    let origin = MessageId {
-                        store_host: view.header().store_host.unwrap_or(UNKNOWN_HOST),
-                        commit_log_offset: unit.commit_log_offset,
-                    }
-                    .encode();
-                    let msg = retry_message(
-                        &view,
-                        &group,
-                        &Destination::DeadLetter,
-                        &origin,
-                        times.saturating_sub(1),
-                    )?;
-                    for a in writer
-                        .send(PutInternal {
-                            messages: vec![msg],
-                            create_as: Some(dlq_topic_config(&group)),
-                        })
-                        .await?
-                    {
-                        a?;
-                    }
-                }
-                let puts = checkpoints
-                    .iter()
-                    .map(checkpoint_message)
-                    .collect::<Result<Vec<_>, _>>()?;
-                if !puts.is_empty() {
-                    let answers = writer
-                        .send(PutInternal {
-                            messages: puts,
-                            create_as: Some(system_topic_config(TIMER_TOPIC)),
-                        })
-                        .await?;
-                    for a in answers {
-                        a?;
-                    }
-                }
-                let mut body = BytesMut::new();
-                batch::encode_stored(&messages, &mut body);
-                Ok(Reply::with_body(
-                    PopMessageResponse {
-                        pop_time_ms: now,
-                        invisible_time_ms: req.invisible_time_ms,
-                        revive_queue_id: 0,
-                        rest_num: rest,
-                    },
-                    body.freeze(),
-                ))
-            };
+                token,
+            } = work;
             let fut = actix::fut::wrap_future::<_, Self>(fut).then(
                 move |res: Result<Reply<PopMessageResponse>, ServiceError>, act, _ctx| {
+                    act.end_inflight(token);
                     let out: Pin<Box<dyn ActorFuture<Self, Output = PopResult>>> = match res {
                         Ok(reply) => {
-                            let w = act.state.persist(&act.book.state());
+                            let w = act.state.persist(&act.safe_state());
                             Box::pin(
                                 persist::written_or_stop::<Self>(
                                     w,
@@ -1112,17 +1418,7 @@ impl Handler<PopOnce> for PopService {
                         }
                         Err(e) => {
                             // Nothing handed out: the messages go back.
-                            for ((g, t, q), old) in moved {
-                                act.book.set_position(&g, &t, q, old);
-                            }
-                            for (key, batch) in replaced {
-                                match batch {
-                                    Some(b) => act.book.orderly_handed_out(b),
-                                    None => {
-                                        act.book.orderly.remove(&key);
-                                    }
-                                }
-                            }
+                            act.undo_pop(moved, replaced);
                             Box::pin(actix::fut::ready(Err(e)))
                         }
                     };
@@ -1130,6 +1426,83 @@ impl Handler<PopOnce> for PopService {
                 },
             );
             AtomicResponse::new(Box::pin(fut))
+        })
+    }
+}
+
+/// A normal pop: answered once its checkpoints are stored, other pops
+/// going on meanwhile; the moved positions reach the state file with the
+/// next write (at most one revive interval later). A crash before that
+/// hands those messages out again (their checkpoints bring them back as
+/// well): twice, never lost.
+impl Handler<PopFast> for PopService {
+    type Result = GuardedReply<ResponseActFuture<Self, PopResult>>;
+
+    fn handle(&mut self, msg: PopFast, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, |act, _| {
+            let work = match act.pop_work(msg.0, msg.1) {
+                Ok(Some(w)) => w,
+                Ok(None) => {
+                    return Box::pin(actix::fut::ready(Ok(None))) as ResponseActFuture<_, _>;
+                }
+                Err(e) => return Box::pin(actix::fut::ready(Err(e))) as ResponseActFuture<_, _>,
+            };
+            let PopWork {
+                fut,
+                found,
+                moved,
+                replaced,
+                token,
+            } = work;
+            let writer = act.writer.addr();
+            Box::pin(actix::fut::wrap_future::<_, Self>(fut).then(
+                move |res: Result<Reply<PopMessageResponse>, ServiceError>, act, _ctx| {
+                    act.end_inflight(token);
+                    let out: Pin<Box<dyn ActorFuture<Self, Output = PopResult>>> = match res {
+                        Ok(reply) => {
+                            // Its checkpoints are stored: record how far
+                            // the positions safely are, then answer.
+                            let keys: Vec<PositionKey> =
+                                moved.into_iter().map(|(k, _)| k).collect();
+                            let record = act.progress(&keys);
+                            let write = async move {
+                                let body = rmp_serde::to_vec_named(&record)
+                                    .map_err(|e| ServiceError::system(e.to_string()))?;
+                                let writer = writer.ok_or_else(|| down("commit log"))?;
+                                for a in writer
+                                    .send(PutInternal {
+                                        messages: vec![record_message(POP_ACK_TOPIC, body)],
+                                        create_as: Some(system_topic_config(POP_ACK_TOPIC)),
+                                    })
+                                    .await?
+                                {
+                                    a?;
+                                }
+                                Ok::<(), ServiceError>(())
+                            };
+                            Box::pin(actix::fut::wrap_future::<_, Self>(write).map(
+                                move |written, act, _| {
+                                    act.dirty = true;
+                                    // Not written: the pop fails, and its
+                                    // messages come back through their
+                                    // stored checkpoints.
+                                    written.map(|()| found.then_some(reply))
+                                },
+                            ))
+                        }
+                        Err(e) => {
+                            // Nothing handed out: the messages go back (a
+                            // pop that moved the position further meanwhile
+                            // hands them out again: a duplicate, never a
+                            // loss).
+                            act.undo_pop(moved, replaced);
+                            act.dirty = true;
+                            Box::pin(actix::fut::ready(Err(e)))
+                        }
+                    };
+                    out
+                },
+            )) as ResponseActFuture<_, _>
         })
     }
 }
@@ -1165,7 +1538,12 @@ impl Handler<Call<PopMessageRequest>> for PopService {
                     let woken = wake.notified();
                     tokio::pin!(woken);
                     woken.as_mut().enable();
-                    if let Some(reply) = me.send(PopOnce(req.clone(), max_retries)).await?? {
+                    let attempt = if req.order {
+                        me.send(PopOnce(req.clone(), max_retries)).await
+                    } else {
+                        me.send(PopFast(req.clone(), max_retries)).await
+                    };
+                    if let Some(reply) = attempt?? {
                         return Ok(reply);
                     }
                     let now = Instant::now();
@@ -1234,13 +1612,14 @@ impl Handler<Call<AckMessageRequest>> for PopService {
             let id = h.checkpoint_id;
             let orderly = act.book.is_orderly(id);
             // Marked before it is stored: a revive pass meanwhile skips it.
-            act.book.mark_acked(id, h.visible_again_at_ms());
+            act.book.mark_acked(id);
             let writer = act.writer.addr();
             let fut = async move {
                 let m = ack_message(&AckRecord {
                     id,
                     visible_at_ms: h.visible_again_at_ms(),
                     orderly,
+                    more: Vec::new(),
                 })?;
                 let writer = writer.ok_or_else(|| down("commit log"))?;
                 for a in writer
@@ -1262,6 +1641,103 @@ impl Handler<Call<AckMessageRequest>> for PopService {
                     res
                 }),
             ) as EmptyReply
+        })
+    }
+}
+
+type BatchAckReply =
+    ResponseActFuture<PopService, Result<Reply<BatchAckMessageResponse>, ServiceError>>;
+
+/// Many acks in one request: each handle checked as one `ACK_MESSAGE`'s,
+/// the accepted ones stored as one record (two when orderly and normal
+/// pops are mixed), the refused ones listed in the reply.
+impl Handler<Call<BatchAckMessageRequest>> for PopService {
+    type Result = GuardedReply<BatchAckReply>;
+
+    fn handle(
+        &mut self,
+        call: Call<BatchAckMessageRequest>,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        guarded(self, ctx, |act, _| {
+            let req = call.req;
+            let now = super::now_ms();
+            let mut failed = Vec::new();
+            // (id, visible again at) of the accepted, normal and orderly.
+            let (mut normal, mut orderly) = (Vec::new(), Vec::new());
+            for (i, a) in req.acks.iter().enumerate() {
+                let checked = quoted_handle(
+                    &a.extra_info,
+                    &req.consumer_group,
+                    &req.topic,
+                    a.queue_id,
+                    a.offset,
+                )
+                .and_then(|h| act.book.check(&h, now).map(|()| h));
+                match checked {
+                    Ok(h) => {
+                        let id = h.checkpoint_id;
+                        let to = if act.book.is_orderly(id) {
+                            &mut orderly
+                        } else {
+                            &mut normal
+                        };
+                        to.push((id, h.visible_again_at_ms()));
+                        // Marked before it is stored: a revive pass
+                        // meanwhile skips it, a repeat in this batch is
+                        // stale.
+                        act.book.mark_acked(id);
+                    }
+                    Err(e) => {
+                        let e = receipt_handle_error(e);
+                        failed.push(BatchAckFailure {
+                            index: u32::try_from(i).unwrap_or(u32::MAX),
+                            code: e.code.as_u32(),
+                            remark: e.remark,
+                        });
+                    }
+                }
+            }
+            let ids: Vec<u64> = normal.iter().chain(&orderly).map(|(id, _)| *id).collect();
+            let records = [(normal, false), (orderly, true)]
+                .into_iter()
+                .filter(|(acks, _)| !acks.is_empty())
+                .map(|(acks, orderly)| {
+                    ack_message(&AckRecord {
+                        id: acks[0].0,
+                        visible_at_ms: acks.iter().map(|(_, at)| *at).max().unwrap_or(0),
+                        orderly,
+                        more: acks[1..].iter().map(|(id, _)| *id).collect(),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>();
+            let writer = act.writer.addr();
+            let fut = async move {
+                let records = records?;
+                if !records.is_empty() {
+                    let writer = writer.ok_or_else(|| down("commit log"))?;
+                    for a in writer
+                        .send(PutInternal {
+                            messages: records,
+                            create_as: Some(system_topic_config(POP_ACK_TOPIC)),
+                        })
+                        .await?
+                    {
+                        a?;
+                    }
+                }
+                Ok(Reply::ok(BatchAckMessageResponse { failed }))
+            };
+            Box::pin(
+                actix::fut::wrap_future::<_, Self>(fut).map(move |res, act, _| {
+                    if res.is_err() {
+                        for id in ids {
+                            act.book.unmark(id);
+                        }
+                    }
+                    res
+                }),
+            ) as BatchAckReply
         })
     }
 }
@@ -1302,8 +1778,7 @@ impl Handler<Call<ChangeInvisibleTimeRequest>> for PopService {
                 Ok(h) => h,
                 Err(e) => return Box::pin(actix::fut::ready(Err(e))) as ChangeReply,
             };
-            act.book
-                .mark_acked(old.checkpoint_id, old.visible_again_at_ms());
+            act.book.mark_acked(old.checkpoint_id);
             let new = ReceiptHandle {
                 checkpoint_id: act.book.new_checkpoint(),
                 pop_time_ms: now,
@@ -1318,6 +1793,7 @@ impl Handler<Call<ChangeInvisibleTimeRequest>> for PopService {
                 queue_id: new.queue_id,
                 queue_offset: new.queue_offset,
                 visible_at_ms: new.visible_again_at_ms(),
+                offsets: Vec::new(),
             };
             let writer = act.writer.addr();
             let old_id = old.checkpoint_id;
@@ -1332,6 +1808,7 @@ impl Handler<Call<ChangeInvisibleTimeRequest>> for PopService {
                             id: old.checkpoint_id,
                             visible_at_ms: old.visible_again_at_ms(),
                             orderly: false,
+                            more: Vec::new(),
                         })?,
                         POP_ACK_TOPIC,
                     ),
@@ -1404,13 +1881,13 @@ mod tests {
                 visible_at_ms: 3_000
             })
         );
-        book.mark_acked(1, 3_000);
+        book.mark_acked(1);
         assert_eq!(book.check(&h, 1_500), Err(HandleError::Stale));
         // A failed ack write forgets the mark.
         book.unmark(1);
         assert_eq!(book.check(&h, 1_500), Ok(()));
         // Revived (or skipped as acked): forgotten, progress kept.
-        book.mark_acked(1, 3_000);
+        book.mark_acked(1);
         book.revived(&[1], 5);
         assert!(!book.is_acked(1));
         assert_eq!(book.state().revive_offset, 5);
@@ -1461,8 +1938,8 @@ mod tests {
         // In flight: nothing more of the queue.
         assert_eq!(book.orderly_start(&key(), 8, 500, 2), None);
         // 5 and 7 acked, 6 not: from 6 again (once more), 7 skipped.
-        book.mark_acked(1, 1_000);
-        book.mark_acked(3, 1_000);
+        book.mark_acked(1);
+        book.mark_acked(3);
         assert_eq!(book.orderly_start(&key(), 8, 500, 2), None);
         let again = book.orderly_start(&key(), 8, 1_000, 2).unwrap();
         assert_eq!(again.from, 6);
@@ -1484,7 +1961,7 @@ mod tests {
         assert!(dead.again.is_empty());
         // All acked: released, from the position.
         book.orderly_handed_out(batch(&[7], &[5], &[0], 3_000));
-        book.mark_acked(5, 3_000);
+        book.mark_acked(5);
         let next = book.orderly_start(&key(), 8, 10, 2).unwrap();
         assert_eq!((next.from, next.dead), (8, None));
         // Batches are persisted.
@@ -1572,6 +2049,7 @@ mod tests {
             queue_id: 0,
             queue_offset: 3,
             visible_at_ms: 12_345,
+            offsets: Vec::new(),
         };
         let m = checkpoint_message(&ck).unwrap();
         assert_eq!(m.topic, TIMER_TOPIC);
@@ -1579,5 +2057,127 @@ mod tests {
         assert_eq!(rmp_serde::from_slice::<Checkpoint>(&m.body).unwrap(), ck);
         let props: Vec<_> = actormq_store::record::properties_iter(&m.properties).collect();
         assert!(props.contains(&(PROPERTY_REAL_TOPIC, POP_REVIVE_TOPIC)));
+    }
+    #[test]
+    fn a_batch_checkpoint_covers_its_messages_and_reads_old_records() {
+        let single = Checkpoint {
+            id: 70,
+            group: "g".into(),
+            pop_topic: "t".into(),
+            topic: "t".into(),
+            queue_id: 0,
+            queue_offset: 3,
+            visible_at_ms: 1,
+            offsets: Vec::new(),
+        };
+        assert_eq!(single.entries(), [(70, 3)]);
+        let batch = Checkpoint {
+            id: 128,
+            offsets: vec![3, 4, 6],
+            ..single.clone()
+        };
+        assert_eq!(batch.entries(), [(128, 3), (129, 4), (130, 6)]);
+        // A record of the single form (no `offsets` key) reads back as one.
+        #[derive(Serialize)]
+        struct Old<'a> {
+            id: u64,
+            group: &'a str,
+            pop_topic: &'a str,
+            topic: &'a str,
+            queue_id: u32,
+            queue_offset: u64,
+            visible_at_ms: u64,
+        }
+        let old = rmp_serde::to_vec_named(&Old {
+            id: 70,
+            group: "g",
+            pop_topic: "t",
+            topic: "t",
+            queue_id: 0,
+            queue_offset: 3,
+            visible_at_ms: 1,
+        })
+        .unwrap();
+        assert_eq!(rmp_serde::from_slice::<Checkpoint>(&old).unwrap(), single);
+        // Acks of either form.
+        let ack = AckRecord {
+            id: 128,
+            visible_at_ms: 1,
+            orderly: false,
+            more: vec![129, 130],
+        };
+        assert_eq!(ack.ids().collect::<Vec<_>>(), [128, 129, 130]);
+    }
+
+    #[test]
+    fn progress_records_newer_than_the_state_file_move_positions() {
+        let state = PopState {
+            positions: vec![PopPosition {
+                group: "g".into(),
+                topic: "t".into(),
+                queue_id: 0,
+                offset: 32,
+            }],
+            progress_seq: 5,
+            ..PopState::default()
+        };
+        let mut book = PopBook::from_state(state, 0);
+        let rec = |seq, offset| ProgressRecord {
+            seq,
+            positions: vec![PopPosition {
+                group: "g".into(),
+                topic: "t".into(),
+                queue_id: 0,
+                offset,
+            }],
+        };
+        book.apply_progress(&rec(4, 10)); // older than the state file
+        assert_eq!(book.position("g", "t", 0), Some(32));
+        book.apply_progress(&rec(6, 64));
+        assert_eq!(book.position("g", "t", 0), Some(64));
+        // Records are applied in log order: a later one (a pop that
+        // finished after) wins, even with a lower position.
+        book.apply_progress(&rec(7, 48));
+        assert_eq!(book.position("g", "t", 0), Some(48));
+        book.progress_loaded(7);
+        assert_eq!(book.state().progress_seq, 7);
+        // A progress record is not read as an ack, nor an ack as progress.
+        let bytes = rmp_serde::to_vec_named(&rec(8, 1)).unwrap();
+        assert!(rmp_serde::from_slice::<AckRecord>(&bytes).is_err());
+        let ack = rmp_serde::to_vec_named(&AckRecord {
+            id: 1,
+            visible_at_ms: 2,
+            orderly: false,
+            more: Vec::new(),
+        })
+        .unwrap();
+        assert!(rmp_serde::from_slice::<ProgressRecord>(&ack).is_err());
+    }
+
+    #[test]
+    fn acks_are_kept_as_bits_per_block_of_64_ids() {
+        let mut book = PopBook::default();
+        book.new_checkpoint(); // ids 0.. in use: blocks start past them
+        let base = book.new_checkpoint_block();
+        assert_eq!(base % 64, 0);
+        assert!(base >= 1);
+        assert_eq!(book.new_checkpoint_block(), base + 64);
+        assert!(
+            book.new_checkpoint() >= base + 128,
+            "single ids follow blocks"
+        );
+        for id in [base, base + 5, base + 63, base + 64, 3] {
+            assert!(!book.is_acked(id));
+            book.mark_acked(id);
+            assert!(book.is_acked(id));
+        }
+        assert!(!book.is_acked(base + 1));
+        assert_eq!(book.acked_len(), 5);
+        assert_eq!(book.acked.len(), 3, "one entry per block");
+        book.revived(&[base, base + 5, base + 63], 0);
+        assert_eq!(book.acked_len(), 2);
+        assert_eq!(book.acked.len(), 2, "an empty block is dropped");
+        book.unmark(3);
+        assert!(!book.is_acked(3) && book.is_acked(base + 64));
     }
 }

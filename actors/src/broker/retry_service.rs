@@ -247,47 +247,63 @@ impl Handler<Call<ConsumerSendMsgBackRequest>> for RetryService {
                     .await??
                     .pop()
                     .ok_or_else(|| ServiceError::system("group not resolved"))?;
-                let view = store.read_at(req.commit_log_offset).ok_or_else(|| {
-                    ServiceError::new(
-                        ResponseCode::SystemError,
-                        format!("no message at commit log offset {}", req.commit_log_offset),
-                    )
-                })?;
-                let to = destination(&req, view.header().reconsume_times, &group);
-                let origin = if req.origin_msg_id.is_empty() {
-                    MessageId {
-                        store_host: view
-                            .header()
-                            .store_host
-                            .unwrap_or(super::stored_codec::UNKNOWN_HOST),
-                        commit_log_offset: req.commit_log_offset,
+                // The message and any sent back with it: retries and dead
+                // letters, each stored with one put.
+                let (mut retries, mut dead) = (Vec::new(), Vec::new());
+                for one in req.each() {
+                    let view = store.read_at(one.commit_log_offset).ok_or_else(|| {
+                        ServiceError::new(
+                            ResponseCode::SystemError,
+                            format!("no message at commit log offset {}", one.commit_log_offset),
+                        )
+                    })?;
+                    let to = destination(&one, view.header().reconsume_times, &group);
+                    let origin = if one.origin_msg_id.is_empty() {
+                        MessageId {
+                            store_host: view
+                                .header()
+                                .store_host
+                                .unwrap_or(super::stored_codec::UNKNOWN_HOST),
+                            commit_log_offset: one.commit_log_offset,
+                        }
+                        .encode()
+                    } else {
+                        one.origin_msg_id.clone()
+                    };
+                    let msg = retry_message(
+                        &view,
+                        &one.consumer_group,
+                        &to,
+                        &origin,
+                        one.reconsume_times.unwrap_or(0),
+                    )?;
+                    match to {
+                        Destination::Retry { .. } => retries.push(msg),
+                        Destination::DeadLetter => dead.push(msg),
                     }
-                    .encode()
-                } else {
-                    req.origin_msg_id.clone()
-                };
-                let msg = retry_message(
-                    &view,
-                    &req.consumer_group,
-                    &to,
-                    &origin,
-                    req.reconsume_times.unwrap_or(0),
-                )?;
-                drop(view);
-                let create_as = match to {
-                    Destination::Retry { .. } => retry_topic_config(&req.consumer_group),
-                    Destination::DeadLetter => dlq_topic_config(&req.consumer_group),
-                };
+                }
                 let writer = writer.ok_or_else(|| down("commit log"))?;
-                let mut answers = writer
-                    .send(PutInternal {
-                        messages: vec![msg],
-                        create_as: Some(create_as),
-                    })
-                    .await?;
-                answers
-                    .pop()
-                    .ok_or_else(|| ServiceError::system("no answer from the commit log"))??;
+                for (messages, create_as) in [
+                    (retries, retry_topic_config(&req.consumer_group)),
+                    (dead, dlq_topic_config(&req.consumer_group)),
+                ] {
+                    if messages.is_empty() {
+                        continue;
+                    }
+                    let n = messages.len();
+                    let answers = writer
+                        .send(PutInternal {
+                            messages,
+                            create_as: Some(create_as),
+                        })
+                        .await?;
+                    if answers.len() != n {
+                        return Err(ServiceError::system("no answer from the commit log"));
+                    }
+                    for a in answers {
+                        a?;
+                    }
+                }
                 Ok(Reply::ok(Empty {}))
             }) as EmptyReply
         })

@@ -34,7 +34,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actormq_protocol::request::{AckMessageRequest, ChangeInvisibleTimeRequest, PopMessageRequest};
+use actormq_protocol::request::{
+    AckMessageRequest, BatchAckMessageRequest, ChangeInvisibleTimeRequest, PopMessageRequest,
+};
 use actormq_protocol::request::{ConsumerSendMsgBackRequest, ResendDeadLettersRequest};
 use actormq_protocol::request::{
     CreateSubscriptionGroupRequest, DeleteSubscriptionGroupRequest, EndTransactionRequest,
@@ -675,6 +677,7 @@ impl BrokerActors {
         route_child::<EndTransactionRequest, _>(router, &self.end_transaction);
         route_child::<PopMessageRequest, _>(router, &self.pop);
         route_child::<AckMessageRequest, _>(router, &self.pop);
+        route_child::<BatchAckMessageRequest, _>(router, &self.pop);
         route_child::<ChangeInvisibleTimeRequest, _>(router, &self.pop);
     }
 

@@ -906,6 +906,7 @@ async fn the_broker_wiring_serves_its_request_codes() {
         C::PopMessage,
         C::AckMessage,
         C::ChangeMessageInvisibleTime,
+        C::BatchAckMessage,
     ]
     .iter()
     .map(|c| c.as_u32())
@@ -999,5 +1000,64 @@ async fn orderly_consumers_lock_queues_one_holder_at_a_time() {
     through_router(&node, &unlock).await.unwrap();
     let b = through_router(&node, &lock("b", &mqs)).await.unwrap();
     assert_eq!(b.fields.lock_ok_mq_set, mqs[1..].to_vec());
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn one_send_back_returns_many_messages_to_retry_and_dead_letter_topics() {
+    use actormq_protocol::request::{ConsumerSendMsgBackRequest, SendBackEntry};
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), Opts::default()).await;
+    let topic = "sendback";
+    for i in 0..4 {
+        node.send(0, &message(topic, i)).await.unwrap();
+    }
+    node.wait_dispatched(topic, 0, 4).await;
+    let got = node.pull_n(topic, 0, 0, 4).await;
+    let entry = |m: &StoredMessage, times: Option<u32>| SendBackEntry {
+        commit_log_offset: m.commit_log_offset,
+        origin_msg_id: m.msg_id().encode(),
+        origin_topic: topic.into(),
+        reconsume_times: times,
+    };
+    // Max 2: messages 0 and 1 are retried, 2 and 3 (counted twice
+    // already by the client) are dead letters.
+    let req = ConsumerSendMsgBackRequest {
+        consumer_group: "sb".into(),
+        commit_log_offset: got[0].commit_log_offset,
+        delay_level: 0,
+        origin_msg_id: got[0].msg_id().encode(),
+        origin_topic: topic.into(),
+        max_reconsume_times: Some(2),
+        reconsume_times: None,
+        more: vec![
+            entry(&got[1], None),
+            entry(&got[2], Some(2)),
+            entry(&got[3], Some(2)),
+        ],
+    };
+    through_router(&node, &req).await.unwrap();
+    node.wait_dispatched("%DLQ%sb", 0, 2).await;
+    let dead: Vec<String> = (0..2)
+        .map(|o| {
+            let v = node.store.read_by_queue_offset("%DLQ%sb", 0, o).unwrap();
+            String::from_utf8_lossy(&v.body()).into_owned()
+        })
+        .collect();
+    assert_eq!(
+        dead,
+        [&got[2], &got[3]].map(|m| String::from_utf8_lossy(&m.message.body).into_owned())
+    );
+    // The retried two are parked for their delay level (the first level
+    // of the group's policy, 3) in the schedule topic.
+    node.wait_dispatched("SCHEDULE_TOPIC_XXXX", 2, 2).await;
+    // A message that does not exist fails the whole request, nothing stored.
+    let mut bad = req.clone();
+    bad.more.push(SendBackEntry {
+        commit_log_offset: u64::MAX / 2,
+        ..SendBackEntry::default()
+    });
+    assert!(through_router(&node, &bad).await.is_err());
+    assert_eq!(node.store.max_offset("%DLQ%sb", 0), 2);
     node.stop().await;
 }

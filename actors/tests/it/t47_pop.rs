@@ -12,9 +12,9 @@ use actormq_actors::broker::PopService;
 use actormq_actors::runtime::{Call, Reply, ServiceError};
 use actormq_protocol::message::PROPERTY_POP_CK;
 use actormq_protocol::request::{
-    AckMessageRequest, ChangeInvisibleTimeRequest, ChangeInvisibleTimeResponse,
-    CreateSubscriptionGroupRequest, Empty, PopMessageRequest, ReceiptHandle,
-    SubscriptionGroupConfig,
+    AckMessageRequest, BatchAckEntry, BatchAckMessageRequest, ChangeInvisibleTimeRequest,
+    ChangeInvisibleTimeResponse, CreateSubscriptionGroupRequest, Empty, PopMessageRequest,
+    ReceiptHandle, SubscriptionGroupConfig,
 };
 use actormq_protocol::{Message, ResponseCode, StoredMessage, batch};
 
@@ -447,5 +447,69 @@ async fn orderly_pops_hand_out_a_queue_one_batch_at_a_time_in_order() {
     node.stop().await;
     let node = Node::start(dir.path(), Opts::default()).await;
     assert!(pop_orderly(&node, "fo", 32, 1_500).await.is_empty());
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_batch_ack_takes_the_good_handles_and_lists_the_bad_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), Opts::default()).await;
+    send(&node, 10).await;
+    let got = pop_n(&node, "g", 10, 1_000).await;
+    let mut acks: Vec<BatchAckEntry> = got
+        .iter()
+        .filter(|m| body(m) != "m9")
+        .map(|m| {
+            let h = handle(m);
+            let p = ReceiptHandle::parse(&h).unwrap();
+            BatchAckEntry {
+                queue_id: p.queue_id,
+                offset: p.queue_offset,
+                extra_info: h,
+            }
+        })
+        .collect();
+    let repeat = acks[0].clone();
+    acks.push(repeat); // index 9: acked earlier in this batch, stale
+    acks.push(BatchAckEntry {
+        queue_id: 0,
+        offset: 0,
+        extra_info: "junk".into(),
+    }); // index 10: malformed
+    let r = pop_addr(&node)
+        .await
+        .send(Call::new(BatchAckMessageRequest {
+            consumer_group: "g".into(),
+            topic: TOPIC.into(),
+            acks,
+        }))
+        .await
+        .unwrap()
+        .unwrap();
+    let failed: Vec<(u32, ResponseCode)> = r
+        .fields
+        .failed
+        .iter()
+        .map(|f| (f.index, ResponseCode::try_from(f.code).unwrap()))
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            (9, ResponseCode::InvalidReceiptHandle),
+            (10, ResponseCode::InvalidReceiptHandle)
+        ]
+    );
+    // Only the one left out comes back, once its invisible time passed;
+    // the acked ones never do, also not after a restart.
+    let back = pop_n(&node, "g", 1, 5_000).await;
+    assert_eq!(back.iter().map(body).collect::<Vec<_>>(), ["m9"]);
+    assert_eq!(back[0].reconsume_times, 1);
+    ack(&node, "g", &handle(&back[0])).await.unwrap();
+    node.stop().await;
+    let node = Node::start(dir.path(), Opts::default()).await;
+    assert_eq!(
+        pop(&node, "g", 32, 1_000, 2_500).await.0,
+        ResponseCode::PollingTimeout
+    );
     node.stop().await;
 }

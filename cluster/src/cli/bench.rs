@@ -26,7 +26,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actormq_sdk::consumer::{ConsumeFrom, ConsumeResult, ConsumerError, PushConsumer};
+use actormq_sdk::consumer::{
+    ConsumeFrom, ConsumeResult, ConsumerError, PushConsumer, SimpleConsumer,
+};
 use actormq_sdk::consumer::{PushConsumerBuilder, PushConsumerConfig};
 use actormq_sdk::producer::ProducerConfig;
 use actormq_sdk::protocol::request::GetAllTopicListFromNamesrvRequest;
@@ -35,7 +37,7 @@ use actormq_sdk::{ClientError, Producer, ProducerBuilder};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use slog::Logger;
+use slog::{Logger, debug};
 
 use super::produce::{Mode, generated_body};
 use super::{
@@ -536,6 +538,9 @@ async fn bench_consume(
     log: &Logger,
 ) -> Result<Summary, CliError> {
     let limit = args.messages.unwrap_or(DEFAULT_MESSAGES);
+    if args.simple {
+        return bench_consume_simple(common, args, limit, log).await;
+    }
     let (consumer, delivered) = start_consumer(
         common,
         &args.group,
@@ -554,6 +559,82 @@ async fn bench_consume(
     consumer.shutdown().await;
     let stats = delivered.stats.lock().unwrap_or_else(|p| p.into_inner());
     Ok(stats.summary((end_us - began_us) as f64 / 1e6))
+}
+
+/// `bench consume --simple`: `--concurrency` receive loops on one
+/// simple consumer, each receiving up to 32 messages (invisible 60 s) and
+/// acking them with one batch ack, until `limit` messages are acked or
+/// [`IDLE`] passes without one. Latency: store to ack.
+async fn bench_consume_simple(
+    common: &CommonArgs,
+    args: &BenchConsumeArgs,
+    limit: u64,
+    log: &Logger,
+) -> Result<Summary, CliError> {
+    let concurrency = args.concurrency.unwrap_or(16).max(1);
+    let consumer = SimpleConsumer::new(
+        &args.group,
+        &common.namesrv.join(","),
+        &args.topic,
+        log.clone(),
+    )
+    .map_err(consumer_error)?
+    .with_await_duration(Duration::from_secs(1));
+    let bar = progress(limit);
+    let began = Instant::now();
+    let acked = std::cell::Cell::new(0u64);
+    let last = std::cell::Cell::new(began);
+    let worker = || async {
+        let mut stats = Stats::new();
+        while acked.get() < limit && last.get().elapsed() < IDLE {
+            let got = match consumer.receive(32, Duration::from_secs(60)).await {
+                Ok(got) => got,
+                Err(e) => {
+                    stats.errors += 1;
+                    debug!(log, "receive failed"; "error" => %e);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            if got.is_empty() {
+                continue;
+            }
+            let receipts: Vec<_> = got.iter().map(|r| r.receipt.clone()).collect();
+            match consumer.ack_batch(&receipts).await {
+                Ok(refused) => {
+                    stats.errors += refused.len() as u64;
+                    let now = now_us();
+                    for (i, r) in got.iter().enumerate() {
+                        if refused.iter().any(|f| f.index == i) {
+                            continue;
+                        }
+                        stats.record_us(
+                            now.saturating_sub(r.message.store_timestamp_ms.saturating_mul(1000)),
+                        );
+                        stats.ok(1, r.message.message.body.len() as u64);
+                    }
+                    let n = (got.len() - refused.len()) as u64;
+                    acked.set(acked.get() + n);
+                    last.set(Instant::now());
+                    bar.set_position(acked.get());
+                }
+                Err(e) => {
+                    stats.errors += got.len() as u64;
+                    debug!(log, "batch ack failed"; "error" => %e);
+                }
+            }
+        }
+        stats
+    };
+    let all = futures_util::future::join_all((0..concurrency).map(|_| worker())).await;
+    bar.finish_and_clear();
+    consumer.shutdown();
+    let mut stats = Stats::new();
+    for s in &all {
+        stats.merge(s);
+    }
+    let secs = last.get().duration_since(began).as_secs_f64();
+    Ok(stats.summary(secs))
 }
 
 async fn bench_e2e(

@@ -167,7 +167,8 @@ pub enum BenchCommand {
     /// Produce as fast as possible; latency per send.
     Produce(BenchProduceArgs),
     /// Consume as fast as possible (a push consumer pulling up to 256
-    /// messages per request).
+    /// messages per request; with `--simple`, a simple consumer receiving
+    /// and batch-acking 32 at a time).
     Consume(BenchConsumeArgs),
     /// Produce and consume; latency store-to-delivery.
     E2e(BenchProduceArgs),
@@ -213,6 +214,13 @@ pub struct BenchConsumeArgs {
     /// Messages to consume.
     #[arg(long, value_name = "N")]
     pub messages: Option<u64>,
+    /// Consume as a simple (pop) consumer: receives of up to 32 messages
+    /// (`--concurrency` in flight), each batch acked with one batch ack.
+    #[arg(long)]
+    pub simple: bool,
+    /// With `--simple`: receives in flight (default 16).
+    #[arg(long, value_name = "C", requires = "simple")]
+    pub concurrency: Option<usize>,
 }
 
 /// `actormq bench …` (see [`bench`]).

@@ -82,6 +82,48 @@ pub struct ConsumerSendMsgBackRequest {
     /// orderly consumer retries locally): the broker uses the larger.
     #[serde(default)]
     pub reconsume_times: Option<u32>,
+    /// More failed messages of the group returned with this one, on the
+    /// same terms (actormq's: one request for a listener call's batch;
+    /// stored together, answered together).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more: Vec<SendBackEntry>,
+}
+
+impl ConsumerSendMsgBackRequest {
+    /// This message and each of [`more`](Self::more) as a request of its
+    /// own.
+    pub fn each(&self) -> Vec<ConsumerSendMsgBackRequest> {
+        let one = ConsumerSendMsgBackRequest {
+            more: Vec::new(),
+            ..self.clone()
+        };
+        let mut out = Vec::with_capacity(1 + self.more.len());
+        for e in &self.more {
+            out.push(ConsumerSendMsgBackRequest {
+                commit_log_offset: e.commit_log_offset,
+                origin_msg_id: e.origin_msg_id.clone(),
+                origin_topic: e.origin_topic.clone(),
+                reconsume_times: e.reconsume_times,
+                ..one.clone()
+            });
+        }
+        out.insert(0, one);
+        out
+    }
+}
+
+/// One more message of a [`ConsumerSendMsgBackRequest`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendBackEntry {
+    /// Commit log offset of the failed message.
+    pub commit_log_offset: u64,
+    /// Message id of the failed message.
+    pub origin_msg_id: String,
+    /// Topic it was consumed from.
+    pub origin_topic: String,
+    /// As [`ConsumerSendMsgBackRequest::reconsume_times`].
+    #[serde(default)]
+    pub reconsume_times: Option<u32>,
 }
 
 /// Put a group's dead letters back on the topics they first failed on

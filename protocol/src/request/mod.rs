@@ -91,6 +91,7 @@ request! {
     CheckTransactionStateRequest => CheckTransactionState, Empty;
     PopMessageRequest => PopMessage, PopMessageResponse;
     AckMessageRequest => AckMessage, Empty;
+    BatchAckMessageRequest => BatchAckMessage, BatchAckMessageResponse;
     ChangeInvisibleTimeRequest => ChangeMessageInvisibleTime, ChangeInvisibleTimeResponse;
     CreateTopicRequest => UpdateAndCreateTopic, Empty;
     DeleteTopicInBrokerRequest => DeleteTopicInBroker, Empty;
@@ -137,6 +138,7 @@ mod tests {
             CheckTransactionStateRequest::CODE,
             PopMessageRequest::CODE,
             AckMessageRequest::CODE,
+            BatchAckMessageRequest::CODE,
             ChangeInvisibleTimeRequest::CODE,
             CreateTopicRequest::CODE,
             DeleteTopicInBrokerRequest::CODE,

@@ -1,5 +1,5 @@
 //! Simple consumer: `POP_MESSAGE` (200050), `ACK_MESSAGE` (200051),
-//! `CHANGE_MESSAGE_INVISIBLETIME` (200053).
+//! `CHANGE_MESSAGE_INVISIBLETIME` (200053), `BATCH_ACK_MESSAGE` (200151).
 //!
 //! Each popped message carries its receipt handle in the `POP_CK` property
 //! ([`crate::message::PROPERTY_POP_CK`]); ack and change-invisible-time
@@ -65,6 +65,49 @@ pub struct AckMessageRequest {
     pub offset: u64,
     /// The message's receipt handle (`POP_CK`).
     pub extra_info: String,
+}
+
+/// One message of a [`BatchAckMessageRequest`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchAckEntry {
+    /// Queue of the message.
+    pub queue_id: u32,
+    /// Queue offset of the message.
+    pub offset: u64,
+    /// The message's receipt handle (`POP_CK`).
+    pub extra_info: String,
+}
+
+/// Acknowledge many popped messages of one topic in one request (one
+/// record in the broker's ack topic for all of them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchAckMessageRequest {
+    /// Consumer group.
+    pub consumer_group: String,
+    /// Topic.
+    pub topic: String,
+    /// The messages.
+    pub acks: Vec<BatchAckEntry>,
+}
+
+/// One ack of a [`BatchAckMessageRequest`] that was refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchAckFailure {
+    /// Its index in `acks`.
+    pub index: u32,
+    /// Why (a response code: `INVALID_RECEIPT_HANDLE`, ...).
+    pub code: u32,
+    /// In words.
+    pub remark: String,
+}
+
+/// Reply to [`BatchAckMessageRequest`]: `SUCCESS` once every accepted ack
+/// is stored; the refused ones (stale or malformed handles) are listed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchAckMessageResponse {
+    /// The acks refused; every other one was stored.
+    #[serde(default)]
+    pub failed: Vec<BatchAckFailure>,
 }
 
 /// Change the invisible time of one popped message (from now).

@@ -81,6 +81,7 @@ pub fn serve(bytes: &[u8]) -> Result<Option<Frame>> {
             EndTransactionRequest,
             PopMessageRequest,
             AckMessageRequest,
+            BatchAckMessageRequest,
             ChangeInvisibleTimeRequest,
             CreateTopicRequest,
             DeleteTopicInBrokerRequest,

@@ -192,8 +192,9 @@ sample_struct! {
     UnlockBatchMqRequest { consumer_group, client_id, mq_set }
     ConsumerSendMsgBackRequest {
         consumer_group, commit_log_offset, delay_level, origin_msg_id, origin_topic,
-        max_reconsume_times, reconsume_times,
+        max_reconsume_times, reconsume_times, more,
     }
+    SendBackEntry { commit_log_offset, origin_msg_id, origin_topic, reconsume_times }
     ResendDeadLettersRequest { consumer_group, max_count }
     ResentMessage { msg_id, origin_msg_id, topic, queue_id, queue_offset }
     ResendDeadLettersResponse { resent, remaining }
@@ -226,6 +227,10 @@ sample_struct! {
     }
     PopMessageResponse { pop_time_ms, invisible_time_ms, revive_queue_id, rest_num }
     AckMessageRequest { consumer_group, topic, queue_id, offset, extra_info }
+    BatchAckEntry { queue_id, offset, extra_info }
+    BatchAckMessageRequest { consumer_group, topic, acks }
+    BatchAckFailure { index, code, remark }
+    BatchAckMessageResponse { failed }
     ChangeInvisibleTimeRequest {
         consumer_group, topic, queue_id, offset, extra_info, invisible_time_ms,
     }
@@ -324,6 +329,7 @@ roundtrip! {
     check_transaction_state: CheckTransactionStateRequest;
     pop_message: PopMessageRequest;
     ack_message: AckMessageRequest;
+    batch_ack_message: BatchAckMessageRequest;
     change_invisible_time: ChangeInvisibleTimeRequest;
     create_topic: CreateTopicRequest;
     delete_topic_in_broker: DeleteTopicInBrokerRequest;

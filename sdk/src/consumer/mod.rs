@@ -24,7 +24,7 @@ pub use push::{
     ConsumeFrom, ConsumeResult, ConsumerState, Listener, MessageModelConfig, PushConsumer,
     PushConsumerBuilder, PushConsumerConfig, ViewListener,
 };
-pub use simple::{Receipt, Received, SimpleConsumer};
+pub use simple::{AckRefused, Receipt, Received, SimpleConsumer};
 pub use tags::TagFilter;
 
 /// What can go wrong in a consumer.

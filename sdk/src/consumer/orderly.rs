@@ -537,6 +537,7 @@ impl Core {
                 origin_topic: m.message.topic.clone(),
                 max_reconsume_times: Some(max),
                 reconsume_times: Some(m.reconsume_times.max(max)),
+                more: Vec::new(),
             };
             if let Err(e) = self.client.call(broker, req).await {
                 warn!(self.logger, "dead letter not taken; the queue stays suspended";

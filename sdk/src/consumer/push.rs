@@ -79,7 +79,7 @@ use actormq_protocol::ResponseCode;
 use actormq_protocol::request::{
     ConsumeFromWhere, ConsumeType, ConsumerData, ConsumerSendMsgBackRequest,
     GetConsumerListByGroupRequest, HeartbeatRequest, MessageModel,
-    ResetConsumerClientOffsetRequest, SubscriptionGroupConfig,
+    ResetConsumerClientOffsetRequest, SendBackEntry, SubscriptionGroupConfig,
 };
 use actormq_protocol::system_topic;
 use actormq_protocol::{MessageQueue, StoredMessage, StoredView};
@@ -1750,21 +1750,33 @@ impl Core {
                 return false;
             }
         };
-        for m in msgs {
-            let req = ConsumerSendMsgBackRequest {
-                consumer_group: self.cfg.group.clone(),
-                commit_log_offset: m.commit_log_offset(),
-                delay_level: 0,
-                origin_msg_id: m.msg_id().encode(),
-                origin_topic: m.topic().to_owned(),
-                max_reconsume_times: None,
-                reconsume_times: None,
-            };
-            if let Err(e) = self.client.call(broker, req).await {
-                warn!(self.logger, "send-back failed; redelivering here";
-                    "queue" => slot.mq.queue_id, "offset" => m.queue_offset(), "error" => %e);
-                return false;
-            }
+        // One request for the batch: the first message and the rest.
+        let Some((first, rest)) = msgs.split_first() else {
+            return true;
+        };
+        let req = ConsumerSendMsgBackRequest {
+            consumer_group: self.cfg.group.clone(),
+            commit_log_offset: first.commit_log_offset(),
+            delay_level: 0,
+            origin_msg_id: first.msg_id().encode(),
+            origin_topic: first.topic().to_owned(),
+            max_reconsume_times: None,
+            reconsume_times: None,
+            more: rest
+                .iter()
+                .map(|m| SendBackEntry {
+                    commit_log_offset: m.commit_log_offset(),
+                    origin_msg_id: m.msg_id().encode(),
+                    origin_topic: m.topic().to_owned(),
+                    reconsume_times: None,
+                })
+                .collect(),
+        };
+        if let Err(e) = self.client.call(broker, req).await {
+            warn!(self.logger, "send-back failed; redelivering here";
+                "queue" => slot.mq.queue_id, "offset" => first.queue_offset(),
+                "messages" => msgs.len(), "error" => %e);
+            return false;
         }
         true
     }

@@ -21,13 +21,15 @@
 //! duration cannot be changed. Not available yet: filter expressions other
 //! than `*`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use actormq_protocol::message::PROPERTY_POP_CK;
 use actormq_protocol::request::{
-    AckMessageRequest, ChangeInvisibleTimeRequest, PopMessageRequest, ReceiptHandle,
+    AckMessageRequest, BatchAckEntry, BatchAckMessageRequest, ChangeInvisibleTimeRequest,
+    PopMessageRequest, ReceiptHandle,
 };
 use actormq_protocol::{ResponseCode, StoredMessage, batch};
 use actormq_runtime::ServiceError;
@@ -61,6 +63,17 @@ impl Receipt {
     pub fn visible_again_at_ms(&self) -> u64 {
         self.handle.visible_again_at_ms()
     }
+}
+
+/// A receipt [`SimpleConsumer::ack_batch`] could not ack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckRefused {
+    /// Its index in the receipts given.
+    pub index: usize,
+    /// Why: `INVALID_RECEIPT_HANDLE` for a stale or malformed handle.
+    pub code: ResponseCode,
+    /// In words.
+    pub remark: String,
 }
 
 /// A received message and its receipt.
@@ -267,6 +280,49 @@ impl SimpleConsumer {
         };
         self.client.call(receipt.broker, req).await?;
         Ok(())
+    }
+
+    /// Acks many deliveries with one request per broker
+    /// (`BATCH_ACK_MESSAGE`, one record in the broker's ack topic for
+    /// all): the fast way to ack what one [`receive`](Self::receive)
+    /// returned. Returns the receipts refused (stale or malformed
+    /// handles), by index into `receipts`; every other one is acked. An
+    /// `Err` means a broker could not be asked: the acks sent to it may
+    /// or may not be stored (acking them again is refused as stale if
+    /// they were).
+    pub async fn ack_batch(&self, receipts: &[Receipt]) -> Result<Vec<AckRefused>, ConsumerError> {
+        let mut by_broker: BTreeMap<(SocketAddr, &str), Vec<usize>> = BTreeMap::new();
+        for (i, r) in receipts.iter().enumerate() {
+            by_broker.entry((r.broker, &r.topic)).or_default().push(i);
+        }
+        let mut refused = Vec::new();
+        for ((broker, topic), idx) in by_broker {
+            let req = BatchAckMessageRequest {
+                consumer_group: self.group.clone(),
+                topic: topic.to_owned(),
+                acks: idx
+                    .iter()
+                    .map(|&i| BatchAckEntry {
+                        queue_id: receipts[i].handle.queue_id,
+                        offset: receipts[i].handle.queue_offset,
+                        extra_info: receipts[i].raw.clone(),
+                    })
+                    .collect(),
+            };
+            let reply = self.client.call(broker, req).await?;
+            for f in reply.fields.failed {
+                let Some(&index) = idx.get(f.index as usize) else {
+                    continue;
+                };
+                refused.push(AckRefused {
+                    index,
+                    code: ResponseCode::try_from(f.code).unwrap_or(ResponseCode::SystemError),
+                    remark: f.remark,
+                });
+            }
+        }
+        refused.sort_by_key(|r| r.index);
+        Ok(refused)
     }
 
     /// Makes a delivery invisible for `invisible` from now instead; the

@@ -1,6 +1,6 @@
-//! `actormq bench` against a combined child-process node: `bench produce`
-//! and `bench e2e` print a JSON summary whose fields parse, count every
-//! message and report no errors.
+//! `actormq bench` against a combined child-process node: `bench produce`,
+//! `bench consume --simple` and `bench e2e` print a JSON summary whose
+//! fields parse, count every message and report no errors.
 
 use std::net::SocketAddr;
 use std::process::Output;
@@ -70,6 +70,26 @@ async fn t80_bench_produce_and_e2e_print_their_summaries() {
             ],
         );
         summary(&batched, 2000);
+        // The simple consumer receives and batch-acks all of them (the
+        // two warm-up sends included) and nothing more.
+        let simple = actormq(
+            ns,
+            &[
+                "bench",
+                "consume",
+                "--simple",
+                "--concurrency",
+                "4",
+                "-t",
+                "t80-bench",
+                "-g",
+                "t80-simple",
+                "--messages",
+                "4002",
+                "--json",
+            ],
+        );
+        summary(&simple, 4002);
         let e2e = actormq(
             ns,
             &[
