@@ -132,15 +132,26 @@ pub struct BrokerSection {
     pub broker_id: u64,
     /// Commit-log flush policy. Default `async`.
     pub flush: FlushMode,
-    /// Replication role. Default `async-master`. Not available yet:
-    /// replication does not exist, any other value is refused.
+    /// Replication role. Default `async-master`. A `slave` needs `master`
+    /// and a `broker_id` > 0 (and its master's `broker_name`); a master
+    /// has `broker_id` 0.
     pub ha_role: HaRole,
-    /// HA listener of a master. Default none (no replication port). Not
-    /// available yet: setting it is refused.
+    /// HA listener of a master (slaves connect here). Default none, which
+    /// means RocketMQ's rule: the broker listen address with port + 1, or
+    /// port 0 (any free port) when the broker port is 0. Not allowed on a
+    /// slave.
     pub ha_listen: Option<SocketAddr>,
-    /// HA address of the master a slave replicates from. Default none. Not
-    /// available yet: setting it is refused.
+    /// HA address of the master a slave replicates from. Default none;
+    /// required for (and only allowed on) a slave.
     pub master: Option<SocketAddr>,
+    /// How long a `sync-master` send waits for a slave to acknowledge it
+    /// before the reply says `FLUSH_SLAVE_TIMEOUT` (the message is stored
+    /// on the master anyway), 1..=60000. Default `5000`.
+    pub ha_sync_timeout_ms: u64,
+    /// How often a slave copies its master's topic configs, consumer
+    /// offsets and subscription groups, 100..=600000. Default `10000`
+    /// (RocketMQ's `SlaveSynchronize`).
+    pub ha_config_sync_ms: u64,
     /// Create a topic on its first send. Default `true`.
     pub auto_create_topic: bool,
     /// Queues of an auto-created topic, 1..=1024. Default `4`.
@@ -227,6 +238,8 @@ impl Default for BrokerSection {
             ha_role: HaRole::AsyncMaster,
             ha_listen: None,
             master: None,
+            ha_sync_timeout_ms: 5000,
+            ha_config_sync_ms: 10_000,
             auto_create_topic: true,
             default_queues: 4,
             auto_create_subscription_group: true,
@@ -484,6 +497,21 @@ impl NodeConfig {
         if let Err(reason) = parse_delay_levels(&b.message_delay_level) {
             return invalid("broker.message_delay_level", reason);
         }
+        if let Some((key, reason)) = self.ha_mismatch() {
+            return invalid(key, reason.into());
+        }
+        if !(1..=60_000).contains(&b.ha_sync_timeout_ms) {
+            return invalid(
+                "broker.ha_sync_timeout_ms",
+                format!("{} is not in 1..=60000", b.ha_sync_timeout_ms),
+            );
+        }
+        if !(100..=600_000).contains(&b.ha_config_sync_ms) {
+            return invalid(
+                "broker.ha_config_sync_ms",
+                format!("{} is not in 100..=600000", b.ha_config_sync_ms),
+            );
+        }
         if let Some((key, reason)) = self.unavailable() {
             return invalid(key, format!("not available yet: {reason}"));
         }
@@ -498,20 +526,70 @@ impl NodeConfig {
 
     /// The first key set to a non-default value whose feature does not exist
     /// yet, with why: such a value would be accepted and ignored, so
-    /// [`validate`](Self::validate) refuses it (`spec/cli.md`).
+    /// [`validate`](Self::validate) refuses it (`spec/cli.md`). None today.
     pub fn unavailable(&self) -> Option<(&'static str, &'static str)> {
+        None
+    }
+
+    /// A replication role that does not fit the broker id or addresses,
+    /// with why (the key named is the one to change).
+    pub fn ha_mismatch(&self) -> Option<(&'static str, &'static str)> {
         let b = &self.broker;
-        let d = BrokerSection::default();
-        const HA: &str = "master/slave replication does not exist in this version";
-        let checks: [(bool, &'static str, &'static str); 3] = [
-            (b.ha_role != d.ha_role, "broker.ha_role", HA),
-            (b.ha_listen.is_some(), "broker.ha_listen", HA),
-            (b.master.is_some(), "broker.master", HA),
-        ];
-        checks
-            .into_iter()
-            .find(|(set, _, _)| *set)
-            .map(|(_, key, why)| (key, why))
+        match b.ha_role {
+            HaRole::Slave => {
+                if b.broker_id == 0 {
+                    Some((
+                        "broker.broker_id",
+                        "a slave needs a broker id > 0 (--broker-id N); id 0 is the master",
+                    ))
+                } else if b.master.is_none() {
+                    Some((
+                        "broker.master",
+                        "a slave needs its master's HA address (--master HOST:PORT)",
+                    ))
+                } else if b.ha_listen.is_some() {
+                    Some((
+                        "broker.ha_listen",
+                        "a slave has no HA listener (only a master listens for slaves)",
+                    ))
+                } else {
+                    None
+                }
+            }
+            HaRole::AsyncMaster | HaRole::SyncMaster => {
+                if b.broker_id != 0 {
+                    Some((
+                        "broker.broker_id",
+                        "a master has broker id 0 (use --ha-role slave for id > 0)",
+                    ))
+                } else if b.master.is_some() {
+                    Some((
+                        "broker.master",
+                        "only a slave has a master (--ha-role slave)",
+                    ))
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    /// Where a master's HA listener binds: `ha_listen`, or the broker
+    /// listen address with port + 1 (port 0 when the broker port is 0).
+    /// `None` on a slave.
+    pub fn ha_listen_addr(&self) -> Option<SocketAddr> {
+        let b = &self.broker;
+        if b.ha_role == HaRole::Slave {
+            return None;
+        }
+        Some(b.ha_listen.unwrap_or_else(|| {
+            let mut a = b.listen;
+            a.set_port(match a.port() {
+                0 => 0,
+                p => p.checked_add(1).unwrap_or(0),
+            });
+            a
+        }))
     }
 
     /// The effective configuration as TOML (`--print-config`).

@@ -33,9 +33,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use actix::prelude::*;
+use actormq_actors::broker::ha::{HaConfig, HaRole as ActorHaRole};
 use actormq_actors::broker::plugin::{BrokerContext, BrokerPlugin};
 use actormq_actors::broker::registrar::{
-    BrokerIdentity, NamesrvLink, RegisterNow, Registrar, RegistrarConfig, UnregisterAll,
+    BrokerIdentity, ChangeIdentity, NamesrvLink, RegisterNow, Registrar, RegistrarConfig,
+    UnregisterAll,
 };
 use actormq_actors::broker::topic_manager::SubscribeTopics;
 use actormq_actors::broker::wiring::follow;
@@ -55,7 +57,7 @@ use actormq_protocol::request::{
 use actormq_store::StoreConfig;
 use slog::{Logger, info, o, warn};
 
-use crate::config::{FlushMode, NodeConfig, Role, parse_delay_levels};
+use crate::config::{FlushMode, HaRole, NodeConfig, Role, parse_delay_levels};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +96,8 @@ pub struct Node {
     pub namesrv_addr: Option<SocketAddr>,
     /// Bound broker address (broker and combined roles).
     pub broker_addr: Option<SocketAddr>,
+    /// The bound HA address of a master (`None`: not a master, or no HA listener).
+    pub ha_addr: Option<SocketAddr>,
     supervisor: Addr<Supervisor>,
     /// Names of the supervised listener children (stopped first at shutdown).
     listeners: Vec<&'static str>,
@@ -127,6 +131,7 @@ impl Node {
         let mut node = Node {
             namesrv_addr: None,
             broker_addr: None,
+            ha_addr: None,
             supervisor,
             listeners: Vec::new(),
             registrar: None,
@@ -237,6 +242,7 @@ impl Node {
             WiringError::Store(e) => NodeError::Store(e),
             WiringError::StateDir { dir, source } => NodeError::DataDir { dir, source },
             WiringError::Start(what) => NodeError::Start(what),
+            WiringError::HaListen { addr, source } => NodeError::Bind { addr, source },
             other => NodeError::Start(other.to_string()),
         })?;
         let mut router = Router::new();
@@ -296,19 +302,40 @@ impl Node {
             session.spawn_under(&self.supervisor, format!("client-session {remote}"));
             links.push(NamesrvLink::through(remote.to_string(), session.child()));
         }
+        // The HA address slaves are told: the advertised host with the
+        // bound HA port.
+        let ha_addr = broker.ha_addr.map(|mut a| {
+            if b.advertise.is_some() {
+                a.set_ip(advertised.ip());
+            }
+            a
+        });
+        self.ha_addr = broker.ha_addr;
         let identity = BrokerIdentity {
             cluster: b.cluster.clone(),
             broker_name: b.broker_name.clone(),
             broker_id: b.broker_id,
             broker_addr: advertised.to_string(),
-            ha_server_addr: b.ha_listen.map(|a| a.to_string()).unwrap_or_default(),
+            ha_server_addr: ha_addr.map(|a| a.to_string()).unwrap_or_default(),
+        };
+        // A promoted slave registers as the master (id 0), also after a
+        // restart of the registrar.
+        let current = {
+            let ha = broker.ha.clone();
+            move || {
+                let mut id = identity.clone();
+                if ha.role().is_master() {
+                    id.broker_id = 0;
+                }
+                id
+            }
         };
         let namesrvs = links.len();
-        let (log, v) = (self.logger.clone(), broker.view.clone());
+        let (log, v, who) = (self.logger.clone(), broker.view.clone(), current.clone());
         let registrar = self
             .spawn(ChildSpec::new("registrar", move || {
                 Ok(Registrar::new(
-                    identity.clone(),
+                    who(),
                     links.clone(),
                     v.snapshot(),
                     RegistrarConfig::default(),
@@ -316,6 +343,17 @@ impl Node {
                 ))
             }))
             .await?;
+        {
+            let mut roles = broker.ha.watch_role();
+            let registrar = registrar.clone();
+            actix_rt::spawn(async move {
+                while roles.changed().await.is_ok() {
+                    if let Some(r) = registrar.addr() {
+                        r.do_send(ChangeIdentity(current()));
+                    }
+                }
+            });
+        }
         let relay = Relay::new(registrar.clone()).start();
         follow(&broker.topics, move |tm| {
             tm.do_send(SubscribeTopics(relay.clone().recipient()))
@@ -380,6 +418,9 @@ impl Node {
         }
         if let Some(a) = self.broker_addr {
             line.push_str(&format!(" broker={a}"));
+        }
+        if let Some(a) = self.ha_addr {
+            line.push_str(&format!(" ha={a}"));
         }
         line
     }
@@ -472,6 +513,18 @@ fn broker_actors_config(config: &NodeConfig, store_host: SocketAddr) -> BrokerAc
     c.transactions.timeout = Duration::from_millis(b.transaction_timeout_ms);
     c.transactions.check_interval = Duration::from_millis(b.transaction_check_interval_ms);
     c.transactions.check_max = b.transaction_check_max;
+    c.ha = HaConfig {
+        role: match b.ha_role {
+            HaRole::AsyncMaster => ActorHaRole::AsyncMaster,
+            HaRole::SyncMaster => ActorHaRole::SyncMaster,
+            HaRole::Slave => ActorHaRole::Slave,
+        },
+        listen: config.ha_listen_addr(),
+        master: b.master,
+        sync_timeout: Duration::from_millis(b.ha_sync_timeout_ms),
+        config_sync: Duration::from_millis(b.ha_config_sync_ms),
+        ..HaConfig::default()
+    };
     c
 }
 

@@ -23,7 +23,9 @@
 //! ├── pop              ← 200050, 200051, 200053 (simple consumer; checkpoints
 //! │                      through the timer, revive to %RETRY%<g>_<t> / %DLQ%)
 //! ├── end-transaction  ← 37; re-puts committed half messages, op records
-//! └── transaction-checker (checks pushed through the group notifier)
+//! ├── transaction-checker (checks pushed through the group notifier)
+//! ├── ha-replicator    master: the HA listener, one ha-connection per slave
+//! └── ha-client        ← 10002; slave: replicates the master; the role switch
 //! ```
 //!
 //! Every link between them goes through a [`ChildRef`] (routes and
@@ -31,9 +33,11 @@
 //! fan-out is re-subscribed to every dispatcher incarnation.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use actormq_protocol::request::PromoteBrokerRequest;
 use actormq_protocol::request::{AckMessageRequest, ChangeInvisibleTimeRequest, PopMessageRequest};
 use actormq_protocol::request::{ConsumerSendMsgBackRequest, ResendDeadLettersRequest};
 use actormq_protocol::request::{
@@ -57,6 +61,10 @@ use super::end_transaction::EndTransactionService;
 use super::flush_service::{FlushAndCheckpoint, FlushService, FlushServiceConfig};
 use super::group_manager::{GroupManager, GroupManagerConfig, SubscribeGroups};
 use super::group_notifier::GroupNotifier;
+use super::ha::{
+    ConfigSnapshot, HaClient, HaConfig, HaReplicator, HaState, SnapshotSink, SnapshotSource,
+};
+use super::offset_manager::{GetOffsetTable, MergeOffsets};
 use super::offset_manager::{OffsetBounds, OffsetManager, OffsetManagerConfig};
 use super::offset_reset::OffsetResetService;
 use super::persist;
@@ -74,7 +82,8 @@ use super::topic_manager::{TopicManager, TopicManagerConfig, TopicView};
 use super::transaction_checker::{TransactionChecker, TransactionConfig};
 use crate::runtime::net::{Listener, Router};
 use crate::runtime::{
-    CallRelay, ChildRef, ChildSpec, Relay, SpawnChild, SpawnChildInto, Supervisor, route_child,
+    Call, CallRelay, ChildRef, ChildSpec, Relay, SpawnChild, SpawnChildInto, Supervisor,
+    route_child,
 };
 
 /// Settings of every broker actor (each field documents its defaults).
@@ -123,6 +132,9 @@ pub struct BrokerActorsConfig {
     /// Run the dispatcher on an arbiter of its own (writer nudges are then
     /// throttled to 1 ms and big rounds are not offloaded). Default: off.
     pub dispatcher_thread: bool,
+    /// Replication (role, HA listener, master, sync timeout). Default: an
+    /// async master without HA listener.
+    pub ha: HaConfig,
 }
 
 impl BrokerActorsConfig {
@@ -170,6 +182,7 @@ impl BrokerActorsConfig {
             broker_name: "broker-a".into(),
             writer_thread: false,
             dispatcher_thread: false,
+            ha: HaConfig::default(),
         }
     }
 }
@@ -192,6 +205,14 @@ pub enum WiringError {
     /// A supervised actor could not start (its supervisor is gone).
     #[error("cannot start {0}")]
     Start(String),
+    /// The HA listener could not be bound.
+    #[error("cannot listen for slaves on {addr}: {source}")]
+    HaListen {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
 }
 
 /// The broker's running actors, each a handle that follows its child
@@ -243,6 +264,14 @@ pub struct BrokerActors {
     /// Where "message stored" events can be subscribed to (stable across
     /// dispatcher restarts).
     pub stored: Recipient<SubscribeStored>,
+    /// Replication state: the role, slaves and their acknowledgements.
+    pub ha: Arc<HaState>,
+    /// The master's HA listener (`None` on a slave or without `ha.listen`).
+    pub ha_replicator: Option<ChildRef<HaReplicator>>,
+    /// The bound HA address (`None` without a listener).
+    pub ha_addr: Option<SocketAddr>,
+    /// The slave's replication and the role switch ([`super::ha::SwitchRole`]).
+    pub ha_client: ChildRef<HaClient>,
     writer_arbiter: Option<ArbiterHandle>,
     dispatcher_arbiter: Option<ArbiterHandle>,
     logger: Logger,
@@ -466,6 +495,18 @@ impl BrokerActors {
         )
         .await?;
 
+        // Replication: the listener is bound before any actor that could
+        // fail to start after it, and before the writer takes sends.
+        let ha = HaState::new(config.ha.role);
+        let ha_socket = match (config.ha.role.is_master(), config.ha.listen) {
+            (true, Some(addr)) => {
+                let socket = std::net::TcpListener::bind(addr)
+                    .and_then(|s| s.local_addr().map(|bound| (s, bound)))
+                    .map_err(|source| WiringError::HaListen { addr, source })?;
+                Some(socket)
+            }
+            _ => None,
+        };
         let writer_arbiter = config.writer_thread.then(|| Arbiter::new().handle());
         let mut writer_cfg = config.writer.clone();
         if config.dispatcher_thread && writer_cfg.nudge_interval.is_zero() {
@@ -473,7 +514,13 @@ impl BrokerActors {
             // than it saves; nudge at most every millisecond.
             writer_cfg.nudge_interval = Duration::from_millis(1);
         }
-        let (s, v, log) = (store.clone(), view.clone(), logger.clone());
+        let (s, v, h, sync_timeout, log) = (
+            store.clone(),
+            view.clone(),
+            ha.clone(),
+            config.ha.sync_timeout,
+            logger.clone(),
+        );
         let resolver = CallRelay::new(topics.clone()).start();
         let appended = Relay::new(dispatcher.clone()).start();
         let spec = ChildSpec::new("commit-log", move || {
@@ -484,7 +531,8 @@ impl BrokerActors {
                 writer_cfg.clone(),
                 &log,
             )
-            .with_dispatcher(appended.clone().recipient()))
+            .with_dispatcher(appended.clone().recipient())
+            .with_ha(h.clone(), sync_timeout))
         });
         let spec = match &writer_arbiter {
             Some(a) => spec.on_arbiter(a.clone()),
@@ -611,6 +659,60 @@ impl BrokerActors {
             }),
         )
         .await?;
+        let (ha_replicator, ha_addr) = match ha_socket {
+            Some((socket, bound)) => {
+                let source = config_source(&view, &subscription_groups, &offsets);
+                let first = std::sync::Mutex::new(Some(socket));
+                let (s, h, c, log) = (store.clone(), ha.clone(), config.ha.clone(), logger.clone());
+                let replicator = spawn(
+                    supervisor,
+                    ChildSpec::new("ha-replicator", move || {
+                        let socket = match first.lock().ok().and_then(|mut f| f.take()) {
+                            Some(socket) => socket,
+                            None => std::net::TcpListener::bind(bound).map_err(|e| {
+                                format!("cannot bind the HA listener again on {bound}: {e}")
+                            })?,
+                        };
+                        Ok(HaReplicator::new(
+                            socket,
+                            s.clone(),
+                            h.clone(),
+                            c.clone(),
+                            Some(source.clone()),
+                            &log,
+                        ))
+                    }),
+                )
+                .await?;
+                (Some(replicator), Some(bound))
+            }
+            None => (None, None),
+        };
+        let (s, h, c, name, log) = (
+            store.clone(),
+            ha.clone(),
+            config.ha.clone(),
+            config.broker_name.clone(),
+            logger.clone(),
+        );
+        let appended = Relay::new(dispatcher.clone()).start();
+        let sink = config_sink(&topics, &subscription_groups, &offsets, &logger);
+        let ha_client = spawn(
+            supervisor,
+            ChildSpec::new("ha-client", move || {
+                Ok(HaClient::new(
+                    s.clone(),
+                    h.clone(),
+                    c.clone(),
+                    Some(appended.clone().recipient()),
+                    Some(sink.clone()),
+                    &name,
+                    &log,
+                ))
+            }),
+        )
+        .await?;
+
         // Held pops are woken by stored messages (the fan-out's subscriber
         // list outlives its restarts: subscribed once).
         if let Some(f) = fanout.addr() {
@@ -640,6 +742,10 @@ impl BrokerActors {
             transaction_checker,
             notifier,
             stored: Relay::new(fanout).start().recipient(),
+            ha,
+            ha_replicator,
+            ha_addr,
+            ha_client,
             writer_arbiter,
             dispatcher_arbiter,
             logger,
@@ -676,6 +782,7 @@ impl BrokerActors {
         route_child::<PopMessageRequest, _>(router, &self.pop);
         route_child::<AckMessageRequest, _>(router, &self.pop);
         route_child::<ChangeInvisibleTimeRequest, _>(router, &self.pop);
+        route_child::<PromoteBrokerRequest, _>(router, &self.ha_client);
     }
 
     /// Turns consumer-group changes into `NOTIFY_CONSUMER_IDS_CHANGED`
@@ -740,6 +847,77 @@ impl BrokerActors {
             arbiter.stop();
         }
     }
+}
+
+/// What a master sends its slaves besides the log: its topic configs
+/// (from the shared snapshot), subscription groups and consumer offsets.
+fn config_source(
+    view: &TopicView,
+    groups: &ChildRef<SubscriptionGroupManager>,
+    offsets: &ChildRef<OffsetManager>,
+) -> SnapshotSource {
+    let (view, groups, offsets) = (view.clone(), groups.clone(), offsets.clone());
+    Arc::new(move || {
+        let topics = view.snapshot().all().values().cloned().collect();
+        let (groups, offsets) = (groups.addr(), offsets.addr());
+        Box::pin(async move {
+            let groups = groups?
+                .send(Call::new(GetAllSubscriptionGroupRequest {}))
+                .await
+                .ok()?
+                .ok()?
+                .fields
+                .subscription_group_table
+                .into_values()
+                .collect();
+            let offsets = offsets?.send(GetOffsetTable).await.ok()?;
+            Some(ConfigSnapshot {
+                topics,
+                subscription_groups: groups,
+                offsets,
+            })
+        })
+    })
+}
+
+/// How a slave takes its master's configs: upserts through its own
+/// managers (unchanged entries cost nothing), offsets merged.
+fn config_sink(
+    topics: &ChildRef<TopicManager>,
+    groups: &ChildRef<SubscriptionGroupManager>,
+    offsets: &ChildRef<OffsetManager>,
+    logger: &Logger,
+) -> SnapshotSink {
+    let (topics, groups, offsets, logger) = (
+        topics.clone(),
+        groups.clone(),
+        offsets.clone(),
+        logger.clone(),
+    );
+    Arc::new(move |snap: ConfigSnapshot| {
+        let (topics, groups, offsets, logger) =
+            (topics.addr(), groups.addr(), offsets.addr(), logger.clone());
+        Box::pin(async move {
+            if let Some(t) = topics {
+                for config in snap.topics {
+                    if let Ok(Err(e)) = t.send(Call::new(CreateTopicRequest { config })).await {
+                        warn!(logger, "cannot take the master's topic"; "error" => %e);
+                    }
+                }
+            }
+            if let Some(g) = groups {
+                for config in snap.subscription_groups {
+                    let call = Call::new(CreateSubscriptionGroupRequest { config });
+                    if let Ok(Err(e)) = g.send(call).await {
+                        warn!(logger, "cannot take the master's group"; "error" => %e);
+                    }
+                }
+            }
+            if let Some(o) = offsets {
+                let _ = o.send(MergeOffsets(snap.offsets)).await;
+            }
+        })
+    })
 }
 
 /// Runs `on_start` for the current incarnation of `child` and for every

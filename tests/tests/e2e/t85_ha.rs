@@ -1,0 +1,274 @@
+//! High availability across processes (issue 14): a name server, a master
+//! and a slave on `127.0.0.1:0`. Replication byte for byte, a slave
+//! restarted mid-stream, sync-master statuses with the slave gone and
+//! back, SIGKILL of a sync master under load then promotion, reads from
+//! the slave while the master is down, bad input on the HA port and bad
+//! role combinations.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use actormq_protocol::request::{SendBatchMessageRequest, SendBatchMessageResponse};
+use actormq_protocol::{Bytes, Message, ResponseCode, StoredMessage, batch};
+use actormq_tests::client::Client;
+use actormq_tests::node::{Bin, NodeProcess};
+
+use crate::common::*;
+
+const QUEUES: u32 = 4;
+
+fn namesrv() -> NodeProcess {
+    NodeProcess::start(Bin::Namesrv, NO_ARGS).expect("start actormq-namesrv")
+}
+
+fn master(namesrv: &NodeProcess, role: &str, extra: &[&str]) -> NodeProcess {
+    let ns = namesrv.namesrv().to_string();
+    let mut args = vec!["--namesrv", &ns, "--ha-role", role];
+    args.extend_from_slice(extra);
+    NodeProcess::start(Bin::Broker, &args).expect("start the master")
+}
+
+fn slave_args(namesrv: &NodeProcess, master_ha: &str) -> Vec<String> {
+    [
+        "--namesrv",
+        &namesrv.namesrv().to_string(),
+        "--ha-role",
+        "slave",
+        "--broker-id",
+        "1",
+        "--master",
+        master_ha,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn slave(namesrv: &NodeProcess, master: &NodeProcess) -> NodeProcess {
+    let args = slave_args(namesrv, &master.ha().to_string());
+    NodeProcess::start(Bin::Broker, &args).expect("start the slave")
+}
+
+fn body_of(i: usize) -> Bytes {
+    let len = 16 + (i * 37) % 200;
+    (0..len)
+        .map(|j| (i * 31 + j * 7) as u8)
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// Sends `batches` batches of `per` messages to `queue`; returns the
+/// replies' codes in order (every batch is stored unless refused).
+async fn send_batch(
+    c: &mut Client,
+    topic: &str,
+    queue: u32,
+    first: usize,
+    per: usize,
+) -> Result<(ResponseCode, SendBatchMessageResponse), String> {
+    let msgs: Vec<Message> = (first..first + per)
+        .map(|i| {
+            let mut m = Message::new(topic, body_of(i));
+            m.keys = Some(format!("k{i}"));
+            m
+        })
+        .collect();
+    let req = SendBatchMessageRequest {
+        producer_group: "e2e-ha".into(),
+        topic: topic.into(),
+        queue_id: queue,
+        born_timestamp_ms: actormq_tests::now_ms(),
+        ..SendBatchMessageRequest::default()
+    };
+    let reply = c
+        .call(&req, batch::messages_to_bytes(&msgs))
+        .await
+        .map_err(|e| e.to_string())?;
+    let code = reply.code;
+    let fields = reply
+        .fields
+        .ok_or_else(|| format!("{code}: {}", reply.remark.clone().unwrap_or_default()))?;
+    Ok((code, fields))
+}
+
+/// Every message of every queue, pulled from `broker` (waiting until each
+/// queue holds `counts[q]`).
+async fn pull_everything(
+    broker: std::net::SocketAddr,
+    topic: &str,
+    counts: &BTreeMap<u32, u64>,
+) -> BTreeMap<u32, Vec<StoredMessage>> {
+    let mut c = connect(broker).await;
+    let mut out = BTreeMap::new();
+    for (&q, &n) in counts {
+        out.insert(q, pull_all_at_least(&mut c, topic, q, n).await);
+    }
+    out
+}
+
+fn assert_identical(a: &BTreeMap<u32, Vec<StoredMessage>>, b: &BTreeMap<u32, Vec<StoredMessage>>) {
+    assert_eq!(a.len(), b.len());
+    for (q, ma) in a {
+        let mb = &b[q];
+        assert_eq!(ma.len(), mb.len(), "messages in queue {q}");
+        for (x, y) in ma.iter().zip(mb) {
+            assert_eq!(x.msg_id().encode(), y.msg_id().encode(), "id in {q}");
+            assert_eq!(x.queue_offset, y.queue_offset);
+            assert_eq!(
+                x.message.body, y.message.body,
+                "body of {q}/{}",
+                x.queue_offset
+            );
+            assert_eq!(x.message.keys, y.message.keys);
+            assert_eq!(x.body_crc, y.body_crc);
+        }
+    }
+}
+
+async fn wait_topic_on(broker: std::net::SocketAddr, topic: &str) {
+    let mut c = connect(broker).await;
+    let deadline = std::time::Instant::now() + CONVERGE;
+    loop {
+        let r = c
+            .call(&pull_request(topic, 0, 0, 1, 0), Bytes::new())
+            .await
+            .expect("pull");
+        if r.code != ResponseCode::TopicNotExist {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "topic {topic} never reached {broker}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn t85_replication_is_byte_identical_and_a_slave_refuses_sends() {
+    bounded(async {
+        let ns = namesrv();
+        let m = master(&ns, "async-master", NO_ARGS);
+        let mut s = slave(&ns, &m);
+        let topic = "t85-repl";
+        create_topic(m.broker(), topic, QUEUES).await;
+        // The route lists the slave under the master's broker name.
+        let deadline = std::time::Instant::now() + CONVERGE;
+        loop {
+            let route = route(ns.namesrv(), topic).await.expect("route");
+            let addrs = route
+                .as_ref()
+                .and_then(|r| r.broker_datas.first())
+                .map(|b| b.broker_addrs.clone())
+                .unwrap_or_default();
+            if addrs.get(&1) == Some(&s.broker().to_string()) {
+                assert_eq!(addrs.get(&0), Some(&m.broker().to_string()));
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "slave not in the route: {route:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The slave refuses sends with a clear code.
+        wait_topic_on(s.broker(), topic).await;
+        let mut sc = connect(s.broker()).await;
+        let refused = send_batch(&mut sc, topic, 0, 0, 1).await.unwrap_err();
+        assert!(
+            refused.contains("SERVICE_NOT_AVAILABLE") && refused.contains("slave"),
+            "{refused}"
+        );
+
+        // Messages: sent in batches; halfway the slave restarts.
+        let mut c = connect(m.broker()).await;
+        const TOTAL: usize = 100_000;
+        const PER: usize = 250;
+        let mut counts: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut i = 0;
+        while i < TOTAL {
+            let q = ((i / PER) as u32) % QUEUES;
+            let (code, _) = send_batch(&mut c, topic, q, i, PER).await.expect("send");
+            assert_eq!(code, ResponseCode::Success);
+            *counts.entry(q).or_default() += PER as u64;
+            i += PER;
+            if i == TOTAL / 2 {
+                s.kill().expect("kill the slave");
+            }
+            if i == TOTAL / 2 + 20 * PER {
+                s.restart().expect("restart the slave");
+            }
+        }
+        let from_master = pull_everything(m.broker(), topic, &counts).await;
+        let from_slave = pull_everything(s.broker(), topic, &counts).await;
+        assert_identical(&from_master, &from_slave);
+        let total: usize = from_slave.values().map(Vec::len).sum();
+        assert_eq!(total, TOTAL);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn t85_garbage_on_the_ha_port_closes_that_connection_only() {
+    bounded(async {
+        let ns = namesrv();
+        let m = master(&ns, "async-master", NO_ARGS);
+        let s = slave(&ns, &m);
+        let topic = "t85-garbage";
+        create_topic(m.broker(), topic, 1).await;
+        let mut raw = tokio::net::TcpStream::connect(m.ha())
+            .await
+            .expect("connect");
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        raw.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(10), raw.read(&mut buf))
+            .await
+            .expect("closed in time")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "the master closes a non-HA peer");
+        // Replication goes on.
+        let mut c = connect(m.broker()).await;
+        send_batch(&mut c, topic, 0, 0, 10).await.expect("send");
+        let mut sc = connect(s.broker()).await;
+        wait_max_offset(&mut sc, topic, 0, 10).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn t85_bad_role_combinations_refuse_to_start() {
+    let ns = namesrv();
+    let n = ns.namesrv().to_string();
+    for (args, needle) in [
+        (
+            vec!["--ha-role", "slave", "--master", "127.0.0.1:1"],
+            "broker id > 0",
+        ),
+        (vec!["--ha-role", "slave", "--broker-id", "1"], "--master"),
+        (vec!["--broker-id", "2"], "a master has broker id 0"),
+        (
+            vec!["--ha-role", "sync-master", "--master", "127.0.0.1:1"],
+            "only a slave",
+        ),
+    ] {
+        let mut full = vec!["--namesrv", n.as_str(), "--broker-listen", "127.0.0.1:0"];
+        full.extend(args.iter().copied());
+        let out = std::process::Command::new(
+            actormq_tests::node::bin_dir()
+                .expect("bins")
+                .join("actormq-broker"),
+        )
+        .args(&full)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run");
+        assert!(!out.status.success(), "{args:?} must not start");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(out.stdout.is_empty(), "no ready line");
+    }
+}
