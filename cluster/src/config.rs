@@ -779,7 +779,17 @@ mod tests {
             (
                 None,
                 vec![("ACTORMQ_BROKER__HA_ROLE", "slave")],
-                "broker.ha_role",
+                "broker.broker_id",
+            ),
+            (
+                None,
+                vec![("ACTORMQ_BROKER__HA_SYNC_TIMEOUT_MS", "0")],
+                "broker.ha_sync_timeout_ms",
+            ),
+            (
+                None,
+                vec![("ACTORMQ_BROKER__HA_CONFIG_SYNC_MS", "5")],
+                "broker.ha_config_sync_ms",
             ),
             (None, vec![("ACTORMQ_LOG__LEVEL", "loud")], "log.level"),
             (
@@ -849,23 +859,45 @@ mod tests {
     }
 
     #[test]
-    fn keys_of_missing_features_are_refused_unless_default() {
-        let cases = [
-            ("ACTORMQ_BROKER__HA_ROLE", "slave", "broker.ha_role"),
-            ("ACTORMQ_BROKER__HA_ROLE", "sync-master", "broker.ha_role"),
+    fn ha_roles_must_fit_the_broker_id_and_addresses() {
+        let slave = [
+            ("ACTORMQ_BROKER__HA_ROLE", "slave"),
+            ("ACTORMQ_BROKER__BROKER_ID", "1"),
+            ("ACTORMQ_BROKER__MASTER", "127.0.0.1:10912"),
+        ];
+        let c = NodeConfig::load(None, slave, Overrides::default()).expect("a good slave");
+        assert_eq!(c.broker.ha_role, HaRole::Slave);
+        assert_eq!(
+            c.ha_listen_addr(),
+            None,
+            "a slave does not listen for slaves"
+        );
+        let cases: [(&[(&str, &str)], &str); 5] = [
+            (&slave[..1], "broker.broker_id"),
+            (&slave[..2], "broker.master"),
             (
-                "ACTORMQ_BROKER__HA_LISTEN",
-                "127.0.0.1:10912",
+                &[
+                    ("ACTORMQ_BROKER__HA_ROLE", "slave"),
+                    ("ACTORMQ_BROKER__BROKER_ID", "1"),
+                    ("ACTORMQ_BROKER__MASTER", "127.0.0.1:10912"),
+                    ("ACTORMQ_BROKER__HA_LISTEN", "127.0.0.1:10913"),
+                ],
                 "broker.ha_listen",
             ),
-            ("ACTORMQ_BROKER__MASTER", "127.0.0.1:10912", "broker.master"),
+            (&[("ACTORMQ_BROKER__BROKER_ID", "2")], "broker.broker_id"),
+            (
+                &[
+                    ("ACTORMQ_BROKER__HA_ROLE", "sync-master"),
+                    ("ACTORMQ_BROKER__MASTER", "127.0.0.1:10912"),
+                ],
+                "broker.master",
+            ),
         ];
-        for (var, value, key) in cases {
-            let err = NodeConfig::load(None, [(var, value)], Overrides::default())
-                .expect_err(&format!("{var}={value} must be refused"))
+        for (env, key) in cases {
+            let err = NodeConfig::load(None, env.iter().copied(), Overrides::default())
+                .expect_err(&format!("{env:?} must be refused"))
                 .to_string();
             assert!(err.contains(key), "{err:?} names {key}");
-            assert!(err.contains("not available yet"), "{err:?}");
             assert_eq!(err.lines().count(), 1, "{err:?}");
         }
         // The same through flags.
@@ -875,12 +907,27 @@ mod tests {
         };
         let err = NodeConfig::load(None, NO_ENV, flags).unwrap_err();
         assert!(err.to_string().contains("broker.master"), "{err}");
-        // Spelling out a default is fine (e.g. a file from --print-config).
+        // Spelling out the defaults is fine (e.g. a file from --print-config).
         let dir = tempfile::tempdir().unwrap();
         let text = NodeConfig::default().to_toml();
         assert!(text.contains("ha_role = \"async-master\""), "{text}");
         let file = write(&dir, &text);
         NodeConfig::load(Some(&file), NO_ENV, Overrides::default()).unwrap();
+    }
+
+    #[test]
+    fn the_ha_port_defaults_to_the_broker_port_plus_one() {
+        let mut c = NodeConfig::default();
+        c.broker.listen = "127.0.0.1:10911".parse().unwrap();
+        assert_eq!(c.ha_listen_addr(), Some("127.0.0.1:10912".parse().unwrap()));
+        c.broker.listen = "127.0.0.1:0".parse().unwrap();
+        assert_eq!(c.ha_listen_addr(), Some("127.0.0.1:0".parse().unwrap()));
+        c.broker.listen = "127.0.0.1:65535".parse().unwrap();
+        assert_eq!(c.ha_listen_addr(), Some("127.0.0.1:0".parse().unwrap()));
+        c.broker.ha_listen = Some("0.0.0.0:7000".parse().unwrap());
+        assert_eq!(c.ha_listen_addr(), Some("0.0.0.0:7000".parse().unwrap()));
+        c.broker.ha_role = HaRole::SyncMaster;
+        assert_eq!(c.ha_listen_addr(), Some("0.0.0.0:7000".parse().unwrap()));
     }
 
     #[test]
