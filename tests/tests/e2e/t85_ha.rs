@@ -272,3 +272,191 @@ async fn t85_bad_role_combinations_refuse_to_start() {
         assert!(out.stdout.is_empty(), "no ready line");
     }
 }
+
+/// Sends one batch of `per` to `queue` until the reply code is one of
+/// `want` (bounded); returns it.
+async fn send_until(
+    c: &mut Client,
+    topic: &str,
+    queue: u32,
+    next: &mut usize,
+    want: &[ResponseCode],
+) -> ResponseCode {
+    let deadline = std::time::Instant::now() + CONVERGE;
+    loop {
+        let (code, _) = send_batch(c, topic, queue, *next, 5).await.expect("stored");
+        *next += 5;
+        if want.contains(&code) {
+            return code;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never got {want:?}, last {code}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn t85_sync_master_statuses_with_the_slave_gone_and_back() {
+    bounded(async {
+        let ns = namesrv();
+        let ns_addr = ns.namesrv().to_string();
+        let m = NodeProcess::start_with_env(
+            Bin::Broker,
+            &["--namesrv", &ns_addr, "--ha-role", "sync-master"],
+            &[("ACTORMQ_BROKER__HA_SYNC_TIMEOUT_MS", "300")],
+        )
+        .expect("start the sync master");
+        let topic = "t85-sync";
+        create_topic(m.broker(), topic, 1).await;
+        let mut c = connect(m.broker()).await;
+        let mut next = 0usize;
+        // No slave yet: stored, but the client is told.
+        let (code, _) = send_batch(&mut c, topic, 0, next, 5).await.expect("stored");
+        next += 5;
+        assert_eq!(code, ResponseCode::SlaveNotAvailable);
+        let mut s = slave(&ns, &m);
+        send_until(&mut c, topic, 0, &mut next, &[ResponseCode::Success]).await;
+        // A slave that stops acknowledging (SIGSTOP): FLUSH_SLAVE_TIMEOUT.
+        s.signal("STOP").expect("stop the slave");
+        let (code, _) = send_batch(&mut c, topic, 0, next, 5).await.expect("stored");
+        next += 5;
+        assert_eq!(code, ResponseCode::FlushSlaveTimeout);
+        s.signal("CONT").expect("continue the slave");
+        send_until(&mut c, topic, 0, &mut next, &[ResponseCode::Success]).await;
+        // The slave killed: SLAVE_NOT_AVAILABLE once the master saw it go.
+        s.kill().expect("kill the slave");
+        send_until(
+            &mut c,
+            topic,
+            0,
+            &mut next,
+            &[ResponseCode::SlaveNotAvailable],
+        )
+        .await;
+        // Back: SUCCESS again, and it has everything, also what was
+        // stored while it was away.
+        s.restart().expect("restart the slave");
+        send_until(&mut c, topic, 0, &mut next, &[ResponseCode::Success]).await;
+        let counts = BTreeMap::from([(0u32, next as u64)]);
+        let a = pull_everything(m.broker(), topic, &counts).await;
+        let b = pull_everything(s.broker(), topic, &counts).await;
+        assert_identical(&a, &b);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn t85_sigkill_of_a_sync_master_under_load_then_promotion_loses_nothing_acknowledged() {
+    bounded(async {
+        let ns = namesrv();
+        let mut m = master(&ns, "sync-master", NO_ARGS);
+        let s = slave(&ns, &m);
+        let topic = "t85-promote";
+        create_topic(m.broker(), topic, QUEUES).await;
+        wait_topic_on(s.broker(), topic).await;
+        // Load: four senders (one per queue) until the master dies; each
+        // keeps the keys of its acknowledged (SUCCESS) messages.
+        let broker = m.broker();
+        let mut senders = Vec::new();
+        for q in 0..QUEUES {
+            senders.push(tokio::spawn(async move {
+                let mut c = connect(broker).await;
+                c.set_timeout(Duration::from_secs(5));
+                let mut acked: Vec<String> = Vec::new();
+                let mut i = q as usize * 1_000_000;
+                loop {
+                    match send_batch(&mut c, topic, q, i, 20).await {
+                        Ok((ResponseCode::Success, r)) => {
+                            acked.extend(r.msg_ids().map(str::to_owned));
+                        }
+                        Ok(_) => {}
+                        // The master is gone: a clear error, not a hang.
+                        Err(_) => return acked,
+                    }
+                    i += 20;
+                }
+            }));
+        }
+        let mut c = connect(m.broker()).await;
+        wait_max_offset(&mut c, topic, 0, 2_000).await;
+        m.kill().expect("SIGKILL the master");
+        let mut acked = Vec::new();
+        for t in senders {
+            acked.extend(t.await.expect("sender"));
+        }
+        assert!(acked.len() >= 2_000, "load ran: {}", acked.len());
+        // Consumers read from the slave while the master is down.
+        let mut sc = connect(s.broker()).await;
+        let mut on_slave = std::collections::HashSet::new();
+        for q in 0..QUEUES {
+            for msg in pull_all(&mut sc, topic, q).await {
+                on_slave.insert(msg.msg_id().encode());
+            }
+        }
+        let missing: Vec<&String> = acked.iter().filter(|id| !on_slave.contains(*id)).collect();
+        assert!(
+            missing.is_empty(),
+            "{} acknowledged messages not on the slave",
+            missing.len()
+        );
+        // Promotion through the CLI.
+        let out = actormq(
+            ns.namesrv(),
+            &[
+                "--json",
+                "admin",
+                "broker",
+                "promote",
+                "--broker",
+                "broker-a",
+                "--broker-id",
+                "1",
+            ],
+        );
+        let lines = json_lines(&out);
+        assert_eq!(lines[0]["previous_role"], "slave", "{lines:?}");
+        assert_eq!(lines[0]["role"], "async-master", "{lines:?}");
+        // It takes writes from where replication stopped, and the name
+        // server lists it as the master.
+        let before = max_offset(&mut sc, topic, 0).await;
+        let (code, r) = send_batch(&mut sc, topic, 0, 0, 3)
+            .await
+            .expect("send to the new master");
+        assert_eq!(code, ResponseCode::Success);
+        assert_eq!(r.queue_offset, before);
+        let deadline = std::time::Instant::now() + CONVERGE;
+        loop {
+            let info = cluster_info(ns.namesrv()).await.expect("cluster info");
+            let master = info
+                .broker_addr_table
+                .get("broker-a")
+                .and_then(|d| d.broker_addrs.get(&0).cloned());
+            if master == Some(s.broker().to_string()) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "promoted slave not id 0: {info:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Promoting it again says so, and a wrong id is refused.
+        let out = actormq(
+            ns.namesrv(),
+            &[
+                "admin",
+                "broker",
+                "promote",
+                "--broker",
+                "broker-a",
+                "--broker-id",
+                "7",
+            ],
+        );
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("id 7"));
+    })
+    .await;
+}
