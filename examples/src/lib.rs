@@ -36,6 +36,7 @@ pub mod batch;
 pub mod broadcast;
 pub mod custom_actor;
 pub mod delayed;
+pub mod ha;
 pub mod idempotent;
 pub mod node;
 pub mod offset_reset;

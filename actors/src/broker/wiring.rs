@@ -540,23 +540,22 @@ impl BrokerActors {
         };
         let writer = spawn(supervisor, spec).await?;
 
-        let (s, w, log) = (store.clone(), writer.clone(), logger.clone());
+        let (s, w, h, log) = (store.clone(), writer.clone(), ha.clone(), logger.clone());
         let schedule = spawn(
             supervisor,
             ChildSpec::new("schedule", move || {
-                Ok(ScheduleService::load(
-                    s.clone(),
-                    w.clone(),
-                    schedule_cfg.clone(),
-                    &log,
-                )?)
+                Ok(
+                    ScheduleService::load(s.clone(), w.clone(), schedule_cfg.clone(), &log)?
+                        .with_ha(h.clone()),
+                )
             }),
         )
         .await?;
-        let (s, w, c, log) = (
+        let (s, w, c, h, log) = (
             store.clone(),
             writer.clone(),
             config.timer.clone(),
+            ha.clone(),
             logger.clone(),
         );
         TimerService::load(store.clone(), writer.clone(), config.timer.clone(), &logger)
@@ -565,6 +564,7 @@ impl BrokerActors {
             supervisor,
             ChildSpec::new("timer", move || {
                 TimerService::load(s.clone(), w.clone(), c.clone(), &log)
+                    .map(|t| t.with_ha(h.clone()))
             }),
         )
         .await?;
@@ -586,13 +586,14 @@ impl BrokerActors {
             &logger,
         )
         .map_err(|e| WiringError::Start(format!("transaction checker: {e}")))?;
-        let (c, s, w, e, g, n, log) = (
+        let (c, s, w, e, g, n, h, log) = (
             config.transactions.clone(),
             store.clone(),
             writer.clone(),
             end_transaction.clone(),
             groups.clone(),
             notifier.clone(),
+            ha.clone(),
             logger.clone(),
         );
         let transaction_checker = spawn(
@@ -606,7 +607,8 @@ impl BrokerActors {
                     g.clone(),
                     n.clone(),
                     &log,
-                )?)
+                )?
+                .with_ha(h.clone()))
             }),
         )
         .await?;
