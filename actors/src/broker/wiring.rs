@@ -858,8 +858,9 @@ fn config_source(
     groups: &ChildRef<SubscriptionGroupManager>,
     offsets: &ChildRef<OffsetManager>,
 ) -> SnapshotSource {
-    let (view, groups, offsets) = (view.clone(), groups.clone(), offsets.clone());
-    Arc::new(move || {
+    let (v, groups, offsets) = (view.clone(), groups.clone(), offsets.clone());
+    let view = v.clone();
+    let snapshot: super::ha::config_sync::SnapshotFn = Arc::new(move || {
         let topics = view.snapshot().all().values().cloned().collect();
         let (groups, offsets) = (groups.addr(), offsets.addr());
         Box::pin(async move {
@@ -879,7 +880,11 @@ fn config_source(
                 offsets,
             })
         })
-    })
+    });
+    SnapshotSource {
+        snapshot,
+        version: Arc::new(move || v.snapshot().data_version()),
+    }
 }
 
 /// How a slave takes its master's configs: upserts through its own

@@ -460,3 +460,79 @@ async fn t85_sigkill_of_a_sync_master_under_load_then_promotion_loses_nothing_ac
     })
     .await;
 }
+
+#[actix_rt::test]
+async fn t85_consumers_read_from_the_slave_while_the_master_is_down() {
+    bounded(async {
+        let ns = namesrv();
+        let mut m = master(&ns, "async-master", NO_ARGS);
+        let s = slave(&ns, &m);
+        let topic = "t85-read-slave";
+        create_topic(m.broker(), topic, 2).await;
+        let mut c = connect(m.broker()).await;
+        for q in 0..2 {
+            send_batch(&mut c, topic, q, q as usize * 100, 50)
+                .await
+                .expect("send");
+        }
+        // A delayed message: the master moves it to its topic when due,
+        // and that move reaches the slave through the log.
+        let mut delayed = send_request(topic, 0, "late", "delayed-1");
+        delayed.delay_level = Some(1);
+        let r = c
+            .call(&delayed, Bytes::from_static(b"late"))
+            .await
+            .expect("delayed send");
+        assert_eq!(r.code, ResponseCode::Success);
+        let mut sc = connect(s.broker()).await;
+        wait_max_offset(&mut sc, topic, 0, 51).await;
+        wait_max_offset(&mut sc, topic, 1, 50).await;
+        m.kill().expect("SIGKILL the master");
+        // The SDK's pull consumer finds the slave through the route.
+        let log = slog::Logger::root(slog::Discard, slog::o!());
+        let consumer =
+            actormq_sdk::consumer::PullConsumer::new("t85-readers", &ns.namesrv().to_string(), log)
+                .expect("pull consumer");
+        let mut total = 0;
+        let deadline = std::time::Instant::now() + CONVERGE;
+        let mut late = false;
+        'wait: loop {
+            total = 0;
+            match consumer.fetch_queues(topic).await {
+                Ok(queues) => {
+                    for mq in &queues {
+                        match consumer.pull(mq, 0, 200).await {
+                            Ok(r) => {
+                                total += r.messages.len();
+                                late |= r
+                                    .messages
+                                    .iter()
+                                    .any(|m| m.message.body.as_ref() == b"late");
+                            }
+                            Err(e) => {
+                                assert!(
+                                    std::time::Instant::now() < deadline,
+                                    "no pulls from the slave: {e}"
+                                );
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                continue 'wait;
+                            }
+                        }
+                    }
+                    break;
+                }
+                Err(e) => {
+                    assert!(std::time::Instant::now() < deadline, "no route: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        assert_eq!(total, 101);
+        assert!(late, "the delivered delayed message is on the slave");
+        // Producers get a clear error, not a hang.
+        let mut c2 = connect(s.broker()).await;
+        let refused = send_batch(&mut c2, topic, 0, 0, 1).await.unwrap_err();
+        assert!(refused.contains("slave"), "{refused}");
+    })
+    .await;
+}

@@ -1,6 +1,7 @@
 //! Config sync from master to slave (RocketMQ's `SlaveSynchronize`): the
 //! master sends a [`ConfigSnapshot`] over the HA link when a slave
-//! connects and every [`super::HaConfig::config_sync`]; the slave applies
+//! connects, when its topic table changes, and every
+//! [`super::HaConfig::config_sync`]; the slave applies
 //! it to its own managers. Topic and subscription-group configs are
 //! upserted (idempotent: unchanged ones cost nothing), consumer offsets
 //! taken as the master has them. Deletions on the master are not
@@ -44,7 +45,17 @@ pub type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 
 /// Takes a snapshot of the master's configs (`None`: a manager is down,
 /// try again next time).
-pub type SnapshotSource = Arc<dyn Fn() -> LocalFuture<Option<ConfigSnapshot>> + Send + Sync>;
+pub type SnapshotFn = Arc<dyn Fn() -> LocalFuture<Option<ConfigSnapshot>> + Send + Sync>;
+
+/// Where a master's snapshots come from.
+#[derive(Clone)]
+pub struct SnapshotSource {
+    /// Takes a snapshot.
+    pub snapshot: SnapshotFn,
+    /// The topic table's version: a change is sent at once (a slave must
+    /// know a topic to serve its pulls), the rest with the interval.
+    pub version: Arc<dyn Fn() -> u64 + Send + Sync>,
+}
 
 /// Applies a master's snapshot on a slave.
 pub type SnapshotSink = Arc<dyn Fn(ConfigSnapshot) -> LocalFuture<()> + Send + Sync>;

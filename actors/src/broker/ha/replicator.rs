@@ -267,12 +267,15 @@ async fn serve(
     let transfer = async move {
         let mut next = start;
         let mut next_config = Instant::now();
+        let mut sent_version = None;
         loop {
             if let Some(source) = &configs
-                && Instant::now() >= next_config
+                && (Instant::now() >= next_config || sent_version != Some((source.version)()))
             {
                 next_config = Instant::now() + config.config_sync;
-                if let Some(body) = source().await.and_then(|s| s.encode().ok()) {
+                sent_version = Some((source.version)());
+                let snapshot = (source.snapshot)().await;
+                if let Some(body) = snapshot.and_then(|s| s.encode().ok()) {
                     let master_offset = store.commit_log_max_offset();
                     let frame = Frame::Config {
                         master_offset,
