@@ -493,40 +493,38 @@ async fn t85_consumers_read_from_the_slave_while_the_master_is_down() {
         let consumer =
             actormq_sdk::consumer::PullConsumer::new("t85-readers", &ns.namesrv().to_string(), log)
                 .expect("pull consumer");
-        let mut total = 0;
         let deadline = std::time::Instant::now() + CONVERGE;
-        let mut late = false;
-        'wait: loop {
-            total = 0;
-            match consumer.fetch_queues(topic).await {
-                Ok(queues) => {
-                    for mq in &queues {
-                        match consumer.pull(mq, 0, 200).await {
-                            Ok(r) => {
-                                total += r.messages.len();
-                                late |= r
-                                    .messages
-                                    .iter()
-                                    .any(|m| m.message.body.as_ref() == b"late");
-                            }
-                            Err(e) => {
-                                assert!(
-                                    std::time::Instant::now() < deadline,
-                                    "no pulls from the slave: {e}"
-                                );
-                                tokio::time::sleep(Duration::from_millis(100)).await;
-                                continue 'wait;
-                            }
-                        }
-                    }
-                    break;
-                }
+        let (total, late) = 'wait: loop {
+            let (mut total, mut late) = (0, false);
+            let queues = match consumer.fetch_queues(topic).await {
+                Ok(q) => q,
                 Err(e) => {
                     assert!(std::time::Instant::now() < deadline, "no route: {e}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            for mq in &queues {
+                match consumer.pull(mq, 0, 200).await {
+                    Ok(r) => {
+                        total += r.messages.len();
+                        late |= r
+                            .messages
+                            .iter()
+                            .any(|m| m.message.body.as_ref() == b"late");
+                    }
+                    Err(e) => {
+                        assert!(
+                            std::time::Instant::now() < deadline,
+                            "no pulls from the slave: {e}"
+                        );
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue 'wait;
+                    }
                 }
             }
-        }
+            break (total, late);
+        };
         assert_eq!(total, 101);
         assert!(late, "the delivered delayed message is on the slave");
         // Producers get a clear error, not a hang.
