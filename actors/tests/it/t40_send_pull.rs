@@ -871,6 +871,7 @@ async fn the_broker_wiring_serves_its_request_codes() {
         C::PopMessage,
         C::AckMessage,
         C::ChangeMessageInvisibleTime,
+        C::PromoteBroker,
     ]
     .iter()
     .map(|c| c.as_u32())
