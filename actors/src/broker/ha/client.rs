@@ -253,6 +253,11 @@ async fn link(
     loop {
         let mut appended = false;
         while let Some(frame) = Frame::decode(&mut buf)? {
+            if ha.role() != HaRole::Slave {
+                // Promoted: the writer owns the log from here on.
+                info!(logger, "no longer a slave: replication stops"; "local_offset" => end);
+                return Ok(());
+            }
             match frame {
                 Frame::Data { offset, body } => {
                     end = store.append_raw(offset, &body).map_err(|e| {
