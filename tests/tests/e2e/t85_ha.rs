@@ -534,3 +534,96 @@ async fn t85_consumers_read_from_the_slave_while_the_master_is_down() {
     })
     .await;
 }
+
+/// Sum of the max offsets of `queues` queues of `topic` on `broker`.
+async fn total_offset(c: &mut Client, topic: &str, queues: u32) -> u64 {
+    let mut sum = 0;
+    for q in 0..queues {
+        sum += max_offset(c, topic, q).await;
+    }
+    sum
+}
+
+/// Replication lag and produce throughput under `actormq bench produce`
+/// (BENCHMARKS.md, "High availability"). Run with release binaries:
+/// `cargo build --release -p actormq-cluster && ACTORMQ_BIN_DIR=target/release
+/// cargo test -p actormq-tests --test e2e t85_bench -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "benchmark; see the doc comment"]
+async fn t85_bench_replication_lag_and_sync_throughput() {
+    let messages: u64 = std::env::var("T85_BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500_000);
+    for role in ["async-master", "sync-master", "async-master", "sync-master"] {
+        let ns = namesrv();
+        let m = master(&ns, role, NO_ARGS);
+        let s = slave(&ns, &m);
+        let topic = "t85-bench";
+        create_topic(m.broker(), topic, QUEUES).await;
+        wait_topic_on(s.broker(), topic).await;
+        // Samples of both ends' totals every 2 ms while the bench runs.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (mb, sb, flag) = (m.broker(), s.broker(), stop.clone());
+        let sampler = tokio::spawn(async move {
+            let (mut mc, mut sc) = (connect(mb).await, connect(sb).await);
+            let t0 = std::time::Instant::now();
+            let mut samples: Vec<(f64, u64, u64)> = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = t0.elapsed().as_secs_f64();
+                let a = total_offset(&mut mc, topic, QUEUES).await;
+                let b = total_offset(&mut sc, topic, QUEUES).await;
+                samples.push((t, a, b));
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            samples
+        });
+        let n = ns.namesrv().to_string();
+        let count = messages.to_string();
+        let out = tokio::task::spawn_blocking(move || {
+            actormq(
+                &n,
+                &[
+                    "--json",
+                    "bench",
+                    "produce",
+                    "-t",
+                    topic,
+                    "--messages",
+                    &count,
+                    "--concurrency",
+                    "256",
+                ],
+            )
+        })
+        .await
+        .expect("bench");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let samples = sampler.await.expect("sampler");
+        let report = json_lines(&out);
+        // Lag at a sample: how long ago the master wrote the oldest bytes
+        // the slave does not have yet (0 when it has everything).
+        let lags_of = |samples: &[(f64, u64, u64)]| -> Vec<f64> {
+            samples
+                .iter()
+                .map(|&(t, _, slave_at)| {
+                    samples
+                        .iter()
+                        .find(|&&(tm, master_at, _)| tm <= t && master_at > slave_at)
+                        .map_or(0.0, |&(tm, _, _)| (t - tm) * 1000.0)
+                })
+                .collect()
+        };
+        let mut lags = lags_of(&samples);
+        lags.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        let pct = |p: f64| lags[((lags.len() - 1) as f64 * p) as usize];
+        println!(
+            "BENCH role={role} report={} samples={} lag_ms p50={:.1} p99={:.1} max={:.1}",
+            report.last().map(|v| v.to_string()).unwrap_or_default(),
+            lags.len(),
+            pct(0.5),
+            pct(0.99),
+            pct(1.0)
+        );
+    }
+}
