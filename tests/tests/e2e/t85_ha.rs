@@ -569,14 +569,18 @@ async fn t85_bench_replication_lag_and_sync_throughput() {
             let (mut mc, mut sc) = (connect(mb).await, connect(sb).await);
             let t0 = std::time::Instant::now();
             let mut samples: Vec<(f64, u64, u64)> = Vec::new();
+            let mut gaps: Vec<f64> = Vec::new();
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                // The master first, then the slave: a slave at or past the
+                // master's total had everything the master had `gap` ago.
                 let t = t0.elapsed().as_secs_f64();
                 let a = total_offset(&mut mc, topic, QUEUES).await;
                 let b = total_offset(&mut sc, topic, QUEUES).await;
+                gaps.push((t0.elapsed().as_secs_f64() - t) * 1000.0);
                 samples.push((t, a, b));
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            samples
+            (samples, gaps)
         });
         let n = ns.namesrv().to_string();
         let count = messages.to_string();
@@ -599,7 +603,9 @@ async fn t85_bench_replication_lag_and_sync_throughput() {
         .await
         .expect("bench");
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let samples = sampler.await.expect("sampler");
+        let (samples, mut gaps) = sampler.await.expect("sampler");
+        gaps.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        let caught_up = samples.iter().filter(|&&(_, a, b)| b >= a).count();
         let report = json_lines(&out);
         // Lag at a sample: how long ago the master wrote the oldest bytes
         // the slave does not have yet (0 when it has everything).
@@ -617,10 +623,16 @@ async fn t85_bench_replication_lag_and_sync_throughput() {
         let mut lags = lags_of(&samples);
         lags.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
         let pct = |p: f64| lags[((lags.len() - 1) as f64 * p) as usize];
+        let gap = |p: f64| gaps[((gaps.len() - 1) as f64 * p) as usize];
         println!(
-            "BENCH role={role} report={} samples={} lag_ms p50={:.1} p99={:.1} max={:.1}",
+            "BENCH role={role} report={} samples={} slave_at_or_past_master={} \
+             read_gap_ms p50={:.2} p99={:.2} max={:.2} lag_ms p50={:.1} p99={:.1} max={:.1}",
             report.last().map(|v| v.to_string()).unwrap_or_default(),
             lags.len(),
+            caught_up,
+            gap(0.5),
+            gap(0.99),
+            gap(1.0),
             pct(0.5),
             pct(0.99),
             pct(1.0)
