@@ -193,7 +193,7 @@ pub fn check_chunk(data: &[u8], at: u64, room: usize) -> Result<CheckedChunk, Re
     Ok(out)
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(actormq_loom)))]
 mod tests {
     use super::*;
     use crate::record::{AppendMessage, blank_header, encode_into, validate};
