@@ -527,7 +527,23 @@ async fn t85_consumers_read_from_the_slave_while_the_master_is_down() {
         };
         assert_eq!(total, 101);
         assert!(late, "the delivered delayed message is on the slave");
-        // Producers get a clear error, not a hang.
+        // Producers get a clear error, not a hang: the SDK finds no master.
+        let producer = actormq_sdk::ProducerBuilder::new("t85-producer")
+            .namesrv([ns.namesrv().to_string()])
+            .send_timeout(Duration::from_secs(2))
+            .retries(1)
+            .build()
+            .await
+            .expect("producer");
+        let started = std::time::Instant::now();
+        let sent = producer.send(Message::new(topic, "while down")).await;
+        assert!(sent.is_err(), "{sent:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        producer.shutdown().await;
         let mut c2 = connect(s.broker()).await;
         let refused = send_batch(&mut c2, topic, 0, 0, 1).await.unwrap_err();
         assert!(refused.contains("slave"), "{refused}");
