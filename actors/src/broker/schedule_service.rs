@@ -169,6 +169,13 @@ pub(super) fn unparked(view: &actormq_store::MessageView) -> Result<InternalMess
 #[rtype(result = "DelayProgress")]
 pub struct GetDelayProgress;
 
+/// Moves the progress forward to a master's (a slave's config sync): a
+/// promoted slave then does not move again what its master moved before
+/// the last sync. Never moves back.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct AdvanceDelayProgress(pub DelayProgress);
+
 /// Internal: one pass over every level.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
@@ -385,6 +392,17 @@ impl Handler<Pass> for ScheduleService {
         guarded(self, ctx, |act, ctx| {
             act.pass_queued = false;
             act.pass(ctx);
+        })
+    }
+}
+
+impl Handler<AdvanceDelayProgress> for ScheduleService {
+    type Result = GuardedReply<()>;
+    fn handle(&mut self, msg: AdvanceDelayProgress, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, |act, ctx| {
+            for (q, to) in msg.0.offsets {
+                act.advance(q, to, ctx);
+            }
         })
     }
 }

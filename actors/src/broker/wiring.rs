@@ -74,7 +74,9 @@ use super::query_service::QueryService;
 use super::queue_locks::{DEFAULT_LOCK_EXPIRY, QueueLockManager};
 use super::retention_cleaner::{RetentionCleaner, RetentionConfig};
 use super::retry_service::RetryService;
-use super::schedule_service::{ScheduleConfig, ScheduleService};
+use super::schedule_service::{
+    AdvanceDelayProgress, GetDelayProgress, ScheduleConfig, ScheduleService,
+};
 use super::stored_fanout::{StoredFanout, StoredSubscribers};
 use super::subscription_group_manager::{SubscriptionGroupManager, SubscriptionGroupManagerConfig};
 use super::timer_service::{TimerConfig, TimerService};
@@ -663,7 +665,7 @@ impl BrokerActors {
         .await?;
         let (ha_replicator, ha_addr) = match ha_socket {
             Some((socket, bound)) => {
-                let source = config_source(&view, &subscription_groups, &offsets);
+                let source = config_source(&view, &subscription_groups, &offsets, &schedule);
                 let first = std::sync::Mutex::new(Some(socket));
                 let (s, h, c, log) = (store.clone(), ha.clone(), config.ha.clone(), logger.clone());
                 let replicator = spawn(
@@ -698,7 +700,7 @@ impl BrokerActors {
             logger.clone(),
         );
         let appended = Relay::new(dispatcher.clone()).start();
-        let sink = config_sink(&topics, &subscription_groups, &offsets, &logger);
+        let sink = config_sink(&topics, &subscription_groups, &offsets, &schedule, &logger);
         let ha_client = spawn(
             supervisor,
             ChildSpec::new("ha-client", move || {
@@ -857,13 +859,20 @@ fn config_source(
     view: &TopicView,
     groups: &ChildRef<SubscriptionGroupManager>,
     offsets: &ChildRef<OffsetManager>,
+    schedule: &ChildRef<ScheduleService>,
 ) -> SnapshotSource {
-    let (v, groups, offsets) = (view.clone(), groups.clone(), offsets.clone());
+    let (v, groups, offsets, schedule) = (
+        view.clone(),
+        groups.clone(),
+        offsets.clone(),
+        schedule.clone(),
+    );
     let view = v.clone();
     let snapshot: super::ha::config_sync::SnapshotFn = Arc::new(move || {
         let topics = view.snapshot().all().values().cloned().collect();
-        let (groups, offsets) = (groups.addr(), offsets.addr());
+        let (groups, offsets, schedule) = (groups.addr(), offsets.addr(), schedule.addr());
         Box::pin(async move {
+            let delay_progress = schedule?.send(GetDelayProgress).await.ok()?;
             let groups = groups?
                 .send(Call::new(GetAllSubscriptionGroupRequest {}))
                 .await
@@ -878,6 +887,7 @@ fn config_source(
                 topics,
                 subscription_groups: groups,
                 offsets,
+                delay_progress,
             })
         })
     });
@@ -893,17 +903,24 @@ fn config_sink(
     topics: &ChildRef<TopicManager>,
     groups: &ChildRef<SubscriptionGroupManager>,
     offsets: &ChildRef<OffsetManager>,
+    schedule: &ChildRef<ScheduleService>,
     logger: &Logger,
 ) -> SnapshotSink {
-    let (topics, groups, offsets, logger) = (
+    let (topics, groups, offsets, schedule, logger) = (
         topics.clone(),
         groups.clone(),
         offsets.clone(),
+        schedule.clone(),
         logger.clone(),
     );
     Arc::new(move |snap: ConfigSnapshot| {
-        let (topics, groups, offsets, logger) =
-            (topics.addr(), groups.addr(), offsets.addr(), logger.clone());
+        let (topics, groups, offsets, schedule, logger) = (
+            topics.addr(),
+            groups.addr(),
+            offsets.addr(),
+            schedule.addr(),
+            logger.clone(),
+        );
         Box::pin(async move {
             if let Some(t) = topics {
                 for config in snap.topics {
@@ -922,6 +939,9 @@ fn config_sink(
             }
             if let Some(o) = offsets {
                 let _ = o.send(MergeOffsets(snap.offsets)).await;
+            }
+            if let Some(s) = schedule {
+                let _ = s.send(AdvanceDelayProgress(snap.delay_progress)).await;
             }
         })
     })

@@ -655,3 +655,53 @@ async fn t85_bench_replication_lag_and_sync_throughput() {
         );
     }
 }
+
+#[tokio::test]
+async fn t85_a_promoted_slave_does_not_deliver_again_what_its_master_delivered() {
+    bounded(async {
+        let ns = namesrv();
+        let mut m = master(&ns, "async-master", NO_ARGS);
+        let s = slave(&ns, &m);
+        let topic = "t85-delay";
+        create_topic(m.broker(), topic, 1).await;
+        let mut c = connect(m.broker()).await;
+        let mut delayed = send_request(topic, 0, "late", "d1");
+        delayed.delay_level = Some(1);
+        let r = c
+            .call(&delayed, Bytes::from_static(b"late"))
+            .await
+            .expect("delayed send");
+        assert_eq!(r.code, ResponseCode::Success);
+        // Delivered by the master (1 s), replicated to the slave.
+        let mut sc = connect(s.broker()).await;
+        wait_max_offset(&mut sc, topic, 0, 1).await;
+        // A topic change makes the master send its configs (the delay
+        // progress with them) at once; once the slave knows the topic, it
+        // has them.
+        create_topic(m.broker(), "t85-delay-marker", 1).await;
+        wait_topic_on(s.broker(), "t85-delay-marker").await;
+        m.kill().expect("SIGKILL the master");
+        let out = actormq(
+            ns.namesrv(),
+            &[
+                "admin",
+                "broker",
+                "promote",
+                "--broker",
+                "broker-a",
+                "--broker-id",
+                "1",
+            ],
+        );
+        assert!(out.status.success(), "{out:?}");
+        // The promoted slave's schedule runs (its poll is 100 ms; the
+        // message is long due): it must not deliver the message again.
+        // An absence has no event to wait for: this looks for 3 s.
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while std::time::Instant::now() < deadline {
+            assert_eq!(max_offset(&mut sc, topic, 0).await, 1, "delivered again");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+}

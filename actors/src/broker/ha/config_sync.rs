@@ -4,7 +4,9 @@
 //! [`super::HaConfig::config_sync`]; the slave applies
 //! it to its own managers. Topic and subscription-group configs are
 //! upserted (idempotent: unchanged ones cost nothing), consumer offsets
-//! taken as the master has them. Deletions on the master are not
+//! taken as the master has them, the delay levels' progress moved forward
+//! (so a promoted slave does not deliver again what its master delivered
+//! before the last sync). Deletions on the master are not
 //! mirrored (a deleted topic stays known on the slave until it is deleted
 //! there too).
 
@@ -16,6 +18,7 @@ use actormq_protocol::request::{SubscriptionGroupConfig, TopicConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::broker::offset_manager::OffsetTable;
+use crate::broker::schedule_service::DelayProgress;
 
 /// What a master shares with its slaves besides the commit log.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +29,9 @@ pub struct ConfigSnapshot {
     pub subscription_groups: Vec<SubscriptionGroupConfig>,
     /// Every committed consumer offset.
     pub offsets: OffsetTable,
+    /// How far the master moved each delay level's due messages.
+    #[serde(default)]
+    pub delay_progress: DelayProgress,
 }
 
 impl ConfigSnapshot {
@@ -77,6 +83,7 @@ mod tests {
             }],
             subscription_groups: Vec::new(),
             offsets,
+            delay_progress: DelayProgress::default(),
         };
         let back = ConfigSnapshot::decode(&s.encode().unwrap()).unwrap();
         assert_eq!(back, s);
