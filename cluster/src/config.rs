@@ -578,18 +578,22 @@ impl NodeConfig {
     /// listen address with port + 1 (port 0 when the broker port is 0).
     /// `None` on a slave.
     pub fn ha_listen_addr(&self) -> Option<SocketAddr> {
+        (self.broker.ha_role != HaRole::Slave).then(|| self.ha_listen_rule())
+    }
+
+    /// `ha_listen`, or the broker listen address with port + 1 (port 0
+    /// when the broker port is 0), whatever the role: where a slave
+    /// listens for slaves of its own once promoted.
+    pub fn ha_listen_rule(&self) -> SocketAddr {
         let b = &self.broker;
-        if b.ha_role == HaRole::Slave {
-            return None;
-        }
-        Some(b.ha_listen.unwrap_or_else(|| {
+        b.ha_listen.unwrap_or_else(|| {
             let mut a = b.listen;
             a.set_port(match a.port() {
                 0 => 0,
                 p => p.checked_add(1).unwrap_or(0),
             });
             a
-        }))
+        })
     }
 
     /// The effective configuration as TOML (`--print-config`).

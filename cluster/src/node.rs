@@ -98,6 +98,7 @@ pub struct Node {
     pub broker_addr: Option<SocketAddr>,
     /// The bound HA address of a master (`None`: not a master, or no HA listener).
     pub ha_addr: Option<SocketAddr>,
+    role_watch: Option<actix_rt::task::JoinHandle<()>>,
     supervisor: Addr<Supervisor>,
     /// Names of the supervised listener children (stopped first at shutdown).
     listeners: Vec<&'static str>,
@@ -132,6 +133,7 @@ impl Node {
             namesrv_addr: None,
             broker_addr: None,
             ha_addr: None,
+            role_watch: None,
             supervisor,
             listeners: Vec::new(),
             registrar: None,
@@ -318,14 +320,18 @@ impl Node {
             broker_addr: advertised.to_string(),
             ha_server_addr: ha_addr.map(|a| a.to_string()).unwrap_or_default(),
         };
-        // A promoted slave registers as the master (id 0), also after a
-        // restart of the registrar.
+        // A promoted slave registers as the master (id 0), with the HA
+        // listener it opens then, also after a restart of the registrar.
+        let promoted_ha: std::sync::Arc<std::sync::Mutex<Option<SocketAddr>>> = Default::default();
         let current = {
-            let ha = broker.ha.clone();
+            let (ha, promoted_ha) = (broker.ha.clone(), promoted_ha.clone());
             move || {
                 let mut id = identity.clone();
                 if ha.role().is_master() {
                     id.broker_id = 0;
+                }
+                if let Some(a) = promoted_ha.lock().ok().and_then(|a| *a) {
+                    id.ha_server_addr = a.to_string();
                 }
                 id
             }
@@ -346,13 +352,35 @@ impl Node {
         {
             let mut roles = broker.ha.watch_role();
             let registrar = registrar.clone();
-            actix_rt::spawn(async move {
+            let (actors, supervisor, log) =
+                (broker.clone(), self.supervisor.clone(), self.logger.clone());
+            let (listen, advertise) = (config.ha_listen_rule(), b.advertise);
+            // Holds the broker's actors (and so its store): aborted by
+            // `shutdown` before the store is closed.
+            self.role_watch = Some(actix_rt::spawn(async move {
                 while roles.changed().await.is_ok() {
+                    let promoted = actors.ha.role().is_master();
+                    if promoted && actors.ha_addr.is_none() && actors.ha_replicator.addr().is_none()
+                    {
+                        // A promoted slave takes slaves of its own.
+                        match actors.listen_for_slaves(&supervisor, listen).await {
+                            Ok(mut bound) => {
+                                info!(log, "listening for slaves after promotion"; "ha" => %bound);
+                                if let Some(adv) = advertise {
+                                    bound.set_ip(adv.ip());
+                                }
+                                if let Ok(mut a) = promoted_ha.lock() {
+                                    *a = Some(bound);
+                                }
+                            }
+                            Err(e) => warn!(log, "no HA listener after promotion"; "error" => %e),
+                        }
+                    }
                     if let Some(r) = registrar.addr() {
                         r.do_send(ChangeIdentity(current()));
                     }
                 }
-            });
+            }));
         }
         let relay = Relay::new(registrar.clone()).start();
         follow(&broker.topics, move |tm| {
@@ -445,6 +473,9 @@ impl Node {
             if unregister.await.is_err() {
                 warn!(self.logger, "unregister timed out");
             }
+        }
+        if let Some(watch) = &self.role_watch {
+            watch.abort();
         }
         if let Some(broker) = &self.broker {
             broker.flush_and_checkpoint().await;

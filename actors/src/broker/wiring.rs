@@ -268,12 +268,15 @@ pub struct BrokerActors {
     pub stored: Recipient<SubscribeStored>,
     /// Replication state: the role, slaves and their acknowledgements.
     pub ha: Arc<HaState>,
-    /// The master's HA listener (`None` on a slave or without `ha.listen`).
-    pub ha_replicator: Option<ChildRef<HaReplicator>>,
+    /// The master's HA listener (empty on a slave or without `ha.listen`,
+    /// until [`Self::listen_for_slaves`]).
+    pub ha_replicator: ChildRef<HaReplicator>,
     /// The bound HA address (`None` without a listener).
     pub ha_addr: Option<SocketAddr>,
     /// The slave's replication and the role switch ([`super::ha::SwitchRole`]).
     pub ha_client: ChildRef<HaClient>,
+    ha_config: HaConfig,
+    ha_source: SnapshotSource,
     writer_arbiter: Option<ArbiterHandle>,
     dispatcher_arbiter: Option<ArbiterHandle>,
     logger: Logger,
@@ -663,34 +666,22 @@ impl BrokerActors {
             }),
         )
         .await?;
-        let (ha_replicator, ha_addr) = match ha_socket {
+        let ha_source = config_source(&view, &subscription_groups, &offsets, &schedule);
+        let ha_replicator = ChildRef::empty();
+        let ha_addr = match ha_socket {
             Some((socket, bound)) => {
-                let source = config_source(&view, &subscription_groups, &offsets, &schedule);
-                let first = std::sync::Mutex::new(Some(socket));
-                let (s, h, c, log) = (store.clone(), ha.clone(), config.ha.clone(), logger.clone());
-                let replicator = spawn(
+                spawn_replicator(
                     supervisor,
-                    ChildSpec::new("ha-replicator", move || {
-                        let socket = match first.lock().ok().and_then(|mut f| f.take()) {
-                            Some(socket) => socket,
-                            None => std::net::TcpListener::bind(bound).map_err(|e| {
-                                format!("cannot bind the HA listener again on {bound}: {e}")
-                            })?,
-                        };
-                        Ok(HaReplicator::new(
-                            socket,
-                            s.clone(),
-                            h.clone(),
-                            c.clone(),
-                            Some(source.clone()),
-                            &log,
-                        ))
-                    }),
+                    &ha_replicator,
+                    socket,
+                    bound,
+                    (&store, &ha, &config.ha, &ha_source),
+                    &logger,
                 )
                 .await?;
-                (Some(replicator), Some(bound))
+                Some(bound)
             }
-            None => (None, None),
+            None => None,
         };
         let (s, h, c, name, log) = (
             store.clone(),
@@ -750,6 +741,8 @@ impl BrokerActors {
             ha_replicator,
             ha_addr,
             ha_client,
+            ha_config: config.ha.clone(),
+            ha_source,
             writer_arbiter,
             dispatcher_arbiter,
             logger,
@@ -814,6 +807,34 @@ impl BrokerActors {
         Ok(())
     }
 
+    /// Binds an HA listener on `addr` and starts the `ha-replicator` under
+    /// `supervisor` (a promoted slave taking slaves of its own); returns
+    /// the bound address. An error if one runs already.
+    pub async fn listen_for_slaves(
+        &self,
+        supervisor: &Addr<Supervisor>,
+        addr: SocketAddr,
+    ) -> Result<SocketAddr, WiringError> {
+        if self.ha_replicator.addr().is_some() {
+            return Err(WiringError::Start(
+                "ha-replicator: already listening".into(),
+            ));
+        }
+        let (socket, bound) = std::net::TcpListener::bind(addr)
+            .and_then(|s| s.local_addr().map(|bound| (s, bound)))
+            .map_err(|source| WiringError::HaListen { addr, source })?;
+        spawn_replicator(
+            supervisor,
+            &self.ha_replicator,
+            socket,
+            bound,
+            (&self.store, &self.ha, &self.ha_config, &self.ha_source),
+            &self.logger,
+        )
+        .await?;
+        Ok(bound)
+    }
+
     /// Final flush and checkpoint (call before stopping the supervisor).
     pub async fn flush_and_checkpoint(&self) {
         let Some(flush) = self.flush.addr() else {
@@ -851,6 +872,47 @@ impl BrokerActors {
             arbiter.stop();
         }
     }
+}
+
+/// Starts the `ha-replicator` child on `socket` into `handle`.
+async fn spawn_replicator(
+    supervisor: &Addr<Supervisor>,
+    handle: &ChildRef<HaReplicator>,
+    socket: std::net::TcpListener,
+    bound: SocketAddr,
+    (store, ha, config, source): (&BrokerStore, &Arc<HaState>, &HaConfig, &SnapshotSource),
+    logger: &Logger,
+) -> Result<(), WiringError> {
+    let first = std::sync::Mutex::new(Some(socket));
+    let (s, h, c, source, log) = (
+        store.clone(),
+        ha.clone(),
+        config.clone(),
+        source.clone(),
+        logger.clone(),
+    );
+    supervisor
+        .send(SpawnChildInto {
+            spec: ChildSpec::new("ha-replicator", move || {
+                let socket = match first.lock().ok().and_then(|mut f| f.take()) {
+                    Some(socket) => socket,
+                    None => std::net::TcpListener::bind(bound).map_err(|e| {
+                        format!("cannot bind the HA listener again on {bound}: {e}")
+                    })?,
+                };
+                Ok(HaReplicator::new(
+                    socket,
+                    s.clone(),
+                    h.clone(),
+                    c.clone(),
+                    Some(source.clone()),
+                    &log,
+                ))
+            }),
+            handle: handle.clone(),
+        })
+        .await
+        .map_err(|e| WiringError::Start(e.to_string()))
 }
 
 /// What a master sends its slaves besides the log: its topic configs

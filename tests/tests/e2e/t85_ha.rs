@@ -442,6 +442,22 @@ async fn t85_sigkill_of_a_sync_master_under_load_then_promotion_loses_nothing_ac
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // It listens for slaves of its own: a new slave (id 2) copies it.
+        let log = s
+            .wait_log("listening for slaves after promotion", 200, CONVERGE)
+            .await;
+        let ha: String = log
+            .lines()
+            .find(|l| l.contains("listening for slaves after promotion"))
+            .and_then(|l| l.split("ha: ").nth(1))
+            .map(|rest| rest.split([',', ' ']).next().unwrap_or("").to_string())
+            .expect("HA address in the log");
+        let mut args = slave_args(&ns, &ha);
+        args[5] = "2".into(); // --broker-id 2
+        let s2 = NodeProcess::start(Bin::Broker, &args).expect("start a second slave");
+        let end = max_offset(&mut sc, topic, 0).await;
+        let mut s2c = connect(s2.broker()).await;
+        wait_max_offset(&mut s2c, topic, 0, end).await;
         // Promoting it again says so, and a wrong id is refused.
         let out = actormq(
             ns.namesrv(),
