@@ -112,6 +112,11 @@ pub mod orderly_consumption {}
 #[doc = include_str!("src/idempotent-producer.md")]
 pub mod idempotent_producer {}
 
+/// Chapter "High availability" (its code is `examples/src/ha.rs`,
+/// compiled and tested by the examples crate; the `{{#include}}` blocks
+/// are marked `ignore` here).
+#[doc = include_str!("src/high-availability.md")]
+pub mod high_availability {}
 /// Chapter "Benchmarking".
 #[doc = include_str!("src/benchmarking.md")]
 pub mod benchmarking {}

@@ -132,15 +132,26 @@ pub struct BrokerSection {
     pub broker_id: u64,
     /// Commit-log flush policy. Default `async`.
     pub flush: FlushMode,
-    /// Replication role. Default `async-master`. Not available yet:
-    /// replication does not exist, any other value is refused.
+    /// Replication role. Default `async-master`. A `slave` needs `master`
+    /// and a `broker_id` > 0 (and its master's `broker_name`); a master
+    /// has `broker_id` 0.
     pub ha_role: HaRole,
-    /// HA listener of a master. Default none (no replication port). Not
-    /// available yet: setting it is refused.
+    /// HA listener of a master (slaves connect here). Default none, which
+    /// means RocketMQ's rule: the broker listen address with port + 1, or
+    /// port 0 (any free port) when the broker port is 0. Not allowed on a
+    /// slave.
     pub ha_listen: Option<SocketAddr>,
-    /// HA address of the master a slave replicates from. Default none. Not
-    /// available yet: setting it is refused.
+    /// HA address of the master a slave replicates from. Default none;
+    /// required for (and only allowed on) a slave.
     pub master: Option<SocketAddr>,
+    /// How long a `sync-master` send waits for a slave to acknowledge it
+    /// before the reply says `FLUSH_SLAVE_TIMEOUT` (the message is stored
+    /// on the master anyway), 1..=60000. Default `5000`.
+    pub ha_sync_timeout_ms: u64,
+    /// How often a slave copies its master's topic configs, consumer
+    /// offsets and subscription groups, 100..=600000. Default `10000`
+    /// (RocketMQ's `SlaveSynchronize`).
+    pub ha_config_sync_ms: u64,
     /// Create a topic on its first send. Default `true`.
     pub auto_create_topic: bool,
     /// Queues of an auto-created topic, 1..=1024. Default `4`.
@@ -227,6 +238,8 @@ impl Default for BrokerSection {
             ha_role: HaRole::AsyncMaster,
             ha_listen: None,
             master: None,
+            ha_sync_timeout_ms: 5000,
+            ha_config_sync_ms: 10_000,
             auto_create_topic: true,
             default_queues: 4,
             auto_create_subscription_group: true,
@@ -484,6 +497,21 @@ impl NodeConfig {
         if let Err(reason) = parse_delay_levels(&b.message_delay_level) {
             return invalid("broker.message_delay_level", reason);
         }
+        if let Some((key, reason)) = self.ha_mismatch() {
+            return invalid(key, reason.into());
+        }
+        if !(1..=60_000).contains(&b.ha_sync_timeout_ms) {
+            return invalid(
+                "broker.ha_sync_timeout_ms",
+                format!("{} is not in 1..=60000", b.ha_sync_timeout_ms),
+            );
+        }
+        if !(100..=600_000).contains(&b.ha_config_sync_ms) {
+            return invalid(
+                "broker.ha_config_sync_ms",
+                format!("{} is not in 100..=600000", b.ha_config_sync_ms),
+            );
+        }
         if let Some((key, reason)) = self.unavailable() {
             return invalid(key, format!("not available yet: {reason}"));
         }
@@ -498,20 +526,74 @@ impl NodeConfig {
 
     /// The first key set to a non-default value whose feature does not exist
     /// yet, with why: such a value would be accepted and ignored, so
-    /// [`validate`](Self::validate) refuses it (`spec/cli.md`).
+    /// [`validate`](Self::validate) refuses it (`spec/cli.md`). None today.
     pub fn unavailable(&self) -> Option<(&'static str, &'static str)> {
+        None
+    }
+
+    /// A replication role that does not fit the broker id or addresses,
+    /// with why (the key named is the one to change).
+    pub fn ha_mismatch(&self) -> Option<(&'static str, &'static str)> {
         let b = &self.broker;
-        let d = BrokerSection::default();
-        const HA: &str = "master/slave replication does not exist in this version";
-        let checks: [(bool, &'static str, &'static str); 3] = [
-            (b.ha_role != d.ha_role, "broker.ha_role", HA),
-            (b.ha_listen.is_some(), "broker.ha_listen", HA),
-            (b.master.is_some(), "broker.master", HA),
-        ];
-        checks
-            .into_iter()
-            .find(|(set, _, _)| *set)
-            .map(|(_, key, why)| (key, why))
+        match b.ha_role {
+            HaRole::Slave => {
+                if b.broker_id == 0 {
+                    Some((
+                        "broker.broker_id",
+                        "a slave needs a broker id > 0 (--broker-id N); id 0 is the master",
+                    ))
+                } else if b.master.is_none() {
+                    Some((
+                        "broker.master",
+                        "a slave needs its master's HA address (--master HOST:PORT)",
+                    ))
+                } else if b.ha_listen.is_some() {
+                    Some((
+                        "broker.ha_listen",
+                        "a slave has no HA listener (only a master listens for slaves)",
+                    ))
+                } else {
+                    None
+                }
+            }
+            HaRole::AsyncMaster | HaRole::SyncMaster => {
+                if b.broker_id != 0 {
+                    Some((
+                        "broker.broker_id",
+                        "a master has broker id 0 (use --ha-role slave for id > 0)",
+                    ))
+                } else if b.master.is_some() {
+                    Some((
+                        "broker.master",
+                        "only a slave has a master (--ha-role slave)",
+                    ))
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    /// Where a master's HA listener binds: `ha_listen`, or the broker
+    /// listen address with port + 1 (port 0 when the broker port is 0).
+    /// `None` on a slave.
+    pub fn ha_listen_addr(&self) -> Option<SocketAddr> {
+        (self.broker.ha_role != HaRole::Slave).then(|| self.ha_listen_rule())
+    }
+
+    /// `ha_listen`, or the broker listen address with port + 1 (port 0
+    /// when the broker port is 0), whatever the role: where a slave
+    /// listens for slaves of its own once promoted.
+    pub fn ha_listen_rule(&self) -> SocketAddr {
+        let b = &self.broker;
+        b.ha_listen.unwrap_or_else(|| {
+            let mut a = b.listen;
+            a.set_port(match a.port() {
+                0 => 0,
+                p => p.checked_add(1).unwrap_or(0),
+            });
+            a
+        })
     }
 
     /// The effective configuration as TOML (`--print-config`).
@@ -701,7 +783,17 @@ mod tests {
             (
                 None,
                 vec![("ACTORMQ_BROKER__HA_ROLE", "slave")],
-                "broker.ha_role",
+                "broker.broker_id",
+            ),
+            (
+                None,
+                vec![("ACTORMQ_BROKER__HA_SYNC_TIMEOUT_MS", "0")],
+                "broker.ha_sync_timeout_ms",
+            ),
+            (
+                None,
+                vec![("ACTORMQ_BROKER__HA_CONFIG_SYNC_MS", "5")],
+                "broker.ha_config_sync_ms",
             ),
             (None, vec![("ACTORMQ_LOG__LEVEL", "loud")], "log.level"),
             (
@@ -771,23 +863,45 @@ mod tests {
     }
 
     #[test]
-    fn keys_of_missing_features_are_refused_unless_default() {
-        let cases = [
-            ("ACTORMQ_BROKER__HA_ROLE", "slave", "broker.ha_role"),
-            ("ACTORMQ_BROKER__HA_ROLE", "sync-master", "broker.ha_role"),
+    fn ha_roles_must_fit_the_broker_id_and_addresses() {
+        let slave = [
+            ("ACTORMQ_BROKER__HA_ROLE", "slave"),
+            ("ACTORMQ_BROKER__BROKER_ID", "1"),
+            ("ACTORMQ_BROKER__MASTER", "127.0.0.1:10912"),
+        ];
+        let c = NodeConfig::load(None, slave, Overrides::default()).expect("a good slave");
+        assert_eq!(c.broker.ha_role, HaRole::Slave);
+        assert_eq!(
+            c.ha_listen_addr(),
+            None,
+            "a slave does not listen for slaves"
+        );
+        let cases: [(&[(&str, &str)], &str); 5] = [
+            (&slave[..1], "broker.broker_id"),
+            (&slave[..2], "broker.master"),
             (
-                "ACTORMQ_BROKER__HA_LISTEN",
-                "127.0.0.1:10912",
+                &[
+                    ("ACTORMQ_BROKER__HA_ROLE", "slave"),
+                    ("ACTORMQ_BROKER__BROKER_ID", "1"),
+                    ("ACTORMQ_BROKER__MASTER", "127.0.0.1:10912"),
+                    ("ACTORMQ_BROKER__HA_LISTEN", "127.0.0.1:10913"),
+                ],
                 "broker.ha_listen",
             ),
-            ("ACTORMQ_BROKER__MASTER", "127.0.0.1:10912", "broker.master"),
+            (&[("ACTORMQ_BROKER__BROKER_ID", "2")], "broker.broker_id"),
+            (
+                &[
+                    ("ACTORMQ_BROKER__HA_ROLE", "sync-master"),
+                    ("ACTORMQ_BROKER__MASTER", "127.0.0.1:10912"),
+                ],
+                "broker.master",
+            ),
         ];
-        for (var, value, key) in cases {
-            let err = NodeConfig::load(None, [(var, value)], Overrides::default())
-                .expect_err(&format!("{var}={value} must be refused"))
+        for (env, key) in cases {
+            let err = NodeConfig::load(None, env.iter().copied(), Overrides::default())
+                .expect_err(&format!("{env:?} must be refused"))
                 .to_string();
             assert!(err.contains(key), "{err:?} names {key}");
-            assert!(err.contains("not available yet"), "{err:?}");
             assert_eq!(err.lines().count(), 1, "{err:?}");
         }
         // The same through flags.
@@ -797,12 +911,27 @@ mod tests {
         };
         let err = NodeConfig::load(None, NO_ENV, flags).unwrap_err();
         assert!(err.to_string().contains("broker.master"), "{err}");
-        // Spelling out a default is fine (e.g. a file from --print-config).
+        // Spelling out the defaults is fine (e.g. a file from --print-config).
         let dir = tempfile::tempdir().unwrap();
         let text = NodeConfig::default().to_toml();
         assert!(text.contains("ha_role = \"async-master\""), "{text}");
         let file = write(&dir, &text);
         NodeConfig::load(Some(&file), NO_ENV, Overrides::default()).unwrap();
+    }
+
+    #[test]
+    fn the_ha_port_defaults_to_the_broker_port_plus_one() {
+        let mut c = NodeConfig::default();
+        c.broker.listen = "127.0.0.1:10911".parse().unwrap();
+        assert_eq!(c.ha_listen_addr(), Some("127.0.0.1:10912".parse().unwrap()));
+        c.broker.listen = "127.0.0.1:0".parse().unwrap();
+        assert_eq!(c.ha_listen_addr(), Some("127.0.0.1:0".parse().unwrap()));
+        c.broker.listen = "127.0.0.1:65535".parse().unwrap();
+        assert_eq!(c.ha_listen_addr(), Some("127.0.0.1:0".parse().unwrap()));
+        c.broker.ha_listen = Some("0.0.0.0:7000".parse().unwrap());
+        assert_eq!(c.ha_listen_addr(), Some("0.0.0.0:7000".parse().unwrap()));
+        c.broker.ha_role = HaRole::SyncMaster;
+        assert_eq!(c.ha_listen_addr(), Some("0.0.0.0:7000".parse().unwrap()));
     }
 
     #[test]

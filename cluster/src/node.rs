@@ -33,9 +33,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use actix::prelude::*;
+use actormq_actors::broker::ha::{HaConfig, HaRole as ActorHaRole};
 use actormq_actors::broker::plugin::{BrokerContext, BrokerPlugin};
 use actormq_actors::broker::registrar::{
-    BrokerIdentity, NamesrvLink, RegisterNow, Registrar, RegistrarConfig, UnregisterAll,
+    BrokerIdentity, ChangeIdentity, NamesrvLink, RegisterNow, Registrar, RegistrarConfig,
+    UnregisterAll,
 };
 use actormq_actors::broker::topic_manager::SubscribeTopics;
 use actormq_actors::broker::wiring::follow;
@@ -55,7 +57,7 @@ use actormq_protocol::request::{
 use actormq_store::StoreConfig;
 use slog::{Logger, info, o, warn};
 
-use crate::config::{FlushMode, NodeConfig, Role, parse_delay_levels};
+use crate::config::{FlushMode, HaRole, NodeConfig, Role, parse_delay_levels};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +96,9 @@ pub struct Node {
     pub namesrv_addr: Option<SocketAddr>,
     /// Bound broker address (broker and combined roles).
     pub broker_addr: Option<SocketAddr>,
+    /// The bound HA address of a master (`None`: not a master, or no HA listener).
+    pub ha_addr: Option<SocketAddr>,
+    role_watch: Option<actix_rt::task::JoinHandle<()>>,
     supervisor: Addr<Supervisor>,
     /// Names of the supervised listener children (stopped first at shutdown).
     listeners: Vec<&'static str>,
@@ -127,6 +132,8 @@ impl Node {
         let mut node = Node {
             namesrv_addr: None,
             broker_addr: None,
+            ha_addr: None,
+            role_watch: None,
             supervisor,
             listeners: Vec::new(),
             registrar: None,
@@ -237,6 +244,7 @@ impl Node {
             WiringError::Store(e) => NodeError::Store(e),
             WiringError::StateDir { dir, source } => NodeError::DataDir { dir, source },
             WiringError::Start(what) => NodeError::Start(what),
+            WiringError::HaListen { addr, source } => NodeError::Bind { addr, source },
             other => NodeError::Start(other.to_string()),
         })?;
         let mut router = Router::new();
@@ -296,19 +304,44 @@ impl Node {
             session.spawn_under(&self.supervisor, format!("client-session {remote}"));
             links.push(NamesrvLink::through(remote.to_string(), session.child()));
         }
+        // The HA address slaves are told: the advertised host with the
+        // bound HA port.
+        let ha_addr = broker.ha_addr.map(|mut a| {
+            if b.advertise.is_some() {
+                a.set_ip(advertised.ip());
+            }
+            a
+        });
+        self.ha_addr = broker.ha_addr;
         let identity = BrokerIdentity {
             cluster: b.cluster.clone(),
             broker_name: b.broker_name.clone(),
             broker_id: b.broker_id,
             broker_addr: advertised.to_string(),
-            ha_server_addr: b.ha_listen.map(|a| a.to_string()).unwrap_or_default(),
+            ha_server_addr: ha_addr.map(|a| a.to_string()).unwrap_or_default(),
+        };
+        // A promoted slave registers as the master (id 0), with the HA
+        // listener it opens then, also after a restart of the registrar.
+        let promoted_ha: std::sync::Arc<std::sync::Mutex<Option<SocketAddr>>> = Default::default();
+        let current = {
+            let (ha, promoted_ha) = (broker.ha.clone(), promoted_ha.clone());
+            move || {
+                let mut id = identity.clone();
+                if ha.role().is_master() {
+                    id.broker_id = 0;
+                }
+                if let Some(a) = promoted_ha.lock().ok().and_then(|a| *a) {
+                    id.ha_server_addr = a.to_string();
+                }
+                id
+            }
         };
         let namesrvs = links.len();
-        let (log, v) = (self.logger.clone(), broker.view.clone());
+        let (log, v, who) = (self.logger.clone(), broker.view.clone(), current.clone());
         let registrar = self
             .spawn(ChildSpec::new("registrar", move || {
                 Ok(Registrar::new(
-                    identity.clone(),
+                    who(),
                     links.clone(),
                     v.snapshot(),
                     RegistrarConfig::default(),
@@ -316,6 +349,39 @@ impl Node {
                 ))
             }))
             .await?;
+        {
+            let mut roles = broker.ha.watch_role();
+            let registrar = registrar.clone();
+            let (actors, supervisor, log) =
+                (broker.clone(), self.supervisor.clone(), self.logger.clone());
+            let (listen, advertise) = (config.ha_listen_rule(), b.advertise);
+            // Holds the broker's actors (and so its store): aborted by
+            // `shutdown` before the store is closed.
+            self.role_watch = Some(actix_rt::spawn(async move {
+                while roles.changed().await.is_ok() {
+                    let promoted = actors.ha.role().is_master();
+                    if promoted && actors.ha_addr.is_none() && actors.ha_replicator.addr().is_none()
+                    {
+                        // A promoted slave takes slaves of its own.
+                        match actors.listen_for_slaves(&supervisor, listen).await {
+                            Ok(mut bound) => {
+                                info!(log, "listening for slaves after promotion"; "ha" => %bound);
+                                if let Some(adv) = advertise {
+                                    bound.set_ip(adv.ip());
+                                }
+                                if let Ok(mut a) = promoted_ha.lock() {
+                                    *a = Some(bound);
+                                }
+                            }
+                            Err(e) => warn!(log, "no HA listener after promotion"; "error" => %e),
+                        }
+                    }
+                    if let Some(r) = registrar.addr() {
+                        r.do_send(ChangeIdentity(current()));
+                    }
+                }
+            }));
+        }
         let relay = Relay::new(registrar.clone()).start();
         follow(&broker.topics, move |tm| {
             tm.do_send(SubscribeTopics(relay.clone().recipient()))
@@ -381,6 +447,9 @@ impl Node {
         if let Some(a) = self.broker_addr {
             line.push_str(&format!(" broker={a}"));
         }
+        if let Some(a) = self.ha_addr {
+            line.push_str(&format!(" ha={a}"));
+        }
         line
     }
 
@@ -404,6 +473,9 @@ impl Node {
             if unregister.await.is_err() {
                 warn!(self.logger, "unregister timed out");
             }
+        }
+        if let Some(watch) = &self.role_watch {
+            watch.abort();
         }
         if let Some(broker) = &self.broker {
             broker.flush_and_checkpoint().await;
@@ -472,6 +544,18 @@ fn broker_actors_config(config: &NodeConfig, store_host: SocketAddr) -> BrokerAc
     c.transactions.timeout = Duration::from_millis(b.transaction_timeout_ms);
     c.transactions.check_interval = Duration::from_millis(b.transaction_check_interval_ms);
     c.transactions.check_max = b.transaction_check_max;
+    c.ha = HaConfig {
+        role: match b.ha_role {
+            HaRole::AsyncMaster => ActorHaRole::AsyncMaster,
+            HaRole::SyncMaster => ActorHaRole::SyncMaster,
+            HaRole::Slave => ActorHaRole::Slave,
+        },
+        listen: config.ha_listen_addr(),
+        master: b.master,
+        sync_timeout: Duration::from_millis(b.ha_sync_timeout_ms),
+        config_sync: Duration::from_millis(b.ha_config_sync_ms),
+        ..HaConfig::default()
+    };
     c
 }
 

@@ -53,14 +53,17 @@ pub struct NodeArgs {
     /// Commit-log flush: async (default) or sync (group commit).
     #[arg(long, value_enum)]
     pub flush: Option<FlushArg>,
-    /// Replication role [default: async-master]. Not available yet: only
-    /// the default is accepted.
+    /// Replication role [default: async-master]. A slave needs --master and
+    /// a --broker-id > 0 (and its master's --broker-name); a master has
+    /// broker id 0.
     #[arg(long, value_enum)]
     pub ha_role: Option<HaRoleArg>,
-    /// HA listen address of a master. Not available yet: refused.
+    /// HA listen address of a master (slaves connect here) [default: the
+    /// broker listen address with port + 1; port 0 if the broker port is 0].
     #[arg(long, value_name = "ADDR")]
     pub ha_listen: Option<SocketAddr>,
-    /// HA address of the master a slave replicates from. Not available yet: refused.
+    /// HA address of the master a slave replicates from (its `ha=` in the
+    /// master's ready line); only with --ha-role slave.
     #[arg(long, value_name = "ADDR")]
     pub master: Option<SocketAddr>,
     /// RocketMQ 5 gRPC endpoint. Not available yet: only "off" is accepted.
@@ -121,23 +124,13 @@ pub enum LogFormatArg {
 }
 
 impl NodeArgs {
-    /// The first flag given whose feature does not exist yet (spelling out
-    /// the default `--ha-role async-master` is fine).
+    /// The first flag given whose feature does not exist yet.
     pub fn unavailable_flag(&self) -> Option<&'static str> {
         let on = |v: &Option<String>| v.as_deref().is_some_and(|v| v != "off");
         if on(&self.grpc_listen) {
             Some("--grpc-listen")
         } else if on(&self.http_listen) {
             Some("--http-listen")
-        } else if self
-            .ha_role
-            .is_some_and(|r| !matches!(r, HaRoleArg::AsyncMaster))
-        {
-            Some("--ha-role")
-        } else if self.ha_listen.is_some() {
-            Some("--ha-listen")
-        } else if self.master.is_some() {
-            Some("--master")
         } else {
             None
         }
@@ -195,8 +188,7 @@ pub fn main_with_role(fixed_role: Option<Role>, about: &'static str) -> ExitCode
     if let Some(flag) = args.unavailable_flag() {
         let why = match flag {
             "--grpc-listen" => "there is no gRPC endpoint in this version",
-            "--http-listen" => "there is no HTTP endpoint in this version",
-            _ => "master/slave replication does not exist in this version",
+            _ => "there is no HTTP endpoint in this version",
         };
         eprintln!("error: {flag} is not available yet: {why}");
         return ExitCode::from(2);

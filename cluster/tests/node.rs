@@ -92,7 +92,7 @@ fn refusal(out: &std::process::Output) -> String {
 }
 
 #[test]
-fn node_refuses_flags_and_keys_of_missing_features() {
+fn node_refuses_flags_and_keys_of_missing_features_and_bad_roles() {
     let node = env!("CARGO_BIN_EXE_actormq-node");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
@@ -105,10 +105,6 @@ fn node_refuses_flags_and_keys_of_missing_features() {
         "127.0.0.1:0",
     ];
     for (flags, needle) in [
-        (&["--ha-role", "slave"][..], "--ha-role"),
-        (&["--ha-role", "sync-master"][..], "--ha-role"),
-        (&["--ha-listen", "127.0.0.1:0"][..], "--ha-listen"),
-        (&["--master", "127.0.0.1:10912"][..], "--master"),
         (&["--grpc-listen", "127.0.0.1:8081"][..], "--grpc-listen"),
         (&["--http-listen", "127.0.0.1:0"][..], "--http-listen"),
     ] {
@@ -117,11 +113,37 @@ fn node_refuses_flags_and_keys_of_missing_features() {
         assert!(err.contains(needle), "{err:?} names {needle}");
         assert!(err.contains("not available yet"), "{err:?}");
     }
+    // Replication roles that do not fit the broker id or addresses.
+    for (flags, needle) in [
+        (&["--ha-role", "slave"][..], "broker.broker_id"),
+        (
+            &["--ha-role", "slave", "--broker-id", "1"][..],
+            "broker.master",
+        ),
+        (
+            &[
+                "--ha-role",
+                "slave",
+                "--broker-id",
+                "1",
+                "--master",
+                "127.0.0.1:1",
+                "--ha-listen",
+                "127.0.0.1:0",
+            ][..],
+            "broker.ha_listen",
+        ),
+        (&["--master", "127.0.0.1:10912"][..], "broker.master"),
+        (&["--broker-id", "3"][..], "broker.broker_id"),
+    ] {
+        let args: Vec<&str> = base.iter().chain(flags).copied().collect();
+        let err = refusal(&run(node, &args, &[]));
+        assert!(err.contains(needle), "{err:?} names {needle}");
+    }
     {
-        let (var, value, key) = ("ACTORMQ_BROKER__HA_ROLE", "slave", "broker.ha_role");
+        let (var, value, key) = ("ACTORMQ_BROKER__HA_ROLE", "slave", "broker.broker_id");
         let err = refusal(&run(node, &base, &[(var, value)]));
         assert!(err.contains(key), "{err:?} names {key}");
-        assert!(err.contains("not available yet"), "{err:?}");
     }
     // --print-config still works, and the default spelled out is accepted.
     let out = run(

@@ -38,6 +38,7 @@ pub mod broadcast;
 pub mod custom_actor;
 pub mod delayed;
 pub mod fast_consumer;
+pub mod ha;
 pub mod idempotent;
 pub mod node;
 pub mod offset_reset;

@@ -372,3 +372,17 @@ async fn simple_consumer_acks_extends_and_gets_an_unacked_job_back() {
         &("resize photo-2".to_string(), 1)
     );
 }
+
+#[actix_rt::test]
+async fn ha_slave_has_every_acknowledged_message_and_takes_writes_once_promoted() {
+    use actormq_cluster::actors::broker::ha::HaRole;
+    let report = actormq_examples::ha::run().await.expect("scenario runs");
+    assert_eq!(report.acknowledged, 100, "{report:?}");
+    assert_eq!(report.slave_end, report.master_end, "{report:?}");
+    assert_eq!(report.previous_role, Some(HaRole::Slave), "{report:?}");
+    assert_eq!(
+        report.after_promotion,
+        Some(actormq_sdk::SendStatus::SendOk),
+        "{report:?}"
+    );
+}

@@ -155,6 +155,9 @@ wire_codes! {
         /// Resend a group's dead letters (actormq's;
         /// [`crate::request::ResendDeadLettersRequest`]).
         ResendDeadLetters = 10001 => "RESEND_DEAD_LETTERS",
+        /// Make a slave the master (actormq's;
+        /// [`crate::request::PromoteBrokerRequest`]).
+        PromoteBroker = 10002 => "PROMOTE_BROKER",
     }
 }
 

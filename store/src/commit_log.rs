@@ -503,6 +503,63 @@ impl Writer {
         Ok(self.pos)
     }
 
+    /// Appends replicated bytes (whole records, as the master wrote them)
+    /// at `from`, which must be this log's end: checked first
+    /// ([`crate::replica::check_chunk`]), nothing is written on error.
+    /// Returns the new end.
+    pub(crate) fn append_raw(&mut self, from: u64, data: &[u8]) -> Result<u64> {
+        if from != self.pos {
+            return Err(Error::Replica(crate::replica::ReplicaError::Shape {
+                offset: from,
+                len: data.len(),
+                reason: "does not continue the log at its end",
+            }));
+        }
+        if data.is_empty() {
+            return Ok(self.pos);
+        }
+        let seg_size = self.log.seg_size;
+        let within = (from % seg_size) as usize;
+        let room = seg_size as usize - within;
+        let checked = crate::replica::check_chunk(data, from, room)?;
+        let need_segment = match &self.active {
+            Some(a) => self.pos >= a.end(),
+            None => true,
+        };
+        if need_segment {
+            if within != 0 {
+                return Err(Error::Io(std::io::Error::other(
+                    "replica: no segment to continue in",
+                )));
+            }
+            let seg = Arc::new(self.alloc.take(from)?);
+            self.log.push_segment(seg.clone());
+            self.prefaulted = seg.start() + (PREFAULT_CHUNK as u64).min(seg.end() - seg.start());
+            self.alloc.request(seg.end());
+            self.active = Some(seg);
+        }
+        let Some(active) = self.active.as_deref() else {
+            return Err(Error::Io(std::io::Error::other("no active segment")));
+        };
+        // SAFETY: single writer; `within` is the published position of the
+        // active segment and the chunk fits before its end (checked above).
+        unsafe { active.write_at(within, data) };
+        active.publish(within + data.len());
+        if let Some(last) = checked.records.last() {
+            active.set_last_store_ms(last.store_timestamp_ms);
+        }
+        for r in &checked.records {
+            // Checked UTF-8 in `check_chunk`.
+            if let Ok(topic) = std::str::from_utf8(&data[r.topic.clone()]) {
+                self.table.set(topic, r.queue_id, r.queue_offset + 1);
+            }
+        }
+        self.pos = from + data.len() as u64;
+        self.log.publish_end(self.pos);
+        self.prefault_ahead();
+        Ok(self.pos)
+    }
+
     fn encode(
         seg: &Segment,
         pos: u64,

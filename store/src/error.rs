@@ -53,6 +53,10 @@ pub enum Error {
     /// The store was closed, or a background thread is gone.
     #[error("store closed")]
     Closed,
+    /// Replicated bytes that do not continue this log exactly (a slave
+    /// never writes them).
+    #[error("replication: {0}")]
+    Replica(#[from] crate::replica::ReplicaError),
     /// Any other I/O error.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),

@@ -50,6 +50,7 @@ pub mod mapped_file;
 pub mod record;
 pub mod recovery;
 pub mod region;
+pub mod replica;
 pub mod retention;
 pub mod store;
 pub(crate) mod sync;
@@ -79,7 +80,9 @@ pub use error::{Error, Result};
 pub use flush::{FlushOutcome, FlushTicket};
 pub use index_file::{IndexConfig, IndexError, IndexService};
 pub use record::{AppendMessage, encode_properties, encode_properties_into, tag_hash};
+pub use replica::ReplicaError;
 pub use retention::{RetentionMode, RetentionPolicy};
+pub use store::RawRead;
 pub use store::{
     AppendResult, CleanReport, Clock, GetResult, GetStatus, ManualClock, RecoveryReport, Store,
     SystemClock,

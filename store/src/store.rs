@@ -115,6 +115,27 @@ impl GetResult {
     }
 }
 
+/// What [`Store::read_raw`] found for a slave.
+#[derive(Debug, Clone)]
+pub enum RawRead {
+    /// Bytes to send (whole records).
+    Chunk(bytes::Bytes),
+    /// Nothing new yet.
+    CaughtUp,
+    /// The offset is older than the oldest kept segment.
+    TooOld {
+        /// The oldest kept offset.
+        min_offset: u64,
+    },
+    /// The offset is past this log's end.
+    Ahead {
+        /// This log's end.
+        max_offset: u64,
+    },
+    /// No record starts at the offset: the logs differ.
+    Diverged(crate::replica::ReplicaError),
+}
+
 /// What a retention pass did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CleanReport {
@@ -550,6 +571,46 @@ impl Store {
     /// The record at a commit log offset (message by id resolves to this).
     pub fn read_at(&self, commit_log_offset: u64) -> Option<MessageView> {
         self.inner.log.read(commit_log_offset)
+    }
+
+    /// The next replication chunk from commit log offset `from` (a
+    /// slave's end): whole records of one segment, at most `max_len` bytes
+    /// (unless one record alone is bigger), as a zero-copy view of the
+    /// mapped segment.
+    pub fn read_raw(&self, from: u64, max_len: usize) -> RawRead {
+        let log = &self.inner.log;
+        let max = log.max_offset();
+        if from > max {
+            return RawRead::Ahead { max_offset: max };
+        }
+        if from == max {
+            return RawRead::CaughtUp;
+        }
+        let min = log.min_offset();
+        let Some(seg) = log.segment_for(from).filter(|_| from >= min) else {
+            return RawRead::TooOld { min_offset: min };
+        };
+        let pos = (from - seg.start()) as usize;
+        let w = seg.wrote();
+        let Some(buf) = seg.read(pos, w.saturating_sub(pos)) else {
+            return RawRead::CaughtUp;
+        };
+        match crate::replica::cut_chunk(buf, from, max_len) {
+            Ok(0) => RawRead::CaughtUp,
+            Ok(n) => match commit_log::segment_bytes(&seg, pos, n) {
+                Some(b) => RawRead::Chunk(b),
+                None => RawRead::CaughtUp,
+            },
+            Err(e) => RawRead::Diverged(e),
+        }
+    }
+
+    /// Appends replicated bytes at `from` (this log's end), byte for byte
+    /// as the master wrote them; see [`crate::replica::check_chunk`] for
+    /// what is refused. Consume queues follow through [`Store::dispatch`]
+    /// as for any append. Returns the new end.
+    pub fn append_raw(&self, from: u64, data: &[u8]) -> Result<u64> {
+        sync::lock(&self.inner.writer).append_raw(from, data)
     }
 
     /// Iterates all readable records from `from` (for tools and tests):

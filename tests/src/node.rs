@@ -182,6 +182,7 @@ pub struct NodeProcess {
     stderr_path: PathBuf,
     namesrv: Option<SocketAddr>,
     broker: Option<SocketAddr>,
+    ha: Option<SocketAddr>,
     starts: u32,
 }
 
@@ -226,6 +227,7 @@ impl NodeProcess {
             stderr_path,
             namesrv: None,
             broker: None,
+            ha: None,
             starts: 0,
         };
         node.spawn()?;
@@ -336,6 +338,7 @@ impl NodeProcess {
         }
         self.namesrv = namesrv;
         self.broker = broker;
+        self.ha = ready_listener(&line, "ha");
         Ok(())
     }
 
@@ -347,6 +350,11 @@ impl NodeProcess {
     /// The bound broker address (broker and combined roles).
     pub fn broker(&self) -> SocketAddr {
         self.broker.expect("this node has no broker")
+    }
+
+    /// The HA address of a master (its ready line's `ha=`).
+    pub fn ha(&self) -> SocketAddr {
+        self.ha.expect("this node has no HA listener")
     }
 
     /// The data dir (kept across restarts).
@@ -483,8 +491,16 @@ impl Drop for NodeProcess {
     }
 }
 
+/// The address of listener `key` (`ha`, `grpc`, `http`) in a ready line.
+pub fn ready_listener(line: &str, key: &str) -> Option<SocketAddr> {
+    line.split_whitespace()
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| v.parse().ok())
+}
+
 /// Parses `actormq ready namesrv=HOST:PORT broker=HOST:PORT` (either part
-/// may be absent).
+/// may be absent; later listeners such as `ha=` are skipped).
 pub fn parse_ready_line(line: &str) -> Result<(Option<SocketAddr>, Option<SocketAddr>), String> {
     let rest = line
         .trim_end()
@@ -501,6 +517,8 @@ pub fn parse_ready_line(line: &str) -> Result<(Option<SocketAddr>, Option<Socket
         match key {
             "namesrv" => namesrv = Some(addr),
             "broker" => broker = Some(addr),
+            // Listeners appended after `broker=` (spec/cli.md).
+            "ha" | "grpc" | "http" => {}
             _ => return Err(format!("unknown key {key:?}")),
         }
     }
@@ -541,6 +559,13 @@ mod tests {
         assert!(parse_ready_line("actormq ready").is_err());
         assert!(parse_ready_line("hello").is_err());
         assert!(parse_ready_line("actormq ready broker=nope").is_err());
+        let line = "actormq ready broker=127.0.0.1:1 ha=127.0.0.1:2";
+        assert!(parse_ready_line(line).is_ok());
+        assert_eq!(
+            ready_listener(line, "ha"),
+            Some("127.0.0.1:2".parse().unwrap())
+        );
+        assert_eq!(ready_listener(line, "grpc"), None);
     }
 
     #[test]

@@ -78,6 +78,7 @@ use slog::{Logger, error, o, warn};
 use super::broker_store::BrokerStore;
 use super::dedup::{self, DedupConfig, DedupTable, DedupTag, Original, Verdict};
 use super::dispatcher::LogAppended;
+use super::ha::{HaRole, HaState};
 use super::stored_codec::{encode_property_parts_into, tag_hash_of};
 use super::topic_manager::{ResolveTopic, TopicView, check_writable};
 use crate::runtime::guard::{Guarded, GuardedReply, Poison, guarded};
@@ -400,6 +401,8 @@ pub struct CommitLogStats {
     pub out_of_window: u64,
     /// Producers dropped from the dedup table to stay within its bounds.
     pub dedup_evicted: u64,
+    /// Requests refused because this broker is a slave.
+    pub refused_slave: u64,
 }
 
 /// Ask the [`CommitLogActor`] for its counters.
@@ -627,6 +630,7 @@ pub struct CommitLogActor {
     dedup_state: Option<Arc<super::persist::StateFile>>,
     stats: CommitLogStats,
     flush_timeouts: Arc<AtomicU64>,
+    ha: Option<(Arc<HaState>, Duration)>,
     logger: Logger,
     poison: Poison,
 }
@@ -666,9 +670,19 @@ impl CommitLogActor {
             dedup_state,
             stats: CommitLogStats::default(),
             flush_timeouts: Arc::new(AtomicU64::new(0)),
+            ha: None,
             logger,
             poison: Poison::default(),
         }
+    }
+
+    /// Follows the replication role in `ha` (builder style): a slave
+    /// refuses every append, a sync master answers a send once a slave
+    /// acknowledged it (or after `sync_timeout`), and every append wakes
+    /// the connections streaming to slaves.
+    pub fn with_ha(mut self, ha: Arc<HaState>, sync_timeout: Duration) -> Self {
+        self.ha = Some((ha, sync_timeout));
+        self
     }
 
     /// Nudges `dispatcher` after every append (builder style).
@@ -1197,6 +1211,19 @@ impl CommitLogActor {
         if batch.is_empty() {
             return false;
         }
+        if let Some((ha, _)) = &self.ha
+            && !ha.role().is_master()
+        {
+            self.stats.refused_slave += batch.len() as u64;
+            let err = ServiceError::new(
+                ResponseCode::ServiceNotAvailable,
+                "this broker is a slave (no write permission): send to its master",
+            );
+            for p in batch.into_iter().chain(held) {
+                p.responder.fail(err.clone());
+            }
+            return false;
+        }
         let store_host = Some(self.config.store_host);
         // Sized up front: a flat map does not know its length, and growing
         // a vector of thousands of messages copies it again and again.
@@ -1260,6 +1287,27 @@ impl CommitLogActor {
                 )),
             }
         }
+        let sync_slave = match &self.ha {
+            Some((ha, timeout)) => {
+                ha.log_grew();
+                (ha.role() == HaRole::SyncMaster).then(|| (Arc::clone(ha), *timeout))
+            }
+            None => None,
+        };
+        let requests = done.len() as u64;
+        let reply = move |code: ResponseCode| {
+            for (r, q, slots) in done {
+                r.succeed(store_host, &slots, q, code);
+            }
+        };
+        // A sync master answers once a slave has the bytes: right after the
+        // append, or (sync flush too) after the flush.
+        let replicate = move |code: ResponseCode| match sync_slave {
+            Some((ha, timeout)) if code == ResponseCode::Success => {
+                ha.wait_replicated(end, timeout, Box::new(reply));
+            }
+            _ => reply(code),
+        };
         if self.sync_flush {
             let timeouts = Arc::clone(&self.flush_timeouts);
             let logger = self.logger.clone();
@@ -1268,18 +1316,14 @@ impl CommitLogActor {
                 Box::new(move |outcome| {
                     let code = flush_code(outcome);
                     if code != ResponseCode::Success {
-                        timeouts.fetch_add(done.len() as u64, Ordering::Relaxed);
+                        timeouts.fetch_add(requests, Ordering::Relaxed);
                         warn!(logger, "sync flush did not complete"; "outcome" => ?outcome, "end_offset" => end);
                     }
-                    for (r, q, slots) in done {
-                        r.succeed(store_host, &slots, q, code);
-                    }
+                    replicate(code);
                 }),
             );
         } else {
-            for (r, q, slots) in done {
-                r.succeed(store_host, &slots, q, ResponseCode::Success);
-            }
+            replicate(ResponseCode::Success);
         }
         true
     }

@@ -11,6 +11,7 @@ pub mod error_map;
 pub mod flush_service;
 pub mod group_manager;
 pub mod group_notifier;
+pub mod ha;
 pub mod half_message;
 pub mod offset_manager;
 pub mod offset_reset;

@@ -60,6 +60,22 @@ impl OffsetTable {
             .unwrap_or_default()
     }
 
+    /// Takes every offset of `other` (a slave copying its master's table);
+    /// returns how many changed.
+    pub fn merge_from(&mut self, other: &OffsetTable) -> usize {
+        let mut changed = 0;
+        for (group, topics) in &other.groups {
+            for (topic, queues) in topics {
+                for (&queue, &offset) in queues {
+                    if self.commit(group, topic, queue, offset) {
+                        changed += 1;
+                    }
+                }
+            }
+        }
+        changed
+    }
+
     /// Whether `group` committed an offset of any topic here.
     pub fn has_group(&self, group: &str) -> bool {
         self.groups.get(group).is_some_and(|t| !t.is_empty())
@@ -334,6 +350,37 @@ impl Handler<GetGroupOffsets> for OffsetManager {
     }
 }
 
+/// A copy of the whole offset table (a master's, for its slaves).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "OffsetTable")]
+pub struct GetOffsetTable;
+
+impl Handler<GetOffsetTable> for OffsetManager {
+    type Result = GuardedReply<MessageResult<GetOffsetTable>>;
+    fn handle(&mut self, _: GetOffsetTable, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, |act, _| MessageResult(act.table.clone()))
+    }
+}
+
+/// Takes every offset of a master's table (a slave's config sync);
+/// replies how many changed. Persisted with the next periodic write.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "usize")]
+pub struct MergeOffsets(pub OffsetTable);
+
+impl Handler<MergeOffsets> for OffsetManager {
+    type Result = GuardedReply<MessageResult<MergeOffsets>>;
+    fn handle(&mut self, msg: MergeOffsets, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, |act, _| {
+            let changed = act.table.merge_from(&msg.0);
+            if changed > 0 {
+                act.dirty = true;
+            }
+            MessageResult(changed)
+        })
+    }
+}
+
 impl Handler<Call<QueryConsumerOffsetRequest>> for OffsetManager {
     type Result = GuardedReply<Result<Reply<OffsetResponse>, ServiceError>>;
     fn handle(
@@ -455,6 +502,18 @@ impl OffsetManager {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slave_takes_its_masters_offsets() {
+        let mut master = OffsetTable::default();
+        master.commit("g", "t", 0, 10);
+        master.commit("g", "t", 1, 4);
+        let mut slave = OffsetTable::default();
+        slave.commit("g", "t", 0, 3);
+        assert_eq!(slave.merge_from(&master), 2);
+        assert_eq!(slave.get("g", "t", 0), Some(10));
+        assert_eq!(slave.merge_from(&master), 0);
+    }
 
     #[test]
     fn commit_and_read_back() {

@@ -176,6 +176,41 @@ impl Handler<TopicsChanged> for Registrar {
     }
 }
 
+/// This broker's identity changed (a slave promoted to master registers
+/// as broker id 0): leave the name servers under the old one, register
+/// under the new one at once.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct ChangeIdentity(pub BrokerIdentity);
+
+impl Handler<ChangeIdentity> for Registrar {
+    type Result = ();
+    fn handle(&mut self, msg: ChangeIdentity, ctx: &mut Context<Self>) {
+        if msg.0 == self.identity {
+            return;
+        }
+        let old = UnregisterBrokerRequest {
+            cluster_name: self.identity.cluster.clone(),
+            broker_name: self.identity.broker_name.clone(),
+            broker_addr: self.identity.broker_addr.clone(),
+            broker_id: self.identity.broker_id,
+        };
+        for link in &self.links {
+            let call = link
+                .unregister
+                .send(Call::new(old.clone()))
+                .timeout(self.config.call_timeout);
+            ctx.spawn(actix::fut::wrap_future::<_, Self>(async move {
+                let _ = call.await;
+            }));
+        }
+        info!(self.logger, "identity changed"; "from_id" => self.identity.broker_id,
+            "to_id" => msg.0.broker_id);
+        self.identity = msg.0;
+        self.register_all(ctx);
+    }
+}
+
 /// Register with every name server now; replies with how many accepted.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "usize")]

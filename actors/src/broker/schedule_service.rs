@@ -32,6 +32,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use super::ha::HaState;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -167,6 +169,13 @@ pub(super) fn unparked(view: &actormq_store::MessageView) -> Result<InternalMess
 #[rtype(result = "DelayProgress")]
 pub struct GetDelayProgress;
 
+/// Moves the progress forward to a master's (a slave's config sync): a
+/// promoted slave then does not move again what its master moved before
+/// the last sync. Never moves back.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct AdvanceDelayProgress(pub DelayProgress);
+
 /// Internal: one pass over every level.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
@@ -176,6 +185,8 @@ struct Pass;
 pub struct ScheduleService {
     store: BrokerStore,
     writer: ChildRef<CommitLogActor>,
+    /// Idle while this broker is a slave (its master does this work).
+    ha: Option<Arc<HaState>>,
     config: ScheduleConfig,
     progress: DelayProgress,
     state: Arc<persist::StateFile>,
@@ -186,6 +197,18 @@ pub struct ScheduleService {
 }
 
 impl ScheduleService {
+    /// Idles while `ha` says this broker is a slave (builder style): the
+    /// master does this work, and its results reach the slave through
+    /// the commit log.
+    pub fn with_ha(mut self, ha: Arc<HaState>) -> Self {
+        self.ha = Some(ha);
+        self
+    }
+
+    fn is_slave(&self) -> bool {
+        self.ha.as_ref().is_some_and(|h| !h.role().is_master())
+    }
+
     /// Loads the progress (the supervisor's factory calls this on every
     /// restart).
     pub fn load(
@@ -206,11 +229,15 @@ impl ScheduleService {
             in_flight: BTreeSet::new(),
             pass_queued: false,
             logger,
+            ha: None,
             poison: Poison::default(),
         })
     }
 
     fn pass(&mut self, ctx: &mut Context<Self>) {
+        if self.is_slave() {
+            return;
+        }
         let now = super::now_ms();
         for q in 0..self.config.levels {
             if self.in_flight.contains(&q) {
@@ -365,6 +392,17 @@ impl Handler<Pass> for ScheduleService {
         guarded(self, ctx, |act, ctx| {
             act.pass_queued = false;
             act.pass(ctx);
+        })
+    }
+}
+
+impl Handler<AdvanceDelayProgress> for ScheduleService {
+    type Result = GuardedReply<()>;
+    fn handle(&mut self, msg: AdvanceDelayProgress, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, |act, ctx| {
+            for (q, to) in msg.0.offsets {
+                act.advance(q, to, ctx);
+            }
         })
     }
 }

@@ -33,6 +33,8 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use super::ha::HaState;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -117,6 +119,8 @@ struct Firing {
 pub struct TimerService {
     store: BrokerStore,
     writer: ChildRef<CommitLogActor>,
+    /// Idle while this broker is a slave (its master does this work).
+    ha: Option<Arc<HaState>>,
     config: TimerConfig,
     wheel: TimerWheel,
     state_file: Arc<persist::StateFile>,
@@ -128,6 +132,18 @@ pub struct TimerService {
 }
 
 impl TimerService {
+    /// Idles while `ha` says this broker is a slave (builder style): the
+    /// master does this work, and its results reach the slave through
+    /// the commit log.
+    pub fn with_ha(mut self, ha: Arc<HaState>) -> Self {
+        self.ha = Some(ha);
+        self
+    }
+
+    fn is_slave(&self) -> bool {
+        self.ha.as_ref().is_some_and(|h| !h.role().is_master())
+    }
+
     /// Opens the wheel from its state (the supervisor's factory calls this
     /// on every restart).
     pub fn load(
@@ -149,6 +165,7 @@ impl TimerService {
             dirty: false,
             status: TimerStatus::default(),
             logger,
+            ha: None,
             poison: Poison::default(),
         })
     }
@@ -418,6 +435,9 @@ impl Handler<Tick> for TimerService {
     type Result = GuardedReply<()>;
     fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) -> Self::Result {
         guarded(self, ctx, |act, ctx| {
+            if act.is_slave() {
+                return;
+            }
             if let Err(e) = act.read_parked().and_then(|()| act.fire_next(ctx)) {
                 act.fail(e, ctx);
             }

@@ -31,6 +31,8 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use super::ha::HaState;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -228,6 +230,8 @@ pub struct RunCheckPass;
 pub struct TransactionChecker {
     store: BrokerStore,
     writer: ChildRef<CommitLogActor>,
+    /// Idle while this broker is a slave (its master does this work).
+    ha: Option<Arc<HaState>>,
     end: ChildRef<EndTransactionService>,
     groups: ChildRef<GroupManager>,
     notifier: ChildRef<GroupNotifier>,
@@ -242,6 +246,18 @@ pub struct TransactionChecker {
 }
 
 impl TransactionChecker {
+    /// Idles while `ha` says this broker is a slave (builder style): the
+    /// master does this work, and its results reach the slave through
+    /// the commit log.
+    pub fn with_ha(mut self, ha: Arc<HaState>) -> Self {
+        self.ha = Some(ha);
+        self
+    }
+
+    fn is_slave(&self) -> bool {
+        self.ha.as_ref().is_some_and(|h| !h.role().is_master())
+    }
+
     /// Loads the progress from `config.path` (a missing file: from the
     /// start).
     pub fn load(
@@ -272,6 +288,7 @@ impl TransactionChecker {
                 ..CheckerStats::default()
             },
             logger,
+            ha: None,
             poison: Poison::default(),
         })
     }
@@ -359,7 +376,7 @@ impl TransactionChecker {
     }
 
     fn start_pass(&mut self, ctx: &mut Context<Self>) {
-        if self.running {
+        if self.running || self.is_slave() {
             return;
         }
         let plan = self.plan();

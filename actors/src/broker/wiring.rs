@@ -23,7 +23,9 @@
 //! ├── pop              ← 200050, 200051, 200053 (simple consumer; checkpoints
 //! │                      through the timer, revive to %RETRY%<g>_<t> / %DLQ%)
 //! ├── end-transaction  ← 37; re-puts committed half messages, op records
-//! └── transaction-checker (checks pushed through the group notifier)
+//! ├── transaction-checker (checks pushed through the group notifier)
+//! ├── ha-replicator    master: the HA listener, one ha-connection per slave
+//! └── ha-client        ← 10002; slave: replicates the master; the role switch
 //! ```
 //!
 //! Every link between them goes through a [`ChildRef`] (routes and
@@ -31,9 +33,11 @@
 //! fan-out is re-subscribed to every dispatcher incarnation.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use actormq_protocol::request::PromoteBrokerRequest;
 use actormq_protocol::request::{
     AckMessageRequest, BatchAckMessageRequest, ChangeInvisibleTimeRequest, PopMessageRequest,
 };
@@ -59,6 +63,10 @@ use super::end_transaction::EndTransactionService;
 use super::flush_service::{FlushAndCheckpoint, FlushService, FlushServiceConfig};
 use super::group_manager::{GroupManager, GroupManagerConfig, SubscribeGroups};
 use super::group_notifier::GroupNotifier;
+use super::ha::{
+    ConfigSnapshot, HaClient, HaConfig, HaReplicator, HaState, SnapshotSink, SnapshotSource,
+};
+use super::offset_manager::{GetOffsetTable, MergeOffsets};
 use super::offset_manager::{OffsetBounds, OffsetManager, OffsetManagerConfig};
 use super::offset_reset::OffsetResetService;
 use super::persist;
@@ -68,7 +76,9 @@ use super::query_service::QueryService;
 use super::queue_locks::{DEFAULT_LOCK_EXPIRY, QueueLockManager};
 use super::retention_cleaner::{RetentionCleaner, RetentionConfig};
 use super::retry_service::RetryService;
-use super::schedule_service::{ScheduleConfig, ScheduleService};
+use super::schedule_service::{
+    AdvanceDelayProgress, GetDelayProgress, ScheduleConfig, ScheduleService,
+};
 use super::stored_fanout::{StoredFanout, StoredSubscribers};
 use super::subscription_group_manager::{SubscriptionGroupManager, SubscriptionGroupManagerConfig};
 use super::timer_service::{TimerConfig, TimerService};
@@ -76,7 +86,8 @@ use super::topic_manager::{TopicManager, TopicManagerConfig, TopicView};
 use super::transaction_checker::{TransactionChecker, TransactionConfig};
 use crate::runtime::net::{Listener, Router};
 use crate::runtime::{
-    CallRelay, ChildRef, ChildSpec, Relay, SpawnChild, SpawnChildInto, Supervisor, route_child,
+    Call, CallRelay, ChildRef, ChildSpec, Relay, SpawnChild, SpawnChildInto, Supervisor,
+    route_child,
 };
 
 /// Settings of every broker actor (each field documents its defaults).
@@ -125,6 +136,9 @@ pub struct BrokerActorsConfig {
     /// Run the dispatcher on an arbiter of its own (writer nudges are then
     /// throttled to 1 ms and big rounds are not offloaded). Default: off.
     pub dispatcher_thread: bool,
+    /// Replication (role, HA listener, master, sync timeout). Default: an
+    /// async master without HA listener.
+    pub ha: HaConfig,
 }
 
 impl BrokerActorsConfig {
@@ -172,6 +186,7 @@ impl BrokerActorsConfig {
             broker_name: "broker-a".into(),
             writer_thread: false,
             dispatcher_thread: false,
+            ha: HaConfig::default(),
         }
     }
 }
@@ -194,6 +209,14 @@ pub enum WiringError {
     /// A supervised actor could not start (its supervisor is gone).
     #[error("cannot start {0}")]
     Start(String),
+    /// The HA listener could not be bound.
+    #[error("cannot listen for slaves on {addr}: {source}")]
+    HaListen {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
 }
 
 /// The broker's running actors, each a handle that follows its child
@@ -245,6 +268,17 @@ pub struct BrokerActors {
     /// Where "message stored" events can be subscribed to (stable across
     /// dispatcher restarts).
     pub stored: Recipient<SubscribeStored>,
+    /// Replication state: the role, slaves and their acknowledgements.
+    pub ha: Arc<HaState>,
+    /// The master's HA listener (empty on a slave or without `ha.listen`,
+    /// until [`Self::listen_for_slaves`]).
+    pub ha_replicator: ChildRef<HaReplicator>,
+    /// The bound HA address (`None` without a listener).
+    pub ha_addr: Option<SocketAddr>,
+    /// The slave's replication and the role switch ([`super::ha::SwitchRole`]).
+    pub ha_client: ChildRef<HaClient>,
+    ha_config: HaConfig,
+    ha_source: SnapshotSource,
     writer_arbiter: Option<ArbiterHandle>,
     dispatcher_arbiter: Option<ArbiterHandle>,
     logger: Logger,
@@ -468,6 +502,18 @@ impl BrokerActors {
         )
         .await?;
 
+        // Replication: the listener is bound before any actor that could
+        // fail to start after it, and before the writer takes sends.
+        let ha = HaState::new(config.ha.role);
+        let ha_socket = match (config.ha.role.is_master(), config.ha.listen) {
+            (true, Some(addr)) => {
+                let socket = std::net::TcpListener::bind(addr)
+                    .and_then(|s| s.local_addr().map(|bound| (s, bound)))
+                    .map_err(|source| WiringError::HaListen { addr, source })?;
+                Some(socket)
+            }
+            _ => None,
+        };
         let writer_arbiter = config.writer_thread.then(|| Arbiter::new().handle());
         let mut writer_cfg = config.writer.clone();
         if config.dispatcher_thread && writer_cfg.nudge_interval.is_zero() {
@@ -475,7 +521,13 @@ impl BrokerActors {
             // than it saves; nudge at most every millisecond.
             writer_cfg.nudge_interval = Duration::from_millis(1);
         }
-        let (s, v, log) = (store.clone(), view.clone(), logger.clone());
+        let (s, v, h, sync_timeout, log) = (
+            store.clone(),
+            view.clone(),
+            ha.clone(),
+            config.ha.sync_timeout,
+            logger.clone(),
+        );
         let resolver = CallRelay::new(topics.clone()).start();
         let appended = Relay::new(dispatcher.clone()).start();
         let spec = ChildSpec::new("commit-log", move || {
@@ -486,7 +538,8 @@ impl BrokerActors {
                 writer_cfg.clone(),
                 &log,
             )
-            .with_dispatcher(appended.clone().recipient()))
+            .with_dispatcher(appended.clone().recipient())
+            .with_ha(h.clone(), sync_timeout))
         });
         let spec = match &writer_arbiter {
             Some(a) => spec.on_arbiter(a.clone()),
@@ -494,23 +547,22 @@ impl BrokerActors {
         };
         let writer = spawn(supervisor, spec).await?;
 
-        let (s, w, log) = (store.clone(), writer.clone(), logger.clone());
+        let (s, w, h, log) = (store.clone(), writer.clone(), ha.clone(), logger.clone());
         let schedule = spawn(
             supervisor,
             ChildSpec::new("schedule", move || {
-                Ok(ScheduleService::load(
-                    s.clone(),
-                    w.clone(),
-                    schedule_cfg.clone(),
-                    &log,
-                )?)
+                Ok(
+                    ScheduleService::load(s.clone(), w.clone(), schedule_cfg.clone(), &log)?
+                        .with_ha(h.clone()),
+                )
             }),
         )
         .await?;
-        let (s, w, c, log) = (
+        let (s, w, c, h, log) = (
             store.clone(),
             writer.clone(),
             config.timer.clone(),
+            ha.clone(),
             logger.clone(),
         );
         TimerService::load(store.clone(), writer.clone(), config.timer.clone(), &logger)
@@ -519,6 +571,7 @@ impl BrokerActors {
             supervisor,
             ChildSpec::new("timer", move || {
                 TimerService::load(s.clone(), w.clone(), c.clone(), &log)
+                    .map(|t| t.with_ha(h.clone()))
             }),
         )
         .await?;
@@ -540,13 +593,14 @@ impl BrokerActors {
             &logger,
         )
         .map_err(|e| WiringError::Start(format!("transaction checker: {e}")))?;
-        let (c, s, w, e, g, n, log) = (
+        let (c, s, w, e, g, n, h, log) = (
             config.transactions.clone(),
             store.clone(),
             writer.clone(),
             end_transaction.clone(),
             groups.clone(),
             notifier.clone(),
+            ha.clone(),
             logger.clone(),
         );
         let transaction_checker = spawn(
@@ -560,7 +614,8 @@ impl BrokerActors {
                     g.clone(),
                     n.clone(),
                     &log,
-                )?)
+                )?
+                .with_ha(h.clone()))
             }),
         )
         .await?;
@@ -613,6 +668,48 @@ impl BrokerActors {
             }),
         )
         .await?;
+        let ha_source = config_source(&view, &subscription_groups, &offsets, &schedule);
+        let ha_replicator = ChildRef::empty();
+        let ha_addr = match ha_socket {
+            Some((socket, bound)) => {
+                spawn_replicator(
+                    supervisor,
+                    &ha_replicator,
+                    socket,
+                    bound,
+                    (&store, &ha, &config.ha, &ha_source),
+                    &logger,
+                )
+                .await?;
+                Some(bound)
+            }
+            None => None,
+        };
+        let (s, h, c, name, log) = (
+            store.clone(),
+            ha.clone(),
+            config.ha.clone(),
+            config.broker_name.clone(),
+            logger.clone(),
+        );
+        let appended = Relay::new(dispatcher.clone()).start();
+        let sink = config_sink(&topics, &subscription_groups, &offsets, &schedule, &logger);
+        let ha_client = spawn(
+            supervisor,
+            ChildSpec::new("ha-client", move || {
+                Ok(HaClient::new(
+                    s.clone(),
+                    h.clone(),
+                    c.clone(),
+                    Some(appended.clone().recipient()),
+                    Some(sink.clone()),
+                    &name,
+                    &log,
+                ))
+            }),
+        )
+        .await?;
+
         // Held pops are woken by stored messages (the fan-out's subscriber
         // list outlives its restarts: subscribed once).
         if let Some(f) = fanout.addr() {
@@ -642,6 +739,12 @@ impl BrokerActors {
             transaction_checker,
             notifier,
             stored: Relay::new(fanout).start().recipient(),
+            ha,
+            ha_replicator,
+            ha_addr,
+            ha_client,
+            ha_config: config.ha.clone(),
+            ha_source,
             writer_arbiter,
             dispatcher_arbiter,
             logger,
@@ -679,6 +782,7 @@ impl BrokerActors {
         route_child::<AckMessageRequest, _>(router, &self.pop);
         route_child::<BatchAckMessageRequest, _>(router, &self.pop);
         route_child::<ChangeInvisibleTimeRequest, _>(router, &self.pop);
+        route_child::<PromoteBrokerRequest, _>(router, &self.ha_client);
     }
 
     /// Turns consumer-group changes into `NOTIFY_CONSUMER_IDS_CHANGED`
@@ -704,6 +808,34 @@ impl BrokerActors {
             gm.do_send(SubscribeGroups(to_notifier.clone().recipient()))
         });
         Ok(())
+    }
+
+    /// Binds an HA listener on `addr` and starts the `ha-replicator` under
+    /// `supervisor` (a promoted slave taking slaves of its own); returns
+    /// the bound address. An error if one runs already.
+    pub async fn listen_for_slaves(
+        &self,
+        supervisor: &Addr<Supervisor>,
+        addr: SocketAddr,
+    ) -> Result<SocketAddr, WiringError> {
+        if self.ha_replicator.addr().is_some() {
+            return Err(WiringError::Start(
+                "ha-replicator: already listening".into(),
+            ));
+        }
+        let (socket, bound) = std::net::TcpListener::bind(addr)
+            .and_then(|s| s.local_addr().map(|bound| (s, bound)))
+            .map_err(|source| WiringError::HaListen { addr, source })?;
+        spawn_replicator(
+            supervisor,
+            &self.ha_replicator,
+            socket,
+            bound,
+            (&self.store, &self.ha, &self.ha_config, &self.ha_source),
+            &self.logger,
+        )
+        .await?;
+        Ok(bound)
     }
 
     /// Final flush and checkpoint (call before stopping the supervisor).
@@ -743,6 +875,141 @@ impl BrokerActors {
             arbiter.stop();
         }
     }
+}
+
+/// Starts the `ha-replicator` child on `socket` into `handle`.
+async fn spawn_replicator(
+    supervisor: &Addr<Supervisor>,
+    handle: &ChildRef<HaReplicator>,
+    socket: std::net::TcpListener,
+    bound: SocketAddr,
+    (store, ha, config, source): (&BrokerStore, &Arc<HaState>, &HaConfig, &SnapshotSource),
+    logger: &Logger,
+) -> Result<(), WiringError> {
+    let first = std::sync::Mutex::new(Some(socket));
+    let (s, h, c, source, log) = (
+        store.clone(),
+        ha.clone(),
+        config.clone(),
+        source.clone(),
+        logger.clone(),
+    );
+    supervisor
+        .send(SpawnChildInto {
+            spec: ChildSpec::new("ha-replicator", move || {
+                let socket = match first.lock().ok().and_then(|mut f| f.take()) {
+                    Some(socket) => socket,
+                    None => std::net::TcpListener::bind(bound).map_err(|e| {
+                        format!("cannot bind the HA listener again on {bound}: {e}")
+                    })?,
+                };
+                Ok(HaReplicator::new(
+                    socket,
+                    s.clone(),
+                    h.clone(),
+                    c.clone(),
+                    Some(source.clone()),
+                    &log,
+                ))
+            }),
+            handle: handle.clone(),
+        })
+        .await
+        .map_err(|e| WiringError::Start(e.to_string()))
+}
+
+/// What a master sends its slaves besides the log: its topic configs
+/// (from the shared snapshot), subscription groups and consumer offsets.
+fn config_source(
+    view: &TopicView,
+    groups: &ChildRef<SubscriptionGroupManager>,
+    offsets: &ChildRef<OffsetManager>,
+    schedule: &ChildRef<ScheduleService>,
+) -> SnapshotSource {
+    let (v, groups, offsets, schedule) = (
+        view.clone(),
+        groups.clone(),
+        offsets.clone(),
+        schedule.clone(),
+    );
+    let view = v.clone();
+    let snapshot: super::ha::config_sync::SnapshotFn = Arc::new(move || {
+        let topics = view.snapshot().all().values().cloned().collect();
+        let (groups, offsets, schedule) = (groups.addr(), offsets.addr(), schedule.addr());
+        Box::pin(async move {
+            let delay_progress = schedule?.send(GetDelayProgress).await.ok()?;
+            let groups = groups?
+                .send(Call::new(GetAllSubscriptionGroupRequest {}))
+                .await
+                .ok()?
+                .ok()?
+                .fields
+                .subscription_group_table
+                .into_values()
+                .collect();
+            let offsets = offsets?.send(GetOffsetTable).await.ok()?;
+            Some(ConfigSnapshot {
+                topics,
+                subscription_groups: groups,
+                offsets,
+                delay_progress,
+            })
+        })
+    });
+    SnapshotSource {
+        snapshot,
+        version: Arc::new(move || v.snapshot().data_version()),
+    }
+}
+
+/// How a slave takes its master's configs: upserts through its own
+/// managers (unchanged entries cost nothing), offsets merged.
+fn config_sink(
+    topics: &ChildRef<TopicManager>,
+    groups: &ChildRef<SubscriptionGroupManager>,
+    offsets: &ChildRef<OffsetManager>,
+    schedule: &ChildRef<ScheduleService>,
+    logger: &Logger,
+) -> SnapshotSink {
+    let (topics, groups, offsets, schedule, logger) = (
+        topics.clone(),
+        groups.clone(),
+        offsets.clone(),
+        schedule.clone(),
+        logger.clone(),
+    );
+    Arc::new(move |snap: ConfigSnapshot| {
+        let (topics, groups, offsets, schedule, logger) = (
+            topics.addr(),
+            groups.addr(),
+            offsets.addr(),
+            schedule.addr(),
+            logger.clone(),
+        );
+        Box::pin(async move {
+            if let Some(t) = topics {
+                for config in snap.topics {
+                    if let Ok(Err(e)) = t.send(Call::new(CreateTopicRequest { config })).await {
+                        warn!(logger, "cannot take the master's topic"; "error" => %e);
+                    }
+                }
+            }
+            if let Some(g) = groups {
+                for config in snap.subscription_groups {
+                    let call = Call::new(CreateSubscriptionGroupRequest { config });
+                    if let Ok(Err(e)) = g.send(call).await {
+                        warn!(logger, "cannot take the master's group"; "error" => %e);
+                    }
+                }
+            }
+            if let Some(o) = offsets {
+                let _ = o.send(MergeOffsets(snap.offsets)).await;
+            }
+            if let Some(s) = schedule {
+                let _ = s.send(AdvanceDelayProgress(snap.delay_progress)).await;
+            }
+        })
+    })
 }
 
 /// Runs `on_start` for the current incarnation of `child` and for every

@@ -907,6 +907,7 @@ async fn the_broker_wiring_serves_its_request_codes() {
         C::AckMessage,
         C::ChangeMessageInvisibleTime,
         C::BatchAckMessage,
+        C::PromoteBroker,
     ]
     .iter()
     .map(|c| c.as_u32())

@@ -10,8 +10,8 @@ use actormq_sdk::ClientError;
 use actormq_sdk::protocol::request::{
     ClusterInfo, CreateTopicRequest, DeleteTopicInBrokerRequest, DeleteTopicInNamesrvRequest,
     GetAllTopicListFromNamesrvRequest, GetBrokerClusterInfoRequest, GetMaxOffsetRequest,
-    GetMinOffsetRequest, GetRouteInfoByTopicRequest, Perm, ResetOffsetRequest, TopicConfig,
-    TopicRouteData,
+    GetMinOffsetRequest, GetRouteInfoByTopicRequest, Perm, PromoteBrokerRequest,
+    ResetOffsetRequest, TopicConfig, TopicRouteData,
 };
 use actormq_sdk::protocol::{Bytes, ResponseCode};
 use actormq_sdk::route::RouteCache;
@@ -68,6 +68,30 @@ pub enum AdminCommand {
         /// The action.
         #[command(subcommand)]
         action: DlqCommand,
+    },
+    /// One broker (high availability).
+    Broker {
+        /// The action.
+        #[command(subcommand)]
+        action: BrokerCommand,
+    },
+}
+
+/// `admin broker …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum BrokerCommand {
+    /// Make a slave the master of its broker name (its master is gone for
+    /// good): it stops replicating, takes writes from its last replicated
+    /// offset and registers as broker id 0. Under async replication the
+    /// sends the master acknowledged but had not streamed yet are lost;
+    /// under sync replication every acknowledged send is on the slave.
+    Promote {
+        /// Broker name (master and slaves share it).
+        #[arg(long, value_name = "NAME")]
+        broker: String,
+        /// The slave's broker id (> 0), as the name servers list it.
+        #[arg(long, value_name = "N")]
+        broker_id: u64,
     },
 }
 
@@ -238,7 +262,59 @@ pub async fn run(common: &CommonArgs, args: &AdminArgs, log: &Logger) -> Result<
         AdminCommand::Dlq {
             action: DlqCommand::Resend { group, count },
         } => super::dlq::resend(common, &common.route_cache(log)?, group, *count).await,
+        AdminCommand::Broker {
+            action: BrokerCommand::Promote { broker, broker_id },
+        } => broker_promote(common, &common.route_cache(log)?, broker, *broker_id).await,
     }
+}
+
+/// `admin broker promote`: finds the slave through the name servers and
+/// asks it to become the master (`PROMOTE_BROKER`).
+async fn broker_promote(
+    common: &CommonArgs,
+    routes: &RouteCache,
+    broker: &str,
+    broker_id: u64,
+) -> Result<(), CliError> {
+    if broker_id == 0 {
+        return Err(CliError(
+            "--broker-id 0 is the master already; give the slave's id".into(),
+        ));
+    }
+    let info = cluster_info(routes).await?;
+    let addr = info
+        .broker_addr_table
+        .get(broker)
+        .and_then(|d| d.broker_addrs.get(&broker_id))
+        .cloned()
+        .ok_or_else(|| {
+            CliError(format!(
+                "no broker {broker} with id {broker_id} is registered with the name servers"
+            ))
+        })?;
+    let req = PromoteBrokerRequest {
+        broker_name: broker.to_owned(),
+        broker_id,
+    };
+    let r = routes
+        .connections()
+        .call(&addr, req, Bytes::new(), common.timeout())
+        .await
+        .map_err(|e| CliError(format!("promote {broker} id {broker_id} ({addr}): {e}")))?
+        .fields;
+    emit(
+        common.json,
+        &json!({"broker": broker, "broker_id": broker_id, "addr": addr,
+            "previous_role": r.previous_role, "role": r.role,
+            "commit_log_offset": r.commit_log_offset}),
+        || {
+            format!(
+                "{broker} ({addr}) was {} and is now {}, writing from commit log offset {}",
+                r.previous_role, r.role, r.commit_log_offset
+            )
+        },
+    );
+    Ok(())
 }
 
 async fn cluster_info(routes: &RouteCache) -> Result<ClusterInfo, CliError> {

@@ -1,4 +1,5 @@
-//! Broker ↔ name server: `REGISTER_BROKER` (103), `UNREGISTER_BROKER` (104).
+//! Broker ↔ name server: `REGISTER_BROKER` (103), `UNREGISTER_BROKER` (104);
+//! admin → slave: `PROMOTE_BROKER` (10002, actormq's).
 
 use serde::{Deserialize, Serialize};
 
@@ -50,4 +51,26 @@ pub struct UnregisterBrokerRequest {
     pub broker_addr: String,
     /// Broker id.
     pub broker_id: u64,
+}
+
+/// Make a slave the master of its broker name (`actormq admin broker
+/// promote`): it stops replicating and takes writes from its last
+/// replicated offset, then registers as broker id 0.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromoteBrokerRequest {
+    /// The broker name the slave must have (a check against mistakes).
+    pub broker_name: String,
+    /// The slave's current broker id (a check against mistakes).
+    pub broker_id: u64,
+}
+
+/// Reply to [`PromoteBrokerRequest`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromoteBrokerResponse {
+    /// The role before (`slave`, or a master role if it already was one).
+    pub previous_role: String,
+    /// The role now.
+    pub role: String,
+    /// Its commit log end: where writes go on from.
+    pub commit_log_offset: u64,
 }

@@ -105,6 +105,7 @@ request! {
     GetBrokerClusterInfoRequest => GetBrokerClusterInfo, ClusterInfo;
     RegisterBrokerRequest => RegisterBroker, RegisterBrokerResponse;
     UnregisterBrokerRequest => UnregisterBroker, Empty;
+    PromoteBrokerRequest => PromoteBroker, PromoteBrokerResponse;
 }
 
 #[cfg(test)]
@@ -152,6 +153,7 @@ mod tests {
             GetBrokerClusterInfoRequest::CODE,
             RegisterBrokerRequest::CODE,
             UnregisterBrokerRequest::CODE,
+            PromoteBrokerRequest::CODE,
         ];
         let mut sorted = codes.to_vec();
         sorted.sort();

@@ -148,7 +148,9 @@ impl ClusterClient {
         Ok(self.refresh(topic).await?.read_queues.clone())
     }
 
-    /// The master address of `broker_name` in the route of `topic`.
+    /// The master address of `broker_name` in the route of `topic`; with
+    /// no master in a fresh route (it is down), a slave's: consumers read
+    /// from slaves while their master is away (HA).
     pub(crate) async fn broker_addr(
         &self,
         topic: &str,
@@ -161,6 +163,7 @@ impl ClusterClient {
                 let fresh = self.refresh(topic).await?;
                 fresh
                     .master_addr(broker_name)
+                    .or_else(|| fresh.any_addr(broker_name))
                     .ok_or_else(|| ConsumerError::NoRoute(format!("{topic} on {broker_name}")))?
                     .to_string()
             }

@@ -8,4 +8,5 @@ mod t40_corruption;
 mod t50_retention;
 mod t60_index_flush;
 mod t70_disk_full;
+mod t80_replica;
 mod t90_recovery_perf;

@@ -50,3 +50,4 @@ mod t75_sql_filter;
 mod t75_subscription_groups;
 mod t76_simple;
 mod t80_bench;
+mod t85_ha;
