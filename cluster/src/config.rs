@@ -179,6 +179,17 @@ pub struct BrokerSection {
     pub enable_property_filter: bool,
     /// Longest a pull that found nothing is held, ms, 0..=60000. Default `15000`.
     pub long_polling_max_ms: u64,
+    /// Let consumers read from this broker's slave when they are far
+    /// behind (RocketMQ's `slaveReadEnable`): a pull whose first message
+    /// lies more than `access_message_in_memory_max_ratio` % of the
+    /// machine's memory behind the end of the commit log is answered with
+    /// `suggest_which_broker_id = 1`, and the SDK pulls that queue from the
+    /// slave (id 1) until a reply suggests the master again. Default
+    /// `false`.
+    pub slave_read_enable: bool,
+    /// See `slave_read_enable`: percent of the machine's memory, 0..=100.
+    /// Default `40`.
+    pub access_message_in_memory_max_ratio: u32,
     /// Idempotent producers: sequences remembered per (producer, topic,
     /// queue), 1..=4096; an older one is refused with
     /// `SEQUENCE_OUT_OF_WINDOW`. Default `64`.
@@ -247,6 +258,8 @@ impl Default for BrokerSection {
             max_reconsume_times: 16,
             enable_property_filter: true,
             long_polling_max_ms: 15_000,
+            slave_read_enable: false,
+            access_message_in_memory_max_ratio: 40,
             producer_dedup_window: 64,
             producer_dedup_max_producers: 10_000,
             transaction_timeout_ms: 6_000,
@@ -449,6 +462,12 @@ impl NodeConfig {
             return invalid(
                 "broker.long_polling_max_ms",
                 format!("{} > 60000", b.long_polling_max_ms),
+            );
+        }
+        if b.access_message_in_memory_max_ratio > 100 {
+            return invalid(
+                "broker.access_message_in_memory_max_ratio",
+                format!("{} > 100", b.access_message_in_memory_max_ratio),
             );
         }
         if !(1..=4096).contains(&b.producer_dedup_window) {
@@ -800,6 +819,11 @@ mod tests {
                 None,
                 vec![("ACTORMQ_BROKER__LONG_POLLING_MAX_MS", "600000")],
                 "long_polling",
+            ),
+            (
+                None,
+                vec![("ACTORMQ_BROKER__ACCESS_MESSAGE_IN_MEMORY_MAX_RATIO", "101")],
+                "broker.access_message_in_memory_max_ratio",
             ),
             (
                 None,

@@ -536,6 +536,9 @@ fn broker_actors_config(config: &NodeConfig, store_host: SocketAddr) -> BrokerAc
     c.pull.long_polling_enabled = long_polling_max > Duration::ZERO;
     c.pull.long_polling_max = long_polling_max;
     c.pull.property_filter = b.enable_property_filter;
+    c.pull.suggest_slave_behind_bytes = b.slave_read_enable.then(|| {
+        memory_bytes().saturating_mul(u64::from(b.access_message_in_memory_max_ratio)) / 100
+    });
     c.groups.property_filter = b.enable_property_filter;
     // The sessions' arbiter by default: one hop fewer per request, which
     // on 2 cores beats a thread of its own (broker.writer_thread).
@@ -574,4 +577,17 @@ fn store_config(config: &NodeConfig) -> StoreConfig {
         FlushMode::Sync => actormq_store::FlushMode::Sync,
     };
     store
+}
+
+/// The machine's memory (`MemTotal` of `/proc/meminfo`), bytes; 0 when
+/// it cannot be read.
+fn memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb.saturating_mul(1024))
 }

@@ -160,6 +160,26 @@ impl TopicRoute {
             .map(String::as_str)
     }
 
+    /// The address of broker `broker_name`'s member `broker_id` (0: the
+    /// master), if the route has it.
+    pub fn addr_of(&self, broker_name: &str, broker_id: u64) -> Option<&str> {
+        self.data
+            .broker_datas
+            .iter()
+            .find(|b| b.broker_name == broker_name)
+            .and_then(|b| b.broker_addrs.get(&broker_id))
+            .map(String::as_str)
+    }
+
+    /// Every address of every broker in this route, masters and slaves.
+    pub fn all_addrs(&self) -> Vec<&str> {
+        self.data
+            .broker_datas
+            .iter()
+            .flat_map(|b| b.broker_addrs.values().map(String::as_str))
+            .collect()
+    }
+
     /// Names of the brokers with a master in this route.
     pub fn broker_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.masters.keys().map(String::as_str).collect();

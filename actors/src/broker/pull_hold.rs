@@ -75,6 +75,10 @@ pub struct PullHoldConfig {
     /// SQL92 subscriptions accepted (`enable_property_filter`). Default:
     /// true.
     pub property_filter: bool,
+    /// Suggest the slave (broker id 1) to a pull whose first message lies
+    /// more than this many bytes behind the end of the commit log
+    /// (`slave_read_enable`); `None`: always the master. Default: `None`.
+    pub suggest_slave_behind_bytes: Option<u64>,
 }
 
 impl Default for PullHoldConfig {
@@ -87,6 +91,7 @@ impl Default for PullHoldConfig {
             max_pull_messages: 256,
             max_pull_bytes: 1 << 20,
             property_filter: true,
+            suggest_slave_behind_bytes: None,
         }
     }
 }
@@ -461,7 +466,7 @@ impl PullHold {
             next_begin_offset: r.next_begin_offset,
             min_offset: r.min_offset,
             max_offset: r.max_offset,
-            suggest_which_broker_id: 0,
+            suggest_which_broker_id: self.suggest(&r.messages),
             records: req.records,
         };
         let body = if r.status != GetStatus::Found {
@@ -473,6 +478,22 @@ impl PullHold {
             encode_views(&r.messages)
         };
         (Reply::with_body(fields, body).with_code(code), holdable)
+    }
+
+    /// Which broker the next pulls of a queue should go to (RocketMQ's
+    /// `suggestWhichBrokerId`): the slave (1) while the messages read lie
+    /// further behind the end of the log than memory keeps them, else the
+    /// master (0). A slave answers the same way about its own log.
+    fn suggest(&self, read: &[actormq_store::MessageView]) -> u64 {
+        let (Some(limit), Some(first)) = (self.config.suggest_slave_behind_bytes, read.first())
+        else {
+            return 0;
+        };
+        let behind = self
+            .store
+            .commit_log_max_offset()
+            .saturating_sub(first.header().physical_offset);
+        u64::from(behind > limit)
     }
 
     fn hold_for(&self, req: &PullMessageRequest) -> Option<Duration> {

@@ -17,8 +17,9 @@
 //! pull on the heartbeat connection would keep a stopped consumer listed
 //! for up to 15 s, holding its queues.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actormq_protocol::MessageQueue;
@@ -68,6 +69,9 @@ pub(crate) struct ClusterClient {
     routes: RouteCache,
     conns: Connections,
     call_timeout: Duration,
+    /// The broker id each queue's pulls go to, when a broker suggested
+    /// one other than the master (`suggest_which_broker_id`).
+    pull_from: Arc<Mutex<HashMap<MessageQueue, u64>>>,
 }
 
 impl ClusterClient {
@@ -105,6 +109,7 @@ impl ClusterClient {
             routes,
             conns,
             call_timeout,
+            pull_from: Arc::default(),
         })
     }
 
@@ -172,7 +177,42 @@ impl ClusterClient {
             .map_err(|_| ConsumerError::Config(format!("bad broker address {addr:?}")))
     }
 
-    /// Master addresses of every broker of the cached routes.
+    /// Where the next pull of `mq` goes: the broker id the last reply
+    /// suggested (a slave, while the consumer is far behind), if the
+    /// route has it; else the master ([`broker_addr`](Self::broker_addr)).
+    pub(crate) async fn pull_addr(&self, mq: &MessageQueue) -> Result<SocketAddr, ConsumerError> {
+        let suggested = self
+            .pull_from
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(mq)
+            .copied();
+        if let Some(id) = suggested {
+            let route = self.routes.route(&mq.topic).await?;
+            if let Some(a) = route
+                .addr_of(&mq.broker_name, id)
+                .and_then(|a| a.parse().ok())
+            {
+                return Ok(a);
+            }
+        }
+        self.broker_addr(&mq.topic, &mq.broker_name).await
+    }
+
+    /// Records the broker id a pull reply for `mq` suggested (0: the
+    /// master).
+    pub(crate) fn suggest_pull_from(&self, mq: &MessageQueue, broker_id: u64) {
+        let mut t = self.pull_from.lock().unwrap_or_else(|p| p.into_inner());
+        if broker_id == 0 {
+            t.remove(mq);
+        } else if t.get(mq) != Some(&broker_id) {
+            t.insert(mq.clone(), broker_id);
+        }
+    }
+
+    /// Every address (masters and slaves, as RocketMQ's consumers
+    /// heartbeat) of every broker of the cached routes: a slave knows the
+    /// group's members when the consumers read from it (its master down).
     pub(crate) fn all_brokers(&self) -> Vec<SocketAddr> {
         let mut v: Vec<SocketAddr> = self
             .routes
@@ -180,9 +220,9 @@ impl ClusterClient {
             .iter()
             .filter_map(|t| self.routes.cached(t))
             .flat_map(|r| {
-                r.broker_names()
+                r.all_addrs()
                     .into_iter()
-                    .filter_map(|b| r.master_addr(b).and_then(|a| a.parse().ok()))
+                    .filter_map(|a| a.parse().ok())
                     .collect::<Vec<SocketAddr>>()
             })
             .collect();

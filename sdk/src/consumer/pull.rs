@@ -93,7 +93,7 @@ pub(crate) async fn pull_views(
     filter: &TagFilter,
     suspend: Duration,
 ) -> Result<PulledViews, ConsumerError> {
-    let addr = client.broker_addr(&mq.topic, &mq.broker_name).await?;
+    let addr = client.pull_addr(mq).await?;
     let mut req = PullMessageRequest {
         consumer_group: group.to_string(),
         topic: mq.topic.clone(),
@@ -116,6 +116,9 @@ pub(crate) async fn pull_views(
         req.expression_type = None;
         req.suspend_timeout_ms = 0;
         reply = client.call(addr, req).await;
+    }
+    if let Ok(r) = &reply {
+        client.suggest_pull_from(mq, r.fields.suggest_which_broker_id);
     }
     let empty = |status, f: &actormq_protocol::request::PullMessageResponse| PulledViews {
         status,

@@ -721,3 +721,129 @@ async fn t85_a_promoted_slave_does_not_deliver_again_what_its_master_delivered()
     })
     .await;
 }
+
+/// A push consumer (`actormq consume`) started while the master is down
+/// reads every message from the slave; the master's offsets for the
+/// group, committed before, are where it starts.
+#[actix_rt::test]
+async fn t85_a_push_consumer_reads_from_the_slave_while_the_master_is_down() {
+    bounded(async {
+        let ns = namesrv();
+        let mut m = master(&ns, "async-master", NO_ARGS);
+        let s = slave(&ns, &m);
+        let topic = "t85-push-slave";
+        create_topic(m.broker(), topic, 2).await;
+        let mut c = connect(m.broker()).await;
+        for q in 0..2 {
+            send_batch(&mut c, topic, q, q as usize * 100, 40)
+                .await
+                .expect("send");
+        }
+        // The group consumes the first 30 through the master and commits.
+        let first = json_lines(&actormq(
+            ns.namesrv(),
+            &[
+                "consume", "-t", topic, "-g", "t85-push", "--from", "first", "--count", "30",
+                "--json",
+            ],
+        ));
+        assert_eq!(first.len(), 30);
+        let mut sc = connect(s.broker()).await;
+        wait_max_offset(&mut sc, topic, 0, 40).await;
+        wait_max_offset(&mut sc, topic, 1, 40).await;
+        m.kill().expect("SIGKILL the master");
+        // The rest, from the slave: nothing lost (at least once: what the
+        // first run delivered past its last commit may come again).
+        let rest = json_lines(&actormq(
+            ns.namesrv(),
+            &[
+                "consume",
+                "-t",
+                topic,
+                "-g",
+                "t85-push",
+                "--from",
+                "first",
+                "--idle-exit-ms",
+                "3000",
+                "--json",
+            ],
+        ));
+        let key = |l: &serde_json::Value| (l["queue_id"].as_u64(), l["queue_offset"].as_u64());
+        let mut seen: std::collections::BTreeSet<_> = first.iter().map(key).collect();
+        seen.extend(rest.iter().map(key));
+        assert_eq!(
+            seen.len(),
+            80,
+            "first {} + rest {}",
+            first.len(),
+            rest.len()
+        );
+        assert!(!rest.is_empty());
+    })
+    .await;
+}
+
+/// With `slave_read_enable`, a master answers a pull far behind (here:
+/// any distance, ratio 0) with `suggest_which_broker_id = 1`, and the SDK
+/// pulls that queue from the slave next: with the master stopped (still
+/// in the route), the next pulls are served by the slave.
+#[actix_rt::test]
+async fn t85_a_consumer_far_behind_is_sent_to_the_slave() {
+    bounded(async {
+        let ns = namesrv();
+        let env = [
+            ("ACTORMQ_BROKER__SLAVE_READ_ENABLE", "true"),
+            ("ACTORMQ_BROKER__ACCESS_MESSAGE_IN_MEMORY_MAX_RATIO", "0"),
+        ];
+        let nsa = ns.namesrv().to_string();
+        let m = NodeProcess::start_with_env(
+            Bin::Broker,
+            &["--namesrv", &nsa, "--ha-role", "async-master"],
+            &env,
+        )
+        .expect("start the master");
+        let s =
+            NodeProcess::start_with_env(Bin::Broker, &slave_args(&ns, &m.ha().to_string()), &env)
+                .expect("start the slave");
+        let topic = "t85-suggest";
+        create_topic(m.broker(), topic, 1).await;
+        let mut c = connect(m.broker()).await;
+        send_batch(&mut c, topic, 0, 0, 40).await.expect("send");
+        let mut sc = connect(s.broker()).await;
+        wait_max_offset(&mut sc, topic, 0, 40).await;
+        let log = slog::Logger::root(slog::Discard, slog::o!());
+        let consumer =
+            actormq_sdk::consumer::PullConsumer::new("t85-behind", &nsa, log).expect("consumer");
+        let deadline = std::time::Instant::now() + CONVERGE;
+        let mq = loop {
+            match consumer.fetch_queues(topic).await {
+                Ok(q) if !q.is_empty() => break q[0].clone(),
+                _ => {
+                    assert!(std::time::Instant::now() < deadline, "no route");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        // From the master, which suggests the slave.
+        let first = consumer.pull(&mq, 0, 10).await.expect("first pull");
+        assert_eq!(first.messages.len(), 10);
+        // The master stopped (not gone from the route): the next pulls go
+        // to the slave, which keeps suggesting itself while behind.
+        m.signal("STOP").expect("stop the master");
+        let started = std::time::Instant::now();
+        let second = consumer.pull(&mq, 10, 10).await;
+        let third = consumer.pull(&mq, 20, 10).await;
+        m.signal("CONT").expect("continue the master");
+        let second = second.expect("second pull, from the slave");
+        let third = third.expect("third pull, from the slave");
+        assert_eq!(second.messages[0].queue_offset, 10);
+        assert_eq!(third.messages.len(), 10);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    })
+    .await;
+}
