@@ -9,3 +9,10 @@
 pub mod pb {
     tonic::include_proto!("apache.rocketmq.v2");
 }
+
+pub mod convert;
+pub mod server;
+pub mod service;
+
+pub use server::GrpcServer;
+pub use service::{GrpcSession, GrpcSessionConfig, GrpcTargets};
