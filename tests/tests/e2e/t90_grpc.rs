@@ -1,0 +1,258 @@
+//! The RocketMQ 5 gRPC endpoint (`apache.rocketmq.v2.MessagingService`):
+//! a tonic client generated from the same vendored protos sends, the
+//! native SDK reads back (and the other way round for routes). **Needs
+//! the gRPC endpoint wired into the node.**
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use actormq_grpc::pb;
+use actormq_grpc::pb::messaging_service_client::MessagingServiceClient;
+use actormq_protocol::Message;
+use actormq_sdk::ProducerBuilder;
+use actormq_sdk::consumer::{Received, SimpleConsumer};
+use actormq_tests::node::{Bin, NodeProcess};
+use tonic::transport::Channel;
+
+use crate::common::{bounded, create_topic};
+
+const OK: i32 = pb::Code::Ok as i32;
+const WAIT: Duration = Duration::from_secs(40);
+
+fn resource(name: &str) -> Option<pb::Resource> {
+    Some(pb::Resource {
+        resource_namespace: String::new(),
+        name: name.into(),
+    })
+}
+
+async fn client(addr: SocketAddr) -> MessagingServiceClient<Channel> {
+    MessagingServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap_or_else(|e| panic!("grpc connect {addr}: {e}"))
+}
+
+fn grpc_message(topic: &str, id: &str, body: &str) -> pb::Message {
+    pb::Message {
+        topic: resource(topic),
+        user_properties: HashMap::from([("color".to_string(), format!("c-{id}"))]),
+        system_properties: Some(pb::SystemProperties {
+            tag: Some("TagA".into()),
+            keys: vec![format!("k-{id}"), "shared".into()],
+            message_id: id.into(),
+            message_type: pb::MessageType::Normal as i32,
+            born_timestamp: Some(prost_timestamp()),
+            ..Default::default()
+        }),
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+fn prost_timestamp() -> prost_types::Timestamp {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: now.as_secs() as i64,
+        nanos: now.subsec_nanos() as i32,
+    }
+}
+
+async fn receive_n(c: &SimpleConsumer, n: usize) -> Vec<Received> {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    while out.len() < n {
+        assert!(start.elapsed() < WAIT, "only {} of {n} received", out.len());
+        match c.receive(32, Duration::from_secs(10)).await {
+            Ok(got) => out.extend(got),
+            Err(_) => actix_rt::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    out
+}
+
+#[actix_rt::test]
+async fn t90_grpc_send_is_read_by_the_native_consumer() {
+    bounded(async {
+        let node = NodeProcess::start(Bin::Node, &[] as &[&str]).expect("start a combined node");
+        let topic = "t90-grpc";
+        create_topic(node.broker(), topic, 4).await;
+        let mut c = client(node.grpc()).await;
+
+        // Route: 4 queues on the master, at the gRPC endpoint.
+        let route = c
+            .query_route(pb::QueryRouteRequest {
+                topic: resource(topic),
+                endpoints: None,
+            })
+            .await
+            .expect("query route")
+            .into_inner();
+        assert_eq!(route.status.as_ref().map(|s| s.code), Some(OK), "{route:?}");
+        assert_eq!(route.message_queues.len(), 4);
+        for q in &route.message_queues {
+            let b = q.broker.as_ref().expect("broker");
+            assert_eq!(b.id, 0);
+            let a = &b.endpoints.as_ref().expect("endpoints").addresses[0];
+            assert_eq!(a.port, i32::from(node.grpc().port()));
+            assert_eq!(q.permission, pb::Permission::ReadWrite as i32);
+            assert_eq!(q.accept_message_types, vec![pb::MessageType::Normal as i32]);
+        }
+
+        // Telemetry: the client's settings come back completed.
+        let settings = pb::TelemetryCommand {
+            status: None,
+            command: Some(pb::telemetry_command::Command::Settings(pb::Settings {
+                client_type: Some(pb::ClientType::Producer as i32),
+                pub_sub: Some(pb::settings::PubSub::Publishing(pb::Publishing {
+                    topics: vec![resource(topic).unwrap_or_default()],
+                    ..Default::default()
+                })),
+                ..Default::default()
+            })),
+        };
+        let mut answers = c
+            .telemetry(futures_util::stream::iter([settings]))
+            .await
+            .expect("telemetry")
+            .into_inner();
+        let answer = answers
+            .message()
+            .await
+            .expect("telemetry answer")
+            .expect("one answer");
+        let Some(pb::telemetry_command::Command::Settings(s)) = answer.command else {
+            panic!("not settings: {answer:?}");
+        };
+        assert!(matches!(
+            s.backoff_policy.and_then(|p| p.strategy),
+            Some(pb::retry_policy::Strategy::ExponentialBackoff(_))
+        ));
+        assert_eq!(s.metric.map(|m| m.on), Some(false));
+        let Some(pb::settings::PubSub::Publishing(p)) = s.pub_sub else {
+            panic!("no publishing settings");
+        };
+        assert!(
+            p.max_body_size >= 4 << 20,
+            "max_body_size {}",
+            p.max_body_size
+        );
+
+        let hb = c
+            .heartbeat(pb::HeartbeatRequest {
+                group: None,
+                client_type: pb::ClientType::Producer as i32,
+            })
+            .await
+            .expect("heartbeat")
+            .into_inner();
+        assert_eq!(hb.status.map(|s| s.code), Some(OK));
+
+        // Send: one entry per message, the client's ids echoed.
+        let ids = ["01GRPCID0000000000000000A1", "01GRPCID0000000000000000B2"];
+        let sent = c
+            .send_message(pb::SendMessageRequest {
+                messages: vec![
+                    grpc_message(topic, ids[0], "hello"),
+                    grpc_message(topic, ids[1], "world"),
+                ],
+            })
+            .await
+            .expect("send")
+            .into_inner();
+        assert_eq!(sent.status.as_ref().map(|s| s.code), Some(OK), "{sent:?}");
+        assert_eq!(sent.entries.len(), 2);
+        for (e, id) in sent.entries.iter().zip(ids) {
+            assert_eq!(e.status.as_ref().map(|s| s.code), Some(OK));
+            assert_eq!(e.message_id, id);
+        }
+
+        // The native consumer reads both, everything kept.
+        let consumer = SimpleConsumer::new(
+            "t90-native",
+            &node.namesrv().to_string(),
+            topic,
+            slog::Logger::root(slog::Discard, slog::o!()),
+        )
+        .expect("simple consumer")
+        .with_await_duration(Duration::from_secs(1));
+        let got = receive_n(&consumer, 2).await;
+        for r in &got {
+            let m = &r.message.message;
+            let id = m.unique_key().expect("UNIQ_KEY").to_string();
+            assert!(ids.contains(&id.as_str()), "{id}");
+            let body = if id == ids[0] { "hello" } else { "world" };
+            assert_eq!(&m.body[..], body.as_bytes());
+            assert_eq!(m.topic, topic);
+            assert_eq!(m.tags.as_deref(), Some("TagA"));
+            assert_eq!(m.keys.as_deref(), Some(format!("k-{id} shared").as_str()));
+            assert_eq!(
+                m.properties.get("color").map(String::as_str),
+                Some(format!("c-{id}").as_str())
+            );
+            consumer.ack(&r.receipt).await.expect("ack");
+        }
+
+        // Unserved RPCs say so in their status, never a fake success.
+        let assignment = c
+            .query_assignment(pb::QueryAssignmentRequest {
+                topic: resource(topic),
+                group: resource("g"),
+                endpoints: None,
+            })
+            .await
+            .expect("query assignment")
+            .into_inner();
+        assert_eq!(
+            assignment.status.map(|s| s.code),
+            Some(pb::Code::NotImplemented as i32)
+        );
+        let bye = c
+            .notify_client_termination(pb::NotifyClientTerminationRequest { group: None })
+            .await
+            .expect("notify termination")
+            .into_inner();
+        assert_eq!(bye.status.map(|s| s.code), Some(OK));
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn t90_native_send_is_routed_over_grpc() {
+    bounded(async {
+        let node = NodeProcess::start(Bin::Node, &[] as &[&str]).expect("start a combined node");
+        let mut c = client(node.grpc()).await;
+        let missing = c
+            .query_route(pb::QueryRouteRequest {
+                topic: resource("t90-nowhere"),
+                endpoints: None,
+            })
+            .await
+            .expect("query route")
+            .into_inner();
+        assert_eq!(
+            missing.status.map(|s| s.code),
+            Some(pb::Code::TopicNotFound as i32)
+        );
+        // A native producer auto-creates the topic; gRPC then routes it.
+        let topic = "t90-native";
+        let p = ProducerBuilder::new("t90-producer")
+            .namesrv([node.namesrv().to_string()])
+            .build()
+            .await
+            .expect("producer");
+        p.send(Message::new(topic, "x")).await.expect("native send");
+        let route = c
+            .query_route(pb::QueryRouteRequest {
+                topic: resource(topic),
+                endpoints: None,
+            })
+            .await
+            .expect("query route")
+            .into_inner();
+        assert_eq!(route.status.as_ref().map(|s| s.code), Some(OK), "{route:?}");
+        assert!(!route.message_queues.is_empty());
+    })
+    .await;
+}
