@@ -448,6 +448,7 @@ impl Node {
                 broker_name: b.broker_name.clone(),
                 endpoint,
                 max_body_size,
+                auto_create_queues: b.auto_create_topic.then_some(b.default_queues),
             },
             GrpcTargets {
                 writer: broker.writer.clone(),

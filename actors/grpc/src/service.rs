@@ -14,6 +14,7 @@ use std::pin::Pin;
 use actormq_actors::broker::{CommitLogActor, TopicView, now_ms};
 use actormq_actors::runtime::{Call, ChildRef, ServiceError};
 use actormq_protocol::ResponseCode;
+use actormq_protocol::request::topic::TopicConfig;
 use futures_util::{Stream, StreamExt, stream};
 use slog::{Logger, debug};
 use tonic::{Request, Response, Status, Streaming};
@@ -31,6 +32,12 @@ pub struct GrpcSessionConfig {
     pub endpoint: SocketAddr,
     /// The broker's max message size (`publishing.max_body_size`).
     pub max_body_size: usize,
+    /// Queues of an auto-created topic when the broker creates topics on
+    /// their first send (`broker.auto_create_topic`), else `None`: a
+    /// route query for a missing topic then answers the route the topic
+    /// will have (as RocketMQ's default-topic route does), without
+    /// creating it.
+    pub auto_create_queues: Option<u32>,
 }
 
 /// The broker actors a [`GrpcSession`] talks to.
@@ -132,7 +139,17 @@ impl MessagingService for GrpcSession {
             .map(|t| t.name)
             .unwrap_or_default();
         let table = self.targets.view.snapshot();
-        let reply = match table.get(&topic) {
+        let auto = self
+            .config
+            .auto_create_queues
+            .filter(|_| actormq_protocol::validate::validate_topic(&topic).is_ok())
+            .map(|queues| TopicConfig {
+                topic_name: topic.clone(),
+                read_queue_nums: queues,
+                write_queue_nums: queues,
+                ..TopicConfig::default()
+            });
+        let reply = match table.get(&topic).or(auto.as_ref()) {
             Some(cfg) => pb::QueryRouteResponse {
                 status: Some(ok()),
                 message_queues: convert::route(cfg, &self.config.broker_name, self.config.endpoint),

@@ -221,7 +221,12 @@ async fn t90_grpc_send_is_read_by_the_native_consumer() {
 #[actix_rt::test]
 async fn t90_native_send_is_routed_over_grpc() {
     bounded(async {
-        let node = NodeProcess::start(Bin::Node, &[] as &[&str]).expect("start a combined node");
+        let node = NodeProcess::start_with_env(
+            Bin::Node,
+            &[] as &[&str],
+            &[("ACTORMQ_BROKER__AUTO_CREATE_TOPIC", "false")],
+        )
+        .expect("start a combined node");
         let mut c = client(node.grpc()).await;
         let missing = c
             .query_route(pb::QueryRouteRequest {
@@ -235,8 +240,9 @@ async fn t90_native_send_is_routed_over_grpc() {
             missing.status.map(|s| s.code),
             Some(pb::Code::TopicNotFound as i32)
         );
-        // A native producer auto-creates the topic; gRPC then routes it.
+        // Created natively, sent to by a native producer: gRPC routes it.
         let topic = "t90-native";
+        create_topic(node.broker(), topic, 2).await;
         let p = ProducerBuilder::new("t90-producer")
             .namesrv([node.namesrv().to_string()])
             .build()
@@ -252,7 +258,7 @@ async fn t90_native_send_is_routed_over_grpc() {
             .expect("query route")
             .into_inner();
         assert_eq!(route.status.as_ref().map(|s| s.code), Some(OK), "{route:?}");
-        assert!(!route.message_queues.is_empty());
+        assert_eq!(route.message_queues.len(), 2);
     })
     .await;
 }
