@@ -262,3 +262,104 @@ async fn t90_native_send_is_routed_over_grpc() {
     })
     .await;
 }
+
+/// The official Python client (PyPI `rocketmq-python-client`), installed
+/// by the test into a venv cached under the target dir
+/// (`CARGO_TARGET_TMPDIR`). Machines without python3 or PyPI access set
+/// `ACTORMQ_TESTS_NO_PYPI=1` to skip (the test says so on stderr).
+const PY_CLIENT: &str = "rocketmq-python-client==5.1.2";
+
+fn python_client() -> Option<std::path::PathBuf> {
+    if std::env::var_os("ACTORMQ_TESTS_NO_PYPI").is_some() {
+        eprintln!("skipped: ACTORMQ_TESTS_NO_PYPI is set");
+        return None;
+    }
+    let venv = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("py-rocketmq-5.1.2");
+    let python = venv.join("bin").join("python");
+    let marker = venv.join(".installed");
+    if !marker.exists() {
+        let run = |cmd: &mut std::process::Command| {
+            let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+            assert!(
+                out.status.success(),
+                "{cmd:?}: {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(std::process::Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv));
+        run(std::process::Command::new(&python).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            PY_CLIENT,
+        ]));
+        std::fs::write(&marker, PY_CLIENT).expect("venv marker");
+    }
+    Some(python)
+}
+
+#[actix_rt::test]
+async fn t90_python_client_producer_is_read_by_the_native_consumer() {
+    let Some(python) = python_client() else {
+        return;
+    };
+    bounded(async {
+        let node = NodeProcess::start(Bin::Node, &[] as &[&str]).expect("start a combined node");
+        // Not created first: routed as auto-created, created by the send.
+        let topic = "t90-python";
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/rocketmq-python-producer.py"
+        );
+        let grpc = node.grpc().to_string();
+        let out = actix_rt::task::spawn_blocking(move || {
+            std::process::Command::new(python)
+                .args([script, grpc.as_str(), topic, "5"])
+                .output()
+        })
+        .await
+        .expect("join")
+        .expect("run the python producer");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "python producer failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let sent: Vec<serde_json::Value> = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect();
+        assert_eq!(sent.len(), 5, "{stdout}");
+
+        let consumer = SimpleConsumer::new(
+            "t90-python-native",
+            &node.namesrv().to_string(),
+            topic,
+            slog::Logger::root(slog::Discard, slog::o!()),
+        )
+        .expect("simple consumer")
+        .with_await_duration(Duration::from_secs(1));
+        let got = receive_n(&consumer, 5).await;
+        for r in &got {
+            let m = &r.message.message;
+            let body = String::from_utf8_lossy(&m.body).into_owned();
+            let s = sent
+                .iter()
+                .find(|s| s["body"] == body.as_str())
+                .unwrap_or_else(|| panic!("unexpected body {body}"));
+            assert_eq!(m.unique_key(), s["message_id"].as_str(), "client's id kept");
+            assert_eq!(m.tags.as_deref(), Some("PyTag"));
+            let i = body.trim_start_matches("py-");
+            assert_eq!(m.keys.as_deref(), Some(format!("py-key-{i}").as_str()));
+            assert_eq!(m.properties.get("lang").map(String::as_str), Some("python"));
+            consumer.ack(&r.receipt).await.expect("ack");
+        }
+    })
+    .await;
+}
