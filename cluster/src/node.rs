@@ -449,10 +449,12 @@ impl Node {
                 endpoint,
                 max_body_size,
                 auto_create_queues: b.auto_create_topic.then_some(b.default_queues),
+                max_poll_ms: b.long_polling_max_ms,
             },
             GrpcTargets {
                 writer: broker.writer.clone(),
                 view: broker.view.clone(),
+                pop: broker.pop.clone(),
             },
             &self.logger,
         ));

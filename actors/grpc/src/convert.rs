@@ -8,7 +8,11 @@ use std::time::Duration;
 
 use actormq_actors::broker::error_map::{grpc, grpc_code};
 use actormq_protocol::ResponseCode;
-use actormq_protocol::message::PROPERTY_UNIQUE_KEY;
+use actormq_protocol::StoredMessage;
+use actormq_protocol::message::{PROPERTY_POP_CK, PROPERTY_UNIQUE_KEY};
+use actormq_protocol::request::pop::{
+    AckMessageRequest, ChangeInvisibleTimeRequest, PopMessageRequest, ReceiptHandle,
+};
 use actormq_protocol::request::send::SendMessageRequest;
 use actormq_protocol::request::topic::TopicConfig;
 use bytes::Bytes;
@@ -231,6 +235,206 @@ pub fn complete_settings(mut s: pb::Settings, max_body_size: usize) -> pb::Setti
     s
 }
 
+/// A `Duration` as milliseconds (negative: 0).
+pub fn millis(d: &prost_types::Duration) -> u64 {
+    let secs = u64::try_from(d.seconds).unwrap_or(0);
+    let nanos = u64::try_from(d.nanos).unwrap_or(0);
+    secs.saturating_mul(1000).saturating_add(nanos / 1_000_000)
+}
+
+fn timestamp(ms: u64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: i64::try_from(ms / 1000).unwrap_or(i64::MAX),
+        nanos: i32::try_from((ms % 1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+/// Default invisible duration of a receive that names none (RocketMQ's
+/// clients always name one).
+pub const DEFAULT_INVISIBLE_MS: u64 = 30_000;
+
+/// Most messages one receive returns (RocketMQ's proxy caps at 32).
+pub const MAX_RECEIVE_BATCH: u32 = 32;
+
+/// A `ReceiveMessage` as the broker's pop: the group, the topic of the
+/// message queue (any of its queues on this broker), the batch size (1 to
+/// [`MAX_RECEIVE_BATCH`]), the invisible duration, the long-polling time
+/// (capped at `max_poll_ms`), the filter.
+pub fn pop_request(
+    req: &pb::ReceiveMessageRequest,
+    max_poll_ms: u64,
+    now_ms: u64,
+) -> Result<PopMessageRequest, Refusal> {
+    let group = req
+        .group
+        .as_ref()
+        .map(|g| g.name.clone())
+        .unwrap_or_default();
+    if group.is_empty() {
+        return Err(Refusal::new(
+            grpc::ILLEGAL_CONSUMER_GROUP,
+            "receive without consumer group",
+        ));
+    }
+    let topic = req
+        .message_queue
+        .as_ref()
+        .and_then(|q| q.topic.as_ref())
+        .map(|t| t.name.clone())
+        .unwrap_or_default();
+    if topic.is_empty() {
+        return Err(Refusal::new(grpc::ILLEGAL_TOPIC, "receive without topic"));
+    }
+    let (expression, expression_type) = match &req.filter_expression {
+        Some(f) if !f.expression.is_empty() => {
+            let kind = match pb::FilterType::try_from(f.r#type).unwrap_or_default() {
+                pb::FilterType::Sql => actormq_protocol::filter::TYPE_SQL92,
+                _ => actormq_protocol::filter::TYPE_TAG,
+            };
+            (Some(f.expression.clone()), Some(kind.to_string()))
+        }
+        _ => (None, None),
+    };
+    let invisible_time_ms = req
+        .invisible_duration
+        .as_ref()
+        .map_or(DEFAULT_INVISIBLE_MS, millis)
+        .max(1);
+    let poll_time_ms = req
+        .long_polling_timeout
+        .as_ref()
+        .map_or(0, millis)
+        .min(max_poll_ms);
+    Ok(PopMessageRequest {
+        consumer_group: group,
+        topic,
+        queue_id: None,
+        max_msg_nums: u32::try_from(req.batch_size)
+            .unwrap_or(1)
+            .clamp(1, MAX_RECEIVE_BATCH),
+        invisible_time_ms,
+        poll_time_ms,
+        born_time_ms: now_ms,
+        expression,
+        expression_type,
+        order: false,
+    })
+}
+
+/// MD5 of `body` as RocketMQ's clients check it (upper-case hex).
+pub fn md5_hex(body: &[u8]) -> String {
+    use md5::{Digest, Md5};
+    Md5::digest(body)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect()
+}
+
+/// A popped message as a delivered gRPC message: the client's id (its
+/// `UNIQ_KEY`, else the broker's message id), tag, keys, user properties,
+/// the receipt handle (`POP_CK`), `delivery_attempt` (from 1), queue,
+/// offset, timestamps, hosts and an MD5 body digest.
+pub fn delivered(m: StoredMessage) -> pb::Message {
+    let message_id = m
+        .message
+        .unique_key()
+        .map_or_else(|| m.msg_id().encode(), str::to_string);
+    let mut props = m.message.properties;
+    let receipt = props.remove(PROPERTY_POP_CK);
+    props.remove(PROPERTY_UNIQUE_KEY);
+    let keys = m
+        .message
+        .keys
+        .as_deref()
+        .map(|k| {
+            k.split(' ')
+                .filter(|k| !k.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    pb::Message {
+        topic: Some(pb::Resource {
+            resource_namespace: String::new(),
+            name: m.message.topic,
+        }),
+        system_properties: Some(pb::SystemProperties {
+            tag: m.message.tags,
+            keys,
+            message_id,
+            body_digest: Some(pb::Digest {
+                r#type: pb::DigestType::Md5 as i32,
+                checksum: md5_hex(&m.message.body),
+            }),
+            body_encoding: pb::Encoding::Identity as i32,
+            message_type: pb::MessageType::Normal as i32,
+            born_timestamp: Some(timestamp(m.born_timestamp_ms)),
+            born_host: m.born_host.ip().to_string(),
+            store_timestamp: Some(timestamp(m.store_timestamp_ms)),
+            store_host: m.store_host.to_string(),
+            receipt_handle: receipt,
+            queue_id: i32::try_from(m.queue_id).unwrap_or(i32::MAX),
+            queue_offset: Some(i64::try_from(m.queue_offset).unwrap_or(i64::MAX)),
+            delivery_attempt: Some(
+                i32::try_from(m.reconsume_times.saturating_add(1)).unwrap_or(i32::MAX),
+            ),
+            ..Default::default()
+        }),
+        user_properties: props.into_iter().collect(),
+        body: m.message.body.to_vec(),
+    }
+}
+
+/// A receipt handle a client returns, checked: the parsed handle, or
+/// `INVALID_RECEIPT_HANDLE`.
+pub fn receipt_handle(raw: &str) -> Result<ReceiptHandle, Refusal> {
+    ReceiptHandle::parse(raw).ok_or_else(|| {
+        Refusal::new(
+            grpc::INVALID_RECEIPT_HANDLE,
+            format!("malformed receipt handle {raw:?}"),
+        )
+    })
+}
+
+/// An ack entry as the broker's ack (the handle names queue and offset).
+pub fn ack_request(group: &str, topic: &str, raw: &str) -> Result<AckMessageRequest, Refusal> {
+    let h = receipt_handle(raw)?;
+    Ok(AckMessageRequest {
+        consumer_group: group.to_string(),
+        topic: topic.to_string(),
+        queue_id: h.queue_id,
+        offset: h.queue_offset,
+        extra_info: raw.to_string(),
+    })
+}
+
+/// A change of invisible duration as the broker's request.
+pub fn change_invisible_request(
+    req: &pb::ChangeInvisibleDurationRequest,
+) -> Result<ChangeInvisibleTimeRequest, Refusal> {
+    let h = receipt_handle(&req.receipt_handle)?;
+    Ok(ChangeInvisibleTimeRequest {
+        consumer_group: req
+            .group
+            .as_ref()
+            .map(|g| g.name.clone())
+            .unwrap_or_default(),
+        topic: req
+            .topic
+            .as_ref()
+            .map(|t| t.name.clone())
+            .unwrap_or_default(),
+        queue_id: h.queue_id,
+        offset: h.queue_offset,
+        extra_info: req.receipt_handle.clone(),
+        invisible_time_ms: req
+            .invisible_duration
+            .as_ref()
+            .map_or(DEFAULT_INVISIBLE_MS, millis)
+            .max(1),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,6 +533,69 @@ mod tests {
         }
     }
 
+    #[test]
+    fn receive_becomes_a_pop_and_handles_are_checked() {
+        let req = pb::ReceiveMessageRequest {
+            group: Some(pb::Resource {
+                resource_namespace: String::new(),
+                name: "g".into(),
+            }),
+            message_queue: route(
+                &TopicConfig {
+                    topic_name: "T".into(),
+                    read_queue_nums: 1,
+                    write_queue_nums: 1,
+                    perm: Perm::READ_WRITE,
+                    ..TopicConfig::default()
+                },
+                "b",
+                "127.0.0.1:1".parse().expect("addr"),
+            )
+            .pop(),
+            filter_expression: Some(pb::FilterExpression {
+                r#type: pb::FilterType::Tag as i32,
+                expression: "A || B".into(),
+            }),
+            batch_size: 100,
+            invisible_duration: Some(prost_types::Duration {
+                seconds: 20,
+                nanos: 0,
+            }),
+            auto_renew: false,
+            long_polling_timeout: Some(prost_types::Duration {
+                seconds: 60,
+                nanos: 0,
+            }),
+            attempt_id: None,
+        };
+        let pop = pop_request(&req, 15_000, 5).expect("pop");
+        assert_eq!(
+            (pop.consumer_group.as_str(), pop.topic.as_str()),
+            ("g", "T")
+        );
+        assert_eq!(pop.max_msg_nums, MAX_RECEIVE_BATCH);
+        assert_eq!(pop.invisible_time_ms, 20_000);
+        assert_eq!(pop.poll_time_ms, 15_000);
+        assert_eq!(pop.expression.as_deref(), Some("A || B"));
+        assert_eq!(pop.expression_type.as_deref(), Some("TAG"));
+        assert_eq!(
+            ack_request("g", "T", "nope").expect_err("bad handle").code,
+            grpc::INVALID_RECEIPT_HANDLE
+        );
+        let h = ReceiptHandle {
+            checkpoint_id: 1,
+            pop_time_ms: 2,
+            invisible_time_ms: 3,
+            reconsume_times: 0,
+            topic: "T".into(),
+            queue_id: 4,
+            queue_offset: 5,
+        };
+        let ack = ack_request("g", "T", &h.encode()).expect("ack");
+        assert_eq!((ack.queue_id, ack.offset), (4, 5));
+        assert_eq!(md5_hex(b"hello"), "5D41402ABC4B2A76B9719D911017C592");
+    }
+
     /// The numbers of the code table are the `.proto`'s.
     #[test]
     fn code_constants_match_the_proto() {
@@ -337,6 +604,7 @@ mod tests {
             (grpc::OK, C::Ok),
             (grpc::BAD_REQUEST, C::BadRequest),
             (grpc::ILLEGAL_TOPIC, C::IllegalTopic),
+            (grpc::ILLEGAL_CONSUMER_GROUP, C::IllegalConsumerGroup),
             (grpc::INVALID_TRANSACTION_ID, C::InvalidTransactionId),
             (grpc::ILLEGAL_FILTER_EXPRESSION, C::IllegalFilterExpression),
             (grpc::INVALID_RECEIPT_HANDLE, C::InvalidReceiptHandle),

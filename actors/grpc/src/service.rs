@@ -5,13 +5,15 @@
 //! ([`actormq_actors::broker::error_map::grpc_code`]).
 //!
 //! Served: `QueryRoute`, `Heartbeat`, `SendMessage` (NORMAL messages),
-//! `Telemetry` (settings), `NotifyClientTermination`. Every other RPC
-//! answers `Status{NOT_IMPLEMENTED}`.
+//! `Telemetry` (settings), `NotifyClientTermination`, and the simple
+//! consumer's `ReceiveMessage` (a pop), `AckMessage` and
+//! `ChangeInvisibleDuration`. Every other RPC answers
+//! `Status{NOT_IMPLEMENTED}`.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
 
-use actormq_actors::broker::{CommitLogActor, TopicView, now_ms};
+use actormq_actors::broker::{CommitLogActor, PopService, TopicView, now_ms};
 use actormq_actors::runtime::{Call, ChildRef, ServiceError};
 use actormq_protocol::ResponseCode;
 use actormq_protocol::request::topic::TopicConfig;
@@ -38,6 +40,9 @@ pub struct GrpcSessionConfig {
     /// will have (as RocketMQ's default-topic route does), without
     /// creating it.
     pub auto_create_queues: Option<u32>,
+    /// Longest a receive is held when nothing is there (the broker's
+    /// long-polling cap).
+    pub max_poll_ms: u64,
 }
 
 /// The broker actors a [`GrpcSession`] talks to.
@@ -47,6 +52,8 @@ pub struct GrpcTargets {
     pub writer: ChildRef<CommitLogActor>,
     /// The topic table (routes).
     pub view: TopicView,
+    /// The pop service (receive, ack, change of invisible duration).
+    pub pop: ChildRef<PopService>,
 }
 
 /// The `apache.rocketmq.v2.MessagingService` in front of the broker
@@ -119,6 +126,26 @@ impl GrpcSession {
             Err(e) => refused(status_of(e.code, e.remark)),
         }
     }
+}
+
+/// The status of a response with one entry per item: the entries' status
+/// when they agree, else `MULTIPLE_RESULTS`.
+fn overall(statuses: impl Iterator<Item = Option<pb::Status>>) -> pb::Status {
+    let mut first: Option<pb::Status> = None;
+    for s in statuses {
+        let s = s.unwrap_or_else(ok);
+        match &first {
+            None => first = Some(s),
+            Some(f) if f.code == s.code => {}
+            Some(_) => {
+                return convert::status(
+                    pb::Code::MultipleResults as i32,
+                    "results differ per entry",
+                );
+            }
+        }
+    }
+    first.unwrap_or_else(ok)
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -226,22 +253,106 @@ impl MessagingService for GrpcSession {
 
     async fn receive_message(
         &self,
-        _request: Request<pb::ReceiveMessageRequest>,
+        request: Request<pb::ReceiveMessageRequest>,
     ) -> Result<Response<Self::ReceiveMessageStream>, Status> {
-        Ok(Response::new(once(pb::ReceiveMessageResponse {
-            content: Some(pb::receive_message_response::Content::Status(
-                not_implemented("ReceiveMessage"),
-            )),
-        })))
+        let status_only = |status: pb::Status| {
+            once(pb::ReceiveMessageResponse {
+                content: Some(pb::receive_message_response::Content::Status(status)),
+            })
+        };
+        let req = request.into_inner();
+        let pop = match convert::pop_request(&req, self.config.max_poll_ms, now_ms()) {
+            Ok(pop) => pop,
+            Err(r) => return Ok(Response::new(status_only(r.status()))),
+        };
+        let Some(pop_service) = self.targets.pop.addr() else {
+            return Ok(Response::new(status_only(status_of(
+                ResponseCode::SystemBusy,
+                "the pop service is restarting",
+            ))));
+        };
+        let result = pop_service
+            .send(Call::new(pop))
+            .await
+            .map_err(ServiceError::from)
+            .and_then(|r| r);
+        let empty = |code| {
+            matches!(
+                code,
+                ResponseCode::NoMessage | ResponseCode::PollingTimeout | ResponseCode::PullNotFound
+            )
+        };
+        let reply = match result {
+            Ok(r) if empty(r.code) => None,
+            Ok(r) => Some(r),
+            Err(e) if empty(e.code) => None,
+            Err(e) => return Ok(Response::new(status_only(status_of(e.code, e.remark)))),
+        };
+        let messages = match reply.map(|r| actormq_protocol::batch::decode_stored(&r.body)) {
+            None => Vec::new(),
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                return Ok(Response::new(status_only(status_of(
+                    ResponseCode::SystemError,
+                    e.to_string(),
+                ))));
+            }
+        };
+        if messages.is_empty() {
+            return Ok(Response::new(status_only(status_of(
+                ResponseCode::NoMessage,
+                "no new message",
+            ))));
+        }
+        // RocketMQ's proxy: the status first, then the messages.
+        let mut out = Vec::with_capacity(messages.len() + 1);
+        out.push(Ok(pb::ReceiveMessageResponse {
+            content: Some(pb::receive_message_response::Content::Status(ok())),
+        }));
+        out.extend(messages.into_iter().map(|m| {
+            Ok(pb::ReceiveMessageResponse {
+                content: Some(pb::receive_message_response::Content::Message(
+                    convert::delivered(m),
+                )),
+            })
+        }));
+        Ok(Response::new(Box::pin(stream::iter(out))))
     }
 
     async fn ack_message(
         &self,
-        _request: Request<pb::AckMessageRequest>,
+        request: Request<pb::AckMessageRequest>,
     ) -> Result<Response<pb::AckMessageResponse>, Status> {
+        let req = request.into_inner();
+        let group = req.group.map(|g| g.name).unwrap_or_default();
+        let topic = req.topic.map(|t| t.name).unwrap_or_default();
+        let mut entries = Vec::with_capacity(req.entries.len());
+        for e in req.entries {
+            let status = match convert::ack_request(&group, &topic, &e.receipt_handle) {
+                Err(r) => r.status(),
+                Ok(ack) => match self.targets.pop.addr() {
+                    None => status_of(ResponseCode::SystemBusy, "the pop service is restarting"),
+                    Some(pop) => match pop
+                        .send(Call::new(ack))
+                        .await
+                        .map_err(ServiceError::from)
+                        .and_then(|r| r)
+                    {
+                        Ok(_) => ok(),
+                        Err(e) => status_of(e.code, e.remark),
+                    },
+                },
+            };
+            entries.push(pb::AckMessageResultEntry {
+                message_id: e.message_id,
+                receipt_handle: e.receipt_handle,
+                status: Some(status),
+            });
+        }
+        let status = overall(entries.iter().map(|e| e.status.clone()));
         Ok(Response::new(pb::AckMessageResponse {
-            status: Some(not_implemented("AckMessage")),
-            entries: Vec::new(),
+            status: Some(status),
+            entries,
         }))
     }
 
@@ -349,12 +460,37 @@ impl MessagingService for GrpcSession {
 
     async fn change_invisible_duration(
         &self,
-        _request: Request<pb::ChangeInvisibleDurationRequest>,
+        request: Request<pb::ChangeInvisibleDurationRequest>,
     ) -> Result<Response<pb::ChangeInvisibleDurationResponse>, Status> {
-        Ok(Response::new(pb::ChangeInvisibleDurationResponse {
-            status: Some(not_implemented("ChangeInvisibleDuration")),
-            receipt_handle: String::new(),
-        }))
+        let req = request.into_inner();
+        let refused = |status: pb::Status| {
+            Ok(Response::new(pb::ChangeInvisibleDurationResponse {
+                status: Some(status),
+                receipt_handle: String::new(),
+            }))
+        };
+        let change = match convert::change_invisible_request(&req) {
+            Ok(c) => c,
+            Err(r) => return refused(r.status()),
+        };
+        let Some(pop) = self.targets.pop.addr() else {
+            return refused(status_of(
+                ResponseCode::SystemBusy,
+                "the pop service is restarting",
+            ));
+        };
+        match pop
+            .send(Call::new(change))
+            .await
+            .map_err(ServiceError::from)
+            .and_then(|r| r)
+        {
+            Ok(reply) => Ok(Response::new(pb::ChangeInvisibleDurationResponse {
+                status: Some(ok()),
+                receipt_handle: reply.fields.extra_info,
+            })),
+            Err(e) => refused(status_of(e.code, e.remark)),
+        }
     }
 
     async fn recall_message(

@@ -113,6 +113,8 @@ pub mod grpc {
     pub const BAD_REQUEST: i32 = 40_000;
     /// `ILLEGAL_TOPIC`.
     pub const ILLEGAL_TOPIC: i32 = 40_002;
+    /// `ILLEGAL_CONSUMER_GROUP`.
+    pub const ILLEGAL_CONSUMER_GROUP: i32 = 40_003;
     /// `INVALID_TRANSACTION_ID`.
     pub const INVALID_TRANSACTION_ID: i32 = 40_008;
     /// `ILLEGAL_FILTER_EXPRESSION`.
