@@ -363,3 +363,236 @@ async fn t90_python_client_producer_is_read_by_the_native_consumer() {
     })
     .await;
 }
+
+fn native_message(topic: &str, i: usize) -> Message {
+    Message {
+        tags: Some("NativeTag".into()),
+        keys: Some(format!("nk-{i} shared")),
+        properties: [("origin".to_string(), "native".to_string())].into(),
+        ..Message::new(topic, format!("n-{i}"))
+    }
+}
+
+async fn receive(
+    c: &mut MessagingServiceClient<Channel>,
+    group: &str,
+    topic: &str,
+) -> (pb::Status, Vec<pb::Message>) {
+    let mut stream = c
+        .receive_message(pb::ReceiveMessageRequest {
+            group: resource(group),
+            message_queue: Some(pb::MessageQueue {
+                topic: resource(topic),
+                ..Default::default()
+            }),
+            filter_expression: Some(pb::FilterExpression {
+                r#type: pb::FilterType::Tag as i32,
+                expression: "*".into(),
+            }),
+            batch_size: 16,
+            invisible_duration: Some(prost_types::Duration {
+                seconds: 20,
+                nanos: 0,
+            }),
+            auto_renew: false,
+            long_polling_timeout: Some(prost_types::Duration {
+                seconds: 1,
+                nanos: 0,
+            }),
+            attempt_id: None,
+        })
+        .await
+        .expect("receive")
+        .into_inner();
+    let (mut status, mut messages) = (None, Vec::new());
+    while let Some(r) = stream.message().await.expect("receive stream") {
+        match r.content {
+            Some(pb::receive_message_response::Content::Status(s)) => status = Some(s),
+            Some(pb::receive_message_response::Content::Message(m)) => messages.push(m),
+            _ => {}
+        }
+    }
+    (status.expect("a status"), messages)
+}
+
+async fn ack(
+    c: &mut MessagingServiceClient<Channel>,
+    group: &str,
+    topic: &str,
+    m: &pb::Message,
+    handle: &str,
+) -> i32 {
+    let sys = m.system_properties.as_ref().expect("system properties");
+    let r = c
+        .ack_message(pb::AckMessageRequest {
+            group: resource(group),
+            topic: resource(topic),
+            entries: vec![pb::AckMessageEntry {
+                message_id: sys.message_id.clone(),
+                receipt_handle: handle.into(),
+                lite_topic: None,
+            }],
+        })
+        .await
+        .expect("ack")
+        .into_inner();
+    assert_eq!(r.entries.len(), 1);
+    r.entries[0].status.as_ref().map_or(0, |s| s.code)
+}
+
+#[actix_rt::test]
+async fn t90_native_sends_are_received_and_acked_over_grpc() {
+    bounded(async {
+        let node = NodeProcess::start(Bin::Node, &[] as &[&str]).expect("start a combined node");
+        let topic = "t90-receive";
+        let group = "t90-grpc-group";
+        let p = ProducerBuilder::new("t90-producer")
+            .namesrv([node.namesrv().to_string()])
+            .build()
+            .await
+            .expect("producer");
+        for i in 0..3 {
+            p.send(native_message(topic, i)).await.expect("native send");
+        }
+        let mut c = client(node.grpc()).await;
+        let start = Instant::now();
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            assert!(start.elapsed() < WAIT, "only {} of 3 received", got.len());
+            let (status, messages) = receive(&mut c, group, topic).await;
+            assert!(
+                status.code == OK || status.code == pb::Code::MessageNotFound as i32,
+                "{status:?}"
+            );
+            got.extend(messages);
+        }
+        assert_eq!(got.len(), 3);
+        for m in &got {
+            let sys = m.system_properties.as_ref().expect("system properties");
+            let body = String::from_utf8_lossy(&m.body).into_owned();
+            let i = body.trim_start_matches("n-");
+            assert_eq!(sys.tag.as_deref(), Some("NativeTag"));
+            assert_eq!(sys.keys, vec![format!("nk-{i}"), "shared".to_string()]);
+            assert_eq!(
+                m.user_properties.get("origin").map(String::as_str),
+                Some("native")
+            );
+            assert_eq!(sys.delivery_attempt, Some(1));
+            assert!(sys.receipt_handle.is_some());
+            assert!(sys.queue_offset.is_some());
+            let digest = sys.body_digest.as_ref().expect("body digest");
+            assert_eq!(digest.r#type, pb::DigestType::Md5 as i32);
+            assert_eq!(digest.checksum.len(), 32);
+            assert!(!sys.message_id.is_empty());
+        }
+        // One gets 1 s more first (a new handle); the old handle is void.
+        let first = &got[0];
+        let old = first
+            .system_properties
+            .as_ref()
+            .and_then(|s| s.receipt_handle.clone())
+            .expect("handle");
+        let changed = c
+            .change_invisible_duration(pb::ChangeInvisibleDurationRequest {
+                group: resource(group),
+                topic: resource(topic),
+                receipt_handle: old.clone(),
+                invisible_duration: Some(prost_types::Duration {
+                    seconds: 30,
+                    nanos: 0,
+                }),
+                message_id: String::new(),
+                lite_topic: None,
+                suspend: None,
+            })
+            .await
+            .expect("change invisible duration")
+            .into_inner();
+        assert_eq!(changed.status.map(|s| s.code), Some(OK));
+        assert_ne!(changed.receipt_handle, old);
+        assert_eq!(
+            ack(&mut c, group, topic, first, &old).await,
+            pb::Code::InvalidReceiptHandle as i32
+        );
+        assert_eq!(
+            ack(&mut c, group, topic, first, &changed.receipt_handle).await,
+            OK
+        );
+        for m in &got[1..] {
+            let h = m
+                .system_properties
+                .as_ref()
+                .and_then(|s| s.receipt_handle.clone())
+                .expect("handle");
+            assert_eq!(ack(&mut c, group, topic, m, &h).await, OK);
+        }
+        let (status, messages) = receive(&mut c, group, topic).await;
+        assert_eq!(
+            status.code,
+            pb::Code::MessageNotFound as i32,
+            "{messages:?}"
+        );
+        assert!(messages.is_empty());
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn t90_python_simple_consumer_receives_native_sends() {
+    let Some(python) = python_client() else {
+        return;
+    };
+    bounded(async {
+        let node = NodeProcess::start(Bin::Node, &[] as &[&str]).expect("start a combined node");
+        let topic = "t90-python-consume";
+        let p = ProducerBuilder::new("t90-producer")
+            .namesrv([node.namesrv().to_string()])
+            .build()
+            .await
+            .expect("producer");
+        for i in 0..4 {
+            p.send(native_message(topic, i)).await.expect("native send");
+        }
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/rocketmq-python-simple-consumer.py"
+        );
+        let grpc = node.grpc().to_string();
+        let out = actix_rt::task::spawn_blocking(move || {
+            std::process::Command::new(python)
+                .args([script, grpc.as_str(), "t90-python-group", topic, "4"])
+                .output()
+        })
+        .await
+        .expect("join")
+        .expect("run the python simple consumer");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "python simple consumer failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got: Vec<serde_json::Value> = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect();
+        assert_eq!(got.len(), 4, "{stdout}");
+        let mut bodies: Vec<String> = got
+            .iter()
+            .map(|g| g["body"].as_str().unwrap_or_default().to_string())
+            .collect();
+        bodies.sort();
+        assert_eq!(bodies, ["n-0", "n-1", "n-2", "n-3"]);
+        for g in &got {
+            let i = g["body"]
+                .as_str()
+                .unwrap_or_default()
+                .trim_start_matches("n-");
+            assert_eq!(g["tag"], "NativeTag");
+            assert_eq!(g["keys"], serde_json::json!([format!("nk-{i}"), "shared"]));
+            assert_eq!(g["properties"]["origin"], "native");
+            assert_eq!(g["delivery_attempt"], 1);
+        }
+    })
+    .await;
+}
