@@ -91,7 +91,7 @@ pub fn send_request(
     let sys = msg.system_properties.unwrap_or_default();
     let message_type = pb::MessageType::try_from(sys.message_type).unwrap_or_default();
     match message_type {
-        pb::MessageType::Normal | pb::MessageType::Unspecified => {}
+        pb::MessageType::Normal | pb::MessageType::Unspecified | pb::MessageType::Delay => {}
         other => {
             return Err(Refusal::new(
                 grpc::NOT_IMPLEMENTED,
@@ -102,10 +102,19 @@ pub fn send_request(
             ));
         }
     }
-    if sys.delivery_timestamp.is_some() || sys.message_group.is_some() {
+    if sys.message_group.is_some() {
         return Err(Refusal::new(
             grpc::NOT_IMPLEMENTED,
-            "delayed and FIFO messages are not implemented over gRPC by this actormq version",
+            "FIFO messages (message groups) are not implemented over gRPC by this actormq version",
+        ));
+    }
+    // DELAY: delivered at the client's delivery timestamp (the broker's
+    // timer, as a native send with a delivery time).
+    let deliver_at_ms = sys.delivery_timestamp.as_ref().map(timestamp_ms);
+    if message_type == pb::MessageType::Delay && deliver_at_ms.is_none() {
+        return Err(Refusal::new(
+            grpc::ILLEGAL_DELIVERY_TIME,
+            "a DELAY message needs a delivery timestamp",
         ));
     }
     if sys.message_id.is_empty() {
@@ -117,14 +126,7 @@ pub fn send_request(
     let mut properties: BTreeMap<String, String> = msg.user_properties.into_iter().collect();
     properties.insert(PROPERTY_UNIQUE_KEY.to_string(), sys.message_id.clone());
     let keys = sys.keys.join(" ");
-    let born_timestamp_ms = sys
-        .born_timestamp
-        .and_then(|t| {
-            u64::try_from(t.seconds)
-                .ok()
-                .map(|s| s * 1000 + u64::try_from(t.nanos).unwrap_or(0) / 1_000_000)
-        })
-        .unwrap_or(now_ms);
+    let born_timestamp_ms = sys.born_timestamp.as_ref().map_or(now_ms, timestamp_ms);
     let queue_id = u32::try_from(sys.queue_id).unwrap_or(0) % write_queues.max(1);
     let req = SendMessageRequest {
         producer_group: GRPC_PRODUCER_GROUP.into(),
@@ -134,6 +136,7 @@ pub fn send_request(
         tags: sys.tag.filter(|t| !t.is_empty()),
         keys: (!keys.is_empty()).then_some(keys),
         properties,
+        deliver_at_ms,
         ..SendMessageRequest::default()
     };
     Ok((req, Bytes::from(msg.body), sys.message_id))
@@ -157,7 +160,8 @@ pub fn endpoints(addr: SocketAddr) -> pb::Endpoints {
 /// The route of `cfg` served by this node: one queue per queue id (the
 /// larger of the read and write counts), each with its permission, on
 /// broker `broker_name` (id 0, the master) at `endpoint` (the node's gRPC
-/// endpoint). Only NORMAL messages are accepted over gRPC so far.
+/// endpoint). Only NORMAL and DELAY messages are accepted over gRPC so
+/// far ([`ACCEPTED_TYPES`]).
 pub fn route(cfg: &TopicConfig, broker_name: &str, endpoint: SocketAddr) -> Vec<pb::MessageQueue> {
     let broker = pb::Broker {
         name: broker_name.to_string(),
@@ -183,10 +187,32 @@ pub fn route(cfg: &TopicConfig, broker_name: &str, endpoint: SocketAddr) -> Vec<
                 id: i32::try_from(id).unwrap_or(i32::MAX),
                 permission: permission as i32,
                 broker: Some(broker.clone()),
-                accept_message_types: vec![pb::MessageType::Normal as i32],
+                accept_message_types: ACCEPTED_TYPES.iter().map(|t| *t as i32).collect(),
             }
         })
         .collect()
+}
+
+/// What a push consumer of `cfg` is assigned (`QueryAssignment`): as
+/// RocketMQ's proxy does for non-FIFO groups, one entry per broker with
+/// readable queues, queue id -1 (the pop takes from any queue).
+pub fn assignments(
+    cfg: &TopicConfig,
+    broker_name: &str,
+    endpoint: SocketAddr,
+) -> Vec<pb::Assignment> {
+    if !cfg.perm.is_readable() || cfg.read_queue_nums == 0 {
+        return Vec::new();
+    }
+    let mut queue = route(cfg, broker_name, endpoint)
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    queue.id = -1;
+    queue.permission = pb::Permission::ReadWrite as i32;
+    vec![pb::Assignment {
+        message_queue: Some(queue),
+    }]
 }
 
 fn duration(d: Duration) -> prost_types::Duration {
@@ -201,7 +227,13 @@ fn duration(d: Duration) -> prost_types::Duration {
 /// max message size as `publishing.max_body_size`, subscription defaults,
 /// and metrics off. Clients depend on each: without a backoff policy the
 /// Node.js producer crashes, with `max_body_size` 0 every send is refused.
-pub fn complete_settings(mut s: pb::Settings, max_body_size: usize) -> pb::Settings {
+/// `long_polling_ms` is the broker's long-polling cap (a subscription's
+/// `long_polling_timeout` when the client names none).
+pub fn complete_settings(
+    mut s: pb::Settings,
+    max_body_size: usize,
+    long_polling_ms: u64,
+) -> pb::Settings {
     s.backoff_policy = Some(pb::RetryPolicy {
         max_attempts: 16,
         strategy: Some(pb::retry_policy::Strategy::ExponentialBackoff(
@@ -227,13 +259,23 @@ pub fn complete_settings(mut s: pb::Settings, max_body_size: usize) -> pb::Setti
             sub.fifo = Some(sub.fifo.unwrap_or(false));
             sub.receive_batch_size = Some(sub.receive_batch_size.unwrap_or(32));
             if sub.long_polling_timeout.is_none() {
-                sub.long_polling_timeout = Some(duration(Duration::from_secs(30)));
+                sub.long_polling_timeout = Some(duration(Duration::from_millis(long_polling_ms)));
             }
         }
         None => {}
     }
     s
 }
+
+/// A `Timestamp` as ms since the epoch (before it: 0).
+pub fn timestamp_ms(t: &prost_types::Timestamp) -> u64 {
+    let secs = u64::try_from(t.seconds).unwrap_or(0);
+    let nanos = u64::try_from(t.nanos).unwrap_or(0);
+    secs.saturating_mul(1000).saturating_add(nanos / 1_000_000)
+}
+
+/// What a route accepts over gRPC so far.
+pub const ACCEPTED_TYPES: [pb::MessageType; 2] = [pb::MessageType::Normal, pb::MessageType::Delay];
 
 /// A `Duration` as milliseconds (negative: 0).
 pub fn millis(d: &prost_types::Duration) -> u64 {
@@ -242,7 +284,8 @@ pub fn millis(d: &prost_types::Duration) -> u64 {
     secs.saturating_mul(1000).saturating_add(nanos / 1_000_000)
 }
 
-fn timestamp(ms: u64) -> prost_types::Timestamp {
+/// ms since the epoch as a `Timestamp`.
+pub fn timestamp(ms: u64) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: i64::try_from(ms / 1000).unwrap_or(i64::MAX),
         nanos: i32::try_from((ms % 1000) * 1_000_000).unwrap_or(0),
@@ -474,6 +517,28 @@ mod tests {
     }
 
     #[test]
+    fn delay_messages_carry_their_delivery_time() {
+        let mut m = message("ID4");
+        if let Some(s) = m.system_properties.as_mut() {
+            s.message_type = pb::MessageType::Delay as i32;
+            s.delivery_timestamp = Some(prost_types::Timestamp {
+                seconds: 100,
+                nanos: 5_000_000,
+            });
+        }
+        let (req, _, _) = send_request(m, 4, 0).expect("delay message");
+        assert_eq!(req.deliver_at_ms, Some(100_005));
+        let mut m = message("ID5");
+        if let Some(s) = m.system_properties.as_mut() {
+            s.message_type = pb::MessageType::Delay as i32;
+        }
+        assert_eq!(
+            send_request(m, 4, 0).expect_err("no time").code,
+            grpc::ILLEGAL_DELIVERY_TIME
+        );
+    }
+
+    #[test]
     fn other_message_types_are_not_implemented_yet() {
         let mut m = message("ID2");
         if let Some(s) = m.system_properties.as_mut() {
@@ -511,8 +576,28 @@ mod tests {
         assert_eq!(ep.addresses[0].port, 8081);
         assert_eq!(
             qs[0].accept_message_types,
-            vec![pb::MessageType::Normal as i32]
+            vec![
+                pb::MessageType::Normal as i32,
+                pb::MessageType::Delay as i32
+            ]
         );
+    }
+
+    #[test]
+    fn one_assignment_per_broker_with_any_queue() {
+        let mut cfg = TopicConfig {
+            topic_name: "T".into(),
+            read_queue_nums: 4,
+            write_queue_nums: 4,
+            perm: Perm::READ_WRITE,
+            ..TopicConfig::default()
+        };
+        let addr: SocketAddr = "127.0.0.1:8081".parse().expect("addr");
+        let a = assignments(&cfg, "b", addr);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].message_queue.as_ref().map(|q| q.id), Some(-1));
+        cfg.perm = Perm::WRITE;
+        assert!(assignments(&cfg, "b", addr).is_empty());
     }
 
     #[test]
@@ -521,7 +606,7 @@ mod tests {
             pub_sub: Some(pb::settings::PubSub::Publishing(pb::Publishing::default())),
             ..Default::default()
         };
-        let s = complete_settings(s, 4 << 20);
+        let s = complete_settings(s, 4 << 20, 15_000);
         assert!(matches!(
             s.backoff_policy.and_then(|p| p.strategy),
             Some(pb::retry_policy::Strategy::ExponentialBackoff(_))
@@ -604,6 +689,7 @@ mod tests {
             (grpc::OK, C::Ok),
             (grpc::BAD_REQUEST, C::BadRequest),
             (grpc::ILLEGAL_TOPIC, C::IllegalTopic),
+            (grpc::ILLEGAL_DELIVERY_TIME, C::IllegalDeliveryTime),
             (grpc::ILLEGAL_CONSUMER_GROUP, C::IllegalConsumerGroup),
             (grpc::INVALID_TRANSACTION_ID, C::InvalidTransactionId),
             (grpc::ILLEGAL_FILTER_EXPRESSION, C::IllegalFilterExpression),

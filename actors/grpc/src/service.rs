@@ -5,9 +5,9 @@
 //! ([`actormq_actors::broker::error_map::grpc_code`]).
 //!
 //! Served: `QueryRoute`, `Heartbeat`, `SendMessage` (NORMAL messages),
-//! `Telemetry` (settings), `NotifyClientTermination`, and the simple
-//! consumer's `ReceiveMessage` (a pop), `AckMessage` and
-//! `ChangeInvisibleDuration`. Every other RPC answers
+//! `Telemetry` (settings), `NotifyClientTermination`, and the
+//! consumers' `QueryAssignment`, `ReceiveMessage` (a pop), `AckMessage`
+//! and `ChangeInvisibleDuration`. Every other RPC answers
 //! `Status{NOT_IMPLEMENTED}`.
 
 use std::net::SocketAddr;
@@ -72,6 +72,23 @@ impl GrpcSession {
             targets,
             logger: logger.clone(),
         }
+    }
+
+    /// The topic's config, or the one it will have once auto-created
+    /// (see [`GrpcSessionConfig::auto_create_queues`]).
+    fn topic_config(&self, topic: &str) -> Option<TopicConfig> {
+        if let Some(cfg) = self.targets.view.snapshot().get(topic) {
+            return Some(cfg.clone());
+        }
+        self.config
+            .auto_create_queues
+            .filter(|_| actormq_protocol::validate::validate_topic(topic).is_ok())
+            .map(|queues| TopicConfig {
+                topic_name: topic.to_string(),
+                read_queue_nums: queues,
+                write_queue_nums: queues,
+                ..TopicConfig::default()
+            })
     }
 
     async fn send_one(&self, msg: pb::Message) -> pb::SendResultEntry {
@@ -165,21 +182,15 @@ impl MessagingService for GrpcSession {
             .topic
             .map(|t| t.name)
             .unwrap_or_default();
-        let table = self.targets.view.snapshot();
-        let auto = self
-            .config
-            .auto_create_queues
-            .filter(|_| actormq_protocol::validate::validate_topic(&topic).is_ok())
-            .map(|queues| TopicConfig {
-                topic_name: topic.clone(),
-                read_queue_nums: queues,
-                write_queue_nums: queues,
-                ..TopicConfig::default()
-            });
-        let reply = match table.get(&topic).or(auto.as_ref()) {
+        let cfg = self.topic_config(&topic);
+        let reply = match cfg {
             Some(cfg) => pb::QueryRouteResponse {
                 status: Some(ok()),
-                message_queues: convert::route(cfg, &self.config.broker_name, self.config.endpoint),
+                message_queues: convert::route(
+                    &cfg,
+                    &self.config.broker_name,
+                    self.config.endpoint,
+                ),
             },
             None => pb::QueryRouteResponse {
                 status: Some(status_of(
@@ -241,12 +252,31 @@ impl MessagingService for GrpcSession {
 
     async fn query_assignment(
         &self,
-        _request: Request<pb::QueryAssignmentRequest>,
+        request: Request<pb::QueryAssignmentRequest>,
     ) -> Result<Response<pb::QueryAssignmentResponse>, Status> {
-        Ok(Response::new(pb::QueryAssignmentResponse {
-            status: Some(not_implemented("QueryAssignment")),
-            assignments: Vec::new(),
-        }))
+        let topic = request
+            .into_inner()
+            .topic
+            .map(|t| t.name)
+            .unwrap_or_default();
+        let reply = match self.topic_config(&topic) {
+            Some(cfg) => pb::QueryAssignmentResponse {
+                status: Some(ok()),
+                assignments: convert::assignments(
+                    &cfg,
+                    &self.config.broker_name,
+                    self.config.endpoint,
+                ),
+            },
+            None => pb::QueryAssignmentResponse {
+                status: Some(status_of(
+                    ResponseCode::TopicNotExist,
+                    format!("topic {topic} does not exist"),
+                )),
+                assignments: Vec::new(),
+            },
+        };
+        Ok(Response::new(reply))
     }
 
     type ReceiveMessageStream = BoxStream<pb::ReceiveMessageResponse>;
@@ -304,10 +334,17 @@ impl MessagingService for GrpcSession {
                 "no new message",
             ))));
         }
-        // RocketMQ's proxy: the status first, then the messages.
-        let mut out = Vec::with_capacity(messages.len() + 1);
+        // As RocketMQ's proxy: the status, the delivery time (clients
+        // measure delivery latency from it; the Python push consumer fails
+        // without it), then the messages.
+        let mut out = Vec::with_capacity(messages.len() + 2);
         out.push(Ok(pb::ReceiveMessageResponse {
             content: Some(pb::receive_message_response::Content::Status(ok())),
+        }));
+        out.push(Ok(pb::ReceiveMessageResponse {
+            content: Some(pb::receive_message_response::Content::DeliveryTimestamp(
+                convert::timestamp(now_ms()),
+            )),
         }));
         out.extend(messages.into_iter().map(|m| {
             Ok(pb::ReceiveMessageResponse {
@@ -423,6 +460,7 @@ impl MessagingService for GrpcSession {
         request: Request<Streaming<pb::TelemetryCommand>>,
     ) -> Result<Response<Self::TelemetryStream>, Status> {
         let max_body_size = self.config.max_body_size;
+        let long_polling_ms = self.config.max_poll_ms;
         let logger = self.logger.clone();
         let inbound = request.into_inner();
         // One answer per client `Settings`; other commands (thread stack
@@ -435,7 +473,7 @@ impl MessagingService for GrpcSession {
                 }) => Some(Ok(pb::TelemetryCommand {
                     status: Some(ok()),
                     command: Some(pb::telemetry_command::Command::Settings(
-                        convert::complete_settings(s, max_body_size),
+                        convert::complete_settings(s, max_body_size, long_polling_ms),
                     )),
                 })),
                 Ok(_) => None,
