@@ -715,3 +715,62 @@ async fn t90_grpc_delay_message_is_delivered_at_its_time() {
     })
     .await;
 }
+
+#[actix_rt::test]
+async fn t90_python_send_survives_a_node_restart_before_the_receive() {
+    let Some(python) = python_client() else {
+        return;
+    };
+    bounded(async {
+        let mut node =
+            NodeProcess::start(Bin::Node, &[] as &[&str]).expect("start a combined node");
+        let topic = "t90-python-restart";
+        let run = |script: &'static str, args: Vec<String>| {
+            let python = python.clone();
+            actix_rt::task::spawn_blocking(move || {
+                let out = std::process::Command::new(python)
+                    .arg(script)
+                    .args(args)
+                    .output()
+                    .expect("run python");
+                let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+                assert!(
+                    out.status.success(),
+                    "{script} failed: {stdout}\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                stdout
+            })
+        };
+        let producer = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/rocketmq-python-producer.py"
+        );
+        let consumer = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/rocketmq-python-simple-consumer.py"
+        );
+        let grpc = node.grpc().to_string();
+        let sent = run(producer, vec![grpc, topic.into(), "3".into()])
+            .await
+            .expect("join");
+        assert_eq!(sent.lines().count(), 3, "{sent}");
+        node.terminate().expect("terminate");
+        node.restart().expect("restart");
+        let grpc = node.grpc().to_string();
+        let got = run(
+            consumer,
+            vec![grpc, "t90-restart-group".into(), topic.into(), "3".into()],
+        )
+        .await
+        .expect("join");
+        let mut bodies: Vec<String> = got
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line"))
+            .map(|g| g["body"].as_str().unwrap_or_default().to_string())
+            .collect();
+        bodies.sort();
+        assert_eq!(bodies, ["py-0", "py-1", "py-2"]);
+    })
+    .await;
+}
