@@ -455,6 +455,7 @@ impl Node {
                 writer: broker.writer.clone(),
                 view: broker.view.clone(),
                 pop: broker.pop.clone(),
+                end_transaction: broker.end_transaction.clone(),
             },
             &self.logger,
         ));

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use actormq_actors::broker::error_map::{grpc, grpc_code};
+use actormq_protocol::MessageId;
 use actormq_protocol::ResponseCode;
 use actormq_protocol::StoredMessage;
 use actormq_protocol::message::{PROPERTY_POP_CK, PROPERTY_UNIQUE_KEY};
@@ -15,6 +16,8 @@ use actormq_protocol::request::pop::{
 };
 use actormq_protocol::request::send::SendMessageRequest;
 use actormq_protocol::request::topic::TopicConfig;
+use actormq_protocol::request::transaction::{EndTransactionRequest, TransactionDecision};
+use actormq_protocol::system_topic::{PROPERTY_PRODUCER_GROUP, PROPERTY_TRANSACTION_PREPARED};
 use bytes::Bytes;
 
 use crate::pb;
@@ -91,7 +94,10 @@ pub fn send_request(
     let sys = msg.system_properties.unwrap_or_default();
     let message_type = pb::MessageType::try_from(sys.message_type).unwrap_or_default();
     match message_type {
-        pb::MessageType::Normal | pb::MessageType::Unspecified | pb::MessageType::Delay => {}
+        pb::MessageType::Normal
+        | pb::MessageType::Unspecified
+        | pb::MessageType::Delay
+        | pb::MessageType::Transaction => {}
         other => {
             return Err(Refusal::new(
                 grpc::NOT_IMPLEMENTED,
@@ -125,6 +131,14 @@ pub fn send_request(
     }
     let mut properties: BTreeMap<String, String> = msg.user_properties.into_iter().collect();
     properties.insert(PROPERTY_UNIQUE_KEY.to_string(), sys.message_id.clone());
+    if message_type == pb::MessageType::Transaction {
+        // A half message, as the native transactional producer sends it.
+        properties.insert(PROPERTY_TRANSACTION_PREPARED.to_string(), "true".into());
+        properties.insert(
+            PROPERTY_PRODUCER_GROUP.to_string(),
+            GRPC_PRODUCER_GROUP.to_string(),
+        );
+    }
     let keys = sys.keys.join(" ");
     let born_timestamp_ms = sys.born_timestamp.as_ref().map_or(now_ms, timestamp_ms);
     let queue_id = u32::try_from(sys.queue_id).unwrap_or(0) % write_queues.max(1);
@@ -160,8 +174,8 @@ pub fn endpoints(addr: SocketAddr) -> pb::Endpoints {
 /// The route of `cfg` served by this node: one queue per queue id (the
 /// larger of the read and write counts), each with its permission, on
 /// broker `broker_name` (id 0, the master) at `endpoint` (the node's gRPC
-/// endpoint). Only NORMAL and DELAY messages are accepted over gRPC so
-/// far ([`ACCEPTED_TYPES`]).
+/// endpoint). NORMAL, DELAY and TRANSACTION messages are accepted over
+/// gRPC so far ([`ACCEPTED_TYPES`]).
 pub fn route(cfg: &TopicConfig, broker_name: &str, endpoint: SocketAddr) -> Vec<pb::MessageQueue> {
     let broker = pb::Broker {
         name: broker_name.to_string(),
@@ -267,6 +281,45 @@ pub fn complete_settings(
     s
 }
 
+/// The transaction id a gRPC client gets for a stored half message: what
+/// ends it later (`EndTransaction` names only ids), the broker's message
+/// id (it holds the commit-log offset) and the half message's queue
+/// offset, as `<msg id>:<queue offset>`.
+pub fn transaction_id(msg_id: &str, queue_offset: u64) -> String {
+    format!("{msg_id}:{queue_offset}")
+}
+
+/// An `EndTransaction` as the broker's end of transaction: commit or
+/// rollback of the half message its transaction id names.
+pub fn end_transaction_request(
+    req: &pb::EndTransactionRequest,
+) -> Result<EndTransactionRequest, Refusal> {
+    let bad = || {
+        Refusal::new(
+            grpc::INVALID_TRANSACTION_ID,
+            format!("malformed transaction id {:?}", req.transaction_id),
+        )
+    };
+    let (msg_id, queue_offset) = req.transaction_id.split_once(':').ok_or_else(bad)?;
+    let queue_offset: u64 = queue_offset.parse().map_err(|_| bad())?;
+    let id = MessageId::decode(msg_id).map_err(|_| bad())?;
+    let decision = match pb::TransactionResolution::try_from(req.resolution).unwrap_or_default() {
+        pb::TransactionResolution::Commit => TransactionDecision::Commit,
+        pb::TransactionResolution::Rollback => TransactionDecision::Rollback,
+        pb::TransactionResolution::Unspecified => TransactionDecision::Unknown,
+    };
+    Ok(EndTransactionRequest {
+        producer_group: GRPC_PRODUCER_GROUP.into(),
+        tran_state_table_offset: queue_offset,
+        commit_log_offset: id.commit_log_offset,
+        decision,
+        from_transaction_check: pb::TransactionSource::try_from(req.source).unwrap_or_default()
+            == pb::TransactionSource::SourceServerCheck,
+        msg_id: msg_id.to_string(),
+        transaction_id: Some(req.message_id.clone()),
+    })
+}
+
 /// A `Timestamp` as ms since the epoch (before it: 0).
 pub fn timestamp_ms(t: &prost_types::Timestamp) -> u64 {
     let secs = u64::try_from(t.seconds).unwrap_or(0);
@@ -275,7 +328,11 @@ pub fn timestamp_ms(t: &prost_types::Timestamp) -> u64 {
 }
 
 /// What a route accepts over gRPC so far.
-pub const ACCEPTED_TYPES: [pb::MessageType; 2] = [pb::MessageType::Normal, pb::MessageType::Delay];
+pub const ACCEPTED_TYPES: [pb::MessageType; 3] = [
+    pb::MessageType::Normal,
+    pb::MessageType::Delay,
+    pb::MessageType::Transaction,
+];
 
 /// A `Duration` as milliseconds (negative: 0).
 pub fn millis(d: &prost_types::Duration) -> u64 {
@@ -539,6 +596,45 @@ mod tests {
     }
 
     #[test]
+    fn transactions_are_half_messages_ended_by_their_id() {
+        let mut m = message("ID6");
+        if let Some(s) = m.system_properties.as_mut() {
+            s.message_type = pb::MessageType::Transaction as i32;
+        }
+        let (req, _, _) = send_request(m, 4, 0).expect("half message");
+        assert_eq!(req.properties[PROPERTY_TRANSACTION_PREPARED], "true");
+        let id = MessageId {
+            store_host: "127.0.0.1:10911".parse().expect("addr"),
+            commit_log_offset: 4096,
+        }
+        .encode();
+        let end = end_transaction_request(&pb::EndTransactionRequest {
+            topic: None,
+            message_id: "ID6".into(),
+            transaction_id: transaction_id(&id, 7),
+            resolution: pb::TransactionResolution::Commit as i32,
+            source: pb::TransactionSource::SourceClient as i32,
+            trace_context: String::new(),
+        })
+        .expect("end");
+        assert_eq!(
+            (end.commit_log_offset, end.tran_state_table_offset),
+            (4096, 7)
+        );
+        assert_eq!(end.decision, TransactionDecision::Commit);
+        assert!(!end.from_transaction_check);
+        assert_eq!(end.transaction_id.as_deref(), Some("ID6"));
+        let bad = pb::EndTransactionRequest {
+            transaction_id: "nope".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            end_transaction_request(&bad).expect_err("bad id").code,
+            grpc::INVALID_TRANSACTION_ID
+        );
+    }
+
+    #[test]
     fn other_message_types_are_not_implemented_yet() {
         let mut m = message("ID2");
         if let Some(s) = m.system_properties.as_mut() {
@@ -578,7 +674,8 @@ mod tests {
             qs[0].accept_message_types,
             vec![
                 pb::MessageType::Normal as i32,
-                pb::MessageType::Delay as i32
+                pb::MessageType::Delay as i32,
+                pb::MessageType::Transaction as i32,
             ]
         );
     }

@@ -7,13 +7,16 @@
 //! Served: `QueryRoute`, `Heartbeat`, `SendMessage` (NORMAL messages),
 //! `Telemetry` (settings), `NotifyClientTermination`, and the
 //! consumers' `QueryAssignment`, `ReceiveMessage` (a pop), `AckMessage`
-//! and `ChangeInvisibleDuration`. Every other RPC answers
+//! and `ChangeInvisibleDuration`, and `EndTransaction` (the broker's
+//! check-back of a transaction over Telemetry is not there yet). Every other RPC answers
 //! `Status{NOT_IMPLEMENTED}`.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
 
-use actormq_actors::broker::{CommitLogActor, PopService, TopicView, now_ms};
+use actormq_actors::broker::{
+    CommitLogActor, EndTransactionService, PopService, TopicView, now_ms,
+};
 use actormq_actors::runtime::{Call, ChildRef, ServiceError};
 use actormq_protocol::ResponseCode;
 use actormq_protocol::request::topic::TopicConfig;
@@ -54,6 +57,8 @@ pub struct GrpcTargets {
     pub view: TopicView,
     /// The pop service (receive, ack, change of invisible duration).
     pub pop: ChildRef<PopService>,
+    /// Ends transactions (commit, rollback of half messages).
+    pub end_transaction: ChildRef<EndTransactionService>,
 }
 
 /// The `apache.rocketmq.v2.MessagingService` in front of the broker
@@ -117,6 +122,9 @@ impl GrpcSession {
             Ok(ok) => ok,
             Err(r) => return refused(r.status()),
         };
+        let half = req
+            .properties
+            .contains_key(actormq_protocol::system_topic::PROPERTY_TRANSACTION_PREPARED);
         let Some(writer) = self.targets.writer.addr() else {
             return refused(status_of(
                 ResponseCode::SystemBusy,
@@ -136,7 +144,11 @@ impl GrpcSession {
                     status_of(reply.code, reply.code.to_string())
                 }),
                 message_id,
-                transaction_id: String::new(),
+                transaction_id: if half {
+                    convert::transaction_id(&reply.fields.msg_id, reply.fields.queue_offset)
+                } else {
+                    String::new()
+                },
                 offset: i64::try_from(reply.fields.queue_offset).unwrap_or(i64::MAX),
                 recall_handle: String::new(),
             },
@@ -446,11 +458,33 @@ impl MessagingService for GrpcSession {
 
     async fn end_transaction(
         &self,
-        _request: Request<pb::EndTransactionRequest>,
+        request: Request<pb::EndTransactionRequest>,
     ) -> Result<Response<pb::EndTransactionResponse>, Status> {
-        Ok(Response::new(pb::EndTransactionResponse {
-            status: Some(not_implemented("EndTransaction")),
-        }))
+        let req = request.into_inner();
+        let answer = |status: pb::Status| {
+            Ok(Response::new(pb::EndTransactionResponse {
+                status: Some(status),
+            }))
+        };
+        let end = match convert::end_transaction_request(&req) {
+            Ok(end) => end,
+            Err(r) => return answer(r.status()),
+        };
+        let Some(service) = self.targets.end_transaction.addr() else {
+            return answer(status_of(
+                ResponseCode::SystemBusy,
+                "the end-transaction service is restarting",
+            ));
+        };
+        match service
+            .send(Call::new(end))
+            .await
+            .map_err(ServiceError::from)
+            .and_then(|r| r)
+        {
+            Ok(_) => answer(ok()),
+            Err(e) => answer(status_of(e.code, e.remark)),
+        }
     }
 
     type TelemetryStream = BoxStream<pb::TelemetryCommand>;

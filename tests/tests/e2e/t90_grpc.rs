@@ -225,6 +225,18 @@ async fn t90_grpc_send_is_read_by_the_native_consumer() {
             .into_inner();
         assert_eq!(
             end.status.map(|s| s.code),
+            Some(pb::Code::InvalidTransactionId as i32)
+        );
+        let dlq = c
+            .forward_message_to_dead_letter_queue(pb::ForwardMessageToDeadLetterQueueRequest {
+                topic: resource(topic),
+                ..Default::default()
+            })
+            .await
+            .expect("forward to DLQ")
+            .into_inner();
+        assert_eq!(
+            dlq.status.map(|s| s.code),
             Some(pb::Code::NotImplemented as i32)
         );
         let bye = c
@@ -771,6 +783,56 @@ async fn t90_python_send_survives_a_node_restart_before_the_receive() {
             .collect();
         bodies.sort();
         assert_eq!(bodies, ["py-0", "py-1", "py-2"]);
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn t90_python_transactions_commit_and_roll_back() {
+    let Some(python) = python_client() else {
+        return;
+    };
+    bounded(async {
+        let node = NodeProcess::start(Bin::Node, &[] as &[&str]).expect("start a combined node");
+        let topic = "t90-python-tx";
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/rocketmq-python-transaction-producer.py"
+        );
+        let grpc = node.grpc().to_string();
+        let out = actix_rt::task::spawn_blocking(move || {
+            std::process::Command::new(python)
+                .args([script, grpc.as_str(), topic, "2"])
+                .output()
+        })
+        .await
+        .expect("join")
+        .expect("run the python transactional producer");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "python transactional producer failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(stdout.lines().count(), 4, "{stdout}");
+        // The committed ones are delivered, the rolled-back ones never.
+        let mut c = client(node.grpc()).await;
+        let group = "t90-tx-group";
+        let start = Instant::now();
+        let mut bodies = Vec::new();
+        while bodies.len() < 2 {
+            assert!(start.elapsed() < WAIT, "committed: {bodies:?}");
+            let (_, messages) = receive(&mut c, group, topic).await;
+            bodies.extend(
+                messages
+                    .iter()
+                    .map(|m| String::from_utf8_lossy(&m.body).into_owned()),
+            );
+        }
+        let (status, more) = receive(&mut c, group, topic).await;
+        assert_eq!(status.code, pb::Code::MessageNotFound as i32, "{more:?}");
+        bodies.sort();
+        assert_eq!(bodies, ["commit-0", "commit-1"]);
     })
     .await;
 }
