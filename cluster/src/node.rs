@@ -456,6 +456,7 @@ impl Node {
                 view: broker.view.clone(),
                 pop: broker.pop.clone(),
                 end_transaction: broker.end_transaction.clone(),
+                subscription_groups: broker.subscription_groups.clone(),
             },
             &self.logger,
         ));

@@ -22,6 +22,18 @@ use bytes::Bytes;
 
 use crate::pb;
 
+/// Where a FIFO message's group is kept (RocketMQ's `__SHARDINGKEY`).
+pub const PROPERTY_SHARDING_KEY: &str = "__SHARDINGKEY";
+
+/// The queue of message group `group` among `write_queues` (FNV-1a: the
+/// same group always lands in the same queue).
+pub fn group_queue(group: &str, write_queues: u32) -> u32 {
+    let hash = group.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    u32::try_from(hash % u64::from(write_queues.max(1))).unwrap_or(0)
+}
+
 /// The producer group recorded for sends over gRPC (RocketMQ 5 producers
 /// have no group).
 pub const GRPC_PRODUCER_GROUP: &str = "GRPC_PRODUCER_GROUP";
@@ -97,6 +109,7 @@ pub fn send_request(
         pb::MessageType::Normal
         | pb::MessageType::Unspecified
         | pb::MessageType::Delay
+        | pb::MessageType::Fifo
         | pb::MessageType::Transaction => {}
         other => {
             return Err(Refusal::new(
@@ -108,10 +121,11 @@ pub fn send_request(
             ));
         }
     }
-    if sys.message_group.is_some() {
+    let message_group = sys.message_group.clone().filter(|g| !g.is_empty());
+    if message_type == pb::MessageType::Fifo && message_group.is_none() {
         return Err(Refusal::new(
-            grpc::NOT_IMPLEMENTED,
-            "FIFO messages (message groups) are not implemented over gRPC by this actormq version",
+            grpc::ILLEGAL_MESSAGE_GROUP,
+            "a FIFO message needs a message group",
         ));
     }
     // DELAY: delivered at the client's delivery timestamp (the broker's
@@ -141,7 +155,14 @@ pub fn send_request(
     }
     let keys = sys.keys.join(" ");
     let born_timestamp_ms = sys.born_timestamp.as_ref().map_or(now_ms, timestamp_ms);
-    let queue_id = u32::try_from(sys.queue_id).unwrap_or(0) % write_queues.max(1);
+    // FIFO: one queue per message group, so a group keeps its order.
+    let queue_id = match &message_group {
+        Some(g) => group_queue(g, write_queues),
+        None => u32::try_from(sys.queue_id).unwrap_or(0) % write_queues.max(1),
+    };
+    if let Some(g) = message_group {
+        properties.insert(PROPERTY_SHARDING_KEY.to_string(), g);
+    }
     let req = SendMessageRequest {
         producer_group: GRPC_PRODUCER_GROUP.into(),
         topic,
@@ -174,8 +195,8 @@ pub fn endpoints(addr: SocketAddr) -> pb::Endpoints {
 /// The route of `cfg` served by this node: one queue per queue id (the
 /// larger of the read and write counts), each with its permission, on
 /// broker `broker_name` (id 0, the master) at `endpoint` (the node's gRPC
-/// endpoint). NORMAL, DELAY and TRANSACTION messages are accepted over
-/// gRPC so far ([`ACCEPTED_TYPES`]).
+/// endpoint). NORMAL, FIFO, DELAY and TRANSACTION messages are accepted
+/// ([`ACCEPTED_TYPES`]).
 pub fn route(cfg: &TopicConfig, broker_name: &str, endpoint: SocketAddr) -> Vec<pb::MessageQueue> {
     let broker = pb::Broker {
         name: broker_name.to_string(),
@@ -208,15 +229,29 @@ pub fn route(cfg: &TopicConfig, broker_name: &str, endpoint: SocketAddr) -> Vec<
 }
 
 /// What a push consumer of `cfg` is assigned (`QueryAssignment`): as
-/// RocketMQ's proxy does for non-FIFO groups, one entry per broker with
-/// readable queues, queue id -1 (the pop takes from any queue).
+/// RocketMQ's proxy does, one entry per broker with readable queues, queue
+/// id -1 (the pop takes from any queue); for a FIFO group one entry per
+/// readable queue.
 pub fn assignments(
     cfg: &TopicConfig,
     broker_name: &str,
     endpoint: SocketAddr,
+    fifo: bool,
 ) -> Vec<pb::Assignment> {
     if !cfg.perm.is_readable() || cfg.read_queue_nums == 0 {
         return Vec::new();
+    }
+    if fifo {
+        return route(cfg, broker_name, endpoint)
+            .into_iter()
+            .filter(|q| {
+                q.permission == pb::Permission::Read as i32
+                    || q.permission == pb::Permission::ReadWrite as i32
+            })
+            .map(|q| pb::Assignment {
+                message_queue: Some(q),
+            })
+            .collect();
     }
     let mut queue = route(cfg, broker_name, endpoint)
         .into_iter()
@@ -243,10 +278,12 @@ fn duration(d: Duration) -> prost_types::Duration {
 /// Node.js producer crashes, with `max_body_size` 0 every send is refused.
 /// `long_polling_ms` is the broker's long-polling cap (a subscription's
 /// `long_polling_timeout` when the client names none).
+/// `fifo` is the subscription group's `consume_message_orderly`.
 pub fn complete_settings(
     mut s: pb::Settings,
     max_body_size: usize,
     long_polling_ms: u64,
+    fifo: bool,
 ) -> pb::Settings {
     s.backoff_policy = Some(pb::RetryPolicy {
         max_attempts: 16,
@@ -270,7 +307,7 @@ pub fn complete_settings(
             p.max_body_size = i32::try_from(max_body_size).unwrap_or(i32::MAX);
         }
         Some(pb::settings::PubSub::Subscription(sub)) => {
-            sub.fifo = Some(sub.fifo.unwrap_or(false));
+            sub.fifo = Some(fifo);
             sub.receive_batch_size = Some(sub.receive_batch_size.unwrap_or(32));
             if sub.long_polling_timeout.is_none() {
                 sub.long_polling_timeout = Some(duration(Duration::from_millis(long_polling_ms)));
@@ -328,8 +365,9 @@ pub fn timestamp_ms(t: &prost_types::Timestamp) -> u64 {
 }
 
 /// What a route accepts over gRPC so far.
-pub const ACCEPTED_TYPES: [pb::MessageType; 3] = [
+pub const ACCEPTED_TYPES: [pb::MessageType; 4] = [
     pb::MessageType::Normal,
+    pb::MessageType::Fifo,
     pb::MessageType::Delay,
     pb::MessageType::Transaction,
 ];
@@ -360,8 +398,12 @@ pub const MAX_RECEIVE_BATCH: u32 = 32;
 /// message queue (any of its queues on this broker), the batch size (1 to
 /// [`MAX_RECEIVE_BATCH`]), the invisible duration, the long-polling time
 /// (capped at `max_poll_ms`), the filter.
+/// `fifo`: the group consumes in order (its subscription group's
+/// `consume_message_orderly`): an orderly pop, one delivery in flight per
+/// queue, and a queue id the client names (>= 0) is popped alone.
 pub fn pop_request(
     req: &pb::ReceiveMessageRequest,
+    fifo: bool,
     max_poll_ms: u64,
     now_ms: u64,
 ) -> Result<PopMessageRequest, Refusal> {
@@ -408,7 +450,13 @@ pub fn pop_request(
     Ok(PopMessageRequest {
         consumer_group: group,
         topic,
-        queue_id: None,
+        // A FIFO push consumer receives per assigned queue; any other
+        // receive takes from any queue, as RocketMQ's proxy does.
+        queue_id: req
+            .message_queue
+            .as_ref()
+            .filter(|_| fifo)
+            .and_then(|q| u32::try_from(q.id).ok()),
         max_msg_nums: u32::try_from(req.batch_size)
             .unwrap_or(1)
             .clamp(1, MAX_RECEIVE_BATCH),
@@ -417,7 +465,7 @@ pub fn pop_request(
         born_time_ms: now_ms,
         expression,
         expression_type,
-        order: false,
+        order: fifo,
     })
 }
 
@@ -442,6 +490,12 @@ pub fn delivered(m: StoredMessage) -> pb::Message {
     let mut props = m.message.properties;
     let receipt = props.remove(PROPERTY_POP_CK);
     props.remove(PROPERTY_UNIQUE_KEY);
+    let message_group = props.remove(PROPERTY_SHARDING_KEY);
+    let message_type = if message_group.is_some() {
+        pb::MessageType::Fifo
+    } else {
+        pb::MessageType::Normal
+    };
     let keys = m
         .message
         .keys
@@ -467,7 +521,8 @@ pub fn delivered(m: StoredMessage) -> pb::Message {
                 checksum: md5_hex(&m.message.body),
             }),
             body_encoding: pb::Encoding::Identity as i32,
-            message_type: pb::MessageType::Normal as i32,
+            message_type: message_type as i32,
+            message_group,
             born_timestamp: Some(timestamp(m.born_timestamp_ms)),
             born_host: m.born_host.ip().to_string(),
             store_timestamp: Some(timestamp(m.store_timestamp_ms)),
@@ -635,19 +690,41 @@ mod tests {
     }
 
     #[test]
-    fn other_message_types_are_not_implemented_yet() {
-        let mut m = message("ID2");
+    fn fifo_messages_keep_their_group_in_one_queue() {
+        let fifo = |id: &str, group: &str| {
+            let mut m = message(id);
+            if let Some(s) = m.system_properties.as_mut() {
+                s.message_type = pb::MessageType::Fifo as i32;
+                s.message_group = Some(group.into());
+            }
+            m
+        };
+        let (a1, _, _) = send_request(fifo("A1", "a"), 8, 0).expect("fifo");
+        let (a2, _, _) = send_request(fifo("A2", "a"), 8, 0).expect("fifo");
+        assert_eq!(a1.queue_id, a2.queue_id);
+        assert_eq!(a1.queue_id, group_queue("a", 8));
+        assert_eq!(a1.properties[PROPERTY_SHARDING_KEY], "a");
+        let mut m = fifo("A3", "a");
         if let Some(s) = m.system_properties.as_mut() {
-            s.message_type = pb::MessageType::Fifo as i32;
-            s.message_group = Some("g".into());
+            s.message_group = None;
         }
-        let e = send_request(m, 4, 0).expect_err("fifo refused");
-        assert_eq!(e.code, grpc::NOT_IMPLEMENTED);
+        assert_eq!(
+            send_request(m, 8, 0).expect_err("no group").code,
+            grpc::ILLEGAL_MESSAGE_GROUP
+        );
         let mut m = message("ID3");
         m.topic = None;
         assert_eq!(
             send_request(m, 4, 0).expect_err("no topic").code,
             grpc::ILLEGAL_TOPIC
+        );
+        let mut m = message("ID7");
+        if let Some(s) = m.system_properties.as_mut() {
+            s.message_type = pb::MessageType::Lite as i32;
+        }
+        assert_eq!(
+            send_request(m, 4, 0).expect_err("lite").code,
+            grpc::NOT_IMPLEMENTED
         );
     }
 
@@ -674,6 +751,7 @@ mod tests {
             qs[0].accept_message_types,
             vec![
                 pb::MessageType::Normal as i32,
+                pb::MessageType::Fifo as i32,
                 pb::MessageType::Delay as i32,
                 pb::MessageType::Transaction as i32,
             ]
@@ -690,11 +768,12 @@ mod tests {
             ..TopicConfig::default()
         };
         let addr: SocketAddr = "127.0.0.1:8081".parse().expect("addr");
-        let a = assignments(&cfg, "b", addr);
+        let a = assignments(&cfg, "b", addr, false);
         assert_eq!(a.len(), 1);
         assert_eq!(a[0].message_queue.as_ref().map(|q| q.id), Some(-1));
+        assert_eq!(assignments(&cfg, "b", addr, true).len(), 4);
         cfg.perm = Perm::WRITE;
-        assert!(assignments(&cfg, "b", addr).is_empty());
+        assert!(assignments(&cfg, "b", addr, false).is_empty());
     }
 
     #[test]
@@ -703,7 +782,7 @@ mod tests {
             pub_sub: Some(pb::settings::PubSub::Publishing(pb::Publishing::default())),
             ..Default::default()
         };
-        let s = complete_settings(s, 4 << 20, 15_000);
+        let s = complete_settings(s, 4 << 20, 15_000, false);
         assert!(matches!(
             s.backoff_policy.and_then(|p| p.strategy),
             Some(pb::retry_policy::Strategy::ExponentialBackoff(_))
@@ -750,7 +829,7 @@ mod tests {
             }),
             attempt_id: None,
         };
-        let pop = pop_request(&req, 15_000, 5).expect("pop");
+        let pop = pop_request(&req, false, 15_000, 5).expect("pop");
         assert_eq!(
             (pop.consumer_group.as_str(), pop.topic.as_str()),
             ("g", "T")
@@ -760,6 +839,10 @@ mod tests {
         assert_eq!(pop.poll_time_ms, 15_000);
         assert_eq!(pop.expression.as_deref(), Some("A || B"));
         assert_eq!(pop.expression_type.as_deref(), Some("TAG"));
+        assert_eq!(pop.queue_id, None);
+        let fifo = pop_request(&req, true, 15_000, 5).expect("pop");
+        assert!(fifo.order);
+        assert_eq!(fifo.queue_id, Some(0));
         assert_eq!(
             ack_request("g", "T", "nope").expect_err("bad handle").code,
             grpc::INVALID_RECEIPT_HANDLE
@@ -786,6 +869,7 @@ mod tests {
             (grpc::OK, C::Ok),
             (grpc::BAD_REQUEST, C::BadRequest),
             (grpc::ILLEGAL_TOPIC, C::IllegalTopic),
+            (grpc::ILLEGAL_MESSAGE_GROUP, C::IllegalMessageGroup),
             (grpc::ILLEGAL_DELIVERY_TIME, C::IllegalDeliveryTime),
             (grpc::ILLEGAL_CONSUMER_GROUP, C::IllegalConsumerGroup),
             (grpc::INVALID_TRANSACTION_ID, C::InvalidTransactionId),

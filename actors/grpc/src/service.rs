@@ -14,8 +14,9 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 
+use actormq_actors::broker::subscription_group_manager::ResolveGroups;
 use actormq_actors::broker::{
-    CommitLogActor, EndTransactionService, PopService, TopicView, now_ms,
+    CommitLogActor, EndTransactionService, PopService, SubscriptionGroupManager, TopicView, now_ms,
 };
 use actormq_actors::runtime::{Call, ChildRef, ServiceError};
 use actormq_protocol::ResponseCode;
@@ -59,6 +60,30 @@ pub struct GrpcTargets {
     pub pop: ChildRef<PopService>,
     /// Ends transactions (commit, rollback of half messages).
     pub end_transaction: ChildRef<EndTransactionService>,
+    /// Subscription groups (auto-created on first use as configured; a
+    /// group consuming in order is a FIFO group).
+    pub subscription_groups: ChildRef<SubscriptionGroupManager>,
+}
+
+/// Whether `group` consumes in order (`consume_message_orderly`),
+/// resolving (and, when allowed, auto-creating) it as a native heartbeat
+/// does. A group that cannot be resolved is not FIFO.
+async fn group_is_fifo(groups: &ChildRef<SubscriptionGroupManager>, group: &str) -> bool {
+    if group.is_empty() {
+        return false;
+    }
+    let Some(manager) = groups.addr() else {
+        return false;
+    };
+    match manager
+        .send(ResolveGroups {
+            groups: vec![group.to_string()],
+        })
+        .await
+    {
+        Ok(Ok(configs)) => configs.first().is_some_and(|c| c.consume_message_orderly),
+        _ => false,
+    }
 }
 
 /// The `apache.rocketmq.v2.MessagingService` in front of the broker
@@ -266,11 +291,10 @@ impl MessagingService for GrpcSession {
         &self,
         request: Request<pb::QueryAssignmentRequest>,
     ) -> Result<Response<pb::QueryAssignmentResponse>, Status> {
-        let topic = request
-            .into_inner()
-            .topic
-            .map(|t| t.name)
-            .unwrap_or_default();
+        let req = request.into_inner();
+        let topic = req.topic.map(|t| t.name).unwrap_or_default();
+        let group = req.group.map(|g| g.name).unwrap_or_default();
+        let fifo = group_is_fifo(&self.targets.subscription_groups, &group).await;
         let reply = match self.topic_config(&topic) {
             Some(cfg) => pb::QueryAssignmentResponse {
                 status: Some(ok()),
@@ -278,6 +302,7 @@ impl MessagingService for GrpcSession {
                     &cfg,
                     &self.config.broker_name,
                     self.config.endpoint,
+                    fifo,
                 ),
             },
             None => pb::QueryAssignmentResponse {
@@ -303,7 +328,13 @@ impl MessagingService for GrpcSession {
             })
         };
         let req = request.into_inner();
-        let pop = match convert::pop_request(&req, self.config.max_poll_ms, now_ms()) {
+        let group = req
+            .group
+            .as_ref()
+            .map(|g| g.name.as_str())
+            .unwrap_or_default();
+        let fifo = group_is_fifo(&self.targets.subscription_groups, group).await;
+        let pop = match convert::pop_request(&req, fifo, self.config.max_poll_ms, now_ms()) {
             Ok(pop) => pop,
             Err(r) => return Ok(Response::new(status_only(r.status()))),
         };
@@ -496,27 +527,42 @@ impl MessagingService for GrpcSession {
         let max_body_size = self.config.max_body_size;
         let long_polling_ms = self.config.max_poll_ms;
         let logger = self.logger.clone();
+        let groups = self.targets.subscription_groups.clone();
         let inbound = request.into_inner();
         // One answer per client `Settings`; other commands (thread stack
         // traces, verify results) need no answer yet.
         let answers = inbound.filter_map(move |cmd| {
-            let out = match cmd {
-                Ok(pb::TelemetryCommand {
-                    command: Some(pb::telemetry_command::Command::Settings(s)),
-                    ..
-                }) => Some(Ok(pb::TelemetryCommand {
-                    status: Some(ok()),
-                    command: Some(pb::telemetry_command::Command::Settings(
-                        convert::complete_settings(s, max_body_size, long_polling_ms),
-                    )),
-                })),
-                Ok(_) => None,
-                Err(e) => {
-                    debug!(logger, "telemetry stream ended"; "status" => %e);
-                    None
+            let (logger, groups) = (logger.clone(), groups.clone());
+            async move {
+                match cmd {
+                    Ok(pb::TelemetryCommand {
+                        command: Some(pb::telemetry_command::Command::Settings(s)),
+                        ..
+                    }) => {
+                        let group = match &s.pub_sub {
+                            Some(pb::settings::PubSub::Subscription(sub)) => {
+                                sub.group.as_ref().map(|g| g.name.clone())
+                            }
+                            _ => None,
+                        };
+                        let fifo = match group {
+                            Some(g) => group_is_fifo(&groups, &g).await,
+                            None => false,
+                        };
+                        Some(Ok(pb::TelemetryCommand {
+                            status: Some(ok()),
+                            command: Some(pb::telemetry_command::Command::Settings(
+                                convert::complete_settings(s, max_body_size, long_polling_ms, fifo),
+                            )),
+                        }))
+                    }
+                    Ok(_) => None,
+                    Err(e) => {
+                        debug!(logger, "telemetry stream ended"; "status" => %e);
+                        None
+                    }
                 }
-            };
-            std::future::ready(out)
+            }
         });
         Ok(Response::new(Box::pin(answers)))
     }

@@ -115,6 +115,8 @@ pub mod grpc {
     pub const ILLEGAL_TOPIC: i32 = 40_002;
     /// `ILLEGAL_CONSUMER_GROUP`.
     pub const ILLEGAL_CONSUMER_GROUP: i32 = 40_003;
+    /// `ILLEGAL_MESSAGE_GROUP`.
+    pub const ILLEGAL_MESSAGE_GROUP: i32 = 40_006;
     /// `INVALID_TRANSACTION_ID`.
     pub const INVALID_TRANSACTION_ID: i32 = 40_008;
     /// `ILLEGAL_FILTER_EXPRESSION`.

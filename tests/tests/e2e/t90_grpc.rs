@@ -414,6 +414,7 @@ async fn receive(
             group: resource(group),
             message_queue: Some(pb::MessageQueue {
                 topic: resource(topic),
+                id: -1,
                 ..Default::default()
             }),
             filter_expression: Some(pb::FilterExpression {
@@ -833,6 +834,131 @@ async fn t90_python_transactions_commit_and_roll_back() {
         assert_eq!(status.code, pb::Code::MessageNotFound as i32, "{more:?}");
         bodies.sort();
         assert_eq!(bodies, ["commit-0", "commit-1"]);
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn t90_grpc_fifo_groups_keep_their_order() {
+    use actormq_protocol::request::{CreateSubscriptionGroupRequest, SubscriptionGroupConfig};
+    bounded(async {
+        let node = NodeProcess::start(Bin::Node, &[] as &[&str]).expect("start a combined node");
+        let topic = "t90-fifo";
+        let group = "t90-fifo-group";
+        create_topic(node.broker(), topic, 4).await;
+        let mut native = crate::common::connect(node.broker()).await;
+        native
+            .call(
+                &CreateSubscriptionGroupRequest {
+                    config: SubscriptionGroupConfig {
+                        consume_message_orderly: true,
+                        ..SubscriptionGroupConfig::new(group)
+                    },
+                },
+                actormq_protocol::Bytes::new(),
+            )
+            .await
+            .expect("create an orderly group");
+        let mut c = client(node.grpc()).await;
+
+        // The group's settings and assignment say FIFO.
+        let settings = pb::TelemetryCommand {
+            status: None,
+            command: Some(pb::telemetry_command::Command::Settings(pb::Settings {
+                client_type: Some(pb::ClientType::PushConsumer as i32),
+                pub_sub: Some(pb::settings::PubSub::Subscription(pb::Subscription {
+                    group: resource(group),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            })),
+        };
+        let mut answers = c
+            .telemetry(futures_util::stream::iter([settings]))
+            .await
+            .expect("telemetry")
+            .into_inner();
+        let answer = answers.message().await.expect("answer").expect("one");
+        let Some(pb::telemetry_command::Command::Settings(pb::Settings {
+            pub_sub: Some(pb::settings::PubSub::Subscription(sub)),
+            ..
+        })) = answer.command
+        else {
+            panic!("no subscription settings: {answer:?}");
+        };
+        assert_eq!(sub.fifo, Some(true));
+        let assignment = c
+            .query_assignment(pb::QueryAssignmentRequest {
+                topic: resource(topic),
+                group: resource(group),
+                endpoints: None,
+            })
+            .await
+            .expect("query assignment")
+            .into_inner();
+        assert_eq!(assignment.assignments.len(), 4);
+
+        let mut messages = Vec::new();
+        for i in 0..3 {
+            for g in ["a", "b"] {
+                let mut m = grpc_message(topic, &format!("01FIFO{g}{i:020}"), &format!("{g}-{i}"));
+                if let Some(s) = m.system_properties.as_mut() {
+                    s.message_type = pb::MessageType::Fifo as i32;
+                    s.message_group = Some(g.into());
+                }
+                messages.push(m);
+            }
+        }
+        let sent = c
+            .send_message(pb::SendMessageRequest { messages })
+            .await
+            .expect("send")
+            .into_inner();
+        assert_eq!(sent.status.map(|s| s.code), Some(OK), "{:?}", sent.entries);
+
+        let start = Instant::now();
+        let mut got: Vec<pb::Message> = Vec::new();
+        while got.len() < 6 {
+            assert!(start.elapsed() < WAIT, "only {} of 6", got.len());
+            let (_, batch) = receive(&mut c, group, topic).await;
+            for m in &batch {
+                let h = m
+                    .system_properties
+                    .as_ref()
+                    .and_then(|s| s.receipt_handle.clone())
+                    .expect("handle");
+                assert_eq!(ack(&mut c, group, topic, m, &h).await, OK);
+            }
+            got.extend(batch);
+        }
+        for g in ["a", "b"] {
+            let of_group: Vec<&pb::Message> = got
+                .iter()
+                .filter(|m| {
+                    m.system_properties
+                        .as_ref()
+                        .and_then(|s| s.message_group.as_deref())
+                        == Some(g)
+                })
+                .collect();
+            let bodies: Vec<String> = of_group
+                .iter()
+                .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+                .collect();
+            assert_eq!(
+                bodies,
+                [format!("{g}-0"), format!("{g}-1"), format!("{g}-2")]
+            );
+            let queues: Vec<i32> = of_group
+                .iter()
+                .filter_map(|m| m.system_properties.as_ref().map(|s| s.queue_id))
+                .collect();
+            assert!(queues.iter().all(|q| *q == queues[0]), "{queues:?}");
+            assert!(of_group.iter().all(|m| {
+                m.system_properties.as_ref().map(|s| s.message_type)
+                    == Some(pb::MessageType::Fifo as i32)
+            }));
+        }
     })
     .await;
 }
