@@ -117,6 +117,10 @@ pub mod idempotent_producer {}
 /// are marked `ignore` here).
 #[doc = include_str!("src/high-availability.md")]
 pub mod high_availability {}
+
+/// Chapter "Using existing RocketMQ clients".
+#[doc = include_str!("src/rocketmq-clients.md")]
+pub mod rocketmq_clients {}
 /// Chapter "Benchmarking".
 #[doc = include_str!("src/benchmarking.md")]
 pub mod benchmarking {}

@@ -307,9 +307,25 @@ pub struct NodeConfig {
     pub namesrv: NamesrvSection,
     /// `[broker]`.
     pub broker: BrokerSection,
+    /// `[grpc]`.
+    pub grpc: GrpcSection,
     /// `[log]`.
     pub log: LogSection,
 }
+
+/// `[grpc]`: the RocketMQ 5 gRPC endpoint (`apache.rocketmq.v2`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcSection {
+    /// `HOST:PORT` or `off`. Unset: `127.0.0.1:8081` (RocketMQ's proxy
+    /// port), or port 0 when the broker port is 0 (so nodes started on
+    /// ephemeral ports never collide on 8081).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+}
+
+/// RocketMQ's proxy port, the default gRPC port.
+pub const DEFAULT_GRPC_PORT: u16 = 8081;
 
 /// Values given as command-line flags; `None` leaves the lower layers' value.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -340,6 +356,8 @@ pub struct Overrides {
     pub ha_listen: Option<SocketAddr>,
     /// `--master`.
     pub master: Option<SocketAddr>,
+    /// `--grpc-listen` (`HOST:PORT` or `off`).
+    pub grpc_listen: Option<String>,
     /// `--log-format`.
     pub log_format: Option<LogFormat>,
     /// `--log-level`.
@@ -366,6 +384,7 @@ impl Overrides {
         set(&mut c.broker.ha_role, self.ha_role);
         set(&mut c.broker.ha_listen, self.ha_listen.map(Some));
         set(&mut c.broker.master, self.master.map(Some));
+        set(&mut c.grpc.listen, self.grpc_listen.map(Some));
         set(&mut c.log.format, self.log_format);
         set(&mut c.log.level, self.log_level);
     }
@@ -531,6 +550,15 @@ impl NodeConfig {
                 format!("{} is not in 100..=600000", b.ha_config_sync_ms),
             );
         }
+        if let Some(listen) = self.grpc.listen.as_deref()
+            && listen != "off"
+            && listen.parse::<SocketAddr>().is_err()
+        {
+            return invalid(
+                "grpc.listen",
+                format!("{listen:?} is neither HOST:PORT nor \"off\""),
+            );
+        }
         if let Some((key, reason)) = self.unavailable() {
             return invalid(key, format!("not available yet: {reason}"));
         }
@@ -598,6 +626,25 @@ impl NodeConfig {
     /// `None` on a slave.
     pub fn ha_listen_addr(&self) -> Option<SocketAddr> {
         (self.broker.ha_role != HaRole::Slave).then(|| self.ha_listen_rule())
+    }
+
+    /// Where the gRPC endpoint listens (`None`: off, or no broker on this
+    /// node): `grpc.listen`; unset, `127.0.0.1:8081`, or port 0 on the
+    /// broker's IP when the broker port is 0.
+    pub fn grpc_listen_addr(&self) -> Option<SocketAddr> {
+        if self.node.role == Role::Namesrv {
+            return None;
+        }
+        match self.grpc.listen.as_deref() {
+            Some("off") => None,
+            Some(addr) => addr.parse().ok(),
+            None if self.broker.listen.port() == 0 => {
+                let mut a = self.broker.listen;
+                a.set_port(0);
+                Some(a)
+            }
+            None => Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_GRPC_PORT))),
+        }
     }
 
     /// `ha_listen`, or the broker listen address with port + 1 (port 0
@@ -680,6 +727,55 @@ mod tests {
     use super::*;
 
     const NO_ENV: [(&str, &str); 0] = [];
+
+    #[test]
+    fn grpc_listen_rule() {
+        let load = |flags: Overrides| NodeConfig::load(None, NO_ENV, flags).unwrap();
+        let c = load(Overrides::default());
+        assert_eq!(
+            c.grpc_listen_addr(),
+            Some("127.0.0.1:8081".parse().unwrap())
+        );
+        // Ephemeral broker port: ephemeral gRPC port (no collision on 8081).
+        let c = load(Overrides {
+            broker_listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..Overrides::default()
+        });
+        assert_eq!(c.grpc_listen_addr(), Some("127.0.0.1:0".parse().unwrap()));
+        let c = load(Overrides {
+            grpc_listen: Some("off".into()),
+            ..Overrides::default()
+        });
+        assert_eq!(c.grpc_listen_addr(), None);
+        let c = load(Overrides {
+            grpc_listen: Some("0.0.0.0:9000".into()),
+            broker_listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..Overrides::default()
+        });
+        assert_eq!(c.grpc_listen_addr(), Some("0.0.0.0:9000".parse().unwrap()));
+        let c = load(Overrides {
+            role: Some(Role::Namesrv),
+            ..Overrides::default()
+        });
+        assert_eq!(c.grpc_listen_addr(), None);
+        let dir = tempfile::tempdir().unwrap();
+        let c = NodeConfig::load(
+            Some(&write(&dir, "[grpc]\nlisten = \"off\"\n")),
+            NO_ENV,
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.grpc_listen_addr(), None);
+        let bad = NodeConfig::load(
+            None,
+            NO_ENV,
+            Overrides {
+                grpc_listen: Some("nowhere".into()),
+                ..Overrides::default()
+            },
+        );
+        assert!(bad.unwrap_err().to_string().contains("grpc.listen"));
+    }
 
     fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
         let path = dir.path().join("node.toml");

@@ -50,6 +50,7 @@ use actormq_actors::runtime::{
     ChildRef, ChildSpec, Escalation, Relay, RestartPolicy, SpawnChild, StopChild, StopSupervisor,
     Supervisor, route_child,
 };
+use actormq_grpc::{GrpcServer, GrpcSession, GrpcSessionConfig, GrpcTargets};
 use actormq_protocol::request::{
     DeleteTopicInNamesrvRequest, GetAllTopicListFromNamesrvRequest, GetBrokerClusterInfoRequest,
     GetRouteInfoByTopicRequest, RegisterBrokerRequest, UnregisterBrokerRequest,
@@ -98,6 +99,8 @@ pub struct Node {
     pub broker_addr: Option<SocketAddr>,
     /// The bound HA address of a master (`None`: not a master, or no HA listener).
     pub ha_addr: Option<SocketAddr>,
+    /// The bound RocketMQ 5 gRPC address (`None`: off, or no broker).
+    pub grpc_addr: Option<SocketAddr>,
     role_watch: Option<actix_rt::task::JoinHandle<()>>,
     supervisor: Addr<Supervisor>,
     /// Names of the supervised listener children (stopped first at shutdown).
@@ -133,6 +136,7 @@ impl Node {
             namesrv_addr: None,
             broker_addr: None,
             ha_addr: None,
+            grpc_addr: None,
             role_watch: None,
             supervisor,
             listeners: Vec::new(),
@@ -233,20 +237,22 @@ impl Node {
         let advertised = b.advertise.unwrap_or(bound);
         let data_dir = config.node.data_dir.clone();
 
-        let broker = BrokerActors::start_on(
-            &self.supervisor,
-            store,
-            broker_actors_config(config, advertised),
-            &self.logger,
-        )
-        .await
-        .map_err(|e| match e {
-            WiringError::Store(e) => NodeError::Store(e),
-            WiringError::StateDir { dir, source } => NodeError::DataDir { dir, source },
-            WiringError::Start(what) => NodeError::Start(what),
-            WiringError::HaListen { addr, source } => NodeError::Bind { addr, source },
-            other => NodeError::Start(other.to_string()),
-        })?;
+        let actors_config = broker_actors_config(config, advertised);
+        // What a gRPC client may send (`publishing.max_body_size`): what
+        // the writer and a commit-log record both take.
+        let max_body_size = actors_config
+            .writer
+            .max_message_size
+            .min(store.config().max_message_size);
+        let broker = BrokerActors::start_on(&self.supervisor, store, actors_config, &self.logger)
+            .await
+            .map_err(|e| match e {
+                WiringError::Store(e) => NodeError::Store(e),
+                WiringError::StateDir { dir, source } => NodeError::DataDir { dir, source },
+                WiringError::Start(what) => NodeError::Start(what),
+                WiringError::HaListen { addr, source } => NodeError::Bind { addr, source },
+                other => NodeError::Start(other.to_string()),
+            })?;
         let mut router = Router::new();
         broker.route(&mut router);
         let mut ctx = BrokerContext::new(
@@ -287,6 +293,12 @@ impl Node {
             .notify_groups_through(&self.supervisor, listener)
             .await
             .map_err(|e| NodeError::Start(e.to_string()))?;
+        if let Some(addr) = config.grpc_listen_addr() {
+            self.grpc_addr = Some(
+                self.listen_grpc(addr, &broker, b, advertised, max_body_size)
+                    .await?,
+            );
+        }
 
         // Registration: the local registry without a socket, others remote.
         let mut links = Vec::new();
@@ -412,6 +424,56 @@ impl Node {
         }
     }
 
+    /// Binds the RocketMQ 5 gRPC endpoint on `addr` and serves it with a
+    /// supervised `grpc-server` child (a `GrpcSession` in front of the
+    /// broker's actors); returns the bound address.
+    async fn listen_grpc(
+        &mut self,
+        addr: SocketAddr,
+        broker: &BrokerActors,
+        b: &crate::config::BrokerSection,
+        advertised: SocketAddr,
+        max_body_size: usize,
+    ) -> Result<SocketAddr, NodeError> {
+        let (socket, bound) = std::net::TcpListener::bind(addr)
+            .and_then(|s| s.local_addr().map(|bound| (s, bound)))
+            .map_err(|source| NodeError::Bind { addr, source })?;
+        // Clients are told the advertised host with the bound gRPC port.
+        let mut endpoint = bound;
+        if b.advertise.is_some() {
+            endpoint.set_ip(advertised.ip());
+        }
+        let session = std::sync::Arc::new(GrpcSession::new(
+            GrpcSessionConfig {
+                broker_name: b.broker_name.clone(),
+                endpoint,
+                max_body_size,
+                auto_create_queues: b.auto_create_topic.then_some(b.default_queues),
+                max_poll_ms: b.long_polling_max_ms,
+            },
+            GrpcTargets {
+                writer: broker.writer.clone(),
+                view: broker.view.clone(),
+                pop: broker.pop.clone(),
+                end_transaction: broker.end_transaction.clone(),
+                subscription_groups: broker.subscription_groups.clone(),
+            },
+            &self.logger,
+        ));
+        let log = self.logger.clone();
+        self.spawn(ChildSpec::new("grpc-server", move || {
+            Ok(GrpcServer::new(
+                socket.try_clone()?,
+                std::sync::Arc::clone(&session),
+                &log,
+            ))
+        }))
+        .await?;
+        self.listeners.push("grpc-server");
+        info!(self.logger, "grpc endpoint listening"; "addr" => %bound);
+        Ok(bound)
+    }
+
     /// Binds `addr` and serves it with a supervised listener named `name`
     /// (a restart binds the same port again).
     async fn listen(
@@ -449,6 +511,9 @@ impl Node {
         }
         if let Some(a) = self.ha_addr {
             line.push_str(&format!(" ha={a}"));
+        }
+        if let Some(a) = self.grpc_addr {
+            line.push_str(&format!(" grpc={a}"));
         }
         line
     }

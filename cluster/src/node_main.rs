@@ -66,7 +66,9 @@ pub struct NodeArgs {
     /// master's ready line); only with --ha-role slave.
     #[arg(long, value_name = "ADDR")]
     pub master: Option<SocketAddr>,
-    /// RocketMQ 5 gRPC endpoint. Not available yet: only "off" is accepted.
+    /// RocketMQ 5 gRPC endpoint (apache.rocketmq.v2), plain-text HTTP/2;
+    /// "off" disables [default: 127.0.0.1:8081; port 0 if the broker port
+    /// is 0].
     #[arg(long, value_name = "ADDR|off")]
     pub grpc_listen: Option<String>,
     /// Metrics / admin HTTP endpoint. Not available yet: only "off" is accepted.
@@ -127,9 +129,7 @@ impl NodeArgs {
     /// The first flag given whose feature does not exist yet.
     pub fn unavailable_flag(&self) -> Option<&'static str> {
         let on = |v: &Option<String>| v.as_deref().is_some_and(|v| v != "off");
-        if on(&self.grpc_listen) {
-            Some("--grpc-listen")
-        } else if on(&self.http_listen) {
+        if on(&self.http_listen) {
             Some("--http-listen")
         } else {
             None
@@ -162,6 +162,7 @@ impl NodeArgs {
             }),
             ha_listen: self.ha_listen,
             master: self.master,
+            grpc_listen: self.grpc_listen.clone(),
             log_format: self.log_format.map(|f| match f {
                 LogFormatArg::Text => LogFormat::Text,
                 LogFormatArg::Json => LogFormat::Json,
@@ -186,10 +187,7 @@ pub fn main_with_role(fixed_role: Option<Role>, about: &'static str) -> ExitCode
         return ExitCode::from(2);
     }
     if let Some(flag) = args.unavailable_flag() {
-        let why = match flag {
-            "--grpc-listen" => "there is no gRPC endpoint in this version",
-            _ => "there is no HTTP endpoint in this version",
-        };
+        let why = "there is no HTTP endpoint in this version";
         eprintln!("error: {flag} is not available yet: {why}");
         return ExitCode::from(2);
     }

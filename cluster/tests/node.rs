@@ -104,13 +104,11 @@ fn node_refuses_flags_and_keys_of_missing_features_and_bad_roles() {
         "--broker-listen",
         "127.0.0.1:0",
     ];
-    for (flags, needle) in [
-        (&["--grpc-listen", "127.0.0.1:8081"][..], "--grpc-listen"),
-        (&["--http-listen", "127.0.0.1:0"][..], "--http-listen"),
-    ] {
-        let args: Vec<&str> = base.iter().chain(flags).copied().collect();
+    {
+        let flags = ["--http-listen", "127.0.0.1:0"];
+        let args: Vec<&str> = base.iter().chain(&flags).copied().collect();
         let err = refusal(&run(node, &args, &[]));
-        assert!(err.contains(needle), "{err:?} names {needle}");
+        assert!(err.contains("--http-listen"), "{err:?} names --http-listen");
         assert!(err.contains("not available yet"), "{err:?}");
     }
     // Replication roles that do not fit the broker id or addresses.
@@ -135,6 +133,7 @@ fn node_refuses_flags_and_keys_of_missing_features_and_bad_roles() {
         ),
         (&["--master", "127.0.0.1:10912"][..], "broker.master"),
         (&["--broker-id", "3"][..], "broker.broker_id"),
+        (&["--grpc-listen", "nowhere"][..], "grpc.listen"),
     ] {
         let args: Vec<&str> = base.iter().chain(flags).copied().collect();
         let err = refusal(&run(node, &args, &[]));

@@ -183,6 +183,7 @@ pub struct NodeProcess {
     namesrv: Option<SocketAddr>,
     broker: Option<SocketAddr>,
     ha: Option<SocketAddr>,
+    grpc: Option<SocketAddr>,
     starts: u32,
 }
 
@@ -228,6 +229,7 @@ impl NodeProcess {
             namesrv: None,
             broker: None,
             ha: None,
+            grpc: None,
             starts: 0,
         };
         node.spawn()?;
@@ -258,6 +260,13 @@ impl NodeProcess {
         }
         if self.bin.listens_broker(&args) && !has_flag(&args, "--broker-listen") {
             args.push("--broker-listen".into());
+            args.push("127.0.0.1:0".into());
+        }
+        // Test nodes never share RocketMQ's 8081: an ephemeral gRPC port
+        // unless the test chose one (the node's own default is 8081 when
+        // the broker port is fixed).
+        if self.bin.listens_broker(&args) && !has_flag(&args, "--grpc-listen") {
+            args.push("--grpc-listen".into());
             args.push("127.0.0.1:0".into());
         }
         let log = OpenOptions::new()
@@ -339,6 +348,7 @@ impl NodeProcess {
         self.namesrv = namesrv;
         self.broker = broker;
         self.ha = ready_listener(&line, "ha");
+        self.grpc = ready_listener(&line, "grpc");
         Ok(())
     }
 
@@ -355,6 +365,11 @@ impl NodeProcess {
     /// The HA address of a master (its ready line's `ha=`).
     pub fn ha(&self) -> SocketAddr {
         self.ha.expect("this node has no HA listener")
+    }
+
+    /// The RocketMQ 5 gRPC address (its ready line's `grpc=`).
+    pub fn grpc(&self) -> SocketAddr {
+        self.grpc.expect("this node has no gRPC endpoint")
     }
 
     /// The data dir (kept across restarts).

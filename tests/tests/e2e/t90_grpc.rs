@@ -1,0 +1,964 @@
+//! The RocketMQ 5 gRPC endpoint (`apache.rocketmq.v2.MessagingService`):
+//! a tonic client generated from the same vendored protos sends, the
+//! native SDK reads back (and the other way round for routes). **Needs
+//! the gRPC endpoint wired into the node.**
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use actormq_grpc::pb;
+use actormq_grpc::pb::messaging_service_client::MessagingServiceClient;
+use actormq_protocol::Message;
+use actormq_sdk::ProducerBuilder;
+use actormq_sdk::consumer::{Received, SimpleConsumer};
+use actormq_tests::node::{Bin, NodeProcess};
+use tonic::transport::Channel;
+
+use crate::common::{bounded, create_topic};
+
+const OK: i32 = pb::Code::Ok as i32;
+const WAIT: Duration = Duration::from_secs(40);
+
+fn resource(name: &str) -> Option<pb::Resource> {
+    Some(pb::Resource {
+        resource_namespace: String::new(),
+        name: name.into(),
+    })
+}
+
+async fn client(addr: SocketAddr) -> MessagingServiceClient<Channel> {
+    MessagingServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap_or_else(|e| panic!("grpc connect {addr}: {e}"))
+}
+
+fn grpc_message(topic: &str, id: &str, body: &str) -> pb::Message {
+    pb::Message {
+        topic: resource(topic),
+        user_properties: HashMap::from([("color".to_string(), format!("c-{id}"))]),
+        system_properties: Some(pb::SystemProperties {
+            tag: Some("TagA".into()),
+            keys: vec![format!("k-{id}"), "shared".into()],
+            message_id: id.into(),
+            message_type: pb::MessageType::Normal as i32,
+            born_timestamp: Some(prost_timestamp()),
+            ..Default::default()
+        }),
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+fn prost_timestamp() -> prost_types::Timestamp {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: now.as_secs() as i64,
+        nanos: now.subsec_nanos() as i32,
+    }
+}
+
+async fn receive_n(c: &SimpleConsumer, n: usize) -> Vec<Received> {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    while out.len() < n {
+        assert!(start.elapsed() < WAIT, "only {} of {n} received", out.len());
+        match c.receive(32, Duration::from_secs(10)).await {
+            Ok(got) => out.extend(got),
+            Err(_) => actix_rt::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    out
+}
+
+#[actix_rt::test]
+async fn t90_grpc_send_is_read_by_the_native_consumer() {
+    bounded(async {
+        let node = NodeProcess::start(Bin::Node, &[] as &[&str]).expect("start a combined node");
+        let topic = "t90-grpc";
+        create_topic(node.broker(), topic, 4).await;
+        let mut c = client(node.grpc()).await;
+
+        // Route: 4 queues on the master, at the gRPC endpoint.
+        let route = c
+            .query_route(pb::QueryRouteRequest {
+                topic: resource(topic),
+                endpoints: None,
+            })
+            .await
+            .expect("query route")
+            .into_inner();
+        assert_eq!(route.status.as_ref().map(|s| s.code), Some(OK), "{route:?}");
+        assert_eq!(route.message_queues.len(), 4);
+        for q in &route.message_queues {
+            let b = q.broker.as_ref().expect("broker");
+            assert_eq!(b.id, 0);
+            let a = &b.endpoints.as_ref().expect("endpoints").addresses[0];
+            assert_eq!(a.port, i32::from(node.grpc().port()));
+            assert_eq!(q.permission, pb::Permission::ReadWrite as i32);
+            assert!(
+                q.accept_message_types
+                    .contains(&(pb::MessageType::Normal as i32))
+            );
+        }
+
+        // Telemetry: the client's settings come back completed.
+        let settings = pb::TelemetryCommand {
+            status: None,
+            command: Some(pb::telemetry_command::Command::Settings(pb::Settings {
+                client_type: Some(pb::ClientType::Producer as i32),
+                pub_sub: Some(pb::settings::PubSub::Publishing(pb::Publishing {
+                    topics: vec![resource(topic).unwrap_or_default()],
+                    ..Default::default()
+                })),
+                ..Default::default()
+            })),
+        };
+        let mut answers = c
+            .telemetry(futures_util::stream::iter([settings]))
+            .await
+            .expect("telemetry")
+            .into_inner();
+        let answer = answers
+            .message()
+            .await
+            .expect("telemetry answer")
+            .expect("one answer");
+        let Some(pb::telemetry_command::Command::Settings(s)) = answer.command else {
+            panic!("not settings: {answer:?}");
+        };
+        assert!(matches!(
+            s.backoff_policy.and_then(|p| p.strategy),
+            Some(pb::retry_policy::Strategy::ExponentialBackoff(_))
+        ));
+        assert_eq!(s.metric.map(|m| m.on), Some(false));
+        let Some(pb::settings::PubSub::Publishing(p)) = s.pub_sub else {
+            panic!("no publishing settings");
+        };
+        assert!(
+            p.max_body_size >= 4 << 20,
+            "max_body_size {}",
+            p.max_body_size
+        );
+
+        let hb = c
+            .heartbeat(pb::HeartbeatRequest {
+                group: None,
+                client_type: pb::ClientType::Producer as i32,
+            })
+            .await
+            .expect("heartbeat")
+            .into_inner();
+        assert_eq!(hb.status.map(|s| s.code), Some(OK));
+
+        // Send: one entry per message, the client's ids echoed.
+        let ids = ["01GRPCID0000000000000000A1", "01GRPCID0000000000000000B2"];
+        let sent = c
+            .send_message(pb::SendMessageRequest {
+                messages: vec![
+                    grpc_message(topic, ids[0], "hello"),
+                    grpc_message(topic, ids[1], "world"),
+                ],
+            })
+            .await
+            .expect("send")
+            .into_inner();
+        assert_eq!(sent.status.as_ref().map(|s| s.code), Some(OK), "{sent:?}");
+        assert_eq!(sent.entries.len(), 2);
+        for (e, id) in sent.entries.iter().zip(ids) {
+            assert_eq!(e.status.as_ref().map(|s| s.code), Some(OK));
+            assert_eq!(e.message_id, id);
+        }
+
+        // The native consumer reads both, everything kept.
+        let consumer = SimpleConsumer::new(
+            "t90-native",
+            &node.namesrv().to_string(),
+            topic,
+            slog::Logger::root(slog::Discard, slog::o!()),
+        )
+        .expect("simple consumer")
+        .with_await_duration(Duration::from_secs(1));
+        let got = receive_n(&consumer, 2).await;
+        for r in &got {
+            let m = &r.message.message;
+            let id = m.unique_key().expect("UNIQ_KEY").to_string();
+            assert!(ids.contains(&id.as_str()), "{id}");
+            let body = if id == ids[0] { "hello" } else { "world" };
+            assert_eq!(&m.body[..], body.as_bytes());
+            assert_eq!(m.topic, topic);
+            assert_eq!(m.tags.as_deref(), Some("TagA"));
+            assert_eq!(m.keys.as_deref(), Some(format!("k-{id} shared").as_str()));
+            assert_eq!(
+                m.properties.get("color").map(String::as_str),
+                Some(format!("c-{id}").as_str())
+            );
+            consumer.ack(&r.receipt).await.expect("ack");
+        }
+
+        // A push consumer's assignment: this broker, any queue. Unserved
+        // RPCs say so in their status, never a fake success.
+        let assignment = c
+            .query_assignment(pb::QueryAssignmentRequest {
+                topic: resource(topic),
+                group: resource("g"),
+                endpoints: None,
+            })
+            .await
+            .expect("query assignment")
+            .into_inner();
+        assert_eq!(assignment.status.map(|s| s.code), Some(OK));
+        assert_eq!(assignment.assignments.len(), 1);
+        let q = assignment.assignments[0]
+            .message_queue
+            .as_ref()
+            .expect("queue");
+        assert_eq!((q.id, q.broker.as_ref().map(|b| b.id)), (-1, Some(0)));
+        let end = c
+            .end_transaction(pb::EndTransactionRequest {
+                topic: resource(topic),
+                ..Default::default()
+            })
+            .await
+            .expect("end transaction")
+            .into_inner();
+        assert_eq!(
+            end.status.map(|s| s.code),
+            Some(pb::Code::InvalidTransactionId as i32)
+        );
+        let dlq = c
+            .forward_message_to_dead_letter_queue(pb::ForwardMessageToDeadLetterQueueRequest {
+                topic: resource(topic),
+                ..Default::default()
+            })
+            .await
+            .expect("forward to DLQ")
+            .into_inner();
+        assert_eq!(
+            dlq.status.map(|s| s.code),
+            Some(pb::Code::NotImplemented as i32)
+        );
+        let bye = c
+            .notify_client_termination(pb::NotifyClientTerminationRequest { group: None })
+            .await
+            .expect("notify termination")
+            .into_inner();
+        assert_eq!(bye.status.map(|s| s.code), Some(OK));
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn t90_native_send_is_routed_over_grpc() {
+    bounded(async {
+        let node = NodeProcess::start_with_env(
+            Bin::Node,
+            &[] as &[&str],
+            &[("ACTORMQ_BROKER__AUTO_CREATE_TOPIC", "false")],
+        )
+        .expect("start a combined node");
+        let mut c = client(node.grpc()).await;
+        let missing = c
+            .query_route(pb::QueryRouteRequest {
+                topic: resource("t90-nowhere"),
+                endpoints: None,
+            })
+            .await
+            .expect("query route")
+            .into_inner();
+        assert_eq!(
+            missing.status.map(|s| s.code),
+            Some(pb::Code::TopicNotFound as i32)
+        );
+        // Created natively, sent to by a native producer: gRPC routes it.
+        let topic = "t90-native";
+        create_topic(node.broker(), topic, 2).await;
+        let p = ProducerBuilder::new("t90-producer")
+            .namesrv([node.namesrv().to_string()])
+            .build()
+            .await
+            .expect("producer");
+        p.send(Message::new(topic, "x")).await.expect("native send");
+        let route = c
+            .query_route(pb::QueryRouteRequest {
+                topic: resource(topic),
+                endpoints: None,
+            })
+            .await
+            .expect("query route")
+            .into_inner();
+        assert_eq!(route.status.as_ref().map(|s| s.code), Some(OK), "{route:?}");
+        assert_eq!(route.message_queues.len(), 2);
+    })
+    .await;
+}
+
+/// The official Python client (PyPI `rocketmq-python-client`), installed
+/// by the test into a venv cached under the target dir
+/// (`CARGO_TARGET_TMPDIR`). Machines without python3 or PyPI access set
+/// `ACTORMQ_TESTS_NO_PYPI=1` to skip (the test says so on stderr).
+const PY_CLIENT: &str = "rocketmq-python-client==5.1.2";
+
+fn python_client() -> Option<std::path::PathBuf> {
+    if std::env::var_os("ACTORMQ_TESTS_NO_PYPI").is_some() {
+        eprintln!("skipped: ACTORMQ_TESTS_NO_PYPI is set");
+        return None;
+    }
+    let venv = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("py-rocketmq-5.1.2");
+    let python = venv.join("bin").join("python");
+    let marker = venv.join(".installed");
+    if !marker.exists() {
+        let run = |cmd: &mut std::process::Command| {
+            let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+            assert!(
+                out.status.success(),
+                "{cmd:?}: {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(std::process::Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv));
+        run(std::process::Command::new(&python).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            PY_CLIENT,
+        ]));
+        std::fs::write(&marker, PY_CLIENT).expect("venv marker");
+    }
+    Some(python)
+}
+
+#[actix_rt::test]
+async fn t90_python_client_producer_is_read_by_the_native_consumer() {
+    let Some(python) = python_client() else {
+        return;
+    };
+    bounded(async {
+        let node = NodeProcess::start(Bin::Node, &[] as &[&str]).expect("start a combined node");
+        // Not created first: routed as auto-created, created by the send.
+        let topic = "t90-python";
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/rocketmq-python-producer.py"
+        );
+        let grpc = node.grpc().to_string();
+        let out = actix_rt::task::spawn_blocking(move || {
+            std::process::Command::new(python)
+                .args([script, grpc.as_str(), topic, "5"])
+                .output()
+        })
+        .await
+        .expect("join")
+        .expect("run the python producer");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "python producer failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let sent: Vec<serde_json::Value> = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect();
+        assert_eq!(sent.len(), 5, "{stdout}");
+
+        let consumer = SimpleConsumer::new(
+            "t90-python-native",
+            &node.namesrv().to_string(),
+            topic,
+            slog::Logger::root(slog::Discard, slog::o!()),
+        )
+        .expect("simple consumer")
+        .with_await_duration(Duration::from_secs(1));
+        let got = receive_n(&consumer, 5).await;
+        for r in &got {
+            let m = &r.message.message;
+            let body = String::from_utf8_lossy(&m.body).into_owned();
+            let s = sent
+                .iter()
+                .find(|s| s["body"] == body.as_str())
+                .unwrap_or_else(|| panic!("unexpected body {body}"));
+            assert_eq!(m.unique_key(), s["message_id"].as_str(), "client's id kept");
+            assert_eq!(m.tags.as_deref(), Some("PyTag"));
+            let i = body.trim_start_matches("py-");
+            assert_eq!(m.keys.as_deref(), Some(format!("py-key-{i}").as_str()));
+            assert_eq!(m.properties.get("lang").map(String::as_str), Some("python"));
+            consumer.ack(&r.receipt).await.expect("ack");
+        }
+    })
+    .await;
+}
+
+fn native_message(topic: &str, i: usize) -> Message {
+    Message {
+        tags: Some("NativeTag".into()),
+        keys: Some(format!("nk-{i} shared")),
+        properties: [("origin".to_string(), "native".to_string())].into(),
+        ..Message::new(topic, format!("n-{i}"))
+    }
+}
+
+async fn receive(
+    c: &mut MessagingServiceClient<Channel>,
+    group: &str,
+    topic: &str,
+) -> (pb::Status, Vec<pb::Message>) {
+    let mut stream = c
+        .receive_message(pb::ReceiveMessageRequest {
+            group: resource(group),
+            message_queue: Some(pb::MessageQueue {
+                topic: resource(topic),
+                id: -1,
+                ..Default::default()
+            }),
+            filter_expression: Some(pb::FilterExpression {
+                r#type: pb::FilterType::Tag as i32,
+                expression: "*".into(),
+            }),
+            batch_size: 16,
+            invisible_duration: Some(prost_types::Duration {
+                seconds: 20,
+                nanos: 0,
+            }),
+            auto_renew: false,
+            long_polling_timeout: Some(prost_types::Duration {
+                seconds: 1,
+                nanos: 0,
+            }),
+            attempt_id: None,
+        })
+        .await
+        .expect("receive")
+        .into_inner();
+    let (mut status, mut messages) = (None, Vec::new());
+    while let Some(r) = stream.message().await.expect("receive stream") {
+        match r.content {
+            Some(pb::receive_message_response::Content::Status(s)) => status = Some(s),
+            Some(pb::receive_message_response::Content::Message(m)) => messages.push(m),
+            _ => {}
+        }
+    }
+    (status.expect("a status"), messages)
+}
+
+async fn ack(
+    c: &mut MessagingServiceClient<Channel>,
+    group: &str,
+    topic: &str,
+    m: &pb::Message,
+    handle: &str,
+) -> i32 {
+    let sys = m.system_properties.as_ref().expect("system properties");
+    let r = c
+        .ack_message(pb::AckMessageRequest {
+            group: resource(group),
+            topic: resource(topic),
+            entries: vec![pb::AckMessageEntry {
+                message_id: sys.message_id.clone(),
+                receipt_handle: handle.into(),
+                lite_topic: None,
+            }],
+        })
+        .await
+        .expect("ack")
+        .into_inner();
+    assert_eq!(r.entries.len(), 1);
+    r.entries[0].status.as_ref().map_or(0, |s| s.code)
+}
+
+#[actix_rt::test]
+async fn t90_native_sends_are_received_and_acked_over_grpc() {
+    bounded(async {
+        let node = NodeProcess::start(Bin::Node, &[] as &[&str]).expect("start a combined node");
+        let topic = "t90-receive";
+        let group = "t90-grpc-group";
+        let p = ProducerBuilder::new("t90-producer")
+            .namesrv([node.namesrv().to_string()])
+            .build()
+            .await
+            .expect("producer");
+        for i in 0..3 {
+            p.send(native_message(topic, i)).await.expect("native send");
+        }
+        let mut c = client(node.grpc()).await;
+        let start = Instant::now();
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            assert!(start.elapsed() < WAIT, "only {} of 3 received", got.len());
+            let (status, messages) = receive(&mut c, group, topic).await;
+            assert!(
+                status.code == OK || status.code == pb::Code::MessageNotFound as i32,
+                "{status:?}"
+            );
+            got.extend(messages);
+        }
+        assert_eq!(got.len(), 3);
+        for m in &got {
+            let sys = m.system_properties.as_ref().expect("system properties");
+            let body = String::from_utf8_lossy(&m.body).into_owned();
+            let i = body.trim_start_matches("n-");
+            assert_eq!(sys.tag.as_deref(), Some("NativeTag"));
+            assert_eq!(sys.keys, vec![format!("nk-{i}"), "shared".to_string()]);
+            assert_eq!(
+                m.user_properties.get("origin").map(String::as_str),
+                Some("native")
+            );
+            assert_eq!(sys.delivery_attempt, Some(1));
+            assert!(sys.receipt_handle.is_some());
+            assert!(sys.queue_offset.is_some());
+            let digest = sys.body_digest.as_ref().expect("body digest");
+            assert_eq!(digest.r#type, pb::DigestType::Md5 as i32);
+            assert_eq!(digest.checksum.len(), 32);
+            assert!(!sys.message_id.is_empty());
+        }
+        // One gets 1 s more first (a new handle); the old handle is void.
+        let first = &got[0];
+        let old = first
+            .system_properties
+            .as_ref()
+            .and_then(|s| s.receipt_handle.clone())
+            .expect("handle");
+        let changed = c
+            .change_invisible_duration(pb::ChangeInvisibleDurationRequest {
+                group: resource(group),
+                topic: resource(topic),
+                receipt_handle: old.clone(),
+                invisible_duration: Some(prost_types::Duration {
+                    seconds: 30,
+                    nanos: 0,
+                }),
+                message_id: String::new(),
+                lite_topic: None,
+                suspend: None,
+            })
+            .await
+            .expect("change invisible duration")
+            .into_inner();
+        assert_eq!(changed.status.map(|s| s.code), Some(OK));
+        assert_ne!(changed.receipt_handle, old);
+        assert_eq!(
+            ack(&mut c, group, topic, first, &old).await,
+            pb::Code::InvalidReceiptHandle as i32
+        );
+        assert_eq!(
+            ack(&mut c, group, topic, first, &changed.receipt_handle).await,
+            OK
+        );
+        for m in &got[1..] {
+            let h = m
+                .system_properties
+                .as_ref()
+                .and_then(|s| s.receipt_handle.clone())
+                .expect("handle");
+            assert_eq!(ack(&mut c, group, topic, m, &h).await, OK);
+        }
+        let (status, messages) = receive(&mut c, group, topic).await;
+        assert_eq!(
+            status.code,
+            pb::Code::MessageNotFound as i32,
+            "{messages:?}"
+        );
+        assert!(messages.is_empty());
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn t90_python_simple_consumer_receives_native_sends() {
+    let Some(python) = python_client() else {
+        return;
+    };
+    bounded(async {
+        let node = NodeProcess::start(Bin::Node, &[] as &[&str]).expect("start a combined node");
+        let topic = "t90-python-consume";
+        let p = ProducerBuilder::new("t90-producer")
+            .namesrv([node.namesrv().to_string()])
+            .build()
+            .await
+            .expect("producer");
+        for i in 0..4 {
+            p.send(native_message(topic, i)).await.expect("native send");
+        }
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/rocketmq-python-simple-consumer.py"
+        );
+        let grpc = node.grpc().to_string();
+        let out = actix_rt::task::spawn_blocking(move || {
+            std::process::Command::new(python)
+                .args([script, grpc.as_str(), "t90-python-group", topic, "4"])
+                .output()
+        })
+        .await
+        .expect("join")
+        .expect("run the python simple consumer");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "python simple consumer failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got: Vec<serde_json::Value> = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect();
+        assert_eq!(got.len(), 4, "{stdout}");
+        let mut bodies: Vec<String> = got
+            .iter()
+            .map(|g| g["body"].as_str().unwrap_or_default().to_string())
+            .collect();
+        bodies.sort();
+        assert_eq!(bodies, ["n-0", "n-1", "n-2", "n-3"]);
+        for g in &got {
+            let i = g["body"]
+                .as_str()
+                .unwrap_or_default()
+                .trim_start_matches("n-");
+            assert_eq!(g["tag"], "NativeTag");
+            assert_eq!(g["keys"], serde_json::json!([format!("nk-{i}"), "shared"]));
+            assert_eq!(g["properties"]["origin"], "native");
+            assert_eq!(g["delivery_attempt"], 1);
+        }
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn t90_python_push_consumer_consumes_and_acks_native_sends() {
+    let Some(python) = python_client() else {
+        return;
+    };
+    bounded(async {
+        let node = NodeProcess::start(Bin::Node, &[] as &[&str]).expect("start a combined node");
+        let topic = "t90-python-push";
+        let group = "t90-python-push-group";
+        let p = ProducerBuilder::new("t90-producer")
+            .namesrv([node.namesrv().to_string()])
+            .build()
+            .await
+            .expect("producer");
+        for i in 0..4 {
+            p.send(native_message(topic, i)).await.expect("native send");
+        }
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/rocketmq-python-push-consumer.py"
+        );
+        let grpc = node.grpc().to_string();
+        let out = actix_rt::task::spawn_blocking(move || {
+            std::process::Command::new(python)
+                .args([script, grpc.as_str(), group, topic, "4"])
+                .output()
+        })
+        .await
+        .expect("join")
+        .expect("run the python push consumer");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "python push consumer failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut bodies: Vec<String> = stdout
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line"))
+            .map(|g| g["body"].as_str().unwrap_or_default().to_string())
+            .collect();
+        bodies.sort();
+        bodies.dedup();
+        assert_eq!(bodies, ["n-0", "n-1", "n-2", "n-3"]);
+        // The push consumer acked them: nothing left for its group.
+        let mut c = client(node.grpc()).await;
+        let (status, messages) = receive(&mut c, group, topic).await;
+        assert_eq!(
+            status.code,
+            pb::Code::MessageNotFound as i32,
+            "{messages:?}"
+        );
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn t90_grpc_delay_message_is_delivered_at_its_time() {
+    bounded(async {
+        let node = NodeProcess::start(Bin::Node, &[] as &[&str]).expect("start a combined node");
+        let topic = "t90-delay";
+        let mut c = client(node.grpc()).await;
+        let deliver_at = std::time::SystemTime::now() + Duration::from_secs(2);
+        let since_epoch = deliver_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut m = grpc_message(topic, "01GRPCDELAY000000000000001", "later");
+        if let Some(s) = m.system_properties.as_mut() {
+            s.message_type = pb::MessageType::Delay as i32;
+            s.delivery_timestamp = Some(prost_types::Timestamp {
+                seconds: since_epoch.as_secs() as i64,
+                nanos: since_epoch.subsec_nanos() as i32,
+            });
+        }
+        let sent = c
+            .send_message(pb::SendMessageRequest { messages: vec![m] })
+            .await
+            .expect("send")
+            .into_inner();
+        assert_eq!(sent.status.map(|s| s.code), Some(OK), "{:?}", sent.entries);
+        let start = Instant::now();
+        loop {
+            assert!(start.elapsed() < WAIT, "the delayed message never came");
+            let (_, messages) = receive(&mut c, "t90-delay-group", topic).await;
+            if let Some(m) = messages.first() {
+                assert_eq!(&m.body[..], b"later");
+                // Not before its time (the timer's tick is 100 ms or less).
+                let now = std::time::SystemTime::now();
+                assert!(
+                    now + Duration::from_millis(200) >= deliver_at,
+                    "delivered {:?} early",
+                    deliver_at.duration_since(now).unwrap_or_default()
+                );
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn t90_python_send_survives_a_node_restart_before_the_receive() {
+    let Some(python) = python_client() else {
+        return;
+    };
+    bounded(async {
+        let mut node =
+            NodeProcess::start(Bin::Node, &[] as &[&str]).expect("start a combined node");
+        let topic = "t90-python-restart";
+        let run = |script: &'static str, args: Vec<String>| {
+            let python = python.clone();
+            actix_rt::task::spawn_blocking(move || {
+                let out = std::process::Command::new(python)
+                    .arg(script)
+                    .args(args)
+                    .output()
+                    .expect("run python");
+                let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+                assert!(
+                    out.status.success(),
+                    "{script} failed: {stdout}\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                stdout
+            })
+        };
+        let producer = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/rocketmq-python-producer.py"
+        );
+        let consumer = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/rocketmq-python-simple-consumer.py"
+        );
+        let grpc = node.grpc().to_string();
+        let sent = run(producer, vec![grpc, topic.into(), "3".into()])
+            .await
+            .expect("join");
+        assert_eq!(sent.lines().count(), 3, "{sent}");
+        node.terminate().expect("terminate");
+        node.restart().expect("restart");
+        let grpc = node.grpc().to_string();
+        let got = run(
+            consumer,
+            vec![grpc, "t90-restart-group".into(), topic.into(), "3".into()],
+        )
+        .await
+        .expect("join");
+        let mut bodies: Vec<String> = got
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line"))
+            .map(|g| g["body"].as_str().unwrap_or_default().to_string())
+            .collect();
+        bodies.sort();
+        assert_eq!(bodies, ["py-0", "py-1", "py-2"]);
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn t90_python_transactions_commit_and_roll_back() {
+    let Some(python) = python_client() else {
+        return;
+    };
+    bounded(async {
+        let node = NodeProcess::start(Bin::Node, &[] as &[&str]).expect("start a combined node");
+        let topic = "t90-python-tx";
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/rocketmq-python-transaction-producer.py"
+        );
+        let grpc = node.grpc().to_string();
+        let out = actix_rt::task::spawn_blocking(move || {
+            std::process::Command::new(python)
+                .args([script, grpc.as_str(), topic, "2"])
+                .output()
+        })
+        .await
+        .expect("join")
+        .expect("run the python transactional producer");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "python transactional producer failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(stdout.lines().count(), 4, "{stdout}");
+        // The committed ones are delivered, the rolled-back ones never.
+        let mut c = client(node.grpc()).await;
+        let group = "t90-tx-group";
+        let start = Instant::now();
+        let mut bodies = Vec::new();
+        while bodies.len() < 2 {
+            assert!(start.elapsed() < WAIT, "committed: {bodies:?}");
+            let (_, messages) = receive(&mut c, group, topic).await;
+            bodies.extend(
+                messages
+                    .iter()
+                    .map(|m| String::from_utf8_lossy(&m.body).into_owned()),
+            );
+        }
+        let (status, more) = receive(&mut c, group, topic).await;
+        assert_eq!(status.code, pb::Code::MessageNotFound as i32, "{more:?}");
+        bodies.sort();
+        assert_eq!(bodies, ["commit-0", "commit-1"]);
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn t90_grpc_fifo_groups_keep_their_order() {
+    use actormq_protocol::request::{CreateSubscriptionGroupRequest, SubscriptionGroupConfig};
+    bounded(async {
+        let node = NodeProcess::start(Bin::Node, &[] as &[&str]).expect("start a combined node");
+        let topic = "t90-fifo";
+        let group = "t90-fifo-group";
+        create_topic(node.broker(), topic, 4).await;
+        let mut native = crate::common::connect(node.broker()).await;
+        native
+            .call(
+                &CreateSubscriptionGroupRequest {
+                    config: SubscriptionGroupConfig {
+                        consume_message_orderly: true,
+                        ..SubscriptionGroupConfig::new(group)
+                    },
+                },
+                actormq_protocol::Bytes::new(),
+            )
+            .await
+            .expect("create an orderly group");
+        let mut c = client(node.grpc()).await;
+
+        // The group's settings and assignment say FIFO.
+        let settings = pb::TelemetryCommand {
+            status: None,
+            command: Some(pb::telemetry_command::Command::Settings(pb::Settings {
+                client_type: Some(pb::ClientType::PushConsumer as i32),
+                pub_sub: Some(pb::settings::PubSub::Subscription(pb::Subscription {
+                    group: resource(group),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            })),
+        };
+        let mut answers = c
+            .telemetry(futures_util::stream::iter([settings]))
+            .await
+            .expect("telemetry")
+            .into_inner();
+        let answer = answers.message().await.expect("answer").expect("one");
+        let Some(pb::telemetry_command::Command::Settings(pb::Settings {
+            pub_sub: Some(pb::settings::PubSub::Subscription(sub)),
+            ..
+        })) = answer.command
+        else {
+            panic!("no subscription settings: {answer:?}");
+        };
+        assert_eq!(sub.fifo, Some(true));
+        let assignment = c
+            .query_assignment(pb::QueryAssignmentRequest {
+                topic: resource(topic),
+                group: resource(group),
+                endpoints: None,
+            })
+            .await
+            .expect("query assignment")
+            .into_inner();
+        assert_eq!(assignment.assignments.len(), 4);
+
+        let mut messages = Vec::new();
+        for i in 0..3 {
+            for g in ["a", "b"] {
+                let mut m = grpc_message(topic, &format!("01FIFO{g}{i:020}"), &format!("{g}-{i}"));
+                if let Some(s) = m.system_properties.as_mut() {
+                    s.message_type = pb::MessageType::Fifo as i32;
+                    s.message_group = Some(g.into());
+                }
+                messages.push(m);
+            }
+        }
+        let sent = c
+            .send_message(pb::SendMessageRequest { messages })
+            .await
+            .expect("send")
+            .into_inner();
+        assert_eq!(sent.status.map(|s| s.code), Some(OK), "{:?}", sent.entries);
+
+        let start = Instant::now();
+        let mut got: Vec<pb::Message> = Vec::new();
+        while got.len() < 6 {
+            assert!(start.elapsed() < WAIT, "only {} of 6", got.len());
+            let (_, batch) = receive(&mut c, group, topic).await;
+            for m in &batch {
+                let h = m
+                    .system_properties
+                    .as_ref()
+                    .and_then(|s| s.receipt_handle.clone())
+                    .expect("handle");
+                assert_eq!(ack(&mut c, group, topic, m, &h).await, OK);
+            }
+            got.extend(batch);
+        }
+        for g in ["a", "b"] {
+            let of_group: Vec<&pb::Message> = got
+                .iter()
+                .filter(|m| {
+                    m.system_properties
+                        .as_ref()
+                        .and_then(|s| s.message_group.as_deref())
+                        == Some(g)
+                })
+                .collect();
+            let bodies: Vec<String> = of_group
+                .iter()
+                .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+                .collect();
+            assert_eq!(
+                bodies,
+                [format!("{g}-0"), format!("{g}-1"), format!("{g}-2")]
+            );
+            let queues: Vec<i32> = of_group
+                .iter()
+                .filter_map(|m| m.system_properties.as_ref().map(|s| s.queue_id))
+                .collect();
+            assert!(queues.iter().all(|q| *q == queues[0]), "{queues:?}");
+            assert!(of_group.iter().all(|m| {
+                m.system_properties.as_ref().map(|s| s.message_type)
+                    == Some(pb::MessageType::Fifo as i32)
+            }));
+        }
+    })
+    .await;
+}
