@@ -308,7 +308,13 @@ fn python_client() -> Option<std::path::PathBuf> {
     let venv = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("py-rocketmq-5.1.2");
     let python = venv.join("bin").join("python");
     let marker = venv.join(".installed");
+    // The tests of this binary run in parallel: one installs, the others
+    // wait for it (two pips in one venv break each other).
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _installing = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
     if !marker.exists() {
+        // A half-made venv (an install that died) is made again.
+        let _ = std::fs::remove_dir_all(&venv);
         let run = |cmd: &mut std::process::Command| {
             let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
             assert!(
