@@ -340,6 +340,40 @@ fn python_client() -> Option<std::path::PathBuf> {
     Some(python)
 }
 
+/// Runs `tests/scripts/<script>` with the client's `python` and `args`
+/// (off the actor loop); its stdout, once it exited 0.
+async fn run_python(python: &std::path::Path, script: &str, args: &[&str]) -> String {
+    let path = format!("{}/scripts/{script}", env!("CARGO_MANIFEST_DIR"));
+    let (python, args) = (
+        python.to_path_buf(),
+        args.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+    );
+    let out = actix_rt::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(&path)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run {path}: {e}"))
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The JSON lines a script printed.
+fn lines_of(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
 #[actix_rt::test]
 async fn t90_python_client_producer_is_read_by_the_native_consumer() {
     let Some(python) = python_client() else {
@@ -349,29 +383,14 @@ async fn t90_python_client_producer_is_read_by_the_native_consumer() {
         let node = NodeProcess::start(Bin::Node, &[] as &[&str]).expect("start a combined node");
         // Not created first: routed as auto-created, created by the send.
         let topic = "t90-python";
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scripts/rocketmq-python-producer.py"
-        );
         let grpc = node.grpc().to_string();
-        let out = actix_rt::task::spawn_blocking(move || {
-            std::process::Command::new(python)
-                .args([script, grpc.as_str(), topic, "5"])
-                .output()
-        })
-        .await
-        .expect("join")
-        .expect("run the python producer");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "python producer failed: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let sent: Vec<serde_json::Value> = stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("json line"))
-            .collect();
+        let stdout = run_python(
+            &python,
+            "rocketmq-python-producer.py",
+            &[grpc.as_str(), topic, "5"],
+        )
+        .await;
+        let sent = lines_of(&stdout);
         assert_eq!(sent.len(), 5, "{stdout}");
 
         let consumer = SimpleConsumer::new(
@@ -591,29 +610,14 @@ async fn t90_python_simple_consumer_receives_native_sends() {
         for i in 0..4 {
             p.send(native_message(topic, i)).await.expect("native send");
         }
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scripts/rocketmq-python-simple-consumer.py"
-        );
         let grpc = node.grpc().to_string();
-        let out = actix_rt::task::spawn_blocking(move || {
-            std::process::Command::new(python)
-                .args([script, grpc.as_str(), "t90-python-group", topic, "4"])
-                .output()
-        })
-        .await
-        .expect("join")
-        .expect("run the python simple consumer");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "python simple consumer failed: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let got: Vec<serde_json::Value> = stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("json line"))
-            .collect();
+        let stdout = run_python(
+            &python,
+            "rocketmq-python-simple-consumer.py",
+            &[grpc.as_str(), "t90-python-group", topic, "4"],
+        )
+        .await;
+        let got = lines_of(&stdout);
         assert_eq!(got.len(), 4, "{stdout}");
         let mut bodies: Vec<String> = got
             .iter()
@@ -652,28 +656,15 @@ async fn t90_python_push_consumer_consumes_and_acks_native_sends() {
         for i in 0..4 {
             p.send(native_message(topic, i)).await.expect("native send");
         }
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scripts/rocketmq-python-push-consumer.py"
-        );
         let grpc = node.grpc().to_string();
-        let out = actix_rt::task::spawn_blocking(move || {
-            std::process::Command::new(python)
-                .args([script, grpc.as_str(), group, topic, "4"])
-                .output()
-        })
-        .await
-        .expect("join")
-        .expect("run the python push consumer");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "python push consumer failed: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut bodies: Vec<String> = stdout
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line"))
+        let stdout = run_python(
+            &python,
+            "rocketmq-python-push-consumer.py",
+            &[grpc.as_str(), group, topic, "4"],
+        )
+        .await;
+        let mut bodies: Vec<String> = lines_of(&stdout)
+            .iter()
             .map(|g| g["body"].as_str().unwrap_or_default().to_string())
             .collect();
         bodies.sort();
@@ -744,48 +735,25 @@ async fn t90_python_send_survives_a_node_restart_before_the_receive() {
         let mut node =
             NodeProcess::start(Bin::Node, &[] as &[&str]).expect("start a combined node");
         let topic = "t90-python-restart";
-        let run = |script: &'static str, args: Vec<String>| {
-            let python = python.clone();
-            actix_rt::task::spawn_blocking(move || {
-                let out = std::process::Command::new(python)
-                    .arg(script)
-                    .args(args)
-                    .output()
-                    .expect("run python");
-                let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-                assert!(
-                    out.status.success(),
-                    "{script} failed: {stdout}\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                stdout
-            })
-        };
-        let producer = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scripts/rocketmq-python-producer.py"
-        );
-        let consumer = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scripts/rocketmq-python-simple-consumer.py"
-        );
         let grpc = node.grpc().to_string();
-        let sent = run(producer, vec![grpc, topic.into(), "3".into()])
-            .await
-            .expect("join");
+        let sent = run_python(
+            &python,
+            "rocketmq-python-producer.py",
+            &[grpc.as_str(), topic, "3"],
+        )
+        .await;
         assert_eq!(sent.lines().count(), 3, "{sent}");
         node.terminate().expect("terminate");
         node.restart().expect("restart");
         let grpc = node.grpc().to_string();
-        let got = run(
-            consumer,
-            vec![grpc, "t90-restart-group".into(), topic.into(), "3".into()],
+        let got = run_python(
+            &python,
+            "rocketmq-python-simple-consumer.py",
+            &[grpc.as_str(), "t90-restart-group", topic, "3"],
         )
-        .await
-        .expect("join");
-        let mut bodies: Vec<String> = got
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line"))
+        .await;
+        let mut bodies: Vec<String> = lines_of(&got)
+            .iter()
             .map(|g| g["body"].as_str().unwrap_or_default().to_string())
             .collect();
         bodies.sort();
@@ -802,25 +770,13 @@ async fn t90_python_transactions_commit_and_roll_back() {
     bounded(async {
         let node = NodeProcess::start(Bin::Node, &[] as &[&str]).expect("start a combined node");
         let topic = "t90-python-tx";
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scripts/rocketmq-python-transaction-producer.py"
-        );
         let grpc = node.grpc().to_string();
-        let out = actix_rt::task::spawn_blocking(move || {
-            std::process::Command::new(python)
-                .args([script, grpc.as_str(), topic, "2"])
-                .output()
-        })
-        .await
-        .expect("join")
-        .expect("run the python transactional producer");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "python transactional producer failed: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stdout = run_python(
+            &python,
+            "rocketmq-python-transaction-producer.py",
+            &[grpc.as_str(), topic, "2"],
+        )
+        .await;
         assert_eq!(stdout.lines().count(), 4, "{stdout}");
         // The committed ones are delivered, the rolled-back ones never.
         let mut c = client(node.grpc()).await;
