@@ -103,8 +103,9 @@ pub fn record_properties(props: &str) -> impl Iterator<Item = (&str, &str)> {
 }
 
 /// Whether a record property is shown as a user property (the typed
-/// fields and the broker's bookkeeping are not).
-fn is_user_property(key: &str) -> bool {
+/// fields and the broker's bookkeeping are not): the one rule for the
+/// broker's conversion of records and the client's reading of them.
+pub fn is_user_property(key: &str) -> bool {
     !matches!(
         key,
         PROPERTY_TAGS

@@ -20,6 +20,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::runtime::ServiceError;
 
+use actormq_protocol::records::is_user_property;
 pub use actormq_protocol::records::{
     PROPERTY_DELAY, PROPERTY_DELIVER_AT_MS, PROPERTY_KEYS, PROPERTY_TAGS, UNKNOWN_HOST,
 };
@@ -137,8 +138,9 @@ where
                 }
             }
             // The idempotent producer's bookkeeping (the broker's dedup
-            // window): not part of the message sent.
-            PROPERTY_PRODUCER_ID | PROPERTY_PRODUCER_SEQUENCE | PROPERTY_PRODUCER_BATCH => {}
+            // window): not part of the message sent. The same rule as the
+            // client's reading of records.
+            _ if !is_user_property(k) => {}
             _ => match user.binary_search_by(|(uk, _)| (*uk).cmp(k)) {
                 Ok(i) => user[i].1 = v,
                 Err(i) => user.insert(i, (k, v)),

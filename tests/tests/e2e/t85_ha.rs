@@ -723,8 +723,9 @@ async fn t85_a_promoted_slave_does_not_deliver_again_what_its_master_delivered()
 }
 
 /// A push consumer (`actormq consume`) started while the master is down
-/// reads every message from the slave; the master's offsets for the
-/// group, committed before, are where it starts.
+/// reads from the slave every message the group had not consumed: from
+/// the group's offsets where the slave has them (synced from the master),
+/// else from the first (at least once, nothing lost).
 #[actix_rt::test]
 async fn t85_a_push_consumer_reads_from_the_slave_while_the_master_is_down() {
     bounded(async {
