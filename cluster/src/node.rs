@@ -51,6 +51,7 @@ use actormq_actors::runtime::{
     Supervisor, route_child,
 };
 use actormq_grpc::{GrpcServer, GrpcSession, GrpcSessionConfig, GrpcTargets};
+use actormq_http::{ApiConfig, Extra, HttpServer};
 use actormq_protocol::request::{
     DeleteTopicInNamesrvRequest, GetAllTopicListFromNamesrvRequest, GetBrokerClusterInfoRequest,
     GetRouteInfoByTopicRequest, RegisterBrokerRequest, UnregisterBrokerRequest,
@@ -101,6 +102,8 @@ pub struct Node {
     pub ha_addr: Option<SocketAddr>,
     /// The bound RocketMQ 5 gRPC address (`None`: off, or no broker).
     pub grpc_addr: Option<SocketAddr>,
+    /// The bound HTTP address: metrics, admin API, dashboard (`None`: off).
+    pub http_addr: Option<SocketAddr>,
     role_watch: Option<actix_rt::task::JoinHandle<()>>,
     supervisor: Addr<Supervisor>,
     /// Names of the supervised listener children (stopped first at shutdown).
@@ -137,6 +140,7 @@ impl Node {
             broker_addr: None,
             ha_addr: None,
             grpc_addr: None,
+            http_addr: None,
             role_watch: None,
             supervisor,
             listeners: Vec::new(),
@@ -166,6 +170,9 @@ impl Node {
         if let Some(store) = store {
             node.start_broker(config, store, registry.as_ref(), plugins)
                 .await?;
+        }
+        if let Some(addr) = config.http_listen_addr() {
+            node.http_addr = Some(node.listen_http(addr, config).await?);
         }
         Ok(node)
     }
@@ -474,6 +481,54 @@ impl Node {
         Ok(bound)
     }
 
+    /// The name servers this node's admin API asks: its own (a wildcard
+    /// bind asked on loopback) and the broker's `--namesrv`.
+    fn admin_namesrvs(&self, config: &NodeConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(mut a) = self.namesrv_addr {
+            if a.ip().is_unspecified() {
+                a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            out.push(a.to_string());
+        }
+        if config.node.role != Role::Namesrv {
+            for a in &config.broker.namesrv {
+                if !out.contains(&a.to_string()) {
+                    out.push(a.to_string());
+                }
+            }
+        }
+        out
+    }
+
+    /// Binds the HTTP endpoint (metrics, admin API, dashboard) on `addr`
+    /// and serves it with a supervised `http-server` child; returns the
+    /// bound address.
+    async fn listen_http(
+        &mut self,
+        addr: SocketAddr,
+        config: &NodeConfig,
+    ) -> Result<SocketAddr, NodeError> {
+        let (socket, bound) = std::net::TcpListener::bind(addr)
+            .and_then(|s| s.local_addr().map(|bound| (s, bound)))
+            .map_err(|source| NodeError::Bind { addr, source })?;
+        let api = ApiConfig::new(self.admin_namesrvs(config));
+        let extra = std::sync::Arc::new(Extra::default());
+        let log = self.logger.clone();
+        self.spawn(ChildSpec::new("http-server", move || {
+            Ok(HttpServer::new(
+                socket.try_clone()?,
+                api.clone(),
+                std::sync::Arc::clone(&extra),
+                &log,
+            ))
+        }))
+        .await?;
+        self.listeners.push("http-server");
+        info!(self.logger, "http endpoint listening"; "addr" => %bound);
+        Ok(bound)
+    }
+
     /// Binds `addr` and serves it with a supervised listener named `name`
     /// (a restart binds the same port again).
     async fn listen(
@@ -514,6 +569,9 @@ impl Node {
         }
         if let Some(a) = self.grpc_addr {
             line.push_str(&format!(" grpc={a}"));
+        }
+        if let Some(a) = self.http_addr {
+            line.push_str(&format!(" http={a}"));
         }
         line
     }
