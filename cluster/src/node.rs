@@ -51,7 +51,9 @@ use actormq_actors::runtime::{
     Supervisor, route_child,
 };
 use actormq_grpc::{GrpcServer, GrpcSession, GrpcSessionConfig, GrpcTargets};
-use actormq_http::{ApiConfig, Extra, HttpServer};
+use actormq_http::{
+    ApiConfig, BrokerSources, Extra, HttpServer, NodeMetrics, Sampler, Sources, StatsHistory,
+};
 use actormq_protocol::request::{
     DeleteTopicInNamesrvRequest, GetAllTopicListFromNamesrvRequest, GetBrokerClusterInfoRequest,
     GetRouteInfoByTopicRequest, RegisterBrokerRequest, UnregisterBrokerRequest,
@@ -108,6 +110,8 @@ pub struct Node {
     supervisor: Addr<Supervisor>,
     /// Names of the supervised listener children (stopped first at shutdown).
     listeners: Vec<&'static str>,
+    /// The client listeners by kind (`native`, `namesrv`), for metrics.
+    client_listeners: Vec<(String, ChildRef<Listener>)>,
     registrar: Option<ChildRef<Registrar>>,
     broker: Option<BrokerActors>,
     logger: Logger,
@@ -144,6 +148,7 @@ impl Node {
             role_watch: None,
             supervisor,
             listeners: Vec::new(),
+            client_listeners: Vec::new(),
             registrar: None,
             broker: None,
             logger,
@@ -211,9 +216,10 @@ impl Node {
             max_connection_memory: Some(config.namesrv.max_connection_memory),
             ..ListenerOptions::default()
         };
-        let (_listener, bound) = self
+        let (listener, bound) = self
             .listen("namesrv-listener", config.namesrv.listen, router, options)
             .await?;
+        self.client_listeners.push(("namesrv".to_owned(), listener));
         self.namesrv_addr = Some(bound);
         Ok(registry)
     }
@@ -295,6 +301,8 @@ impl Node {
         })?;
         let listener = self.spawn(spec).await?;
         self.listeners.push("broker-listener");
+        self.client_listeners
+            .push(("native".to_owned(), listener.clone()));
         self.broker_addr = Some(bound);
         broker
             .notify_groups_through(&self.supervisor, listener)
@@ -513,7 +521,29 @@ impl Node {
             .and_then(|s| s.local_addr().map(|bound| (s, bound)))
             .map_err(|source| NodeError::Bind { addr, source })?;
         let api = ApiConfig::new(self.admin_namesrvs(config));
-        let extra = std::sync::Arc::new(Extra::default());
+        let metrics = NodeMetrics::new(self.broker.as_ref().map(|b| b.metrics.as_ref()));
+        let stats = std::sync::Arc::new(StatsHistory::new());
+        let sources = Sources {
+            broker: self.broker.as_ref().map(|b| BrokerSources {
+                metrics: b.metrics.clone(),
+                store: b.store.clone(),
+                offsets: b.offsets.clone(),
+                ha: b.ha.clone(),
+            }),
+            supervisor: self.supervisor.clone(),
+            listeners: self.client_listeners.clone(),
+        };
+        let (m, st, log) = (metrics.clone(), stats.clone(), self.logger.clone());
+        self.spawn(ChildSpec::new("metrics-sampler", move || {
+            Ok(Sampler::new(sources.clone(), m.clone(), st.clone(), &log))
+        }))
+        .await?;
+        let render: std::sync::Arc<dyn Fn() -> String + Send + Sync> =
+            std::sync::Arc::new(move || metrics.render());
+        let extra = std::sync::Arc::new(Extra {
+            metrics: Some(render),
+            stats: self.broker.is_some().then_some(stats),
+        });
         let log = self.logger.clone();
         self.spawn(ChildSpec::new("http-server", move || {
             Ok(HttpServer::new(

@@ -10,10 +10,14 @@
 //! (a name server or broker failed).
 
 pub mod api;
+pub mod metrics;
+pub mod sampler;
 pub mod server;
 pub mod stats;
 
 pub use api::ApiConfig;
 pub use api::Extra;
+pub use metrics::NodeMetrics;
+pub use sampler::{BrokerSources, Sampler, Sources};
 pub use server::HttpServer;
 pub use stats::StatsHistory;
