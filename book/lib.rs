@@ -121,6 +121,9 @@ pub mod high_availability {}
 /// Chapter "Using existing RocketMQ clients".
 #[doc = include_str!("src/rocketmq-clients.md")]
 pub mod rocketmq_clients {}
+/// Chapter "Operating a cluster".
+#[doc = include_str!("src/operating-a-cluster.md")]
+pub mod operating_a_cluster {}
 /// Chapter "Benchmarking".
 #[doc = include_str!("src/benchmarking.md")]
 pub mod benchmarking {}

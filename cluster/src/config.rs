@@ -309,6 +309,8 @@ pub struct NodeConfig {
     pub broker: BrokerSection,
     /// `[grpc]`.
     pub grpc: GrpcSection,
+    /// `[http]`.
+    pub http: HttpSection,
     /// `[log]`.
     pub log: LogSection,
 }
@@ -326,6 +328,21 @@ pub struct GrpcSection {
 
 /// RocketMQ's proxy port, the default gRPC port.
 pub const DEFAULT_GRPC_PORT: u16 = 8081;
+
+/// `[http]`: the operations endpoint (`/metrics`, `/api/...`, the
+/// dashboard at `/`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    /// `HOST:PORT` or `off`. Unset: `127.0.0.1:8082`, or port 0 when the
+    /// node's broker (or, on a name-server node, name-server) port is 0,
+    /// so nodes started on ephemeral ports never collide on 8082.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+}
+
+/// The default HTTP (metrics, admin API, dashboard) port.
+pub const DEFAULT_HTTP_PORT: u16 = 8082;
 
 /// Values given as command-line flags; `None` leaves the lower layers' value.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -358,6 +375,8 @@ pub struct Overrides {
     pub master: Option<SocketAddr>,
     /// `--grpc-listen` (`HOST:PORT` or `off`).
     pub grpc_listen: Option<String>,
+    /// `--http-listen` (`HOST:PORT` or `off`).
+    pub http_listen: Option<String>,
     /// `--log-format`.
     pub log_format: Option<LogFormat>,
     /// `--log-level`.
@@ -385,6 +404,7 @@ impl Overrides {
         set(&mut c.broker.ha_listen, self.ha_listen.map(Some));
         set(&mut c.broker.master, self.master.map(Some));
         set(&mut c.grpc.listen, self.grpc_listen.map(Some));
+        set(&mut c.http.listen, self.http_listen.map(Some));
         set(&mut c.log.format, self.log_format);
         set(&mut c.log.level, self.log_level);
     }
@@ -559,6 +579,15 @@ impl NodeConfig {
                 format!("{listen:?} is neither HOST:PORT nor \"off\""),
             );
         }
+        if let Some(listen) = self.http.listen.as_deref()
+            && listen != "off"
+            && listen.parse::<SocketAddr>().is_err()
+        {
+            return invalid(
+                "http.listen",
+                format!("{listen:?} is neither HOST:PORT nor \"off\""),
+            );
+        }
         if let Some((key, reason)) = self.unavailable() {
             return invalid(key, format!("not available yet: {reason}"));
         }
@@ -647,6 +676,28 @@ impl NodeConfig {
         }
     }
 
+    /// Where the HTTP endpoint listens (`None`: off): `http.listen`;
+    /// unset, `127.0.0.1:8082`, or port 0 on the node's main listener's IP
+    /// when that listener's port is 0 (the broker's; a name-server-only
+    /// node's name-server listener).
+    pub fn http_listen_addr(&self) -> Option<SocketAddr> {
+        let main = if self.node.role == Role::Namesrv {
+            self.namesrv.listen
+        } else {
+            self.broker.listen
+        };
+        match self.http.listen.as_deref() {
+            Some("off") => None,
+            Some(addr) => addr.parse().ok(),
+            None if main.port() == 0 => {
+                let mut a = main;
+                a.set_port(0);
+                Some(a)
+            }
+            None => Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_HTTP_PORT))),
+        }
+    }
+
     /// `ha_listen`, or the broker listen address with port + 1 (port 0
     /// when the broker port is 0), whatever the role: where a slave
     /// listens for slaves of its own once promoted.
@@ -727,6 +778,44 @@ mod tests {
     use super::*;
 
     const NO_ENV: [(&str, &str); 0] = [];
+
+    #[test]
+    fn http_listen_rule() {
+        let c = NodeConfig::default();
+        assert_eq!(
+            c.http_listen_addr(),
+            Some("127.0.0.1:8082".parse().unwrap())
+        );
+        let c = NodeConfig::load(
+            None,
+            NO_ENV,
+            Overrides {
+                broker_listen: Some("127.0.0.1:0".parse().unwrap()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.http_listen_addr(), Some("127.0.0.1:0".parse().unwrap()));
+        let c = NodeConfig::load(
+            None,
+            NO_ENV,
+            Overrides {
+                http_listen: Some("off".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.http_listen_addr(), None);
+        let bad = NodeConfig::load(
+            None,
+            NO_ENV,
+            Overrides {
+                http_listen: Some("nowhere".into()),
+                ..Overrides::default()
+            },
+        );
+        assert!(bad.unwrap_err().to_string().contains("http.listen"));
+    }
 
     #[test]
     fn grpc_listen_rule() {

@@ -51,6 +51,9 @@ use actormq_actors::runtime::{
     Supervisor, route_child,
 };
 use actormq_grpc::{GrpcServer, GrpcSession, GrpcSessionConfig, GrpcTargets};
+use actormq_http::{
+    ApiConfig, BrokerSources, Extra, HttpServer, NodeMetrics, Sampler, Sources, StatsHistory,
+};
 use actormq_protocol::request::{
     DeleteTopicInNamesrvRequest, GetAllTopicListFromNamesrvRequest, GetBrokerClusterInfoRequest,
     GetRouteInfoByTopicRequest, RegisterBrokerRequest, UnregisterBrokerRequest,
@@ -101,10 +104,14 @@ pub struct Node {
     pub ha_addr: Option<SocketAddr>,
     /// The bound RocketMQ 5 gRPC address (`None`: off, or no broker).
     pub grpc_addr: Option<SocketAddr>,
+    /// The bound HTTP address: metrics, admin API, dashboard (`None`: off).
+    pub http_addr: Option<SocketAddr>,
     role_watch: Option<actix_rt::task::JoinHandle<()>>,
     supervisor: Addr<Supervisor>,
     /// Names of the supervised listener children (stopped first at shutdown).
     listeners: Vec<&'static str>,
+    /// The client listeners by kind (`native`, `namesrv`), for metrics.
+    client_listeners: Vec<(String, ChildRef<Listener>)>,
     registrar: Option<ChildRef<Registrar>>,
     broker: Option<BrokerActors>,
     logger: Logger,
@@ -137,9 +144,11 @@ impl Node {
             broker_addr: None,
             ha_addr: None,
             grpc_addr: None,
+            http_addr: None,
             role_watch: None,
             supervisor,
             listeners: Vec::new(),
+            client_listeners: Vec::new(),
             registrar: None,
             broker: None,
             logger,
@@ -166,6 +175,9 @@ impl Node {
         if let Some(store) = store {
             node.start_broker(config, store, registry.as_ref(), plugins)
                 .await?;
+        }
+        if let Some(addr) = config.http_listen_addr() {
+            node.http_addr = Some(node.listen_http(addr, config).await?);
         }
         Ok(node)
     }
@@ -204,9 +216,10 @@ impl Node {
             max_connection_memory: Some(config.namesrv.max_connection_memory),
             ..ListenerOptions::default()
         };
-        let (_listener, bound) = self
+        let (listener, bound) = self
             .listen("namesrv-listener", config.namesrv.listen, router, options)
             .await?;
+        self.client_listeners.push(("namesrv".to_owned(), listener));
         self.namesrv_addr = Some(bound);
         Ok(registry)
     }
@@ -288,6 +301,8 @@ impl Node {
         })?;
         let listener = self.spawn(spec).await?;
         self.listeners.push("broker-listener");
+        self.client_listeners
+            .push(("native".to_owned(), listener.clone()));
         self.broker_addr = Some(bound);
         broker
             .notify_groups_through(&self.supervisor, listener)
@@ -474,6 +489,76 @@ impl Node {
         Ok(bound)
     }
 
+    /// The name servers this node's admin API asks: its own (a wildcard
+    /// bind asked on loopback) and the broker's `--namesrv`.
+    fn admin_namesrvs(&self, config: &NodeConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(mut a) = self.namesrv_addr {
+            if a.ip().is_unspecified() {
+                a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            out.push(a.to_string());
+        }
+        if config.node.role != Role::Namesrv {
+            for a in &config.broker.namesrv {
+                if !out.contains(&a.to_string()) {
+                    out.push(a.to_string());
+                }
+            }
+        }
+        out
+    }
+
+    /// Binds the HTTP endpoint (metrics, admin API, dashboard) on `addr`
+    /// and serves it with a supervised `http-server` child; returns the
+    /// bound address.
+    async fn listen_http(
+        &mut self,
+        addr: SocketAddr,
+        config: &NodeConfig,
+    ) -> Result<SocketAddr, NodeError> {
+        let (socket, bound) = std::net::TcpListener::bind(addr)
+            .and_then(|s| s.local_addr().map(|bound| (s, bound)))
+            .map_err(|source| NodeError::Bind { addr, source })?;
+        let api = ApiConfig::new(self.admin_namesrvs(config));
+        let metrics = NodeMetrics::new(self.broker.as_ref().map(|b| b.metrics.as_ref()));
+        let stats = std::sync::Arc::new(StatsHistory::new());
+        let sources = Sources {
+            broker: self.broker.as_ref().map(|b| BrokerSources {
+                metrics: b.metrics.clone(),
+                store: b.store.clone(),
+                offsets: b.offsets.clone(),
+                ha: b.ha.clone(),
+            }),
+            supervisor: self.supervisor.clone(),
+            listeners: self.client_listeners.clone(),
+        };
+        let (m, st, log) = (metrics.clone(), stats.clone(), self.logger.clone());
+        self.spawn(ChildSpec::new("metrics-sampler", move || {
+            Ok(Sampler::new(sources.clone(), m.clone(), st.clone(), &log))
+        }))
+        .await?;
+        let render: std::sync::Arc<dyn Fn() -> String + Send + Sync> =
+            std::sync::Arc::new(move || metrics.render());
+        let extra = std::sync::Arc::new(Extra {
+            metrics: Some(render),
+            stats: self.broker.is_some().then_some(stats),
+        });
+        let log = self.logger.clone();
+        self.spawn(ChildSpec::new("http-server", move || {
+            Ok(HttpServer::new(
+                socket.try_clone()?,
+                api.clone(),
+                std::sync::Arc::clone(&extra),
+                &log,
+            ))
+        }))
+        .await?;
+        self.listeners.push("http-server");
+        info!(self.logger, "http endpoint listening"; "addr" => %bound);
+        Ok(bound)
+    }
+
     /// Binds `addr` and serves it with a supervised listener named `name`
     /// (a restart binds the same port again).
     async fn listen(
@@ -514,6 +599,9 @@ impl Node {
         }
         if let Some(a) = self.grpc_addr {
             line.push_str(&format!(" grpc={a}"));
+        }
+        if let Some(a) = self.http_addr {
+            line.push_str(&format!(" http={a}"));
         }
         line
     }

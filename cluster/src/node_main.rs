@@ -71,7 +71,10 @@ pub struct NodeArgs {
     /// is 0].
     #[arg(long, value_name = "ADDR|off")]
     pub grpc_listen: Option<String>,
-    /// Metrics / admin HTTP endpoint. Not available yet: only "off" is accepted.
+    /// Operations HTTP endpoint: Prometheus /metrics, the JSON admin API
+    /// under /api/ and the dashboard at /; "off" disables [default:
+    /// 127.0.0.1:8082; port 0 if the node's broker (name-server-only node:
+    /// name-server) port is 0].
     #[arg(long, value_name = "ADDR|off")]
     pub http_listen: Option<String>,
     /// Log format on stderr: text (default) or json.
@@ -126,14 +129,9 @@ pub enum LogFormatArg {
 }
 
 impl NodeArgs {
-    /// The first flag given whose feature does not exist yet.
+    /// The first flag given whose feature does not exist yet (none now).
     pub fn unavailable_flag(&self) -> Option<&'static str> {
-        let on = |v: &Option<String>| v.as_deref().is_some_and(|v| v != "off");
-        if on(&self.http_listen) {
-            Some("--http-listen")
-        } else {
-            None
-        }
+        None
     }
 
     fn overrides(&self, fixed_role: Option<Role>) -> Overrides {
@@ -163,6 +161,7 @@ impl NodeArgs {
             ha_listen: self.ha_listen,
             master: self.master,
             grpc_listen: self.grpc_listen.clone(),
+            http_listen: self.http_listen.clone(),
             log_format: self.log_format.map(|f| match f {
                 LogFormatArg::Text => LogFormat::Text,
                 LogFormatArg::Json => LogFormat::Json,
@@ -187,8 +186,7 @@ pub fn main_with_role(fixed_role: Option<Role>, about: &'static str) -> ExitCode
         return ExitCode::from(2);
     }
     if let Some(flag) = args.unavailable_flag() {
-        let why = "there is no HTTP endpoint in this version";
-        eprintln!("error: {flag} is not available yet: {why}");
+        eprintln!("error: {flag} is not available yet");
         return ExitCode::from(2);
     }
     let config = match NodeConfig::load(

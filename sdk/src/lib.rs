@@ -36,6 +36,7 @@ pub mod prelude {
     };
 }
 
+pub mod admin;
 pub mod client_id;
 pub mod connections;
 pub mod error;

@@ -184,6 +184,7 @@ pub struct NodeProcess {
     broker: Option<SocketAddr>,
     ha: Option<SocketAddr>,
     grpc: Option<SocketAddr>,
+    http: Option<SocketAddr>,
     starts: u32,
 }
 
@@ -230,6 +231,7 @@ impl NodeProcess {
             broker: None,
             ha: None,
             grpc: None,
+            http: None,
             starts: 0,
         };
         node.spawn()?;
@@ -349,6 +351,7 @@ impl NodeProcess {
         self.broker = broker;
         self.ha = ready_listener(&line, "ha");
         self.grpc = ready_listener(&line, "grpc");
+        self.http = ready_listener(&line, "http");
         Ok(())
     }
 
@@ -370,6 +373,11 @@ impl NodeProcess {
     /// The RocketMQ 5 gRPC address (its ready line's `grpc=`).
     pub fn grpc(&self) -> SocketAddr {
         self.grpc.expect("this node has no gRPC endpoint")
+    }
+
+    /// The HTTP endpoint: metrics, admin API (its ready line's `http=`).
+    pub fn http(&self) -> SocketAddr {
+        self.http.expect("this node has no HTTP endpoint")
     }
 
     /// The data dir (kept across restarts).

@@ -79,6 +79,7 @@ use super::broker_store::BrokerStore;
 use super::dedup::{self, DedupConfig, DedupTable, DedupTag, Original, Verdict};
 use super::dispatcher::LogAppended;
 use super::ha::{HaRole, HaState};
+use super::metrics::BrokerMetrics;
 use super::stored_codec::{encode_property_parts_into, tag_hash_of};
 use super::topic_manager::{ResolveTopic, TopicView, check_writable};
 use crate::runtime::guard::{Guarded, GuardedReply, Poison, guarded};
@@ -355,6 +356,30 @@ impl<T> SendBuffer<T> {
     }
 }
 
+/// Adds an appended batch to `metrics`: one family update per run of
+/// requests on the same topic (a batch is mostly one topic).
+fn count_stored(metrics: &BrokerMetrics, batch: &[Pending]) {
+    let mut run: Option<(&str, u64, u64)> = None;
+    for p in batch {
+        let (n, b) = (p.parts.len() as u64, p.bytes() as u64);
+        match &mut run {
+            Some((t, msgs, bytes)) if *t == p.topic => {
+                *msgs += n;
+                *bytes += b;
+            }
+            _ => {
+                if let Some((t, msgs, bytes)) = run.take() {
+                    metrics.stored(t, msgs, bytes);
+                }
+                run = Some((&p.topic, n, b));
+            }
+        }
+    }
+    if let Some((t, msgs, bytes)) = run {
+        metrics.stored(t, msgs, bytes);
+    }
+}
+
 /// Refuses a client send to a topic only the broker writes
 /// (`SCHEDULE_TOPIC_XXXX`, `%DLQ%…`, `RMQ_SYS_…`).
 fn refuse_broker_only(topic: &str) -> Result<(), ServiceError> {
@@ -605,6 +630,9 @@ struct Pending {
     responder: Responder,
     /// Idempotent send: its producer id and sequence.
     dedup: Option<DedupTag>,
+    /// When the request arrived (set when it is buffered): the start of
+    /// its put latency.
+    arrival: Option<Instant>,
 }
 
 impl Pending {
@@ -631,6 +659,7 @@ pub struct CommitLogActor {
     stats: CommitLogStats,
     flush_timeouts: Arc<AtomicU64>,
     ha: Option<(Arc<HaState>, Duration)>,
+    metrics: Option<Arc<BrokerMetrics>>,
     logger: Logger,
     poison: Poison,
 }
@@ -671,6 +700,7 @@ impl CommitLogActor {
             stats: CommitLogStats::default(),
             flush_timeouts: Arc::new(AtomicU64::new(0)),
             ha: None,
+            metrics: None,
             logger,
             poison: Poison::default(),
         }
@@ -682,6 +712,13 @@ impl CommitLogActor {
     /// the connections streaming to slaves.
     pub fn with_ha(mut self, ha: Arc<HaState>, sync_timeout: Duration) -> Self {
         self.ha = Some((ha, sync_timeout));
+        self
+    }
+
+    /// Counts stored messages and put latencies in `metrics` (builder
+    /// style).
+    pub fn with_metrics(mut self, metrics: Arc<BrokerMetrics>) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -775,6 +812,7 @@ impl CommitLogActor {
             msg.flags,
         )?;
         Ok(Pending {
+            arrival: None,
             topic: msg.topic,
             queue_id,
             reply_queue: queue_id,
@@ -863,6 +901,7 @@ impl CommitLogActor {
             return Err(actormq_protocol::Error::InvalidUtf8.into());
         }
         Ok(Pending {
+            arrival: None,
             topic: call.req.topic,
             queue_id: call.req.queue_id,
             reply_queue: call.req.queue_id,
@@ -1068,7 +1107,8 @@ impl CommitLogActor {
         self.park_if_delayed(p)
     }
 
-    fn enqueue(&mut self, p: Pending, arrival: Instant, ctx: &mut Context<Self>) {
+    fn enqueue(&mut self, mut p: Pending, arrival: Instant, ctx: &mut Context<Self>) {
+        p.arrival = Some(arrival);
         let (msgs, bytes) = (p.parts.len(), p.bytes());
         if self.buffer.messages() + msgs > self.config.max_batch_messages {
             // A full batch is waiting: append it now rather than at the end
@@ -1264,6 +1304,9 @@ impl CommitLogActor {
         self.stats.messages += count as u64;
         self.stats.largest_append_requests =
             self.stats.largest_append_requests.max(batch.len() as u64);
+        if let Some(m) = &self.metrics {
+            count_stored(m, &batch);
+        }
         let store_host = self.config.store_host;
         let mut done = Vec::with_capacity(batch.len());
         let mut at = 0;
@@ -1274,7 +1317,7 @@ impl CommitLogActor {
             if let Some(tag) = p.dedup {
                 self.dedup.record(tag, Original::of(&slots));
             }
-            done.push((p.responder.take(), p.reply_queue, slots));
+            done.push((p.responder.take(), p.reply_queue, slots, p.arrival));
         }
         // Copies of a send appended just now get its reply.
         for p in held {
@@ -1295,9 +1338,14 @@ impl CommitLogActor {
             None => None,
         };
         let requests = done.len() as u64;
+        let metrics = self.metrics.clone();
         let reply = move |code: ResponseCode| {
-            for (r, q, slots) in done {
+            let now = Instant::now();
+            for (r, q, slots, arrival) in done {
                 r.succeed(store_host, &slots, q, code);
+                if let (Some(m), Some(at)) = (&metrics, arrival) {
+                    m.put_latency(now.saturating_duration_since(at).as_secs_f64());
+                }
             }
         };
         // A sync master answers once a slave has the bytes: right after the
@@ -1422,6 +1470,7 @@ impl Handler<PutInternal> for CommitLogActor {
                     }
                 };
                 let p = Pending {
+                    arrival: None,
                     topic: m.topic,
                     queue_id: m.queue_id,
                     reply_queue: m.queue_id,

@@ -13,6 +13,7 @@ pub mod group_manager;
 pub mod group_notifier;
 pub mod ha;
 pub mod half_message;
+pub mod metrics;
 pub mod offset_manager;
 pub mod offset_reset;
 pub mod persist;

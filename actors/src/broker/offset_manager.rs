@@ -51,6 +51,17 @@ impl OffsetTable {
         self.groups.get(group)?.get(topic)?.get(&queue_id).copied()
     }
 
+    /// Every committed offset: `(group, topic, queue id, offset)`, sorted.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &str, u32, u64)> + '_ {
+        self.groups.iter().flat_map(|(g, topics)| {
+            topics.iter().flat_map(move |(t, queues)| {
+                queues
+                    .iter()
+                    .map(move |(q, o)| (g.as_str(), t.as_str(), *q, *o))
+            })
+        })
+    }
+
     /// Every committed queue of `group` on `topic`.
     pub fn queues(&self, group: &str, topic: &str) -> BTreeMap<u32, u64> {
         self.groups

@@ -360,6 +360,7 @@ pub struct PullHold {
     filters: FilterCache,
     stats: PullStats,
     offsets: Option<Recipient<Call<UpdateConsumerOffsetRequest>>>,
+    metrics: Option<std::sync::Arc<super::metrics::BrokerMetrics>>,
     logger: Logger,
     poison: Poison,
 }
@@ -386,9 +387,16 @@ impl PullHold {
             filters: FilterCache::new(sql, FILTER_CACHE_CAP),
             stats: PullStats::default(),
             offsets: None,
+            metrics: None,
             logger: logger.new(o!("actor" => "PullHold")),
             poison: Poison::default(),
         }
+    }
+
+    /// Counts the messages each pull delivers in `metrics` (builder style).
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<super::metrics::BrokerMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Forwards the `commit_offset` a pull carries to `offsets` (the
@@ -462,6 +470,12 @@ impl PullHold {
             }
         }
         let (code, holdable) = pull_code(r.status, req.queue_offset, r.max_offset);
+        if let Some(m) = &self.metrics
+            && r.status == GetStatus::Found
+            && !r.messages.is_empty()
+        {
+            m.delivered(&req.topic, &req.consumer_group, r.messages.len() as u64);
+        }
         let fields = PullMessageResponse {
             next_begin_offset: r.next_begin_offset,
             min_offset: r.min_offset,

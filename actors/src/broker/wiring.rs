@@ -34,6 +34,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+use super::metrics::BrokerMetrics;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -277,6 +279,8 @@ pub struct BrokerActors {
     pub ha_addr: Option<SocketAddr>,
     /// The slave's replication and the role switch ([`super::ha::SwitchRole`]).
     pub ha_client: ChildRef<HaClient>,
+    /// Traffic counters (`/metrics`, `/api/stats`).
+    pub metrics: Arc<BrokerMetrics>,
     ha_config: HaConfig,
     ha_source: SnapshotSource,
     writer_arbiter: Option<ArbiterHandle>,
@@ -341,6 +345,7 @@ impl BrokerActors {
         }
 
         let view = TopicView::default();
+        let metrics = Arc::new(BrokerMetrics::new());
         // State files are loaded once here first: one that cannot be
         // loaded (garbage and no good backup) stops the start at once with
         // that one line, not through the supervisor's restarts.
@@ -426,11 +431,13 @@ impl BrokerActors {
             logger.clone(),
         );
         let offsets_relay = CallRelay::new(offsets.clone()).start();
+        let pull_metrics = Arc::clone(&metrics);
         let pull = spawn(
             supervisor,
             ChildSpec::new("pull-hold", move || {
                 Ok(PullHold::new(s.clone(), v.clone(), c.clone(), &log)
-                    .with_offset_manager(offsets_relay.clone().recipient()))
+                    .with_offset_manager(offsets_relay.clone().recipient())
+                    .with_metrics(pull_metrics.clone()))
             }),
         )
         .await?;
@@ -530,6 +537,7 @@ impl BrokerActors {
         );
         let resolver = CallRelay::new(topics.clone()).start();
         let appended = Relay::new(dispatcher.clone()).start();
+        let writer_metrics = Arc::clone(&metrics);
         let spec = ChildSpec::new("commit-log", move || {
             Ok(CommitLogActor::new(
                 s.clone(),
@@ -539,7 +547,8 @@ impl BrokerActors {
                 &log,
             )
             .with_dispatcher(appended.clone().recipient())
-            .with_ha(h.clone(), sync_timeout))
+            .with_ha(h.clone(), sync_timeout)
+            .with_metrics(Arc::clone(&writer_metrics)))
         });
         let spec = match &writer_arbiter {
             Some(a) => spec.on_arbiter(a.clone()),
@@ -717,6 +726,7 @@ impl BrokerActors {
         }
 
         Ok(Self {
+            metrics,
             store,
             view,
             topics,

@@ -1,17 +1,15 @@
 //! `actormq admin`: clusters and topics (through the name servers and the
-//! brokers); group progress is in [`super::consume`], group configs in
+//! brokers, by [`actormq_sdk::admin`], which the HTTP admin API uses
+//! too); group progress is in [`super::consume`], group configs in
 //! [`super::subscription_group`], message lookups in [`super::msg`];
 //! offset reset asks every master broker of the topic's route; dead
 //! letters in [`super::dlq`].
 
-use std::time::{Duration, Instant};
-
 use actormq_sdk::ClientError;
+use actormq_sdk::admin::{Admin, CreateTopic};
 use actormq_sdk::protocol::request::{
-    ClusterInfo, CreateTopicRequest, DeleteTopicInBrokerRequest, DeleteTopicInNamesrvRequest,
-    GetAllTopicListFromNamesrvRequest, GetBrokerClusterInfoRequest, GetMaxOffsetRequest,
-    GetMinOffsetRequest, GetRouteInfoByTopicRequest, Perm, PromoteBrokerRequest,
-    ResetOffsetRequest, TopicConfig, TopicRouteData,
+    ClusterInfo, GetBrokerClusterInfoRequest, GetRouteInfoByTopicRequest, PromoteBrokerRequest,
+    ResetOffsetRequest, TopicRouteData,
 };
 use actormq_sdk::protocol::{Bytes, ResponseCode};
 use actormq_sdk::route::RouteCache;
@@ -236,32 +234,32 @@ pub async fn run(common: &CommonArgs, args: &AdminArgs, log: &Logger) -> Result<
     match &args.what {
         AdminCommand::Cluster {
             action: ClusterCommand::List,
-        } => cluster_list(common, log).await,
+        } => cluster_list(common, &common.admin(log)?).await,
         AdminCommand::Topic { action } => {
-            let routes = common.route_cache(log)?;
+            let admin = common.admin(log)?;
             match action {
-                TopicCommand::Create(a) => topic_create(common, &routes, a).await,
-                TopicCommand::List => topic_list(common, &routes).await,
-                TopicCommand::Route(a) => topic_route(common, &routes, &a.topic).await,
-                TopicCommand::Status(a) => topic_status(common, &routes, &a.topic).await,
-                TopicCommand::Delete(a) => topic_delete(common, &routes, &a.topic).await,
+                TopicCommand::Create(a) => topic_create(common, &admin, a).await,
+                TopicCommand::List => topic_list(common, &admin).await,
+                TopicCommand::Route(a) => topic_route(common, &admin, &a.topic).await,
+                TopicCommand::Status(a) => topic_status(common, &admin, &a.topic).await,
+                TopicCommand::Delete(a) => topic_delete(common, &admin, &a.topic).await,
             }
         }
         AdminCommand::Group { action } => match action {
             GroupCommand::Progress(a) => run_group_progress(common, a, log).await,
-            GroupCommand::List => subscription_group::list(common, &common.route_cache(log)?).await,
+            GroupCommand::List => subscription_group::list(common, &common.admin(log)?).await,
             GroupCommand::Create(a) => {
-                subscription_group::create(common, &common.route_cache(log)?, a).await
+                subscription_group::create(common, &common.admin(log)?, a).await
             }
             GroupCommand::Delete(a) => {
-                subscription_group::delete(common, &common.route_cache(log)?, &a.group).await
+                subscription_group::delete(common, &common.admin(log)?, &a.group).await
             }
         },
         AdminCommand::Msg { action } => super::msg::run(common, action, log).await,
         AdminCommand::Offset { action } => offset_reset(common, action, log).await,
         AdminCommand::Dlq {
             action: DlqCommand::Resend { group, count },
-        } => super::dlq::resend(common, &common.route_cache(log)?, group, *count).await,
+        } => super::dlq::resend(common, &common.admin(log)?, group, *count).await,
         AdminCommand::Broker {
             action: BrokerCommand::Promote { broker, broker_id },
         } => broker_promote(common, &common.route_cache(log)?, broker, *broker_id).await,
@@ -341,263 +339,82 @@ async fn route_data(routes: &RouteCache, topic: &str) -> Result<TopicRouteData, 
     }
 }
 
-async fn cluster_list(common: &CommonArgs, log: &Logger) -> Result<(), CliError> {
-    let routes = common.route_cache(log)?;
-    let info = cluster_info(&routes).await?;
-    let cluster_of = |broker: &str| {
-        info.cluster_addr_table
-            .iter()
-            .find(|(_, names)| names.iter().any(|n| n == broker))
-            .map(|(c, _)| c.clone())
-    };
-    for (name, data) in &info.broker_addr_table {
-        let cluster = cluster_of(name).unwrap_or_else(|| data.cluster.clone());
-        for (id, addr) in &data.broker_addrs {
-            let role = if *id == 0 { "master" } else { "slave" };
-            emit(
-                common.json,
-                &json!({"cluster": cluster, "broker": name, "broker_id": id, "addr": addr, "role": role}),
-                || format!("{cluster}\t{name}\t{id}\t{addr}\t{role}"),
-            );
-        }
+async fn cluster_list(common: &CommonArgs, admin: &Admin) -> Result<(), CliError> {
+    for b in admin.cluster_list().await? {
+        emit(common.json, &b, || {
+            format!(
+                "{}\t{}\t{}\t{}\t{}",
+                b.cluster, b.broker, b.broker_id, b.addr, b.role
+            )
+        });
     }
     Ok(())
 }
 
 async fn topic_create(
     common: &CommonArgs,
-    routes: &RouteCache,
+    admin: &Admin,
     a: &CreateTopicArgs,
 ) -> Result<(), CliError> {
-    let queues = a.queues.unwrap_or(if a.order { 1 } else { 8 });
-    actormq_sdk::protocol::validate_topic(&a.topic).map_err(|e| CliError(e.to_string()))?;
-    let info = cluster_info(routes).await?;
-    let mut targets: Vec<(String, String)> = Vec::new();
-    for (name, data) in &info.broker_addr_table {
-        let wanted = match (&a.broker, &a.cluster) {
-            (Some(b), _) => b == name,
-            (None, Some(c)) => info
-                .cluster_addr_table
-                .get(c)
-                .is_some_and(|names| names.contains(name)),
-            (None, None) => true,
-        };
-        if let (true, Some(addr)) = (wanted, data.master_addr()) {
-            targets.push((name.clone(), addr.to_owned()));
-        }
-    }
-    if targets.is_empty() {
-        return Err(CliError(match (&a.broker, &a.cluster) {
-            (Some(b), _) => format!("no master broker named {b}"),
-            (None, Some(c)) => format!("no master broker in cluster {c}"),
-            (None, None) => "no master broker registered".to_owned(),
-        }));
-    }
-    for (name, addr) in &targets {
-        let req = CreateTopicRequest {
-            config: TopicConfig {
-                topic_name: a.topic.clone(),
-                read_queue_nums: queues,
-                write_queue_nums: queues,
-                perm: Perm::READ_WRITE,
-                topic_sys_flag: 0,
-                order: a.order,
-            },
-        };
-        routes
-            .connections()
-            .call(addr, req, Bytes::new(), common.timeout())
-            .await
-            .map_err(|e| CliError(format!("create on {name} ({addr}): {e}")))?;
-        emit(
-            common.json,
-            &json!({"topic": a.topic, "broker": name, "addr": addr, "queues": queues, "order": a.order, "created": true}),
-            || {
-                format!(
-                    "created {} on {name} ({addr}) with {} queues",
-                    a.topic, queues
-                )
-            },
-        );
-    }
-    // The brokers re-register the topic; wait (within the timeout) until the
-    // name servers route it, so a following `topic route` sees it.
-    let until = Instant::now() + common.timeout();
-    while Instant::now() < until {
-        if let Ok(r) = route_data(routes, &a.topic).await
-            && targets
-                .iter()
-                .all(|(n, _)| r.queue_datas.iter().any(|q| &q.broker_name == n))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let created = admin
+        .create_topic(&CreateTopic {
+            topic: a.topic.clone(),
+            queues: a.queues,
+            broker: a.broker.clone(),
+            cluster: a.cluster.clone(),
+            order: a.order,
+        })
+        .await?;
+    for c in &created {
+        emit(common.json, c, || {
+            format!(
+                "created {} on {} ({}) with {} queues",
+                c.topic, c.broker, c.addr, c.queues
+            )
+        });
     }
     Ok(())
 }
 
-async fn topic_list(common: &CommonArgs, routes: &RouteCache) -> Result<(), CliError> {
-    let list = routes
-        .namesrv_call(GetAllTopicListFromNamesrvRequest {})
-        .await?
-        .fields;
-    let mut topics = list.topics;
-    topics.sort();
-    for t in topics {
+async fn topic_list(common: &CommonArgs, admin: &Admin) -> Result<(), CliError> {
+    for t in admin.topic_names().await? {
         emit(common.json, &json!({"topic": t}), || t.clone());
     }
     Ok(())
 }
 
-async fn topic_route(
-    common: &CommonArgs,
-    routes: &RouteCache,
-    topic: &str,
-) -> Result<(), CliError> {
-    let data = route_data(routes, topic).await?;
-    for q in &data.queue_datas {
-        let broker = data
-            .broker_datas
-            .iter()
-            .find(|b| b.broker_name == q.broker_name);
-        let master = broker.and_then(|b| b.master_addr()).unwrap_or_default();
-        let addrs: serde_json::Map<String, serde_json::Value> = broker
-            .map(|b| {
-                b.broker_addrs
-                    .iter()
-                    .map(|(id, a)| (id.to_string(), json!(a)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let cluster = broker.map(|b| b.cluster.clone()).unwrap_or_default();
-        emit(
-            common.json,
-            &json!({
-                "topic": topic,
-                "cluster": cluster,
-                "broker": q.broker_name,
-                "master": master,
-                "addrs": addrs,
-                "read_queues": q.read_queue_nums,
-                "write_queues": q.write_queue_nums,
-                "perm": q.perm.0,
-                "order": data.order_topic_conf.is_some(),
-            }),
-            || {
-                format!(
-                    "{topic}\t{}\t{master}\tread={} write={} perm={}",
-                    q.broker_name, q.read_queue_nums, q.write_queue_nums, q.perm.0
-                )
-            },
-        );
+async fn topic_route(common: &CommonArgs, admin: &Admin, topic: &str) -> Result<(), CliError> {
+    for r in admin.topic_route(topic).await? {
+        emit(common.json, &r, || {
+            format!(
+                "{topic}\t{}\t{}\tread={} write={} perm={}",
+                r.broker, r.master, r.read_queues, r.write_queues, r.perm
+            )
+        });
     }
     Ok(())
 }
 
-async fn topic_status(
-    common: &CommonArgs,
-    routes: &RouteCache,
-    topic: &str,
-) -> Result<(), CliError> {
-    let data = route_data(routes, topic).await?;
-    let route = actormq_sdk::TopicRoute::new(topic, data);
-    for mq in &route.read_queues {
-        let Some(addr) = route.any_addr(&mq.broker_name) else {
-            continue;
-        };
-        let conns = routes.connections();
-        let max = conns
-            .call(
-                addr,
-                GetMaxOffsetRequest {
-                    topic: topic.to_owned(),
-                    queue_id: mq.queue_id,
-                },
-                Bytes::new(),
-                common.timeout(),
+async fn topic_status(common: &CommonArgs, admin: &Admin, topic: &str) -> Result<(), CliError> {
+    for q in admin.topic_status(topic).await? {
+        emit(common.json, &q, || {
+            format!(
+                "{topic}\t{}\t{}\tmin={} max={}",
+                q.broker, q.queue_id, q.min_offset, q.max_offset
             )
-            .await?
-            .fields
-            .offset;
-        let min = conns
-            .call(
-                addr,
-                GetMinOffsetRequest {
-                    topic: topic.to_owned(),
-                    queue_id: mq.queue_id,
-                },
-                Bytes::new(),
-                common.timeout(),
-            )
-            .await?
-            .fields
-            .offset;
-        emit(
-            common.json,
-            &json!({"topic": topic, "broker": mq.broker_name, "queue_id": mq.queue_id, "min_offset": min, "max_offset": max}),
-            || {
-                format!(
-                    "{topic}\t{}\t{}\tmin={min} max={max}",
-                    mq.broker_name, mq.queue_id
-                )
-            },
-        );
+        });
     }
     Ok(())
 }
 
-async fn topic_delete(
-    common: &CommonArgs,
-    routes: &RouteCache,
-    topic: &str,
-) -> Result<(), CliError> {
-    let data = route_data(routes, topic).await?;
-    let mut brokers = Vec::new();
-    for b in &data.broker_datas {
-        for addr in b.broker_addrs.values() {
-            routes
-                .connections()
-                .call(
-                    addr,
-                    DeleteTopicInBrokerRequest {
-                        topic: topic.to_owned(),
-                    },
-                    Bytes::new(),
-                    common.timeout(),
-                )
-                .await
-                .map_err(|e| CliError(format!("delete on {} ({addr}): {e}", b.broker_name)))?;
-        }
-        brokers.push(b.broker_name.clone());
-    }
-    let mut namesrvs = Vec::new();
-    for ns in routes.namesrvs() {
-        let res = routes
-            .connections()
-            .call(
-                &ns,
-                DeleteTopicInNamesrvRequest {
-                    topic: topic.to_owned(),
-                    cluster_name: None,
-                },
-                Bytes::new(),
-                common.timeout(),
-            )
-            .await;
-        match res {
-            Ok(_) => namesrvs.push(ns),
-            Err(ClientError::Broker {
-                code: ResponseCode::TopicNotExist,
-                ..
-            }) => namesrvs.push(ns),
-            Err(e) => return Err(CliError(format!("delete on name server {ns}: {e}"))),
-        }
-    }
-    emit(
-        common.json,
-        &json!({"topic": topic, "deleted": true, "brokers": brokers, "namesrvs": namesrvs}),
-        || format!("deleted {topic} from brokers {brokers:?} and name servers {namesrvs:?}"),
-    );
+async fn topic_delete(common: &CommonArgs, admin: &Admin, topic: &str) -> Result<(), CliError> {
+    let d = admin.delete_topic(topic).await?;
+    emit(common.json, &d, || {
+        format!(
+            "deleted {topic} from brokers {:?} and name servers {:?}",
+            d.brokers, d.namesrvs
+        )
+    });
     Ok(())
 }
 

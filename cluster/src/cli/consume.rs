@@ -22,16 +22,12 @@
 //! more: `consume` prints what was delivered, then exits non-zero with the
 //! reason on one line.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use actormq_sdk::consumer::{
-    ConsumeFrom, ConsumeResult, ConsumerError, PullConsumer, PushConsumerBuilder,
-};
+use actormq_sdk::consumer::{ConsumeFrom, ConsumeResult, ConsumerError, PushConsumerBuilder};
 use actormq_sdk::protocol::StoredMessage;
-use actormq_sdk::protocol::request::GetAllTopicListFromNamesrvRequest;
 use serde_json::json;
 use slog::Logger;
 
@@ -118,28 +114,10 @@ fn parse_from(s: &str) -> Result<ConsumeFrom, String> {
 
 /// The JSON line of a delivered message (spec/cli.md).
 pub fn message_json(m: &StoredMessage, failed: bool) -> serde_json::Value {
-    let msg = &m.message;
-    // The store id, as `produce` prints it (the unique key is in `props`).
-    let msg_id = m.msg_id().to_string();
-    let props: BTreeMap<&str, &str> = msg
-        .properties
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let mut v = json!({
-        "msg_id": msg_id,
-        "topic": msg.topic,
-        "tags": msg.tags.as_deref().unwrap_or(""),
-        "keys": msg.keys.as_deref().unwrap_or(""),
-        "props": props,
-        "queue_id": m.queue_id,
-        "queue_offset": m.queue_offset,
-        "body": String::from_utf8_lossy(&msg.body),
-        "body_len": msg.body.len(),
-        "reconsume_times": m.reconsume_times,
-        "born_ts": m.born_timestamp_ms,
-        "store_ts": m.store_timestamp_ms,
-    });
+    // The store id, as `produce` prints it (the unique key is in `props`);
+    // the fields are `actormq_sdk::admin::MessageView`'s, as the HTTP API's.
+    let mut v = serde_json::to_value(actormq_sdk::admin::MessageView::from(m))
+        .unwrap_or_else(|_| json!({}));
     if failed {
         v["failed"] = json!(true);
     }
@@ -431,61 +409,19 @@ pub async fn run_group_progress(
     logger: &Logger,
 ) -> Result<(), CliError> {
     let as_json = common.json;
-    let consumer = PullConsumer::new(&args.group, &common.namesrv.join(","), logger.clone())
-        .map_err(consumer_error)?;
-    let topics = match &args.topic {
-        Some(t) => vec![t.clone()],
-        None => {
-            common
-                .route_cache(logger)?
-                .namesrv_call(GetAllTopicListFromNamesrvRequest {})
-                .await?
-                .fields
-                .topics
-        }
-    };
-    let mut total_lag = 0u64;
-    let mut rows = 0usize;
-    for topic in &topics {
-        let queues = match consumer.fetch_queues(topic).await {
-            Ok(q) => q,
-            Err(e) if args.topic.is_some() => return Err(consumer_error(e)),
-            Err(_) => continue,
-        };
-        let mut lines = Vec::new();
-        let mut any_committed = false;
-        for mq in &queues {
-            let broker_offset = consumer.max_offset(mq).await.map_err(consumer_error)?;
-            let committed = consumer.committed(mq).await.map_err(consumer_error)?;
-            any_committed |= committed.is_some();
-            let consumer_offset = committed.unwrap_or(0);
-            let lag = broker_offset.saturating_sub(consumer_offset);
-            lines.push((mq.clone(), broker_offset, consumer_offset, lag));
-        }
-        if !any_committed && args.topic.is_none() {
-            continue;
-        }
-        for (mq, broker_offset, consumer_offset, lag) in lines {
-            total_lag += lag;
-            rows += 1;
-            if as_json {
-                super::write_line(&format!(
-                    "{}",
-                    json!({
-                        "topic": mq.topic,
-                        "broker": mq.broker_name,
-                        "queue_id": mq.queue_id,
-                        "broker_offset": broker_offset,
-                        "consumer_offset": consumer_offset,
-                        "lag": lag,
-                    })
-                ));
-            } else {
-                super::write_line(&format!(
-                    "{:<24} {:<16} queue={:<3} broker_offset={:<10} consumer_offset={:<10} lag={}",
-                    mq.topic, mq.broker_name, mq.queue_id, broker_offset, consumer_offset, lag
-                ));
-            }
+    let admin = common.admin(logger)?;
+    let (lines, total_lag) = admin
+        .group_progress(&args.group, args.topic.as_deref())
+        .await?;
+    let rows = lines.len();
+    for q in &lines {
+        if as_json {
+            super::write_line(&format!("{}", json!(q)));
+        } else {
+            super::write_line(&format!(
+                "{:<24} {:<16} queue={:<3} broker_offset={:<10} consumer_offset={:<10} lag={}",
+                q.topic, q.broker, q.queue_id, q.broker_offset, q.consumer_offset, q.lag
+            ));
         }
     }
     if rows == 0 && args.topic.is_none() {

@@ -81,6 +81,15 @@ impl CommonArgs {
         Duration::from_millis(self.timeout_ms.unwrap_or(3000).max(1))
     }
 
+    /// The admin client (`actormq_sdk::admin`) of the name servers.
+    pub fn admin(&self, log: &Logger) -> Result<actormq_sdk::admin::Admin, CliError> {
+        Ok(actormq_sdk::admin::Admin::new(
+            &self.namesrv,
+            self.timeout(),
+            log,
+        )?)
+    }
+
     /// A route cache (and its connections) over the name servers.
     pub fn route_cache(&self, log: &Logger) -> Result<RouteCache, CliError> {
         let conns = Connections::new(log);
@@ -117,6 +126,15 @@ impl From<ClientError> for CliError {
             ClientError::AllNamesrvsDown => "cannot reach any name server".to_owned(),
             other => other.to_string(),
         })
+    }
+}
+
+impl From<actormq_sdk::admin::AdminError> for CliError {
+    fn from(e: actormq_sdk::admin::AdminError) -> Self {
+        match e {
+            actormq_sdk::admin::AdminError::Client(c) => CliError::from(c),
+            other => CliError(other.to_string()),
+        }
     }
 }
 

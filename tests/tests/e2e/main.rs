@@ -24,6 +24,7 @@
 //! | `t76_simple` | the simple (pop) consumer: SDK `SimpleConsumer` (ack, redelivery, change of invisible duration, stale receipts, SIGKILL) and `actormq consume --simple [--orderly]` (`--fail-every`, dead letters, queue order) |
 //! | `t80_bench` | `actormq bench` (produce, e2e) |
 //! | `t90_grpc` | the RocketMQ 5 gRPC endpoint (`--grpc-listen`): a tonic client from the vendored protos and the official Python client (PyPI, installed into a venv under the target dir by the test; `ACTORMQ_TESTS_NO_PYPI=1` skips it), read back by the native SDK, and the other way round |
+//! | `t95_ops` | the HTTP endpoint (`--http-listen`): `/metrics` against real traffic and `promtool check metrics` (Debian's `prometheus` package, apt-installed by the test when missing), the admin API against the CLI's `--json`, bad input |
 //!
 //! Run: `cargo test -p actormq-tests --test e2e` (one module:
 //! `… --test e2e t30_`). Every test bounds its own time and kills its
@@ -53,3 +54,4 @@ mod t76_simple;
 mod t80_bench;
 mod t85_ha;
 mod t90_grpc;
+mod t95_ops;

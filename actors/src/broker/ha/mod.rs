@@ -237,6 +237,12 @@ impl HaState {
         (s.slaves.count(), s.slaves.best())
     }
 
+    /// Each connected slave (its link id) and the log offset it
+    /// acknowledged.
+    pub fn slave_acks(&self) -> Vec<(u64, u64)> {
+        lock(&self.sync).slaves.acked_offsets()
+    }
+
     /// How many sends wait for a slave.
     pub fn waiting(&self) -> usize {
         lock(&self.sync).waiters.len()

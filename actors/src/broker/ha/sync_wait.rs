@@ -108,6 +108,13 @@ impl SlaveTable {
         self.acked.len()
     }
 
+    /// Each connected slave's id and acknowledged offset, by id.
+    pub fn acked_offsets(&self) -> Vec<(u64, u64)> {
+        let mut v: Vec<(u64, u64)> = self.acked.iter().map(|(i, o)| (*i, *o)).collect();
+        v.sort_unstable();
+        v
+    }
+
     /// The furthest acknowledgement of any connected slave (0: none).
     pub fn best(&self) -> u64 {
         self.acked.values().copied().max().unwrap_or(0)
