@@ -158,6 +158,9 @@ wire_codes! {
         /// Make a slave the master (actormq's;
         /// [`crate::request::PromoteBrokerRequest`]).
         PromoteBroker = 10002 => "PROMOTE_BROKER",
+        /// Messages of one queue from a queue offset, for admin views
+        /// (actormq's; [`crate::request::ViewMessagesByQueueOffsetRequest`]).
+        ViewMessagesByQueueOffset = 10003 => "VIEW_MESSAGES_BY_QUEUE_OFFSET",
     }
 }
 

@@ -515,7 +515,9 @@ impl Admin {
         Ok(route_entries(topic, &data))
     }
 
-    /// Min and max offsets of every readable queue (`admin topic status`).
+    /// Min and max offsets of every queue (`admin topic status`), readable
+    /// or not: a dead-letter topic is write-only (RocketMQ's perm for
+    /// `%DLQ%` topics) and its queues are still shown.
     pub async fn topic_status(&self, topic: &str) -> Result<Vec<QueueStatus>> {
         let data = self.route_data(topic).await?;
         self.queue_status(topic, data).await
@@ -523,8 +525,21 @@ impl Admin {
 
     async fn queue_status(&self, topic: &str, data: TopicRouteData) -> Result<Vec<QueueStatus>> {
         let route = TopicRoute::new(topic, data);
+        let mut queues: Vec<MessageQueue> = route
+            .data
+            .queue_datas
+            .iter()
+            .flat_map(|q| {
+                (0..q.read_queue_nums.max(q.write_queue_nums)).map(|queue_id| MessageQueue {
+                    topic: topic.to_owned(),
+                    broker_name: q.broker_name.clone(),
+                    queue_id,
+                })
+            })
+            .collect();
+        queues.sort();
         let mut out = Vec::new();
-        for mq in &route.read_queues {
+        for mq in &queues {
             let Some(addr) = route.any_addr(&mq.broker_name) else {
                 continue;
             };
@@ -1010,13 +1025,21 @@ impl Admin {
                 broker_name: q.broker.clone(),
                 queue_id: q.queue_id,
             };
-            for offset in q.min_offset..q.max_offset {
+            let mut offset = q.min_offset;
+            while offset < q.max_offset {
                 if messages.len() >= limit {
                     break 'queues;
                 }
-                if let Some(m) = self.query.by_offset(&mq, offset).await? {
-                    messages.push(MessageView::from(&m));
-                }
+                let want = u32::try_from(limit - messages.len()).unwrap_or(u32::MAX);
+                let batch = self.query.from_offset(&mq, offset, want).await?;
+                let Some(last) = batch.last() else { break };
+                offset = last.queue_offset + 1;
+                messages.extend(
+                    batch
+                        .iter()
+                        .take(limit - messages.len())
+                        .map(MessageView::from),
+                );
             }
         }
         Ok(DeadLetters {

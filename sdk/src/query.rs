@@ -20,7 +20,9 @@
 use std::time::Duration;
 
 use actormq_protocol::batch::decode_stored;
-use actormq_protocol::request::{PullMessageRequest, QueryMessageRequest, ViewMessageByIdRequest};
+use actormq_protocol::request::{
+    QueryMessageRequest, ViewMessageByIdRequest, ViewMessagesByQueueOffsetRequest,
+};
 use actormq_protocol::{MessageId, MessageQueue, ResponseCode, StoredMessage};
 use actormq_runtime::{Reply, Rpc};
 use bytes::Bytes;
@@ -121,6 +123,23 @@ impl MessageQuery {
         mq: &MessageQueue,
         offset: u64,
     ) -> Result<Option<StoredMessage>, ClientError> {
+        Ok(self
+            .from_offset(mq, offset, 1)
+            .await?
+            .into_iter()
+            .find(|m| m.queue_offset == offset))
+    }
+
+    /// Up to `max` messages of queue `mq` from `offset` on (the broker caps
+    /// one answer at 32), in queue order; empty past the queue's end. An
+    /// admin read (`VIEW_MESSAGES_BY_QUEUE_OFFSET`): it reads topics that
+    /// consumers may not, such as a group's `%DLQ%` topic.
+    pub async fn from_offset(
+        &self,
+        mq: &MessageQueue,
+        offset: u64,
+        max: u32,
+    ) -> Result<Vec<StoredMessage>, ClientError> {
         let route = self.routes.route(&mq.topic).await?;
         let addr = route
             .master_addr(&mq.broker_name)
@@ -128,20 +147,13 @@ impl MessageQuery {
                 topic: format!("{} on {}", mq.topic, mq.broker_name),
             })?
             .to_owned();
-        let req = PullMessageRequest {
-            consumer_group: "actormq-query".into(),
+        let req = ViewMessagesByQueueOffsetRequest {
             topic: mq.topic.clone(),
             queue_id: mq.queue_id,
             queue_offset: offset,
-            max_msg_nums: 1,
-            ..PullMessageRequest::default()
+            max_count: max,
         };
         let reply = self.call(&addr, req).await?;
-        if reply.code != ResponseCode::Success {
-            return Ok(None);
-        }
-        Ok(decode_stored(&reply.body)?
-            .into_iter()
-            .find(|m| m.queue_offset == offset))
+        Ok(decode_stored(&reply.body)?)
     }
 }

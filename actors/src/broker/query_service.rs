@@ -3,7 +3,9 @@
 //! Serves `GET_MAX_OFFSET`, `GET_MIN_OFFSET`,
 //! `SEARCH_OFFSET_BY_TIMESTAMP` (all answered with [`OffsetResponse`]),
 //! `VIEW_MESSAGE_BY_ID` (the record at a commit log offset, as a
-//! one-message stored batch body) and `QUERY_MESSAGE` (messages of a topic
+//! one-message stored batch body), `VIEW_MESSAGES_BY_QUEUE_OFFSET` (up to
+//! [`MAX_QUERY_MESSAGES`] records of one queue from a queue offset, for
+//! admin views, whatever the topic's permission) and `QUERY_MESSAGE` (messages of a topic
 //! by key within a store-time range, from the key index, as a stored batch
 //! body; `QUERY_NOT_FOUND` when none). Every read is lock-free or takes
 //! only the store's short index lock, so the actor does no blocking work.
@@ -14,6 +16,7 @@ use actormq_protocol::ResponseCode;
 use actormq_protocol::request::{
     Empty, GetMaxOffsetRequest, GetMinOffsetRequest, OffsetResponse, QueryMessageRequest,
     QueryMessageResponse, SearchOffsetByTimestampRequest, ViewMessageByIdRequest,
+    ViewMessagesByQueueOffsetRequest,
 };
 
 use super::broker_store::BrokerStore;
@@ -132,6 +135,29 @@ impl QueryService {
                 format!("no message at commit log offset {off}"),
             )),
         }
+    }
+}
+
+impl Handler<Call<ViewMessagesByQueueOffsetRequest>> for QueryService {
+    type Result = GuardedReply<Result<Reply<Empty>, ServiceError>>;
+    fn handle(
+        &mut self,
+        call: Call<ViewMessagesByQueueOffsetRequest>,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        guarded(self, ctx, |act, _| {
+            let r = call.req;
+            actormq_protocol::validate_topic(&r.topic)?;
+            let count = (r.max_count as usize).clamp(1, MAX_QUERY_MESSAGES) as u64;
+            let end = act.store.max_offset(&r.topic, r.queue_id);
+            let from = r
+                .queue_offset
+                .max(act.store.min_offset(&r.topic, r.queue_id));
+            let views: Vec<_> = (from..end.min(from.saturating_add(count)))
+                .filter_map(|at| act.store.read_by_queue_offset(&r.topic, r.queue_id, at))
+                .collect();
+            Ok(Reply::with_body(Empty {}, encode_views(&views)))
+        })
     }
 }
 

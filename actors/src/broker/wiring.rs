@@ -54,6 +54,7 @@ use actormq_protocol::request::{
     LockBatchMqRequest, PullMessageRequest, QueryConsumerOffsetRequest, QueryMessageRequest,
     ResetOffsetRequest, SearchOffsetByTimestampRequest, SendBatchMessageRequest,
     SendMessageRequest, UnlockBatchMqRequest, UpdateConsumerOffsetRequest, ViewMessageByIdRequest,
+    ViewMessagesByQueueOffsetRequest,
 };
 use actormq_store::StoreConfig;
 use slog::{Logger, info, o, warn};
@@ -771,6 +772,7 @@ impl BrokerActors {
         route_child::<GetMinOffsetRequest, _>(router, &self.query);
         route_child::<SearchOffsetByTimestampRequest, _>(router, &self.query);
         route_child::<ViewMessageByIdRequest, _>(router, &self.query);
+        route_child::<ViewMessagesByQueueOffsetRequest, _>(router, &self.query);
         route_child::<QueryMessageRequest, _>(router, &self.query);
         route_child::<CreateTopicRequest, _>(router, &self.topics);
         route_child::<DeleteTopicInBrokerRequest, _>(router, &self.topics);

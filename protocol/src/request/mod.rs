@@ -73,6 +73,7 @@ request! {
     PullMessageRequest => PullMessage, PullMessageResponse;
     QueryMessageRequest => QueryMessage, QueryMessageResponse;
     ViewMessageByIdRequest => ViewMessageById, Empty;
+    ViewMessagesByQueueOffsetRequest => ViewMessagesByQueueOffset, Empty;
     QueryConsumerOffsetRequest => QueryConsumerOffset, OffsetResponse;
     UpdateConsumerOffsetRequest => UpdateConsumerOffset, Empty;
     GetMaxOffsetRequest => GetMaxOffset, OffsetResponse;
@@ -121,6 +122,7 @@ mod tests {
             PullMessageRequest::CODE,
             QueryMessageRequest::CODE,
             ViewMessageByIdRequest::CODE,
+            ViewMessagesByQueueOffsetRequest::CODE,
             QueryConsumerOffsetRequest::CODE,
             UpdateConsumerOffsetRequest::CODE,
             GetMaxOffsetRequest::CODE,

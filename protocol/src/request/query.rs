@@ -30,6 +30,24 @@ pub struct QueryMessageResponse {
     pub index_last_update_phy_offset: u64,
 }
 
+/// Up to `max_count` messages of one queue from `queue_offset` on (actormq's
+/// `VIEW_MESSAGES_BY_QUEUE_OFFSET`, the admin view behind `GET
+/// /api/dlq/{group}`): an admin read like [`ViewMessageByIdRequest`], so it
+/// also reads a topic that is not readable by consumers (a `%DLQ%` topic).
+/// Reply: `SUCCESS` with a batch of stored messages in the body (none past
+/// the queue's end), typed fields [`Empty`](super::Empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewMessagesByQueueOffsetRequest {
+    /// Topic.
+    pub topic: String,
+    /// Queue.
+    pub queue_id: u32,
+    /// First queue offset to read.
+    pub queue_offset: u64,
+    /// Most messages to return (clamped by the broker).
+    pub max_count: u32,
+}
+
 /// One message by its commit log offset (decoded from its
 /// [`MessageId`], which also names the broker to ask). Reply: `SUCCESS`
 /// with a batch of one stored message in the body, typed fields

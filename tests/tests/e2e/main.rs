@@ -25,6 +25,7 @@
 //! | `t80_bench` | `actormq bench` (produce, e2e) |
 //! | `t90_grpc` | the RocketMQ 5 gRPC endpoint (`--grpc-listen`): a tonic client from the vendored protos and the official Python client (PyPI, installed into a venv under the target dir by the test; `ACTORMQ_TESTS_NO_PYPI=1` skips it), read back by the native SDK, and the other way round |
 //! | `t95_ops` | the HTTP endpoint (`--http-listen`): `/metrics` against real traffic and `promtool check metrics` (Debian's `prometheus` package, apt-installed by the test when missing), the admin API against the CLI's `--json`, bad input |
+//! | `t96_dashboard` | the dashboard at `/` rendered by headless Chromium (Debian's `chromium`, apt-installed by the test when missing; `ACTORMQ_TESTS_NO_CHROMIUM=1` skips it): topics, group lag per queue against the CLI, charts, message lookup, dead letters; screenshots in `target/tmp/artifacts/` |
 //!
 //! Run: `cargo test -p actormq-tests --test e2e` (one module:
 //! `… --test e2e t30_`). Every test bounds its own time and kills its
@@ -55,3 +56,4 @@ mod t80_bench;
 mod t85_ha;
 mod t90_grpc;
 mod t95_ops;
+mod t96_dashboard;
