@@ -373,3 +373,40 @@ pub fn json_lines(out: &std::process::Output) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
         .collect()
 }
+
+// ------------------------------------------------------ Debian packages
+
+/// Makes sure `binary` exists, installing Debian `package` with apt-get
+/// when it does not (once at a time in this test binary: two apt-gets
+/// would fight over dpkg's lock), with an `apt-get update` first when the
+/// package lists are missing. Panics naming the package when it cannot.
+pub fn apt_provided(binary: &str, package: &str) -> std::path::PathBuf {
+    static APT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = APT.lock().unwrap_or_else(|p| p.into_inner());
+    let path = std::path::PathBuf::from(binary);
+    if path.exists() {
+        return path;
+    }
+    let install = || {
+        std::process::Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends", package])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .output()
+    };
+    let mut out = install();
+    if !path.exists() {
+        let _ = std::process::Command::new("apt-get")
+            .args(["update", "-qq"])
+            .output();
+        out = install();
+    }
+    assert!(
+        path.exists(),
+        "{binary} is missing and `apt-get install {package}` did not provide it: {}",
+        match &out {
+            Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
+            Err(e) => e.to_string(),
+        }
+    );
+    path
+}

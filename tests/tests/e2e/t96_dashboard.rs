@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::common::{NO_ARGS, actormq, bounded, combined, json_lines};
+use crate::common::{NO_ARGS, actormq, apt_provided, bounded, combined, json_lines};
 
 /// Chromium's binary, installed when missing (once per test binary).
 fn chromium() -> Option<PathBuf> {
@@ -19,23 +19,7 @@ fn chromium() -> Option<PathBuf> {
         eprintln!("skipped: ACTORMQ_TESTS_NO_CHROMIUM is set");
         return None;
     }
-    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _installing = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
-    let bin = PathBuf::from("/usr/bin/chromium");
-    if !bin.exists() {
-        let out = std::process::Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends", "chromium"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .output()
-            .expect("run apt-get (set ACTORMQ_TESTS_NO_CHROMIUM=1 where it cannot run)");
-        assert!(
-            out.status.success() && bin.exists(),
-            "apt-get install chromium failed (set ACTORMQ_TESTS_NO_CHROMIUM=1 where it cannot \
-             run): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Some(bin)
+    Some(apt_provided("/usr/bin/chromium", "chromium"))
 }
 
 /// Runs headless Chromium on `url` with `extra` arguments (a fresh
