@@ -175,6 +175,82 @@ pub fn root_logger_with<W: Write + Send + 'static>(
     (log, guard)
 }
 
+/// Forwards the `log` records of dependencies (actix-web, actix-server,
+/// and tonic / h2 / hyper through `tracing`'s `log` feature) into a slog
+/// logger, with their target as the `module` key: one stream holds
+/// everything. Installed once per process by [`bridge_dependency_logs`].
+pub struct LogBridge {
+    logger: Logger,
+    max: log::LevelFilter,
+}
+
+impl LogBridge {
+    /// A bridge into `logger` passing records up to `level`.
+    pub fn new(logger: &Logger, level: Level) -> Self {
+        Self {
+            logger: logger.new(o!("source" => "dependency")),
+            max: level_filter(level),
+        }
+    }
+}
+
+/// The `log` filter of a slog level.
+pub fn level_filter(level: Level) -> log::LevelFilter {
+    match level {
+        Level::Critical | Level::Error => log::LevelFilter::Error,
+        Level::Warning => log::LevelFilter::Warn,
+        Level::Info => log::LevelFilter::Info,
+        Level::Debug => log::LevelFilter::Debug,
+        Level::Trace => log::LevelFilter::Trace,
+    }
+}
+
+/// The slog level of a `log` level.
+pub fn slog_level(level: log::Level) -> Level {
+    match level {
+        log::Level::Error => Level::Error,
+        log::Level::Warn => Level::Warning,
+        log::Level::Info => Level::Info,
+        log::Level::Debug => Level::Debug,
+        log::Level::Trace => Level::Trace,
+    }
+}
+
+impl log::Log for LogBridge {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= self.max
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let target = record.target().to_owned();
+        let msg = record.args().to_string();
+        match slog_level(record.level()) {
+            Level::Error | Level::Critical => {
+                slog::error!(self.logger, "{}", msg; "module" => target)
+            }
+            Level::Warning => slog::warn!(self.logger, "{}", msg; "module" => target),
+            Level::Info => slog::info!(self.logger, "{}", msg; "module" => target),
+            Level::Debug => slog::debug!(self.logger, "{}", msg; "module" => target),
+            Level::Trace => slog::trace!(self.logger, "{}", msg; "module" => target),
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Sends every `log` record of this process's dependencies to `logger`
+/// (up to `level`). The first call wins; later ones (a second node in one
+/// test process) keep the first bridge.
+pub fn bridge_dependency_logs(logger: &Logger, level: &str) {
+    let level = parse_level(level).unwrap_or(Level::Info);
+    if log::set_boxed_logger(Box::new(LogBridge::new(logger, level))).is_ok() {
+        log::set_max_level(level_filter(level));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
@@ -299,6 +375,39 @@ mod tests {
             text.contains(&format!("log drain dropped {dropped} messages")),
             "{text}"
         );
+    }
+
+    #[test]
+    fn dependency_records_reach_the_drain() {
+        use log::Log as _;
+        let buf = Shared::default();
+        let section = LogSection {
+            format: LogFormat::Json,
+            level: "info".into(),
+        };
+        let (log, guard) = root_logger(&section, buf.clone());
+        let bridge = LogBridge::new(&log, Level::Info);
+        bridge.log(
+            &log::Record::builder()
+                .level(log::Level::Warn)
+                .target("actix_server::worker")
+                .args(format_args!("worker stopped"))
+                .build(),
+        );
+        bridge.log(
+            &log::Record::builder()
+                .level(log::Level::Debug)
+                .target("h2::codec")
+                .args(format_args!("too detailed"))
+                .build(),
+        );
+        drop(bridge);
+        drop(log);
+        drop(guard);
+        let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert!(out.contains("worker stopped"), "{out}");
+        assert!(out.contains("actix_server::worker"), "{out}");
+        assert!(!out.contains("too detailed"), "{out}");
     }
 
     #[test]

@@ -683,6 +683,7 @@ fn broker_actors_config(config: &NodeConfig, store_host: SocketAddr) -> BrokerAc
     c.writer.delay_levels_ms = parse_delay_levels(&b.message_delay_level)
         .unwrap_or_else(|_| actormq_actors::broker::commit_log::DEFAULT_DELAY_LEVELS_MS.to_vec());
     c.broker_name = b.broker_name.clone();
+    c.effective_config = effective_config(config);
     c.writer.dedup.window = b.producer_dedup_window as usize;
     c.writer.dedup.max_producers = b.producer_dedup_max_producers as usize;
     let long_polling_max = Duration::from_millis(b.long_polling_max_ms);
@@ -713,6 +714,40 @@ fn broker_actors_config(config: &NodeConfig, store_host: SocketAddr) -> BrokerAc
         ..HaConfig::default()
     };
     c
+}
+
+/// The node's configuration as `key = value` text by dotted key
+/// (`broker.flush = async`), what `GET_BROKER_CONFIG` answers.
+pub fn effective_config(config: &NodeConfig) -> std::collections::BTreeMap<String, String> {
+    fn flatten(
+        prefix: &str,
+        v: &toml::Value,
+        out: &mut std::collections::BTreeMap<String, String>,
+    ) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    flatten(&key, v, out);
+                }
+            }
+            toml::Value::String(s) => {
+                out.insert(prefix.to_owned(), s.clone());
+            }
+            other => {
+                out.insert(prefix.to_owned(), other.to_string());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    if let Ok(v) = toml::Value::try_from(config) {
+        flatten("", &v, &mut out);
+    }
+    out
 }
 
 /// The store's settings from the node's configuration.

@@ -205,6 +205,7 @@ pub fn main_with_role(fixed_role: Option<Role>, about: &'static str) -> ExitCode
         return ExitCode::SUCCESS;
     }
     let (log, _guard) = logging::root_logger(&config.log, std::io::stderr());
+    logging::bridge_dependency_logs(&log, &config.log.level);
     let system = actix_rt::System::new();
     let node = match system.block_on(Node::start(&config, &log)) {
         Ok(node) => node,

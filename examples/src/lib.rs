@@ -27,6 +27,7 @@
 //! | [`simple_consumer`] | a simple (pop) consumer acks jobs, extends one, and gets an unacked one back with its reconsume times one higher |
 //! | [`transfer`] | a money transfer as a transactional message, with a check-back from the ledger |
 //! | [`custom_actor`] | a custom actor plugged into a broker |
+//! | [`operations`] | a node's `/metrics` and `/api/groups/{group}` read over HTTP: messages in, a group's lag |
 //!
 //! **Place in the layering:** a user of `sdk`, with `cluster` to start an
 //! in-process node.
@@ -42,6 +43,7 @@ pub mod ha;
 pub mod idempotent;
 pub mod node;
 pub mod offset_reset;
+pub mod operations;
 pub mod orderly;
 pub mod producer;
 pub mod pull_consumer;

@@ -386,3 +386,13 @@ async fn ha_slave_has_every_acknowledged_message_and_takes_writes_once_promoted(
         "{report:?}"
     );
 }
+
+#[actix_rt::test]
+async fn operations_reads_metrics_and_lag_over_http() {
+    let report = actormq_examples::operations::run()
+        .await
+        .expect("scenario runs");
+    assert_eq!(report.messages_in, 8);
+    assert_eq!(report.total_lag, 2);
+    assert!(report.has_process_metrics);
+}

@@ -81,6 +81,13 @@ wire_codes! {
         UpdateAndCreateTopic = 17 => "UPDATE_AND_CREATE_TOPIC",
         /// All topic configs of a broker ([`crate::request::GetAllTopicConfigRequest`]).
         GetAllTopicConfig = 21 => "GET_ALL_TOPIC_CONFIG",
+        /// A broker's effective configuration
+        /// ([`crate::request::GetBrokerConfigRequest`]).
+        GetBrokerConfig = 26 => "GET_BROKER_CONFIG",
+        /// A broker's runtime status: version, uptime, roles, store,
+        /// rates, its supervised children
+        /// ([`crate::request::GetBrokerRuntimeInfoRequest`]).
+        GetBrokerRuntimeInfo = 28 => "GET_BROKER_RUNTIME_INFO",
         /// Queue offset of the first message stored at or after a time
         /// ([`crate::request::SearchOffsetByTimestampRequest`]).
         SearchOffsetByTimestamp = 29 => "SEARCH_OFFSET_BY_TIMESTAMP",
@@ -124,6 +131,12 @@ wire_codes! {
         /// Every consumer group config of a broker
         /// ([`crate::request::GetAllSubscriptionGroupRequest`]).
         GetAllSubscriptionGroupConfig = 201 => "GET_ALL_SUBSCRIPTIONGROUP_CONFIG",
+        /// The clients online in a consumer group
+        /// ([`crate::request::GetConsumerConnectionListRequest`]).
+        GetConsumerConnectionList = 203 => "GET_CONSUMER_CONNECTION_LIST",
+        /// The clients online in a producer group
+        /// ([`crate::request::GetProducerConnectionListRequest`]).
+        GetProducerConnectionList = 204 => "GET_PRODUCER_CONNECTION_LIST",
         /// All topic names known to a name server
         /// ([`crate::request::GetAllTopicListFromNamesrvRequest`]).
         GetAllTopicListFromNameserver = 206 => "GET_ALL_TOPIC_LIST_FROM_NAMESERVER",

@@ -10,10 +10,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use actormq_protocol::request::{
-    ClusterInfo, CreateSubscriptionGroupRequest, CreateTopicRequest,
+    BrokerRuntimeInfo, ClusterInfo, CreateSubscriptionGroupRequest, CreateTopicRequest,
     DeleteSubscriptionGroupRequest, DeleteTopicInBrokerRequest, DeleteTopicInNamesrvRequest,
     GetAllSubscriptionGroupRequest, GetAllTopicListFromNamesrvRequest, GetBrokerClusterInfoRequest,
-    GetConsumerListByGroupRequest, GetMaxOffsetRequest, GetMinOffsetRequest,
+    GetBrokerConfigRequest, GetBrokerRuntimeInfoRequest, GetConsumerConnectionListRequest,
+    GetMaxOffsetRequest, GetMinOffsetRequest, GetProducerConnectionListRequest,
     GetRouteInfoByTopicRequest, QueryConsumerOffsetRequest, ResendDeadLettersRequest,
     SubscriptionGroupConfig, TopicConfig, TopicRouteData,
 };
@@ -261,11 +262,34 @@ pub struct GroupSummary {
     pub total_lag: u64,
 }
 
-/// A client connected to a group.
+pub use actormq_protocol::request::ClientConnection;
+
+/// One broker's runtime status (`admin broker status`): its identity and
+/// what it answered to `GET_BROKER_RUNTIME_INFO`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BrokerStatusView {
+    /// Broker name.
+    pub broker: String,
+    /// Broker id (0: master).
+    pub broker_id: u64,
+    /// Address.
+    pub addr: String,
+    /// What it reported.
+    #[serde(flatten)]
+    pub info: BrokerRuntimeInfo,
+}
+
+/// One broker's effective configuration (`admin broker config`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ClientConnection {
-    /// Client id.
-    pub client_id: String,
+pub struct BrokerConfigView {
+    /// Broker name.
+    pub broker: String,
+    /// Broker id (0: master).
+    pub broker_id: u64,
+    /// Address.
+    pub addr: String,
+    /// Settings by key (`broker.flush`, `http.listen`, ...).
+    pub config: BTreeMap<String, String>,
 }
 
 /// A consumer group in detail (`GET /api/groups/{group}`).
@@ -911,24 +935,105 @@ impl Admin {
         Ok((rows, total))
     }
 
-    /// The ids of a group's clients online over every master broker,
-    /// sorted and distinct.
+    /// A consumer group's clients online over every master broker (the
+    /// first broker's answer per client id), sorted by client id
+    /// (`admin connections -g`).
     pub async fn group_clients(&self, group: &str) -> Result<Vec<ClientConnection>> {
-        let mut ids = std::collections::BTreeSet::new();
+        let mut by_id = BTreeMap::new();
         for (name, addr) in self.masters().await? {
-            let req = GetConsumerListByGroupRequest {
+            let req = GetConsumerConnectionListRequest {
                 consumer_group: group.to_owned(),
             };
-            ids.extend(
-                self.call(&name, &addr, "consumer list", req)
-                    .await?
-                    .consumer_ids,
-            );
+            for c in self
+                .call(&name, &addr, "connections", req)
+                .await?
+                .connections
+            {
+                by_id.entry(c.client_id.clone()).or_insert(c);
+            }
         }
-        Ok(ids
-            .into_iter()
-            .map(|client_id| ClientConnection { client_id })
-            .collect())
+        Ok(by_id.into_values().collect())
+    }
+
+    /// A producer group's clients online over every master broker, sorted
+    /// by client id (`admin connections --producer-group`).
+    pub async fn producer_clients(&self, group: &str) -> Result<Vec<ClientConnection>> {
+        let mut by_id = BTreeMap::new();
+        for (name, addr) in self.masters().await? {
+            let req = GetProducerConnectionListRequest {
+                producer_group: group.to_owned(),
+            };
+            for c in self
+                .call(&name, &addr, "connections", req)
+                .await?
+                .connections
+            {
+                by_id.entry(c.client_id.clone()).or_insert(c);
+            }
+        }
+        Ok(by_id.into_values().collect())
+    }
+
+    /// Every broker address the name servers list, `(name, id, addr)`
+    /// sorted, only those named `broker` when given; not found when none
+    /// is.
+    pub async fn brokers(&self, broker: Option<&str>) -> Result<Vec<(String, u64, String)>> {
+        let info = self.cluster_info().await?;
+        let mut out: Vec<(String, u64, String)> = info
+            .broker_addr_table
+            .iter()
+            .filter(|(name, _)| broker.is_none_or(|b| b == name.as_str()))
+            .flat_map(|(name, d)| {
+                d.broker_addrs
+                    .iter()
+                    .map(move |(id, a)| (name.clone(), *id, a.clone()))
+            })
+            .collect();
+        out.sort();
+        if out.is_empty() {
+            return Err(AdminError::NotFound(match broker {
+                Some(b) => format!("no broker named {b} is registered"),
+                None => "no broker registered".to_owned(),
+            }));
+        }
+        Ok(out)
+    }
+
+    /// The runtime status of every broker (or of those named `broker`)
+    /// (`admin broker status`).
+    pub async fn broker_status(&self, broker: Option<&str>) -> Result<Vec<BrokerStatusView>> {
+        let mut out = Vec::new();
+        for (name, id, addr) in self.brokers(broker).await? {
+            let info = self
+                .call(&name, &addr, "status", GetBrokerRuntimeInfoRequest {})
+                .await?;
+            out.push(BrokerStatusView {
+                broker: name,
+                broker_id: id,
+                addr,
+                info,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The effective configuration of every broker (or of those named
+    /// `broker`) (`admin broker config`).
+    pub async fn broker_config(&self, broker: Option<&str>) -> Result<Vec<BrokerConfigView>> {
+        let mut out = Vec::new();
+        for (name, id, addr) in self.brokers(broker).await? {
+            let config = self
+                .call(&name, &addr, "config", GetBrokerConfigRequest {})
+                .await?
+                .config;
+            out.push(BrokerConfigView {
+                broker: name,
+                broker_id: id,
+                addr,
+                config,
+            });
+        }
+        Ok(out)
     }
 
     /// Every consumer group (over every master broker) with its clients

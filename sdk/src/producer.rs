@@ -1145,6 +1145,8 @@ impl Producer {
                 group_name: self.inner.config.group.clone(),
             }],
             consumer_data_set: vec![],
+            language: Some("RUST".into()),
+            version: Some(env!("CARGO_PKG_VERSION").into()),
         }
     }
 

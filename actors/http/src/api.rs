@@ -5,6 +5,8 @@
 //! |---|---|---|
 //! | GET | `/metrics` | Prometheus text |
 //! | GET | `/api/cluster` | `{"brokers":[…]}` as `admin cluster list --json` |
+//! | GET | `/api/brokers/status[?broker=NAME]` | `{"brokers":[…]}` as `admin broker status --json` |
+//! | GET | `/api/brokers/config[?broker=NAME]` | one broker's object as `admin broker config --json` |
 //! | GET | `/api/topics` | `{"topics":[{"topic","queues","messages"[,"system"]}…]}` |
 //! | GET | `/api/topics/{topic}` | `{"topic","route":[…],"queues":[…]}` |
 //! | POST | `/api/topics` | body `{"topic","queues"?,"order"?}` → `{"created":[…]}` |
@@ -319,18 +321,25 @@ async fn cluster(state: web::Data<State>) -> ApiResult {
     Ok(HttpResponse::Ok().json(json!({ "brokers": brokers })))
 }
 
-async fn broker_status() -> ApiResult {
-    Err(ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "not available yet: broker status",
-    ))
+/// `?broker=NAME`.
+#[derive(Debug, Deserialize)]
+struct BrokerQuery {
+    broker: Option<String>,
 }
 
-async fn broker_config() -> ApiResult {
-    Err(ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "not available yet: broker config",
-    ))
+async fn broker_status(state: web::Data<State>, q: web::Query<BrokerQuery>) -> ApiResult {
+    let brokers = state.admin()?.broker_status(q.broker.as_deref()).await?;
+    Ok(HttpResponse::Ok().json(json!({ "brokers": brokers })))
+}
+
+/// The effective config of the broker named (its master first; without a
+/// name, the first broker listed).
+async fn broker_config(state: web::Data<State>, q: web::Query<BrokerQuery>) -> ApiResult {
+    let configs = state.admin()?.broker_config(q.broker.as_deref()).await?;
+    match configs.into_iter().next() {
+        Some(c) => Ok(HttpResponse::Ok().json(c)),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "no broker registered")),
+    }
 }
 
 async fn topics(state: web::Data<State>) -> ApiResult {

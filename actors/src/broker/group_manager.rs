@@ -24,8 +24,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use actormq_protocol::ResponseCode;
 use actormq_protocol::request::{
-    ConsumerData, GetConsumerListByGroupRequest, GetConsumerListByGroupResponse, HeartbeatRequest,
-    HeartbeatResponse, MessageModel,
+    ClientConnection, ConnectionList, ConsumerData, GetConsumerConnectionListRequest,
+    GetConsumerListByGroupRequest, GetConsumerListByGroupResponse,
+    GetProducerConnectionListRequest, HeartbeatRequest, HeartbeatResponse, MessageModel,
 };
 use actormq_protocol::unique_key::system_time_ms;
 use slog::{Logger, info, o};
@@ -46,6 +47,22 @@ pub const DEFAULT_CLIENT_TIMEOUT_MS: u64 = 120_000;
 struct Member {
     last_seen_ms: u64,
     conn_id: Option<u64>,
+    /// Where its heartbeats come from, its language and version
+    /// (`admin connections`).
+    addr: Option<std::net::SocketAddr>,
+    language: String,
+    version: String,
+}
+
+impl Member {
+    fn connection(&self, client_id: &str) -> ClientConnection {
+        ClientConnection {
+            client_id: client_id.to_owned(),
+            addr: self.addr.map(|a| a.to_string()).unwrap_or_default(),
+            language: self.language.clone(),
+            version: self.version.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -71,9 +88,23 @@ impl GroupTable {
         now_ms: u64,
         conn_id: Option<u64>,
     ) -> Vec<String> {
+        self.heartbeat_from(hb, now_ms, conn_id, None)
+    }
+
+    /// [`heartbeat`](Self::heartbeat) from the peer `addr`.
+    pub fn heartbeat_from(
+        &mut self,
+        hb: &HeartbeatRequest,
+        now_ms: u64,
+        conn_id: Option<u64>,
+        addr: Option<std::net::SocketAddr>,
+    ) -> Vec<String> {
         let member = Member {
             last_seen_ms: now_ms,
             conn_id,
+            addr,
+            language: hb.language.clone().unwrap_or_default(),
+            version: hb.version.clone().unwrap_or_default(),
         };
         for p in &hb.producer_data_set {
             self.producers
@@ -174,6 +205,22 @@ impl GroupTable {
         self.producers
             .get(group)
             .map(|m| m.values().filter_map(|m| m.conn_id).collect())
+            .unwrap_or_default()
+    }
+
+    /// The clients online in consumer group `group`, by client id.
+    pub fn consumer_connection_list(&self, group: &str) -> Vec<ClientConnection> {
+        self.consumers
+            .get(group)
+            .map(|g| g.members.iter().map(|(id, m)| m.connection(id)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The clients online in producer group `group`, by client id.
+    pub fn producer_connection_list(&self, group: &str) -> Vec<ClientConnection> {
+        self.producers
+            .get(group)
+            .map(|g| g.iter().map(|(id, m)| m.connection(id)).collect())
             .unwrap_or_default()
     }
 
@@ -437,9 +484,12 @@ impl GroupManager {
     }
 
     fn apply_heartbeat(&mut self, msg: &Call<HeartbeatRequest>) {
-        let changed = self
-            .table
-            .heartbeat(&msg.req, (self.now_ms)(), msg.conn_id());
+        let changed = self.table.heartbeat_from(
+            &msg.req,
+            (self.now_ms)(),
+            msg.conn_id(),
+            msg.origin.as_ref().map(|o| o.peer),
+        );
         self.announce(changed);
     }
 }
@@ -467,6 +517,34 @@ impl GroupManager {
         // skips); an empty list says the same without a fake server fault.
         let consumer_ids = self.table.consumer_ids(&msg.req.consumer_group);
         Ok(Reply::ok(GetConsumerListByGroupResponse { consumer_ids }))
+    }
+}
+
+impl Handler<Call<GetConsumerConnectionListRequest>> for GroupManager {
+    type Result = GuardedReply<Result<Reply<ConnectionList>, ServiceError>>;
+    fn handle(
+        &mut self,
+        msg: Call<GetConsumerConnectionListRequest>,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        guarded(self, ctx, |act, _| {
+            let connections = act.table.consumer_connection_list(&msg.req.consumer_group);
+            Ok(Reply::ok(ConnectionList { connections }))
+        })
+    }
+}
+
+impl Handler<Call<GetProducerConnectionListRequest>> for GroupManager {
+    type Result = GuardedReply<Result<Reply<ConnectionList>, ServiceError>>;
+    fn handle(
+        &mut self,
+        msg: Call<GetProducerConnectionListRequest>,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        guarded(self, ctx, |act, _| {
+            let connections = act.table.producer_connection_list(&msg.req.producer_group);
+            Ok(Reply::ok(ConnectionList { connections }))
+        })
     }
 }
 
@@ -525,7 +603,30 @@ mod tests {
                     ..ConsumerData::default()
                 })
                 .collect(),
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn connection_lists_carry_address_language_and_version() {
+        let mut t = GroupTable::default();
+        let mut h = hb("c1", &["g"]);
+        h.language = Some("RUST".into());
+        h.version = Some("0.1.0".into());
+        let peer: std::net::SocketAddr = "10.0.0.1:4000".parse().unwrap();
+        t.heartbeat_from(&h, 0, Some(1), Some(peer));
+        t.heartbeat(&hb("c2", &["g"]), 0, Some(2));
+        let list = t.consumer_connection_list("g");
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].client_id, "c1");
+        assert_eq!(list[0].addr, "10.0.0.1:4000");
+        assert_eq!(
+            (list[0].language.as_str(), list[0].version.as_str()),
+            ("RUST", "0.1.0")
+        );
+        assert_eq!(list[1].addr, "");
+        assert_eq!(t.producer_connection_list("pg").len(), 2);
+        assert!(t.consumer_connection_list("none").is_empty());
     }
 
     #[test]

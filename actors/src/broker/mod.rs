@@ -26,6 +26,7 @@ pub mod registrar;
 pub mod retention_cleaner;
 pub mod retry_service;
 pub mod schedule_service;
+pub mod status_service;
 pub mod stored_codec;
 pub mod stored_fanout;
 pub mod subscription_group_manager;

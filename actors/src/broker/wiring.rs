@@ -36,6 +36,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::metrics::BrokerMetrics;
+use super::status_service::StatusService;
+use actormq_protocol::request::{
+    GetBrokerConfigRequest, GetBrokerRuntimeInfoRequest, GetConsumerConnectionListRequest,
+    GetProducerConnectionListRequest,
+};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -142,6 +147,9 @@ pub struct BrokerActorsConfig {
     /// Replication (role, HA listener, master, sync timeout). Default: an
     /// async master without HA listener.
     pub ha: HaConfig,
+    /// What `GET_BROKER_CONFIG` answers: the node's effective settings as
+    /// `key = value` text (the node fills it). Default: empty.
+    pub effective_config: std::collections::BTreeMap<String, String>,
 }
 
 impl BrokerActorsConfig {
@@ -190,6 +198,7 @@ impl BrokerActorsConfig {
             writer_thread: false,
             dispatcher_thread: false,
             ha: HaConfig::default(),
+            effective_config: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -282,6 +291,8 @@ pub struct BrokerActors {
     pub ha_client: ChildRef<HaClient>,
     /// Traffic counters (`/metrics`, `/api/stats`).
     pub metrics: Arc<BrokerMetrics>,
+    /// `GET_BROKER_RUNTIME_INFO` and `GET_BROKER_CONFIG`.
+    pub status: ChildRef<StatusService>,
     ha_config: HaConfig,
     ha_source: SnapshotSource,
     writer_arbiter: Option<ArbiterHandle>,
@@ -720,6 +731,35 @@ impl BrokerActors {
         )
         .await?;
 
+        let (s, h, m, sup, log) = (
+            store.clone(),
+            ha.clone(),
+            Arc::clone(&metrics),
+            supervisor.clone(),
+            logger.clone(),
+        );
+        let (effective, name, started) = (
+            Arc::new(config.effective_config.clone()),
+            config.broker_name.clone(),
+            std::time::Instant::now(),
+        );
+        let status = spawn(
+            supervisor,
+            ChildSpec::new("status", move || {
+                Ok(StatusService::new(
+                    s.clone(),
+                    h.clone(),
+                    m.clone(),
+                    sup.clone(),
+                    effective.clone(),
+                    name.clone(),
+                    started,
+                    &log,
+                ))
+            }),
+        )
+        .await?;
+
         // Held pops are woken by stored messages (the fan-out's subscriber
         // list outlives its restarts: subscribed once).
         if let Some(f) = fanout.addr() {
@@ -728,6 +768,7 @@ impl BrokerActors {
 
         Ok(Self {
             metrics,
+            status,
             store,
             view,
             topics,
@@ -781,6 +822,10 @@ impl BrokerActors {
         route_child::<UpdateConsumerOffsetRequest, _>(router, &self.offsets);
         route_child::<HeartbeatRequest, _>(router, &self.groups);
         route_child::<GetConsumerListByGroupRequest, _>(router, &self.groups);
+        route_child::<GetConsumerConnectionListRequest, _>(router, &self.groups);
+        route_child::<GetProducerConnectionListRequest, _>(router, &self.groups);
+        route_child::<GetBrokerRuntimeInfoRequest, _>(router, &self.status);
+        route_child::<GetBrokerConfigRequest, _>(router, &self.status);
         route_child::<LockBatchMqRequest, _>(router, &self.locks);
         route_child::<UnlockBatchMqRequest, _>(router, &self.locks);
         route_child::<CreateSubscriptionGroupRequest, _>(router, &self.subscription_groups);

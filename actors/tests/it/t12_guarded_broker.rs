@@ -147,6 +147,7 @@ fn heartbeat(client: &str) -> HeartbeatRequest {
             group_name: "g".into(),
             ..ConsumerData::default()
         }],
+        ..Default::default()
     }
 }
 

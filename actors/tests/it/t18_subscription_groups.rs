@@ -55,6 +55,7 @@ fn heartbeat(client: &str, group: &str) -> Call<HeartbeatRequest> {
             group_name: group.into(),
             ..ConsumerData::default()
         }],
+        ..Default::default()
     })
 }
 

@@ -908,6 +908,10 @@ async fn the_broker_wiring_serves_its_request_codes() {
         C::ChangeMessageInvisibleTime,
         C::BatchAckMessage,
         C::PromoteBroker,
+        C::GetBrokerConfig,
+        C::GetBrokerRuntimeInfo,
+        C::GetConsumerConnectionList,
+        C::GetProducerConnectionList,
     ]
     .iter()
     .map(|c| c.as_u32())

@@ -67,17 +67,49 @@ pub enum AdminCommand {
         #[command(subcommand)]
         action: DlqCommand,
     },
-    /// One broker (high availability).
+    /// Brokers: status, config, promotion (high availability).
     Broker {
         /// The action.
         #[command(subcommand)]
         action: BrokerCommand,
     },
+    /// The clients online in a consumer or producer group: client id,
+    /// address, language and version, one line per client.
+    Connections(ConnectionsArgs),
+}
+
+/// `admin connections`.
+#[derive(Debug, Clone, Args)]
+#[command(group(ArgGroup::new("which").required(true).args(["group", "producer_group"])))]
+pub struct ConnectionsArgs {
+    /// Consumer group.
+    #[arg(short, long)]
+    pub group: Option<String>,
+    /// Producer group.
+    #[arg(long, value_name = "GROUP")]
+    pub producer_group: Option<String>,
 }
 
 /// `admin broker …`.
 #[derive(Debug, Clone, Subcommand)]
 pub enum BrokerCommand {
+    /// Runtime status of every broker (or of one broker name): version,
+    /// uptime, roles, commit log offsets and size, rates in and out, and
+    /// the node's supervised children with their restart counts. One line
+    /// per broker address.
+    Status {
+        /// Only this broker name (master and slaves).
+        #[arg(long, value_name = "NAME")]
+        broker: Option<String>,
+    },
+    /// The effective configuration of every broker (or of one broker
+    /// name), as `key = value` (keys as in the node's TOML). One object
+    /// per broker address with --json.
+    Config {
+        /// Only this broker name (master and slaves).
+        #[arg(long, value_name = "NAME")]
+        broker: Option<String>,
+    },
     /// Make a slave the master of its broker name (its master is gone for
     /// good): it stops replicating, takes writes from its last replicated
     /// offset and registers as broker id 0. Under async replication the
@@ -263,6 +295,13 @@ pub async fn run(common: &CommonArgs, args: &AdminArgs, log: &Logger) -> Result<
         AdminCommand::Broker {
             action: BrokerCommand::Promote { broker, broker_id },
         } => broker_promote(common, &common.route_cache(log)?, broker, *broker_id).await,
+        AdminCommand::Broker {
+            action: BrokerCommand::Status { broker },
+        } => broker_status(common, &common.admin(log)?, broker.as_deref()).await,
+        AdminCommand::Broker {
+            action: BrokerCommand::Config { broker },
+        } => broker_config(common, &common.admin(log)?, broker.as_deref()).await,
+        AdminCommand::Connections(a) => connections(common, &common.admin(log)?, a).await,
     }
 }
 
@@ -312,6 +351,90 @@ async fn broker_promote(
             )
         },
     );
+    Ok(())
+}
+
+async fn broker_status(
+    common: &CommonArgs,
+    admin: &Admin,
+    broker: Option<&str>,
+) -> Result<(), CliError> {
+    for b in admin.broker_status(broker).await? {
+        emit(common.json, &b, || {
+            let i = &b.info;
+            let mut text = format!(
+                "{} id={} {} version={} uptime={}s role={} ha_role={} slaves={}\n  \
+                 commit log: min={} max={} flushed={} size={} bytes, disk used {:.1}%\n  \
+                 messages: in={} ({:.1}/s) out={} ({:.1}/s)\n  supervised children:",
+                b.broker,
+                b.broker_id,
+                b.addr,
+                i.version,
+                i.uptime_ms / 1000,
+                i.role,
+                i.ha_role,
+                i.slaves,
+                i.commit_log_min_offset,
+                i.commit_log_max_offset,
+                i.flushed_offset,
+                i.store_bytes,
+                i.disk_used_ratio * 100.0,
+                i.messages_in_total,
+                i.tps_in,
+                i.messages_out_total,
+                i.tps_out,
+            );
+            for c in &i.children {
+                text.push_str(&format!(
+                    "\n    {:<28} {} restarts={}",
+                    c.name,
+                    if c.running { "running" } else { "stopped" },
+                    c.restarts
+                ));
+            }
+            text
+        });
+    }
+    Ok(())
+}
+
+async fn broker_config(
+    common: &CommonArgs,
+    admin: &Admin,
+    broker: Option<&str>,
+) -> Result<(), CliError> {
+    for b in admin.broker_config(broker).await? {
+        emit(common.json, &b, || {
+            let mut text = format!("# {} id={} {}", b.broker, b.broker_id, b.addr);
+            for (k, v) in &b.config {
+                text.push_str(&format!("\n{k} = {v}"));
+            }
+            text
+        });
+    }
+    Ok(())
+}
+
+async fn connections(
+    common: &CommonArgs,
+    admin: &Admin,
+    a: &ConnectionsArgs,
+) -> Result<(), CliError> {
+    let (kind, group, list) = match (&a.group, &a.producer_group) {
+        (Some(g), _) => ("consumer", g, admin.group_clients(g).await?),
+        (None, Some(g)) => ("producer", g, admin.producer_clients(g).await?),
+        (None, None) => return Err(CliError("-g GROUP or --producer-group GROUP".into())),
+    };
+    if list.is_empty() {
+        return Err(CliError(format!(
+            "no client of {kind} group {group} is online"
+        )));
+    }
+    for c in &list {
+        emit(common.json, c, || {
+            format!("{}\t{}\t{}\t{}", c.client_id, c.addr, c.language, c.version)
+        });
+    }
     Ok(())
 }
 

@@ -1,5 +1,8 @@
 //! Broker ↔ name server: `REGISTER_BROKER` (103), `UNREGISTER_BROKER` (104);
-//! admin → slave: `PROMOTE_BROKER` (10002, actormq's).
+//! admin → slave: `PROMOTE_BROKER` (10002, actormq's); admin → broker:
+//! `GET_BROKER_CONFIG` (26), `GET_BROKER_RUNTIME_INFO` (28).
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -73,4 +76,68 @@ pub struct PromoteBrokerResponse {
     pub role: String,
     /// Its commit log end: where writes go on from.
     pub commit_log_offset: u64,
+}
+
+/// A broker's effective configuration (`actormq admin broker config`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetBrokerConfigRequest {}
+
+/// Reply to [`GetBrokerConfigRequest`]: every setting as `key = value`
+/// text, keys as in the node's TOML (`broker.flush`, `http.listen`, ...).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerConfigResponse {
+    /// Settings by key.
+    pub config: BTreeMap<String, String>,
+}
+
+/// A broker's runtime status (`actormq admin broker status`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetBrokerRuntimeInfoRequest {}
+
+/// One supervised child of the node a broker runs in.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildInfo {
+    /// The child's name.
+    pub name: String,
+    /// Whether an incarnation runs now.
+    pub running: bool,
+    /// Restarts so far.
+    pub restarts: u64,
+}
+
+/// Reply to [`GetBrokerRuntimeInfoRequest`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BrokerRuntimeInfo {
+    /// actormq version.
+    pub version: String,
+    /// Broker name.
+    pub broker_name: String,
+    /// Milliseconds since the broker started.
+    pub uptime_ms: u64,
+    /// `master` or `slave` (what it does now).
+    pub role: String,
+    /// Replication role: `async-master`, `sync-master` or `slave`.
+    pub ha_role: String,
+    /// Connected slaves (a master).
+    pub slaves: u64,
+    /// Commit log bytes kept (max − min offset).
+    pub store_bytes: u64,
+    /// First kept commit log offset.
+    pub commit_log_min_offset: u64,
+    /// Commit log end.
+    pub commit_log_max_offset: u64,
+    /// Flushed up to here.
+    pub flushed_offset: u64,
+    /// Used share of the data dir's file system (0..1).
+    pub disk_used_ratio: f64,
+    /// Messages stored since start.
+    pub messages_in_total: u64,
+    /// Messages delivered since start.
+    pub messages_out_total: u64,
+    /// Messages stored per second (last few seconds).
+    pub tps_in: f64,
+    /// Messages delivered per second (last few seconds).
+    pub tps_out: f64,
+    /// The node's supervised children.
+    pub children: Vec<ChildInfo>,
 }

@@ -162,3 +162,40 @@ pub struct ResendDeadLettersResponse {
     /// Dead letters still waiting (beyond `max_count`).
     pub remaining: u64,
 }
+
+/// The clients online in a consumer group
+/// (`GET_CONSUMER_CONNECTION_LIST`, 203).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetConsumerConnectionListRequest {
+    /// Consumer group.
+    pub consumer_group: String,
+}
+
+/// The clients online in a producer group
+/// (`GET_PRODUCER_CONNECTION_LIST`, 204).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetProducerConnectionListRequest {
+    /// Producer group.
+    pub producer_group: String,
+}
+
+/// One client connected to a broker, as its heartbeats describe it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientConnection {
+    /// Client id.
+    pub client_id: String,
+    /// The address its heartbeats came from ("" when not over TCP).
+    pub addr: String,
+    /// Its language (`RUST` for actormq's SDK; "" when it does not say).
+    pub language: String,
+    /// Its version ("" when it does not say).
+    pub version: String,
+}
+
+/// Reply to the connection-list requests: sorted by client id, empty when
+/// no client of the group is online.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionList {
+    /// The clients.
+    pub connections: Vec<ClientConnection>,
+}

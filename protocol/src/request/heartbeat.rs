@@ -92,6 +92,13 @@ pub struct HeartbeatRequest {
     /// Consumer groups.
     #[serde(default)]
     pub consumer_data_set: Vec<ConsumerData>,
+    /// The client's language (`RUST` for actormq's SDK), for
+    /// `admin connections`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// The client's version, for `admin connections`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// Reply to a [`HeartbeatRequest`]: the broker's config of each consumer

@@ -107,6 +107,10 @@ request! {
     RegisterBrokerRequest => RegisterBroker, RegisterBrokerResponse;
     UnregisterBrokerRequest => UnregisterBroker, Empty;
     PromoteBrokerRequest => PromoteBroker, PromoteBrokerResponse;
+    GetBrokerConfigRequest => GetBrokerConfig, BrokerConfigResponse;
+    GetBrokerRuntimeInfoRequest => GetBrokerRuntimeInfo, BrokerRuntimeInfo;
+    GetConsumerConnectionListRequest => GetConsumerConnectionList, ConnectionList;
+    GetProducerConnectionListRequest => GetProducerConnectionList, ConnectionList;
 }
 
 #[cfg(test)]
@@ -156,6 +160,10 @@ mod tests {
             RegisterBrokerRequest::CODE,
             UnregisterBrokerRequest::CODE,
             PromoteBrokerRequest::CODE,
+            GetBrokerConfigRequest::CODE,
+            GetBrokerRuntimeInfoRequest::CODE,
+            GetConsumerConnectionListRequest::CODE,
+            GetProducerConnectionListRequest::CODE,
         ];
         let mut sorted = codes.to_vec();
         sorted.sort();

@@ -203,7 +203,7 @@ sample_struct! {
     ConsumerData {
         group_name, consume_type, message_model, consume_from_where, subscription_data_set,
     }
-    HeartbeatRequest { client_id, producer_data_set, consumer_data_set }
+    HeartbeatRequest { client_id, producer_data_set, consumer_data_set, language, version }
     HeartbeatResponse { subscription_groups }
     RetryPolicy { first_delay_level }
     SubscriptionGroupConfig {

@@ -1309,6 +1309,8 @@ impl Core {
             client_id: self.client_id.clone(),
             producer_data_set: Vec::new(),
             consumer_data_set: vec![data],
+            language: Some("RUST".into()),
+            version: Some(env!("CARGO_PKG_VERSION").into()),
         };
         let mut refused = Ok(());
         for broker in self.client.all_brokers() {

@@ -206,6 +206,7 @@ async fn t10_heartbeat_and_consumer_list() {
                 }],
                 ..ConsumerData::default()
             }],
+            ..Default::default()
         };
         let mut c1 = connect(br).await;
         let mut c2 = connect(br).await;

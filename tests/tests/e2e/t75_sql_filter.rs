@@ -319,6 +319,7 @@ async fn t75_bad_expressions_are_refused_at_subscribe_time() {
                 }],
                 ..ConsumerData::default()
             }],
+            ..Default::default()
         };
         let r = c.call(&hb, Bytes::new()).await.expect("heartbeat");
         assert_eq!(r.code, ResponseCode::SubscriptionParseFailed);

@@ -40,6 +40,7 @@ fn heartbeat(group: &str) -> HeartbeatRequest {
             group_name: group.into(),
             ..ConsumerData::default()
         }],
+        ..Default::default()
     }
 }
 

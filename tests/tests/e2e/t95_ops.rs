@@ -2,7 +2,8 @@
 //! node: `/metrics` follows real traffic exactly and `promtool check
 //! metrics` accepts it; the JSON admin API answers what the CLI's
 //! `--json` prints; bad input gets 4xx answers while the node keeps
-//! serving.
+//! serving; `admin broker status | config` and `admin connections`
+//! against the API's answers.
 //!
 //! HTTP is spoken by a few lines of std TCP here (HTTP/1.1, one request
 //! per connection), so the test sees exactly what goes over the wire.
@@ -476,6 +477,116 @@ async fn t95_bad_api_input_gets_4xx_and_the_node_keeps_serving() {
         assert_eq!(status, 200);
         assert!(ctype.starts_with("text/html"), "{ctype}");
         assert!(!page.is_empty());
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn t95_admin_broker_status_config_and_connections() {
+    bounded(async {
+        let node = combined(NO_ARGS);
+        let (ns, h) = (node.namesrv(), node.http());
+        produce(ns, "t95-c", 4, 8);
+
+        // Status: one line per broker address, the supervised children
+        // with their restart counts.
+        let status = json_lines(&actormq(ns, &["admin", "broker", "status", "--json"]));
+        assert_eq!(status.len(), 1, "{status:?}");
+        let s = &status[0];
+        assert_eq!(s["broker"], "broker-a");
+        assert_eq!(s["broker_id"], 0);
+        assert_eq!(s["role"], "master");
+        assert_eq!(s["ha_role"], "async-master");
+        assert!(!s["version"].as_str().unwrap().is_empty());
+        assert!(s["messages_in_total"].as_u64().unwrap() >= 4, "{s}");
+        assert!(s["commit_log_max_offset"].as_u64().unwrap() > 0, "{s}");
+        let children = s["children"].as_array().unwrap();
+        let commit_log = children
+            .iter()
+            .find(|c| c["name"] == "commit-log")
+            .unwrap_or_else(|| panic!("no commit-log child in {s}"));
+        assert_eq!(commit_log["restarts"], 0);
+        assert_eq!(commit_log["running"], true);
+        // The API's: the same broker and children (times and rates move).
+        let api = ok_json(h, "/api/brokers/status?broker=broker-a");
+        let a = &api["brokers"][0];
+        for key in ["broker", "broker_id", "addr", "role", "ha_role", "version"] {
+            assert_eq!(a[key], s[key], "{key}");
+        }
+        let names = |v: &Value| -> Vec<Value> {
+            v["children"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["name"].clone())
+                .collect()
+        };
+        assert_eq!(names(a), names(s));
+        let out = actormq(ns, &["admin", "broker", "status", "--broker", "nope"]);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no broker named nope"));
+
+        // Config: the effective settings, the same through both.
+        let config = json_lines(&actormq(ns, &["admin", "broker", "config", "--json"]));
+        assert_eq!(config.len(), 1);
+        assert_eq!(config[0]["config"]["broker.broker_name"], "broker-a");
+        assert_eq!(config[0]["config"]["broker.flush"], "async");
+        assert_eq!(ok_json(h, "/api/brokers/config?broker=broker-a"), config[0]);
+
+        // Connections: a consumer online, with its address, language and
+        // version, the same through both.
+        let exe = actormq_tests::node::bin_dir().unwrap().join("actormq");
+        let mut consumer = std::process::Command::new(exe)
+            .args([
+                "-n",
+                &ns.to_string(),
+                "consume",
+                "-t",
+                "t95-c",
+                "-g",
+                "t95-cg",
+            ])
+            .args(["--count", "1000", "--idle-exit-ms", "60000"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start a consumer");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let lines = loop {
+            let out = actormq(ns, &["admin", "connections", "-g", "t95-cg", "--json"]);
+            if out.status.success() {
+                break json_lines(&out);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            actix_rt::time::sleep(Duration::from_millis(100)).await;
+        };
+        let _ = consumer.kill();
+        let _ = consumer.wait();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["language"], "RUST");
+        assert_eq!(lines[0]["version"], env!("CARGO_PKG_VERSION"));
+        assert!(
+            lines[0]["addr"].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{lines:?}"
+        );
+        assert!(!lines[0]["client_id"].as_str().unwrap().is_empty());
+        // No producer online in this group: a one-line error.
+        let out = actormq(
+            ns,
+            &["admin", "connections", "--producer-group", "t95-none"],
+        );
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("no client of producer group t95-none"),
+            "{err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1);
     })
     .await;
 }
