@@ -50,7 +50,9 @@ use actormq_actors::runtime::{
     ChildRef, ChildSpec, Escalation, Relay, RestartPolicy, SpawnChild, StopChild, StopSupervisor,
     Supervisor, route_child,
 };
-use actormq_grpc::{GrpcServer, GrpcSession, GrpcSessionConfig, GrpcTargets};
+use actormq_grpc::{
+    GrpcClients, GrpcClientsConfig, GrpcServer, GrpcSession, GrpcSessionConfig, GrpcTargets,
+};
 use actormq_protocol::request::{
     DeleteTopicInNamesrvRequest, GetAllTopicListFromNamesrvRequest, GetBrokerClusterInfoRequest,
     GetRouteInfoByTopicRequest, RegisterBrokerRequest, UnregisterBrokerRequest,
@@ -443,6 +445,35 @@ impl Node {
         if b.advertise.is_some() {
             endpoint.set_ip(advertised.ip());
         }
+        // The connected clients (one session per client id): a supervised
+        // child; the broker's transaction checks for gRPC producers reach
+        // it through the group notifier.
+        let (groups, pop, log) = (
+            broker.groups.clone(),
+            broker.pop.clone(),
+            self.logger.clone(),
+        );
+        let clients = self
+            .spawn(ChildSpec::new("grpc-clients", move || {
+                Ok(GrpcClients::new(
+                    GrpcClientsConfig {
+                        idle_timeout: std::time::Duration::from_millis(
+                            actormq_actors::broker::group_manager::DEFAULT_CLIENT_TIMEOUT_MS,
+                        ),
+                        tick: std::time::Duration::from_millis(200),
+                        endpoint,
+                    },
+                    groups.clone(),
+                    pop.clone(),
+                    &log,
+                ))
+            }))
+            .await?;
+        broker.foreign_sessions.install(
+            actormq_actors::runtime::CallRelay::new(clients.clone())
+                .start()
+                .recipient(),
+        );
         let session = std::sync::Arc::new(GrpcSession::new(
             GrpcSessionConfig {
                 broker_name: b.broker_name.clone(),
@@ -457,6 +488,7 @@ impl Node {
                 pop: broker.pop.clone(),
                 end_transaction: broker.end_transaction.clone(),
                 subscription_groups: broker.subscription_groups.clone(),
+                clients,
             },
             &self.logger,
         ));

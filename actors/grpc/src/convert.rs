@@ -17,7 +17,10 @@ use actormq_protocol::request::pop::{
 use actormq_protocol::request::send::SendMessageRequest;
 use actormq_protocol::request::topic::TopicConfig;
 use actormq_protocol::request::transaction::{EndTransactionRequest, TransactionDecision};
-use actormq_protocol::system_topic::{PROPERTY_PRODUCER_GROUP, PROPERTY_TRANSACTION_PREPARED};
+use actormq_protocol::system_topic::{
+    PROPERTY_PRODUCER_GROUP, PROPERTY_REAL_QUEUE_ID, PROPERTY_REAL_TOPIC,
+    PROPERTY_TRANSACTION_CHECK_TIMES, PROPERTY_TRANSACTION_PREPARED,
+};
 use bytes::Bytes;
 
 use crate::pb;
@@ -34,9 +37,13 @@ pub fn group_queue(group: &str, write_queues: u32) -> u32 {
     u32::try_from(hash % u64::from(write_queues.max(1))).unwrap_or(0)
 }
 
-/// The producer group recorded for sends over gRPC (RocketMQ 5 producers
-/// have no group).
-pub const GRPC_PRODUCER_GROUP: &str = "GRPC_PRODUCER_GROUP";
+/// The producer group recorded for sends over gRPC: RocketMQ 5 producers
+/// have no group, so, as RocketMQ's proxy does, the topic is the group. A
+/// transaction check for a half message of `topic` goes to a live gRPC
+/// producer that publishes `topic` (its Telemetry settings name it).
+pub fn producer_group(topic: &str) -> String {
+    topic.to_string()
+}
 
 /// A `Status` with `code` and `message`.
 pub fn status(code: i32, message: impl Into<String>) -> pb::Status {
@@ -148,10 +155,7 @@ pub fn send_request(
     if message_type == pb::MessageType::Transaction {
         // A half message, as the native transactional producer sends it.
         properties.insert(PROPERTY_TRANSACTION_PREPARED.to_string(), "true".into());
-        properties.insert(
-            PROPERTY_PRODUCER_GROUP.to_string(),
-            GRPC_PRODUCER_GROUP.to_string(),
-        );
+        properties.insert(PROPERTY_PRODUCER_GROUP.to_string(), producer_group(&topic));
     }
     let keys = sys.keys.join(" ");
     let born_timestamp_ms = sys.born_timestamp.as_ref().map_or(now_ms, timestamp_ms);
@@ -164,7 +168,7 @@ pub fn send_request(
         properties.insert(PROPERTY_SHARDING_KEY.to_string(), g);
     }
     let req = SendMessageRequest {
-        producer_group: GRPC_PRODUCER_GROUP.into(),
+        producer_group: producer_group(&topic),
         topic,
         queue_id,
         born_timestamp_ms,
@@ -340,13 +344,20 @@ pub fn end_transaction_request(
     let (msg_id, queue_offset) = req.transaction_id.split_once(':').ok_or_else(bad)?;
     let queue_offset: u64 = queue_offset.parse().map_err(|_| bad())?;
     let id = MessageId::decode(msg_id).map_err(|_| bad())?;
+    let topic = req.topic.as_ref().map(|t| t.name.as_str()).unwrap_or("");
+    if topic.is_empty() {
+        return Err(Refusal::new(
+            grpc::ILLEGAL_TOPIC,
+            "end of transaction without topic",
+        ));
+    }
     let decision = match pb::TransactionResolution::try_from(req.resolution).unwrap_or_default() {
         pb::TransactionResolution::Commit => TransactionDecision::Commit,
         pb::TransactionResolution::Rollback => TransactionDecision::Rollback,
         pb::TransactionResolution::Unspecified => TransactionDecision::Unknown,
     };
     Ok(EndTransactionRequest {
-        producer_group: GRPC_PRODUCER_GROUP.into(),
+        producer_group: producer_group(topic),
         tran_state_table_offset: queue_offset,
         commit_log_offset: id.commit_log_offset,
         decision,
@@ -540,6 +551,38 @@ pub fn delivered(m: StoredMessage) -> pb::Message {
     }
 }
 
+/// A half message as the message of a `RecoverOrphanedTransactionCommand`:
+/// as delivered, under its real topic and queue (the half message is
+/// stored in the half topic), typed TRANSACTION, without receipt handle.
+pub fn orphaned(mut m: StoredMessage) -> pb::Message {
+    let props = &mut m.message.properties;
+    let real_topic = props.remove(PROPERTY_REAL_TOPIC);
+    let real_queue = props
+        .remove(PROPERTY_REAL_QUEUE_ID)
+        .and_then(|q| q.parse::<u32>().ok());
+    for internal in [
+        PROPERTY_TRANSACTION_PREPARED,
+        PROPERTY_TRANSACTION_CHECK_TIMES,
+        PROPERTY_PRODUCER_GROUP,
+        PROPERTY_POP_CK,
+    ] {
+        props.remove(internal);
+    }
+    if let Some(topic) = real_topic {
+        m.message.topic = topic;
+    }
+    if let Some(q) = real_queue {
+        m.queue_id = q;
+    }
+    let mut msg = delivered(m);
+    if let Some(sys) = msg.system_properties.as_mut() {
+        sys.message_type = pb::MessageType::Transaction as i32;
+        sys.receipt_handle = None;
+        sys.delivery_attempt = None;
+    }
+    msg
+}
+
 /// A receipt handle a client returns, checked: the parsed handle, or
 /// `INVALID_RECEIPT_HANDLE`.
 pub fn receipt_handle(raw: &str) -> Result<ReceiptHandle, Refusal> {
@@ -656,15 +699,23 @@ mod tests {
         if let Some(s) = m.system_properties.as_mut() {
             s.message_type = pb::MessageType::Transaction as i32;
         }
+        let topic = m.topic.as_ref().map(|t| t.name.clone()).expect("topic");
         let (req, _, _) = send_request(m, 4, 0).expect("half message");
         assert_eq!(req.properties[PROPERTY_TRANSACTION_PREPARED], "true");
+        // The topic is the producer group (transaction checks go to a
+        // producer publishing it).
+        assert_eq!(req.properties[PROPERTY_PRODUCER_GROUP], topic);
+        assert_eq!(req.producer_group, topic);
         let id = MessageId {
             store_host: "127.0.0.1:10911".parse().expect("addr"),
             commit_log_offset: 4096,
         }
         .encode();
         let end = end_transaction_request(&pb::EndTransactionRequest {
-            topic: None,
+            topic: Some(pb::Resource {
+                resource_namespace: String::new(),
+                name: topic.clone(),
+            }),
             message_id: "ID6".into(),
             transaction_id: transaction_id(&id, 7),
             resolution: pb::TransactionResolution::Commit as i32,
@@ -679,6 +730,7 @@ mod tests {
         assert_eq!(end.decision, TransactionDecision::Commit);
         assert!(!end.from_transaction_check);
         assert_eq!(end.transaction_id.as_deref(), Some("ID6"));
+        assert_eq!(end.producer_group, topic);
         let bad = pb::EndTransactionRequest {
             transaction_id: "nope".into(),
             ..Default::default()

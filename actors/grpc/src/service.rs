@@ -4,12 +4,17 @@
 //! back as `Status{code}` through the one code table
 //! ([`actormq_actors::broker::error_map::grpc_code`]).
 //!
-//! Served: `QueryRoute`, `Heartbeat`, `SendMessage` (NORMAL messages),
-//! `Telemetry` (settings), `NotifyClientTermination`, and the
-//! consumers' `QueryAssignment`, `ReceiveMessage` (a pop), `AckMessage`
-//! and `ChangeInvisibleDuration`, and `EndTransaction` (the broker's
-//! check-back of a transaction over Telemetry is not there yet). Every other RPC answers
+//! Served: `QueryRoute`, `Heartbeat`, `SendMessage` (NORMAL, FIFO,
+//! DELAY, TRANSACTION), `Telemetry` (settings, and the broker's
+//! transaction checks as `RecoverOrphanedTransactionCommand`),
+//! `NotifyClientTermination`, and the consumers' `QueryAssignment`,
+//! `ReceiveMessage` (a pop; `auto_renew` deliveries are kept invisible
+//! while their client lives), `AckMessage` and `ChangeInvisibleDuration`,
+//! and `EndTransaction`. Every other RPC answers
 //! `Status{NOT_IMPLEMENTED}`.
+//!
+//! The clients themselves, one per `x-mq-client-id`, are kept by the
+//! [`GrpcClients`] registry actor.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -25,6 +30,10 @@ use futures_util::{Stream, StreamExt, stream};
 use slog::{Logger, debug};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::clients::{
+    ClientSeen, ClientTerminated, CloseTelemetry, GrpcClients, OpenTelemetry, Renewal, Role,
+    TelemetrySender, TrackDelivery, UntrackDeliveries,
+};
 use crate::convert::{self, not_implemented, ok, status_of};
 use crate::pb;
 use crate::pb::messaging_service_server::MessagingService;
@@ -63,6 +72,35 @@ pub struct GrpcTargets {
     /// Subscription groups (auto-created on first use as configured; a
     /// group consuming in order is a FIFO group).
     pub subscription_groups: ChildRef<SubscriptionGroupManager>,
+    /// The connected clients (sessions by client id, Telemetry streams,
+    /// renewed deliveries).
+    pub clients: ChildRef<GrpcClients>,
+}
+
+/// The client id a request carries (`x-mq-client-id`), if any.
+fn client_id_of<T>(request: &Request<T>) -> Option<String> {
+    request
+        .metadata()
+        .get("x-mq-client-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
+/// What a client's settings say it is.
+fn role_of(settings: &pb::Settings) -> Role {
+    match &settings.pub_sub {
+        Some(pb::settings::PubSub::Publishing(p)) => {
+            Role::Producer(p.topics.iter().map(|t| t.name.clone()).collect())
+        }
+        Some(pb::settings::PubSub::Subscription(sub)) => Role::Consumer(
+            sub.group
+                .as_ref()
+                .map(|g| g.name.clone())
+                .unwrap_or_default(),
+        ),
+        None => Role::Unknown,
+    }
 }
 
 /// Whether `group` consumes in order (`consume_message_orderly`),
@@ -101,6 +139,27 @@ impl GrpcSession {
             config,
             targets,
             logger: logger.clone(),
+        }
+    }
+
+    /// The receipt handles the broker holds for the deliveries the client
+    /// knows as `handles` (renewed ones changed), no longer renewed.
+    async fn untrack(&self, handles: Vec<String>) -> Vec<String> {
+        match self.targets.clients.addr() {
+            Some(clients) if !handles.is_empty() => {
+                let fallback = handles.clone();
+                clients
+                    .send(UntrackDeliveries { handles })
+                    .await
+                    .unwrap_or(fallback)
+            }
+            _ => handles,
+        }
+    }
+
+    fn seen(&self, client_id: Option<String>, role: Option<Role>) {
+        if let (Some(client_id), Some(clients)) = (client_id, self.targets.clients.addr()) {
+            clients.do_send(ClientSeen { client_id, role });
         }
     }
 
@@ -242,8 +301,9 @@ impl MessagingService for GrpcSession {
 
     async fn heartbeat(
         &self,
-        _request: Request<pb::HeartbeatRequest>,
+        request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        self.seen(client_id_of(&request), None);
         Ok(Response::new(pb::HeartbeatResponse { status: Some(ok()) }))
     }
 
@@ -327,6 +387,7 @@ impl MessagingService for GrpcSession {
                 content: Some(pb::receive_message_response::Content::Status(status)),
             })
         };
+        let client_id = client_id_of(&request);
         let req = request.into_inner();
         let group = req
             .group
@@ -344,6 +405,7 @@ impl MessagingService for GrpcSession {
                 "the pop service is restarting",
             ))));
         };
+        let (pop_group, pop_invisible_ms) = (pop.consumer_group.clone(), pop.invisible_time_ms);
         let result = pop_service
             .send(Call::new(pop))
             .await
@@ -389,11 +451,38 @@ impl MessagingService for GrpcSession {
                 convert::timestamp(now_ms()),
             )),
         }));
-        out.extend(messages.into_iter().map(|m| {
+        let delivered: Vec<pb::Message> = messages.into_iter().map(convert::delivered).collect();
+        // auto_renew (push consumers): kept invisible while the client
+        // lives, until it acks, changes or forwards them.
+        if let (true, Some(client_id), Some(clients)) =
+            (req.auto_renew, client_id, self.targets.clients.addr())
+        {
+            let now = now_ms();
+            for m in &delivered {
+                let Some(handle) = m
+                    .system_properties
+                    .as_ref()
+                    .and_then(|s| s.receipt_handle.clone())
+                else {
+                    continue;
+                };
+                clients.do_send(TrackDelivery {
+                    renewal: Renewal {
+                        client_id: client_id.clone(),
+                        group: pop_group.clone(),
+                        topic: m.topic.as_ref().map(|t| t.name.clone()).unwrap_or_default(),
+                        current: handle.clone(),
+                        invisible_ms: pop_invisible_ms,
+                        visible_at_ms: now + pop_invisible_ms,
+                        in_flight: false,
+                    },
+                    handle,
+                });
+            }
+        }
+        out.extend(delivered.into_iter().map(|m| {
             Ok(pb::ReceiveMessageResponse {
-                content: Some(pb::receive_message_response::Content::Message(
-                    convert::delivered(m),
-                )),
+                content: Some(pb::receive_message_response::Content::Message(m)),
             })
         }));
         Ok(Response::new(Box::pin(stream::iter(out))))
@@ -407,8 +496,16 @@ impl MessagingService for GrpcSession {
         let group = req.group.map(|g| g.name).unwrap_or_default();
         let topic = req.topic.map(|t| t.name).unwrap_or_default();
         let mut entries = Vec::with_capacity(req.entries.len());
-        for e in req.entries {
-            let status = match convert::ack_request(&group, &topic, &e.receipt_handle) {
+        let current = self
+            .untrack(
+                req.entries
+                    .iter()
+                    .map(|e| e.receipt_handle.clone())
+                    .collect(),
+            )
+            .await;
+        for (e, handle) in req.entries.into_iter().zip(current) {
+            let status = match convert::ack_request(&group, &topic, &handle) {
                 Err(r) => r.status(),
                 Ok(ack) => match self.targets.pop.addr() {
                     None => status_of(ResponseCode::SystemBusy, "the pop service is restarting"),
@@ -528,49 +625,80 @@ impl MessagingService for GrpcSession {
         let long_polling_ms = self.config.max_poll_ms;
         let logger = self.logger.clone();
         let groups = self.targets.subscription_groups.clone();
-        let inbound = request.into_inner();
-        // One answer per client `Settings`; other commands (thread stack
-        // traces, verify results) need no answer yet.
-        let answers = inbound.filter_map(move |cmd| {
-            let (logger, groups) = (logger.clone(), groups.clone());
-            async move {
+        let clients = self.targets.clients.clone();
+        let client_id = client_id_of(&request);
+        let mut inbound = request.into_inner();
+        // The stream's answers (settings) and the broker's commands
+        // (transaction checks, sent by the registry) share one channel.
+        let (sender, mut out): (TelemetrySender, _) = tokio::sync::mpsc::channel(64);
+        let generation = match (&client_id, clients.addr()) {
+            (Some(id), Some(registry)) => registry
+                .send(OpenTelemetry {
+                    client_id: id.clone(),
+                    sender: sender.clone(),
+                })
+                .await
+                .ok(),
+            _ => None,
+        };
+        tokio::spawn(async move {
+            while let Some(cmd) = inbound.next().await {
                 match cmd {
                     Ok(pb::TelemetryCommand {
                         command: Some(pb::telemetry_command::Command::Settings(s)),
                         ..
                     }) => {
-                        let group = match &s.pub_sub {
-                            Some(pb::settings::PubSub::Subscription(sub)) => {
-                                sub.group.as_ref().map(|g| g.name.clone())
-                            }
-                            _ => None,
+                        let role = role_of(&s);
+                        let fifo = match &role {
+                            Role::Consumer(g) => group_is_fifo(&groups, g).await,
+                            _ => false,
                         };
-                        let fifo = match group {
-                            Some(g) => group_is_fifo(&groups, &g).await,
-                            None => false,
-                        };
-                        Some(Ok(pb::TelemetryCommand {
+                        if let (Some(id), Some(registry)) = (&client_id, clients.addr()) {
+                            registry.do_send(ClientSeen {
+                                client_id: id.clone(),
+                                role: Some(role),
+                            });
+                        }
+                        let answer = pb::TelemetryCommand {
                             status: Some(ok()),
                             command: Some(pb::telemetry_command::Command::Settings(
                                 convert::complete_settings(s, max_body_size, long_polling_ms, fifo),
                             )),
-                        }))
+                        };
+                        if sender.send(Ok(answer)).await.is_err() {
+                            break; // the client is gone
+                        }
                     }
-                    Ok(_) => None,
+                    // Thread stack traces, verify results: no answer.
+                    Ok(_) => {}
                     Err(e) => {
                         debug!(logger, "telemetry stream ended"; "status" => %e);
-                        None
+                        break;
                     }
                 }
             }
+            if let (Some(client_id), Some(generation), Some(registry)) =
+                (client_id, generation, clients.addr())
+            {
+                registry.do_send(CloseTelemetry {
+                    client_id,
+                    generation,
+                });
+            }
         });
+        let answers = stream::poll_fn(move |cx| out.poll_recv(cx));
         Ok(Response::new(Box::pin(answers)))
     }
 
     async fn notify_client_termination(
         &self,
-        _request: Request<pb::NotifyClientTerminationRequest>,
+        request: Request<pb::NotifyClientTerminationRequest>,
     ) -> Result<Response<pb::NotifyClientTerminationResponse>, Status> {
+        if let (Some(client_id), Some(clients)) =
+            (client_id_of(&request), self.targets.clients.addr())
+        {
+            clients.do_send(ClientTerminated { client_id });
+        }
         Ok(Response::new(pb::NotifyClientTerminationResponse {
             status: Some(ok()),
         }))
@@ -580,7 +708,10 @@ impl MessagingService for GrpcSession {
         &self,
         request: Request<pb::ChangeInvisibleDurationRequest>,
     ) -> Result<Response<pb::ChangeInvisibleDurationResponse>, Status> {
-        let req = request.into_inner();
+        let mut req = request.into_inner();
+        if let Some(current) = self.untrack(vec![req.receipt_handle.clone()]).await.pop() {
+            req.receipt_handle = current;
+        }
         let refused = |status: pb::Status| {
             Ok(Response::new(pb::ChangeInvisibleDurationResponse {
                 status: Some(status),
