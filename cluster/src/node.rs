@@ -297,7 +297,7 @@ impl Node {
             .map_err(|e| NodeError::Start(e.to_string()))?;
         if let Some(addr) = config.grpc_listen_addr() {
             self.grpc_addr = Some(
-                self.listen_grpc(addr, &broker, b, advertised, max_body_size)
+                self.listen_grpc(addr, &broker, b, advertised, max_body_size, &config.grpc)
                     .await?,
             );
         }
@@ -436,7 +436,9 @@ impl Node {
         b: &crate::config::BrokerSection,
         advertised: SocketAddr,
         max_body_size: usize,
+        grpc: &crate::config::GrpcSection,
     ) -> Result<SocketAddr, NodeError> {
+        let auto_renew_invisible_ms = grpc.auto_renew_invisible_ms();
         let (socket, bound) = std::net::TcpListener::bind(addr)
             .and_then(|s| s.local_addr().map(|bound| (s, bound)))
             .map_err(|source| NodeError::Bind { addr, source })?;
@@ -481,6 +483,7 @@ impl Node {
                 max_body_size,
                 auto_create_queues: b.auto_create_topic.then_some(b.default_queues),
                 max_poll_ms: b.long_polling_max_ms,
+                auto_renew_invisible_ms,
             },
             GrpcTargets {
                 writer: broker.writer.clone(),

@@ -56,6 +56,9 @@ pub struct GrpcSessionConfig {
     /// Longest a receive is held when nothing is there (the broker's
     /// long-polling cap).
     pub max_poll_ms: u64,
+    /// The invisible duration of `auto_renew` deliveries (the client's
+    /// own is ignored, as RocketMQ's proxy does); renewed ahead of it.
+    pub auto_renew_invisible_ms: u64,
 }
 
 /// The broker actors a [`GrpcSession`] talks to.
@@ -396,7 +399,12 @@ impl MessagingService for GrpcSession {
             .unwrap_or_default();
         let fifo = group_is_fifo(&self.targets.subscription_groups, group).await;
         let pop = match convert::pop_request(&req, fifo, self.config.max_poll_ms, now_ms()) {
-            Ok(pop) => pop,
+            Ok(mut pop) => {
+                if req.auto_renew {
+                    pop.invisible_time_ms = self.config.auto_renew_invisible_ms;
+                }
+                pop
+            }
             Err(r) => return Ok(Response::new(status_only(r.status()))),
         };
         let Some(pop_service) = self.targets.pop.addr() else {

@@ -920,6 +920,148 @@ async fn t90_python_transaction_check_is_answered_over_telemetry() {
     .await;
 }
 
+/// Deliveries to `auto_renew` clients are invisible this long (renewed
+/// ahead of it): short, so a slow listener outlives it.
+const AUTO_RENEW_ENV: [(&str, &str); 1] = [("ACTORMQ_GRPC__AUTO_RENEW_INVISIBLE_MS", "2000")];
+
+#[actix_rt::test]
+async fn t90_python_slow_push_consumer_gets_no_duplicates_while_alive() {
+    let Some(python) = python_client() else {
+        return;
+    };
+    bounded(async {
+        let node = NodeProcess::start_with_env(Bin::Node, &[] as &[&str], &AUTO_RENEW_ENV)
+            .expect("start a combined node");
+        let topic = "t90-python-slow-push";
+        let group = "t90-python-slow-push-group";
+        let p = ProducerBuilder::new("t90-producer")
+            .namesrv([node.namesrv().to_string()])
+            .build()
+            .await
+            .expect("producer");
+        for i in 0..3 {
+            p.send(native_message(topic, i)).await.expect("native send");
+        }
+        let grpc = node.grpc().to_string();
+        // Each consumption takes 5 s, 2.5 times the invisible duration.
+        let stdout = run_python(
+            &python,
+            "rocketmq-python-slow-push-consumer.py",
+            &[grpc.as_str(), group, topic, "3", "5"],
+        )
+        .await;
+        let lines = lines_of(&stdout);
+        let mut bodies: Vec<&str> = lines.iter().filter_map(|l| l["body"].as_str()).collect();
+        bodies.sort_unstable();
+        // Renewed while the listener worked: each delivered once.
+        assert_eq!(bodies, ["n-0", "n-1", "n-2"], "{stdout}");
+        assert!(lines.iter().all(|l| l["delivery_attempt"] == 1), "{stdout}");
+        // And acked with the handles the renewals left: nothing comes
+        // back once the invisible duration has passed.
+        let mut c = client(node.grpc()).await;
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            let (status, messages) = receive(&mut c, group, topic).await;
+            assert_eq!(
+                status.code,
+                pb::Code::MessageNotFound as i32,
+                "{messages:?}"
+            );
+        }
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn t90_python_killed_push_consumer_messages_come_back() {
+    use std::io::BufRead;
+    let Some(python) = python_client() else {
+        return;
+    };
+    bounded(async {
+        let node = NodeProcess::start_with_env(Bin::Node, &[] as &[&str], &AUTO_RENEW_ENV)
+            .expect("start a combined node");
+        let topic = "t90-python-killed-push";
+        let group = "t90-python-killed-push-group";
+        let p = ProducerBuilder::new("t90-producer")
+            .namesrv([node.namesrv().to_string()])
+            .build()
+            .await
+            .expect("producer");
+        for i in 0..2 {
+            p.send(native_message(topic, i)).await.expect("native send");
+        }
+        let grpc = node.grpc().to_string();
+        // Consumptions that never end: the deliveries stay renewed ...
+        let mut child = spawn_python(
+            &python,
+            "rocketmq-python-slow-push-consumer.py",
+            &[grpc.as_str(), group, topic, "2", "0"],
+        );
+        let stdout = child.stdout.take().expect("stdout");
+        // Every line it prints, as it prints them (until it dies).
+        let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let started = actix_rt::task::spawn_blocking(move || {
+            let first: Vec<String> = lines_rx.iter().take(2).collect();
+            (first, lines_rx)
+        })
+        .await
+        .expect("join");
+        let (started, lines_rx) = started;
+        assert_eq!(started.len(), 2, "{started:?}");
+        // ... while the client lives: nothing for another receive of the
+        // group past the invisible duration.
+        let mut c = client(node.grpc()).await;
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            let (status, messages) = receive(&mut c, group, topic).await;
+            assert_eq!(
+                status.code,
+                pb::Code::MessageNotFound as i32,
+                "renewed deliveries came back: {messages:?}"
+            );
+        }
+        // Killed (no termination notice): its stream ends, the renewals
+        // stop, the messages come back.
+        child.kill().expect("kill the consumer");
+        let _ = child.wait();
+        reader.join().expect("reader");
+        let later: Vec<String> = lines_rx.try_iter().collect();
+        assert!(later.is_empty(), "delivered again while alive: {later:?}");
+        let start = Instant::now();
+        let mut back: Vec<pb::Message> = Vec::new();
+        while back.len() < 2 {
+            assert!(start.elapsed() < WAIT, "back: {back:?}");
+            let (_, messages) = receive(&mut c, group, topic).await;
+            back.extend(messages);
+        }
+        let mut bodies: Vec<String> = back
+            .iter()
+            .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+            .collect();
+        bodies.sort();
+        assert_eq!(bodies, ["n-0", "n-1"]);
+        // Delivered again (a receive the dead client left held in the
+        // broker may take them once more before they come here).
+        for m in &back {
+            let attempt = m
+                .system_properties
+                .as_ref()
+                .and_then(|s| s.delivery_attempt);
+            assert!(attempt.is_some_and(|a| a >= 2), "{m:?}");
+        }
+    })
+    .await;
+}
+
 #[actix_rt::test]
 async fn t90_grpc_fifo_groups_keep_their_order() {
     use actormq_protocol::request::{CreateSubscriptionGroupRequest, SubscriptionGroupConfig};
