@@ -492,6 +492,8 @@ impl Node {
                 end_transaction: broker.end_transaction.clone(),
                 subscription_groups: broker.subscription_groups.clone(),
                 clients,
+                retry: broker.retry.clone(),
+                store: broker.store.clone(),
             },
             &self.logger,
         ));

@@ -75,6 +75,9 @@ pub struct Renewal {
     pub visible_at_ms: u64,
     /// A renewal of it is under way.
     pub in_flight: bool,
+    /// Acked (or changed) while a renewal was under way: dropped once it
+    /// ends.
+    pub untracked: bool,
 }
 
 /// A renewal is due this long before the delivery would become visible:
@@ -208,12 +211,18 @@ impl<S: Clone> ClientTable<S> {
     }
 
     /// Stops renewing the delivery the client knows as `handle` (acked,
-    /// changed, forwarded); returns the handle the broker holds now
-    /// (`handle` itself when it was not renewed).
-    pub fn untrack(&mut self, handle: &str) -> String {
-        self.renewals
-            .remove(handle)
-            .map_or_else(|| handle.to_string(), |r| r.current)
+    /// changed, forwarded): the handle the broker holds now (`handle`
+    /// itself when it was not renewed), or `None` while a renewal of it
+    /// is under way (the handle is then [`Self::renewed`]'s answer).
+    pub fn untrack(&mut self, handle: &str) -> Option<String> {
+        match self.renewals.get_mut(handle) {
+            None => Some(handle.to_string()),
+            Some(r) if r.in_flight => {
+                r.untracked = true;
+                None
+            }
+            Some(_) => self.renewals.remove(handle).map(|r| r.current),
+        }
     }
 
     /// The renewals due at `now_ms` (marked in flight): the client's
@@ -234,19 +243,22 @@ impl<S: Clone> ClientTable<S> {
 
     /// The renewal of `handle` ended: the broker now holds `new_handle`,
     /// visible at `visible_at_ms`; `None`: it failed (acked meanwhile,
-    /// or gone), and is not retried.
-    pub fn renewed(&mut self, handle: &str, outcome: Option<(String, u64)>) {
+    /// or gone), and is not retried. Returns the handle for those waiting
+    /// on an [`Self::untrack`] of it (`Some` once it is no longer
+    /// renewed).
+    pub fn renewed(&mut self, handle: &str, outcome: Option<(String, u64)>) -> Option<String> {
+        let r = self.renewals.get_mut(handle)?;
         match outcome {
             Some((new_handle, visible_at_ms)) => {
-                if let Some(r) = self.renewals.get_mut(handle) {
-                    r.current = new_handle;
-                    r.visible_at_ms = visible_at_ms;
-                    r.in_flight = false;
+                r.current = new_handle;
+                r.visible_at_ms = visible_at_ms;
+                r.in_flight = false;
+                if r.untracked {
+                    return self.renewals.remove(handle).map(|r| r.current);
                 }
+                None
             }
-            None => {
-                self.renewals.remove(handle);
-            }
+            None => self.renewals.remove(handle).map(|r| r.current),
         }
     }
 
@@ -275,6 +287,8 @@ pub struct GrpcClientsConfig {
 /// The registry actor. See the module docs.
 pub struct GrpcClients {
     table: ClientTable<TelemetrySender>,
+    /// Untracks waiting for a renewal under way, by the client's handle.
+    waiting: HashMap<String, Vec<tokio::sync::oneshot::Sender<String>>>,
     groups: ChildRef<GroupManager>,
     pop: ChildRef<PopService>,
     config: GrpcClientsConfig,
@@ -292,6 +306,7 @@ impl GrpcClients {
     ) -> Self {
         Self {
             table: ClientTable::default(),
+            waiting: HashMap::new(),
             groups,
             pop,
             config,
@@ -331,6 +346,22 @@ impl GrpcClients {
         }
     }
 
+    /// A renewal ended: the table learns it, and untracks waiting for it
+    /// get the handle the broker holds (when the delivery is gone from
+    /// the table, the renewal's new handle, else the client's).
+    fn renewal_ended(&mut self, handle: &str, outcome: Option<(String, u64)>) {
+        let fallback = outcome
+            .as_ref()
+            .map_or_else(|| handle.to_string(), |(h, _)| h.clone());
+        let answer = self.table.renewed(handle, outcome);
+        if let Some(waiters) = self.waiting.remove(handle) {
+            let current = answer.unwrap_or(fallback);
+            for w in waiters {
+                let _ = w.send(current.clone());
+            }
+        }
+    }
+
     fn tick(&mut self, ctx: &mut Context<Self>) {
         let now = now_ms();
         let timeout = u64::try_from(self.config.idle_timeout.as_millis()).unwrap_or(u64::MAX);
@@ -339,7 +370,7 @@ impl GrpcClients {
         }
         for (handle, r) in self.table.due(now) {
             let Some(pop) = self.pop.addr() else {
-                self.table.renewed(&handle, None);
+                self.renewal_ended(&handle, None);
                 continue;
             };
             let req = match convert::receipt_handle(&r.current) {
@@ -352,7 +383,7 @@ impl GrpcClients {
                     invisible_time_ms: r.invisible_ms,
                 },
                 Err(_) => {
-                    self.table.renewed(&handle, None);
+                    self.renewal_ended(&handle, None);
                     continue;
                 }
             };
@@ -367,7 +398,7 @@ impl GrpcClients {
                     }
                     Err(_) => None,
                 };
-                act.table.renewed(&handle, outcome);
+                act.renewal_ended(&handle, outcome);
             }));
         }
     }
@@ -489,9 +520,31 @@ pub struct UntrackDeliveries {
 }
 
 impl Handler<UntrackDeliveries> for GrpcClients {
-    type Result = MessageResult<UntrackDeliveries>;
+    type Result = ResponseFuture<Vec<String>>;
     fn handle(&mut self, msg: UntrackDeliveries, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(msg.handles.iter().map(|h| self.table.untrack(h)).collect())
+        let answers: Vec<Result<String, (String, tokio::sync::oneshot::Receiver<String>)>> = msg
+            .handles
+            .into_iter()
+            .map(|h| match self.table.untrack(&h) {
+                Some(current) => Ok(current),
+                None => {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    self.waiting.entry(h.clone()).or_default().push(tx);
+                    Err((h, rx))
+                }
+            })
+            .collect();
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(answers.len());
+            for a in answers {
+                out.push(match a {
+                    Ok(current) => current,
+                    // The actor went away meanwhile: the client's handle.
+                    Err((h, rx)) => rx.await.unwrap_or(h),
+                });
+            }
+            out
+        })
     }
 }
 
@@ -606,6 +659,7 @@ mod tests {
             invisible_ms: invisible,
             visible_at_ms: now + invisible,
             in_flight: false,
+            untracked: false,
         }
     }
 
@@ -625,9 +679,29 @@ mod tests {
         assert_eq!(t.due(4_000).len(), 1);
         t.renewed("h", Some(("h2".into(), 7_000)));
         // The client acks with the handle it got; the broker's is h2.
-        assert_eq!(t.untrack("h"), "h2");
-        assert_eq!(t.untrack("other"), "other");
+        assert_eq!(t.untrack("h").as_deref(), Some("h2"));
+        assert_eq!(t.untrack("other").as_deref(), Some("other"));
         assert_eq!(t.renewals(), 0);
+    }
+
+    #[test]
+    fn an_ack_during_a_renewal_gets_the_renewed_handle() {
+        let mut t = Table::default();
+        t.seen("c", 0);
+        t.track("h", renewal("c", 0, 3_000));
+        assert_eq!(t.due(2_000).len(), 1);
+        // Acked while the renewal is under way: wait for it.
+        assert_eq!(t.untrack("h"), None);
+        assert_eq!(
+            t.renewed("h", Some(("h1".into(), 5_000))).as_deref(),
+            Some("h1")
+        );
+        assert_eq!(t.renewals(), 0);
+        // A failed renewal leaves the handle the broker had.
+        t.track("g", renewal("c", 0, 3_000));
+        assert_eq!(t.due(2_000).len(), 1);
+        assert_eq!(t.untrack("g"), None);
+        assert_eq!(t.renewed("g", None).as_deref(), Some("h0"));
     }
 
     #[test]
@@ -636,7 +710,7 @@ mod tests {
         t.seen("c", 0);
         t.track("h", renewal("c", 0, 3_000));
         assert_eq!(t.due(2_000).len(), 1);
-        t.renewed("h", None);
+        assert_eq!(t.renewed("h", None).as_deref(), Some("h0"));
         assert_eq!(t.renewals(), 0);
         assert!(t.due(10_000).is_empty());
     }

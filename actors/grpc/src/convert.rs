@@ -11,6 +11,7 @@ use actormq_protocol::MessageId;
 use actormq_protocol::ResponseCode;
 use actormq_protocol::StoredMessage;
 use actormq_protocol::message::{PROPERTY_POP_CK, PROPERTY_UNIQUE_KEY};
+use actormq_protocol::request::consumer::ConsumerSendMsgBackRequest;
 use actormq_protocol::request::pop::{
     AckMessageRequest, ChangeInvisibleTimeRequest, PopMessageRequest, ReceiptHandle,
 };
@@ -604,6 +605,27 @@ pub fn ack_request(group: &str, topic: &str, raw: &str) -> Result<AckMessageRequ
         offset: h.queue_offset,
         extra_info: raw.to_string(),
     })
+}
+
+/// A `ForwardMessageToDeadLetterQueue` as the broker's send-back straight
+/// to the group's dead-letter queue (`%DLQ%<group>`, no retries left:
+/// `max_reconsume_times` 0) of the message at `commit_log_offset` (the
+/// one the receipt handle names).
+pub fn dead_letter_request(
+    group: &str,
+    topic: &str,
+    commit_log_offset: u64,
+) -> ConsumerSendMsgBackRequest {
+    ConsumerSendMsgBackRequest {
+        consumer_group: group.to_string(),
+        commit_log_offset,
+        delay_level: 0,
+        origin_msg_id: String::new(),
+        origin_topic: topic.to_string(),
+        max_reconsume_times: Some(0),
+        reconsume_times: None,
+        more: Vec::new(),
+    }
 }
 
 /// A change of invisible duration as the broker's request.

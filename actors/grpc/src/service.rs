@@ -9,8 +9,10 @@
 //! transaction checks as `RecoverOrphanedTransactionCommand`),
 //! `NotifyClientTermination`, and the consumers' `QueryAssignment`,
 //! `ReceiveMessage` (a pop; `auto_renew` deliveries are kept invisible
-//! while their client lives), `AckMessage` and `ChangeInvisibleDuration`,
-//! and `EndTransaction`. Every other RPC answers
+//! while their client lives), `AckMessage`, `ChangeInvisibleDuration`
+//! and `ForwardMessageToDeadLetterQueue` (the native send-back's
+//! dead-letter path, then an ack), and `EndTransaction`. Every other RPC
+//! answers
 //! `Status{NOT_IMPLEMENTED}`.
 //!
 //! The clients themselves, one per `x-mq-client-id`, are kept by the
@@ -21,7 +23,8 @@ use std::pin::Pin;
 
 use actormq_actors::broker::subscription_group_manager::ResolveGroups;
 use actormq_actors::broker::{
-    CommitLogActor, EndTransactionService, PopService, SubscriptionGroupManager, TopicView, now_ms,
+    BrokerStore, CommitLogActor, EndTransactionService, PopService, RetryService,
+    SubscriptionGroupManager, TopicView, now_ms,
 };
 use actormq_actors::runtime::{Call, ChildRef, ServiceError};
 use actormq_protocol::ResponseCode;
@@ -78,6 +81,10 @@ pub struct GrpcTargets {
     /// The connected clients (sessions by client id, Telemetry streams,
     /// renewed deliveries).
     pub clients: ChildRef<GrpcClients>,
+    /// Send-back and dead letters (`ForwardMessageToDeadLetterQueue`).
+    pub retry: ChildRef<RetryService>,
+    /// The store (the message a receipt handle names).
+    pub store: BrokerStore,
 }
 
 /// The client id a request carries (`x-mq-client-id`), if any.
@@ -483,6 +490,7 @@ impl MessagingService for GrpcSession {
                         invisible_ms: pop_invisible_ms,
                         visible_at_ms: now + pop_invisible_ms,
                         in_flight: false,
+                        untracked: false,
                     },
                     handle,
                 });
@@ -543,11 +551,75 @@ impl MessagingService for GrpcSession {
 
     async fn forward_message_to_dead_letter_queue(
         &self,
-        _request: Request<pb::ForwardMessageToDeadLetterQueueRequest>,
+        request: Request<pb::ForwardMessageToDeadLetterQueueRequest>,
     ) -> Result<Response<pb::ForwardMessageToDeadLetterQueueResponse>, Status> {
-        Ok(Response::new(pb::ForwardMessageToDeadLetterQueueResponse {
-            status: Some(not_implemented("ForwardMessageToDeadLetterQueue")),
-        }))
+        let req = request.into_inner();
+        let answer = |status: pb::Status| {
+            Ok(Response::new(pb::ForwardMessageToDeadLetterQueueResponse {
+                status: Some(status),
+            }))
+        };
+        let group = req.group.map(|g| g.name).unwrap_or_default();
+        let topic = req.topic.map(|t| t.name).unwrap_or_default();
+        if group.is_empty() {
+            return answer(convert::status(
+                actormq_actors::broker::error_map::grpc::ILLEGAL_CONSUMER_GROUP,
+                "forward without consumer group",
+            ));
+        }
+        let handle = self
+            .untrack(vec![req.receipt_handle.clone()])
+            .await
+            .pop()
+            .unwrap_or(req.receipt_handle);
+        // The message the handle names, and its ack (checked first: a
+        // stale or expired handle forwards nothing).
+        let h = match convert::receipt_handle(&handle) {
+            Ok(h) => h,
+            Err(r) => return answer(r.status()),
+        };
+        let ack = match convert::ack_request(&group, &topic, &handle) {
+            Ok(ack) => ack,
+            Err(r) => return answer(r.status()),
+        };
+        let Some(view) =
+            self.targets
+                .store
+                .read_by_queue_offset(&h.topic, h.queue_id, h.queue_offset)
+        else {
+            return answer(status_of(
+                ResponseCode::PullNotFound,
+                format!(
+                    "no message at {}/{}@{}",
+                    h.topic, h.queue_id, h.queue_offset
+                ),
+            ));
+        };
+        let (Some(retry), Some(pop)) = (self.targets.retry.addr(), self.targets.pop.addr()) else {
+            return answer(status_of(
+                ResponseCode::SystemBusy,
+                "the retry or pop service is restarting",
+            ));
+        };
+        let dead = convert::dead_letter_request(&group, &topic, view.commit_log_offset());
+        if let Err(e) = retry
+            .send(Call::new(dead))
+            .await
+            .map_err(ServiceError::from)
+            .and_then(|r| r)
+        {
+            return answer(status_of(e.code, e.remark));
+        }
+        // Stored in the dead-letter queue: the delivery is done.
+        match pop
+            .send(Call::new(ack))
+            .await
+            .map_err(ServiceError::from)
+            .and_then(|r| r)
+        {
+            Ok(_) => answer(ok()),
+            Err(e) => answer(status_of(e.code, e.remark)),
+        }
     }
 
     type PullMessageStream = BoxStream<pb::PullMessageResponse>;

@@ -434,6 +434,16 @@ async fn receive(
     group: &str,
     topic: &str,
 ) -> (pb::Status, Vec<pb::Message>) {
+    receive_for(c, group, topic, 20).await
+}
+
+/// [`receive`] with an invisible duration of `invisible_s` seconds.
+async fn receive_for(
+    c: &mut MessagingServiceClient<Channel>,
+    group: &str,
+    topic: &str,
+    invisible_s: i64,
+) -> (pb::Status, Vec<pb::Message>) {
     let mut stream = c
         .receive_message(pb::ReceiveMessageRequest {
             group: resource(group),
@@ -448,7 +458,7 @@ async fn receive(
             }),
             batch_size: 16,
             invisible_duration: Some(prost_types::Duration {
-                seconds: 20,
+                seconds: invisible_s,
                 nanos: 0,
             }),
             auto_renew: false,
@@ -1058,6 +1068,94 @@ async fn t90_python_killed_push_consumer_messages_come_back() {
                 .and_then(|s| s.delivery_attempt);
             assert!(attempt.is_some_and(|a| a >= 2), "{m:?}");
         }
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn t90_grpc_forward_to_dead_letter_queue() {
+    bounded(async {
+        let node = NodeProcess::start(Bin::Node, &[] as &[&str]).expect("start a combined node");
+        let topic = "t90-dlq";
+        let group = "t90-dlq-group";
+        let p = ProducerBuilder::new("t90-producer")
+            .namesrv([node.namesrv().to_string()])
+            .build()
+            .await
+            .expect("producer");
+        p.send(native_message(topic, 0)).await.expect("native send");
+        let mut c = client(node.grpc()).await;
+        let start = Instant::now();
+        let mut got = Vec::new();
+        while got.is_empty() {
+            assert!(start.elapsed() < WAIT, "nothing received");
+            got = receive_for(&mut c, group, topic, 1).await.1;
+        }
+        let m = &got[0];
+        let sys = m.system_properties.clone().expect("system properties");
+        let forward = |handle: String| pb::ForwardMessageToDeadLetterQueueRequest {
+            group: resource(group),
+            topic: resource(topic),
+            receipt_handle: handle,
+            message_id: sys.message_id.clone(),
+            delivery_attempt: 1,
+            max_delivery_attempts: 16,
+            lite_topic: None,
+        };
+        // A malformed handle: refused, nothing forwarded.
+        let bad = c
+            .forward_message_to_dead_letter_queue(forward("nope".into()))
+            .await
+            .expect("forward")
+            .into_inner();
+        assert_eq!(
+            bad.status.map(|s| s.code),
+            Some(pb::Code::InvalidReceiptHandle as i32)
+        );
+        let handle = sys.receipt_handle.clone().expect("receipt handle");
+        let done = c
+            .forward_message_to_dead_letter_queue(forward(handle))
+            .await
+            .expect("forward")
+            .into_inner();
+        assert_eq!(done.status.map(|s| s.code), Some(OK));
+        // Acked: it does not come back once its 1 s invisible time passed.
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            let (status, messages) = receive_for(&mut c, group, topic, 1).await;
+            assert_eq!(
+                status.code,
+                pb::Code::MessageNotFound as i32,
+                "{messages:?}"
+            );
+        }
+        // It is the group's one dead letter: resent, it is delivered again.
+        let out = crate::common::actormq(
+            node.namesrv(),
+            &["admin", "dlq", "resend", "-g", group, "--json"],
+        );
+        assert!(out.status.success(), "{out:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let resent: Vec<serde_json::Value> = lines_of(&stdout)
+            .into_iter()
+            .filter(|l| l.get("msg_id").is_some())
+            .collect();
+        assert_eq!(resent.len(), 1, "{stdout}");
+        assert_eq!(resent[0]["topic"], topic, "{stdout}");
+        let start = Instant::now();
+        let mut again = Vec::new();
+        while again.is_empty() {
+            assert!(start.elapsed() < WAIT, "resent dead letter not delivered");
+            again = receive(&mut c, group, topic).await.1;
+        }
+        assert_eq!(again[0].body, b"n-0");
+        assert_eq!(
+            again[0]
+                .system_properties
+                .as_ref()
+                .map(|s| s.message_id.clone()),
+            Some(sys.message_id.clone())
+        );
     })
     .await;
 }
