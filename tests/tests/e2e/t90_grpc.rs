@@ -1160,6 +1160,191 @@ async fn t90_grpc_forward_to_dead_letter_queue() {
     .await;
 }
 
+/// The official Node.js client (npm `rocketmq-client-nodejs`), installed
+/// by the test under the target dir (`CARGO_TARGET_TMPDIR`); returns its
+/// `node_modules`. Machines without node or npm registry access set
+/// `ACTORMQ_TESTS_NO_NPM=1` to skip (the test says so on stderr).
+const NODE_CLIENT: &str = "rocketmq-client-nodejs@1.0.8";
+
+fn nodejs_client() -> Option<std::path::PathBuf> {
+    if std::env::var_os("ACTORMQ_TESTS_NO_NPM").is_some() {
+        eprintln!("skipped: ACTORMQ_TESTS_NO_NPM is set");
+        return None;
+    }
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("npm-rocketmq-1.0.8");
+    let marker = dir.join(".installed");
+    // One install, the other tests of this binary wait for it.
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _installing = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+    if !marker.exists() {
+        // A half-made install (one that died) is made again.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("npm dir");
+        std::fs::write(dir.join("package.json"), "{\"private\": true}\n").expect("package.json");
+        let mut cmd = std::process::Command::new("npm");
+        cmd.current_dir(&dir).args([
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--silent",
+            NODE_CLIENT,
+        ]);
+        let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(&marker, NODE_CLIENT).expect("npm marker");
+    }
+    Some(dir.join("node_modules"))
+}
+
+/// Runs `tests/scripts/rocketmq-nodejs-client.js` with `args` (off the
+/// actor loop); its stdout, once it exited 0.
+async fn run_node(node_modules: &std::path::Path, args: &[&str]) -> String {
+    let path = format!(
+        "{}/scripts/rocketmq-nodejs-client.js",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let (node_modules, args) = (
+        node_modules.to_path_buf(),
+        args.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+    );
+    let out = actix_rt::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg(&path)
+            .args(args)
+            .env("NODE_PATH", node_modules)
+            .output()
+            .unwrap_or_else(|e| panic!("run {path}: {e}"))
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "node client failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[actix_rt::test]
+async fn t90_nodejs_producer_is_read_by_the_native_consumer() {
+    let Some(node_modules) = nodejs_client() else {
+        return;
+    };
+    bounded(async {
+        let node = NodeProcess::start(Bin::Node, &[] as &[&str]).expect("start a combined node");
+        let topic = "t90-nodejs";
+        let grpc = node.grpc().to_string();
+        let stdout = run_node(&node_modules, &["produce", grpc.as_str(), topic]).await;
+        let sent = lines_of(&stdout);
+        assert_eq!(sent.len(), 8, "{stdout}");
+        let consumer = SimpleConsumer::new(
+            "t90-nodejs-native",
+            &node.namesrv().to_string(),
+            topic,
+            slog::Logger::root(slog::Discard, slog::o!()),
+        )
+        .expect("simple consumer")
+        .with_await_duration(Duration::from_secs(1));
+        // Everything but the rolled-back one.
+        let got = receive_n(&consumer, 7).await;
+        let mut fifo = Vec::new();
+        for r in &got {
+            let m = &r.message.message;
+            let body = String::from_utf8_lossy(&m.body).into_owned();
+            let s = sent
+                .iter()
+                .find(|s| s["body"] == body.as_str())
+                .unwrap_or_else(|| panic!("unexpected body {body}"));
+            assert_ne!(s["kind"], "rollback", "a rolled-back message was delivered");
+            assert_eq!(m.unique_key(), s["message_id"].as_str(), "client's id kept");
+            assert_eq!(m.tags.as_deref(), Some("NodeTag"));
+            match s["kind"].as_str() {
+                Some("normal") => {
+                    let i = body.trim_start_matches("node-");
+                    assert_eq!(m.keys.as_deref(), Some(format!("node-key-{i}").as_str()));
+                    assert_eq!(m.properties.get("lang").map(String::as_str), Some("nodejs"));
+                }
+                Some("fifo") => fifo.push((r.message.queue_id, r.message.queue_offset, body)),
+                Some("delay") => {
+                    // Stored again by the timer when due, 2 s after the send.
+                    let sent_at = s["sent_at_ms"].as_u64().expect("sent_at_ms");
+                    assert!(
+                        r.message.store_timestamp_ms + 100 >= sent_at + 2000,
+                        "delivered early: stored {} sent {sent_at}",
+                        r.message.store_timestamp_ms
+                    );
+                }
+                _ => {}
+            }
+            consumer.ack(&r.receipt).await.expect("ack");
+        }
+        // One message group: one queue, in send order.
+        fifo.sort();
+        assert!(fifo.windows(2).all(|w| w[0].0 == w[1].0), "{fifo:?}");
+        let order: Vec<&str> = fifo.iter().map(|f| f.2.as_str()).collect();
+        assert_eq!(order, ["fifo-0", "fifo-1", "fifo-2"]);
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn t90_nodejs_simple_consumer_receives_changes_and_acks() {
+    let Some(node_modules) = nodejs_client() else {
+        return;
+    };
+    bounded(async {
+        let node = NodeProcess::start(Bin::Node, &[] as &[&str]).expect("start a combined node");
+        let topic = "t90-nodejs-simple";
+        let group = "t90-nodejs-simple-group";
+        let p = ProducerBuilder::new("t90-producer")
+            .namesrv([node.namesrv().to_string()])
+            .build()
+            .await
+            .expect("producer");
+        for i in 0..3 {
+            p.send(native_message(topic, i)).await.expect("native send");
+        }
+        let grpc = node.grpc().to_string();
+        let stdout = run_node(
+            &node_modules,
+            &["consume", grpc.as_str(), group, topic, "3"],
+        )
+        .await;
+        let lines = lines_of(&stdout);
+        // The first one came back after its invisible duration was changed.
+        let first = lines.first().expect("a delivery");
+        assert_eq!(first["attempt"], 1, "{stdout}");
+        let again: Vec<_> = lines
+            .iter()
+            .filter(|l| l["body"] == first["body"] && l["attempt"] == 2)
+            .collect();
+        assert_eq!(again.len(), 1, "{stdout}");
+        let mut bodies: Vec<&str> = lines.iter().filter_map(|l| l["body"].as_str()).collect();
+        bodies.sort_unstable();
+        bodies.dedup();
+        assert_eq!(bodies, ["n-0", "n-1", "n-2"], "{stdout}");
+        for l in &lines {
+            assert_eq!(l["tag"], "NativeTag", "{l}");
+            assert_eq!(l["properties"]["origin"], "native", "{l}");
+        }
+        // All acked: nothing left for the group.
+        let mut c = client(node.grpc()).await;
+        let (status, messages) = receive(&mut c, group, topic).await;
+        assert_eq!(
+            status.code,
+            pb::Code::MessageNotFound as i32,
+            "{messages:?}"
+        );
+    })
+    .await;
+}
+
 #[actix_rt::test]
 async fn t90_grpc_fifo_groups_keep_their_order() {
     use actormq_protocol::request::{CreateSubscriptionGroupRequest, SubscriptionGroupConfig};
