@@ -764,6 +764,54 @@ mod tests {
     }
 
     #[test]
+    fn an_orphaned_half_message_is_shown_under_its_real_topic() {
+        let mut message = actormq_protocol::Message::new(
+            actormq_protocol::system_topic::TRANS_HALF_TOPIC,
+            Bytes::from_static(b"paid"),
+        );
+        message.tags = Some("TxTag".into());
+        for (k, v) in [
+            (PROPERTY_REAL_TOPIC, "orders"),
+            (PROPERTY_REAL_QUEUE_ID, "3"),
+            (PROPERTY_TRANSACTION_PREPARED, "true"),
+            (PROPERTY_TRANSACTION_CHECK_TIMES, "2"),
+            (PROPERTY_PRODUCER_GROUP, "orders"),
+            (PROPERTY_UNIQUE_KEY, "CLIENT-ID"),
+            ("region", "eu"),
+        ] {
+            message.properties.insert(k.to_string(), v.to_string());
+        }
+        let host: SocketAddr = "127.0.0.1:10911".parse().expect("addr");
+        let m = orphaned(StoredMessage {
+            message,
+            queue_id: 0,
+            queue_offset: 9,
+            commit_log_offset: 4096,
+            store_size: 0,
+            born_timestamp_ms: 1,
+            store_timestamp_ms: 2,
+            born_host: host,
+            store_host: host,
+            body_crc: 0,
+            reconsume_times: 0,
+            prepared_transaction_offset: 0,
+        });
+        assert_eq!(m.topic.map(|t| t.name).as_deref(), Some("orders"));
+        let sys = m.system_properties.expect("system properties");
+        assert_eq!(sys.queue_id, 3);
+        assert_eq!(sys.message_id, "CLIENT-ID");
+        assert_eq!(sys.message_type, pb::MessageType::Transaction as i32);
+        assert_eq!(sys.tag.as_deref(), Some("TxTag"));
+        assert_eq!(sys.receipt_handle, None);
+        assert_eq!(sys.body_digest.map(|d| d.checksum), Some(md5_hex(b"paid")));
+        // Only the user's properties are left.
+        assert_eq!(
+            m.user_properties.into_iter().collect::<Vec<_>>(),
+            [("region".to_string(), "eu".to_string())]
+        );
+    }
+
+    #[test]
     fn fifo_messages_keep_their_group_in_one_queue() {
         let fifo = |id: &str, group: &str| {
             let mut m = message(id);
