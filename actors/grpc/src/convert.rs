@@ -13,7 +13,7 @@ use actormq_protocol::StoredMessage;
 use actormq_protocol::message::{PROPERTY_POP_CK, PROPERTY_UNIQUE_KEY};
 use actormq_protocol::request::consumer::ConsumerSendMsgBackRequest;
 use actormq_protocol::request::pop::{
-    AckMessageRequest, ChangeInvisibleTimeRequest, PopMessageRequest, ReceiptHandle,
+    AckMessageRequest, BatchAckEntry, ChangeInvisibleTimeRequest, PopMessageRequest, ReceiptHandle,
 };
 use actormq_protocol::request::send::SendMessageRequest;
 use actormq_protocol::request::topic::TopicConfig;
@@ -626,6 +626,16 @@ pub fn dead_letter_request(
         reconsume_times: None,
         more: Vec::new(),
     }
+}
+
+/// An ack entry as one entry of the broker's batch ack.
+pub fn batch_ack_entry(raw: &str) -> Result<BatchAckEntry, Refusal> {
+    let h = receipt_handle(raw)?;
+    Ok(BatchAckEntry {
+        queue_id: h.queue_id,
+        offset: h.queue_offset,
+        extra_info: raw.to_string(),
+    })
 }
 
 /// A change of invisible duration as the broker's request.

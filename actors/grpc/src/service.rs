@@ -28,6 +28,7 @@ use actormq_actors::broker::{
 };
 use actormq_actors::runtime::{Call, ChildRef, ServiceError};
 use actormq_protocol::ResponseCode;
+use actormq_protocol::request::pop::BatchAckMessageRequest;
 use actormq_protocol::request::topic::TopicConfig;
 use futures_util::{Stream, StreamExt, stream};
 use slog::{Logger, debug};
@@ -511,7 +512,6 @@ impl MessagingService for GrpcSession {
         let req = request.into_inner();
         let group = req.group.map(|g| g.name).unwrap_or_default();
         let topic = req.topic.map(|t| t.name).unwrap_or_default();
-        let mut entries = Vec::with_capacity(req.entries.len());
         let current = self
             .untrack(
                 req.entries
@@ -520,28 +520,66 @@ impl MessagingService for GrpcSession {
                     .collect(),
             )
             .await;
-        for (e, handle) in req.entries.into_iter().zip(current) {
-            let status = match convert::ack_request(&group, &topic, &handle) {
-                Err(r) => r.status(),
-                Ok(ack) => match self.targets.pop.addr() {
-                    None => status_of(ResponseCode::SystemBusy, "the pop service is restarting"),
-                    Some(pop) => match pop
-                        .send(Call::new(ack))
-                        .await
-                        .map_err(ServiceError::from)
-                        .and_then(|r| r)
-                    {
-                        Ok(_) => ok(),
-                        Err(e) => status_of(e.code, e.remark),
-                    },
-                },
+        // One batch ack (one record) for the well-formed handles; a
+        // malformed one is answered alone.
+        let mut statuses: Vec<Option<pb::Status>> = vec![None; req.entries.len()];
+        let mut batch = Vec::with_capacity(req.entries.len());
+        let mut index_of = Vec::with_capacity(req.entries.len());
+        for (i, handle) in current.iter().enumerate() {
+            match convert::batch_ack_entry(handle) {
+                Ok(entry) => {
+                    batch.push(entry);
+                    index_of.push(i);
+                }
+                Err(r) => statuses[i] = Some(r.status()),
+            }
+        }
+        if !batch.is_empty() {
+            let ack = BatchAckMessageRequest {
+                consumer_group: group,
+                topic,
+                acks: batch,
             };
-            entries.push(pb::AckMessageResultEntry {
+            let result = match self.targets.pop.addr() {
+                None => Err(ServiceError::busy("the pop service is restarting")),
+                Some(pop) => pop
+                    .send(Call::new(ack))
+                    .await
+                    .map_err(ServiceError::from)
+                    .and_then(|r| r),
+            };
+            match result {
+                Ok(reply) => {
+                    for f in reply.fields.failed {
+                        if let Some(&i) =
+                            usize::try_from(f.index).ok().and_then(|k| index_of.get(k))
+                        {
+                            let code =
+                                ResponseCode::try_from(f.code).unwrap_or(ResponseCode::SystemError);
+                            statuses[i] = Some(status_of(code, f.remark));
+                        }
+                    }
+                    for &i in &index_of {
+                        statuses[i].get_or_insert_with(ok);
+                    }
+                }
+                Err(e) => {
+                    for &i in &index_of {
+                        statuses[i] = Some(status_of(e.code, e.remark.clone()));
+                    }
+                }
+            }
+        }
+        let entries: Vec<pb::AckMessageResultEntry> = req
+            .entries
+            .into_iter()
+            .zip(statuses)
+            .map(|(e, status)| pb::AckMessageResultEntry {
                 message_id: e.message_id,
                 receipt_handle: e.receipt_handle,
-                status: Some(status),
-            });
-        }
+                status: Some(status.unwrap_or_else(ok)),
+            })
+            .collect();
         let status = overall(entries.iter().map(|e| e.status.clone()));
         Ok(Response::new(pb::AckMessageResponse {
             status: Some(status),

@@ -237,6 +237,19 @@ async fn t90_grpc_send_is_read_by_the_native_consumer() {
             .into_inner();
         assert_eq!(
             dlq.status.map(|s| s.code),
+            Some(pb::Code::IllegalConsumerGroup as i32),
+            "a forward without group is refused"
+        );
+        let offset = c
+            .update_offset(pb::UpdateOffsetRequest {
+                group: resource("g"),
+                ..Default::default()
+            })
+            .await
+            .expect("update offset")
+            .into_inner();
+        assert_eq!(
+            offset.status.map(|s| s.code),
             Some(pb::Code::NotImplemented as i32)
         );
         let bye = c
