@@ -19,8 +19,9 @@ use actormq_protocol::request::send::SendMessageRequest;
 use actormq_protocol::request::topic::TopicConfig;
 use actormq_protocol::request::transaction::{EndTransactionRequest, TransactionDecision};
 use actormq_protocol::system_topic::{
-    PROPERTY_PRODUCER_GROUP, PROPERTY_REAL_QUEUE_ID, PROPERTY_REAL_TOPIC,
-    PROPERTY_TRANSACTION_CHECK_TIMES, PROPERTY_TRANSACTION_PREPARED,
+    PROPERTY_ORIGIN_MESSAGE_ID, PROPERTY_PRODUCER_GROUP, PROPERTY_REAL_QUEUE_ID,
+    PROPERTY_REAL_TOPIC, PROPERTY_RETRY_TOPIC, PROPERTY_TRANSACTION_CHECK_TIMES,
+    PROPERTY_TRANSACTION_PREPARED,
 };
 use bytes::Bytes;
 
@@ -490,6 +491,18 @@ pub fn md5_hex(body: &[u8]) -> String {
         .collect()
 }
 
+/// Properties the broker keeps for itself, never shown as a delivered
+/// message's user properties.
+const BROKER_PROPERTIES: [&str; 7] = [
+    PROPERTY_RETRY_TOPIC,
+    PROPERTY_ORIGIN_MESSAGE_ID,
+    PROPERTY_REAL_TOPIC,
+    PROPERTY_REAL_QUEUE_ID,
+    PROPERTY_PRODUCER_GROUP,
+    PROPERTY_TRANSACTION_PREPARED,
+    PROPERTY_TRANSACTION_CHECK_TIMES,
+];
+
 /// A popped message as a delivered gRPC message: the client's id (its
 /// `UNIQ_KEY`, else the broker's message id), tag, keys, user properties,
 /// the receipt handle (`POP_CK`), `delivery_attempt` (from 1), queue,
@@ -502,6 +515,11 @@ pub fn delivered(m: StoredMessage) -> pb::Message {
     let mut props = m.message.properties;
     let receipt = props.remove(PROPERTY_POP_CK);
     props.remove(PROPERTY_UNIQUE_KEY);
+    // The broker's bookkeeping (retries, transactions) is not the user's,
+    // as RocketMQ's proxy leaves its system properties out.
+    props.retain(|k, _| {
+        actormq_protocol::records::is_user_property(k) && !BROKER_PROPERTIES.contains(&k.as_str())
+    });
     let message_group = props.remove(PROPERTY_SHARDING_KEY);
     let message_type = if message_group.is_some() {
         pb::MessageType::Fifo
@@ -773,6 +791,48 @@ mod tests {
         );
     }
 
+    fn stored(message: actormq_protocol::Message, reconsume_times: u32) -> StoredMessage {
+        let host: SocketAddr = "127.0.0.1:10911".parse().expect("addr");
+        StoredMessage {
+            message,
+            queue_id: 0,
+            queue_offset: 9,
+            commit_log_offset: 4096,
+            store_size: 0,
+            born_timestamp_ms: 1,
+            store_timestamp_ms: 2,
+            born_host: host,
+            store_host: host,
+            body_crc: 0,
+            reconsume_times,
+            prepared_transaction_offset: 0,
+        }
+    }
+
+    #[test]
+    fn a_retried_message_shows_only_the_users_properties() {
+        let mut message = actormq_protocol::Message::new("orders", Bytes::from_static(b"again"));
+        for (k, v) in [
+            (PROPERTY_RETRY_TOPIC, "orders"),
+            (
+                PROPERTY_ORIGIN_MESSAGE_ID,
+                "7F00000100002A9F0000000000000000",
+            ),
+            (PROPERTY_POP_CK, "1 2 3 4 1 0 9 orders"),
+            ("region", "eu"),
+        ] {
+            message.properties.insert(k.to_string(), v.to_string());
+        }
+        let m = delivered(stored(message, 1));
+        assert_eq!(
+            m.user_properties.into_iter().collect::<Vec<_>>(),
+            [("region".to_string(), "eu".to_string())]
+        );
+        let sys = m.system_properties.expect("system properties");
+        assert_eq!(sys.delivery_attempt, Some(2));
+        assert_eq!(sys.receipt_handle.as_deref(), Some("1 2 3 4 1 0 9 orders"));
+    }
+
     #[test]
     fn an_orphaned_half_message_is_shown_under_its_real_topic() {
         let mut message = actormq_protocol::Message::new(
@@ -791,21 +851,7 @@ mod tests {
         ] {
             message.properties.insert(k.to_string(), v.to_string());
         }
-        let host: SocketAddr = "127.0.0.1:10911".parse().expect("addr");
-        let m = orphaned(StoredMessage {
-            message,
-            queue_id: 0,
-            queue_offset: 9,
-            commit_log_offset: 4096,
-            store_size: 0,
-            born_timestamp_ms: 1,
-            store_timestamp_ms: 2,
-            born_host: host,
-            store_host: host,
-            body_crc: 0,
-            reconsume_times: 0,
-            prepared_transaction_offset: 0,
-        });
+        let m = orphaned(stored(message, 0));
         assert_eq!(m.topic.map(|t| t.name).as_deref(), Some("orders"));
         let sys = m.system_properties.expect("system properties");
         assert_eq!(sys.queue_id, 3);
