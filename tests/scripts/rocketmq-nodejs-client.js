@@ -14,6 +14,13 @@
 //     2) before it is acked. Prints one JSON line per delivery: {"body",
 //     "attempt", "tag", "keys", "properties"}.
 //
+//   node rocketmq-nodejs-client.js check HOST:PORT TOPIC
+//     Sends two transactional messages and ends neither: the broker's
+//     check (over Telemetry) asks this producer, whose checker answers
+//     COMMIT for "check-commit" and ROLLBACK for "check-rollback". Prints
+//     {"sent": [ids]}, then one line per check: {"checked", "topic",
+//     "tag", "lang", "message_id"}; stays up until its stdin is closed.
+//
 // Exits non-zero when something fails or 60 s pass.
 'use strict';
 
@@ -125,6 +132,44 @@ async function consume(endpoints, group, topic, count) {
   }
 }
 
+async function check(endpoints, topic) {
+  const checker = {
+    async check(m) {
+      const body = m.body.toString();
+      line({
+        checked: body,
+        topic: m.topic,
+        tag: m.tag,
+        lang: m.properties.get('lang'),
+        message_id: m.messageId,
+      });
+      return body === 'check-commit' ?
+        TransactionResolution.COMMIT : TransactionResolution.ROLLBACK;
+    },
+  };
+  const producer = new Producer({
+    endpoints, namespace: '', logger, topics: [ topic ], checker,
+  });
+  await producer.startup();
+  const sent = [];
+  for (const body of [ 'check-commit', 'check-rollback' ]) {
+    const tx = producer.beginTransaction();
+    const r = await producer.send({
+      topic, tag: 'TxTag', properties: new Map([[ 'lang', 'nodejs' ]]),
+      body: Buffer.from(body),
+    }, tx);
+    sent.push(r.messageId);
+    // Neither committed nor rolled back: left to the check.
+  }
+  line({ sent });
+  // The test closes stdin once it saw the broker record the answers.
+  await new Promise(resolve => {
+    process.stdin.on('end', resolve);
+    process.stdin.resume();
+  });
+  await producer.shutdown();
+}
+
 async function main() {
   const [ mode, ...args ] = process.argv.slice(2);
   const deadline = setTimeout(() => {
@@ -133,6 +178,8 @@ async function main() {
   }, 60000);
   if (mode === 'produce') {
     await produce(args[0], args[1]);
+  } else if (mode === 'check') {
+    await check(args[0], args[1]);
   } else if (mode === 'consume') {
     await consume(args[0], args[1], args[2], Number(args[3]));
   } else {

@@ -837,108 +837,154 @@ fn spawn_python(python: &std::path::Path, script: &str, args: &[&str]) -> std::p
         .unwrap_or_else(|e| panic!("run {path}: {e}"))
 }
 
-#[actix_rt::test]
-async fn t90_python_transaction_check_is_answered_over_telemetry() {
+/// A node whose transaction checker runs every 200 ms and checks half
+/// messages older than 300 ms.
+fn fast_checks_node() -> NodeProcess {
+    NodeProcess::start_with_env(
+        Bin::Node,
+        &[] as &[&str],
+        &[
+            ("ACTORMQ_BROKER__TRANSACTION_TIMEOUT_MS", "300"),
+            ("ACTORMQ_BROKER__TRANSACTION_CHECK_INTERVAL_MS", "200"),
+        ],
+    )
+    .expect("start a combined node")
+}
+
+/// The check-back, end to end: `child` (a client's check script, see
+/// `rocketmq-python-transaction-check.py`) sent two half messages to
+/// `topic` and left them to the broker's check; its checker commits
+/// "check-commit" and rolls back "check-rollback". `lang` is the `lang`
+/// property it set.
+async fn assert_check_back(
+    node: &NodeProcess,
+    mut child: std::process::Child,
+    topic: &str,
+    lang: &str,
+) {
     use actormq_protocol::system_topic::TRANS_OP_HALF_TOPIC;
     use std::io::BufRead;
+    let stdout = child.stdout.take().expect("stdout");
+    // The script's lines until it was asked about both messages.
+    let lines = actix_rt::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        let mut checked = std::collections::BTreeSet::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.expect("line");
+            let v: serde_json::Value = serde_json::from_str(&line).expect("json line");
+            if let Some(body) = v["checked"].as_str() {
+                checked.insert(body.to_string());
+            }
+            lines.push(v);
+            if checked.len() == 2 {
+                break;
+            }
+        }
+        lines
+    })
+    .await
+    .expect("join");
+    let sent: Vec<String> = lines
+        .iter()
+        .find_map(|l| l["sent"].as_array().cloned())
+        .unwrap_or_else(|| panic!("no sends: {lines:?}"))
+        .iter()
+        .map(|v| v.as_str().unwrap_or_default().to_string())
+        .collect();
+    let checks: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["checked"].is_string()).collect();
+    assert!(checks.len() >= 2, "{lines:?}");
+    for c in &checks {
+        // The check carries the half message as sent.
+        assert_eq!(c["topic"], topic, "{c}");
+        assert_eq!(c["tag"], "TxTag", "{c}");
+        assert_eq!(c["lang"], lang, "{c}");
+        assert!(
+            sent.iter().any(|id| c["message_id"] == id.as_str()),
+            "{c} not among {sent:?}"
+        );
+    }
+    // The client's answers (EndTransaction from the check) are recorded
+    // as one decision each.
+    let mut conn = crate::common::connect(node.broker()).await;
+    let decisions = crate::common::pull_all_at_least(&mut conn, TRANS_OP_HALF_TOPIC, 0, 2).await;
+    let mut kinds: Vec<String> = decisions
+        .iter()
+        .filter_map(|m| m.message.properties.get("TRAN_DECISION").cloned())
+        .collect();
+    kinds.sort();
+    assert_eq!(kinds, ["commit", "rollback"], "{decisions:?}");
+    drop(child.stdin.take());
+    let status = actix_rt::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("script exits");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    // The committed one is delivered, the rolled-back one never.
+    let mut c = client(node.grpc()).await;
+    let group = format!("{topic}-group");
+    let start = Instant::now();
+    let mut bodies = Vec::new();
+    while bodies.is_empty() {
+        assert!(start.elapsed() < WAIT, "committed: {bodies:?}");
+        let (_, messages) = receive(&mut c, &group, topic).await;
+        bodies.extend(
+            messages
+                .iter()
+                .map(|m| String::from_utf8_lossy(&m.body).into_owned()),
+        );
+    }
+    let (status, more) = receive(&mut c, &group, topic).await;
+    assert_eq!(status.code, pb::Code::MessageNotFound as i32, "{more:?}");
+    assert_eq!(bodies, ["check-commit"]);
+}
+
+#[actix_rt::test]
+async fn t90_python_transaction_check_is_answered_over_telemetry() {
     let Some(python) = python_client() else {
         return;
     };
     bounded(async {
-        let node = NodeProcess::start_with_env(
-            Bin::Node,
-            &[] as &[&str],
-            &[
-                ("ACTORMQ_BROKER__TRANSACTION_TIMEOUT_MS", "300"),
-                ("ACTORMQ_BROKER__TRANSACTION_CHECK_INTERVAL_MS", "200"),
-            ],
-        )
-        .expect("start a combined node");
+        let node = fast_checks_node();
         let topic = "t90-python-tx-check";
         let grpc = node.grpc().to_string();
-        let mut child = spawn_python(
+        let child = spawn_python(
             &python,
             "rocketmq-python-transaction-check.py",
             &[grpc.as_str(), topic],
         );
-        let stdout = child.stdout.take().expect("stdout");
-        // The script's lines until it was asked about both messages.
-        let lines = actix_rt::task::spawn_blocking(move || {
-            let mut lines = Vec::new();
-            let mut checked = std::collections::BTreeSet::new();
-            for line in std::io::BufReader::new(stdout).lines() {
-                let line = line.expect("line");
-                let v: serde_json::Value = serde_json::from_str(&line).expect("json line");
-                if let Some(body) = v["checked"].as_str() {
-                    checked.insert(body.to_string());
-                }
-                lines.push(v);
-                if checked.len() == 2 {
-                    break;
-                }
-            }
-            lines
-        })
-        .await
-        .expect("join");
-        let sent: Vec<String> = lines
-            .iter()
-            .find_map(|l| l["sent"].as_array().cloned())
-            .unwrap_or_else(|| panic!("no sends: {lines:?}"))
-            .iter()
-            .map(|v| v.as_str().unwrap_or_default().to_string())
-            .collect();
-        let checks: Vec<&serde_json::Value> =
-            lines.iter().filter(|l| l["checked"].is_string()).collect();
-        assert!(checks.len() >= 2, "{lines:?}");
-        for c in &checks {
-            // The check carries the half message as sent.
-            assert_eq!(c["topic"], topic, "{c}");
-            assert_eq!(c["tag"], "TxTag", "{c}");
-            assert_eq!(c["lang"], "python", "{c}");
-            assert!(
-                sent.iter().any(|id| c["message_id"] == id.as_str()),
-                "{c} not among {sent:?}"
-            );
-        }
-        // The client's answers (EndTransaction from the check) are
-        // recorded as one decision each.
-        let mut conn = crate::common::connect(node.broker()).await;
-        let decisions =
-            crate::common::pull_all_at_least(&mut conn, TRANS_OP_HALF_TOPIC, 0, 2).await;
-        let mut kinds: Vec<String> = decisions
-            .iter()
-            .filter_map(|m| m.message.properties.get("TRAN_DECISION").cloned())
-            .collect();
-        kinds.sort();
-        assert_eq!(kinds, ["commit", "rollback"], "{decisions:?}");
-        drop(child.stdin.take());
-        let status = actix_rt::task::spawn_blocking(move || child.wait_with_output())
-            .await
-            .expect("join")
-            .expect("script exits");
-        assert!(
-            status.status.success(),
-            "{}",
-            String::from_utf8_lossy(&status.stderr)
+        assert_check_back(&node, child, topic, "python").await;
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn t90_nodejs_transaction_check_is_answered_over_telemetry() {
+    let Some(node_modules) = nodejs_client() else {
+        return;
+    };
+    bounded(async {
+        let node = fast_checks_node();
+        let topic = "t90-nodejs-tx-check";
+        let grpc = node.grpc().to_string();
+        let path = format!(
+            "{}/scripts/rocketmq-nodejs-client.js",
+            env!("CARGO_MANIFEST_DIR")
         );
-        // The committed one is delivered, the rolled-back one never.
-        let mut c = client(node.grpc()).await;
-        let group = "t90-tx-check-group";
-        let start = Instant::now();
-        let mut bodies = Vec::new();
-        while bodies.is_empty() {
-            assert!(start.elapsed() < WAIT, "committed: {bodies:?}");
-            let (_, messages) = receive(&mut c, group, topic).await;
-            bodies.extend(
-                messages
-                    .iter()
-                    .map(|m| String::from_utf8_lossy(&m.body).into_owned()),
-            );
-        }
-        let (status, more) = receive(&mut c, group, topic).await;
-        assert_eq!(status.code, pb::Code::MessageNotFound as i32, "{more:?}");
-        assert_eq!(bodies, ["check-commit"]);
+        let child = std::process::Command::new("node")
+            .arg(&path)
+            .args(["check", grpc.as_str(), topic])
+            .env("NODE_PATH", &node_modules)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("run {path}: {e}"));
+        assert_check_back(&node, child, topic, "nodejs").await;
     })
     .await;
 }
