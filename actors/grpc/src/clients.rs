@@ -81,10 +81,10 @@ pub struct Renewal {
 }
 
 /// A renewal is due this long before the delivery would become visible:
-/// a third of its invisible duration, at most 5 s (RocketMQ's proxy
-/// renews 10 s ahead of 60 s durations).
+/// half its invisible duration, at most 10 s (RocketMQ's proxy renews
+/// 10 s ahead), so a loaded broker has time to store it.
 pub fn renew_ahead_ms(invisible_ms: u64) -> u64 {
-    (invisible_ms / 3).min(5_000)
+    (invisible_ms / 2).min(10_000)
 }
 
 /// The connected clients. See the module docs. `S` is a Telemetry
@@ -387,11 +387,18 @@ impl GrpcClients {
                     continue;
                 }
             };
-            let invisible_ms = r.invisible_ms;
             let fut = pop.send(Call::new(req));
             ctx.spawn(fut.into_actor(self).map(move |res, act, _| {
                 let outcome = match res {
-                    Ok(Ok(reply)) => Some((reply.fields.extra_info, now_ms() + invisible_ms)),
+                    // Visible again when the broker says (its clock, its
+                    // time of the change).
+                    Ok(Ok(reply)) => Some((
+                        reply.fields.extra_info,
+                        reply
+                            .fields
+                            .pop_time_ms
+                            .saturating_add(reply.fields.invisible_time_ms),
+                    )),
                     Ok(Err(e)) => {
                         debug!(act.logger, "renewal refused"; "handle" => &handle, "error" => %e);
                         None
@@ -668,15 +675,15 @@ mod tests {
         let mut t = Table::default();
         t.seen("c", 0);
         t.track("h", renewal("c", 0, 3_000));
-        // Due a third of the duration ahead: at 2 s.
-        assert!(t.due(1_999).is_empty());
-        let due = t.due(2_000);
+        // Due half the duration ahead: at 1.5 s.
+        assert!(t.due(1_499).is_empty());
+        let due = t.due(1_500);
         assert_eq!(due.len(), 1);
         // In flight: not handed out twice.
         assert!(t.due(2_500).is_empty());
         t.renewed("h", Some(("h1".into(), 5_000)));
         assert!(t.due(3_000).is_empty());
-        assert_eq!(t.due(4_000).len(), 1);
+        assert_eq!(t.due(3_500).len(), 1);
         t.renewed("h", Some(("h2".into(), 7_000)));
         // The client acks with the handle it got; the broker's is h2.
         assert_eq!(t.untrack("h").as_deref(), Some("h2"));
@@ -717,7 +724,7 @@ mod tests {
 
     #[test]
     fn renewing_ahead_is_capped() {
-        assert_eq!(renew_ahead_ms(3_000), 1_000);
-        assert_eq!(renew_ahead_ms(60_000), 5_000);
+        assert_eq!(renew_ahead_ms(3_000), 1_500);
+        assert_eq!(renew_ahead_ms(60_000), 10_000);
     }
 }

@@ -421,7 +421,13 @@ impl MessagingService for GrpcSession {
                 "the pop service is restarting",
             ))));
         };
-        let (pop_group, pop_invisible_ms) = (pop.consumer_group.clone(), pop.invisible_time_ms);
+        // The pop happens after `born_time_ms`: a renewal planned from it
+        // is never late.
+        let (pop_group, pop_invisible_ms, popped_at) = (
+            pop.consumer_group.clone(),
+            pop.invisible_time_ms,
+            pop.born_time_ms,
+        );
         let result = pop_service
             .send(Call::new(pop))
             .await
@@ -473,7 +479,6 @@ impl MessagingService for GrpcSession {
         if let (true, Some(client_id), Some(clients)) =
             (req.auto_renew, client_id, self.targets.clients.addr())
         {
-            let now = now_ms();
             for m in &delivered {
                 let Some(handle) = m
                     .system_properties
@@ -489,7 +494,7 @@ impl MessagingService for GrpcSession {
                         topic: m.topic.as_ref().map(|t| t.name.clone()).unwrap_or_default(),
                         current: handle.clone(),
                         invisible_ms: pop_invisible_ms,
-                        visible_at_ms: now + pop_invisible_ms,
+                        visible_at_ms: popped_at + pop_invisible_ms,
                         in_flight: false,
                         untracked: false,
                     },

@@ -991,7 +991,7 @@ async fn t90_nodejs_transaction_check_is_answered_over_telemetry() {
 
 /// Deliveries to `auto_renew` clients are invisible this long (renewed
 /// ahead of it): short, so a slow listener outlives it.
-const AUTO_RENEW_ENV: [(&str, &str); 1] = [("ACTORMQ_GRPC__AUTO_RENEW_INVISIBLE_MS", "2000")];
+const AUTO_RENEW_ENV: [(&str, &str); 1] = [("ACTORMQ_GRPC__AUTO_RENEW_INVISIBLE_MS", "3000")];
 
 #[actix_rt::test]
 async fn t90_python_slow_push_consumer_gets_no_duplicates_while_alive() {
@@ -1012,11 +1012,11 @@ async fn t90_python_slow_push_consumer_gets_no_duplicates_while_alive() {
             p.send(native_message(topic, i)).await.expect("native send");
         }
         let grpc = node.grpc().to_string();
-        // Each consumption takes 5 s, 2.5 times the invisible duration.
+        // Each consumption takes 7 s, 2.3 times the invisible duration.
         let stdout = run_python(
             &python,
             "rocketmq-python-slow-push-consumer.py",
-            &[grpc.as_str(), group, topic, "3", "5"],
+            &[grpc.as_str(), group, topic, "3", "7"],
         )
         .await;
         let lines = lines_of(&stdout);
@@ -1028,7 +1028,7 @@ async fn t90_python_slow_push_consumer_gets_no_duplicates_while_alive() {
         // And acked with the handles the renewals left: nothing comes
         // back once the invisible duration has passed.
         let mut c = client(node.grpc()).await;
-        let until = Instant::now() + Duration::from_secs(3);
+        let until = Instant::now() + Duration::from_secs(4);
         while Instant::now() < until {
             let (status, messages) = receive(&mut c, group, topic).await;
             assert_eq!(
@@ -1089,7 +1089,7 @@ async fn t90_python_killed_push_consumer_messages_come_back() {
         // ... while the client lives: nothing for another receive of the
         // group past the invisible duration.
         let mut c = client(node.grpc()).await;
-        let until = Instant::now() + Duration::from_secs(3);
+        let until = Instant::now() + Duration::from_secs(4);
         while Instant::now() < until {
             let (status, messages) = receive(&mut c, group, topic).await;
             assert_eq!(
