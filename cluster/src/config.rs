@@ -324,6 +324,23 @@ pub struct GrpcSection {
     /// ephemeral ports never collide on 8081).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
+    /// The invisible duration of deliveries to clients asking for
+    /// `auto_renew` (push consumers), renewed while they live (RocketMQ
+    /// proxy's `defaultInvisibleTimeMills`). Unset: 60 000.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto_renew_invisible_ms: Option<u64>,
+}
+
+/// The default of `grpc.auto_renew_invisible_ms`.
+pub const DEFAULT_AUTO_RENEW_INVISIBLE_MS: u64 = 60_000;
+
+impl GrpcSection {
+    /// `auto_renew_invisible_ms`, or its default (at least 1 s).
+    pub fn auto_renew_invisible_ms(&self) -> u64 {
+        self.auto_renew_invisible_ms
+            .unwrap_or(DEFAULT_AUTO_RENEW_INVISIBLE_MS)
+            .max(1_000)
+    }
 }
 
 /// RocketMQ's proxy port, the default gRPC port.

@@ -50,7 +50,9 @@ use actormq_actors::runtime::{
     ChildRef, ChildSpec, Escalation, Relay, RestartPolicy, SpawnChild, StopChild, StopSupervisor,
     Supervisor, route_child,
 };
-use actormq_grpc::{GrpcServer, GrpcSession, GrpcSessionConfig, GrpcTargets};
+use actormq_grpc::{
+    GrpcClients, GrpcClientsConfig, GrpcServer, GrpcSession, GrpcSessionConfig, GrpcTargets,
+};
 use actormq_http::{
     ApiConfig, BrokerSources, Extra, HttpServer, NodeMetrics, Sampler, Sources, StatsHistory,
 };
@@ -310,7 +312,7 @@ impl Node {
             .map_err(|e| NodeError::Start(e.to_string()))?;
         if let Some(addr) = config.grpc_listen_addr() {
             self.grpc_addr = Some(
-                self.listen_grpc(addr, &broker, b, advertised, max_body_size)
+                self.listen_grpc(addr, &broker, b, advertised, max_body_size, &config.grpc)
                     .await?,
             );
         }
@@ -449,7 +451,9 @@ impl Node {
         b: &crate::config::BrokerSection,
         advertised: SocketAddr,
         max_body_size: usize,
+        grpc: &crate::config::GrpcSection,
     ) -> Result<SocketAddr, NodeError> {
+        let auto_renew_invisible_ms = grpc.auto_renew_invisible_ms();
         let (socket, bound) = std::net::TcpListener::bind(addr)
             .and_then(|s| s.local_addr().map(|bound| (s, bound)))
             .map_err(|source| NodeError::Bind { addr, source })?;
@@ -458,6 +462,35 @@ impl Node {
         if b.advertise.is_some() {
             endpoint.set_ip(advertised.ip());
         }
+        // The connected clients (one session per client id): a supervised
+        // child; the broker's transaction checks for gRPC producers reach
+        // it through the group notifier.
+        let (groups, pop, log) = (
+            broker.groups.clone(),
+            broker.pop.clone(),
+            self.logger.clone(),
+        );
+        let clients = self
+            .spawn(ChildSpec::new("grpc-clients", move || {
+                Ok(GrpcClients::new(
+                    GrpcClientsConfig {
+                        idle_timeout: std::time::Duration::from_millis(
+                            actormq_actors::broker::group_manager::DEFAULT_CLIENT_TIMEOUT_MS,
+                        ),
+                        tick: std::time::Duration::from_millis(200),
+                        endpoint,
+                    },
+                    groups.clone(),
+                    pop.clone(),
+                    &log,
+                ))
+            }))
+            .await?;
+        broker.foreign_sessions.install(
+            actormq_actors::runtime::CallRelay::new(clients.clone())
+                .start()
+                .recipient(),
+        );
         let session = std::sync::Arc::new(GrpcSession::new(
             GrpcSessionConfig {
                 broker_name: b.broker_name.clone(),
@@ -465,6 +498,7 @@ impl Node {
                 max_body_size,
                 auto_create_queues: b.auto_create_topic.then_some(b.default_queues),
                 max_poll_ms: b.long_polling_max_ms,
+                auto_renew_invisible_ms,
             },
             GrpcTargets {
                 writer: broker.writer.clone(),
@@ -472,6 +506,9 @@ impl Node {
                 pop: broker.pop.clone(),
                 end_transaction: broker.end_transaction.clone(),
                 subscription_groups: broker.subscription_groups.clone(),
+                clients,
+                retry: broker.retry.clone(),
+                store: broker.store.clone(),
             },
             &self.logger,
         ));

@@ -12,7 +12,7 @@ from rocketmq import (ClientConfiguration, Credentials, Message, Producer,
 
 class Checker(TransactionChecker):
     def check(self, message):
-        # Check-backs are not sent by actormq yet; commit if ever asked.
+        # Every transaction is ended here; a check-back (if ever) commits.
         return TransactionResolution.COMMIT
 
 

@@ -11,13 +11,18 @@ use actormq_protocol::MessageId;
 use actormq_protocol::ResponseCode;
 use actormq_protocol::StoredMessage;
 use actormq_protocol::message::{PROPERTY_POP_CK, PROPERTY_UNIQUE_KEY};
+use actormq_protocol::request::consumer::ConsumerSendMsgBackRequest;
 use actormq_protocol::request::pop::{
-    AckMessageRequest, ChangeInvisibleTimeRequest, PopMessageRequest, ReceiptHandle,
+    AckMessageRequest, BatchAckEntry, ChangeInvisibleTimeRequest, PopMessageRequest, ReceiptHandle,
 };
 use actormq_protocol::request::send::SendMessageRequest;
 use actormq_protocol::request::topic::TopicConfig;
 use actormq_protocol::request::transaction::{EndTransactionRequest, TransactionDecision};
-use actormq_protocol::system_topic::{PROPERTY_PRODUCER_GROUP, PROPERTY_TRANSACTION_PREPARED};
+use actormq_protocol::system_topic::{
+    PROPERTY_ORIGIN_MESSAGE_ID, PROPERTY_PRODUCER_GROUP, PROPERTY_REAL_QUEUE_ID,
+    PROPERTY_REAL_TOPIC, PROPERTY_RETRY_TOPIC, PROPERTY_TRANSACTION_CHECK_TIMES,
+    PROPERTY_TRANSACTION_PREPARED,
+};
 use bytes::Bytes;
 
 use crate::pb;
@@ -34,9 +39,13 @@ pub fn group_queue(group: &str, write_queues: u32) -> u32 {
     u32::try_from(hash % u64::from(write_queues.max(1))).unwrap_or(0)
 }
 
-/// The producer group recorded for sends over gRPC (RocketMQ 5 producers
-/// have no group).
-pub const GRPC_PRODUCER_GROUP: &str = "GRPC_PRODUCER_GROUP";
+/// The producer group recorded for sends over gRPC: RocketMQ 5 producers
+/// have no group, so, as RocketMQ's proxy does, the topic is the group. A
+/// transaction check for a half message of `topic` goes to a live gRPC
+/// producer that publishes `topic` (its Telemetry settings name it).
+pub fn producer_group(topic: &str) -> String {
+    topic.to_string()
+}
 
 /// A `Status` with `code` and `message`.
 pub fn status(code: i32, message: impl Into<String>) -> pb::Status {
@@ -148,10 +157,7 @@ pub fn send_request(
     if message_type == pb::MessageType::Transaction {
         // A half message, as the native transactional producer sends it.
         properties.insert(PROPERTY_TRANSACTION_PREPARED.to_string(), "true".into());
-        properties.insert(
-            PROPERTY_PRODUCER_GROUP.to_string(),
-            GRPC_PRODUCER_GROUP.to_string(),
-        );
+        properties.insert(PROPERTY_PRODUCER_GROUP.to_string(), producer_group(&topic));
     }
     let keys = sys.keys.join(" ");
     let born_timestamp_ms = sys.born_timestamp.as_ref().map_or(now_ms, timestamp_ms);
@@ -164,7 +170,7 @@ pub fn send_request(
         properties.insert(PROPERTY_SHARDING_KEY.to_string(), g);
     }
     let req = SendMessageRequest {
-        producer_group: GRPC_PRODUCER_GROUP.into(),
+        producer_group: producer_group(&topic),
         topic,
         queue_id,
         born_timestamp_ms,
@@ -340,13 +346,20 @@ pub fn end_transaction_request(
     let (msg_id, queue_offset) = req.transaction_id.split_once(':').ok_or_else(bad)?;
     let queue_offset: u64 = queue_offset.parse().map_err(|_| bad())?;
     let id = MessageId::decode(msg_id).map_err(|_| bad())?;
+    let topic = req.topic.as_ref().map(|t| t.name.as_str()).unwrap_or("");
+    if topic.is_empty() {
+        return Err(Refusal::new(
+            grpc::ILLEGAL_TOPIC,
+            "end of transaction without topic",
+        ));
+    }
     let decision = match pb::TransactionResolution::try_from(req.resolution).unwrap_or_default() {
         pb::TransactionResolution::Commit => TransactionDecision::Commit,
         pb::TransactionResolution::Rollback => TransactionDecision::Rollback,
         pb::TransactionResolution::Unspecified => TransactionDecision::Unknown,
     };
     Ok(EndTransactionRequest {
-        producer_group: GRPC_PRODUCER_GROUP.into(),
+        producer_group: producer_group(topic),
         tran_state_table_offset: queue_offset,
         commit_log_offset: id.commit_log_offset,
         decision,
@@ -478,6 +491,18 @@ pub fn md5_hex(body: &[u8]) -> String {
         .collect()
 }
 
+/// Properties the broker keeps for itself, never shown as a delivered
+/// message's user properties.
+const BROKER_PROPERTIES: [&str; 7] = [
+    PROPERTY_RETRY_TOPIC,
+    PROPERTY_ORIGIN_MESSAGE_ID,
+    PROPERTY_REAL_TOPIC,
+    PROPERTY_REAL_QUEUE_ID,
+    PROPERTY_PRODUCER_GROUP,
+    PROPERTY_TRANSACTION_PREPARED,
+    PROPERTY_TRANSACTION_CHECK_TIMES,
+];
+
 /// A popped message as a delivered gRPC message: the client's id (its
 /// `UNIQ_KEY`, else the broker's message id), tag, keys, user properties,
 /// the receipt handle (`POP_CK`), `delivery_attempt` (from 1), queue,
@@ -490,6 +515,11 @@ pub fn delivered(m: StoredMessage) -> pb::Message {
     let mut props = m.message.properties;
     let receipt = props.remove(PROPERTY_POP_CK);
     props.remove(PROPERTY_UNIQUE_KEY);
+    // The broker's bookkeeping (retries, transactions) is not the user's,
+    // as RocketMQ's proxy leaves its system properties out.
+    props.retain(|k, _| {
+        actormq_protocol::records::is_user_property(k) && !BROKER_PROPERTIES.contains(&k.as_str())
+    });
     let message_group = props.remove(PROPERTY_SHARDING_KEY);
     let message_type = if message_group.is_some() {
         pb::MessageType::Fifo
@@ -540,6 +570,38 @@ pub fn delivered(m: StoredMessage) -> pb::Message {
     }
 }
 
+/// A half message as the message of a `RecoverOrphanedTransactionCommand`:
+/// as delivered, under its real topic and queue (the half message is
+/// stored in the half topic), typed TRANSACTION, without receipt handle.
+pub fn orphaned(mut m: StoredMessage) -> pb::Message {
+    let props = &mut m.message.properties;
+    let real_topic = props.remove(PROPERTY_REAL_TOPIC);
+    let real_queue = props
+        .remove(PROPERTY_REAL_QUEUE_ID)
+        .and_then(|q| q.parse::<u32>().ok());
+    for internal in [
+        PROPERTY_TRANSACTION_PREPARED,
+        PROPERTY_TRANSACTION_CHECK_TIMES,
+        PROPERTY_PRODUCER_GROUP,
+        PROPERTY_POP_CK,
+    ] {
+        props.remove(internal);
+    }
+    if let Some(topic) = real_topic {
+        m.message.topic = topic;
+    }
+    if let Some(q) = real_queue {
+        m.queue_id = q;
+    }
+    let mut msg = delivered(m);
+    if let Some(sys) = msg.system_properties.as_mut() {
+        sys.message_type = pb::MessageType::Transaction as i32;
+        sys.receipt_handle = None;
+        sys.delivery_attempt = None;
+    }
+    msg
+}
+
 /// A receipt handle a client returns, checked: the parsed handle, or
 /// `INVALID_RECEIPT_HANDLE`.
 pub fn receipt_handle(raw: &str) -> Result<ReceiptHandle, Refusal> {
@@ -557,6 +619,37 @@ pub fn ack_request(group: &str, topic: &str, raw: &str) -> Result<AckMessageRequ
     Ok(AckMessageRequest {
         consumer_group: group.to_string(),
         topic: topic.to_string(),
+        queue_id: h.queue_id,
+        offset: h.queue_offset,
+        extra_info: raw.to_string(),
+    })
+}
+
+/// A `ForwardMessageToDeadLetterQueue` as the broker's send-back straight
+/// to the group's dead-letter queue (`%DLQ%<group>`, no retries left:
+/// `max_reconsume_times` 0) of the message at `commit_log_offset` (the
+/// one the receipt handle names).
+pub fn dead_letter_request(
+    group: &str,
+    topic: &str,
+    commit_log_offset: u64,
+) -> ConsumerSendMsgBackRequest {
+    ConsumerSendMsgBackRequest {
+        consumer_group: group.to_string(),
+        commit_log_offset,
+        delay_level: 0,
+        origin_msg_id: String::new(),
+        origin_topic: topic.to_string(),
+        max_reconsume_times: Some(0),
+        reconsume_times: None,
+        more: Vec::new(),
+    }
+}
+
+/// An ack entry as one entry of the broker's batch ack.
+pub fn batch_ack_entry(raw: &str) -> Result<BatchAckEntry, Refusal> {
+    let h = receipt_handle(raw)?;
+    Ok(BatchAckEntry {
         queue_id: h.queue_id,
         offset: h.queue_offset,
         extra_info: raw.to_string(),
@@ -656,15 +749,23 @@ mod tests {
         if let Some(s) = m.system_properties.as_mut() {
             s.message_type = pb::MessageType::Transaction as i32;
         }
+        let topic = m.topic.as_ref().map(|t| t.name.clone()).expect("topic");
         let (req, _, _) = send_request(m, 4, 0).expect("half message");
         assert_eq!(req.properties[PROPERTY_TRANSACTION_PREPARED], "true");
+        // The topic is the producer group (transaction checks go to a
+        // producer publishing it).
+        assert_eq!(req.properties[PROPERTY_PRODUCER_GROUP], topic);
+        assert_eq!(req.producer_group, topic);
         let id = MessageId {
             store_host: "127.0.0.1:10911".parse().expect("addr"),
             commit_log_offset: 4096,
         }
         .encode();
         let end = end_transaction_request(&pb::EndTransactionRequest {
-            topic: None,
+            topic: Some(pb::Resource {
+                resource_namespace: String::new(),
+                name: topic.clone(),
+            }),
             message_id: "ID6".into(),
             transaction_id: transaction_id(&id, 7),
             resolution: pb::TransactionResolution::Commit as i32,
@@ -679,6 +780,7 @@ mod tests {
         assert_eq!(end.decision, TransactionDecision::Commit);
         assert!(!end.from_transaction_check);
         assert_eq!(end.transaction_id.as_deref(), Some("ID6"));
+        assert_eq!(end.producer_group, topic);
         let bad = pb::EndTransactionRequest {
             transaction_id: "nope".into(),
             ..Default::default()
@@ -686,6 +788,82 @@ mod tests {
         assert_eq!(
             end_transaction_request(&bad).expect_err("bad id").code,
             grpc::INVALID_TRANSACTION_ID
+        );
+    }
+
+    fn stored(message: actormq_protocol::Message, reconsume_times: u32) -> StoredMessage {
+        let host: SocketAddr = "127.0.0.1:10911".parse().expect("addr");
+        StoredMessage {
+            message,
+            queue_id: 0,
+            queue_offset: 9,
+            commit_log_offset: 4096,
+            store_size: 0,
+            born_timestamp_ms: 1,
+            store_timestamp_ms: 2,
+            born_host: host,
+            store_host: host,
+            body_crc: 0,
+            reconsume_times,
+            prepared_transaction_offset: 0,
+        }
+    }
+
+    #[test]
+    fn a_retried_message_shows_only_the_users_properties() {
+        let mut message = actormq_protocol::Message::new("orders", Bytes::from_static(b"again"));
+        for (k, v) in [
+            (PROPERTY_RETRY_TOPIC, "orders"),
+            (
+                PROPERTY_ORIGIN_MESSAGE_ID,
+                "7F00000100002A9F0000000000000000",
+            ),
+            (PROPERTY_POP_CK, "1 2 3 4 1 0 9 orders"),
+            ("region", "eu"),
+        ] {
+            message.properties.insert(k.to_string(), v.to_string());
+        }
+        let m = delivered(stored(message, 1));
+        assert_eq!(
+            m.user_properties.into_iter().collect::<Vec<_>>(),
+            [("region".to_string(), "eu".to_string())]
+        );
+        let sys = m.system_properties.expect("system properties");
+        assert_eq!(sys.delivery_attempt, Some(2));
+        assert_eq!(sys.receipt_handle.as_deref(), Some("1 2 3 4 1 0 9 orders"));
+    }
+
+    #[test]
+    fn an_orphaned_half_message_is_shown_under_its_real_topic() {
+        let mut message = actormq_protocol::Message::new(
+            actormq_protocol::system_topic::TRANS_HALF_TOPIC,
+            Bytes::from_static(b"paid"),
+        );
+        message.tags = Some("TxTag".into());
+        for (k, v) in [
+            (PROPERTY_REAL_TOPIC, "orders"),
+            (PROPERTY_REAL_QUEUE_ID, "3"),
+            (PROPERTY_TRANSACTION_PREPARED, "true"),
+            (PROPERTY_TRANSACTION_CHECK_TIMES, "2"),
+            (PROPERTY_PRODUCER_GROUP, "orders"),
+            (PROPERTY_UNIQUE_KEY, "CLIENT-ID"),
+            ("region", "eu"),
+        ] {
+            message.properties.insert(k.to_string(), v.to_string());
+        }
+        let m = orphaned(stored(message, 0));
+        assert_eq!(m.topic.map(|t| t.name).as_deref(), Some("orders"));
+        let sys = m.system_properties.expect("system properties");
+        assert_eq!(sys.queue_id, 3);
+        assert_eq!(sys.message_id, "CLIENT-ID");
+        assert_eq!(sys.message_type, pb::MessageType::Transaction as i32);
+        assert_eq!(sys.tag.as_deref(), Some("TxTag"));
+        assert_eq!(sys.receipt_handle, None);
+        assert_eq!(sys.body_digest.map(|d| d.checksum), Some(md5_hex(b"paid")));
+        // Only the user's properties are left.
+        assert_eq!(
+            m.user_properties.into_iter().collect::<Vec<_>>(),
+            [("region".to_string(), "eu".to_string())]
         );
     }
 

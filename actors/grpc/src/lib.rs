@@ -10,9 +10,11 @@ pub mod pb {
     tonic::include_proto!("apache.rocketmq.v2");
 }
 
+pub mod clients;
 pub mod convert;
 pub mod server;
 pub mod service;
 
+pub use clients::{GrpcClients, GrpcClientsConfig};
 pub use server::GrpcServer;
 pub use service::{GrpcSession, GrpcSessionConfig, GrpcTargets};

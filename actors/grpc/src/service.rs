@@ -4,27 +4,40 @@
 //! back as `Status{code}` through the one code table
 //! ([`actormq_actors::broker::error_map::grpc_code`]).
 //!
-//! Served: `QueryRoute`, `Heartbeat`, `SendMessage` (NORMAL messages),
-//! `Telemetry` (settings), `NotifyClientTermination`, and the
-//! consumers' `QueryAssignment`, `ReceiveMessage` (a pop), `AckMessage`
-//! and `ChangeInvisibleDuration`, and `EndTransaction` (the broker's
-//! check-back of a transaction over Telemetry is not there yet). Every other RPC answers
+//! Served: `QueryRoute`, `Heartbeat`, `SendMessage` (NORMAL, FIFO,
+//! DELAY, TRANSACTION), `Telemetry` (settings, and the broker's
+//! transaction checks as `RecoverOrphanedTransactionCommand`),
+//! `NotifyClientTermination`, and the consumers' `QueryAssignment`,
+//! `ReceiveMessage` (a pop; `auto_renew` deliveries are kept invisible
+//! while their client lives), `AckMessage`, `ChangeInvisibleDuration`
+//! and `ForwardMessageToDeadLetterQueue` (the native send-back's
+//! dead-letter path, then an ack), and `EndTransaction`. Every other RPC
+//! answers
 //! `Status{NOT_IMPLEMENTED}`.
+//!
+//! The clients themselves, one per `x-mq-client-id`, are kept by the
+//! [`GrpcClients`] registry actor.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
 
 use actormq_actors::broker::subscription_group_manager::ResolveGroups;
 use actormq_actors::broker::{
-    CommitLogActor, EndTransactionService, PopService, SubscriptionGroupManager, TopicView, now_ms,
+    BrokerStore, CommitLogActor, EndTransactionService, PopService, RetryService,
+    SubscriptionGroupManager, TopicView, now_ms,
 };
 use actormq_actors::runtime::{Call, ChildRef, ServiceError};
 use actormq_protocol::ResponseCode;
+use actormq_protocol::request::pop::BatchAckMessageRequest;
 use actormq_protocol::request::topic::TopicConfig;
 use futures_util::{Stream, StreamExt, stream};
 use slog::{Logger, debug};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::clients::{
+    ClientSeen, ClientTerminated, CloseTelemetry, GrpcClients, OpenTelemetry, Renewal, Role,
+    TelemetrySender, TrackDelivery, UntrackDeliveries,
+};
 use crate::convert::{self, not_implemented, ok, status_of};
 use crate::pb;
 use crate::pb::messaging_service_server::MessagingService;
@@ -47,6 +60,9 @@ pub struct GrpcSessionConfig {
     /// Longest a receive is held when nothing is there (the broker's
     /// long-polling cap).
     pub max_poll_ms: u64,
+    /// The invisible duration of `auto_renew` deliveries (the client's
+    /// own is ignored, as RocketMQ's proxy does); renewed ahead of it.
+    pub auto_renew_invisible_ms: u64,
 }
 
 /// The broker actors a [`GrpcSession`] talks to.
@@ -63,6 +79,39 @@ pub struct GrpcTargets {
     /// Subscription groups (auto-created on first use as configured; a
     /// group consuming in order is a FIFO group).
     pub subscription_groups: ChildRef<SubscriptionGroupManager>,
+    /// The connected clients (sessions by client id, Telemetry streams,
+    /// renewed deliveries).
+    pub clients: ChildRef<GrpcClients>,
+    /// Send-back and dead letters (`ForwardMessageToDeadLetterQueue`).
+    pub retry: ChildRef<RetryService>,
+    /// The store (the message a receipt handle names).
+    pub store: BrokerStore,
+}
+
+/// The client id a request carries (`x-mq-client-id`), if any.
+fn client_id_of<T>(request: &Request<T>) -> Option<String> {
+    request
+        .metadata()
+        .get("x-mq-client-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
+/// What a client's settings say it is.
+fn role_of(settings: &pb::Settings) -> Role {
+    match &settings.pub_sub {
+        Some(pb::settings::PubSub::Publishing(p)) => {
+            Role::Producer(p.topics.iter().map(|t| t.name.clone()).collect())
+        }
+        Some(pb::settings::PubSub::Subscription(sub)) => Role::Consumer(
+            sub.group
+                .as_ref()
+                .map(|g| g.name.clone())
+                .unwrap_or_default(),
+        ),
+        None => Role::Unknown,
+    }
 }
 
 /// Whether `group` consumes in order (`consume_message_orderly`),
@@ -101,6 +150,27 @@ impl GrpcSession {
             config,
             targets,
             logger: logger.clone(),
+        }
+    }
+
+    /// The receipt handles the broker holds for the deliveries the client
+    /// knows as `handles` (renewed ones changed), no longer renewed.
+    async fn untrack(&self, handles: Vec<String>) -> Vec<String> {
+        match self.targets.clients.addr() {
+            Some(clients) if !handles.is_empty() => {
+                let fallback = handles.clone();
+                clients
+                    .send(UntrackDeliveries { handles })
+                    .await
+                    .unwrap_or(fallback)
+            }
+            _ => handles,
+        }
+    }
+
+    fn seen(&self, client_id: Option<String>, role: Option<Role>) {
+        if let (Some(client_id), Some(clients)) = (client_id, self.targets.clients.addr()) {
+            clients.do_send(ClientSeen { client_id, role });
         }
     }
 
@@ -242,8 +312,9 @@ impl MessagingService for GrpcSession {
 
     async fn heartbeat(
         &self,
-        _request: Request<pb::HeartbeatRequest>,
+        request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        self.seen(client_id_of(&request), None);
         Ok(Response::new(pb::HeartbeatResponse { status: Some(ok()) }))
     }
 
@@ -327,6 +398,7 @@ impl MessagingService for GrpcSession {
                 content: Some(pb::receive_message_response::Content::Status(status)),
             })
         };
+        let client_id = client_id_of(&request);
         let req = request.into_inner();
         let group = req
             .group
@@ -335,7 +407,12 @@ impl MessagingService for GrpcSession {
             .unwrap_or_default();
         let fifo = group_is_fifo(&self.targets.subscription_groups, group).await;
         let pop = match convert::pop_request(&req, fifo, self.config.max_poll_ms, now_ms()) {
-            Ok(pop) => pop,
+            Ok(mut pop) => {
+                if req.auto_renew {
+                    pop.invisible_time_ms = self.config.auto_renew_invisible_ms;
+                }
+                pop
+            }
             Err(r) => return Ok(Response::new(status_only(r.status()))),
         };
         let Some(pop_service) = self.targets.pop.addr() else {
@@ -344,6 +421,13 @@ impl MessagingService for GrpcSession {
                 "the pop service is restarting",
             ))));
         };
+        // The pop happens after `born_time_ms`: a renewal planned from it
+        // is never late.
+        let (pop_group, pop_invisible_ms, popped_at) = (
+            pop.consumer_group.clone(),
+            pop.invisible_time_ms,
+            pop.born_time_ms,
+        );
         let result = pop_service
             .send(Call::new(pop))
             .await
@@ -389,11 +473,38 @@ impl MessagingService for GrpcSession {
                 convert::timestamp(now_ms()),
             )),
         }));
-        out.extend(messages.into_iter().map(|m| {
+        let delivered: Vec<pb::Message> = messages.into_iter().map(convert::delivered).collect();
+        // auto_renew (push consumers): kept invisible while the client
+        // lives, until it acks, changes or forwards them.
+        if let (true, Some(client_id), Some(clients)) =
+            (req.auto_renew, client_id, self.targets.clients.addr())
+        {
+            for m in &delivered {
+                let Some(handle) = m
+                    .system_properties
+                    .as_ref()
+                    .and_then(|s| s.receipt_handle.clone())
+                else {
+                    continue;
+                };
+                clients.do_send(TrackDelivery {
+                    renewal: Renewal {
+                        client_id: client_id.clone(),
+                        group: pop_group.clone(),
+                        topic: m.topic.as_ref().map(|t| t.name.clone()).unwrap_or_default(),
+                        current: handle.clone(),
+                        invisible_ms: pop_invisible_ms,
+                        visible_at_ms: popped_at + pop_invisible_ms,
+                        in_flight: false,
+                        untracked: false,
+                    },
+                    handle,
+                });
+            }
+        }
+        out.extend(delivered.into_iter().map(|m| {
             Ok(pb::ReceiveMessageResponse {
-                content: Some(pb::receive_message_response::Content::Message(
-                    convert::delivered(m),
-                )),
+                content: Some(pb::receive_message_response::Content::Message(m)),
             })
         }));
         Ok(Response::new(Box::pin(stream::iter(out))))
@@ -406,29 +517,74 @@ impl MessagingService for GrpcSession {
         let req = request.into_inner();
         let group = req.group.map(|g| g.name).unwrap_or_default();
         let topic = req.topic.map(|t| t.name).unwrap_or_default();
-        let mut entries = Vec::with_capacity(req.entries.len());
-        for e in req.entries {
-            let status = match convert::ack_request(&group, &topic, &e.receipt_handle) {
-                Err(r) => r.status(),
-                Ok(ack) => match self.targets.pop.addr() {
-                    None => status_of(ResponseCode::SystemBusy, "the pop service is restarting"),
-                    Some(pop) => match pop
-                        .send(Call::new(ack))
-                        .await
-                        .map_err(ServiceError::from)
-                        .and_then(|r| r)
-                    {
-                        Ok(_) => ok(),
-                        Err(e) => status_of(e.code, e.remark),
-                    },
-                },
+        let current = self
+            .untrack(
+                req.entries
+                    .iter()
+                    .map(|e| e.receipt_handle.clone())
+                    .collect(),
+            )
+            .await;
+        // One batch ack (one record) for the well-formed handles; a
+        // malformed one is answered alone.
+        let mut statuses: Vec<Option<pb::Status>> = vec![None; req.entries.len()];
+        let mut batch = Vec::with_capacity(req.entries.len());
+        let mut index_of = Vec::with_capacity(req.entries.len());
+        for (i, handle) in current.iter().enumerate() {
+            match convert::batch_ack_entry(handle) {
+                Ok(entry) => {
+                    batch.push(entry);
+                    index_of.push(i);
+                }
+                Err(r) => statuses[i] = Some(r.status()),
+            }
+        }
+        if !batch.is_empty() {
+            let ack = BatchAckMessageRequest {
+                consumer_group: group,
+                topic,
+                acks: batch,
             };
-            entries.push(pb::AckMessageResultEntry {
+            let result = match self.targets.pop.addr() {
+                None => Err(ServiceError::busy("the pop service is restarting")),
+                Some(pop) => pop
+                    .send(Call::new(ack))
+                    .await
+                    .map_err(ServiceError::from)
+                    .and_then(|r| r),
+            };
+            match result {
+                Ok(reply) => {
+                    for f in reply.fields.failed {
+                        if let Some(&i) =
+                            usize::try_from(f.index).ok().and_then(|k| index_of.get(k))
+                        {
+                            let code =
+                                ResponseCode::try_from(f.code).unwrap_or(ResponseCode::SystemError);
+                            statuses[i] = Some(status_of(code, f.remark));
+                        }
+                    }
+                    for &i in &index_of {
+                        statuses[i].get_or_insert_with(ok);
+                    }
+                }
+                Err(e) => {
+                    for &i in &index_of {
+                        statuses[i] = Some(status_of(e.code, e.remark.clone()));
+                    }
+                }
+            }
+        }
+        let entries: Vec<pb::AckMessageResultEntry> = req
+            .entries
+            .into_iter()
+            .zip(statuses)
+            .map(|(e, status)| pb::AckMessageResultEntry {
                 message_id: e.message_id,
                 receipt_handle: e.receipt_handle,
-                status: Some(status),
-            });
-        }
+                status: Some(status.unwrap_or_else(ok)),
+            })
+            .collect();
         let status = overall(entries.iter().map(|e| e.status.clone()));
         Ok(Response::new(pb::AckMessageResponse {
             status: Some(status),
@@ -438,11 +594,75 @@ impl MessagingService for GrpcSession {
 
     async fn forward_message_to_dead_letter_queue(
         &self,
-        _request: Request<pb::ForwardMessageToDeadLetterQueueRequest>,
+        request: Request<pb::ForwardMessageToDeadLetterQueueRequest>,
     ) -> Result<Response<pb::ForwardMessageToDeadLetterQueueResponse>, Status> {
-        Ok(Response::new(pb::ForwardMessageToDeadLetterQueueResponse {
-            status: Some(not_implemented("ForwardMessageToDeadLetterQueue")),
-        }))
+        let req = request.into_inner();
+        let answer = |status: pb::Status| {
+            Ok(Response::new(pb::ForwardMessageToDeadLetterQueueResponse {
+                status: Some(status),
+            }))
+        };
+        let group = req.group.map(|g| g.name).unwrap_or_default();
+        let topic = req.topic.map(|t| t.name).unwrap_or_default();
+        if group.is_empty() {
+            return answer(convert::status(
+                actormq_actors::broker::error_map::grpc::ILLEGAL_CONSUMER_GROUP,
+                "forward without consumer group",
+            ));
+        }
+        let handle = self
+            .untrack(vec![req.receipt_handle.clone()])
+            .await
+            .pop()
+            .unwrap_or(req.receipt_handle);
+        // The message the handle names, and its ack (checked first: a
+        // stale or expired handle forwards nothing).
+        let h = match convert::receipt_handle(&handle) {
+            Ok(h) => h,
+            Err(r) => return answer(r.status()),
+        };
+        let ack = match convert::ack_request(&group, &topic, &handle) {
+            Ok(ack) => ack,
+            Err(r) => return answer(r.status()),
+        };
+        let Some(view) =
+            self.targets
+                .store
+                .read_by_queue_offset(&h.topic, h.queue_id, h.queue_offset)
+        else {
+            return answer(status_of(
+                ResponseCode::PullNotFound,
+                format!(
+                    "no message at {}/{}@{}",
+                    h.topic, h.queue_id, h.queue_offset
+                ),
+            ));
+        };
+        let (Some(retry), Some(pop)) = (self.targets.retry.addr(), self.targets.pop.addr()) else {
+            return answer(status_of(
+                ResponseCode::SystemBusy,
+                "the retry or pop service is restarting",
+            ));
+        };
+        let dead = convert::dead_letter_request(&group, &topic, view.commit_log_offset());
+        if let Err(e) = retry
+            .send(Call::new(dead))
+            .await
+            .map_err(ServiceError::from)
+            .and_then(|r| r)
+        {
+            return answer(status_of(e.code, e.remark));
+        }
+        // Stored in the dead-letter queue: the delivery is done.
+        match pop
+            .send(Call::new(ack))
+            .await
+            .map_err(ServiceError::from)
+            .and_then(|r| r)
+        {
+            Ok(_) => answer(ok()),
+            Err(e) => answer(status_of(e.code, e.remark)),
+        }
     }
 
     type PullMessageStream = BoxStream<pb::PullMessageResponse>;
@@ -528,49 +748,80 @@ impl MessagingService for GrpcSession {
         let long_polling_ms = self.config.max_poll_ms;
         let logger = self.logger.clone();
         let groups = self.targets.subscription_groups.clone();
-        let inbound = request.into_inner();
-        // One answer per client `Settings`; other commands (thread stack
-        // traces, verify results) need no answer yet.
-        let answers = inbound.filter_map(move |cmd| {
-            let (logger, groups) = (logger.clone(), groups.clone());
-            async move {
+        let clients = self.targets.clients.clone();
+        let client_id = client_id_of(&request);
+        let mut inbound = request.into_inner();
+        // The stream's answers (settings) and the broker's commands
+        // (transaction checks, sent by the registry) share one channel.
+        let (sender, mut out): (TelemetrySender, _) = tokio::sync::mpsc::channel(64);
+        let generation = match (&client_id, clients.addr()) {
+            (Some(id), Some(registry)) => registry
+                .send(OpenTelemetry {
+                    client_id: id.clone(),
+                    sender: sender.clone(),
+                })
+                .await
+                .ok(),
+            _ => None,
+        };
+        tokio::spawn(async move {
+            while let Some(cmd) = inbound.next().await {
                 match cmd {
                     Ok(pb::TelemetryCommand {
                         command: Some(pb::telemetry_command::Command::Settings(s)),
                         ..
                     }) => {
-                        let group = match &s.pub_sub {
-                            Some(pb::settings::PubSub::Subscription(sub)) => {
-                                sub.group.as_ref().map(|g| g.name.clone())
-                            }
-                            _ => None,
+                        let role = role_of(&s);
+                        let fifo = match &role {
+                            Role::Consumer(g) => group_is_fifo(&groups, g).await,
+                            _ => false,
                         };
-                        let fifo = match group {
-                            Some(g) => group_is_fifo(&groups, &g).await,
-                            None => false,
-                        };
-                        Some(Ok(pb::TelemetryCommand {
+                        if let (Some(id), Some(registry)) = (&client_id, clients.addr()) {
+                            registry.do_send(ClientSeen {
+                                client_id: id.clone(),
+                                role: Some(role),
+                            });
+                        }
+                        let answer = pb::TelemetryCommand {
                             status: Some(ok()),
                             command: Some(pb::telemetry_command::Command::Settings(
                                 convert::complete_settings(s, max_body_size, long_polling_ms, fifo),
                             )),
-                        }))
+                        };
+                        if sender.send(Ok(answer)).await.is_err() {
+                            break; // the client is gone
+                        }
                     }
-                    Ok(_) => None,
+                    // Thread stack traces, verify results: no answer.
+                    Ok(_) => {}
                     Err(e) => {
                         debug!(logger, "telemetry stream ended"; "status" => %e);
-                        None
+                        break;
                     }
                 }
             }
+            if let (Some(client_id), Some(generation), Some(registry)) =
+                (client_id, generation, clients.addr())
+            {
+                registry.do_send(CloseTelemetry {
+                    client_id,
+                    generation,
+                });
+            }
         });
+        let answers = stream::poll_fn(move |cx| out.poll_recv(cx));
         Ok(Response::new(Box::pin(answers)))
     }
 
     async fn notify_client_termination(
         &self,
-        _request: Request<pb::NotifyClientTerminationRequest>,
+        request: Request<pb::NotifyClientTerminationRequest>,
     ) -> Result<Response<pb::NotifyClientTerminationResponse>, Status> {
+        if let (Some(client_id), Some(clients)) =
+            (client_id_of(&request), self.targets.clients.addr())
+        {
+            clients.do_send(ClientTerminated { client_id });
+        }
         Ok(Response::new(pb::NotifyClientTerminationResponse {
             status: Some(ok()),
         }))
@@ -580,7 +831,10 @@ impl MessagingService for GrpcSession {
         &self,
         request: Request<pb::ChangeInvisibleDurationRequest>,
     ) -> Result<Response<pb::ChangeInvisibleDurationResponse>, Status> {
-        let req = request.into_inner();
+        let mut req = request.into_inner();
+        if let Some(current) = self.untrack(vec![req.receipt_handle.clone()]).await.pop() {
+            req.receipt_handle = current;
+        }
         let refused = |status: pb::Status| {
             Ok(Response::new(pb::ChangeInvisibleDurationResponse {
                 status: Some(status),

@@ -70,7 +70,7 @@ use super::dispatcher::{Dispatcher, DispatcherConfig, SubscribeStored};
 use super::end_transaction::EndTransactionService;
 use super::flush_service::{FlushAndCheckpoint, FlushService, FlushServiceConfig};
 use super::group_manager::{GroupManager, GroupManagerConfig, SubscribeGroups};
-use super::group_notifier::GroupNotifier;
+use super::group_notifier::{ForeignSessions, GroupNotifier};
 use super::ha::{
     ConfigSnapshot, HaClient, HaConfig, HaReplicator, HaState, SnapshotSink, SnapshotSource,
 };
@@ -277,6 +277,9 @@ pub struct BrokerActors {
     pub transaction_checker: ChildRef<TransactionChecker>,
     /// The group notifier (empty until [`Self::notify_groups_through`]).
     pub notifier: ChildRef<GroupNotifier>,
+    /// Where the notifier sends transaction checks for clients of other
+    /// front doors (the gRPC endpoint installs its handler here).
+    pub foreign_sessions: ForeignSessions,
     /// Where "message stored" events can be subscribed to (stable across
     /// dispatcher restarts).
     pub stored: Recipient<SubscribeStored>,
@@ -790,6 +793,7 @@ impl BrokerActors {
             end_transaction,
             transaction_checker,
             notifier,
+            foreign_sessions: ForeignSessions::default(),
             stored: Relay::new(fanout).start().recipient(),
             ha,
             ha_replicator,
@@ -851,10 +855,11 @@ impl BrokerActors {
         supervisor: &Addr<Supervisor>,
         listener: ChildRef<Listener>,
     ) -> Result<(), WiringError> {
+        let foreign = self.foreign_sessions.clone();
         supervisor
             .send(SpawnChildInto {
                 spec: ChildSpec::new("group-notifier", move || {
-                    Ok(GroupNotifier::new(listener.clone()))
+                    Ok(GroupNotifier::new(listener.clone()).with_foreign(foreign.clone()))
                 }),
                 handle: self.notifier.clone(),
             })

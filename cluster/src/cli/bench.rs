@@ -213,11 +213,26 @@ fn progress(total: u64) -> ProgressBar {
 
 /// `actormq bench …`. Must run inside an actix `System`.
 pub async fn run(common: &CommonArgs, args: &BenchArgs, log: &Logger) -> Result<(), CliError> {
-    // Nothing can run without a name server: fail before anything else.
-    common
-        .route_cache(log)?
-        .namesrv_call(GetAllTopicListFromNamesrvRequest {})
-        .await?;
+    let over_grpc = match &args.what {
+        BenchCommand::Produce(a) => a.grpc.is_some(),
+        BenchCommand::Consume(a) => a.grpc.is_some(),
+        BenchCommand::E2e(a) => {
+            if a.grpc.is_some() {
+                return Err(CliError(
+                    "--grpc is for bench produce and bench consume --simple".into(),
+                ));
+            }
+            false
+        }
+    };
+    // Nothing can run without a name server: fail before anything else
+    // (a gRPC run talks to the node's gRPC endpoint only).
+    if !over_grpc {
+        common
+            .route_cache(log)?
+            .namesrv_call(GetAllTopicListFromNamesrvRequest {})
+            .await?;
+    }
     let summary = match &args.what {
         BenchCommand::Produce(a) => bench_produce(common, a, log).await?,
         BenchCommand::Consume(a) => bench_consume(common, a, log).await?,
@@ -414,6 +429,22 @@ async fn bench_produce(
     log: &Logger,
 ) -> Result<Summary, CliError> {
     let plan = Plan::new(args)?;
+    if let Some(addr) = args.grpc {
+        if plan.batch > 1 || args.mode.is_some() || plan.rate.is_some() {
+            return Err(CliError(
+                "--grpc sends unbatched sync sends: not with --batch, --mode or --rate".into(),
+            ));
+        }
+        return super::bench_grpc::produce(super::bench_grpc::GrpcProducePlan {
+            addr,
+            topic: plan.topic,
+            messages: plan.messages,
+            body: plan.body.to_vec(),
+            concurrency: plan.concurrency,
+            timeout: common.timeout(),
+        })
+        .await;
+    }
     let p = producer(common, log).await?;
     let outcome = async {
         warm_up(&p, &plan.topic, common.timeout()).await?;
@@ -572,6 +603,17 @@ async fn bench_consume_simple(
     log: &Logger,
 ) -> Result<Summary, CliError> {
     let concurrency = args.concurrency.unwrap_or(16).max(1);
+    if let Some(addr) = args.grpc {
+        return super::bench_grpc::consume(super::bench_grpc::GrpcConsumePlan {
+            addr,
+            topic: args.topic.clone(),
+            group: args.group.clone(),
+            messages: limit,
+            concurrency,
+            timeout: common.timeout(),
+        })
+        .await;
+    }
     let consumer = SimpleConsumer::new(
         &args.group,
         &common.namesrv.join(","),

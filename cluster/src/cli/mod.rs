@@ -15,6 +15,7 @@
 
 pub mod admin;
 pub mod bench;
+pub mod bench_grpc;
 pub mod consume;
 pub mod dlq;
 pub mod msg;
@@ -218,6 +219,12 @@ pub struct BenchProduceArgs {
     /// sends in flight). Default: as fast as possible.
     #[arg(long, value_name = "MSGS_PER_SEC")]
     pub rate: Option<u64>,
+    /// `bench produce` only: send over the node's RocketMQ 5 gRPC
+    /// endpoint at ADDR (its ready line's `grpc=`) instead of the native
+    /// protocol: unbatched SendMessage calls, --concurrency in flight (not
+    /// with --batch, --mode or --rate).
+    #[arg(long, value_name = "ADDR")]
+    pub grpc: Option<std::net::SocketAddr>,
 }
 
 /// Flags of `bench consume`.
@@ -239,6 +246,11 @@ pub struct BenchConsumeArgs {
     /// With `--simple`: receives in flight (default 16).
     #[arg(long, value_name = "C", requires = "simple")]
     pub concurrency: Option<usize>,
+    /// With `--simple`: receive and ack over the node's RocketMQ 5 gRPC
+    /// endpoint at ADDR (its ready line's `grpc=`): ReceiveMessage of up
+    /// to 32 messages, then one AckMessage of them.
+    #[arg(long, value_name = "ADDR", requires = "simple")]
+    pub grpc: Option<std::net::SocketAddr>,
 }
 
 /// `actormq bench …` (see [`bench`]).

@@ -147,3 +147,58 @@ fn actormq(namesrv: SocketAddr, args: &[&str]) -> Output {
     all.extend_from_slice(args);
     crate::common::actormq(namesrv, &all)
 }
+
+#[actix_rt::test]
+async fn t80_bench_over_grpc_produces_receives_and_acks() {
+    bounded(async {
+        let node = combined(NO_ARGS);
+        let ns = node.namesrv();
+        let grpc = node.grpc().to_string();
+        let produced = actormq(
+            ns,
+            &[
+                "bench",
+                "produce",
+                "-t",
+                "t80-grpc",
+                "--messages",
+                "2000",
+                "--concurrency",
+                "32",
+                "--grpc",
+                &grpc,
+                "--json",
+            ],
+        );
+        summary(&produced, 2000);
+        // Received and acked over gRPC: all of them (the warm-up send
+        // included) and nothing more.
+        let consumed = actormq(
+            ns,
+            &[
+                "bench",
+                "consume",
+                "--simple",
+                "-t",
+                "t80-grpc",
+                "-g",
+                "t80-grpc-g",
+                "--messages",
+                "2001",
+                "--grpc",
+                &grpc,
+                "--json",
+            ],
+        );
+        summary(&consumed, 2001);
+        // Refused, not ignored: gRPC sends are unbatched.
+        let out = actormq(
+            ns,
+            &[
+                "bench", "produce", "-t", "t80-grpc", "--batch", "32", "--grpc", &grpc,
+            ],
+        );
+        assert!(!out.status.success(), "{out:?}");
+    })
+    .await;
+}

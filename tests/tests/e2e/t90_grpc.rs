@@ -237,6 +237,19 @@ async fn t90_grpc_send_is_read_by_the_native_consumer() {
             .into_inner();
         assert_eq!(
             dlq.status.map(|s| s.code),
+            Some(pb::Code::IllegalConsumerGroup as i32),
+            "a forward without group is refused"
+        );
+        let offset = c
+            .update_offset(pb::UpdateOffsetRequest {
+                group: resource("g"),
+                ..Default::default()
+            })
+            .await
+            .expect("update offset")
+            .into_inner();
+        assert_eq!(
+            offset.status.map(|s| s.code),
             Some(pb::Code::NotImplemented as i32)
         );
         let bye = c
@@ -434,6 +447,16 @@ async fn receive(
     group: &str,
     topic: &str,
 ) -> (pb::Status, Vec<pb::Message>) {
+    receive_for(c, group, topic, 20).await
+}
+
+/// [`receive`] with an invisible duration of `invisible_s` seconds.
+async fn receive_for(
+    c: &mut MessagingServiceClient<Channel>,
+    group: &str,
+    topic: &str,
+    invisible_s: i64,
+) -> (pb::Status, Vec<pb::Message>) {
     let mut stream = c
         .receive_message(pb::ReceiveMessageRequest {
             group: resource(group),
@@ -448,7 +471,7 @@ async fn receive(
             }),
             batch_size: 16,
             invisible_duration: Some(prost_types::Duration {
-                seconds: 20,
+                seconds: invisible_s,
                 nanos: 0,
             }),
             auto_renew: false,
@@ -796,6 +819,590 @@ async fn t90_python_transactions_commit_and_roll_back() {
         assert_eq!(status.code, pb::Code::MessageNotFound as i32, "{more:?}");
         bodies.sort();
         assert_eq!(bodies, ["commit-0", "commit-1"]);
+    })
+    .await;
+}
+
+/// A Python script started with piped stdin and stdout (the test reads
+/// its lines as they come and closes its stdin to end it).
+fn spawn_python(python: &std::path::Path, script: &str, args: &[&str]) -> std::process::Child {
+    let path = format!("{}/scripts/{script}", env!("CARGO_MANIFEST_DIR"));
+    std::process::Command::new(python)
+        .arg(&path)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {path}: {e}"))
+}
+
+/// A node whose transaction checker runs every 200 ms and checks half
+/// messages older than 300 ms.
+fn fast_checks_node() -> NodeProcess {
+    NodeProcess::start_with_env(
+        Bin::Node,
+        &[] as &[&str],
+        &[
+            ("ACTORMQ_BROKER__TRANSACTION_TIMEOUT_MS", "300"),
+            ("ACTORMQ_BROKER__TRANSACTION_CHECK_INTERVAL_MS", "200"),
+        ],
+    )
+    .expect("start a combined node")
+}
+
+/// The check-back, end to end: `child` (a client's check script, see
+/// `rocketmq-python-transaction-check.py`) sent two half messages to
+/// `topic` and left them to the broker's check; its checker commits
+/// "check-commit" and rolls back "check-rollback". `lang` is the `lang`
+/// property it set.
+async fn assert_check_back(
+    node: &NodeProcess,
+    mut child: std::process::Child,
+    topic: &str,
+    lang: &str,
+) {
+    use actormq_protocol::system_topic::TRANS_OP_HALF_TOPIC;
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("stdout");
+    // The script's lines until it was asked about both messages.
+    let lines = actix_rt::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        let mut checked = std::collections::BTreeSet::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.expect("line");
+            let v: serde_json::Value = serde_json::from_str(&line).expect("json line");
+            if let Some(body) = v["checked"].as_str() {
+                checked.insert(body.to_string());
+            }
+            lines.push(v);
+            if checked.len() == 2 {
+                break;
+            }
+        }
+        lines
+    })
+    .await
+    .expect("join");
+    let sent: Vec<String> = lines
+        .iter()
+        .find_map(|l| l["sent"].as_array().cloned())
+        .unwrap_or_else(|| panic!("no sends: {lines:?}"))
+        .iter()
+        .map(|v| v.as_str().unwrap_or_default().to_string())
+        .collect();
+    let checks: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["checked"].is_string()).collect();
+    assert!(checks.len() >= 2, "{lines:?}");
+    for c in &checks {
+        // The check carries the half message as sent.
+        assert_eq!(c["topic"], topic, "{c}");
+        assert_eq!(c["tag"], "TxTag", "{c}");
+        assert_eq!(c["lang"], lang, "{c}");
+        assert!(
+            sent.iter().any(|id| c["message_id"] == id.as_str()),
+            "{c} not among {sent:?}"
+        );
+    }
+    // The client's answers (EndTransaction from the check) are recorded
+    // as one decision each.
+    let mut conn = crate::common::connect(node.broker()).await;
+    let decisions = crate::common::pull_all_at_least(&mut conn, TRANS_OP_HALF_TOPIC, 0, 2).await;
+    let mut kinds: Vec<String> = decisions
+        .iter()
+        .filter_map(|m| m.message.properties.get("TRAN_DECISION").cloned())
+        .collect();
+    kinds.sort();
+    assert_eq!(kinds, ["commit", "rollback"], "{decisions:?}");
+    drop(child.stdin.take());
+    let status = actix_rt::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("script exits");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    // The committed one is delivered, the rolled-back one never.
+    let mut c = client(node.grpc()).await;
+    let group = format!("{topic}-group");
+    let start = Instant::now();
+    let mut bodies = Vec::new();
+    while bodies.is_empty() {
+        assert!(start.elapsed() < WAIT, "committed: {bodies:?}");
+        let (_, messages) = receive(&mut c, &group, topic).await;
+        bodies.extend(
+            messages
+                .iter()
+                .map(|m| String::from_utf8_lossy(&m.body).into_owned()),
+        );
+    }
+    let (status, more) = receive(&mut c, &group, topic).await;
+    assert_eq!(status.code, pb::Code::MessageNotFound as i32, "{more:?}");
+    assert_eq!(bodies, ["check-commit"]);
+}
+
+#[actix_rt::test]
+async fn t90_python_transaction_check_is_answered_over_telemetry() {
+    let Some(python) = python_client() else {
+        return;
+    };
+    bounded(async {
+        let node = fast_checks_node();
+        let topic = "t90-python-tx-check";
+        let grpc = node.grpc().to_string();
+        let child = spawn_python(
+            &python,
+            "rocketmq-python-transaction-check.py",
+            &[grpc.as_str(), topic],
+        );
+        assert_check_back(&node, child, topic, "python").await;
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn t90_nodejs_transaction_check_is_answered_over_telemetry() {
+    let Some(node_modules) = nodejs_client() else {
+        return;
+    };
+    bounded(async {
+        let node = fast_checks_node();
+        let topic = "t90-nodejs-tx-check";
+        let grpc = node.grpc().to_string();
+        let path = format!(
+            "{}/scripts/rocketmq-nodejs-client.js",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let child = std::process::Command::new("node")
+            .arg(&path)
+            .args(["check", grpc.as_str(), topic])
+            .env("NODE_PATH", &node_modules)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("run {path}: {e}"));
+        assert_check_back(&node, child, topic, "nodejs").await;
+    })
+    .await;
+}
+
+/// Deliveries to `auto_renew` clients are invisible this long (renewed
+/// ahead of it): short, so a slow listener outlives it.
+const AUTO_RENEW_ENV: [(&str, &str); 1] = [("ACTORMQ_GRPC__AUTO_RENEW_INVISIBLE_MS", "3000")];
+
+#[actix_rt::test]
+async fn t90_python_slow_push_consumer_gets_no_duplicates_while_alive() {
+    let Some(python) = python_client() else {
+        return;
+    };
+    bounded(async {
+        let node = NodeProcess::start_with_env(Bin::Node, &[] as &[&str], &AUTO_RENEW_ENV)
+            .expect("start a combined node");
+        let topic = "t90-python-slow-push";
+        let group = "t90-python-slow-push-group";
+        let p = ProducerBuilder::new("t90-producer")
+            .namesrv([node.namesrv().to_string()])
+            .build()
+            .await
+            .expect("producer");
+        for i in 0..3 {
+            p.send(native_message(topic, i)).await.expect("native send");
+        }
+        let grpc = node.grpc().to_string();
+        // Each consumption takes 7 s, 2.3 times the invisible duration.
+        let stdout = run_python(
+            &python,
+            "rocketmq-python-slow-push-consumer.py",
+            &[grpc.as_str(), group, topic, "3", "7"],
+        )
+        .await;
+        let lines = lines_of(&stdout);
+        let mut bodies: Vec<&str> = lines.iter().filter_map(|l| l["body"].as_str()).collect();
+        bodies.sort_unstable();
+        // Renewed while the listener worked: each delivered once.
+        assert_eq!(bodies, ["n-0", "n-1", "n-2"], "{stdout}");
+        assert!(lines.iter().all(|l| l["delivery_attempt"] == 1), "{stdout}");
+        // And acked with the handles the renewals left: nothing comes
+        // back once the invisible duration has passed.
+        let mut c = client(node.grpc()).await;
+        let until = Instant::now() + Duration::from_secs(4);
+        while Instant::now() < until {
+            let (status, messages) = receive(&mut c, group, topic).await;
+            assert_eq!(
+                status.code,
+                pb::Code::MessageNotFound as i32,
+                "{messages:?}"
+            );
+        }
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn t90_python_killed_push_consumer_messages_come_back() {
+    use std::io::BufRead;
+    let Some(python) = python_client() else {
+        return;
+    };
+    bounded(async {
+        let node = NodeProcess::start_with_env(Bin::Node, &[] as &[&str], &AUTO_RENEW_ENV)
+            .expect("start a combined node");
+        let topic = "t90-python-killed-push";
+        let group = "t90-python-killed-push-group";
+        let p = ProducerBuilder::new("t90-producer")
+            .namesrv([node.namesrv().to_string()])
+            .build()
+            .await
+            .expect("producer");
+        for i in 0..2 {
+            p.send(native_message(topic, i)).await.expect("native send");
+        }
+        let grpc = node.grpc().to_string();
+        // Consumptions that never end: the deliveries stay renewed ...
+        let mut child = spawn_python(
+            &python,
+            "rocketmq-python-slow-push-consumer.py",
+            &[grpc.as_str(), group, topic, "2", "0"],
+        );
+        let stdout = child.stdout.take().expect("stdout");
+        // Every line it prints, as it prints them (until it dies).
+        let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let started = actix_rt::task::spawn_blocking(move || {
+            let first: Vec<String> = lines_rx.iter().take(2).collect();
+            (first, lines_rx)
+        })
+        .await
+        .expect("join");
+        let (started, lines_rx) = started;
+        assert_eq!(started.len(), 2, "{started:?}");
+        // ... while the client lives: nothing for another receive of the
+        // group past the invisible duration.
+        let mut c = client(node.grpc()).await;
+        let until = Instant::now() + Duration::from_secs(4);
+        while Instant::now() < until {
+            let (status, messages) = receive(&mut c, group, topic).await;
+            assert_eq!(
+                status.code,
+                pb::Code::MessageNotFound as i32,
+                "renewed deliveries came back: {messages:?}"
+            );
+        }
+        // Killed (no termination notice): its stream ends, the renewals
+        // stop, the messages come back.
+        child.kill().expect("kill the consumer");
+        let _ = child.wait();
+        reader.join().expect("reader");
+        let later: Vec<String> = lines_rx.try_iter().collect();
+        assert!(later.is_empty(), "delivered again while alive: {later:?}");
+        let start = Instant::now();
+        let mut back: Vec<pb::Message> = Vec::new();
+        while back.len() < 2 {
+            assert!(start.elapsed() < WAIT, "back: {back:?}");
+            let (_, messages) = receive(&mut c, group, topic).await;
+            back.extend(messages);
+        }
+        let mut bodies: Vec<String> = back
+            .iter()
+            .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+            .collect();
+        bodies.sort();
+        assert_eq!(bodies, ["n-0", "n-1"]);
+        // Delivered again (a receive the dead client left held in the
+        // broker may take them once more before they come here).
+        for m in &back {
+            let attempt = m
+                .system_properties
+                .as_ref()
+                .and_then(|s| s.delivery_attempt);
+            assert!(attempt.is_some_and(|a| a >= 2), "{m:?}");
+        }
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn t90_grpc_forward_to_dead_letter_queue() {
+    bounded(async {
+        let node = NodeProcess::start(Bin::Node, &[] as &[&str]).expect("start a combined node");
+        let topic = "t90-dlq";
+        let group = "t90-dlq-group";
+        let p = ProducerBuilder::new("t90-producer")
+            .namesrv([node.namesrv().to_string()])
+            .build()
+            .await
+            .expect("producer");
+        p.send(native_message(topic, 0)).await.expect("native send");
+        let mut c = client(node.grpc()).await;
+        let start = Instant::now();
+        let mut got = Vec::new();
+        while got.is_empty() {
+            assert!(start.elapsed() < WAIT, "nothing received");
+            got = receive_for(&mut c, group, topic, 1).await.1;
+        }
+        let m = &got[0];
+        let sys = m.system_properties.clone().expect("system properties");
+        let forward = |handle: String| pb::ForwardMessageToDeadLetterQueueRequest {
+            group: resource(group),
+            topic: resource(topic),
+            receipt_handle: handle,
+            message_id: sys.message_id.clone(),
+            delivery_attempt: 1,
+            max_delivery_attempts: 16,
+            lite_topic: None,
+        };
+        // A malformed handle: refused, nothing forwarded.
+        let bad = c
+            .forward_message_to_dead_letter_queue(forward("nope".into()))
+            .await
+            .expect("forward")
+            .into_inner();
+        assert_eq!(
+            bad.status.map(|s| s.code),
+            Some(pb::Code::InvalidReceiptHandle as i32)
+        );
+        let handle = sys.receipt_handle.clone().expect("receipt handle");
+        let done = c
+            .forward_message_to_dead_letter_queue(forward(handle))
+            .await
+            .expect("forward")
+            .into_inner();
+        assert_eq!(done.status.map(|s| s.code), Some(OK));
+        // Acked: it does not come back once its 1 s invisible time passed.
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            let (status, messages) = receive_for(&mut c, group, topic, 1).await;
+            assert_eq!(
+                status.code,
+                pb::Code::MessageNotFound as i32,
+                "{messages:?}"
+            );
+        }
+        // It is the group's one dead letter: resent, it is delivered again.
+        let out = crate::common::actormq(
+            node.namesrv(),
+            &["admin", "dlq", "resend", "-g", group, "--json"],
+        );
+        assert!(out.status.success(), "{out:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let resent: Vec<serde_json::Value> = lines_of(&stdout)
+            .into_iter()
+            .filter(|l| l.get("msg_id").is_some())
+            .collect();
+        assert_eq!(resent.len(), 1, "{stdout}");
+        assert_eq!(resent[0]["topic"], topic, "{stdout}");
+        let start = Instant::now();
+        let mut again = Vec::new();
+        while again.is_empty() {
+            assert!(start.elapsed() < WAIT, "resent dead letter not delivered");
+            again = receive(&mut c, group, topic).await.1;
+        }
+        assert_eq!(again[0].body, b"n-0");
+        assert_eq!(
+            again[0]
+                .system_properties
+                .as_ref()
+                .map(|s| s.message_id.clone()),
+            Some(sys.message_id.clone())
+        );
+    })
+    .await;
+}
+
+/// The official Node.js client (npm `rocketmq-client-nodejs`), installed
+/// by the test under the target dir (`CARGO_TARGET_TMPDIR`); returns its
+/// `node_modules`. Machines without node or npm registry access set
+/// `ACTORMQ_TESTS_NO_NPM=1` to skip (the test says so on stderr).
+const NODE_CLIENT: &str = "rocketmq-client-nodejs@1.0.8";
+
+fn nodejs_client() -> Option<std::path::PathBuf> {
+    if std::env::var_os("ACTORMQ_TESTS_NO_NPM").is_some() {
+        eprintln!("skipped: ACTORMQ_TESTS_NO_NPM is set");
+        return None;
+    }
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("npm-rocketmq-1.0.8");
+    let marker = dir.join(".installed");
+    // One install, the other tests of this binary wait for it.
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _installing = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+    if !marker.exists() {
+        // A half-made install (one that died) is made again.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("npm dir");
+        std::fs::write(dir.join("package.json"), "{\"private\": true}\n").expect("package.json");
+        let mut cmd = std::process::Command::new("npm");
+        cmd.current_dir(&dir).args([
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--silent",
+            NODE_CLIENT,
+        ]);
+        let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(&marker, NODE_CLIENT).expect("npm marker");
+    }
+    Some(dir.join("node_modules"))
+}
+
+/// Runs `tests/scripts/rocketmq-nodejs-client.js` with `args` (off the
+/// actor loop); its stdout, once it exited 0.
+async fn run_node(node_modules: &std::path::Path, args: &[&str]) -> String {
+    let path = format!(
+        "{}/scripts/rocketmq-nodejs-client.js",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let (node_modules, args) = (
+        node_modules.to_path_buf(),
+        args.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+    );
+    let out = actix_rt::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg(&path)
+            .args(args)
+            .env("NODE_PATH", node_modules)
+            .output()
+            .unwrap_or_else(|e| panic!("run {path}: {e}"))
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "node client failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[actix_rt::test]
+async fn t90_nodejs_producer_is_read_by_the_native_consumer() {
+    let Some(node_modules) = nodejs_client() else {
+        return;
+    };
+    bounded(async {
+        let node = NodeProcess::start(Bin::Node, &[] as &[&str]).expect("start a combined node");
+        let topic = "t90-nodejs";
+        let grpc = node.grpc().to_string();
+        let stdout = run_node(&node_modules, &["produce", grpc.as_str(), topic]).await;
+        let sent = lines_of(&stdout);
+        assert_eq!(sent.len(), 8, "{stdout}");
+        let consumer = SimpleConsumer::new(
+            "t90-nodejs-native",
+            &node.namesrv().to_string(),
+            topic,
+            slog::Logger::root(slog::Discard, slog::o!()),
+        )
+        .expect("simple consumer")
+        .with_await_duration(Duration::from_secs(1));
+        // Everything but the rolled-back one.
+        let got = receive_n(&consumer, 7).await;
+        let mut fifo = Vec::new();
+        for r in &got {
+            let m = &r.message.message;
+            let body = String::from_utf8_lossy(&m.body).into_owned();
+            let s = sent
+                .iter()
+                .find(|s| s["body"] == body.as_str())
+                .unwrap_or_else(|| panic!("unexpected body {body}"));
+            assert_ne!(s["kind"], "rollback", "a rolled-back message was delivered");
+            assert_eq!(m.unique_key(), s["message_id"].as_str(), "client's id kept");
+            assert_eq!(m.tags.as_deref(), Some("NodeTag"));
+            match s["kind"].as_str() {
+                Some("normal") => {
+                    let i = body.trim_start_matches("node-");
+                    assert_eq!(m.keys.as_deref(), Some(format!("node-key-{i}").as_str()));
+                    assert_eq!(m.properties.get("lang").map(String::as_str), Some("nodejs"));
+                }
+                Some("fifo") => fifo.push((r.message.queue_id, r.message.queue_offset, body)),
+                Some("delay") => {
+                    // Stored again by the timer when due, 2 s after the send.
+                    let sent_at = s["sent_at_ms"].as_u64().expect("sent_at_ms");
+                    assert!(
+                        r.message.store_timestamp_ms + 100 >= sent_at + 2000,
+                        "delivered early: stored {} sent {sent_at}",
+                        r.message.store_timestamp_ms
+                    );
+                }
+                _ => {}
+            }
+            consumer.ack(&r.receipt).await.expect("ack");
+        }
+        // One message group: one queue, in send order.
+        fifo.sort();
+        assert!(fifo.windows(2).all(|w| w[0].0 == w[1].0), "{fifo:?}");
+        let order: Vec<&str> = fifo.iter().map(|f| f.2.as_str()).collect();
+        assert_eq!(order, ["fifo-0", "fifo-1", "fifo-2"]);
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn t90_nodejs_simple_consumer_receives_changes_and_acks() {
+    let Some(node_modules) = nodejs_client() else {
+        return;
+    };
+    bounded(async {
+        let node = NodeProcess::start(Bin::Node, &[] as &[&str]).expect("start a combined node");
+        let topic = "t90-nodejs-simple";
+        let group = "t90-nodejs-simple-group";
+        let p = ProducerBuilder::new("t90-producer")
+            .namesrv([node.namesrv().to_string()])
+            .build()
+            .await
+            .expect("producer");
+        for i in 0..3 {
+            p.send(native_message(topic, i)).await.expect("native send");
+        }
+        let grpc = node.grpc().to_string();
+        let stdout = run_node(
+            &node_modules,
+            &["consume", grpc.as_str(), group, topic, "3"],
+        )
+        .await;
+        let lines = lines_of(&stdout);
+        // The first one came back after its invisible duration was changed.
+        let first = lines.first().expect("a delivery");
+        assert_eq!(first["attempt"], 1, "{stdout}");
+        let again: Vec<_> = lines
+            .iter()
+            .filter(|l| l["body"] == first["body"] && l["attempt"] == 2)
+            .collect();
+        assert_eq!(again.len(), 1, "{stdout}");
+        let mut bodies: Vec<&str> = lines.iter().filter_map(|l| l["body"].as_str()).collect();
+        bodies.sort_unstable();
+        bodies.dedup();
+        assert_eq!(bodies, ["n-0", "n-1", "n-2"], "{stdout}");
+        for l in &lines {
+            assert_eq!(l["tag"], "NativeTag", "{l}");
+            // The user's properties, not the broker's retry bookkeeping.
+            let props = l["properties"].as_object().expect("properties");
+            assert_eq!(props.len(), 1, "{l}");
+            assert_eq!(props["origin"], "native", "{l}");
+        }
+        // All acked: nothing left for the group.
+        let mut c = client(node.grpc()).await;
+        let (status, messages) = receive(&mut c, group, topic).await;
+        assert_eq!(
+            status.code,
+            pb::Code::MessageNotFound as i32,
+            "{messages:?}"
+        );
     })
     .await;
 }
