@@ -79,7 +79,7 @@ use super::broker_store::BrokerStore;
 use super::dedup::{self, DedupConfig, DedupTable, DedupTag, Original, Verdict};
 use super::dispatcher::LogAppended;
 use super::ha::{HaRole, HaState};
-use super::metrics::BrokerMetrics;
+use super::metrics::{BrokerMetrics, StoredCounters};
 use super::stored_codec::{encode_property_parts_into, tag_hash_of};
 use super::topic_manager::{ResolveTopic, TopicView, check_writable};
 use crate::runtime::guard::{Guarded, GuardedReply, Poison, guarded};
@@ -358,7 +358,7 @@ impl<T> SendBuffer<T> {
 
 /// Adds an appended batch to `metrics`: one family update per run of
 /// requests on the same topic (a batch is mostly one topic).
-fn count_stored(metrics: &BrokerMetrics, batch: &[Pending]) {
+fn count_stored(metrics: &BrokerMetrics, cache: &mut StoredCounters, batch: &[Pending]) {
     let mut run: Option<(&str, u64, u64)> = None;
     for p in batch {
         let (n, b) = (p.parts.len() as u64, p.bytes() as u64);
@@ -369,14 +369,14 @@ fn count_stored(metrics: &BrokerMetrics, batch: &[Pending]) {
             }
             _ => {
                 if let Some((t, msgs, bytes)) = run.take() {
-                    metrics.stored(t, msgs, bytes);
+                    metrics.stored_cached(cache, t, msgs, bytes);
                 }
                 run = Some((&p.topic, n, b));
             }
         }
     }
     if let Some((t, msgs, bytes)) = run {
-        metrics.stored(t, msgs, bytes);
+        metrics.stored_cached(cache, t, msgs, bytes);
     }
 }
 
@@ -660,6 +660,7 @@ pub struct CommitLogActor {
     flush_timeouts: Arc<AtomicU64>,
     ha: Option<(Arc<HaState>, Duration)>,
     metrics: Option<Arc<BrokerMetrics>>,
+    stored_counters: StoredCounters,
     logger: Logger,
     poison: Poison,
 }
@@ -701,6 +702,7 @@ impl CommitLogActor {
             flush_timeouts: Arc::new(AtomicU64::new(0)),
             ha: None,
             metrics: None,
+            stored_counters: StoredCounters::default(),
             logger,
             poison: Poison::default(),
         }
@@ -1305,7 +1307,7 @@ impl CommitLogActor {
         self.stats.largest_append_requests =
             self.stats.largest_append_requests.max(batch.len() as u64);
         if let Some(m) = &self.metrics {
-            count_stored(m, &batch);
+            count_stored(m, &mut self.stored_counters, &batch);
         }
         let store_host = self.config.store_host;
         let mut done = Vec::with_capacity(batch.len());

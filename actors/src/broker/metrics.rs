@@ -36,6 +36,13 @@ pub const PUT_LATENCY_BUCKETS: [f64; 15] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
+/// A writer's per-topic counter handles (see
+/// [`BrokerMetrics::stored_cached`]).
+#[derive(Debug, Default)]
+pub struct StoredCounters {
+    by_topic: std::collections::HashMap<String, (Counter, Counter)>,
+}
+
 /// The broker's traffic counters. See the module docs.
 #[derive(Debug)]
 pub struct BrokerMetrics {
@@ -91,6 +98,34 @@ impl BrokerMetrics {
         );
     }
 
+    /// [`stored`](Self::stored) through a writer's `cache` of counter
+    /// handles: no label allocation or family look-up once a topic was
+    /// seen.
+    pub fn stored_cached(
+        &self,
+        cache: &mut StoredCounters,
+        topic: &str,
+        messages: u64,
+        bytes: u64,
+    ) {
+        let (m, b) = match cache.by_topic.get(topic) {
+            Some(h) => h,
+            None => {
+                let label = TopicLabel {
+                    topic: topic.to_owned(),
+                };
+                let h = (
+                    self.messages_in.get_or_create(&label).clone(),
+                    self.bytes_in.get_or_create(&label).clone(),
+                );
+                cache.by_topic.entry(topic.to_owned()).or_insert(h)
+            }
+        };
+        m.inc_by(messages);
+        b.inc_by(bytes);
+        self.in_total.fetch_add(messages, Ordering::Relaxed);
+    }
+
     /// `messages` messages of `bytes` bytes were stored on `topic`.
     pub fn stored(&self, topic: &str, messages: u64, bytes: u64) {
         let label = TopicLabel {
@@ -136,7 +171,8 @@ mod tests {
     fn counts_show_in_the_encoding() {
         let m = BrokerMetrics::new();
         m.stored("t", 3, 30);
-        m.stored("t", 2, 20);
+        let mut cache = StoredCounters::default();
+        m.stored_cached(&mut cache, "t", 2, 20);
         m.delivered("t", "g", 4);
         m.put_latency(0.0003);
         let mut r = Registry::default();
