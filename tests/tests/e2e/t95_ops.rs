@@ -137,35 +137,10 @@ fn promtool() -> std::path::PathBuf {
                 .find(|f| f.is_file())
         })
     };
-    if let Some(p) = find() {
-        return p;
+    match find() {
+        Some(p) => p,
+        None => crate::common::apt_provided("/usr/bin/promtool", "prometheus"),
     }
-    let _ = std::process::Command::new("apt-get")
-        .args([
-            "install",
-            "-y",
-            "-qq",
-            "--no-install-recommends",
-            "prometheus",
-        ])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status();
-    if find().is_none() {
-        let _ = std::process::Command::new("apt-get")
-            .args(["update", "-qq"])
-            .status();
-        let _ = std::process::Command::new("apt-get")
-            .args([
-                "install",
-                "-y",
-                "-qq",
-                "--no-install-recommends",
-                "prometheus",
-            ])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status();
-    }
-    find().expect("promtool not found and `apt-get install prometheus` did not provide it")
 }
 
 fn promtool_check(metrics: &str) {
