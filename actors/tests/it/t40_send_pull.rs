@@ -887,6 +887,7 @@ async fn the_broker_wiring_serves_its_request_codes() {
         C::GetMaxOffset,
         C::GetMinOffset,
         C::ViewMessageById,
+        C::ViewMessagesByQueueOffset,
         C::UpdateAndCreateTopic,
         C::DeleteTopicInBroker,
         C::GetAllTopicConfig,
