@@ -490,6 +490,16 @@ impl GroupManager {
             msg.conn_id(),
             msg.origin.as_ref().map(|o| o.peer),
         );
+        if !changed.is_empty() {
+            // A line about one client carries its client id (and the
+            // connection it came over, as the session's own lines do).
+            info!(self.logger, "client joined consumer groups";
+                "client_id" => &msg.req.client_id,
+                "groups" => changed.join(","),
+                "conn" => msg.conn_id(),
+                "peer" => msg.origin.as_ref().map(|o| o.peer.to_string()),
+                "language" => msg.req.language.as_deref().unwrap_or(""));
+        }
         self.announce(changed);
     }
 }
