@@ -54,7 +54,8 @@ use actormq_grpc::{
     GrpcClients, GrpcClientsConfig, GrpcServer, GrpcSession, GrpcSessionConfig, GrpcTargets,
 };
 use actormq_http::{
-    ApiConfig, BrokerSources, Extra, HttpServer, NodeMetrics, Sampler, Sources, StatsHistory,
+    ApiConfig, BrokerSources, CountSource, Extra, HttpServer, NodeMetrics, Sampler, Sources,
+    StatsHistory,
 };
 use actormq_protocol::request::{
     DeleteTopicInNamesrvRequest, GetAllTopicListFromNamesrvRequest, GetBrokerClusterInfoRequest,
@@ -114,6 +115,8 @@ pub struct Node {
     listeners: Vec<&'static str>,
     /// The client listeners by kind (`native`, `namesrv`), for metrics.
     client_listeners: Vec<(String, ChildRef<Listener>)>,
+    /// Other front doors counted in `actormq_connections` (`grpc`).
+    counted_doors: Vec<(String, CountSource)>,
     registrar: Option<ChildRef<Registrar>>,
     broker: Option<BrokerActors>,
     logger: Logger,
@@ -151,6 +154,7 @@ impl Node {
             supervisor,
             listeners: Vec::new(),
             client_listeners: Vec::new(),
+            counted_doors: Vec::new(),
             registrar: None,
             broker: None,
             logger,
@@ -486,6 +490,11 @@ impl Node {
                 ))
             }))
             .await?;
+        let counted = clients.clone();
+        self.counted_doors.push((
+            "grpc".to_owned(),
+            std::sync::Arc::new(move || counted.addr().map(|a| a.recipient())),
+        ));
         broker.foreign_sessions.install(
             actormq_actors::runtime::CallRelay::new(clients.clone())
                 .start()
@@ -569,6 +578,7 @@ impl Node {
             }),
             supervisor: self.supervisor.clone(),
             listeners: self.client_listeners.clone(),
+            others: self.counted_doors.clone(),
         };
         let (m, st, log) = (metrics.clone(), stats.clone(), self.logger.clone());
         self.spawn(ChildSpec::new("metrics-sampler", move || {

@@ -423,6 +423,29 @@ impl Actor for GrpcClients {
     }
 }
 
+/// The clients connected now, as a listener's counters (the node's
+/// `actormq_connections{kind="grpc"}`): one per client id.
+impl Handler<actormq_actors::runtime::net::GetListenerStats> for GrpcClients {
+    type Result = MessageResult<actormq_actors::runtime::net::GetListenerStats>;
+    fn handle(
+        &mut self,
+        _: actormq_actors::runtime::net::GetListenerStats,
+        _: &mut Context<Self>,
+    ) -> Self::Result {
+        // Only the count means something here: gRPC connections are
+        // tonic's, with no caps or buffers of actormq's to report.
+        MessageResult(actormq_actors::runtime::net::ListenerStats {
+            connections: self.table.len(),
+            refused: 0,
+            session_panics: 0,
+            buffered_bytes: 0,
+            max_buffered_bytes: 0,
+            max_connections: None,
+            max_connection_memory: None,
+        })
+    }
+}
+
 /// A client was seen (any RPC carrying `x-mq-client-id`); `role` when
 /// its settings say what it is.
 #[derive(Debug, Clone, Message)]

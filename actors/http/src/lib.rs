@@ -18,6 +18,6 @@ pub mod stats;
 pub use api::ApiConfig;
 pub use api::Extra;
 pub use metrics::NodeMetrics;
-pub use sampler::{BrokerSources, Sampler, Sources};
+pub use sampler::{BrokerSources, CountSource, Sampler, Sources};
 pub use server::HttpServer;
 pub use stats::StatsHistory;

@@ -44,7 +44,16 @@ pub struct Sources {
     pub supervisor: Addr<Supervisor>,
     /// The node's client listeners, by kind (`native`, `namesrv`).
     pub listeners: Vec<(String, ChildRef<Listener>)>,
+    /// Other counted front doors, by kind (`grpc`: its clients): each
+    /// gives the current instance to ask, if it runs.
+    pub others: Vec<(String, CountSource)>,
 }
+
+/// Where a front door that is not a [`Listener`] is asked for its
+/// [`ListenerStats`](actormq_actors::runtime::net::ListenerStats).
+pub type CountSource = Arc<
+    dyn Fn() -> Option<Recipient<actormq_actors::runtime::net::GetListenerStats>> + Send + Sync,
+>;
 
 /// Consumer lag per `(group, topic, queue)`: the queue's max offset minus
 /// the committed offset (0 when the group is ahead, e.g. after a
@@ -129,6 +138,12 @@ impl Sampler {
             .iter()
             .filter_map(|(kind, l)| Some((kind.clone(), l.addr()?.send(GetListenerStats))))
             .collect();
+        let others: Vec<_> = self
+            .sources
+            .others
+            .iter()
+            .filter_map(|(kind, source)| Some((kind.clone(), source()?.send(GetListenerStats))))
+            .collect();
         let ask = async move {
             let mut a = Answers::default();
             if let Some(f) = offsets {
@@ -138,6 +153,11 @@ impl Sampler {
                 a.children = c.into_iter().map(|c| (c.name, c.restarts)).collect();
             }
             for (kind, f) in listeners {
+                if let Ok(s) = f.await {
+                    a.connections.push((kind, s.connections));
+                }
+            }
+            for (kind, f) in others {
                 if let Ok(s) = f.await {
                     a.connections.push((kind, s.connections));
                 }
@@ -178,21 +198,19 @@ impl Sampler {
             let flush_lag = max.saturating_sub(b.store.flushed_offset());
             m.flush_lag_bytes
                 .set(i64::try_from(flush_lag).unwrap_or(i64::MAX));
-            let acks = b.ha.slave_acks();
+            let acks = b.ha.slave_acks_by_peer();
             let now: HashSet<SlaveLabel> = acks
                 .iter()
-                .map(|(id, _)| SlaveLabel {
-                    slave: id.to_string(),
+                .map(|(peer, _)| SlaveLabel {
+                    slave: peer.clone(),
                 })
                 .collect();
             for gone in self.slave_labels.difference(&now) {
                 m.replication_lag_bytes.remove(gone);
             }
-            for (id, acked) in acks {
+            for (peer, acked) in acks {
                 m.replication_lag_bytes
-                    .get_or_create(&SlaveLabel {
-                        slave: id.to_string(),
-                    })
+                    .get_or_create(&SlaveLabel { slave: peer })
                     .set(i64::try_from(max.saturating_sub(acked)).unwrap_or(i64::MAX));
             }
             self.slave_labels = now;

@@ -702,11 +702,19 @@ pub struct PopService {
     inflight: HashMap<PositionKey, Vec<(u64, u64)>>,
     next_token: u64,
     wake: Arc<tokio::sync::Notify>,
+    /// Counts the messages pops hand out (`actormq_messages_out_total`).
+    metrics: Option<Arc<super::metrics::BrokerMetrics>>,
     logger: Logger,
     poison: Poison,
 }
 
 impl PopService {
+    /// Counts the messages each pop hands out in `metrics` (builder style).
+    pub fn with_metrics(mut self, metrics: Arc<super::metrics::BrokerMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// Loads the state file and the acks stored (the supervisor's factory
     /// calls this on every restart).
     pub fn load(
@@ -781,6 +789,7 @@ impl PopService {
             next_token: 0,
             wake: Arc::new(tokio::sync::Notify::new()),
             logger,
+            metrics: None,
             poison: Poison::default(),
         })
     }
@@ -1226,6 +1235,7 @@ impl PopService {
         let writer = act.writer.addr();
         let store = act.store.clone();
         let revive_topic_missing = act.view.snapshot().get(POP_REVIVE_TOPIC).is_none();
+        let counted = act.metrics.clone().map(|m| (m, req.consumer_group.clone()));
         let fut = async move {
             let writer = writer.ok_or_else(|| down("commit log"))?;
             if revive_topic_missing {
@@ -1286,6 +1296,13 @@ impl PopService {
                     .await?;
                 for a in answers {
                     a?;
+                }
+            }
+            if let Some((metrics, group)) = &counted {
+                // One update per run of messages of one topic (a pop's
+                // messages come from its topic and the group's retry topic).
+                for run in messages.chunk_by(|a, b| a.message.topic == b.message.topic) {
+                    metrics.delivered(&run[0].message.topic, group, run.len() as u64);
                 }
             }
             let mut body = BytesMut::new();

@@ -668,6 +668,7 @@ impl BrokerActors {
 
         // The simple (pop) consumer: after the writer, the timer (which
         // delivers its checkpoints) and the group configs.
+        let pop_metrics = Arc::clone(&metrics);
         let (s, v, w, g, c, log) = (
             store.clone(),
             view.clone(),
@@ -681,14 +682,10 @@ impl BrokerActors {
         let pop = spawn(
             supervisor,
             ChildSpec::new("pop", move || {
-                Ok(PopService::load(
-                    s.clone(),
-                    v.clone(),
-                    w.clone(),
-                    g.clone(),
-                    c.clone(),
-                    &log,
-                )?)
+                Ok(
+                    PopService::load(s.clone(), v.clone(), w.clone(), g.clone(), c.clone(), &log)?
+                        .with_metrics(Arc::clone(&pop_metrics)),
+                )
             }),
         )
         .await?;

@@ -410,3 +410,27 @@ pub fn apt_provided(binary: &str, package: &str) -> std::path::PathBuf {
     );
     path
 }
+
+// ---------------------------------------------------------------- HTTP
+
+/// One plain HTTP/1.0 GET: the status code and the body.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut s =
+        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    std::io::Write::write_fmt(
+        &mut s,
+        format_args!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n"),
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut s, &mut raw).expect("read the reply");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {head:?}"));
+    (code, body.to_string())
+}

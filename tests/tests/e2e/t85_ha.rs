@@ -204,6 +204,26 @@ async fn t85_replication_is_byte_identical_and_a_slave_refuses_sends() {
         assert_identical(&from_master, &from_slave);
         let total: usize = from_slave.values().map(Vec::len).sum();
         assert_eq!(total, TOTAL);
+
+        // The master's /metrics shows the slave, by the address of its HA
+        // link, with nothing left to replicate.
+        let deadline = std::time::Instant::now() + CONVERGE;
+        loop {
+            let (code, metrics) = crate::common::http_get(m.http(), "/metrics");
+            assert_eq!(code, 200);
+            let caught_up = metrics.lines().any(|l| {
+                l.starts_with("actormq_replication_lag_bytes{slave=\"127.0.0.1:")
+                    && l.ends_with(" 0")
+            });
+            if caught_up {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no caught-up slave in the master's metrics:\n{metrics}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     })
     .await;
 }

@@ -280,6 +280,23 @@ async fn t95_metrics_follow_traffic_exactly_and_promtool_accepts_them() {
 
         promtool_check(&m);
 
+        // Pops count too: a simple consumer of group s receives all 20 of a.
+        let got = json_lines(&actormq(
+            ns,
+            &[
+                "consume", "-t", "t95-a", "-g", "t95-s", "--simple", "--count", "20", "--json",
+            ],
+        ));
+        assert_eq!(got.len(), 20);
+        scrape_until(h, "the pops to be counted", |m| {
+            sample(
+                m,
+                r#"actormq_messages_out_total{topic="t95-a",group="t95-s"}"#,
+            ) == Some(20.0)
+                && m.contains("actormq_connections{kind=\"grpc\"}")
+        })
+        .await;
+
         // /api/stats: samples every 2 s with the totals and the lag.
         let stats = ok_json(h, "/api/stats");
         let samples = stats["samples"].as_array().unwrap();

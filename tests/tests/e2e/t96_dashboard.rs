@@ -6,12 +6,10 @@
 //! DOM after the page's scripts ran, `--dump-dom`) and saves screenshots
 //! under the target dir (`target/tmp/artifacts/`).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::common::{NO_ARGS, actormq, apt_provided, bounded, combined, json_lines};
+use crate::common::{NO_ARGS, actormq, apt_provided, bounded, combined, http_get, json_lines};
 
 /// Chromium's binary, installed when missing (once per test binary).
 fn chromium() -> Option<PathBuf> {
@@ -109,23 +107,6 @@ async fn screenshot(bin: &Path, profile: &Path, url: &str, name: &str) -> PathBu
     );
     eprintln!("screenshot: {}", file.display());
     file
-}
-
-/// One plain HTTP/1.0 GET: the status code and the body.
-fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read the reply");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {head:?}"));
-    (code, body.to_string())
 }
 
 /// The value of `attr="…"` on the element whose `key` attribute is `value`.

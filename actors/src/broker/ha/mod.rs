@@ -160,6 +160,8 @@ pub struct HaState {
     sync: Mutex<SyncState>,
     slave: Mutex<SlaveStatus>,
     next_id: AtomicU64,
+    /// The address each connected slave's link comes from, by link id.
+    slave_peers: Mutex<std::collections::HashMap<u64, String>>,
 }
 
 impl std::fmt::Debug for HaState {
@@ -183,6 +185,7 @@ impl HaState {
             sync: Mutex::new(SyncState::default()),
             slave: Mutex::new(SlaveStatus::default()),
             next_id: AtomicU64::new(1),
+            slave_peers: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -243,6 +246,24 @@ impl HaState {
         lock(&self.sync).slaves.acked_offsets()
     }
 
+    /// Each connected slave, named by the address its link comes from
+    /// (its link id when unknown), and the log offset it acknowledged.
+    pub fn slave_acks_by_peer(&self) -> Vec<(String, u64)> {
+        let peers = lock(&self.slave_peers);
+        self.slave_acks()
+            .into_iter()
+            .map(|(id, acked)| {
+                let name = peers.get(&id).cloned().unwrap_or_else(|| id.to_string());
+                (name, acked)
+            })
+            .collect()
+    }
+
+    /// Records where slave link `id` comes from.
+    pub(crate) fn slave_peer(&self, id: u64, peer: String) {
+        lock(&self.slave_peers).insert(id, peer);
+    }
+
     /// How many sends wait for a slave.
     pub fn waiting(&self) -> usize {
         lock(&self.sync).waiters.len()
@@ -285,6 +306,7 @@ impl HaState {
         // Waiting sends keep waiting: the slave may be back within the
         // timeout (RocketMQ does the same).
         lock(&self.sync).slaves.gone(id);
+        lock(&self.slave_peers).remove(&id);
     }
 
     pub(crate) fn expire(&self, now: Instant) {
@@ -311,6 +333,22 @@ mod tests {
             },
             rx,
         )
+    }
+
+    #[test]
+    fn slaves_are_named_by_their_link_address_until_they_go() {
+        let ha = HaState::new(HaRole::AsyncMaster);
+        let a = ha.slave_connected(10);
+        let b = ha.slave_connected(20);
+        ha.slave_peer(a, "127.0.0.1:4000".into());
+        let mut acks = ha.slave_acks_by_peer();
+        acks.sort();
+        assert_eq!(
+            acks,
+            [("127.0.0.1:4000".to_string(), 10), (b.to_string(), 20)]
+        );
+        ha.slave_gone(a);
+        assert_eq!(ha.slave_acks_by_peer(), [(b.to_string(), 20)]);
     }
 
     #[test]

@@ -241,6 +241,10 @@ async fn serve(
     logger: Logger,
 ) -> Result<(), LinkError> {
     stream.set_nodelay(true)?;
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let (mut rd, mut wr) = stream.into_split();
     let mut inbuf = BytesMut::with_capacity(256);
     let first = read_report(&mut rd, &mut inbuf, config.idle_timeout).await?;
@@ -263,6 +267,9 @@ async fn serve(
         id: ha.slave_connected(first),
         ha: ha.clone(),
     };
+    if !peer.is_empty() {
+        ha.slave_peer(registered.id, peer);
+    }
     let acks = take_acks(rd, inbuf, registered, config.idle_timeout);
     let transfer = async move {
         let mut next = start;
