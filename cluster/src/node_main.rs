@@ -204,17 +204,23 @@ pub fn main_with_role(fixed_role: Option<Role>, about: &'static str) -> ExitCode
         print!("{}", config.to_toml());
         return ExitCode::SUCCESS;
     }
-    let (log, _guard) = logging::root_logger(&config.log, std::io::stderr());
+    let (log, log_guard) = logging::root_logger(&config.log, std::io::stderr());
     logging::bridge_dependency_logs(&log, &config.log.level);
     let system = actix_rt::System::new();
     let node = match system.block_on(Node::start(&config, &log)) {
         Ok(node) => node,
         Err(e) => {
             error!(log, "cannot start"; "error" => %e);
+            // The log lines are written out first (the drain is async), so
+            // the one-line error is a line of its own on stderr.
+            drop(log_guard);
             eprintln!("error: {e}");
             return ExitCode::from(1);
         }
     };
+    // The signal handlers are in place before the ready line: a SIGTERM
+    // sent as soon as the line is read is a clean stop, not a kill.
+    let mut signals = system.block_on(async { Signals::install() });
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{}", node.ready_line());
@@ -224,13 +230,13 @@ pub fn main_with_role(fixed_role: Option<Role>, about: &'static str) -> ExitCode
     let shutdown_log = log.clone();
     system.block_on(async move {
         actix_rt::spawn(async move {
-            wait_for_signal().await;
+            signals.recv().await;
             info!(
                 shutdown_log,
                 "signal received; stopping (a second signal exits at once)"
             );
-            actix_rt::spawn(async {
-                wait_for_signal().await;
+            actix_rt::spawn(async move {
+                signals.recv().await;
                 std::process::exit(130);
             });
             node.shutdown().await;
@@ -250,17 +256,35 @@ pub fn main_with_role(fixed_role: Option<Role>, about: &'static str) -> ExitCode
     }
 }
 
-async fn wait_for_signal() {
-    use actix_rt::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers the node runs until killed.
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio_select(term.recv(), int.recv()).await;
+/// SIGTERM and SIGINT, caught from the moment they are installed.
+struct Signals(
+    Option<(
+        actix_rt::signal::unix::Signal,
+        actix_rt::signal::unix::Signal,
+    )>,
+);
+
+impl Signals {
+    /// Installs the handlers (inside the runtime).
+    fn install() -> Self {
+        use actix_rt::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => Self(Some((term, int))),
+            // Without signal handlers the node runs until killed.
+            _ => Self(None),
+        }
+    }
+
+    /// The next SIGTERM or SIGINT.
+    async fn recv(&mut self) {
+        match &mut self.0 {
+            Some((term, int)) => tokio_select(term.recv(), int.recv()).await,
+            None => std::future::pending::<()>().await,
+        }
+    }
 }
 
 /// Resolves when either future does.
