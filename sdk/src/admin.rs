@@ -10,13 +10,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use actormq_protocol::request::{
-    BrokerRuntimeInfo, ClusterInfo, CreateSubscriptionGroupRequest, CreateTopicRequest,
-    DeleteSubscriptionGroupRequest, DeleteTopicInBrokerRequest, DeleteTopicInNamesrvRequest,
-    GetAllSubscriptionGroupRequest, GetAllTopicListFromNamesrvRequest, GetBrokerClusterInfoRequest,
-    GetBrokerConfigRequest, GetBrokerRuntimeInfoRequest, GetConsumerConnectionListRequest,
-    GetMaxOffsetRequest, GetMinOffsetRequest, GetProducerConnectionListRequest,
-    GetRouteInfoByTopicRequest, QueryConsumerOffsetRequest, ResendDeadLettersRequest,
-    SubscriptionGroupConfig, TopicConfig, TopicRouteData,
+    BrokerRuntimeInfo, ClusterInfo, ConnectionList, CreateSubscriptionGroupRequest,
+    CreateTopicRequest, DeleteSubscriptionGroupRequest, DeleteTopicInBrokerRequest,
+    DeleteTopicInNamesrvRequest, GetAllSubscriptionGroupRequest, GetAllTopicListFromNamesrvRequest,
+    GetBrokerClusterInfoRequest, GetBrokerConfigRequest, GetBrokerRuntimeInfoRequest,
+    GetConsumerConnectionListRequest, GetMaxOffsetRequest, GetMinOffsetRequest,
+    GetProducerConnectionListRequest, GetRouteInfoByTopicRequest, QueryConsumerOffsetRequest,
+    ResendDeadLettersRequest, SubscriptionGroupConfig, TopicConfig, TopicRouteData,
 };
 use actormq_protocol::system_topic;
 use actormq_protocol::{Bytes, MessageQueue, ResponseCode, StoredMessage};
@@ -939,32 +939,31 @@ impl Admin {
     /// first broker's answer per client id), sorted by client id
     /// (`admin connections -g`).
     pub async fn group_clients(&self, group: &str) -> Result<Vec<ClientConnection>> {
-        let mut by_id = BTreeMap::new();
-        for (name, addr) in self.masters().await? {
-            let req = GetConsumerConnectionListRequest {
-                consumer_group: group.to_owned(),
-            };
-            for c in self
-                .call(&name, &addr, "connections", req)
-                .await?
-                .connections
-            {
-                by_id.entry(c.client_id.clone()).or_insert(c);
-            }
-        }
-        Ok(by_id.into_values().collect())
+        self.clients_online(|| GetConsumerConnectionListRequest {
+            consumer_group: group.to_owned(),
+        })
+        .await
     }
 
     /// A producer group's clients online over every master broker, sorted
     /// by client id (`admin connections --producer-group`).
     pub async fn producer_clients(&self, group: &str) -> Result<Vec<ClientConnection>> {
+        self.clients_online(|| GetProducerConnectionListRequest {
+            producer_group: group.to_owned(),
+        })
+        .await
+    }
+
+    /// The clients each master answers `request()` with, the first
+    /// broker's answer per client id, sorted by client id.
+    async fn clients_online<R>(&self, request: impl Fn() -> R) -> Result<Vec<ClientConnection>>
+    where
+        R: Rpc<Response = ConnectionList>,
+    {
         let mut by_id = BTreeMap::new();
         for (name, addr) in self.masters().await? {
-            let req = GetProducerConnectionListRequest {
-                producer_group: group.to_owned(),
-            };
             for c in self
-                .call(&name, &addr, "connections", req)
+                .call(&name, &addr, "connections", request())
                 .await?
                 .connections
             {
