@@ -175,10 +175,11 @@ pub fn root_logger_with<W: Write + Send + 'static>(
     (log, guard)
 }
 
-/// Forwards the `log` records of dependencies (actix-web, actix-server,
-/// and tonic / h2 / hyper through `tracing`'s `log` feature) into a slog
-/// logger, with their target as the `module` key: one stream holds
-/// everything. Installed once per process by [`bridge_dependency_logs`].
+/// Forwards the `log` records of dependencies (actix-web, actix-server)
+/// into a slog logger, with their target as the `module` key: one stream
+/// holds everything. Installed once per process by
+/// [`bridge_dependency_logs`], beside [`TracingBridge`] for the crates
+/// that log through `tracing` (tonic, h2, hyper).
 pub struct LogBridge {
     logger: Logger,
     max: log::LevelFilter,
@@ -241,14 +242,127 @@ impl log::Log for LogBridge {
     fn flush(&self) {}
 }
 
-/// Sends every `log` record of this process's dependencies to `logger`
-/// (up to `level`). The first call wins; later ones (a second node in one
-/// test process) keep the first bridge.
+/// Forwards the `tracing` events of dependencies (tonic, h2, hyper) into
+/// a slog logger like [`LogBridge`]: each event at or above the level
+/// becomes one record with its target as the `module` key and its fields
+/// appended to the message. Spans are never enabled and every callsite
+/// below the level is registered as uninteresting, so the many trace-level
+/// spans and events on h2's hot path cost a cached check each (through
+/// `tracing`'s `log` feature instead, each disabled span recorded its
+/// fields on every call).
+pub struct TracingBridge {
+    logger: Logger,
+    max: tracing::Level,
+}
+
+impl TracingBridge {
+    /// A bridge into `logger` passing events up to `level`.
+    pub fn new(logger: &Logger, level: Level) -> Self {
+        Self {
+            logger: logger.new(o!("source" => "dependency")),
+            max: match level {
+                Level::Critical | Level::Error => tracing::Level::ERROR,
+                Level::Warning => tracing::Level::WARN,
+                Level::Info => tracing::Level::INFO,
+                Level::Debug => tracing::Level::DEBUG,
+                Level::Trace => tracing::Level::TRACE,
+            },
+        }
+    }
+
+    fn wanted(&self, meta: &tracing::Metadata<'_>) -> bool {
+        meta.is_event() && *meta.level() <= self.max
+    }
+}
+
+/// An event's message and fields as one line: `message k=v k=v`.
+#[derive(Default)]
+struct EventText(String);
+
+impl tracing::field::Visit for EventText {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write as _;
+        let sep = if self.0.is_empty() { "" } else { " " };
+        // Writing to a String cannot fail.
+        let _ = if field.name() == "message" {
+            write!(self.0, "{sep}{value:?}")
+        } else {
+            write!(self.0, "{sep}{}={value:?}", field.name())
+        };
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            let sep = if self.0.is_empty() { "" } else { " " };
+            self.0.push_str(sep);
+            self.0.push_str(value);
+        } else {
+            self.record_debug(field, &value);
+        }
+    }
+}
+
+impl tracing::Subscriber for TracingBridge {
+    fn register_callsite(
+        &self,
+        meta: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        if self.wanted(meta) {
+            tracing::subscriber::Interest::always()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+
+    fn enabled(&self, meta: &tracing::Metadata<'_>) -> bool {
+        self.wanted(meta)
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::from_level(self.max))
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        // Never called: no span is enabled. An id is still required.
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        let meta = event.metadata();
+        if !self.wanted(meta) {
+            return;
+        }
+        let mut text = EventText::default();
+        event.record(&mut text);
+        let (msg, target) = (text.0, meta.target());
+        match *meta.level() {
+            tracing::Level::ERROR => slog::error!(self.logger, "{}", msg; "module" => target),
+            tracing::Level::WARN => slog::warn!(self.logger, "{}", msg; "module" => target),
+            tracing::Level::INFO => slog::info!(self.logger, "{}", msg; "module" => target),
+            tracing::Level::DEBUG => slog::debug!(self.logger, "{}", msg; "module" => target),
+            tracing::Level::TRACE => slog::trace!(self.logger, "{}", msg; "module" => target),
+        }
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// Sends every `log` record and `tracing` event of this process's
+/// dependencies to `logger` (up to `level`). The first call wins; later
+/// ones (a second node in one test process) keep the first bridges.
 pub fn bridge_dependency_logs(logger: &Logger, level: &str) {
     let level = parse_level(level).unwrap_or(Level::Info);
     if log::set_boxed_logger(Box::new(LogBridge::new(logger, level))).is_ok() {
         log::set_max_level(level_filter(level));
     }
+    // Err: a dispatcher is set already (an earlier node in this process).
+    let _ = tracing::subscriber::set_global_default(TracingBridge::new(logger, level));
 }
 
 #[cfg(test)]
@@ -407,6 +521,30 @@ mod tests {
         let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         assert!(out.contains("worker stopped"), "{out}");
         assert!(out.contains("actix_server::worker"), "{out}");
+        assert!(!out.contains("too detailed"), "{out}");
+    }
+
+    #[test]
+    fn dependency_tracing_events_reach_the_drain() {
+        let buf = Shared::default();
+        let section = LogSection {
+            format: LogFormat::Json,
+            level: "info".into(),
+        };
+        let (log, guard) = root_logger(&section, buf.clone());
+        let bridge = TracingBridge::new(&log, Level::Info);
+        tracing::subscriber::with_default(bridge, || {
+            tracing::warn!(target: "h2::proto", peer = 7, "connection error");
+            tracing::debug!(target: "h2::codec", "too detailed");
+            let span = tracing::info_span!("poll");
+            assert!(span.is_disabled(), "spans are never enabled");
+        });
+        drop(log);
+        drop(guard);
+        let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert!(out.contains("connection error peer=7"), "{out}");
+        assert!(out.contains("h2::proto"), "{out}");
+        assert!(out.contains("dependency"), "{out}");
         assert!(!out.contains("too detailed"), "{out}");
     }
 

@@ -213,3 +213,54 @@ async fn a_panicking_plugin_install_is_an_error_not_a_panic() {
         other => panic!("unexpected error {other}"),
     }
 }
+
+/// Stopping the `grpc-server` child (here by the node's shutdown) closes
+/// the HTTP/2 connections it was serving, rather than leaving them to a
+/// dead actor.
+#[actix_rt::test]
+async fn stopping_the_grpc_server_closes_its_connections() {
+    use actormq_grpc::pb;
+    use actormq_grpc::pb::messaging_service_client::MessagingServiceClient;
+
+    let dir = tempfile::tempdir().unwrap();
+    let flags = Overrides {
+        data_dir: Some(dir.path().to_path_buf()),
+        namesrv_listen: Some(([127, 0, 0, 1], 0).into()),
+        broker_listen: Some(([127, 0, 0, 1], 0).into()),
+        grpc_listen: Some("127.0.0.1:0".into()),
+        http_listen: Some("off".into()),
+        ..Overrides::default()
+    };
+    let env = [("ACTORMQ_BROKER__COMMIT_LOG_SEGMENT_SIZE", "8388608")];
+    let config = NodeConfig::load(None, env, flags).unwrap();
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    let node = Node::start(&config, &log).await.unwrap();
+    let addr = node.grpc_addr.unwrap();
+    let mut client = MessagingServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let route = |c: &mut MessagingServiceClient<tonic::transport::Channel>| {
+        let mut c = c.clone();
+        async move {
+            c.query_route(pb::QueryRouteRequest {
+                topic: Some(pb::Resource {
+                    resource_namespace: String::new(),
+                    name: "auto".into(),
+                }),
+                endpoints: None,
+            })
+            .await
+        }
+    };
+    let served = route(&mut client).await.unwrap().into_inner();
+    assert_eq!(
+        served.status.unwrap().code,
+        pb::Code::Ok as i32,
+        "the endpoint answers before the stop (the topic is auto-created)"
+    );
+    node.shutdown().await;
+    let after = tokio::time::timeout(std::time::Duration::from_secs(10), route(&mut client))
+        .await
+        .expect("a call on a stopped server's connection is refused, not left hanging");
+    assert!(after.is_err(), "no answer after the stop: {after:?}");
+}

@@ -1,7 +1,8 @@
 //! `actormq bench produce --grpc ADDR` and `bench consume --simple --grpc
 //! ADDR`: the same runs over the RocketMQ 5 gRPC endpoint
 //! (`apache.rocketmq.v2.MessagingService`), driven by a client generated
-//! from the same vendored protos as the node's server.
+//! from the same vendored protos as the node's server, on hyper's HTTP/2
+//! client connections.
 //!
 //! * produce: `--concurrency` workers, each with one unbatched
 //!   `SendMessage` in flight, over one HTTP/2 connection per 64 workers;
@@ -11,14 +12,19 @@
 //!   what came, until `--messages` are acked or 10 s pass without one;
 //!   the latency is store to ack.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use actormq_grpc::pb;
 use actormq_grpc::pb::messaging_service_client::MessagingServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tonic::codegen::Service;
 
 use super::CliError;
 use super::bench::{Stats, Summary};
@@ -27,6 +33,8 @@ use super::bench::{Stats, Summary};
 const WORKERS_PER_CONNECTION: usize = 64;
 /// Consumers stop waiting after this long with nothing new acked.
 const IDLE: Duration = Duration::from_secs(10);
+/// A receive's long polling.
+const LONG_POLLING: Duration = Duration::from_secs(1);
 
 /// What a gRPC produce run does.
 #[derive(Debug, Clone)]
@@ -45,26 +53,61 @@ pub struct GrpcProducePlan {
     pub timeout: Duration,
 }
 
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Channel, CliError> {
-    Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| CliError(format!("gRPC endpoint {addr}: {e}")))?
-        .connect_timeout(timeout)
-        .timeout(timeout)
-        .tcp_nodelay(true)
-        .connect()
+/// One HTTP/2 connection as the service tonic's generated client calls:
+/// each request goes straight to hyper's connection (tonic's `Channel`
+/// adds a buffer task, reconnection and per-call layers the load driver
+/// does not want in what it measures). Call timeouts are the caller's.
+#[derive(Clone)]
+struct H2Connection(SendRequest<tonic::body::Body>);
+
+type Client = MessagingServiceClient<H2Connection>;
+
+impl Service<http::Request<tonic::body::Body>> for H2Connection {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = hyper::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, hyper::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(self.0.send_request(req))
+    }
+}
+
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Client, CliError> {
+    let failed = |e: &dyn std::fmt::Display| CliError(format!("gRPC endpoint {addr}: {e}"));
+    let origin: http::Uri = format!("http://{addr}")
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| failed(&e))?;
+    let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
         .await
-        .map_err(|e| CliError(format!("gRPC endpoint {addr}: {e}")))
+        .map_err(|e| failed(&e))?
+        .map_err(|e| failed(&e))?;
+    stream.set_nodelay(true).map_err(|e| failed(&e))?;
+    let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| failed(&e))?;
+    // The connection's task ends when every client clone is dropped.
+    tokio::spawn(conn);
+    Ok(MessagingServiceClient::with_origin(
+        H2Connection(send),
+        origin,
+    ))
 }
 
 async fn clients(
     addr: SocketAddr,
     workers: usize,
     timeout: Duration,
-) -> Result<Vec<MessagingServiceClient<Channel>>, CliError> {
+) -> Result<Vec<Client>, CliError> {
     let n = workers.div_ceil(WORKERS_PER_CONNECTION).max(1);
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        out.push(MessagingServiceClient::new(connect(addr, timeout).await?));
+        out.push(connect(addr, timeout).await?);
     }
     Ok(out)
 }
@@ -91,10 +134,11 @@ fn message(topic: &str, body: &[u8], id: String) -> pb::Message {
 }
 
 /// One send; `Err` with the refusal.
-async fn send_one(c: &mut MessagingServiceClient<Channel>, m: pb::Message) -> Result<(), String> {
-    let reply = c
-        .send_message(pb::SendMessageRequest { messages: vec![m] })
+async fn send_one(c: &mut Client, m: pb::Message, timeout: Duration) -> Result<(), String> {
+    let call = c.send_message(pb::SendMessageRequest { messages: vec![m] });
+    let reply = tokio::time::timeout(timeout, call)
         .await
+        .map_err(|_| format!("no answer in {timeout:?}"))?
         .map_err(|s| s.to_string())?
         .into_inner();
     match reply.status {
@@ -120,6 +164,7 @@ pub async fn produce(plan: GrpcProducePlan) -> Result<Summary, CliError> {
     send_one(
         &mut first,
         message(&plan.topic, &plan.body, format!("{prefix}W")),
+        plan.timeout,
     )
     .await
     .map_err(|e| CliError(format!("warm-up send over gRPC refused: {e}")))?;
@@ -146,7 +191,7 @@ pub async fn produce(plan: GrpcProducePlan) -> Result<Summary, CliError> {
                 }
                 let m = message(&plan.topic, &plan.body, format!("{prefix}{i:016X}"));
                 let sent_at = Instant::now();
-                match send_one(&mut c, m).await {
+                match send_one(&mut c, m, plan.timeout).await {
                     Ok(()) => {
                         local.record_us(
                             u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX),
@@ -207,39 +252,44 @@ fn millis_of(t: &prost_types::Timestamp) -> u64 {
         .saturating_add(u64::try_from(t.nanos).unwrap_or(0) / 1_000_000)
 }
 
-async fn receive(
-    c: &mut MessagingServiceClient<Channel>,
-    plan: &GrpcConsumePlan,
-) -> Result<Vec<pb::Message>, String> {
-    let mut stream = c
-        .receive_message(pb::ReceiveMessageRequest {
-            group: resource(&plan.group),
-            message_queue: Some(pb::MessageQueue {
-                topic: resource(&plan.topic),
-                id: -1,
-                ..Default::default()
-            }),
-            filter_expression: Some(pb::FilterExpression {
-                r#type: pb::FilterType::Tag as i32,
-                expression: "*".into(),
-            }),
-            batch_size: 32,
-            invisible_duration: Some(prost_types::Duration {
-                seconds: 60,
-                nanos: 0,
-            }),
-            auto_renew: false,
-            long_polling_timeout: Some(prost_types::Duration {
-                seconds: 1,
-                nanos: 0,
-            }),
-            attempt_id: None,
-        })
+async fn receive(c: &mut Client, plan: &GrpcConsumePlan) -> Result<Vec<pb::Message>, String> {
+    // The call's deadline: the call timeout past the long polling.
+    let deadline = tokio::time::Instant::now() + plan.timeout + LONG_POLLING;
+    let call = c.receive_message(pb::ReceiveMessageRequest {
+        group: resource(&plan.group),
+        message_queue: Some(pb::MessageQueue {
+            topic: resource(&plan.topic),
+            id: -1,
+            ..Default::default()
+        }),
+        filter_expression: Some(pb::FilterExpression {
+            r#type: pb::FilterType::Tag as i32,
+            expression: "*".into(),
+        }),
+        batch_size: 32,
+        invisible_duration: Some(prost_types::Duration {
+            seconds: 60,
+            nanos: 0,
+        }),
+        auto_renew: false,
+        long_polling_timeout: Some(prost_types::Duration {
+            seconds: LONG_POLLING.as_secs().try_into().unwrap_or(1),
+            nanos: 0,
+        }),
+        attempt_id: None,
+    });
+    let late = || format!("no answer in {:?}", plan.timeout + LONG_POLLING);
+    let mut stream = tokio::time::timeout_at(deadline, call)
         .await
+        .map_err(|_| late())?
         .map_err(|s| s.to_string())?
         .into_inner();
     let mut out = Vec::new();
-    while let Some(r) = stream.message().await.map_err(|s| s.to_string())? {
+    while let Some(r) = tokio::time::timeout_at(deadline, stream.message())
+        .await
+        .map_err(|_| late())?
+        .map_err(|s| s.to_string())?
+    {
         match r.content {
             Some(pb::receive_message_response::Content::Message(m)) => out.push(m),
             Some(pb::receive_message_response::Content::Status(s))
@@ -255,12 +305,7 @@ async fn receive(
 
 /// `bench consume --simple --grpc`: see the module docs.
 pub async fn consume(plan: GrpcConsumePlan) -> Result<Summary, CliError> {
-    let conns = clients(
-        plan.addr,
-        plan.concurrency,
-        plan.timeout + Duration::from_secs(1),
-    )
-    .await?;
+    let conns = clients(plan.addr, plan.concurrency, plan.timeout).await?;
     let plan = Arc::new(plan);
     let acked = Arc::new(AtomicU64::new(0));
     let began = Instant::now();
@@ -298,14 +343,12 @@ pub async fn consume(plan: GrpcConsumePlan) -> Result<Summary, CliError> {
                         })
                     })
                     .collect();
-                let reply = c
-                    .ack_message(pb::AckMessageRequest {
-                        group: resource(&plan.group),
-                        topic: resource(&plan.topic),
-                        entries,
-                    })
-                    .await;
-                let Ok(reply) = reply else {
+                let ack = c.ack_message(pb::AckMessageRequest {
+                    group: resource(&plan.group),
+                    topic: resource(&plan.topic),
+                    entries,
+                });
+                let Ok(Ok(reply)) = tokio::time::timeout(plan.timeout, ack).await else {
                     local.errors += got.len() as u64;
                     continue;
                 };
