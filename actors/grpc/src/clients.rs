@@ -55,6 +55,37 @@ pub struct Client<S> {
     pub last_seen_ms: u64,
     /// Its open Telemetry stream: the stream's generation and its sender.
     pub telemetry: Option<(u64, S)>,
+    /// The SDK it says it is (its settings' user agent), once known.
+    pub agent: Option<Agent>,
+}
+
+/// A client's SDK, as `admin connections` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agent {
+    /// RocketMQ's language code name (`JAVA`, `PYTHON`, `GO`, `NODE_JS`, ...).
+    pub language: String,
+    /// The SDK's version.
+    pub version: String,
+}
+
+impl Agent {
+    /// The agent a client's settings carry: RocketMQ's language code for
+    /// the gRPC `Language` (as its proxy names them: `GOLANG` is `GO`,
+    /// `DOT_NET` is `DOTNET`), or `None` when the settings carry no user
+    /// agent.
+    pub fn of(ua: Option<&pb::Ua>) -> Option<Self> {
+        let ua = ua?;
+        let language = match pb::Language::try_from(ua.language) {
+            Ok(pb::Language::Golang) => "GO".to_string(),
+            Ok(pb::Language::DotNet) => "DOTNET".to_string(),
+            Ok(pb::Language::Unspecified) | Err(_) => "OTHER".to_string(),
+            Ok(l) => l.as_str_name().to_string(),
+        };
+        Some(Self {
+            language,
+            version: ua.version.clone(),
+        })
+    }
 }
 
 /// A delivery kept invisible while its client lives (`auto_renew`).
@@ -125,6 +156,7 @@ impl<S: Clone> ClientTable<S> {
                     role: Role::Unknown,
                     last_seen_ms: now_ms,
                     telemetry: None,
+                    agent: None,
                 }
             });
         client.last_seen_ms = client.last_seen_ms.max(now_ms);
@@ -314,7 +346,13 @@ impl GrpcClients {
         }
     }
 
-    fn register_producer(&self, client_id: &str, conn_id: u64, topics: &[String]) {
+    fn register_producer(
+        &self,
+        client_id: &str,
+        conn_id: u64,
+        topics: &[String],
+        agent: Option<&Agent>,
+    ) {
         let Some(groups) = self.groups.addr() else {
             return;
         };
@@ -327,10 +365,8 @@ impl GrpcClients {
                 })
                 .collect(),
             consumer_data_set: Vec::new(),
-            // Not carried to the registry yet (the clients send
-            // `x-mq-language` / `x-mq-client-version` headers).
-            language: None,
-            version: None,
+            language: agent.map(|a| a.language.clone()),
+            version: agent.map(|a| a.version.clone()),
         };
         let mut call = Call::new(req);
         call.origin = Some(Origin {
@@ -455,6 +491,8 @@ pub struct ClientSeen {
     pub client_id: String,
     /// What it is, when known from this RPC.
     pub role: Option<Role>,
+    /// Its SDK, when known from this RPC (its settings).
+    pub agent: Option<Agent>,
 }
 
 impl Handler<ClientSeen> for GrpcClients {
@@ -464,11 +502,14 @@ impl Handler<ClientSeen> for GrpcClients {
         if let Some(role) = msg.role {
             client.role = role;
         }
+        if msg.agent.is_some() {
+            client.agent = msg.agent;
+        }
         // Producers are refreshed in the broker's group table at every
         // sighting (heartbeats every 10 s keep them there).
         if let Role::Producer(topics) = client.role.clone() {
-            let conn_id = client.conn_id;
-            self.register_producer(&msg.client_id, conn_id, &topics);
+            let (conn_id, agent) = (client.conn_id, client.agent.clone());
+            self.register_producer(&msg.client_id, conn_id, &topics, agent.as_ref());
         }
     }
 }
@@ -637,6 +678,27 @@ impl Handler<PushTransactionCheck> for GrpcClients {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agents_are_named_as_rocketmq_names_languages() {
+        let ua = |language: pb::Language| pb::Ua {
+            language: language as i32,
+            version: "5.1.0".into(),
+            ..Default::default()
+        };
+        let named = |language| Agent::of(Some(&ua(language))).unwrap().language;
+        assert_eq!(named(pb::Language::Python), "PYTHON");
+        assert_eq!(named(pb::Language::NodeJs), "NODE_JS");
+        assert_eq!(named(pb::Language::Java), "JAVA");
+        assert_eq!(named(pb::Language::Golang), "GO");
+        assert_eq!(named(pb::Language::DotNet), "DOTNET");
+        assert_eq!(named(pb::Language::Unspecified), "OTHER");
+        assert_eq!(
+            Agent::of(Some(&ua(pb::Language::Rust))).unwrap().version,
+            "5.1.0"
+        );
+        assert_eq!(Agent::of(None), None);
+    }
 
     type Table = ClientTable<u32>;
 

@@ -35,7 +35,7 @@ use slog::{Logger, debug};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::clients::{
-    ClientSeen, ClientTerminated, CloseTelemetry, GrpcClients, OpenTelemetry, Renewal, Role,
+    Agent, ClientSeen, ClientTerminated, CloseTelemetry, GrpcClients, OpenTelemetry, Renewal, Role,
     TelemetrySender, TrackDelivery, UntrackDeliveries,
 };
 use crate::convert::{self, not_implemented, ok, status_of};
@@ -170,7 +170,11 @@ impl GrpcSession {
 
     fn seen(&self, client_id: Option<String>, role: Option<Role>) {
         if let (Some(client_id), Some(clients)) = (client_id, self.targets.clients.addr()) {
-            clients.do_send(ClientSeen { client_id, role });
+            clients.do_send(ClientSeen {
+                client_id,
+                role,
+                agent: None,
+            });
         }
     }
 
@@ -780,6 +784,7 @@ impl MessagingService for GrpcSession {
                             registry.do_send(ClientSeen {
                                 client_id: id.clone(),
                                 role: Some(role),
+                                agent: Agent::of(s.user_agent.as_ref()),
                             });
                         }
                         let answer = pb::TelemetryCommand {

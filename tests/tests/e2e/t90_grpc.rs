@@ -855,12 +855,14 @@ fn fast_checks_node() -> NodeProcess {
 /// `rocketmq-python-transaction-check.py`) sent two half messages to
 /// `topic` and left them to the broker's check; its checker commits
 /// "check-commit" and rolls back "check-rollback". `lang` is the `lang`
-/// property it set.
+/// property it set, `language` the language code `admin connections`
+/// shows for it (from its settings' user agent).
 async fn assert_check_back(
     node: &NodeProcess,
     mut child: std::process::Child,
     topic: &str,
     lang: &str,
+    language: &str,
 ) {
     use actormq_protocol::system_topic::TRANS_OP_HALF_TOPIC;
     use std::io::BufRead;
@@ -914,6 +916,22 @@ async fn assert_check_back(
         .collect();
     kinds.sort();
     assert_eq!(kinds, ["commit", "rollback"], "{decisions:?}");
+    // The producer, still online, is listed in its group (the topic) with
+    // its SDK's language and version.
+    let out = crate::common::actormq(
+        node.namesrv(),
+        &["admin", "connections", "--producer-group", topic, "--json"],
+    );
+    let producers = crate::common::json_lines(&out);
+    assert_eq!(producers.len(), 1, "{producers:?}");
+    assert_eq!(producers[0]["language"], language, "{producers:?}");
+    assert!(
+        !producers[0]["version"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty(),
+        "{producers:?}"
+    );
     drop(child.stdin.take());
     let status = actix_rt::task::spawn_blocking(move || child.wait_with_output())
         .await
@@ -957,7 +975,7 @@ async fn t90_python_transaction_check_is_answered_over_telemetry() {
             "rocketmq-python-transaction-check.py",
             &[grpc.as_str(), topic],
         );
-        assert_check_back(&node, child, topic, "python").await;
+        assert_check_back(&node, child, topic, "python", "PYTHON").await;
     })
     .await;
 }
@@ -984,7 +1002,7 @@ async fn t90_nodejs_transaction_check_is_answered_over_telemetry() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("run {path}: {e}"));
-        assert_check_back(&node, child, topic, "nodejs").await;
+        assert_check_back(&node, child, topic, "nodejs", "NODE_JS").await;
     })
     .await;
 }
