@@ -63,8 +63,10 @@
 //! reconsume times one higher, acked ones skipped; past the group's max
 //! retries the first goes to `%DLQ%<group>`). The batch in flight on each
 //! queue is persisted with the pop positions; no checkpoint is parked for
-//! it. Its invisible time cannot be changed (refused: "not available
-//! yet"). A message group is kept in one queue by the producer's queue
+//! it. Changing the invisible time of one of its messages keeps the
+//! checkpoint, under a handle with the new times, and the queue blocked
+//! while that message is invisible (RocketMQ's
+//! `ConsumerOrderInfoManager.updateNextVisibleTime`). A message group is kept in one queue by the producer's queue
 //! selector, so one consumer at a time has it.
 //!
 //! Not built: filter expressions other than `*` (refused: "not available
@@ -204,6 +206,29 @@ pub struct OrderlyBatch {
     pub reconsume: Vec<u32>,
     /// When the batch becomes visible again (ms).
     pub visible_at_ms: u64,
+    /// Messages whose invisible time was changed: (checkpoint id, visible
+    /// again at ms), instead of `visible_at_ms`.
+    #[serde(default)]
+    pub changed: Vec<(u64, u64)>,
+}
+
+impl OrderlyBatch {
+    /// When the message of checkpoint `id` becomes visible again (ms).
+    pub fn visible_at(&self, id: u64) -> u64 {
+        self.changed
+            .iter()
+            .rev()
+            .find(|(c, _)| *c == id)
+            .map_or(self.visible_at_ms, |(_, at)| *at)
+    }
+
+    /// When the last of its messages becomes visible again (ms).
+    pub fn last_visible_at(&self) -> u64 {
+        self.changed
+            .iter()
+            .map(|(_, at)| *at)
+            .fold(self.visible_at_ms, u64::max)
+    }
 }
 
 /// Where an orderly pop of one queue starts ([`PopBook::orderly_start`]).
@@ -402,13 +427,20 @@ impl PopBook {
             });
         };
         let first_unacked = batch.checkpoints.iter().position(|id| !self.is_acked(*id));
-        if first_unacked.is_some() && now_ms < batch.visible_at_ms {
+        // In flight while a message not acked is still invisible (each
+        // message's own time: its invisible time may have been changed).
+        let invisible = batch
+            .checkpoints
+            .iter()
+            .any(|id| !self.is_acked(*id) && now_ms < batch.visible_at(*id));
+        if invisible {
             return None;
         }
         let batch = self.orderly.remove(key)?;
+        let expires = batch.last_visible_at();
         for id in &batch.checkpoints {
             if self.take_ack(*id) {
-                self.released.push((*id, batch.visible_at_ms));
+                self.released.push((*id, expires));
             }
         }
         let Some(k) = first_unacked else {
@@ -438,6 +470,24 @@ impl PopBook {
             start.from = batch.offsets[k] + 1;
         }
         Some(start)
+    }
+
+    /// Changes the invisible time of the orderly message of checkpoint
+    /// `id`: visible again at `at_ms` (RocketMQ's
+    /// `ConsumerOrderInfoManager.updateNextVisibleTime`); its queue stays
+    /// blocked while it is invisible. Whether `id` is of a batch in
+    /// flight.
+    pub fn change_orderly(&mut self, id: u64, at_ms: u64) -> bool {
+        let Some(b) = self
+            .orderly
+            .values_mut()
+            .find(|b| b.checkpoints.contains(&id))
+        else {
+            return false;
+        };
+        b.changed.retain(|(c, _)| *c != id);
+        b.changed.push((id, at_ms));
+        true
     }
 
     /// Records the batch an orderly pop handed out.
@@ -875,6 +925,7 @@ impl PopService {
                 checkpoints: Vec::new(),
                 reconsume: Vec::new(),
                 visible_at_ms: now.saturating_add(req.invisible_time_ms),
+                changed: Vec::new(),
             };
             // A normal pop's messages of this queue share one checkpoint
             // (ids `base + i`, at most 64).
@@ -1379,6 +1430,35 @@ impl PopService {
         }
     }
 
+    /// Changes the invisible time of an orderly pop's message: the same
+    /// checkpoint under a handle with the new times (as RocketMQ's
+    /// `processChangeInvisibleTimeForOrder`), answered once the state file
+    /// holds it. Its queue stays blocked until then.
+    fn change_orderly(&mut self, old: ReceiptHandle, now: u64, invisible_ms: u64) -> ChangeReply {
+        let new = ReceiptHandle {
+            pop_time_ms: now,
+            invisible_time_ms: invisible_ms,
+            ..old
+        };
+        self.book
+            .change_orderly(new.checkpoint_id, new.visible_again_at_ms());
+        let w = self.state.persist(&self.safe_state());
+        Box::pin(
+            persist::written_or_stop::<Self>(w, self.logger.clone(), "pop state").map(
+                move |r, _, _| {
+                    r.map(|()| {
+                        Reply::ok(ChangeInvisibleTimeResponse {
+                            pop_time_ms: new.pop_time_ms,
+                            invisible_time_ms: new.invisible_time_ms,
+                            revive_queue_id: 0,
+                            extra_info: new.encode(),
+                        })
+                    })
+                },
+            ),
+        )
+    }
+
     /// Gives the messages of a pop whose writes failed back.
     fn undo_pop(
         &mut self,
@@ -1786,11 +1866,7 @@ impl Handler<Call<ChangeInvisibleTimeRequest>> for PopService {
             });
             let old = match checked {
                 Ok(h) if act.book.is_orderly(h.checkpoint_id) => {
-                    let e = ServiceError::new(
-                        ResponseCode::InvalidParameter,
-                        "changing the invisible time of an orderly pop is not available yet",
-                    );
-                    return Box::pin(actix::fut::ready(Err(e))) as ChangeReply;
+                    return act.change_orderly(h, now, req.invisible_time_ms);
                 }
                 Ok(h) => h,
                 Err(e) => return Box::pin(actix::fut::ready(Err(e))) as ChangeReply,
@@ -1942,6 +2018,7 @@ mod tests {
             checkpoints: checkpoints.to_vec(),
             reconsume: reconsume.to_vec(),
             visible_at_ms: at,
+            changed: Vec::new(),
         }
     }
 
@@ -1984,6 +2061,37 @@ mod tests {
         // Batches are persisted.
         book.orderly_handed_out(batch(&[8], &[6], &[0], 4_000));
         assert!(PopBook::from_state(book.state(), 0).is_orderly(6));
+    }
+
+    #[test]
+    fn a_changed_invisible_time_keeps_an_orderly_queue_blocked() {
+        let mut book = PopBook::default();
+        book.orderly_handed_out(batch(&[5, 6], &[1, 2], &[0, 0], 1_000));
+        // 5 acked; 6's invisible time extended (a push consumer's renewal).
+        book.mark_acked(1);
+        assert!(book.change_orderly(2, 5_000));
+        assert!(!book.change_orderly(9, 5_000));
+        assert_eq!(book.orderly_start(&key(), 7, 1_000, 2), None);
+        assert_eq!(book.orderly_start(&key(), 7, 4_999, 2), None);
+        // Persisted with the batch.
+        let mut reloaded = PopBook::from_state(book.state(), 0);
+        assert_eq!(reloaded.orderly_start(&key(), 7, 4_999, 2), None);
+        // Its new time passed: 6 again, once more.
+        let again = book.orderly_start(&key(), 7, 5_000, 2).unwrap();
+        assert_eq!(again.from, 6);
+        assert_eq!(again.again, BTreeMap::from([(6, 1)]));
+        // The released ack of 5 stays stale until the last time passed.
+        book.prune_released(4_999);
+        assert!(book.was_released(1));
+        book.prune_released(5_000);
+        assert!(!book.was_released(1));
+        // A shorter time than the batch's releases earlier once the rest
+        // is acked.
+        book.orderly_handed_out(batch(&[6, 7], &[3, 4], &[1, 0], 9_000));
+        book.mark_acked(4);
+        assert!(book.change_orderly(3, 6_000));
+        assert_eq!(book.orderly_start(&key(), 8, 5_999, 2), None);
+        assert_eq!(book.orderly_start(&key(), 8, 6_000, 2).unwrap().from, 6);
     }
 
     #[test]

@@ -17,8 +17,9 @@
 //! An **orderly** simple consumer ([`SimpleConsumer::orderly`]) gets each
 //! queue's messages in queue order, one batch per queue at a time: nothing
 //! more of a queue until its batch is acked or its invisible time passed
-//! (then its first unacked message comes first again). Its invisible
-//! duration cannot be changed. Not available yet: filter expressions other
+//! (then its first unacked message comes first again). Changing the
+//! invisible duration of one of its messages keeps the queue held while
+//! that message is invisible. Not available yet: filter expressions other
 //! than `*`.
 
 use std::collections::BTreeMap;
