@@ -14,6 +14,12 @@
 //     2) before it is acked. Prints one JSON line per delivery: {"body",
 //     "attempt", "tag", "keys", "properties"}.
 //
+//   node rocketmq-nodejs-client.js push HOST:PORT GROUP TOPIC COUNT WORK_MS
+//     A PushConsumer (FIFO when the broker's settings say the group is)
+//     whose listener takes WORK_MS per message, then succeeds. Prints one
+//     JSON line when a consumption starts: {"body", "group", "attempt"};
+//     done once COUNT distinct bodies were consumed.
+//
 //   node rocketmq-nodejs-client.js check HOST:PORT TOPIC
 //     Sends two transactional messages and ends neither: the broker's
 //     check (over Telemetry) asks this producer, whose checker answers
@@ -25,7 +31,7 @@
 'use strict';
 
 const {
-  Producer, SimpleConsumer,
+  Producer, SimpleConsumer, PushConsumer, ConsumeResult,
 } = require('rocketmq-client-nodejs');
 const { TransactionResolution } = require(
   'rocketmq-client-nodejs/proto/apache/rocketmq/v2/definition_pb');
@@ -132,6 +138,37 @@ async function consume(endpoints, group, topic, count) {
   }
 }
 
+async function push(endpoints, group, topic, count, workMs) {
+  const done = new Set();
+  let finished;
+  const all = new Promise(resolve => { finished = resolve; });
+  const consumer = new PushConsumer({
+    endpoints,
+    namespace: '',
+    logger,
+    consumerGroup: group,
+    subscriptions: new Map([[ topic, '*' ]]),
+    messageListener: {
+      async consume(m) {
+        const body = m.body.toString();
+        line({ body, group: m.messageGroup, attempt: m.deliveryAttempt });
+        await new Promise(resolve => setTimeout(resolve, workMs));
+        done.add(body);
+        if (done.size >= count) {
+          finished();
+        }
+        return ConsumeResult.SUCCESS;
+      },
+    },
+  });
+  await consumer.startup();
+  await all;
+  // The client acks after the listener returned, and tells no one: give
+  // the last acks a moment before stopping.
+  await new Promise(resolve => setTimeout(resolve, 1000));
+  await consumer.shutdown();
+}
+
 async function check(endpoints, topic) {
   const checker = {
     async check(m) {
@@ -180,6 +217,8 @@ async function main() {
     await produce(args[0], args[1]);
   } else if (mode === 'check') {
     await check(args[0], args[1]);
+  } else if (mode === 'push') {
+    await push(args[0], args[1], args[2], Number(args[3]), Number(args[4]));
   } else if (mode === 'consume') {
     await consume(args[0], args[1], args[2], Number(args[3]));
   } else {

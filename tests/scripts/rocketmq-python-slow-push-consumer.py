@@ -2,8 +2,9 @@
 # rocketmq-python-client) whose listener is slow: it asks for auto_renew,
 # so the broker must keep its deliveries invisible while it works.
 # Usage: python rocketmq-python-slow-push-consumer.py HOST:PORT GROUP TOPIC COUNT WORK_S
-# Prints one JSON line when a message's consumption starts (body,
-# delivery attempt). WORK_S > 0: each consumption takes WORK_S seconds
+# Prints one JSON line when a message's consumption starts (body, message
+# group, delivery attempt). A FIFO consumer when the broker's settings say
+# the group is one. WORK_S > 0: each consumption takes WORK_S seconds
 # (the work being simulated), then succeeds; exits 0 once COUNT distinct
 # bodies were consumed. WORK_S = 0: consumptions never end (the test
 # kills the process).
@@ -30,6 +31,7 @@ class Listener(MessageListener):
         with self.lock:
             print(json.dumps({
                 "body": body,
+                "group": message.message_group,
                 "delivery_attempt": message.delivery_attempt,
             }), flush=True)
         if self.work_s <= 0:

@@ -1549,3 +1549,172 @@ async fn t90_grpc_fifo_groups_keep_their_order() {
     })
     .await;
 }
+
+/// Creates `topic` with 4 queues and `group` as an orderly (FIFO) group.
+async fn fifo_topic_and_group(node: &NodeProcess, topic: &str, group: &str) {
+    use actormq_protocol::request::{CreateSubscriptionGroupRequest, SubscriptionGroupConfig};
+    create_topic(node.broker(), topic, 4).await;
+    let mut native = crate::common::connect(node.broker()).await;
+    native
+        .call(
+            &CreateSubscriptionGroupRequest {
+                config: SubscriptionGroupConfig {
+                    consume_message_orderly: true,
+                    ..SubscriptionGroupConfig::new(group)
+                },
+            },
+            actormq_protocol::Bytes::new(),
+        )
+        .await
+        .expect("create an orderly group");
+}
+
+/// A push consumer's consumption starts (JSON lines with `body`, `group`
+/// and the delivery attempt under `attempt_key`) of messages `<g>-<i>`,
+/// `i < per_group`, of each message group `g` of `groups`: each consumed
+/// once, at its first delivery, each group in order.
+fn assert_fifo_consumed_once(
+    lines: &[serde_json::Value],
+    groups: &[&str],
+    per_group: usize,
+    attempt_key: &str,
+) {
+    assert!(
+        lines.iter().all(|l| l[attempt_key] == 1),
+        "delivered again: {lines:?}"
+    );
+    assert_eq!(lines.len(), groups.len() * per_group, "{lines:?}");
+    for g in groups {
+        let of_group: Vec<&str> = lines
+            .iter()
+            .filter(|l| l["group"] == *g)
+            .filter_map(|l| l["body"].as_str())
+            .collect();
+        let expected: Vec<String> = (0..per_group).map(|i| format!("{g}-{i}")).collect();
+        assert_eq!(of_group, expected, "{lines:?}");
+    }
+}
+
+/// Receives for `group` over gRPC until `for_` passed: nothing comes.
+async fn assert_nothing_for(node: &NodeProcess, group: &str, topic: &str, for_: Duration) {
+    let mut c = client(node.grpc()).await;
+    let until = Instant::now() + for_;
+    while Instant::now() < until {
+        let (status, messages) = receive(&mut c, group, topic).await;
+        assert_eq!(
+            status.code,
+            pb::Code::MessageNotFound as i32,
+            "{messages:?}"
+        );
+    }
+}
+
+#[actix_rt::test]
+async fn t90_python_fifo_push_consumer_keeps_group_order_while_renewed() {
+    let Some(python) = python_client() else {
+        return;
+    };
+    bounded(async {
+        let node = NodeProcess::start_with_env(Bin::Node, &[] as &[&str], &AUTO_RENEW_ENV)
+            .expect("start a combined node");
+        let topic = "t90-python-fifo-push";
+        let group = "t90-python-fifo-push-group";
+        fifo_topic_and_group(&node, topic, group).await;
+        let grpc = node.grpc().to_string();
+        // FIFO sends of the Python producer: a-0, b-0, a-1, b-1.
+        let sent = run_python(
+            &python,
+            "rocketmq-python-producer.py",
+            &[grpc.as_str(), topic, "4", "a,b"],
+        )
+        .await;
+        assert_eq!(lines_of(&sent).len(), 4, "{sent}");
+        // Each consumption takes 4 s, longer than the 3 s invisible
+        // duration: the broker renews the orderly deliveries meanwhile.
+        let stdout = run_python(
+            &python,
+            "rocketmq-python-slow-push-consumer.py",
+            &[grpc.as_str(), group, topic, "4", "4"],
+        )
+        .await;
+        assert_fifo_consumed_once(&lines_of(&stdout), &["a", "b"], 2, "delivery_attempt");
+        assert_nothing_for(&node, group, topic, Duration::from_secs(4)).await;
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn t90_nodejs_push_consumer_consumes_native_sends_while_renewed() {
+    let Some(node_modules) = nodejs_client() else {
+        return;
+    };
+    bounded(async {
+        let node = NodeProcess::start_with_env(Bin::Node, &[] as &[&str], &AUTO_RENEW_ENV)
+            .expect("start a combined node");
+        let topic = "t90-nodejs-push";
+        let group = "t90-nodejs-push-group";
+        let p = ProducerBuilder::new("t90-producer")
+            .namesrv([node.namesrv().to_string()])
+            .build()
+            .await
+            .expect("producer");
+        for i in 0..3 {
+            p.send(native_message(topic, i)).await.expect("native send");
+        }
+        let grpc = node.grpc().to_string();
+        // 4 s a message, past the 3 s invisible duration.
+        let stdout = run_node(
+            &node_modules,
+            &["push", grpc.as_str(), group, topic, "3", "4000"],
+        )
+        .await;
+        let lines = lines_of(&stdout);
+        let mut bodies: Vec<&str> = lines.iter().filter_map(|l| l["body"].as_str()).collect();
+        bodies.sort_unstable();
+        assert_eq!(bodies, ["n-0", "n-1", "n-2"], "{stdout}");
+        assert!(lines.iter().all(|l| l["attempt"] == 1), "{stdout}");
+        assert_nothing_for(&node, group, topic, Duration::from_secs(4)).await;
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn t90_nodejs_fifo_push_consumer_keeps_group_order_while_renewed() {
+    let Some(node_modules) = nodejs_client() else {
+        return;
+    };
+    bounded(async {
+        let node = NodeProcess::start_with_env(Bin::Node, &[] as &[&str], &AUTO_RENEW_ENV)
+            .expect("start a combined node");
+        let topic = "t90-nodejs-fifo-push";
+        let group = "t90-nodejs-fifo-push-group";
+        fifo_topic_and_group(&node, topic, group).await;
+        let mut c = client(node.grpc()).await;
+        let mut messages = Vec::new();
+        for i in 0..2 {
+            for g in ["a", "b"] {
+                let mut m = grpc_message(topic, &format!("01FIFO{g}{i:020}"), &format!("{g}-{i}"));
+                if let Some(s) = m.system_properties.as_mut() {
+                    s.message_type = pb::MessageType::Fifo as i32;
+                    s.message_group = Some(g.into());
+                }
+                messages.push(m);
+            }
+        }
+        let sent = c
+            .send_message(pb::SendMessageRequest { messages })
+            .await
+            .expect("send")
+            .into_inner();
+        assert_eq!(sent.status.map(|s| s.code), Some(OK), "{:?}", sent.entries);
+        let grpc = node.grpc().to_string();
+        let stdout = run_node(
+            &node_modules,
+            &["push", grpc.as_str(), group, topic, "4", "4000"],
+        )
+        .await;
+        assert_fifo_consumed_once(&lines_of(&stdout), &["a", "b"], 2, "attempt");
+        assert_nothing_for(&node, group, topic, Duration::from_secs(4)).await;
+    })
+    .await;
+}
