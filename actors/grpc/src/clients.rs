@@ -7,7 +7,9 @@
 //! [`ClientTable`] holds the decisions, no runtime in it; [`GrpcClients`]
 //! is the supervised actor around it: it registers producers with the
 //! broker's `GroupManager` (so the `TransactionChecker` finds them; their
-//! connection ids carry [`FOREIGN_CONN_BIT`]), sends the checks over
+//! connection ids carry [`FOREIGN_CONN_BIT`]) and consumers (as
+//! `ConsumePop` members: listed by `admin connections -g`, outside the
+//! native rebalance), sends the checks over
 //! Telemetry, renews deliveries before they become visible again, and
 //! forgets a client on `NotifyClientTermination`, at the end of its
 //! Telemetry stream, or when it has not been seen for `idle_timeout`.
@@ -22,7 +24,9 @@ use actormq_actors::broker::group_notifier::{FOREIGN_CONN_BIT, PushTransactionCh
 use actormq_actors::broker::{PopService, now_ms};
 use actormq_actors::runtime::net::ConnectionClosed;
 use actormq_actors::runtime::{Call, ChildRef, Origin, ServiceError};
-use actormq_protocol::request::heartbeat::{HeartbeatRequest, ProducerData};
+use actormq_protocol::request::heartbeat::{
+    ConsumeType, ConsumerData, HeartbeatRequest, ProducerData, SubscriptionData,
+};
 use actormq_protocol::request::pop::ChangeInvisibleTimeRequest;
 use slog::{Logger, debug, info, o};
 use tokio::sync::mpsc;
@@ -39,8 +43,8 @@ pub enum Role {
     /// A producer publishing these topics (a transaction check for a half
     /// message of one of them may go to it).
     Producer(Vec<String>),
-    /// A consumer of this group.
-    Consumer(String),
+    /// A consumer of this group, with its subscriptions.
+    Consumer(String, Vec<SubscriptionData>),
 }
 
 /// One connected client.
@@ -346,27 +350,24 @@ impl GrpcClients {
         }
     }
 
-    fn register_producer(
+    /// A heartbeat of the client into the broker's group table.
+    fn register(
         &self,
         client_id: &str,
         conn_id: u64,
-        topics: &[String],
-        agent: Option<&Agent>,
+        producer_data_set: Vec<ProducerData>,
+        consumer_data_set: Vec<ConsumerData>,
+        agent: Option<Agent>,
     ) {
         let Some(groups) = self.groups.addr() else {
             return;
         };
         let req = HeartbeatRequest {
             client_id: client_id.to_string(),
-            producer_data_set: topics
-                .iter()
-                .map(|t| ProducerData {
-                    group_name: convert::producer_group(t),
-                })
-                .collect(),
-            consumer_data_set: Vec::new(),
-            language: agent.map(|a| a.language.clone()),
-            version: agent.map(|a| a.version.clone()),
+            producer_data_set,
+            consumer_data_set,
+            language: agent.as_ref().map(|a| a.language.clone()),
+            version: agent.map(|a| a.version),
         };
         let mut call = Call::new(req);
         call.origin = Some(Origin {
@@ -505,11 +506,29 @@ impl Handler<ClientSeen> for GrpcClients {
         if msg.agent.is_some() {
             client.agent = msg.agent;
         }
-        // Producers are refreshed in the broker's group table at every
-        // sighting (heartbeats every 10 s keep them there).
-        if let Role::Producer(topics) = client.role.clone() {
-            let (conn_id, agent) = (client.conn_id, client.agent.clone());
-            self.register_producer(&msg.client_id, conn_id, &topics, agent.as_ref());
+        // Producers and consumers are refreshed in the broker's group
+        // table at every sighting (heartbeats every 10 s keep them there).
+        let (conn_id, agent) = (client.conn_id, client.agent.clone());
+        match client.role.clone() {
+            Role::Producer(topics) => {
+                let producers = topics
+                    .iter()
+                    .map(|t| ProducerData {
+                        group_name: convert::producer_group(t),
+                    })
+                    .collect();
+                self.register(&msg.client_id, conn_id, producers, Vec::new(), agent);
+            }
+            Role::Consumer(group, subscriptions) if !group.is_empty() => {
+                let consumer = ConsumerData {
+                    group_name: group,
+                    consume_type: ConsumeType::ConsumePop,
+                    subscription_data_set: subscriptions,
+                    ..ConsumerData::default()
+                };
+                self.register(&msg.client_id, conn_id, Vec::new(), vec![consumer], agent);
+            }
+            _ => {}
         }
     }
 }

@@ -47,6 +47,37 @@ pub fn producer_group(topic: &str) -> String {
     topic.to_string()
 }
 
+/// A subscription of a consumer's settings as the broker's group table
+/// keeps it (`admin connections`, the heartbeat's filter check): its
+/// topic, and its expression (`*` when none) with the expression's type.
+pub fn subscription_data(
+    entry: &pb::SubscriptionEntry,
+) -> actormq_protocol::request::heartbeat::SubscriptionData {
+    let (sub_string, expression_type) = filter(entry.expression.as_ref())
+        .unwrap_or_else(|| ("*".to_string(), actormq_protocol::filter::TYPE_TAG));
+    actormq_protocol::request::heartbeat::SubscriptionData {
+        topic: entry
+            .topic
+            .as_ref()
+            .map(|t| t.name.clone())
+            .unwrap_or_default(),
+        sub_string,
+        expression_type: expression_type.to_string(),
+        ..Default::default()
+    }
+}
+
+/// A filter expression and its type (`TAG` or `SQL92`); `None` when
+/// there is none.
+fn filter(f: Option<&pb::FilterExpression>) -> Option<(String, &'static str)> {
+    let f = f.filter(|f| !f.expression.is_empty())?;
+    let kind = match pb::FilterType::try_from(f.r#type).unwrap_or_default() {
+        pb::FilterType::Sql => actormq_protocol::filter::TYPE_SQL92,
+        _ => actormq_protocol::filter::TYPE_TAG,
+    };
+    Some((f.expression.clone(), kind))
+}
+
 /// A `Status` with `code` and `message`.
 pub fn status(code: i32, message: impl Into<String>) -> pb::Status {
     pb::Status {
@@ -440,15 +471,9 @@ pub fn pop_request(
     if topic.is_empty() {
         return Err(Refusal::new(grpc::ILLEGAL_TOPIC, "receive without topic"));
     }
-    let (expression, expression_type) = match &req.filter_expression {
-        Some(f) if !f.expression.is_empty() => {
-            let kind = match pb::FilterType::try_from(f.r#type).unwrap_or_default() {
-                pb::FilterType::Sql => actormq_protocol::filter::TYPE_SQL92,
-                _ => actormq_protocol::filter::TYPE_TAG,
-            };
-            (Some(f.expression.clone()), Some(kind.to_string()))
-        }
-        _ => (None, None),
+    let (expression, expression_type) = match filter(req.filter_expression.as_ref()) {
+        Some((e, kind)) => (Some(e), Some(kind.to_string())),
+        None => (None, None),
     };
     let invisible_time_ms = req
         .invisible_duration

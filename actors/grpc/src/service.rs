@@ -109,6 +109,10 @@ fn role_of(settings: &pb::Settings) -> Role {
                 .as_ref()
                 .map(|g| g.name.clone())
                 .unwrap_or_default(),
+            sub.subscriptions
+                .iter()
+                .map(convert::subscription_data)
+                .collect(),
         ),
         None => Role::Unknown,
     }
@@ -777,7 +781,7 @@ impl MessagingService for GrpcSession {
                     }) => {
                         let role = role_of(&s);
                         let fifo = match &role {
-                            Role::Consumer(g) => group_is_fifo(&groups, g).await,
+                            Role::Consumer(g, _) => group_is_fifo(&groups, g).await,
                             _ => false,
                         };
                         if let (Some(id), Some(registry)) = (&client_id, clients.addr()) {

@@ -16,6 +16,11 @@
 //! [`GroupManager::with_retry_topics`]), so its consumers can subscribe to
 //! it before anything failed.
 //!
+//! A member whose consumer data says `ConsumePop` (a RocketMQ 5 gRPC
+//! consumer, which pops) is listed with its group's connections but takes
+//! no part in the group's rebalance: it is not in the consumer id list,
+//! is not notified, and its joining or leaving is no membership change.
+//!
 //! The decision logic is [`GroupTable`], a plain struct.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,6 +28,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actormq_protocol::ResponseCode;
+use actormq_protocol::request::heartbeat::ConsumeType;
 use actormq_protocol::request::{
     ClientConnection, ConnectionList, ConsumerData, GetConsumerConnectionListRequest,
     GetConsumerListByGroupRequest, GetConsumerListByGroupResponse,
@@ -72,6 +78,20 @@ struct ConsumerGroup {
     data: BTreeMap<String, ConsumerData>,
 }
 
+impl ConsumerGroup {
+    /// Whether member `id` pops (takes no part in the rebalance).
+    fn pops(&self, id: &str) -> bool {
+        self.data
+            .get(id)
+            .is_some_and(|d| d.consume_type == ConsumeType::ConsumePop)
+    }
+
+    /// The members that take part in the rebalance.
+    fn rebalancing(&self) -> impl Iterator<Item = (&String, &Member)> {
+        self.members.iter().filter(|(id, _)| !self.pops(id))
+    }
+}
+
 /// Groups and their members. See the module docs.
 #[derive(Debug, Clone, Default)]
 pub struct GroupTable {
@@ -115,14 +135,14 @@ impl GroupTable {
         let mut changed = Vec::new();
         for c in &hb.consumer_data_set {
             let group = self.consumers.entry(c.group_name.clone()).or_default();
-            if group
+            let joined = group
                 .members
                 .insert(hb.client_id.clone(), member.clone())
-                .is_none()
-            {
+                .is_none();
+            group.data.insert(hb.client_id.clone(), c.clone());
+            if joined && c.consume_type != ConsumeType::ConsumePop {
                 changed.push(c.group_name.clone());
             }
-            group.data.insert(hb.client_id.clone(), c.clone());
         }
         changed
     }
@@ -157,11 +177,11 @@ impl GroupTable {
         self.producers.retain(|_, m| !m.is_empty());
         let mut changed = Vec::new();
         for (name, group) in &mut self.consumers {
-            let before = group.members.len();
+            let before = group.rebalancing().count();
             group.members.retain(|_, m| !gone(m));
             let members = &group.members;
             group.data.retain(|id, _| members.contains_key(id));
-            if group.members.len() != before {
+            if group.rebalancing().count() != before {
                 changed.push(name.clone());
             }
         }
@@ -174,7 +194,7 @@ impl GroupTable {
     pub fn consumer_ids(&self, group: &str) -> Vec<String> {
         self.consumers
             .get(group)
-            .map(|g| g.members.keys().cloned().collect())
+            .map(|g| g.rebalancing().map(|(id, _)| id.clone()).collect())
             .unwrap_or_default()
     }
 
@@ -182,7 +202,7 @@ impl GroupTable {
     pub fn consumer_connections(&self, group: &str) -> BTreeSet<u64> {
         self.consumers
             .get(group)
-            .map(|g| g.members.values().filter_map(|m| m.conn_id).collect())
+            .map(|g| g.rebalancing().filter_map(|(_, m)| m.conn_id).collect())
             .unwrap_or_default()
     }
 
@@ -675,6 +695,36 @@ mod tests {
         assert!(t.consumer_ids("g").is_empty());
         assert!(t.consumer_groups().is_empty());
         assert!(t.producer_ids("pg").is_empty());
+    }
+
+    #[test]
+    fn pop_members_are_listed_but_not_rebalanced() {
+        let mut t = GroupTable::default();
+        t.heartbeat(&hb("native", &["g"]), 0, Some(1));
+        let mut pop = hb("grpc", &["g"]);
+        pop.consumer_data_set[0].consume_type = ConsumeType::ConsumePop;
+        // Joining is no membership change ...
+        assert!(t.heartbeat(&pop, 0, Some(2)).is_empty());
+        // ... it is listed, not in the ids nor notified.
+        let listed: Vec<String> = t
+            .consumer_connection_list("g")
+            .into_iter()
+            .map(|c| c.client_id)
+            .collect();
+        assert_eq!(listed, ["grpc", "native"]);
+        assert_eq!(t.consumer_ids("g"), ["native"]);
+        assert_eq!(
+            t.consumer_connections("g").into_iter().collect::<Vec<_>>(),
+            [1]
+        );
+        // Leaving is none either; the native member's leaving is.
+        assert!(t.connection_closed(2).is_empty());
+        assert_eq!(t.consumer_connection_list("g").len(), 1);
+        assert_eq!(t.connection_closed(1), ["g"]);
+        // A group of pop members only: listed, no ids.
+        assert!(t.heartbeat(&pop, 0, Some(2)).is_empty());
+        assert_eq!(t.consumer_groups(), ["g"]);
+        assert!(t.consumer_ids("g").is_empty());
     }
 
     #[test]

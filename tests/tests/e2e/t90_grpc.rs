@@ -1116,6 +1116,14 @@ async fn t90_python_killed_push_consumer_messages_come_back() {
                 "renewed deliveries came back: {messages:?}"
             );
         }
+        // It is listed among the group's clients, with its SDK.
+        let out = crate::common::actormq(
+            node.namesrv(),
+            &["admin", "connections", "-g", group, "--json"],
+        );
+        let consumers = crate::common::json_lines(&out);
+        assert_eq!(consumers.len(), 1, "{consumers:?}");
+        assert_eq!(consumers[0]["language"], "PYTHON", "{consumers:?}");
         // Killed (no termination notice): its stream ends, the renewals
         // stop, the messages come back.
         child.kill().expect("kill the consumer");
@@ -1136,6 +1144,12 @@ async fn t90_python_killed_push_consumer_messages_come_back() {
             .collect();
         bodies.sort();
         assert_eq!(bodies, ["n-0", "n-1"]);
+        // Gone from the group's clients.
+        let out = crate::common::actormq(
+            node.namesrv(),
+            &["admin", "connections", "-g", group, "--json"],
+        );
+        assert!(!out.status.success(), "still listed: {out:?}");
         // Delivered again (a receive the dead client left held in the
         // broker may take them once more before they come here).
         for m in &back {
