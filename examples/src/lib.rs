@@ -27,6 +27,7 @@
 //! | [`simple_consumer`] | a simple (pop) consumer acks jobs, extends one, and gets an unacked one back with its reconsume times one higher |
 //! | [`transfer`] | a money transfer as a transactional message, with a check-back from the ledger |
 //! | [`custom_actor`] | a custom actor plugged into a broker |
+//! | [`grpc_client`] | the RocketMQ 5 gRPC API called with its generated tonic client: a gRPC send read natively, a native send received and acked over gRPC |
 //! | [`operations`] | a node's `/metrics` and `/api/groups/{group}` read over HTTP: messages in, a group's lag |
 //!
 //! **Place in the layering:** a user of `sdk`, with `cluster` to start an
@@ -39,6 +40,7 @@ pub mod broadcast;
 pub mod custom_actor;
 pub mod delayed;
 pub mod fast_consumer;
+pub mod grpc_client;
 pub mod ha;
 pub mod idempotent;
 pub mod node;

@@ -396,3 +396,25 @@ async fn operations_reads_metrics_and_lag_over_http() {
     assert_eq!(report.total_lag, 2);
     assert!(report.has_process_metrics);
 }
+
+#[actix_rt::test]
+async fn grpc_client_sends_and_receives_over_the_rocketmq_5_api() {
+    let report = actormq_examples::grpc_client::run()
+        .await
+        .expect("scenario runs");
+    assert_eq!(
+        report.read_natively,
+        Some((
+            "order 1 created".to_string(),
+            "created".to_string(),
+            "order-1".to_string(),
+            "eu".to_string()
+        ))
+    );
+    assert_eq!(
+        report.received_over_grpc,
+        ["order 1 created", "order 2 created"]
+    );
+    assert_eq!(report.ack_code, 20000);
+    assert_eq!(report.after_ack_code, 40401);
+}
