@@ -9,7 +9,9 @@
 //!    to each queue and persists the table (`SUBSCRIPTION_GROUP_NOT_EXIST`
 //!    for a group with no member online that never committed here), so a
 //!    consumer that starts later begins at the new offsets;
-//! 4. the group's members online get `RESET_CONSUMER_CLIENT_OFFSET` (220)
+//! 4. the [`PopService`] moves the group's pop positions there (when it
+//!    popped the topic: a RocketMQ 5 gRPC or simple consumer group);
+//! 5. the group's members online get `RESET_CONSUMER_CLIENT_OFFSET` (220)
 //!    with the new offsets through the [`GroupNotifier`]; they drop what
 //!    they cached of those queues and pull from there.
 //!
@@ -28,6 +30,7 @@ use super::broker_store::BrokerStore;
 use super::group_manager::{GetConsumerConnections, GroupManager};
 use super::group_notifier::{GroupNotifier, PushReset};
 use super::offset_manager::{OffsetManager, QueueSpan, ResetOffsets};
+use super::pop_service::{PopService, ResetPopPositions};
 use super::topic_manager::TopicView;
 use crate::runtime::guard::{Guarded, GuardedReply, Poison, guarded};
 use crate::runtime::{Call, ChildRef, Reply, ServiceError};
@@ -39,6 +42,7 @@ pub struct OffsetResetService {
     offsets: ChildRef<OffsetManager>,
     groups: ChildRef<GroupManager>,
     notifier: ChildRef<GroupNotifier>,
+    pop: ChildRef<PopService>,
     broker_name: String,
     logger: Logger,
     poison: Poison,
@@ -62,10 +66,17 @@ impl OffsetResetService {
             offsets,
             groups,
             notifier,
+            pop: ChildRef::empty(),
             broker_name: broker_name.to_string(),
             logger: logger.new(o!("actor" => "OffsetResetService")),
             poison: Poison::default(),
         }
+    }
+
+    /// Moves pop positions too, through `pop` (builder style).
+    pub fn with_pop(mut self, pop: ChildRef<PopService>) -> Self {
+        self.pop = pop;
+        self
     }
 
     fn spans(&self, req: &ResetOffsetRequest) -> Result<Vec<QueueSpan>, ServiceError> {
@@ -110,10 +121,11 @@ impl Handler<Call<ResetOffsetRequest>> for OffsetResetService {
 impl OffsetResetService {
     fn reset(&mut self, req: ResetOffsetRequest) -> ResponseFuture<ResetReply> {
         let spans = self.spans(&req);
-        let (offsets, groups, notifier) = (
+        let (offsets, groups, notifier, pop) = (
             self.offsets.addr(),
             self.groups.addr(),
             self.notifier.clone(),
+            self.pop.addr(),
         );
         let (broker_name, logger) = (self.broker_name.clone(), self.logger.clone());
         Box::pin(async move {
@@ -135,6 +147,14 @@ impl OffsetResetService {
                     online: !connections.is_empty(),
                 })
                 .await??;
+            if let Some(pop) = pop {
+                pop.send(ResetPopPositions {
+                    group: req.consumer_group.clone(),
+                    topic: req.topic.clone(),
+                    offsets: applied.clone(),
+                })
+                .await?;
+            }
             let offsets: Vec<QueueOffset> = applied
                 .iter()
                 .map(|(&queue_id, &offset)| QueueOffset {

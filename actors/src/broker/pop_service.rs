@@ -69,6 +69,17 @@
 //! `ConsumerOrderInfoManager.updateNextVisibleTime`). A message group is kept in one queue by the producer's queue
 //! selector, so one consumer at a time has it.
 //!
+//! **The group's offsets.** Pop positions are the group's consumer offsets
+//! as RocketMQ's pop keeps them in its `ConsumerOffsetManager`: each
+//! position on a topic's queue (not on the pop retry topic), once written
+//! down, is committed to the [`OffsetManager`] (so `admin group progress`,
+//! lag metrics and native consumers of the group see it); a group that
+//! has no pop position on a queue starts at the offset committed there (a
+//! group consumed natively goes on where it was), else at the first kept
+//! message; an offset reset of the group ([`ResetPopPositions`], from the
+//! `OffsetResetService`) moves its positions and drops the queues' orderly
+//! batches.
+//!
 //! Not built: filter expressions other than `*` (refused: "not available
 //! yet").
 //!
@@ -101,6 +112,7 @@ use super::broker_store::BrokerStore;
 use super::commit_log::{CommitLogActor, InternalMessage, PutInternal};
 use super::dispatcher::MessagesStored;
 use super::error_map::{HandleError, put_failed_for_good, receipt_handle_error};
+use super::offset_manager::{GetGroupOffsets, MergeOffsets, OffsetManager, OffsetTable};
 use super::persist;
 use super::retry_service::{Destination, destination, dlq_topic_config, retry_message};
 use super::stored_codec::{UNKNOWN_HOST, to_stored};
@@ -734,6 +746,29 @@ struct PopFast(PopMessageRequest, u32);
 #[rtype(result = "()")]
 struct Revive;
 
+/// Internal: before the first pop of `group` on `topic`, its queues
+/// without a pop position take the offsets committed there.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+struct SeedPositions {
+    group: String,
+    topic: String,
+}
+
+/// A group's offsets on a topic were reset (`OffsetResetService`): its
+/// pop positions there move to them, the queues' orderly batches are
+/// dropped. Only for a group that popped the topic here.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct ResetPopPositions {
+    /// Consumer group.
+    pub group: String,
+    /// Topic.
+    pub topic: String,
+    /// The new offset of each queue.
+    pub offsets: BTreeMap<u32, u64>,
+}
+
 /// The pop service actor. See the module docs.
 pub struct PopService {
     store: BrokerStore,
@@ -754,6 +789,12 @@ pub struct PopService {
     wake: Arc<tokio::sync::Notify>,
     /// Counts the messages pops hand out (`actormq_messages_out_total`).
     metrics: Option<Arc<super::metrics::BrokerMetrics>>,
+    /// Where positions are committed as the group's offsets.
+    offsets: ChildRef<OffsetManager>,
+    /// The positions last committed there.
+    committed: BTreeMap<PositionKey, u64>,
+    /// (group, topic) whose positions were seeded from the offsets.
+    seeded: BTreeSet<(String, String)>,
     logger: Logger,
     poison: Poison,
 }
@@ -762,6 +803,13 @@ impl PopService {
     /// Counts the messages each pop hands out in `metrics` (builder style).
     pub fn with_metrics(mut self, metrics: Arc<super::metrics::BrokerMetrics>) -> Self {
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// Shares positions with the group offsets of `offsets` (builder
+    /// style; see the module docs).
+    pub fn with_offsets(mut self, offsets: ChildRef<OffsetManager>) -> Self {
+        self.offsets = offsets;
         self
     }
 
@@ -840,6 +888,9 @@ impl PopService {
             wake: Arc::new(tokio::sync::Notify::new()),
             logger,
             metrics: None,
+            offsets: ChildRef::empty(),
+            committed: BTreeMap::new(),
+            seeded: BTreeSet::new(),
             poison: Poison::default(),
         })
     }
@@ -1015,6 +1066,7 @@ impl PopService {
             return;
         }
         self.dirty = false;
+        self.commit_offsets();
         let w = self.state.persist(&self.safe_state());
         let logger = self.logger.clone();
         actix_rt::spawn(async move {
@@ -1459,6 +1511,36 @@ impl PopService {
         )
     }
 
+    /// Commits the positions written down since the last commit (safe
+    /// ones, on the topics' queues) as the groups' offsets.
+    fn commit_offsets(&mut self) {
+        let Some(offsets) = self.offsets.addr() else {
+            return;
+        };
+        let mut table = OffsetTable::default();
+        let mut changed = 0;
+        let keys: Vec<PositionKey> = self
+            .book
+            .positions
+            .keys()
+            .filter(|(_, topic, _)| !topic.starts_with(system_topic::RETRY_PREFIX))
+            .cloned()
+            .collect();
+        for key in keys {
+            let Some(at) = self.safe_position(&key) else {
+                continue;
+            };
+            if self.committed.get(&key) != Some(&at) {
+                table.commit(&key.0, &key.1, key.2, at);
+                self.committed.insert(key, at);
+                changed += 1;
+            }
+        }
+        if changed > 0 {
+            offsets.do_send(MergeOffsets(table));
+        }
+    }
+
     /// Gives the messages of a pop whose writes failed back.
     fn undo_pop(
         &mut self,
@@ -1504,6 +1586,7 @@ impl Handler<PopOnce> for PopService {
                     let out: Pin<Box<dyn ActorFuture<Self, Output = PopResult>>> = match res {
                         Ok(reply) => {
                             let w = act.state.persist(&act.safe_state());
+                            act.commit_offsets();
                             Box::pin(
                                 persist::written_or_stop::<Self>(
                                     w,
@@ -1627,6 +1710,12 @@ impl Handler<Call<PopMessageRequest>> for PopService {
                     .await??
                     .pop()
                     .map_or(16, |g| g.retry_max_times);
+                // A group new to pops here goes on from its offsets.
+                me.send(SeedPositions {
+                    group: req.consumer_group.clone(),
+                    topic: req.topic.clone(),
+                })
+                .await?;
                 let hold = Duration::from_millis(req.poll_time_ms).min(max_poll);
                 let deadline = Instant::now() + hold;
                 loop {
@@ -1931,6 +2020,69 @@ impl Handler<Call<ChangeInvisibleTimeRequest>> for PopService {
                     res
                 }),
             ) as ChangeReply
+        })
+    }
+}
+
+impl Handler<SeedPositions> for PopService {
+    type Result = GuardedReply<ResponseActFuture<Self, ()>>;
+
+    fn handle(&mut self, msg: SeedPositions, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, |act, _| {
+            let key = (msg.group, msg.topic);
+            let offsets = match act.offsets.addr() {
+                Some(o) if !act.seeded.contains(&key) => o,
+                _ => return Box::pin(actix::fut::ready(())) as ResponseActFuture<Self, ()>,
+            };
+            let ask = offsets.send(GetGroupOffsets {
+                group: key.0.clone(),
+                topic: key.1.clone(),
+            });
+            Box::pin(
+                actix::fut::wrap_future::<_, Self>(ask).map(move |committed, act, _| {
+                    // Unanswered (the offset manager restarting): asked
+                    // again at the next pop.
+                    let Ok(committed) = committed else {
+                        return;
+                    };
+                    let (group, topic) = &key;
+                    for (q, offset) in committed {
+                        if act.book.position(group, topic, q).is_none() {
+                            act.book.set_position(group, topic, q, offset);
+                            act.committed
+                                .insert((group.clone(), topic.clone(), q), offset);
+                            act.dirty = true;
+                        }
+                    }
+                    act.seeded.insert(key);
+                }),
+            )
+        })
+    }
+}
+
+impl Handler<ResetPopPositions> for PopService {
+    type Result = GuardedReply<()>;
+
+    fn handle(&mut self, msg: ResetPopPositions, ctx: &mut Context<Self>) -> Self::Result {
+        guarded(self, ctx, |act, _| {
+            let popped = act
+                .book
+                .positions
+                .keys()
+                .any(|(g, t, _)| *g == msg.group && *t == msg.topic);
+            if !popped {
+                return;
+            }
+            for (q, offset) in msg.offsets {
+                let key = (msg.group.clone(), msg.topic.clone(), q);
+                act.book.set_position(&msg.group, &msg.topic, q, offset);
+                act.book.orderly.remove(&key);
+                act.committed.insert(key, offset);
+            }
+            info!(act.logger, "pop positions reset"; "group" => &msg.group, "topic" => &msg.topic);
+            act.dirty = true;
+            act.persist_if_dirty();
         })
     }
 }

@@ -13,7 +13,6 @@
 //! ├── dispatcher       (own arbiter with `dispatcher_thread`)
 //! ├── pull-hold        ← 11; stored events through the stored fan-out
 //! ├── query            ← 12, 29, 30, 31, 33
-//! ├── offset-reset     ← 222; pushes 220 through the group notifier
 //! ├── flush
 //! ├── retention
 //! ├── commit-log       ← 10, 320 (own arbiter with `writer_thread`)
@@ -22,6 +21,8 @@
 //! ├── retry            ← 36, 10001 (send-back to %RETRY%, dead letters)
 //! ├── pop              ← 200050, 200051, 200053 (simple consumer; checkpoints
 //! │                      through the timer, revive to %RETRY%<g>_<t> / %DLQ%)
+//! ├── offset-reset     ← 222; moves pop positions, pushes 220 through the
+//! │                      group notifier
 //! ├── end-transaction  ← 37; re-puts committed half messages, op records
 //! ├── transaction-checker (checks pushed through the group notifier)
 //! ├── ha-replicator    master: the HA listener, one ha-connection per slave
@@ -499,30 +500,6 @@ impl BrokerActors {
         .await?;
 
         let notifier = ChildRef::empty();
-        let (s, v, o, g, n, name, log) = (
-            store.clone(),
-            view.clone(),
-            offsets.clone(),
-            groups.clone(),
-            notifier.clone(),
-            config.broker_name.clone(),
-            logger.clone(),
-        );
-        let offset_reset = spawn(
-            supervisor,
-            ChildSpec::new("offset-reset", move || {
-                Ok(OffsetResetService::new(
-                    s.clone(),
-                    v.clone(),
-                    o.clone(),
-                    g.clone(),
-                    n.clone(),
-                    &name,
-                    &log,
-                ))
-            }),
-        )
-        .await?;
 
         // Replication: the listener is bound before any actor that could
         // fail to start after it, and before the writer takes sends.
@@ -669,12 +646,13 @@ impl BrokerActors {
         // The simple (pop) consumer: after the writer, the timer (which
         // delivers its checkpoints) and the group configs.
         let pop_metrics = Arc::clone(&metrics);
-        let (s, v, w, g, c, log) = (
+        let (s, v, w, g, c, o, log) = (
             store.clone(),
             view.clone(),
             writer.clone(),
             subscription_groups.clone(),
             config.pop.clone(),
+            offsets.clone(),
             logger.clone(),
         );
         persist::load_or_backup::<super::pop_service::PopState>(&c.path, &logger)
@@ -684,8 +662,36 @@ impl BrokerActors {
             ChildSpec::new("pop", move || {
                 Ok(
                     PopService::load(s.clone(), v.clone(), w.clone(), g.clone(), c.clone(), &log)?
-                        .with_metrics(Arc::clone(&pop_metrics)),
+                        .with_metrics(Arc::clone(&pop_metrics))
+                        .with_offsets(o.clone()),
                 )
+            }),
+        )
+        .await?;
+        // Resets move the pop positions too.
+        let (s, v, o, g, n, p, name, log) = (
+            store.clone(),
+            view.clone(),
+            offsets.clone(),
+            groups.clone(),
+            notifier.clone(),
+            pop.clone(),
+            config.broker_name.clone(),
+            logger.clone(),
+        );
+        let offset_reset = spawn(
+            supervisor,
+            ChildSpec::new("offset-reset", move || {
+                Ok(OffsetResetService::new(
+                    s.clone(),
+                    v.clone(),
+                    o.clone(),
+                    g.clone(),
+                    n.clone(),
+                    &name,
+                    &log,
+                )
+                .with_pop(p.clone()))
             }),
         )
         .await?;

@@ -528,3 +528,89 @@ async fn a_batch_ack_takes_the_good_handles_and_lists_the_bad_ones() {
     );
     node.stop().await;
 }
+
+/// The committed offsets of `group` on [`TOPIC`], once they equal
+/// `want` (the pop service commits its positions with its next state
+/// write, within a revive interval).
+async fn offsets_become(node: &Node, group: &str, want: &[(u32, u64)]) {
+    use actormq_actors::broker::offset_manager::GetGroupOffsets;
+    let want: std::collections::BTreeMap<u32, u64> = want.iter().copied().collect();
+    let start = Instant::now();
+    loop {
+        let got = node
+            .actors
+            .offsets
+            .addr()
+            .unwrap()
+            .send(GetGroupOffsets {
+                group: group.into(),
+                topic: TOPIC.into(),
+            })
+            .await
+            .unwrap();
+        if got == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "offsets of {group}: {got:?}, want {want:?}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn pop_positions_are_the_groups_offsets() {
+    use actormq_protocol::request::{ResetOffsetRequest, UpdateConsumerOffsetRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), Opts::default()).await;
+    // m0, m2, m4 on queue 0; m1, m3, m5 on queue 1.
+    send(&node, 6).await;
+    let bodies = |ms: &[StoredMessage]| {
+        let mut b: Vec<String> = ms.iter().map(body).collect();
+        b.sort();
+        b
+    };
+
+    // Popped: committed as the group's offsets.
+    assert_eq!(pop_n(&node, "gp", 6, 30_000).await.len(), 6);
+    offsets_become(&node, "gp", &[(0, 3), (1, 3)]).await;
+
+    // A group with committed offsets (a native consumer's) pops from them.
+    let offsets = node.actors.offsets.addr().unwrap();
+    for (queue_id, commit_offset) in [(0, 2), (1, 3)] {
+        offsets
+            .send(Call::new(UpdateConsumerOffsetRequest {
+                consumer_group: "gs".into(),
+                topic: TOPIC.into(),
+                queue_id,
+                commit_offset,
+            }))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    assert_eq!(bodies(&pop_n(&node, "gs", 1, 30_000).await), ["m4"]);
+    assert!(pop(&node, "gs", 32, 30_000, 0).await.1.is_empty());
+
+    // An offset reset to the start moves gp's positions: all again.
+    node.actors
+        .offset_reset
+        .addr()
+        .unwrap()
+        .send(Call::new(ResetOffsetRequest {
+            consumer_group: "gp".into(),
+            topic: TOPIC.into(),
+            timestamp_ms: 0,
+            force: true,
+        }))
+        .await
+        .unwrap()
+        .unwrap();
+    offsets_become(&node, "gp", &[(0, 0), (1, 0)]).await;
+    assert_eq!(
+        bodies(&pop_n(&node, "gp", 6, 30_000).await),
+        ["m0", "m1", "m2", "m3", "m4", "m5"]
+    );
+    node.stop().await;
+}

@@ -701,6 +701,35 @@ async fn t90_python_push_consumer_consumes_and_acks_native_sends() {
             pb::Code::MessageNotFound as i32,
             "{messages:?}"
         );
+        // Its positions are the group's offsets: `admin group progress`
+        // shows every queue consumed (committed with the pop service's
+        // next state write, within a revive interval).
+        let start = Instant::now();
+        loop {
+            let out = crate::common::actormq(
+                node.namesrv(),
+                &[
+                    "admin", "group", "progress", "-g", group, "-t", topic, "--json",
+                ],
+            );
+            if out.status.success() {
+                let lines = crate::common::json_lines(&out);
+                let (queues, total) = lines.split_at(lines.len() - 1);
+                let consumed: u64 = queues
+                    .iter()
+                    .map(|q| q["consumer_offset"].as_u64().unwrap_or(0))
+                    .sum();
+                if consumed == 4 {
+                    assert_eq!(total[0]["total_lag"], 0, "{lines:?}");
+                    break;
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no progress: {out:?}"
+            );
+            actix_rt::time::sleep(Duration::from_millis(100)).await;
+        }
     })
     .await;
 }
