@@ -741,6 +741,7 @@ fn broker_actors_config(config: &NodeConfig, store_host: SocketAddr) -> BrokerAc
         memory_bytes().saturating_mul(u64::from(b.access_message_in_memory_max_ratio)) / 100
     });
     c.groups.property_filter = b.enable_property_filter;
+    c.pop.property_filter = b.enable_property_filter;
     // The sessions' arbiter by default: one hop fewer per request, which
     // on 2 cores beats a thread of its own (broker.writer_thread).
     c.writer_thread = b.writer_thread;

@@ -80,8 +80,10 @@
 //! `OffsetResetService`) moves its positions and drops the queues' orderly
 //! batches.
 //!
-//! Not built: filter expressions other than `*` (refused: "not available
-//! yet").
+//! **Filters.** A pop may name a tag or SQL92 expression (refused as a
+//! pull's is when it does not compile, or SQL92 with
+//! `enable_property_filter = false`); messages that do not match are
+//! passed over, the position moving past them, as RocketMQ's pop does.
 //!
 //! The decisions are in [`PopBook`] and [`check_pop`], plain code tested
 //! without a runtime.
@@ -111,15 +113,18 @@ use slog::{Logger, error, info, o, warn};
 use super::broker_store::BrokerStore;
 use super::commit_log::{CommitLogActor, InternalMessage, PutInternal};
 use super::dispatcher::MessagesStored;
-use super::error_map::{HandleError, put_failed_for_good, receipt_handle_error};
+use super::error_map::{HandleError, filter_error, put_failed_for_good, receipt_handle_error};
 use super::offset_manager::{GetGroupOffsets, MergeOffsets, OffsetManager, OffsetTable};
 use super::persist;
+use super::pull_hold::compile_filter;
 use super::retry_service::{Destination, destination, dlq_topic_config, retry_message};
+use super::stored_codec::filter_property;
 use super::stored_codec::{UNKNOWN_HOST, to_stored};
 use super::subscription_group_manager::{ResolveGroups, SubscriptionGroupManager};
 use super::topic_manager::{TopicView, system_topic_config};
 use crate::runtime::guard::{Guarded, GuardedReply, Poison, guarded};
 use crate::runtime::{Call, ChildRef, Reply, ServiceError};
+use actormq_protocol::filter::Filter;
 
 /// Most messages one pop returns (RocketMQ's limit).
 pub const MAX_POP_MESSAGES: u32 = 32;
@@ -143,6 +148,9 @@ pub struct PopConfig {
     /// Most checkpoint records read per pass (a pass that stops there is
     /// followed by the next at once). Default 1024.
     pub revive_batch: usize,
+    /// SQL92 filter expressions accepted (`enable_property_filter`).
+    /// Default true.
+    pub property_filter: bool,
 }
 
 impl PopConfig {
@@ -153,6 +161,7 @@ impl PopConfig {
             revive_interval: Duration::from_millis(100),
             max_poll: Duration::from_secs(20),
             revive_batch: 1024,
+            property_filter: true,
         }
     }
 }
@@ -645,13 +654,19 @@ pub fn check_pop(req: &PopMessageRequest) -> Result<(), ServiceError> {
         ));
     }
     check_invisible(req.invisible_time_ms)?;
-    let expr = req.expression.as_deref().unwrap_or("*").trim();
-    if !(expr.is_empty() || expr == "*") || req.expression_type.as_deref() == Some("SQL92") {
-        return bad(format!(
-            "pop with a filter expression ({expr:?}) is not available yet; pop with \"*\""
-        ));
-    }
     Ok(())
+}
+
+/// The filter of a pop (`*` when it names none): a tag or SQL92
+/// expression, refused as a pull's is when it does not compile or is
+/// SQL92 with `sql_enabled` false.
+pub fn pop_filter(req: &PopMessageRequest, sql_enabled: bool) -> Result<Filter, ServiceError> {
+    compile_filter(
+        req.expression.as_deref(),
+        req.expression_type.as_deref(),
+        sql_enabled,
+    )
+    .map_err(filter_error)
 }
 
 fn check_invisible(ms: u64) -> Result<(), ServiceError> {
@@ -904,6 +919,7 @@ impl PopService {
         now: u64,
         max_retries: u32,
     ) -> Result<Taken, ServiceError> {
+        let filter = pop_filter(req, self.config.property_filter)?;
         let snapshot = self.view.snapshot();
         let cfg = snapshot
             .get(&req.topic)
@@ -991,6 +1007,12 @@ impl PopService {
                     at += 1;
                     continue;
                 };
+                // Not for this subscription: passed over (the position
+                // moves past it), as RocketMQ's pop filters.
+                if !filter.is_all() && !filter.matches(|k| filter_property(&view, k)) {
+                    at += 1;
+                    continue;
+                }
                 let reconsume = orderly
                     .as_ref()
                     .and_then(|o| o.again.get(&at).copied())
@@ -1697,10 +1719,12 @@ impl Handler<Call<PopMessageRequest>> for PopService {
             let me = ctx.address();
             let groups = act.groups.addr();
             let max_poll = act.config.max_poll;
+            let sql_enabled = act.config.property_filter;
             let wake = act.wake.clone();
             Box::pin(async move {
                 let req = call.req;
                 check_pop(&req)?;
+                pop_filter(&req, sql_enabled)?;
                 let groups = groups.ok_or_else(|| down("subscription group manager"))?;
                 // Refuses a group the broker does not know (or creates it).
                 let max_retries = groups
@@ -2288,15 +2312,32 @@ mod tests {
         let mut orderly = ok.clone();
         orderly.order = true;
         assert!(check_pop(&orderly).is_ok());
-        assert!(
-            code(|r| r.expression = Some("A || B".into()))
-                .remark
-                .contains("not available yet")
-        );
         let mut star = ok.clone();
         star.expression = Some("*".into());
         star.expression_type = Some("TAG".into());
         assert!(check_pop(&star).is_ok());
+        assert!(pop_filter(&star, true).unwrap().is_all());
+    }
+
+    #[test]
+    fn pop_filters_compile_or_are_refused() {
+        let with = |expr: &str, kind: &str| PopMessageRequest {
+            consumer_group: "g".into(),
+            topic: "t".into(),
+            expression: Some(expr.into()),
+            expression_type: Some(kind.into()),
+            ..Default::default()
+        };
+        let tags = pop_filter(&with("A || B", "TAG"), true).unwrap();
+        assert!(tags.matches(|k| (k == actormq_protocol::filter::PROPERTY_TAGS).then_some("B")));
+        assert!(!tags.matches(|k| (k == actormq_protocol::filter::PROPERTY_TAGS).then_some("C")));
+        let sql = pop_filter(&with("amount > 100", "SQL92"), true).unwrap();
+        assert!(sql.matches(|k| (k == "amount").then_some("150")));
+        assert!(!sql.matches(|k| (k == "amount").then_some("50")));
+        assert!(pop_filter(&with("amount >", "SQL92"), true).is_err());
+        // SQL92 with enable_property_filter = false, as a pull's.
+        assert!(pop_filter(&with("amount > 100", "SQL92"), false).is_err());
+        assert!(pop_filter(&with("a", "XPATH"), true).is_err());
     }
 
     #[test]

@@ -614,3 +614,54 @@ async fn pop_positions_are_the_groups_offsets() {
     );
     node.stop().await;
 }
+
+#[actix_rt::test]
+async fn pops_filter_by_tag_and_sql92() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), Opts::default()).await;
+    node.create_topic(TOPIC, 1).await;
+    for (i, tag) in ["created", "paid", "shipped", "paid"].iter().enumerate() {
+        let mut m = Message::new(TOPIC, format!("m{i}"));
+        m.tags = Some((*tag).into());
+        m.properties.insert("amount".into(), format!("{}", i * 100));
+        node.send(0, &m).await.unwrap();
+    }
+    node.wait_dispatched(TOPIC, 0, 4).await;
+    let filtered = |group: &str, expr: &str, kind: &str| PopMessageRequest {
+        consumer_group: group.into(),
+        topic: TOPIC.into(),
+        max_msg_nums: 32,
+        invisible_time_ms: 30_000,
+        born_time_ms: now_ms(),
+        expression: Some(expr.into()),
+        expression_type: Some(kind.into()),
+        ..Default::default()
+    };
+    let pop_with = |req: PopMessageRequest| async {
+        let r = pop_addr(&node).await.send(Call::new(req)).await.unwrap();
+        r.map(|r| {
+            if r.code == ResponseCode::Success {
+                batch::decode_stored(&r.body).unwrap()
+            } else {
+                Vec::new()
+            }
+        })
+    };
+    let tags = pop_with(filtered("gt", "paid", "TAG")).await.unwrap();
+    assert_eq!(tags.iter().map(body).collect::<Vec<_>>(), ["m1", "m3"]);
+    // The others were passed over.
+    assert!(
+        pop_with(filtered("gt", "paid", "TAG"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let sql = pop_with(filtered("gq", "amount >= 200", "SQL92"))
+        .await
+        .unwrap();
+    assert_eq!(sql.iter().map(body).collect::<Vec<_>>(), ["m2", "m3"]);
+    // An expression that does not compile is refused.
+    let bad = pop_with(filtered("gb", "amount >", "SQL92")).await;
+    assert!(bad.is_err());
+    node.stop().await;
+}

@@ -74,8 +74,10 @@ pub struct ConsumeArgs {
     /// the group's other consumers for `--invisible-ms`, ack each message
     /// handled.
     /// With `--orderly`: orderly (FIFO) pops, each queue handed out one
-    /// batch at a time in queue order.
-    #[arg(long, conflicts_with_all = ["broadcast", "sql"])]
+    /// batch at a time in queue order. With `--tag-expr` or `--sql`: only
+    /// matching messages (the broker passes the others over for the
+    /// group).
+    #[arg(long, conflicts_with_all = ["broadcast"])]
     pub simple: bool,
     /// With `--simple`: how long a received message stays invisible unless
     /// acked (at least 1000).
@@ -309,11 +311,6 @@ async fn run_simple(
                 .into(),
         ));
     }
-    if args.tag_expr.trim() != "*" {
-        return Err(CliError(
-            "--tag-expr with --simple is not available yet (pops take every message)".into(),
-        ));
-    }
     if args.instance_name.is_some() {
         return Err(CliError(
             "--instance-name with --simple is not available yet".into(),
@@ -344,6 +341,12 @@ async fn run_simple(
         consumer.orderly()
     } else {
         consumer
+    };
+    // Filters: the broker passes the other messages over for the group.
+    let consumer = match &args.sql {
+        Some(sql) => consumer.with_sql(sql),
+        None if args.tag_expr.trim() != "*" => consumer.with_tags(&args.tag_expr),
+        None => consumer,
     };
     let (mut handled, mut deliveries) = (0u64, 0u64);
     let mut last_new = std::time::Instant::now();

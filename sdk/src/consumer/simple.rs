@@ -19,8 +19,9 @@
 //! more of a queue until its batch is acked or its invisible time passed
 //! (then its first unacked message comes first again). Changing the
 //! invisible duration of one of its messages keeps the queue held while
-//! that message is invisible. Not available yet: filter expressions other
-//! than `*`.
+//! that message is invisible. [`SimpleConsumer::with_tags`] and
+//! [`SimpleConsumer::with_sql`] filter what the group receives (the broker
+//! passes the other messages over for the group).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -107,6 +108,8 @@ pub struct SimpleConsumer {
     client: ClusterClient,
     await_duration: Duration,
     orderly: bool,
+    /// Filter expression and its type (`None`: every message).
+    filter: Option<(String, &'static str)>,
     turn: AtomicUsize,
 }
 
@@ -149,6 +152,7 @@ impl SimpleConsumer {
             )?,
             await_duration: DEFAULT_AWAIT,
             orderly: false,
+            filter: None,
             turn: AtomicUsize::new(0),
         })
     }
@@ -164,6 +168,22 @@ impl SimpleConsumer {
     /// (see the module docs).
     pub fn orderly(mut self) -> Self {
         self.orderly = true;
+        self
+    }
+
+    /// Receives only messages whose tag matches `expr` (`"paid ||
+    /// shipped"`; `"*"`: every message). The broker passes the others
+    /// over for the group. A bad expression fails the receives.
+    pub fn with_tags(mut self, expr: &str) -> Self {
+        self.filter = Some((expr.to_string(), crate::protocol::filter::TYPE_TAG));
+        self
+    }
+
+    /// Receives only messages whose properties match the SQL92 `expr`
+    /// (`"amount > 100"`; the broker needs `enable_property_filter`). The
+    /// broker passes the others over for the group.
+    pub fn with_sql(mut self, expr: &str) -> Self {
+        self.filter = Some((expr.to_string(), crate::protocol::filter::TYPE_SQL92));
         self
     }
 
@@ -231,8 +251,8 @@ impl SimpleConsumer {
             invisible_time_ms: invisible.as_millis() as u64,
             poll_time_ms: poll.as_millis() as u64,
             born_time_ms: now_ms(),
-            expression: None,
-            expression_type: None,
+            expression: self.filter.as_ref().map(|(e, _)| e.clone()),
+            expression_type: self.filter.as_ref().map(|(_, t)| t.to_string()),
             order: self.orderly,
         };
         let empty = |code| matches!(code, ResponseCode::NoMessage | ResponseCode::PollingTimeout);

@@ -663,6 +663,55 @@ async fn t90_python_simple_consumer_receives_native_sends() {
 }
 
 #[actix_rt::test]
+async fn t90_python_simple_consumer_with_a_tag_filter_gets_only_its_tags() {
+    let Some(python) = python_client() else {
+        return;
+    };
+    bounded(async {
+        let node = NodeProcess::start(Bin::Node, &[] as &[&str]).expect("start a combined node");
+        let topic = "t90-python-tags";
+        let group = "t90-python-tags-group";
+        let p = ProducerBuilder::new("t90-producer")
+            .namesrv([node.namesrv().to_string()])
+            .build()
+            .await
+            .expect("producer");
+        let tags = ["created", "paid", "shipped"];
+        for i in 0..6 {
+            let m = Message {
+                tags: Some(tags[i % 3].into()),
+                ..Message::new(topic, format!("{}-{i}", tags[i % 3]))
+            };
+            p.send(m).await.expect("native send");
+        }
+        let grpc = node.grpc().to_string();
+        let stdout = run_python(
+            &python,
+            "rocketmq-python-simple-consumer.py",
+            &[grpc.as_str(), group, topic, "4", "paid || shipped"],
+        )
+        .await;
+        let got = lines_of(&stdout);
+        let mut bodies: Vec<&str> = got.iter().filter_map(|g| g["body"].as_str()).collect();
+        bodies.sort_unstable();
+        assert_eq!(
+            bodies,
+            ["paid-1", "paid-4", "shipped-2", "shipped-5"],
+            "{stdout}"
+        );
+        // The others were passed over: the group's position is past them.
+        let mut c = client(node.grpc()).await;
+        let (status, messages) = receive(&mut c, group, topic).await;
+        assert_eq!(
+            status.code,
+            pb::Code::MessageNotFound as i32,
+            "{messages:?}"
+        );
+    })
+    .await;
+}
+
+#[actix_rt::test]
 async fn t90_python_push_consumer_consumes_and_acks_native_sends() {
     let Some(python) = python_client() else {
         return;
