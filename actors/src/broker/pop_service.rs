@@ -66,8 +66,9 @@
 //! it. Changing the invisible time of one of its messages keeps the
 //! checkpoint, under a handle with the new times, and the queue blocked
 //! while that message is invisible (RocketMQ's
-//! `ConsumerOrderInfoManager.updateNextVisibleTime`). A message group is kept in one queue by the producer's queue
-//! selector, so one consumer at a time has it.
+//! `ConsumerOrderInfoManager.updateNextVisibleTime`). A message group is
+//! kept in one queue by the producer's queue selector, so one consumer at
+//! a time has it.
 //!
 //! **The group's offsets.** Pop positions are the group's consumer offsets
 //! as RocketMQ's pop keeps them in its `ConsumerOffsetManager`: each
@@ -745,16 +746,25 @@ pub struct PopStatus {
     pub revived: u64,
 }
 
+/// Internal: what one pop attempt needs: the request, the group's max
+/// retries and the request's filter (compiled once per request).
+#[derive(Debug)]
+struct Attempt {
+    req: PopMessageRequest,
+    max_retries: u32,
+    filter: Arc<Filter>,
+}
+
 /// Internal: one pop attempt (the answer, or `None` when nothing found).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Option<Reply<PopMessageResponse>>, ServiceError>")]
-struct PopOnce(PopMessageRequest, u32);
+struct PopOnce(Attempt);
 
 /// Internal: one attempt of a normal (not orderly) pop, which does not
 /// wait for other pops.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Option<Reply<PopMessageResponse>>, ServiceError>")]
-struct PopFast(PopMessageRequest, u32);
+struct PopFast(Attempt);
 
 /// Internal: one revive pass.
 #[derive(Debug, Clone, Copy, Message)]
@@ -916,10 +926,10 @@ impl PopService {
     fn take(
         &mut self,
         req: &PopMessageRequest,
+        filter: &Filter,
         now: u64,
         max_retries: u32,
     ) -> Result<Taken, ServiceError> {
-        let filter = pop_filter(req, self.config.property_filter)?;
         let snapshot = self.view.snapshot();
         let cfg = snapshot
             .get(&req.topic)
@@ -1324,13 +1334,14 @@ struct PopWork {
 impl PopService {
     /// Takes the messages of a pop and prepares its writes (checkpoints,
     /// dead letters); `None` when there is nothing to hand out.
-    fn pop_work(
-        &mut self,
-        req: PopMessageRequest,
-        max_retries: u32,
-    ) -> Result<Option<PopWork>, ServiceError> {
+    fn pop_work(&mut self, attempt: Attempt) -> Result<Option<PopWork>, ServiceError> {
+        let Attempt {
+            req,
+            max_retries,
+            filter,
+        } = attempt;
         let now = super::now_ms();
-        let taken = self.take(&req, now, max_retries)?;
+        let taken = self.take(&req, &filter, now, max_retries)?;
         if taken.messages.is_empty()
             && taken.dead.is_empty()
             && taken.replaced.iter().all(|(_, before)| before.is_none())
@@ -1590,7 +1601,7 @@ impl Handler<PopOnce> for PopService {
 
     fn handle(&mut self, msg: PopOnce, ctx: &mut Context<Self>) -> Self::Result {
         guarded(self, ctx, |act, _| {
-            let work = match act.pop_work(msg.0, msg.1) {
+            let work = match act.pop_work(msg.0) {
                 Ok(Some(w)) => w,
                 Ok(None) => return AtomicResponse::new(Box::pin(actix::fut::ready(Ok(None)))),
                 Err(e) => return AtomicResponse::new(Box::pin(actix::fut::ready(Err(e)))),
@@ -1642,7 +1653,7 @@ impl Handler<PopFast> for PopService {
 
     fn handle(&mut self, msg: PopFast, ctx: &mut Context<Self>) -> Self::Result {
         guarded(self, ctx, |act, _| {
-            let work = match act.pop_work(msg.0, msg.1) {
+            let work = match act.pop_work(msg.0) {
                 Ok(Some(w)) => w,
                 Ok(None) => {
                     return Box::pin(actix::fut::ready(Ok(None))) as ResponseActFuture<_, _>;
@@ -1724,7 +1735,7 @@ impl Handler<Call<PopMessageRequest>> for PopService {
             Box::pin(async move {
                 let req = call.req;
                 check_pop(&req)?;
-                pop_filter(&req, sql_enabled)?;
+                let filter = Arc::new(pop_filter(&req, sql_enabled)?);
                 let groups = groups.ok_or_else(|| down("subscription group manager"))?;
                 // Refuses a group the broker does not know (or creates it).
                 let max_retries = groups
@@ -1748,10 +1759,15 @@ impl Handler<Call<PopMessageRequest>> for PopService {
                     let woken = wake.notified();
                     tokio::pin!(woken);
                     woken.as_mut().enable();
+                    let attempt = Attempt {
+                        req: req.clone(),
+                        max_retries,
+                        filter: Arc::clone(&filter),
+                    };
                     let attempt = if req.order {
-                        me.send(PopOnce(req.clone(), max_retries)).await
+                        me.send(PopOnce(attempt)).await
                     } else {
-                        me.send(PopFast(req.clone(), max_retries)).await
+                        me.send(PopFast(attempt)).await
                     };
                     if let Some(reply) = attempt?? {
                         return Ok(reply);
