@@ -1519,25 +1519,11 @@ async fn t90_nodejs_simple_consumer_receives_changes_and_acks() {
 
 #[actix_rt::test]
 async fn t90_grpc_fifo_groups_keep_their_order() {
-    use actormq_protocol::request::{CreateSubscriptionGroupRequest, SubscriptionGroupConfig};
     bounded(async {
         let node = NodeProcess::start(Bin::Node, &[] as &[&str]).expect("start a combined node");
         let topic = "t90-fifo";
         let group = "t90-fifo-group";
-        create_topic(node.broker(), topic, 4).await;
-        let mut native = crate::common::connect(node.broker()).await;
-        native
-            .call(
-                &CreateSubscriptionGroupRequest {
-                    config: SubscriptionGroupConfig {
-                        consume_message_orderly: true,
-                        ..SubscriptionGroupConfig::new(group)
-                    },
-                },
-                actormq_protocol::Bytes::new(),
-            )
-            .await
-            .expect("create an orderly group");
+        fifo_topic_and_group(&node, topic, group).await;
         let mut c = client(node.grpc()).await;
 
         // The group's settings and assignment say FIFO.
@@ -1577,23 +1563,7 @@ async fn t90_grpc_fifo_groups_keep_their_order() {
             .into_inner();
         assert_eq!(assignment.assignments.len(), 4);
 
-        let mut messages = Vec::new();
-        for i in 0..3 {
-            for g in ["a", "b"] {
-                let mut m = grpc_message(topic, &format!("01FIFO{g}{i:020}"), &format!("{g}-{i}"));
-                if let Some(s) = m.system_properties.as_mut() {
-                    s.message_type = pb::MessageType::Fifo as i32;
-                    s.message_group = Some(g.into());
-                }
-                messages.push(m);
-            }
-        }
-        let sent = c
-            .send_message(pb::SendMessageRequest { messages })
-            .await
-            .expect("send")
-            .into_inner();
-        assert_eq!(sent.status.map(|s| s.code), Some(OK), "{:?}", sent.entries);
+        send_fifo(&mut c, topic, 3).await;
 
         let start = Instant::now();
         let mut got: Vec<pb::Message> = Vec::new();
@@ -1659,6 +1629,28 @@ async fn fifo_topic_and_group(node: &NodeProcess, topic: &str, group: &str) {
         )
         .await
         .expect("create an orderly group");
+}
+
+/// Sends FIFO messages `<g>-<i>` (`i < per_group`) of the message
+/// groups `a` and `b` to `topic` over gRPC, interleaved.
+async fn send_fifo(c: &mut MessagingServiceClient<Channel>, topic: &str, per_group: usize) {
+    let mut messages = Vec::new();
+    for i in 0..per_group {
+        for g in ["a", "b"] {
+            let mut m = grpc_message(topic, &format!("01FIFO{g}{i:020}"), &format!("{g}-{i}"));
+            if let Some(s) = m.system_properties.as_mut() {
+                s.message_type = pb::MessageType::Fifo as i32;
+                s.message_group = Some(g.into());
+            }
+            messages.push(m);
+        }
+    }
+    let sent = c
+        .send_message(pb::SendMessageRequest { messages })
+        .await
+        .expect("send")
+        .into_inner();
+    assert_eq!(sent.status.map(|s| s.code), Some(OK), "{:?}", sent.entries);
 }
 
 /// A push consumer's consumption starts (JSON lines with `body`, `group`
@@ -1782,23 +1774,7 @@ async fn t90_nodejs_fifo_push_consumer_keeps_group_order_while_renewed() {
         let group = "t90-nodejs-fifo-push-group";
         fifo_topic_and_group(&node, topic, group).await;
         let mut c = client(node.grpc()).await;
-        let mut messages = Vec::new();
-        for i in 0..2 {
-            for g in ["a", "b"] {
-                let mut m = grpc_message(topic, &format!("01FIFO{g}{i:020}"), &format!("{g}-{i}"));
-                if let Some(s) = m.system_properties.as_mut() {
-                    s.message_type = pb::MessageType::Fifo as i32;
-                    s.message_group = Some(g.into());
-                }
-                messages.push(m);
-            }
-        }
-        let sent = c
-            .send_message(pb::SendMessageRequest { messages })
-            .await
-            .expect("send")
-            .into_inner();
-        assert_eq!(sent.status.map(|s| s.code), Some(OK), "{:?}", sent.entries);
+        send_fifo(&mut c, topic, 2).await;
         let grpc = node.grpc().to_string();
         let stdout = run_node(
             &node_modules,
